@@ -1,0 +1,187 @@
+"""ProfileOps settings — every deployment-specific value comes from the environment.
+
+Embedded defaults (SQLite beside manage.py, django-q2's ORM broker, DEBUG on) serve the quick
+start and the tests. Production sets DEBUG=0, SECRET_KEY, ALLOWED_HOSTS and DATABASE_URL; see
+README.md, "Running for real".
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), not {raw!r}")
+
+
+def _env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+DEBUG = _env_bool("DEBUG", True)
+
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+    # Development only: a well-known key is harmless while DEBUG is on and refused otherwise.
+    SECRET_KEY = "django-insecure-profileops-development-only-key-do-not-use-in-production"
+
+ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
+CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "import_export",
+    "django_q",
+    "updates",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "profileops.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "profileops.wsgi.application"
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several processes (web, qcluster, commands) share one file: take the write lock at BEGIN
+    # so concurrent writers queue instead of failing half-way with "database is locked".
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", BASE_DIR / "media"))
+
+LOGIN_URL = "admin:login"
+
+# Security: safe defaults whenever DEBUG is off (check --deploy stays clean).
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+if not DEBUG:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "31536000"))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = _env_bool("SECURE_HSTS_PRELOAD", True)
+    if _env_bool("SECURE_PROXY_SSL_HEADER", False):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Imports larger than this many rows run in the background (django-q2) instead of in the request.
+IMPORT_EXPORT_SKIP_ADMIN_LOG = True
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+
+# --- Sending (see updates/sending.py) ---------------------------------------------------------
+PROFILEOPS = {
+    "SEND_BATCH_SIZE": int(os.environ.get("PROFILEOPS_SEND_BATCH_SIZE", "500")),
+    "SEND_CONCURRENCY": int(os.environ.get("PROFILEOPS_SEND_CONCURRENCY", "32")),
+    "CONNECT_TIMEOUT": float(os.environ.get("PROFILEOPS_CONNECT_TIMEOUT", "5")),
+    "READ_TIMEOUT": float(os.environ.get("PROFILEOPS_READ_TIMEOUT", "20")),
+    "LEASE_SECONDS": int(os.environ.get("PROFILEOPS_LEASE_SECONDS", "120")),
+    "MAX_ATTEMPTS": int(os.environ.get("PROFILEOPS_MAX_ATTEMPTS", "8")),
+    "MAX_UNEXPECTED_ANSWERS": int(os.environ.get("PROFILEOPS_MAX_UNEXPECTED_ANSWERS", "3")),
+    "BACKOFF_BASE_SECONDS": float(os.environ.get("PROFILEOPS_BACKOFF_BASE_SECONDS", "30")),
+    "BACKOFF_MAX_SECONDS": float(os.environ.get("PROFILEOPS_BACKOFF_MAX_SECONDS", "3600")),
+    # One scheduled run stops claiming new batches after this long, well inside the task timeout.
+    "RUN_TIME_BUDGET_SECONDS": float(os.environ.get("PROFILEOPS_RUN_TIME_BUDGET_SECONDS", "45")),
+}
+
+# --- django-q2 ---------------------------------------------------------------------------------
+# ORM broker by default; Redis when Q_REDIS_URL names one. The task timeout stays below `retry`
+# so the broker never hands a still-running send task to a second worker.
+Q_CLUSTER = {
+    "name": os.environ.get("Q_CLUSTER_NAME", "profileops"),
+    "workers": int(os.environ.get("Q_WORKERS", "2")),
+    "timeout": 90,
+    "retry": 120,
+    "max_attempts": 1,
+    "catch_up": False,
+    "ack_failures": True,
+    "save_limit": 1000,
+    "label": "Task queue",
+}
+if os.environ.get("Q_REDIS_URL"):
+    Q_CLUSTER["redis"] = os.environ["Q_REDIS_URL"]
+else:
+    Q_CLUSTER["orm"] = "default"
+    Q_CLUSTER["poll"] = float(os.environ.get("Q_ORM_POLL", "1"))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # urllib3 logs full request URLs at DEBUG — those carry profile values. Keep it quiet.
+    "loggers": {"urllib3": {"level": "WARNING"}},
+}

@@ -1,0 +1,413 @@
+"""ProfileOps data: connections, attribute mappings, staged updates, attempts, quota, audit.
+
+State changes go through the services (`workflow.py`, `sending.py`, `quota.py`, `mappings.py`,
+`importing.py`); models hold data, field-level validation and small derived properties only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import Q
+
+DEFAULT_QUOTA_LIMIT = 1_000_000
+DEFAULT_VALUE_MAX_LENGTH = 256
+
+
+class TargetConnection(models.Model):
+    """One Adobe Target client (account) that updates are sent to."""
+
+    label = models.CharField(max_length=100, unique=True, help_text="A name people recognise.")
+    client_code = models.CharField(
+        max_length=64,
+        unique=True,
+        validators=[
+            RegexValidator(
+                r"^[A-Za-z0-9][A-Za-z0-9_-]*\Z",
+                "A client code holds letters, digits, '-' and '_' only.",
+                code="invalid_client_code",
+            )
+        ],
+        help_text="Target's client code, as in https://<clientCode>.tt.omtrdc.net.",
+    )
+    base_url = models.URLField(
+        blank=True,
+        help_text="Leave empty for https://<clientCode>.tt.omtrdc.net. Set it for the local "
+        "emulator or a proxy, e.g. http://127.0.0.1:8765.",
+    )
+    # Write-only in the admin; never logged, exported or shown back.
+    bearer_token = models.TextField(
+        blank=True,
+        help_text="Sent as 'Authorization: Bearer <token>' when Target requires authentication.",
+    )
+    quota_limit = models.PositiveIntegerField(
+        default=DEFAULT_QUOTA_LIMIT,
+        validators=[MinValueValidator(1)],
+        help_text="Most requests in any rolling 24 hours (Adobe allows 1,000,000 per client).",
+    )
+    active = models.BooleanField(default=True, help_text="Inactive connections send nothing.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["label"]
+        verbose_name = "Target connection"
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.client_code})"
+
+    @property
+    def effective_base_url(self) -> str:
+        return (self.base_url or f"https://{self.client_code}.tt.omtrdc.net").rstrip("/")
+
+    @property
+    def has_token(self) -> bool:
+        return bool(self.bearer_token)
+
+
+class AttributeMapping(models.Model):
+    """How one of our fields (a spreadsheet column, a form field) becomes a Target attribute."""
+
+    class ValueType(models.TextChoices):
+        TEXT = "text", "Text"
+        INTEGER = "integer", "Integer"
+        DECIMAL = "decimal", "Decimal"
+        BOOLEAN = "boolean", "Boolean"
+        DATE = "date", "Date"
+        DATETIME = "datetime", "Date and time"
+        CHOICE = "choice", "Choice"
+
+    class CaseTransform(models.TextChoices):
+        NONE = "none", "Keep as entered"
+        LOWER = "lower", "lower case"
+        UPPER = "upper", "UPPER CASE"
+
+    connection = models.ForeignKey(TargetConnection, on_delete=models.PROTECT, related_name="mappings")
+    source_name = models.CharField(
+        max_length=128, help_text="The column or field name operators use, e.g. loan_status."
+    )
+    target_name = models.CharField(
+        max_length=128,
+        help_text="Target profile attribute, without the 'profile.' prefix. Case-sensitive.",
+    )
+    value_type = models.CharField(max_length=10, choices=ValueType.choices, default=ValueType.TEXT)
+    trim = models.BooleanField(default=True, help_text="Strip surrounding whitespace from values.")
+    case_transform = models.CharField(
+        max_length=5, choices=CaseTransform.choices, default=CaseTransform.NONE
+    )
+    required = models.BooleanField(default=False, help_text="Every update must carry a value.")
+    max_length = models.PositiveIntegerField(
+        default=DEFAULT_VALUE_MAX_LENGTH,
+        validators=[MinValueValidator(1), MaxValueValidator(60_000)],
+        help_text="Longest value sent, in characters (Target's default limit is 256).",
+    )
+    choices = models.TextField(
+        blank=True, help_text="For the choice type: the allowed values, one per line (exact case)."
+    )
+    pattern = models.CharField(
+        max_length=500, blank=True, help_text="Optional regular expression the whole value must match."
+    )
+    send_empty = models.BooleanField(
+        default=False,
+        help_text="Send an empty value (clearing the attribute) instead of refusing it.",
+    )
+    help_text = models.CharField(max_length=300, blank=True, help_text="Shown to operators.")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["connection", "source_name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connection", "target_name"],
+                condition=Q(active=True),
+                name="uniq_active_mapping_target",
+                violation_error_message="Another active mapping of this connection already "
+                "targets this attribute.",
+            ),
+            models.UniqueConstraint(
+                fields=["connection", "source_name"],
+                condition=Q(active=True),
+                name="uniq_active_mapping_source",
+                violation_error_message="Another active mapping of this connection already "
+                "uses this source name.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source_name} → profile.{self.target_name}"
+
+    @property
+    def choice_list(self) -> list[str]:
+        return [line.strip() for line in self.choices.splitlines() if line.strip()]
+
+
+class UpdateStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    PENDING = "pending", "Pending approval"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent (acknowledged)"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class IdentityType(models.TextChoices):
+    MBOX_PC = "mboxPC", "mboxPC (Target visitor id)"
+    THIRD_PARTY = "mbox3rdPartyId", "mbox3rdPartyId (your customer id)"
+
+
+def content_hash(identity_type: str, identity: str, attributes: dict[str, str]) -> str:
+    """A stable fingerprint of what would be sent, to tell whether an approval still applies."""
+    payload = json.dumps([identity_type, identity, sorted(attributes.items())], ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class ProfileUpdate(models.Model):
+    """One visitor's staged profile update: what will be sent, and where it is in its life."""
+
+    connection = models.ForeignKey(TargetConnection, on_delete=models.PROTECT, related_name="updates")
+    identity_type = models.CharField(max_length=14, choices=IdentityType.choices)
+    identity = models.CharField(max_length=256)
+    # Target attribute name (without "profile.") -> the exact string that is sent.
+    attributes = models.JSONField(default=dict)
+    reason = models.CharField(max_length=200, blank=True)
+    not_before = models.DateTimeField(
+        null=True, blank=True, help_text="Earliest send time (UTC). Empty: as soon as approved."
+    )
+    status = models.CharField(max_length=10, choices=UpdateStatus.choices, default=UpdateStatus.DRAFT)
+
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField()
+    last_edited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    last_edited_at = models.DateTimeField()
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_comment = models.TextField(blank=True)
+    # Fingerprint of the content a supervisor approved; a re-queue keeps the approval only if
+    # the content still has this fingerprint.
+    approved_hash = models.CharField(max_length=64, blank=True)
+
+    # Sending bookkeeping (owned by sending.py).
+    # Attempts since the last (re-)queue, which the attempt budget counts; and over all time.
+    attempt_count = models.PositiveIntegerField(default=0)
+    attempts_total = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=64, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["status", "-id"], name="upd_status_id"),
+            models.Index(fields=["connection", "status", "-id"], name="upd_conn_status_id"),
+            models.Index(fields=["created_by", "-id"], name="upd_creator_id"),
+            models.Index(fields=["created_at"], name="upd_created_at"),
+            models.Index(fields=["identity"], name="upd_identity"),
+            models.Index(fields=["identity_type", "-id"], name="upd_identity_type_id"),
+            # The sender's claim: due approved updates, and leases that ran out.
+            models.Index(
+                fields=["connection", "next_attempt_at"],
+                condition=Q(status="approved"),
+                name="upd_due_approved",
+            ),
+            models.Index(
+                fields=["lease_expires_at"], condition=Q(status="sending"), name="upd_lease_sending"
+            ),
+        ]
+        permissions = [
+            ("submit_profileupdate", "Can submit profile updates for approval"),
+            ("approve_profileupdate", "Can approve or reject profile updates"),
+            ("cancel_profileupdate", "Can cancel profile updates"),
+            ("requeue_profileupdate", "Can re-queue failed profile updates"),
+            ("import_profileupdate", "Can import profile updates from CSV/XLSX"),
+            ("export_profileupdate", "Can export profile updates"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.identity_type}={self.identity}"
+
+    @property
+    def content_hash(self) -> str:
+        return content_hash(self.identity_type, self.identity, self.attributes)
+
+
+class SendAttempt(models.Model):
+    """One HTTP request to Target (or one that may have reached it) and what came back."""
+
+    class Outcome(models.TextChoices):
+        ACKNOWLEDGED = "acknowledged", "Acknowledged"
+        TRANSIENT = "transient", "Transient error"
+        PERMANENT = "permanent", "Permanent error"
+        UNEXPECTED = "unexpected", "Unexpected answer"
+
+    update = models.ForeignKey(ProfileUpdate, on_delete=models.CASCADE, related_name="attempts")
+    connection = models.ForeignKey(TargetConnection, on_delete=models.PROTECT, related_name="+")
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    method = models.CharField(max_length=4)
+    request_bytes = models.PositiveIntegerField()
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.TextField(blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    outcome = models.CharField(max_length=12, choices=Outcome.choices)
+    error = models.TextField(blank=True)
+    worker = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["update", "number"]
+        indexes = [
+            models.Index(fields=["update", "number"], name="att_update_number"),
+            models.Index(fields=["connection", "-started_at"], name="att_conn_started"),
+            models.Index(
+                fields=["-started_at"], condition=Q(outcome="acknowledged"), name="att_acked_recent"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of update #{self.update_id}: {self.outcome}"
+
+
+class QuotaMinute(models.Model):
+    """Requests reserved for one connection in one UTC minute.
+
+    The rolling-24-hour check sums at most ~1,441 of these rows per connection, however long the
+    history grows — never a count over attempts.
+    """
+
+    connection = models.ForeignKey(TargetConnection, on_delete=models.CASCADE, related_name="+")
+    minute = models.DateTimeField()
+    requests = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "minute"], name="uniq_quota_minute")
+        ]
+
+
+class DailyUsage(models.Model):
+    """Per connection and UTC day: requests made, acknowledged, failed. Kept as history."""
+
+    connection = models.ForeignKey(TargetConnection, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    requests = models.PositiveIntegerField(default=0)
+    acknowledged = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-day"]
+        verbose_name_plural = "daily usage"
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "day"], name="uniq_daily_usage")
+        ]
+
+
+class SendRun(models.Model):
+    """One run of the sending service (scheduled task or command) and its totals."""
+
+    class Trigger(models.TextChoices):
+        SCHEDULE = "schedule", "Schedule"
+        COMMAND = "command", "Command"
+        OTHER = "other", "Other"
+
+    trigger = models.CharField(max_length=10, choices=Trigger.choices, default=Trigger.OTHER)
+    worker = models.CharField(max_length=64, blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    claimed = models.PositiveIntegerField(default=0)
+    acknowledged = models.PositiveIntegerField(default=0)
+    retried = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    deferred_by_quota = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["-started_at"], name="run_started")]
+
+
+class AuditEvent(models.Model):
+    """Who changed what, when — written in the same transaction as the change."""
+
+    at = models.DateTimeField()
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Empty for the system (the sender).",
+    )
+    action = models.CharField(max_length=32)
+    update = models.ForeignKey(
+        ProfileUpdate, on_delete=models.CASCADE, null=True, blank=True, related_name="audit_events"
+    )
+    mapping = models.ForeignKey(
+        AttributeMapping, on_delete=models.CASCADE, null=True, blank=True, related_name="audit_events"
+    )
+    connection = models.ForeignKey(
+        TargetConnection, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    from_status = models.CharField(max_length=10, blank=True)
+    to_status = models.CharField(max_length=10, blank=True)
+    comment = models.TextField(blank=True)
+    # {"field": {"before": ..., "after": ...}} for the fields this event changed.
+    changes = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [
+            models.Index(fields=["update", "at"], name="audit_update_at"),
+            models.Index(fields=["mapping", "at"], name="audit_mapping_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.action}"
+
+
+class ImportJob(models.Model):
+    """A CSV/XLSX import of profile updates, validated first, saved all-or-nothing."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        INVALID = "invalid", "Invalid rows — nothing saved"
+        ERROR = "error", "Error — nothing saved"
+
+    connection = models.ForeignKey(TargetConnection, on_delete=models.PROTECT, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    file_name = models.CharField(max_length=255)
+    file_format = models.CharField(max_length=4)
+    file_data = models.BinaryField(editable=False)
+    submit_after_import = models.BooleanField(default=False)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
+    total_rows = models.PositiveIntegerField(default=0)
+    processed_rows = models.PositiveIntegerField(default=0)
+    created_updates = models.PositiveIntegerField(default=0)
+    # [{"row": n, "column": name, "message": text}, ...] — capped, with the total in error_count.
+    errors = models.JSONField(default=list, blank=True)
+    error_count = models.PositiveIntegerField(default=0)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"import #{self.pk} {self.file_name}"

@@ -1,0 +1,180 @@
+"""Checks every staged update passes, wherever it comes from (admin, import, command).
+
+Nothing here trims, case-folds or otherwise changes what an operator typed: a value that would
+need changing is refused with a message saying why. Normalisation by attribute mappings happens
+before (see mappings.py) and is explicit.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+
+from . import target
+from .models import DEFAULT_VALUE_MAX_LENGTH, IdentityType
+
+MBOX_PC_MAX = 128
+THIRD_PARTY_ID_MAX = 256
+ATTRIBUTE_NAME_MAX = 128
+# Target's own namespaces: an attribute of ours must not shadow them (compared case-insensitively
+# because a near-collision is a mistake far more often than an intent).
+RESERVED_NAME_PREFIXES = ("profile.", "user.", "geolocation.", "mobile.")
+RESERVED_NAMES = ("sessionCount",)
+
+
+def _unencodable(text: str) -> str | None:
+    """Why `text` cannot travel as UTF-8 in a URL, or None."""
+    if "\x00" in text:
+        return "contains a NUL character (\\x00), which cannot be stored or sent"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate character, which is not valid UTF-8"
+    return None
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(ch) < 32 or ord(ch) == 127 for ch in text)
+
+
+def identity_errors(identity_type: str, identity: str) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    if identity_type not in IdentityType.values:
+        errors["identity_type"] = [
+            f"Identity type must be one of {', '.join(IdentityType.values)} "
+            f"(Target does not accept {identity_type!r} here)."
+        ]
+        return errors
+    problems = []
+    if identity == "":
+        problems.append("The identity is empty.")
+    elif (why := _unencodable(identity)) is not None:
+        problems.append(f"The identity {why}.")
+    else:
+        if _has_control(identity):
+            problems.append("The identity contains a control character (e.g. a line break).")
+        if identity != identity.strip():
+            problems.append(
+                "The identity starts or ends with whitespace; it is not trimmed for you — "
+                "remove it if it was not intended."
+            )
+        if identity_type == IdentityType.MBOX_PC:
+            if len(identity) > MBOX_PC_MAX:
+                problems.append(
+                    f"An mboxPC has at most {MBOX_PC_MAX} characters; this one has {len(identity)}."
+                )
+            if any(ch.isspace() for ch in identity):
+                problems.append("An mboxPC contains no whitespace.")
+            dots = identity.count(".")
+            if dots > 1:
+                problems.append(
+                    "An mboxPC has at most one '.', the one before its location hint "
+                    "(e.g. 1368007744041-575948.01_00)."
+                )
+            elif dots == 1 and (identity.startswith(".") or identity.endswith(".")):
+                problems.append(
+                    "The '.' in an mboxPC separates the id from its location hint, so text must "
+                    "come on both sides of it."
+                )
+        else:
+            if len(identity) > THIRD_PARTY_ID_MAX:
+                problems.append(
+                    f"An mbox3rdPartyId has at most {THIRD_PARTY_ID_MAX} characters; "
+                    f"this one has {len(identity)}."
+                )
+            bad = sorted({ch for ch in identity if ch in "+/"})
+            if bad:
+                problems.append(
+                    f"An mbox3rdPartyId may not contain {' or '.join(repr(c) for c in bad)}."
+                )
+    if problems:
+        errors["identity"] = problems
+    return errors
+
+
+def attribute_name_errors(name: str) -> list[str]:
+    if not isinstance(name, str) or name == "":
+        return ["An attribute name is empty."]
+    if (why := _unencodable(name)) is not None:
+        return [f"Attribute name {name!r} {why}."]
+    problems = []
+    if len(name) > ATTRIBUTE_NAME_MAX:
+        problems.append(
+            f"Attribute name {name[:40]!r}… has {len(name)} characters; "
+            f"Target allows at most {ATTRIBUTE_NAME_MAX}."
+        )
+    lowered = name.lower()
+    if lowered.startswith("profile."):
+        problems.append(
+            f"Attribute name {name!r} must not start with 'profile.': the request adds that prefix."
+        )
+    else:
+        for prefix in RESERVED_NAME_PREFIXES[1:]:
+            if lowered.startswith(prefix):
+                problems.append(
+                    f"Attribute name {name!r} collides with Target's built-in '{prefix}*' namespace."
+                )
+        if lowered in (n.lower() for n in RESERVED_NAMES):
+            problems.append(f"Attribute name {name!r} is a Target built-in attribute.")
+    return problems
+
+
+def attribute_value_errors(
+    name: str, value, *, max_length: int = DEFAULT_VALUE_MAX_LENGTH, allow_empty: bool = False
+) -> list[str]:
+    if not isinstance(value, str):
+        return [f"The value of {name!r} must be text, not {type(value).__name__}."]
+    if (why := _unencodable(value)) is not None:
+        return [f"The value of {name!r} {why}."]
+    if value == "" and not allow_empty:
+        return [
+            f"The value of {name!r} is empty; an empty value is sent only when its mapping says so."
+        ]
+    if len(value) > max_length:
+        return [
+            f"The value of {name!r} has {len(value)} characters; at most {max_length} are allowed."
+        ]
+    return []
+
+
+def validate_update_content(
+    *,
+    identity_type: str,
+    identity: str,
+    attributes: dict[str, str],
+    value_rules: dict[str, tuple[int, bool]] | None = None,
+) -> None:
+    """Raise one ValidationError naming every problem, keyed by field.
+
+    `value_rules` maps an attribute name to (max_length, allow_empty) — from its mapping.
+    Attributes without a rule get Target's defaults (256 characters, empty refused).
+    """
+    errors = identity_errors(identity_type, identity)
+    attribute_problems: list[str] = []
+    if not isinstance(attributes, dict):
+        attribute_problems.append("Attributes must be a mapping of name to value.")
+    elif not attributes:
+        attribute_problems.append("An update needs at least one attribute.")
+    else:
+        rules = value_rules or {}
+        for name, value in attributes.items():
+            name_problems = attribute_name_errors(name)
+            attribute_problems.extend(name_problems)
+            if name_problems:
+                continue
+            max_length, allow_empty = rules.get(name, (DEFAULT_VALUE_MAX_LENGTH, False))
+            attribute_problems.extend(
+                attribute_value_errors(name, value, max_length=max_length, allow_empty=allow_empty)
+            )
+    if attribute_problems:
+        errors["attributes"] = attribute_problems
+    if not errors:
+        size = target.encoded_size(identity_type, identity, attributes)
+        if size > target.POST_LIMIT_BYTES:
+            errors["attributes"] = [
+                f"The encoded request would be {size:,} bytes; Target accepts at most "
+                f"{target.POST_LIMIT_BYTES:,} bytes (60 KB) in one request."
+            ]
+    if errors:
+        raise ValidationError(
+            {field: [ValidationError(m, code="invalid") for m in msgs] for field, msgs in errors.items()}
+        )

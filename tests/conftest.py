@@ -1,0 +1,87 @@
+"""Shared fixtures: the two roles, a superuser, a connection with mappings, and update factories.
+
+Every test talks to a real database (SQLite by default; PostgreSQL when DATABASE_URL says so).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from django.contrib.auth.models import Group, User
+
+from updates import workflow
+from updates.models import AttributeMapping, TargetConnection
+
+pytest_plugins = ["tests.fixtures_emulator"]
+
+_counter = itertools.count(1)
+
+
+def make_user(username: str, *groups: str, superuser: bool = False) -> User:
+    user = User.objects.create_user(username=username, password="pw-" + username,
+                                    is_staff=True, is_superuser=superuser)
+    for name in groups:
+        user.groups.add(Group.objects.get(name=name))
+    return User.objects.get(pk=user.pk)  # fresh: no cached permissions
+
+
+@pytest.fixture
+def operator(db):
+    return make_user("operator", "Operators")
+
+
+@pytest.fixture
+def other_operator(db):
+    return make_user("operator2", "Operators")
+
+
+@pytest.fixture
+def supervisor(db):
+    return make_user("supervisor", "Supervisors")
+
+
+@pytest.fixture
+def other_supervisor(db):
+    return make_user("supervisor2", "Supervisors")
+
+
+@pytest.fixture
+def admin_user(db):
+    return make_user("admin", superuser=True)
+
+
+def make_connection(code: str = "acme", **kwargs) -> TargetConnection:
+    kwargs.setdefault("label", f"Connection {code}")
+    return TargetConnection.objects.create(client_code=code, **kwargs)
+
+
+def make_mapping(connection: TargetConnection, source: str, target: str | None = None,
+                 **kwargs) -> AttributeMapping:
+    return AttributeMapping.objects.create(
+        connection=connection, source_name=source, target_name=target or source, **kwargs)
+
+
+@pytest.fixture
+def connection(db):
+    conn = make_connection("acme")
+    make_mapping(conn, "loan_status", "loanStatus", value_type="choice",
+                 choices="applied\nfunded\ndeclined")
+    make_mapping(conn, "tier", "loyaltyTier")
+    make_mapping(conn, "note", "callNote", max_length=1000)
+    return conn
+
+
+@pytest.fixture
+def stage(connection, operator):
+    """stage(**overrides) -> a draft update created by `operator` unless `by` is given."""
+
+    def _stage(**kwargs):
+        kwargs.setdefault("connection", connection)
+        kwargs.setdefault("identity_type", "mbox3rdPartyId")
+        kwargs.setdefault("identity", f"customer-{next(_counter)}")
+        kwargs.setdefault("attributes", {"loanStatus": "funded"})
+        kwargs.setdefault("by", operator)
+        return workflow.update_stage(**kwargs)
+
+    return _stage

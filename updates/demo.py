@@ -1,0 +1,97 @@
+"""Demo data for the embedded quick start: users, a connection to the local emulator, mappings
+and a few updates in several states. Idempotent: running it again adds nothing twice.
+
+Demo users get fresh random passwords on every run, printed once; this is for the embedded mode
+(DEBUG on) only — `seed_demo` refuses to run otherwise.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from django.contrib.auth.models import Group, User
+from django.db import transaction
+
+from . import workflow
+from .models import AttributeMapping, ProfileUpdate, TargetConnection
+
+DEMO_CLIENT_CODE = "demo"
+DEMO_USERS = (
+    # username, group, superuser
+    ("operator", "Operators", False),
+    ("supervisor", "Supervisors", False),
+    ("admin", None, True),
+)
+DEMO_MAPPINGS = (
+    dict(source_name="loan_status", target_name="loanStatus", value_type="choice",
+         choices="applied\nfunded\ndeclined", help_text="Where the customer's loan stands."),
+    dict(source_name="loyalty_tier", target_name="loyaltyTier", value_type="choice",
+         choices="bronze\nsilver\ngold", case_transform="lower", help_text="Card tier in store."),
+    dict(source_name="last_call", target_name="lastCallDate", value_type="date",
+         help_text="Date of the customer's last call-centre contact."),
+    dict(source_name="store_visits", target_name="storeVisits", value_type="integer",
+         help_text="Visits with the loyalty card this year."),
+)
+
+
+@dataclass
+class DemoSeed:
+    passwords: dict[str, str]
+    connection: TargetConnection
+    created_updates: int
+
+
+def seed_demo(*, emulator_url: str) -> DemoSeed:
+    with transaction.atomic():
+        passwords = {}
+        users = {}
+        for username, group, superuser in DEMO_USERS:
+            user, _ = User.objects.get_or_create(username=username)
+            password = secrets.token_urlsafe(9)
+            user.set_password(password)
+            user.is_staff = True
+            user.is_superuser = superuser
+            user.is_active = True
+            user.save()
+            if group:
+                user.groups.add(Group.objects.get(name=group))
+            passwords[username] = password
+            users[username] = User.objects.get(pk=user.pk)
+
+        connection, _ = TargetConnection.objects.update_or_create(
+            client_code=DEMO_CLIENT_CODE,
+            defaults={"label": "Demo (local emulator)", "base_url": emulator_url, "active": True,
+                      "quota_limit": 1_000_000},
+        )
+        for spec in DEMO_MAPPINGS:
+            if not AttributeMapping.objects.filter(connection=connection,
+                                                   source_name=spec["source_name"]).exists():
+                AttributeMapping.objects.create(connection=connection, **spec)
+
+        created = 0
+        if not ProfileUpdate.objects.filter(connection=connection).exists():
+            created = _demo_updates(connection, users["operator"], users["supervisor"])
+    return DemoSeed(passwords=passwords, connection=connection, created_updates=created)
+
+
+def _demo_updates(connection: TargetConnection, operator: User, supervisor: User) -> int:
+    def stage(identity: str, attributes: dict, reason: str, identity_type="mbox3rdPartyId"):
+        return workflow.update_stage(connection=connection, identity_type=identity_type,
+                                     identity=identity, attributes=attributes, reason=reason,
+                                     by=operator)
+
+    stage("CUST-1001", {"loanStatus": "applied"}, "Loan application — call centre")
+    pending = stage("CUST-1002", {"loanStatus": "funded", "storeVisits": "3"}, "Loan funded")
+    workflow.update_submit(update=pending, by=operator)
+    pending2 = stage("1368007744041-575948.01_00", {"loyaltyTier": "gold"}, "Kiosk sign-up",
+                     identity_type="mboxPC")
+    workflow.update_submit(update=pending2, by=operator)
+    approved = stage("CUST-1003", {"loyaltyTier": "silver", "lastCallDate": "2026-11-27"},
+                     "Loyalty card used in store")
+    workflow.update_submit(update=approved, by=operator)
+    workflow.update_approve(update=approved, by=supervisor, comment="Checked against CRM")
+    rejected = stage("CUST-1004", {"loanStatus": "declined"}, "Duplicate call")
+    workflow.update_submit(update=rejected, by=operator)
+    workflow.update_reject(update=rejected, by=supervisor, comment="Customer asked to withdraw")
+    return 5

@@ -6,6 +6,7 @@ README.md, "Running for real".
 """
 
 import os
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -101,6 +102,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+
+# Test databases are per test process, so two test runs on one machine never collide; SQLite's is
+# a file, not Django's in-memory default, so tests can start real worker processes against it.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    _test_db_name = str(Path(tempfile.gettempdir()) / f"profileops-test-{os.getpid()}.sqlite3")
+else:
+    _test_db_name = f"test_{DATABASES['default']['NAME']}_{os.getpid()}"
+DATABASES["default"]["TEST"] = {"NAME": _test_db_name}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -1,1 +1,34 @@
-"""Fixtures around the local Target emulator (updates/emulator.py). Filled in with the emulator."""
+"""Fixtures around the local Target emulator (updates/emulator.py).
+
+`emulator` is a started in-process TargetEmulator on a free 127.0.0.1 port, stopped after the test;
+`emulator_factory(**options)` starts more (each with its own fault options), all stopped at
+teardown. Neither needs the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from updates.emulator import TargetEmulator
+
+
+@pytest.fixture
+def emulator_factory() -> Iterator[Callable[..., TargetEmulator]]:
+    started: list[TargetEmulator] = []
+
+    def start(**options: Any) -> TargetEmulator:
+        emulator = TargetEmulator(**options).start()
+        started.append(emulator)
+        return emulator
+
+    yield start
+    for emulator in started:
+        emulator.stop()
+
+
+@pytest.fixture
+def emulator(emulator_factory: Callable[..., TargetEmulator]) -> TargetEmulator:
+    return emulator_factory()

@@ -143,7 +143,7 @@ class _RollingQuota:
         if self._used >= limit:
             if not self._buckets:  # a quota of zero never frees up
                 return window
-            return max(0.0, self._buckets[0][0] + window - now)
+            return min(window, max(0.0, self._buckets[0][0] + window - now))
         if self._buckets and now < self._buckets[-1][0]:
             self._buckets[-1][1] += 1
         else:
@@ -194,6 +194,7 @@ class TargetEmulator:
         self._outcome_counts: Counter[str] = Counter()
         self._quota = _RollingQuota()
         self._server: _Server | None = None
+        self._bound_port = 0
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
 
@@ -206,8 +207,9 @@ class TargetEmulator:
         server = _Server((self.host, self._requested_port), _Handler)
         server.emulator = self
         self._server = server
+        self._bound_port = server.server_address[1]
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.2},
+            target=server.serve_forever, kwargs={"poll_interval": 0.05},  # stop() waits for one poll
             name=f"target-emulator-{self.port}", daemon=True)
         self._thread.start()
         return self
@@ -232,13 +234,12 @@ class TargetEmulator:
 
     @property
     def port(self) -> int:
-        if self._server is not None:
-            return self._server.server_address[1]
-        return self._requested_port
+        """The bound port once started (still known after stop), else the one asked for."""
+        return self._bound_port or self._requested_port
 
     @property
     def base_url(self) -> str:
-        if self._server is None and not self._requested_port:
+        if not self.port:
             raise RuntimeError("start the emulator first: the port is chosen when it binds")
         return f"http://{self.host}:{self.port}"
 
@@ -309,6 +310,7 @@ class TargetEmulator:
             per_identity = self._acknowledged.values()
             quota_used = self._quota.used(time.time(), self._config.quota_window_seconds)
             return {
+                "connections_accepted": self._counts["connections"],
                 "requests": self._counts["requests"],
                 "acknowledged": self._counts["acknowledged"],
                 "applied": self._counts["applied"],
@@ -334,6 +336,10 @@ class TargetEmulator:
                 return outcome
             draw -= rate
         return None
+
+    def _count_connection(self) -> None:
+        with self._lock:
+            self._counts["connections"] += 1
 
     def _take_quota(self, config: FaultConfig, now: float) -> float | None:
         if config.quota is None:
@@ -439,6 +445,7 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.server.track(self.connection, True)
+        self.server.emulator._count_connection()
 
     def finish(self) -> None:
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 
 from . import target
-from .models import DEFAULT_VALUE_MAX_LENGTH, IdentityType
+from .models import DEFAULT_VALUE_MAX_LENGTH, IdentityType, ProfileUpdate
 
 MBOX_PC_MAX = 128
 THIRD_PARTY_ID_MAX = 256
@@ -19,6 +19,9 @@ ATTRIBUTE_NAME_MAX = 128
 # because a near-collision is a mistake far more often than an intent).
 RESERVED_NAME_PREFIXES = ("profile.", "user.", "geolocation.", "mobile.")
 RESERVED_NAMES = ("sessionCount",)
+# The column's own limit: checked here so SQLite (which would store more) and PostgreSQL (which
+# would fail mid-transaction) give the same answer.
+REASON_MAX = ProfileUpdate._meta.get_field("reason").max_length
 
 
 def _unencodable(text: str) -> str | None:
@@ -97,6 +100,13 @@ def attribute_name_errors(name: str) -> list[str]:
     if (why := _unencodable(name)) is not None:
         return [f"Attribute name {name!r} {why}."]
     problems = []
+    if name != name.strip():
+        problems.append(
+            f"Attribute name {name!r} starts or ends with whitespace; it is not trimmed for you — "
+            "remove it if it was not intended."
+        )
+    if _has_control(name):
+        problems.append(f"Attribute name {name!r} contains a control character (e.g. a line break).")
     if len(name) > ATTRIBUTE_NAME_MAX:
         problems.append(
             f"Attribute name {name[:40]!r}… has {len(name)} characters; "
@@ -133,6 +143,16 @@ def attribute_value_errors(
         return [
             f"The value of {name!r} has {len(value)} characters; at most {max_length} are allowed."
         ]
+    return []
+
+
+def reason_errors(reason) -> list[str]:
+    if not isinstance(reason, str):
+        return [f"The reason must be text, not {type(reason).__name__}."]
+    if (why := _unencodable(reason)) is not None:
+        return [f"The reason {why}."]
+    if len(reason) > REASON_MAX:
+        return [f"The reason has {len(reason)} characters; at most {REASON_MAX} are allowed."]
     return []
 
 

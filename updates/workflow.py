@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from . import mappings
 from .models import AuditEvent, ProfileUpdate, TargetConnection, UpdateStatus
-from .validation import validate_update_content
+from .validation import reason_errors, validate_update_content
 
 S = UpdateStatus
 PERM_STAGE = "updates.add_profileupdate"
@@ -84,8 +84,10 @@ def _refresh_caller_copy(caller: ProfileUpdate, fresh: ProfileUpdate) -> None:
 
 
 def check_content(*, connection: TargetConnection, identity_type: str, identity: str,
-                  attributes: dict[str, str], connection_mappings=None) -> None:
-    """All staging checks: Target's limits, then the connection's mappings."""
+                  attributes: dict[str, str], connection_mappings=None,
+                  reason: str | None = None) -> None:
+    """All staging checks: Target's limits, then the connection's mappings (and the reason,
+    when one is given)."""
     if connection_mappings is None:
         connection_mappings = mappings.active_mappings(connection)
     rules = {m.target_name: (m.max_length, m.send_empty) for m in connection_mappings}
@@ -101,6 +103,8 @@ def check_content(*, connection: TargetConnection, identity_type: str, identity:
     if not connection.active:
         errors.setdefault("connection", []).append(
             f"Connection {connection.label} is inactive; nothing can be staged for it.")
+    if reason is not None and (problems := reason_errors(reason)):
+        errors["reason"] = problems
     if errors:
         raise ValidationError(errors)
 
@@ -113,7 +117,7 @@ def update_stage(*, connection: TargetConnection, identity_type: str, identity: 
     """Create a draft. Raises ValidationError (per field) and saves nothing if anything is wrong."""
     _require(by, PERM_STAGE, "stage profile updates")
     check_content(connection=connection, identity_type=identity_type, identity=identity,
-                  attributes=attributes)
+                  attributes=attributes, reason=reason)
     now = timezone.now()
     with transaction.atomic():
         update = ProfileUpdate.objects.create(
@@ -145,7 +149,11 @@ def update_edit(*, update: ProfileUpdate, by, **new_values: Any) -> ProfileUpdat
             return update
         merged = {f: new_values.get(f, getattr(current, f)) for f in CONTENT_FIELDS}
         if any(f in changes for f in CONTENT_FIELDS):
-            check_content(connection=current.connection, **merged)
+            check_content(connection=current.connection, **merged,
+                          reason=new_values["reason"] if "reason" in changes else None)
+        elif "reason" in changes and (problems := reason_errors(new_values["reason"])):
+            # A reason-only edit is not blocked by content that later became invalid.
+            raise ValidationError({"reason": problems})
         from_status = current.status
         for f, v in new_values.items():
             setattr(current, f, v)
@@ -234,6 +242,8 @@ def update_approve(*, update: ProfileUpdate, by, comment: str = "") -> ProfileUp
 
 
 def update_reject(*, update: ProfileUpdate, by, comment: str) -> ProfileUpdate:
+    # Permission first: someone who may not decide learns that, not that a comment is missing.
+    _require(by, PERM_APPROVE, "approve or reject profile updates")
     if not (comment or "").strip():
         raise _refuse("A rejection needs a comment saying why.", "comment_required")
     return _decide(update, by=by, action="rejected", to=S.REJECTED, comment=comment.strip())
@@ -300,6 +310,11 @@ def updates_stage_many(*, connection: TargetConnection, rows: list[dict[str, Any
         _require(by, PERM_SUBMIT, "submit profile updates")
     if not connection.active:
         raise ValidationError({"connection": [f"Connection {connection.label} is inactive."]})
+    # Cheap, and the one column check_content does not cover; PostgreSQL would otherwise fail
+    # the whole batch on an over-long reason that SQLite silently stores.
+    for number, r in enumerate(rows, start=1):
+        if problems := reason_errors(r.get("reason", reason)):
+            raise ValidationError({"reason": [f"Row {number}: {p}" for p in problems]})
     now = timezone.now()
     status = S.PENDING if submit else S.DRAFT
     created = 0

@@ -607,20 +607,22 @@ class _Handler(BaseHTTPRequestHandler):
         url_length = self._client_url_length()
         if method == "GET":
             record["bytes"] = url_length
-        if url_length > GET_URL_LIMIT_BYTES:
-            self._read_body(_DRAIN_LIMIT_BYTES)  # keep the connection in step
-            return refuse(414, f"URL over {GET_URL_LIMIT_BYTES} bytes")
-
-        body: bytes | None = b""
-        if method == "POST":
-            body, record["bytes"] = self._read_body(POST_BODY_LIMIT_BYTES)
-            if body is None:
-                return refuse(413, f"body over {POST_BODY_LIMIT_BYTES} bytes")
-            content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-            if content_type != "application/x-www-form-urlencoded":
-                return refuse(415, "POST body must be application/x-www-form-urlencoded")
-        else:
-            self._drain_small_body()
+        try:
+            if url_length > GET_URL_LIMIT_BYTES:
+                self._read_body(_DRAIN_LIMIT_BYTES)  # keep the connection in step
+                return refuse(414, f"URL over {GET_URL_LIMIT_BYTES} bytes")
+            body: bytes | None = b""
+            if method == "POST":
+                body, record["bytes"] = self._read_body(POST_BODY_LIMIT_BYTES)
+                if body is None:
+                    return refuse(413, f"body over {POST_BODY_LIMIT_BYTES} bytes")
+                content_type = (self.headers.get("Content-Type") or "").split(";")[0]
+                if content_type.strip().lower() != "application/x-www-form-urlencoded":
+                    return refuse(415, "POST body must be application/x-www-form-urlencoded")
+            else:
+                self._drain_small_body()
+        except _Refused as refusal:
+            return refuse(refusal.status, refusal.message)
 
         wait = emulator._take_quota(config, now)
         if wait is not None:
@@ -628,7 +630,9 @@ class _Handler(BaseHTTPRequestHandler):
             return refuse(429, "over quota", (("Retry-After", retry_after),), OVER_QUOTA)
 
         try:
-            params = _decode(query) + (_decode_body(body) if method == "POST" else [])
+            # http.server hands the request line over as Latin-1; raw bytes must be UTF-8.
+            params = _decode_body(query.encode("latin-1")) + (
+                _decode_body(body) if method == "POST" else [])
             identity_type, identity, attributes = _interpret(params)
         except _Refused as refusal:
             return refuse(refusal.status, refusal.message)
@@ -753,7 +757,7 @@ def _decode_body(body: bytes) -> list[tuple[str, str]]:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise _Refused(400, "malformed encoding (body must be UTF-8)") from None
+        raise _Refused(400, "malformed encoding (parameters must be UTF-8)") from None
     return _decode(text)
 
 

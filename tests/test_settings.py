@@ -1,0 +1,89 @@
+"""Settings come from the environment (profileops/settings.py).
+
+Each case starts a fresh interpreter with a clean environment, because settings are read once
+per process and the test process's own environment (e.g. DATABASE_URL) must not leak in.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+PRINT_SETTINGS = (
+    "import django, json; django.setup(); from django.conf import settings as s; "
+    "print(json.dumps({'debug': s.DEBUG, 'db': s.DATABASES['default']['NAME'], "
+    "'engine': s.DATABASES['default']['ENGINE'], 'tz': s.TIME_ZONE, 'use_tz': s.USE_TZ, "
+    "'key': s.SECRET_KEY, 'hosts': s.ALLOWED_HOSTS}))"
+)
+
+
+def run(*args: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {"PATH": "/usr/bin:/bin", "HOME": tempfile.gettempdir(),
+             "DJANGO_SETTINGS_MODULE": "profileops.settings", **env}
+    return subprocess.run([sys.executable, *args], cwd=BASE_DIR, env=clean, capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.fixture
+def production_env(tmp_path) -> dict[str, str]:
+    return {"DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(60),
+            "ALLOWED_HOSTS": "example.com",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite3'}"}
+
+
+@pytest.mark.parametrize("secret_key", [None, ""])
+def test_with_debug_off_settings_refuse_to_load_without_a_secret_key(secret_key):
+    env = {"DEBUG": "0"} if secret_key is None else {"DEBUG": "0", "SECRET_KEY": secret_key}
+    result = run("-c", PRINT_SETTINGS, **env)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: SECRET_KEY must be set when DEBUG is off." in result.stderr
+
+
+def test_the_embedded_defaults_are_debug_a_development_key_sqlite_beside_manage_py_and_utc():
+    result = run("-c", PRINT_SETTINGS)
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout)
+    assert loaded["debug"] is True
+    assert loaded["key"].startswith("django-insecure-")
+    assert loaded["engine"] == "django.db.backends.sqlite3"
+    assert Path(loaded["db"]) == BASE_DIR / "db.sqlite3"
+    assert (loaded["tz"], loaded["use_tz"]) == ("UTC", True)
+    assert "localhost" in loaded["hosts"]
+
+
+def test_production_values_come_from_the_environment(production_env):
+    result = run("-c", PRINT_SETTINGS, **production_env)
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout)
+    assert loaded["debug"] is False
+    assert loaded["key"] == production_env["SECRET_KEY"]
+    assert loaded["hosts"] == ["example.com"]
+    assert loaded["db"] == production_env["DATABASE_URL"].removeprefix("sqlite:///")
+
+
+def test_a_debug_value_that_is_not_a_boolean_is_refused():
+    result = run("-c", PRINT_SETTINGS, DEBUG="maybe")
+    assert result.returncode != 0
+    assert "DEBUG must be a boolean" in result.stderr
+
+
+def test_the_deployment_check_reports_nothing_with_production_values(production_env):
+    result = run("manage.py", "check", "--deploy", "--fail-level", "WARNING", **production_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_the_deployment_check_fails_on_a_weak_secret_key(production_env):
+    # Shows the check above can fail: the same environment with a short key does not pass.
+    result = run("manage.py", "check", "--deploy", "--fail-level", "WARNING",
+                 **{**production_env, "SECRET_KEY": "short"})
+    assert result.returncode != 0
+    assert "security.W009" in result.stdout + result.stderr

@@ -53,7 +53,7 @@ class ProfileRequest:
     @property
     def size(self) -> int:
         """Bytes that count against Adobe's limit for this method."""
-        return len(self.url.encode("ascii")) if self.method == "GET" else len(self.body or b"")
+        return len(self.url.encode("utf-8")) if self.method == "GET" else len(self.body or b"")
 
 
 def build_request(
@@ -70,7 +70,8 @@ def build_request(
     params = encode_parameters(identity_type, identity, attributes)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     url = f"{endpoint}?{params}"
-    if len(url) <= GET_LIMIT_BYTES:
+    # Bytes, not characters: a configured base URL could hold a non-ASCII host name.
+    if len(url.encode("utf-8")) <= GET_LIMIT_BYTES:
         return ProfileRequest("GET", url, None, headers)
     body = params.encode("ascii")
     if len(body) > POST_LIMIT_BYTES:

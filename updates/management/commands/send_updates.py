@@ -1,0 +1,147 @@
+"""Send due approved updates now — the same service the scheduler runs every minute.
+
+    python manage.py send_updates                      # one run, all active connections
+    python manage.py send_updates --connection acme --limit 100
+    python manage.py send_updates --dry-run            # print the requests; send and change nothing
+    python manage.py send_updates --loop               # keep sending until Ctrl+C
+"""
+
+from __future__ import annotations
+
+import time
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from updates import quota, sending
+from updates.models import SendRun, TargetConnection
+
+PROGRESS_EVERY_SECONDS = 2.0
+
+
+class Command(BaseCommand):
+    help = "Send due approved profile updates to Target (once, in a loop, or as a dry run)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--connection", metavar="CODE",
+                            help="Only this connection (its client code).")
+        parser.add_argument("--limit", type=int, metavar="N",
+                            help="Send at most N updates (per run with --loop).")
+        parser.add_argument("--dry-run", action="store_true",
+                            help="Print the exact requests and the quota they would use; "
+                                 "send nothing, change nothing.")
+        parser.add_argument("--loop", action="store_true",
+                            help="Keep sending until interrupted (Ctrl+C).")
+        parser.add_argument("--idle-sleep", type=float, default=5.0, metavar="SECONDS",
+                            help="With --loop: pause this long when nothing was due (default 5).")
+
+    def handle(self, *args, connection: str | None, limit: int | None, dry_run: bool,
+               loop: bool, idle_sleep: float, **options) -> None:
+        if limit is not None and limit < 1:
+            raise CommandError("--limit must be at least 1.")
+        conn = self._connection(connection)
+        if dry_run:
+            if loop:
+                raise CommandError("--dry-run and --loop do not go together.")
+            self._dry_run(conn, limit)
+            return
+        if not loop:
+            self._summary(self._run(conn, limit), prefix="Done")
+            return
+
+        totals = _Totals()
+        self.stdout.write("Sending until interrupted (Ctrl+C)…")
+        try:
+            while True:
+                run = self._run(conn, limit)
+                totals.add(run)
+                if run.claimed or run.deferred_by_quota:
+                    self._summary(run, prefix=f"Run {run.pk}")
+                if not run.claimed:
+                    time.sleep(idle_sleep)
+        except KeyboardInterrupt:
+            self.stdout.write("")
+            self._summary(totals, prefix="Stopped; in total")
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _connection(self, code: str | None) -> TargetConnection | None:
+        if code is None:
+            return None
+        try:
+            conn = TargetConnection.objects.get(client_code=code)
+        except TargetConnection.DoesNotExist:
+            known = ", ".join(TargetConnection.objects.order_by("client_code")
+                              .values_list("client_code", flat=True)) or "none"
+            raise CommandError(f"Unknown connection {code!r} (known: {known}).") from None
+        if not conn.active:
+            raise CommandError(f"Connection {code!r} is inactive; nothing is sent for it.")
+        return conn
+
+    def _run(self, conn: TargetConnection | None, limit: int | None) -> SendRun:
+        last = [time.monotonic()]
+
+        def progress(run: SendRun) -> None:
+            if time.monotonic() - last[0] >= PROGRESS_EVERY_SECONDS:
+                last[0] = time.monotonic()
+                self.stdout.write(
+                    f"  … claimed {run.claimed}, requests {run.requests_sent}, acknowledged "
+                    f"{run.acknowledged}, to retry {run.retried}, failed {run.failed}")
+
+        return sending.send_due(connection=conn, limit=limit, trigger=SendRun.Trigger.COMMAND,
+                                progress=progress)
+
+    def _summary(self, run, *, prefix: str) -> None:
+        self.stdout.write(
+            f"{prefix}: sent {run.requests_sent} request(s) — acknowledged {run.acknowledged}, "
+            f"failed {run.failed}, to retry {run.retried}, deferred by quota {run.deferred_by_quota}."
+        )
+        if getattr(run, "error", ""):
+            self.stderr.write(f"The run stopped on an error: {run.error}")
+
+    def _dry_run(self, conn: TargetConnection | None, limit: int | None) -> None:
+        plan = sending.plan_due(connection=conn, limit=limit)
+        cost_by_connection: dict[int, int] = {}
+        for item in plan:
+            update = item.update
+            self.stdout.write(f"#{update.pk} {update.connection.client_code}")
+            if item.request is None:
+                self.stdout.write(f"  cannot be sent: {item.problem}")
+                continue
+            request = item.request
+            cost_by_connection[update.connection_id] = (
+                cost_by_connection.get(update.connection_id, 0) + item.quota_cost)
+            self.stdout.write(f"  {request.method} {request.url}")
+            for name, value in request.headers.items():
+                # The token is a secret: say that it is sent, never what it is.
+                shown = "Bearer [redacted]" if name.lower() == "authorization" else value
+                self.stdout.write(f"  {name}: {shown}")
+            if request.body is not None:
+                self.stdout.write(f"  body ({len(request.body)} bytes): "
+                                  f"{request.body.decode('ascii')}")
+        total = sum(cost_by_connection.values())
+        self.stdout.write(f"Dry run: {len(plan)} update(s) due; they would use {total} request(s) "
+                          "of quota. Nothing was sent or changed.")
+        connections = {item.update.connection_id: item.update.connection for item in plan}
+        for connection_id, cost in cost_by_connection.items():
+            connection = connections[connection_id]
+            room = quota.headroom(connection=connection)
+            note = "" if cost <= room else f"; {cost - room} would wait for the window to free"
+            self.stdout.write(f"  {connection.client_code}: {cost} of {room:,} requests left in "
+                              f"the rolling 24 h (limit {connection.quota_limit:,}){note}.")
+
+
+class _Totals:
+    """Sums of several runs, shaped like a SendRun for the summary line."""
+
+    def __init__(self) -> None:
+        self.requests_sent = self.acknowledged = self.failed = 0
+        self.retried = self.deferred_by_quota = self.claimed = 0
+        self.error = ""
+
+    def add(self, run: SendRun) -> None:
+        self.requests_sent += run.requests_sent
+        self.acknowledged += run.acknowledged
+        self.failed += run.failed
+        self.retried += run.retried
+        self.deferred_by_quota += run.deferred_by_quota
+        self.claimed += run.claimed

@@ -1,0 +1,166 @@
+"""Rolling 24-hour quota and per-day usage, per Target connection.
+
+Adobe allows 1,000,000 Single Profile Update requests per client in any rolling 24 hours. Every
+request that may have reached Target counts — retries too — so the sender *reserves* before it
+sends, and the reservation is what counts:
+
+- `QuotaMinute` holds the requests reserved per connection and UTC minute. The window check sums
+  the rows of the last 24 h + 1 minute (at most ~1,441 rows per connection, found through the
+  unique (connection, minute) index), however long the history grows — never a count over
+  attempts. A request reserved at 10:00:59 is counted until 10:01 the next day: up to one minute
+  stricter than an exact count, never looser.
+- `reserve` locks the connection row (SELECT … FOR UPDATE) before reading the window, so
+  concurrent workers on PostgreSQL serialize on it; on SQLite the IMMEDIATE transaction mode
+  already serializes writers. Two workers can therefore never both take the last requests.
+- `DailyUsage` keeps requests, acknowledgments and failures per connection and UTC day as history.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Iterable
+
+from django.db import IntegrityError, transaction
+from django.db.models import F, Sum
+from django.utils import timezone
+
+from .models import DailyUsage, QuotaMinute, TargetConnection
+
+WINDOW = dt.timedelta(hours=24)
+MINUTE = dt.timedelta(minutes=1)
+# Minute rows older than this are of no further use to the window (history is in DailyUsage).
+KEEP_MINUTES_FOR = dt.timedelta(hours=25)
+
+
+def _minute(moment: dt.datetime) -> dt.datetime:
+    return moment.replace(second=0, microsecond=0)
+
+
+def _window_start(now: dt.datetime) -> dt.datetime:
+    """Rows with a minute strictly after this still count (conservative by up to one minute)."""
+    return now - WINDOW - MINUTE
+
+
+def _connection_id(connection: TargetConnection | int) -> int:
+    return connection if isinstance(connection, int) else connection.pk
+
+
+def window_usage(*, connection: TargetConnection | int, now: dt.datetime | None = None) -> int:
+    """Requests reserved for `connection` in the rolling 24 hours up to `now`."""
+    now = now or timezone.now()
+    total = QuotaMinute.objects.filter(
+        connection_id=_connection_id(connection), minute__gt=_window_start(now)
+    ).aggregate(total=Sum("requests"))["total"]
+    return total or 0
+
+
+def headroom(*, connection: TargetConnection, now: dt.datetime | None = None) -> int:
+    """Requests that may still be sent now (no lock: an estimate for planning and display)."""
+    return max(0, connection.quota_limit - window_usage(connection=connection, now=now))
+
+
+def oldest_counted_at(
+    *, connection: TargetConnection | int, now: dt.datetime | None = None
+) -> dt.datetime | None:
+    """When the oldest request still counted leaves the window (None if nothing is counted)."""
+    now = now or timezone.now()
+    oldest = (
+        QuotaMinute.objects.filter(
+            connection_id=_connection_id(connection),
+            minute__gt=_window_start(now),
+            requests__gt=0,
+        )
+        .order_by("minute")
+        .values_list("minute", flat=True)
+        .first()
+    )
+    return None if oldest is None else oldest + WINDOW + MINUTE
+
+
+def reserve(*, connection: TargetConnection, wanted: int, now: dt.datetime | None = None) -> int:
+    """Reserve up to `wanted` requests in the current minute; returns how many were granted.
+
+    The caller must send at most the granted number (and may `release` what it did not send).
+    """
+    if wanted <= 0:
+        return 0
+    now = now or timezone.now()
+    with transaction.atomic():
+        # The lock that serializes reservations for this connection across workers and machines.
+        locked = TargetConnection.objects.select_for_update().only("quota_limit").get(
+            pk=connection.pk
+        )
+        used = window_usage(connection=connection.pk, now=now)
+        granted = max(0, min(wanted, locked.quota_limit - used))
+        if granted:
+            _add_to_minute(connection.pk, _minute(now), granted)
+    return granted
+
+
+def release(*, connection: TargetConnection, count: int, now: dt.datetime) -> None:
+    """Give back `count` requests reserved at `now` (same `now` as the reservation) and not sent."""
+    if count <= 0:
+        return
+    with transaction.atomic():
+        TargetConnection.objects.select_for_update().only("pk").get(pk=connection.pk)
+        QuotaMinute.objects.filter(
+            connection_id=connection.pk, minute=_minute(now), requests__gte=count
+        ).update(requests=F("requests") - count)
+
+
+def _add_to_minute(connection_id: int, minute: dt.datetime, count: int) -> None:
+    # Runs under the connection lock, so no other reservation can create the row meanwhile.
+    updated = QuotaMinute.objects.filter(connection_id=connection_id, minute=minute).update(
+        requests=F("requests") + count
+    )
+    if not updated:
+        QuotaMinute.objects.create(connection_id=connection_id, minute=minute, requests=count)
+
+
+def prune(*, now: dt.datetime | None = None) -> int:
+    """Delete minute rows that can no longer count; returns how many went."""
+    now = now or timezone.now()
+    deleted, _ = QuotaMinute.objects.filter(minute__lt=now - KEEP_MINUTES_FOR).delete()
+    return deleted
+
+
+@dataclass(frozen=True)
+class DailyRow:
+    """Counts to add to one connection's usage on one UTC day."""
+
+    connection_id: int
+    day: dt.date
+    requests: int = 0
+    acknowledged: int = 0
+    failed: int = 0
+
+
+def record_daily(*, rows: Iterable[DailyRow]) -> None:
+    """Add the counts to DailyUsage with F() increments (rows for the same day are summed)."""
+    totals: dict[tuple[int, dt.date], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for row in rows:
+        counts = totals[(row.connection_id, row.day)]
+        counts[0] += row.requests
+        counts[1] += row.acknowledged
+        counts[2] += row.failed
+    for (connection_id, day), (requests, acknowledged, failed) in totals.items():
+        if not (requests or acknowledged or failed):
+            continue
+        increments = dict(
+            requests=F("requests") + requests,
+            acknowledged=F("acknowledged") + acknowledged,
+            failed=F("failed") + failed,
+        )
+        with transaction.atomic():
+            if DailyUsage.objects.filter(connection_id=connection_id, day=day).update(**increments):
+                continue
+            try:
+                with transaction.atomic():  # savepoint: another worker may create it first
+                    DailyUsage.objects.create(
+                        connection_id=connection_id, day=day, requests=requests,
+                        acknowledged=acknowledged, failed=failed,
+                    )
+            except IntegrityError:
+                DailyUsage.objects.filter(connection_id=connection_id, day=day).update(**increments)

@@ -312,8 +312,10 @@ def updates_stage_many(*, connection: TargetConnection, rows: list[dict[str, Any
         raise ValidationError({"connection": [f"Connection {connection.label} is inactive."]})
     # Cheap, and the one column check_content does not cover; PostgreSQL would otherwise fail
     # the whole batch on an over-long reason that SQLite silently stores.
+    if problems := reason_errors(reason):
+        raise ValidationError({"reason": problems})
     for number, r in enumerate(rows, start=1):
-        if problems := reason_errors(r.get("reason", reason)):
+        if "reason" in r and (problems := reason_errors(r["reason"])):
             raise ValidationError({"reason": [f"Row {number}: {p}" for p in problems]})
     now = timezone.now()
     status = S.PENDING if submit else S.DRAFT

@@ -667,6 +667,11 @@ def test_staging_many_refuses_a_reason_the_database_cannot_hold_and_saves_nothin
     assert info.value.message_dict == {
         "reason": ["Row 2: The reason has 201 characters; at most 200 are allowed."]}
     assert not ProfileUpdate.objects.exists()
+    with pytest.raises(ValidationError) as info:
+        workflow.updates_stage_many(connection=connection, rows=_rows(1), by=operator,
+                                    reason="import\x00")
+    assert "NUL character" in info.value.message_dict["reason"][0]
+    assert not ProfileUpdate.objects.exists()
 
 
 def test_a_reason_only_edit_is_checked_too(in_state, operator):

@@ -208,7 +208,9 @@ def send_due(
             context.executor.shutdown(wait=True, cancel_futures=True)
         if own_session:
             context.session.close()
-        logger.info(
+        # Every minute on a quiet system: say nothing unless something happened.
+        logger.log(
+            logging.INFO if run.claimed or run.deferred_by_quota or run.error else logging.DEBUG,
             "send run %s (%s): claimed %d, requests %d, acknowledged %d, retried %d, failed %d, "
             "deferred by quota %d", run.pk, trigger, run.claimed, run.requests_sent,
             run.acknowledged, run.retried, run.failed, run.deferred_by_quota,

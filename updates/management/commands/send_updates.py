@@ -126,8 +126,9 @@ class Command(BaseCommand):
             connection = connections[connection_id]
             room = quota.headroom(connection=connection)
             note = "" if cost <= room else f"; {cost - room} would wait for the window to free"
-            self.stdout.write(f"  {connection.client_code}: {cost} of {room:,} requests left in "
-                              f"the rolling 24 h (limit {connection.quota_limit:,}){note}.")
+            self.stdout.write(f"  {connection.client_code}: would use {cost:,} of the {room:,} "
+                              f"requests left in the rolling 24 h (limit "
+                              f"{connection.quota_limit:,}){note}.")
 
 
 class _Totals:

@@ -1,0 +1,156 @@
+"""`manage.py send_updates` over real HTTP to the emulator."""
+
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from tests.conftest import make_connection, make_mapping
+from updates import workflow
+from updates.management.commands import send_updates as command_module
+from updates.models import AuditEvent, ProfileUpdate, QuotaMinute, SendRun, UpdateStatus
+
+S = UpdateStatus
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def quick(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "READ_TIMEOUT": 1.0, "SEND_CONCURRENCY": 4}
+
+
+@pytest.fixture
+def acme(connection, emulator):
+    connection.base_url = emulator.base_url
+    connection.bearer_token = "tok-very-secret"
+    connection.save(update_fields=["base_url", "bearer_token"])
+    return connection
+
+
+@pytest.fixture
+def approve(acme, stage, operator, supervisor):
+    def _approve(**kwargs):
+        update = stage(**kwargs)
+        workflow.update_submit(update=update, by=operator)
+        workflow.update_approve(update=update, by=supervisor)
+        return update
+
+    return _approve
+
+
+def run(*args: str) -> tuple[str, str]:
+    out, err = StringIO(), StringIO()
+    call_command("send_updates", *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def test_it_sends_what_is_due_and_ends_with_a_summary(approve, emulator):
+    updates = [approve() for _ in range(3)]
+    out, _ = run()
+    assert out.strip().splitlines()[-1] == (
+        "Done: sent 3 request(s) — acknowledged 3, failed 0, to retry 0, deferred by quota 0.")
+    assert {ProfileUpdate.objects.get(pk=u.pk).status for u in updates} == {S.SENT}
+    assert len(emulator.received) == 3
+    assert SendRun.objects.get().trigger == "command"
+
+
+def test_limit_and_connection_narrow_what_is_sent(approve, emulator):
+    other = make_connection("other", base_url=emulator.base_url)
+    make_mapping(other, "status", "loanStatus")
+    elsewhere = approve(connection=other)
+    for _ in range(3):
+        approve()
+    out, _ = run("--connection", "acme", "--limit", "2")
+    assert "sent 2 request(s)" in out
+    assert [r["client_code"] for r in emulator.received] == ["acme", "acme"]
+    assert ProfileUpdate.objects.get(pk=elsewhere.pk).status == S.APPROVED
+
+
+def test_the_summary_counts_deferred_by_quota(acme, approve, emulator):
+    acme.quota_limit = 1
+    acme.save(update_fields=["quota_limit"])
+    approve(), approve()
+    out, _ = run()
+    assert "acknowledged 1, failed 0, to retry 0, deferred by quota 1." in out
+
+
+def test_an_unknown_connection_is_an_error():
+    with pytest.raises(CommandError, match="Unknown connection 'nope'"):
+        run("--connection", "nope")
+
+
+def test_an_unknown_connection_exits_non_zero(db):
+    from django.core.management import execute_from_command_line
+
+    with pytest.raises(SystemExit) as exit_info:
+        execute_from_command_line(["manage.py", "send_updates", "--connection", "nope"])
+    assert exit_info.value.code != 0
+
+
+def test_dry_run_prints_the_exact_requests_and_their_quota_but_sends_and_changes_nothing(
+        acme, approve, emulator):
+    updates = [approve(attributes={"callNote": "a&b c"}) for _ in range(2)]
+    audit_before = AuditEvent.objects.count()
+
+    out, _ = run("--dry-run")
+
+    for update in updates:
+        assert (f"GET {emulator.base_url}/m2/acme/profile/update?mbox3rdPartyId={update.identity}"
+                f"&profile.callNote=a%26b%20c") in out
+    assert "Authorization: Bearer [redacted]" in out
+    assert "tok-very-secret" not in out
+    assert "would use 2 request(s) of quota" in out
+    assert emulator.received == []
+    assert {ProfileUpdate.objects.get(pk=u.pk).status for u in updates} == {S.APPROVED}
+    assert AuditEvent.objects.count() == audit_before
+    assert not SendRun.objects.exists() and not QuotaMinute.objects.exists()
+
+
+def test_dry_run_shows_a_post_body(acme, approve, emulator):
+    make_mapping(acme, "long", "longNote", max_length=10_000)
+    approve(attributes={"longNote": "z" * 9000})
+    out, _ = run("--dry-run")
+    assert f"POST {emulator.base_url}/m2/acme/profile/update\n" in out
+    assert "Content-Type: application/x-www-form-urlencoded" in out
+    assert "&profile.longNote=zzz" in out
+
+
+def test_dry_run_says_when_the_window_cannot_take_everything(acme, approve):
+    acme.quota_limit = 1
+    acme.save(update_fields=["quota_limit"])
+    approve(), approve()
+    out, _ = run("--dry-run")
+    assert "acme: would use 2 of the 1 requests left in the rolling 24 h (limit 1); 1 would wait" in out
+
+
+def test_loop_keeps_sending_until_interrupted(approve, emulator, monkeypatch):
+    approve()
+    sleeps = []
+
+    def interrupt_on_second_idle(seconds):
+        sleeps.append(seconds)
+        if len(sleeps) == 2:
+            raise KeyboardInterrupt
+        approve()  # something new arrives while the loop waits
+
+    monkeypatch.setattr(command_module.time, "sleep", interrupt_on_second_idle)
+    out, _ = run("--loop", "--idle-sleep", "0.1")
+
+    assert sleeps == [0.1, 0.1]
+    assert out.strip().splitlines()[-1] == (
+        "Stopped; in total: sent 2 request(s) — acknowledged 2, failed 0, to retry 0, "
+        "deferred by quota 0.")
+    assert len(emulator.received) == 2
+
+
+def test_progress_lines_appear_on_long_runs(approve, emulator, settings, monkeypatch):
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "SEND_BATCH_SIZE": 1}
+    for _ in range(3):
+        approve()
+    monkeypatch.setattr(command_module, "PROGRESS_EVERY_SECONDS", 0)
+    out, _ = run()
+    assert "  … claimed 1, requests 1, acknowledged 1" in out
+    assert "  … claimed 3, requests 3, acknowledged 3" in out

@@ -43,7 +43,7 @@ from typing import Callable
 import requests
 from django.conf import settings
 from django.db import connection as db, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 from requests.adapters import HTTPAdapter
 
@@ -533,13 +533,21 @@ def _record(ctx: _RunContext, conn: TargetConnection, sent: list[_Sent],
             logger.warning("send run %s: %d update(s) were claimed again by another worker after "
                            "their lease ran out; their outcome is left to that worker", run.pk, lost)
 
-        changed = [d.update for d in decisions]
-        for update in changed:
+        # The common case, acknowledgments, share every new value: one plain UPDATE. Retries and
+        # failures differ per row (next-attempt time, reason): one bulk UPDATE … CASE.
+        acknowledged_ids = [d.update.pk for d in decisions if d.to_status == S.SENT]
+        if acknowledged_ids:
+            ProfileUpdate.objects.filter(id__in=acknowledged_ids).update(
+                status=S.SENT, acknowledged_at=now, next_attempt_at=None, last_error="",
+                attempt_count=F("attempt_count") + 1, attempts_total=F("attempts_total") + 1,
+                lease_owner="", lease_expires_at=None)
+        others = [d.update for d in decisions if d.to_status != S.SENT]
+        for update in others:
             update.lease_owner = ""
             update.lease_expires_at = None
-        ProfileUpdate.objects.bulk_update(changed, fields=[
+        ProfileUpdate.objects.bulk_update(others, fields=[
             "status", "attempt_count", "attempts_total", "next_attempt_at", "lease_owner",
-            "lease_expires_at", "acknowledged_at", "last_error",
+            "lease_expires_at", "last_error",
         ])
         AuditEvent.objects.bulk_create([
             AuditEvent(at=now, actor=None, update_id=d.update.pk, connection_id=conn.pk,

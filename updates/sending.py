@@ -8,17 +8,19 @@ or the time budget is spent:
    rows are picked with ``FOR NO KEY UPDATE SKIP LOCKED``, so workers on several machines take
    disjoint batches; on SQLite the IMMEDIATE transaction mode serializes claims. The batch is
    marked ``sending`` with this run's lease in one UPDATE, with bulk audit rows.
-2. **Reserve** quota for the batch (quota.py). Claims the window cannot take go straight back to
-   ``approved`` without an attempt and count as deferred by quota; the connection then rests for
-   the rest of the run and sending resumes by itself once the window frees.
+2. **Reserve** quota for the batch (quota.py). A connection whose window is full claims nothing
+   (its due updates count as deferred by quota); claims another worker's reservation left no room
+   for go straight back to ``approved`` without an attempt, also deferred. Either way the
+   connection rests for the rest of the run, and sending resumes by itself once the window frees.
 3. **Send** concurrently over one pooled ``requests.Session`` (connect/read timeouts, no
    redirects, no cookies). Requests are no longer started once the lease or the run's time budget
    would be at risk; those claims go back to ``approved`` and their reservation is returned.
 4. **Record**, in one transaction and a constant number of queries per batch: the SendAttempt
    rows, the new states (acknowledged → sent; transient → approved with a backed-off next-attempt
    time; unexpected 2xx → retried a bounded number of times; permanent or budget spent → failed),
-   audit rows, daily usage and the run's totals. Only rows still leased to this run are touched:
-   if a lease ran out and another worker took the update, that worker owns its state now.
+   audit rows, daily usage (requests made, acknowledgments, updates that ended failed) and the
+   run's totals. Only rows still leased to this run are touched: if a lease ran out and another
+   worker took the update, that worker owns its state now (this run's attempt is still recorded).
 
 Delivery is at least once: an update whose worker died after sending is sent again when its
 lease runs out (Target's update is idempotent for the same values).
@@ -346,7 +348,7 @@ def _process_batch(ctx: _RunContext, conn: TargetConnection, remaining: int | No
     sent = [r for r in results if r is not None]
     not_started = [u for (u, _), r in zip(sendable, results) if r is None]
     if not_started:
-        _release(not_started, owner=ctx.owner, now=clock(), reason="run time budget spent")
+        _release(not_started, owner=ctx.owner, now=clock(), reason="time ran out (run budget or lease) before it was sent")
         keep_going = False
     unused = len(not_started) + len(unsendable)
     if unused:

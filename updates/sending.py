@@ -258,7 +258,8 @@ def _due(*, now: dt.datetime, connection_id: int) -> QuerySet[ProfileUpdate]:
         & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
     )
     lease_ran_out = Q(status=S.SENDING, lease_expires_at__lt=now)
-    return ProfileUpdate.objects.filter(approved_and_due | lease_ran_out, connection_id=connection_id)
+    return ProfileUpdate.objects.filter(approved_and_due | lease_ran_out,
+                                        connection_id=connection_id)
 
 
 def _locking(qs: QuerySet, **options) -> QuerySet:
@@ -348,7 +349,8 @@ def _process_batch(ctx: _RunContext, conn: TargetConnection, remaining: int | No
     sent = [r for r in results if r is not None]
     not_started = [u for (u, _), r in zip(sendable, results) if r is None]
     if not_started:
-        _release(not_started, owner=ctx.owner, now=clock(), reason="time ran out (run budget or lease) before it was sent")
+        _release(not_started, owner=ctx.owner, now=clock(),
+                 reason="time ran out (run budget or lease) before it was sent")
         keep_going = False
     unused = len(not_started) + len(unsendable)
     if unused:
@@ -414,8 +416,9 @@ def _release(updates: list[ProfileUpdate], *, owner: str, now: dt.datetime, reas
         ProfileUpdate.objects.filter(id__in=mine).update(
             status=S.APPROVED, lease_owner="", lease_expires_at=None)
         AuditEvent.objects.bulk_create([
-            AuditEvent(at=now, actor=None, update_id=update_id, connection_id=updates[0].connection_id,
-                       action="released", from_status=S.SENDING, to_status=S.APPROVED,
+            AuditEvent(at=now, actor=None, update_id=update_id,
+                       connection_id=updates[0].connection_id, action="released",
+                       from_status=S.SENDING, to_status=S.APPROVED,
                        comment=f"Not sent: {reason}.")
             for update_id in mine
         ])
@@ -612,8 +615,9 @@ def _decide(s: _Sent, now: dt.datetime, max_attempts: int, max_unexpected: int,
     if answer.outcome == target.Outcome.UNEXPECTED:
         seen = unexpected_so_far.get(update.pk, 1)
         if seen >= max_unexpected:
-            return _fail(update, f"{seen} unexpected answers (HTTP {answer.http_status} without "
-                                 f"the acknowledgment); last: {answer.body.strip()[:200]!r}", changes)
+            reason = (f"{seen} unexpected answers (HTTP {answer.http_status} without the "
+                      f"acknowledgment); last: {answer.body.strip()[:200]!r}")
+            return _fail(update, reason, changes)
 
     if attempt >= max_attempts:
         return _fail(update, f"Gave up after {attempt} attempts; last: {answer.error}", changes)

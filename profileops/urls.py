@@ -1,22 +1,14 @@
-"""
-URL configuration for profileops project.
+"""URLs: the Django admin, plus the operations dashboard and approval queue beside it."""
 
-The `urlpatterns` list routes URLs to views. For more information please see:
-    https://docs.djangoproject.com/en/5.2/topics/http/urls/
-Examples:
-Function views
-    1. Add an import:  from my_app import views
-    2. Add a URL to urlpatterns:  path('', views.home, name='home')
-Class-based views
-    1. Add an import:  from other_app.views import Home
-    2. Add a URL to urlpatterns:  path('', Home.as_view(), name='home')
-Including another URLconf
-    1. Import the include() function: from django.urls import include, path
-    2. Add a URL to urlpatterns:  path('blog/', include('blog.urls'))
-"""
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
+from django.views.generic import RedirectView
+
+from updates.admin import dashboard
 
 urlpatterns = [
-    path('admin/', admin.site.urls),
+    # Before admin.site.urls, under the same prefix, so they read as part of the admin.
+    path("admin/", include(dashboard.urlpatterns)),
+    path("admin/", admin.site.urls),
+    path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
 ]

@@ -2,3 +2,6 @@
 
 One module per area, so the file list reads as the admin's structure.
 """
+
+from . import connections, dashboard, updates  # noqa: F401
+from . import imports, mappings  # noqa: F401

@@ -1,0 +1,115 @@
+"""Target connections, for administrators. The bearer token is write-only: the form never
+renders the stored value, an empty field keeps it, a checkbox clears it; no list, export or log
+line carries it."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest
+
+from updates.models import TargetConnection
+
+
+class TargetConnectionForm(forms.ModelForm):
+    new_token = forms.CharField(
+        label="Bearer token",
+        required=False,
+        strip=True,  # a pasted token often carries a trailing newline, which no header may hold
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password",
+                                                              "size": 60}),
+        help_text="Sent as 'Authorization: Bearer <token>' when Target requires authentication "
+                  "for the profile APIs. Leave empty to keep the current token; it is never "
+                  "shown again.",
+    )
+    clear_token = forms.BooleanField(
+        label="Clear token",
+        required=False,
+        help_text="Remove the stored token; requests are then sent without authentication.",
+    )
+
+    base_url = forms.URLField(
+        label="Base URL", required=False, assume_scheme="https",
+        help_text=TargetConnection._meta.get_field("base_url").help_text)
+
+    class Meta:
+        model = TargetConnection
+        fields = ["label", "client_code", "base_url", "quota_limit", "active"]
+        labels = {
+            "label": "Label",
+            "client_code": "Client code",
+            "base_url": "Base URL",
+            "quota_limit": "Quota limit (rolling 24 h)",
+            "active": "Active",
+        }
+
+    def clean_new_token(self) -> str:
+        token = self.cleaned_data["new_token"]
+        if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in token):
+            # The message never repeats the token.
+            raise ValidationError("A token contains no spaces, line breaks or control characters.",
+                                  code="invalid_token")
+        return token
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("new_token") and data.get("clear_token"):
+            raise ValidationError("Either enter a new token or clear the current one, not both.",
+                                  code="token_conflict")
+        return data
+
+    def save(self, commit: bool = True) -> TargetConnection:
+        connection = super().save(commit=False)
+        if self.cleaned_data.get("clear_token"):
+            connection.bearer_token = ""
+        elif self.cleaned_data.get("new_token"):
+            connection.bearer_token = self.cleaned_data["new_token"]
+        if commit:
+            connection.save()
+        return connection
+
+
+@admin.register(TargetConnection)
+class TargetConnectionAdmin(admin.ModelAdmin):
+    """Administrators only: the model permissions below are held by no role but superusers (and
+    whoever an administrator grants them to explicitly)."""
+
+    form = TargetConnectionForm
+    list_display = ("label", "client_code", "endpoint", "quota_limit", "token_status", "active")
+    list_filter = ("active",)
+    search_fields = ("label", "client_code")
+    readonly_fields = ("token_status", "endpoint", "created_at", "updated_at")
+    fieldsets = [
+        (None, {"fields": ["label", "client_code", "active"]}),
+        ("Where requests go", {"fields": ["base_url", "endpoint", "quota_limit"]}),
+        ("Authentication", {
+            "fields": ["token_status", "new_token", "clear_token"],
+            "description": "The token is write-only: it is stored, sent to Target, and never "
+                           "displayed, exported or logged.",
+        }),
+        ("Record", {"classes": ["collapse"], "fields": ["created_at", "updated_at"]}),
+    ]
+
+    @admin.display(description="token")
+    def token_status(self, obj: TargetConnection | None) -> str:
+        if obj is None or obj.pk is None:
+            return "—"
+        return "set" if obj.has_token else "not set"
+
+    @admin.display(description="endpoint")
+    def endpoint(self, obj: TargetConnection | None) -> str:
+        if obj is None or not obj.client_code:
+            return "—"
+        return f"{obj.effective_base_url}/m2/{obj.client_code}/profile/update"
+
+    def has_delete_permission(self, request: HttpRequest, obj: TargetConnection | None = None) -> bool:
+        # Deleting would drop quota history (and is blocked by any update anyway): deactivate.
+        return False
+
+    def save_model(self, request: HttpRequest, obj: TargetConnection, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if form.cleaned_data.get("clear_token"):
+            messages.info(request, f"The bearer token of {obj.label} was removed.")
+        elif form.cleaned_data.get("new_token"):
+            messages.info(request, f"A new bearer token is stored for {obj.label}.")

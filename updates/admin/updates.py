@@ -1,0 +1,531 @@
+"""The profile update admin: a list that stays fast with a million rows, bulk workflow actions,
+a staging form built from the connection's mappings, and a change page that shows exactly what
+will be sent and everything that happened to the update.
+
+Thin by design: every write goes through workflow.py, which checks permissions itself; hiding
+an action or a button here is convenience, not control.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any, Callable, Iterable
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from updates import selectors, workflow
+from updates.forms import staging_form_class
+
+from .imports import export_selected_csv, export_selected_xlsx
+from updates.models import ProfileUpdate, TargetConnection, UpdateStatus
+
+S = UpdateStatus
+READ_ONLY_STATES = {S.SENDING, S.SENT, S.CANCELLED}
+# One bulk action or queue decision handles at most this many updates: each is its own
+# transaction, and a request must finish in reasonable time even with "select all" over 1M rows.
+BULK_LIMIT = 1000
+# Refusals listed one by one; beyond this, the rest are summarised by id.
+REFUSALS_LISTED = 50
+COUNT_CAP = 10_000
+
+
+# --- a paginator that never counts the whole table --------------------------------------------
+
+class CappedPaginator(Paginator):
+    """Counts at most `cap` + 1 rows (a LIMITed subquery), so a page of a million-row list costs
+    the same as a page of a small one. Pages beyond the cap are not offered: deep paging through
+    a million rows is what filters and search are for."""
+
+    cap = COUNT_CAP
+
+    @cached_property
+    def count(self) -> int:
+        if not isinstance(self.object_list, QuerySet):
+            return len(self.object_list)
+        n, self.capped = selectors.capped_count(self.object_list, cap=self.cap)
+        return n
+
+    capped = False
+
+
+# --- reporting what a bulk operation did -----------------------------------------------------
+
+def _ids(updates: Iterable[ProfileUpdate], limit: int = 20) -> str:
+    ids = [f"#{u.pk}" for u in updates]
+    shown = ", ".join(ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def _refusal_text(update: ProfileUpdate, message: str) -> str:
+    # Service messages usually name the update already; make sure every line does.
+    return message if f"#{update.pk}" in message else f"Update #{update.pk}: {message}"
+
+
+def report_outcome(request: HttpRequest, outcome: workflow.BulkOutcome, *, verb: str) -> None:
+    """One success line, then every refused update and why (the first REFUSALS_LISTED of them,
+    then the rest by id)."""
+    if outcome.done:
+        n = len(outcome.done)
+        messages.success(request, f"{verb.capitalize()} {n} update{'s' if n != 1 else ''}: "
+                                  f"{_ids(outcome.done)}.")
+    if outcome.refused:
+        n = len(outcome.refused)
+        messages.error(request, f"{n} update{'s were' if n != 1 else ' was'} not {verb}:")
+        for update, message in outcome.refused[:REFUSALS_LISTED]:
+            messages.error(request, _refusal_text(update, message))
+        rest = outcome.refused[REFUSALS_LISTED:]
+        if rest:
+            messages.error(request, f"…and {len(rest)} more refused: "
+                                    f"{_ids((u for u, _ in rest), limit=200)}.")
+    if not outcome.done and not outcome.refused:
+        messages.warning(request, f"Nothing was {verb}: no updates were selected.")
+
+
+def bounded(request: HttpRequest, updates: QuerySet[ProfileUpdate]) -> list[ProfileUpdate] | None:
+    """The selected updates in id order, or None (with a message) when there are too many."""
+    chosen = list(updates.select_related("connection").order_by("id")[: BULK_LIMIT + 1])
+    if len(chosen) > BULK_LIMIT:
+        messages.error(request, f"More than {BULK_LIMIT:,} updates are selected; act on at most "
+                                f"{BULK_LIMIT:,} at a time (narrow the list with filters). "
+                                "Nothing was changed.")
+        return None
+    return chosen
+
+
+# --- forms ---------------------------------------------------------------------------------
+
+class RejectForm(forms.Form):
+    comment = forms.CharField(
+        label="Reason for rejecting",
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Required. The operator sees it on each update's timeline.",
+        max_length=2000,
+        error_messages={"required": "A rejection needs a comment saying why."},
+    )
+
+    def clean_comment(self) -> str:
+        comment = self.cleaned_data["comment"].strip()
+        if not comment:
+            raise ValidationError("A rejection needs a comment saying why.", code="comment_required")
+        return comment
+
+
+class ChooseConnectionForm(forms.Form):
+    connection = forms.ModelChoiceField(
+        queryset=TargetConnection.objects.filter(active=True).order_by("label"),
+        label="Target connection",
+        help_text="The Adobe Target account the update goes to; its attribute mappings decide "
+                  "which fields the next step shows.",
+        empty_label=None,
+    )
+
+
+class UpdateFormBase(forms.ModelForm):
+    """Stage or edit an update: the update's own fields, to which updates.forms adds one field
+    per active mapping of the connection. Submitting it calls workflow.update_stage /
+    update_edit, so every rule the services apply — and every refusal — lands on this form as
+    an error, never a 500."""
+
+    # Never trimmed: an identity with stray whitespace is refused with a message, not altered.
+    identity = forms.CharField(
+        max_length=256, strip=False, label="Visitor identity",
+        help_text="Exactly as Target knows it: case matters and nothing is trimmed for you.")
+
+    user: Any = None  # set per request by ProfileUpdateAdmin.get_form
+
+    class Meta:
+        model = ProfileUpdate
+        fields = ["identity_type", "identity", "reason", "not_before"]
+        labels = {
+            "identity_type": "Identity type",
+            "reason": "Reason",
+            "not_before": "Earliest send time (UTC)",
+        }
+        help_texts = {
+            "identity_type": "mboxPC is Target's own visitor id (tntId); mbox3rdPartyId is your "
+                             "customer id as Target knows it.",
+            "reason": "Optional, shown to supervisors, e.g. \"loan funded — call centre\".",
+            "not_before": "Optional. Empty: sent as soon as it is approved.",
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.previous_status = self.instance.status if self.instance.pk else None
+        if self.instance.pk is None:
+            self.instance.connection = self.connection  # shown read-only on the add page
+        else:
+            for name, value in self.initial_for(self.instance).items():
+                if name in self.mapping_fields:
+                    self.initial.setdefault(name, value)
+
+    def _post_clean(self) -> None:
+        # Model validation is the services' job; call them once every field and the shared
+        # content checks (updates.forms) are fine.
+        if self._errors:
+            return
+        values = self.service_kwargs()
+        try:
+            if self.instance.pk is None:
+                self.instance = workflow.update_stage(connection=self.connection, by=self.user,
+                                                      **values)
+            else:
+                workflow.update_edit(update=self.instance, by=self.user, **values)
+        except ValidationError as error:
+            self._absorb(error)
+
+    def _absorb(self, error: ValidationError) -> None:
+        if not hasattr(error, "error_dict"):
+            for message in error.messages:
+                self.add_error(None, message)
+            return
+        prefixes = {f"{m.source_name}:": name for name, m in self.mapping_fields.items()}
+        for key, errors in error.error_dict.items():
+            for message in ValidationError(errors).messages:
+                target_field = key if key in self.fields else None
+                if key == "attributes":
+                    target_field = next((n for p, n in prefixes.items() if message.startswith(p)),
+                                        None)
+                self.add_error(target_field, message)
+
+
+def update_form_class(connection: TargetConnection, user: Any,
+                      update: ProfileUpdate | None = None) -> type[forms.ModelForm]:
+    form_class = staging_form_class(connection, base=UpdateFormBase, update=update)
+    form_class.user = user
+    return form_class
+
+
+# --- list filters --------------------------------------------------------------------------
+
+class CreatorFilter(admin.SimpleListFilter):
+    title = "creator"
+    parameter_name = "created_by"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        # Staff users only (people who can stage); never a DISTINCT over the updates table.
+        users = get_user_model().objects.filter(is_staff=True).order_by("username")[:200]
+        return [(str(u.pk), u.get_username()) for u in users]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        if value and value.isdigit():
+            return queryset.filter(created_by_id=int(value))
+        return queryset
+
+
+# --- the admin -----------------------------------------------------------------------------
+
+@admin.register(ProfileUpdate)
+class ProfileUpdateAdmin(admin.ModelAdmin):
+    list_display = ("id", "identity", "identity_type", "connection_label", "status_badge",
+                    "attribute_names", "created_by", "created_at")
+    list_display_links = ("id", "identity")
+    list_filter = ("status", "connection", "identity_type", CreatorFilter,
+                   ("created_at", admin.DateFieldListFilter))
+    list_select_related = ("connection", "created_by")
+    search_fields = ("identity",)  # the lookup itself is selectors.search_identity
+    search_help_text = ("Identity, exactly (case matters). End with * to match the beginning, "
+                        "e.g. customer-12*; #123 finds update 123.")
+    ordering = ("-id",)
+    sortable_by = ("id", "created_at")
+    list_per_page = 100
+    list_max_show_all = 200
+    paginator = CappedPaginator
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    actions = ("submit_selected", "approve_selected", "reject_selected", "cancel_selected",
+               "requeue_selected", export_selected_csv, export_selected_xlsx)
+    readonly_fields = ("connection_display", "status", "created_by", "created_at",
+                       "last_edited_by", "last_edited_at", "submitted_at", "decided_by",
+                       "decided_at", "decision_comment", "acknowledged_at", "attempts_total",
+                       "next_attempt_at", "last_error")
+    change_list_template = "admin/updates/profileupdate/change_list.html"
+
+    class Media:
+        css = {"all": ["updates/admin.css"]}
+
+    # --- permissions (the services check again) -----------------------------------------
+
+    def _editable(self, obj: ProfileUpdate | None) -> bool:
+        return obj is None or obj.status not in READ_ONLY_STATES
+
+    def has_change_permission(self, request: HttpRequest, obj: ProfileUpdate | None = None) -> bool:
+        return super().has_change_permission(request, obj) and self._editable(obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: ProfileUpdate | None = None) -> bool:
+        return False  # an update's history is kept: cancel it instead
+
+    def has_submit_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(workflow.PERM_SUBMIT)
+
+    def has_approve_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(workflow.PERM_APPROVE)
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(workflow.PERM_CANCEL)
+
+    def has_requeue_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(workflow.PERM_REQUEUE)
+
+    # --- list ----------------------------------------------------------------------------
+
+    @admin.display(description="connection", ordering="connection__label")
+    def connection_label(self, obj: ProfileUpdate) -> str:
+        return obj.connection.label
+
+    @admin.display(description="status")
+    def status_badge(self, obj: ProfileUpdate) -> str:
+        return format_html('<span class="po-status po-status-{}">{}</span>', obj.status,
+                           obj.get_status_display())
+
+    @admin.display(description="attributes")
+    def attribute_names(self, obj: ProfileUpdate) -> str:
+        names = sorted(obj.attributes) if isinstance(obj.attributes, dict) else []
+        shown = ", ".join(names[:4])
+        return shown + (f" +{len(names) - 4}" if len(names) > 4 else "")
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
+        return selectors.search_identity(queryset, search_term), False
+
+    def get_actions(self, request: HttpRequest) -> dict:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
+        # The dropdown hides decisions from non-approvers; a forged POST is refused outright.
+        if request.method == "POST" and not self.has_approve_permission(request):
+            if {"approve_selected", "reject_selected"} & set(request.POST.getlist("action")):
+                raise PermissionDenied("Approving and rejecting needs the approve permission.")
+        extra_context = {**(extra_context or {}), "count_cap": COUNT_CAP}
+        return super().changelist_view(request, extra_context)
+
+    # --- bulk actions ------------------------------------------------------------------
+
+    def _bulk(self, request: HttpRequest, queryset: QuerySet, service: Callable[..., Any], *,
+              verb: str, **kwargs: Any) -> None:
+        chosen = bounded(request, queryset)
+        if chosen is not None:
+            report_outcome(request, workflow.apply_to_each(service, chosen, by=request.user,
+                                                           **kwargs), verb=verb)
+
+    @admin.action(description="Submit selected updates for approval", permissions=["submit"])
+    def submit_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._bulk(request, queryset, workflow.update_submit, verb="submitted")
+
+    @admin.action(description="Approve selected updates", permissions=["approve"])
+    def approve_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._bulk(request, queryset, workflow.update_approve, verb="approved")
+
+    @admin.action(description="Reject selected updates (asks for a reason)",
+                  permissions=["approve"])
+    def reject_selected(self, request: HttpRequest, queryset: QuerySet):
+        chosen = bounded(request, queryset)
+        if chosen is None:
+            return None
+        form = RejectForm(request.POST if "apply" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            outcome = workflow.apply_to_each(workflow.update_reject, chosen, by=request.user,
+                                             comment=form.cleaned_data["comment"])
+            report_outcome(request, outcome, verb="rejected")
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Reject profile updates",
+            "opts": self.opts,
+            "updates": chosen,
+            "form": form,
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            "media": self.media,
+        }
+        return TemplateResponse(request, "admin/updates/profileupdate/reject_confirmation.html",
+                                context)
+
+    @admin.action(description="Cancel selected updates", permissions=["cancel"])
+    def cancel_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._bulk(request, queryset, workflow.update_cancel, verb="cancelled")
+
+    @admin.action(description="Re-queue selected failed updates", permissions=["requeue"])
+    def requeue_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._bulk(request, queryset, workflow.update_requeue, verb="re-queued")
+
+    # --- add: choose the connection, then one field per active mapping ----------------
+
+    def _chosen_connection(self, request: HttpRequest) -> TargetConnection | None:
+        value = request.GET.get("connection", "")
+        if not value.isdigit():
+            return None
+        return TargetConnection.objects.filter(pk=int(value), active=True).first()
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict | None = None):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        connection = self._chosen_connection(request)
+        if connection is None:
+            return self._choose_connection_view(request)
+        extra_context = {**(extra_context or {}), "staging_connection": connection}
+        return super().add_view(request, form_url, extra_context)
+
+    def _choose_connection_view(self, request: HttpRequest):
+        form = ChooseConnectionForm(request.GET if "connection" in request.GET else None)
+        if form.is_bound:
+            form.is_valid()  # only reached with an invalid or inactive choice: show why
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Stage a profile update — choose the connection",
+            "opts": self.opts,
+            "form": form,
+            "has_connections": form.fields["connection"].queryset.exists(),
+            "media": self.media + form.media,
+        }
+        return TemplateResponse(request, "admin/updates/profileupdate/choose_connection.html",
+                                context)
+
+    def get_fieldsets(self, request: HttpRequest, obj: ProfileUpdate | None = None):
+        life = ("Life", {"classes": ["collapse"], "fields": [
+            "created_by", "created_at", "last_edited_by", "last_edited_at", "submitted_at",
+            "decided_by", "decided_at", "decision_comment", "acknowledged_at", "attempts_total",
+            "next_attempt_at", "last_error"]})
+        if obj is not None and not self.has_change_permission(request, obj):
+            return [
+                (None, {"fields": ["connection_display", "status", "identity_type", "identity",
+                                   "reason", "not_before"]}),
+                life,
+            ]
+        form_class = self._staging_form(request, obj)
+        head = ["connection_display"] + (["status"] if obj is not None else []) + [
+            "identity_type", "identity"]
+        fieldsets = [
+            (None, {"fields": head}),
+            ("What to send", {
+                "fields": list(form_class.mapping_fields),
+                "description": "One field per active attribute mapping of this connection. "
+                               "Values are normalised as each mapping says (see the help under "
+                               "each field); the stored update holds the normalised values."}),
+            ("Why and when", {"fields": ["reason", "not_before"]}),
+        ]
+        return fieldsets + ([life] if obj is not None else [])
+
+    def _staging_form(self, request: HttpRequest, obj: ProfileUpdate | None) -> type[forms.ModelForm]:
+        connection = obj.connection if obj is not None else self._chosen_connection(request)
+        if connection is None:
+            raise PermissionDenied("Choose an active connection first.")
+        # Built once per request (fieldsets and the form both need it).
+        cache = request.__dict__.setdefault("_update_forms", {})
+        key = (connection.pk, obj.pk if obj is not None else None)
+        if key not in cache:
+            cache[key] = update_form_class(connection, request.user, obj)
+        return cache[key]
+
+    def get_form(self, request: HttpRequest, obj: ProfileUpdate | None = None, change: bool = False,
+                 **kwargs: Any):
+        if obj is None or self.has_change_permission(request, obj):
+            kwargs["form"] = self._staging_form(request, obj)
+        return super().get_form(request, obj, change, **kwargs)
+
+    @admin.display(description="Target connection")
+    def connection_display(self, obj: ProfileUpdate | None) -> str:
+        if obj is None or not obj.connection_id:
+            return ""
+        return str(obj.connection)
+
+    def save_model(self, request: HttpRequest, obj: ProfileUpdate, form: UpdateFormBase, change: bool):
+        # Already saved by the service in UpdateFormBase._post_clean; only tell what happened.
+        if not change:
+            messages.info(request, f"Update #{obj.pk} is staged as a draft. Submit it for approval "
+                                   "when it is ready (Submit button on its page, or the list's "
+                                   "action).")
+        elif form.previous_status not in (None, S.DRAFT) and obj.status == S.DRAFT:
+            messages.warning(request, f"Update #{obj.pk}: its identity or attributes changed, so it "
+                                      "is back in draft and its approval is cleared. Submit it "
+                                      "again for approval.")
+
+    def save_related(self, request: HttpRequest, form: forms.ModelForm, formsets, change: bool):
+        pass  # no relations edited here
+
+    # --- the change page: what will be sent, the next step, the timeline --------------
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict | None = None):
+        obj = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
+        if obj is not None and self.has_view_or_change_permission(request, obj):
+            user = request.user
+            extra.update(
+                attribute_rows=selectors.attribute_rows(obj),
+                request_preview=selectors.request_preview(obj),
+                timeline=selectors.update_timeline(update=obj),
+                transitions=self._transitions(request, obj),
+                own_update=user.pk in (obj.created_by_id, obj.last_edited_by_id),
+                workflow_url=reverse("admin:updates_profileupdate_workflow", args=[obj.pk]),
+                reject_form=RejectForm(),
+            )
+        return super().change_view(request, object_id, form_url, extra)
+
+    def _transitions(self, request: HttpRequest, obj: ProfileUpdate) -> list[tuple[str, str]]:
+        """(name, button label) of the moves this user may try from the update's state."""
+        options = []
+        if obj.status == S.DRAFT and self.has_submit_permission(request):
+            options.append(("submit", "Submit for approval"))
+        if obj.status == S.PENDING and self.has_approve_permission(request):
+            options += [("approve", "Approve"), ("reject", "Reject")]
+        if obj.status == S.FAILED and self.has_requeue_permission(request):
+            options.append(("requeue", "Re-queue"))
+        if obj.status in workflow.CANCELLABLE_STATES and self.has_cancel_permission(request):
+            options.append(("cancel", "Cancel update"))
+        return options
+
+    def get_urls(self):
+        urls = super().get_urls()
+        own = [path("<path:object_id>/workflow/", self.admin_site.admin_view(self.workflow_view),
+                    name="updates_profileupdate_workflow")]
+        return own + urls
+
+    TRANSITIONS = {
+        "submit": (workflow.update_submit, "submitted"),
+        "approve": (workflow.update_approve, "approved"),
+        "reject": (workflow.update_reject, "rejected"),
+        "cancel": (workflow.update_cancel, "cancelled"),
+        "requeue": (workflow.update_requeue, "re-queued"),
+    }
+
+    def workflow_view(self, request: HttpRequest, object_id: str):
+        """POST one transition for one update, from its change page."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        update = get_object_or_404(ProfileUpdate.objects.select_related("connection"),
+                                   pk=object_id if object_id.isdigit() else -1)
+        if not self.has_view_or_change_permission(request, update):
+            raise PermissionDenied
+        name = request.POST.get("transition", "")
+        if name not in self.TRANSITIONS:
+            messages.error(request, "Unknown action; nothing was changed.")
+            return HttpResponseRedirect(self._change_url(update))
+        if name in ("approve", "reject") and not self.has_approve_permission(request):
+            raise PermissionDenied("Approving and rejecting needs the approve permission.")
+        service, verb = self.TRANSITIONS[name]
+        kwargs = {"comment": request.POST.get("comment", "").strip()}
+        if name == "reject":
+            form = RejectForm(request.POST)
+            if not form.is_valid():
+                messages.error(request, f"Update #{update.pk} was not rejected: a rejection needs a "
+                                        "comment saying why.")
+                return HttpResponseRedirect(self._change_url(update))
+            kwargs["comment"] = form.cleaned_data["comment"]
+        report_outcome(request, workflow.apply_to_each(service, [update], by=request.user, **kwargs),
+                       verb=verb)
+        return HttpResponseRedirect(self._change_url(update))
+
+    def _change_url(self, update: ProfileUpdate) -> str:
+        return reverse("admin:updates_profileupdate_change", args=[update.pk])

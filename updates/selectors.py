@@ -1,0 +1,278 @@
+"""Read queries for the admin: the update list's search, the approval queue, an update's timeline
+and the operations dashboard.
+
+Everything here reads a bounded number of rows whatever the history holds (a million updates, a
+year of daily usage): queries follow the indexes declared in models.py, counts are capped where
+an exact figure would mean scanning the table, and statistics are computed in Python from a
+bounded slice. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import statistics
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from django.db import connection as db
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from . import quota, sending, target
+from .models import (
+    AuditEvent,
+    DailyUsage,
+    ProfileUpdate,
+    SendAttempt,
+    SendRun,
+    TargetConnection,
+    UpdateStatus,
+)
+
+S = UpdateStatus
+CHART_DAYS = 30
+LATENCY_SAMPLE = 1000
+STATUS_COUNT_CAP = 100_000
+TIMELINE_LIMIT = 500
+
+
+# --- search ------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=4)
+def _codepoint_ordered(vendor: str, alias: str) -> bool:
+    """Whether the database orders text by code point, so a prefix is one contiguous index range."""
+    if vendor == "sqlite":
+        return True  # BINARY collation: memcmp over UTF-8, which keeps code point order
+    if vendor == "postgresql":
+        with db.cursor() as cursor:
+            cursor.execute("SELECT datcollate FROM pg_database WHERE datname = current_database()")
+            row = cursor.fetchone()
+        return bool(row) and row[0].lower() in {"c", "posix", "c.utf-8", "c.utf8", "ucs_basic"}
+    return False
+
+
+def search_identity(queryset: QuerySet[ProfileUpdate], term: str) -> QuerySet[ProfileUpdate]:
+    """Updates whose identity is `term` exactly; with a trailing '*', whose identity starts with
+    it; '#123' finds update 123. Case-sensitive, like Target's ids, so the identity index serves
+    the lookup (a case-insensitive LIKE would scan the table)."""
+    term = term.strip()
+    if not term:
+        return queryset
+    if term.startswith("#") and term[1:].isdigit():
+        return queryset.filter(pk=int(term[1:]))
+    if term.endswith("*") and len(term) > 1:
+        prefix = term.rstrip("*")
+        narrowed = queryset.filter(identity__startswith=prefix)
+        if _codepoint_ordered(db.vendor, db.alias):
+            # The same rows as a range the identity index can scan; LIKE alone could not use it.
+            narrowed = narrowed.filter(identity__gte=prefix, identity__lt=prefix + "\U0010ffff")
+        return narrowed
+    return queryset.filter(identity=term)
+
+
+# --- what an update will send --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RequestPreview:
+    method: str  # "GET", "POST", or "" when no single request can carry the update
+    size_bytes: int  # what counts against the method's limit: the URL for GET, the body for POST
+    quota_cost: int
+    problem: str = ""
+
+    @property
+    def limit_bytes(self) -> int:
+        return target.GET_LIMIT_BYTES if self.method == "GET" else target.POST_LIMIT_BYTES
+
+
+def request_preview(update: ProfileUpdate) -> RequestPreview:
+    """Method, size and quota cost of the request the sender would make for `update`."""
+    summary = sending.request_summary(update)
+    return RequestPreview(summary.method, summary.size_bytes, summary.quota_cost, summary.problem)
+
+
+def attribute_rows(update: ProfileUpdate) -> list[tuple[str, str]]:
+    """(name, value) in the order the request carries them: exactly what Target will receive."""
+    attributes = update.attributes if isinstance(update.attributes, dict) else {}
+    return [(name, attributes[name]) for name in sorted(attributes)]
+
+
+# --- the approval queue ------------------------------------------------------------------------
+
+def pending_updates(*, connection_id: int | None = None) -> QuerySet[ProfileUpdate]:
+    """Pending updates, longest-waiting first (by id: the status/-id index read backwards)."""
+    qs = ProfileUpdate.objects.filter(status=S.PENDING)
+    if connection_id is not None:
+        qs = qs.filter(connection_id=connection_id)
+    return qs.select_related("connection", "created_by", "last_edited_by").order_by("id")
+
+
+def capped_count(queryset: QuerySet, *, cap: int) -> tuple[int, bool]:
+    """(count, capped): counts at most cap + 1 rows, so a huge table is never counted in full."""
+    n = queryset.order_by()[: cap + 1].count()
+    return min(n, cap), n > cap
+
+
+# --- an update's timeline ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    at: dt.datetime
+    kind: str  # "event" or "attempt"
+    event: AuditEvent | None = None
+    attempt: SendAttempt | None = None
+
+
+def update_timeline(*, update: ProfileUpdate, limit: int = TIMELINE_LIMIT) -> list[TimelineEntry]:
+    """Audit events and send attempts of `update`, oldest first (the latest `limit` of each)."""
+    events = list(
+        AuditEvent.objects.filter(update=update).select_related("actor").order_by("-at", "-id")[:limit]
+    )
+    attempts = list(SendAttempt.objects.filter(update=update).order_by("-number")[:limit])
+    entries = [TimelineEntry(e.at, "event", event=e) for e in events]
+    entries += [TimelineEntry(a.started_at, "attempt", attempt=a) for a in attempts]
+    # At the same instant an event (e.g. "claimed for sending") comes before the attempt.
+    entries.sort(key=lambda e: (e.at, 0 if e.kind == "event" else 1,
+                                e.event.pk if e.event else e.attempt.number))
+    return entries
+
+
+# --- the dashboard -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DayUsage:
+    day: dt.date
+    requests: int = 0
+    acknowledged: int = 0
+    failed: int = 0
+
+
+@dataclass
+class ConnectionPicture:
+    connection: TargetConnection
+    window_requests: int
+    limit: int
+    oldest_leaves_at: dt.datetime | None
+    days: list[DayUsage] = field(default_factory=list)
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.window_requests)
+
+    @property
+    def percent_used(self) -> float:
+        return 100.0 * self.window_requests / self.limit if self.limit else 0.0
+
+    @property
+    def totals(self) -> DayUsage:
+        return DayUsage(
+            self.days[-1].day if self.days else timezone.now().date(),
+            sum(d.requests for d in self.days),
+            sum(d.acknowledged for d in self.days),
+            sum(d.failed for d in self.days),
+        )
+
+
+@dataclass(frozen=True)
+class StatusCount:
+    status: str
+    label: str
+    count: int
+    capped: bool
+
+
+@dataclass(frozen=True)
+class Latency:
+    sample_size: int
+    median_ms: float | None
+    p95_ms: int | None
+    since: dt.datetime | None
+
+
+@dataclass
+class Dashboard:
+    now: dt.datetime
+    connections: list[ConnectionPicture]
+    statuses: list[StatusCount]
+    oldest_pending: ProfileUpdate | None
+    last_run: SendRun | None
+    latency: Latency
+
+
+def daily_usage(*, connection_ids: list[int], today: dt.date,
+                days: int = CHART_DAYS) -> dict[int, list[DayUsage]]:
+    """Per connection, one DayUsage per day of the last `days` days up to `today` (zeros filled)."""
+    first = today - dt.timedelta(days=days - 1)
+    found: dict[tuple[int, dt.date], DayUsage] = {}
+    rows = DailyUsage.objects.filter(connection_id__in=connection_ids, day__gte=first, day__lte=today)
+    for row in rows.values("connection_id", "day", "requests", "acknowledged", "failed"):
+        found[(row["connection_id"], row["day"])] = DayUsage(
+            row["day"], row["requests"], row["acknowledged"], row["failed"])
+    span = [first + dt.timedelta(days=i) for i in range(days)]
+    return {cid: [found.get((cid, day), DayUsage(day)) for day in span] for cid in connection_ids}
+
+
+def status_counts(*, cap: int = STATUS_COUNT_CAP) -> list[StatusCount]:
+    """Updates per status, each counted through the status index and capped at `cap`: bounded
+    work even when one status holds most of a million rows."""
+    result = []
+    for status, label in S.choices:
+        n, capped = capped_count(ProfileUpdate.objects.filter(status=status), cap=cap)
+        result.append(StatusCount(status, label, n, capped))
+    return result
+
+
+def oldest_pending() -> ProfileUpdate | None:
+    """The oldest update (lowest id) that is waiting for approval."""
+    return (ProfileUpdate.objects.filter(status=S.PENDING).select_related("connection")
+            .order_by("id").first())
+
+
+def last_send_run() -> SendRun | None:
+    return SendRun.objects.order_by("-started_at").first()
+
+
+def percentile(sorted_values: list[int], fraction: float) -> int | None:
+    """Nearest-rank percentile of an ascending list (p95 of 20 values is the 19th)."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(fraction * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def ack_latency(*, sample: int = LATENCY_SAMPLE) -> Latency:
+    """Median and 95th percentile latency of the latest `sample` acknowledged attempts (read
+    through the partial att_acked_recent index)."""
+    rows = list(
+        SendAttempt.objects.filter(outcome=SendAttempt.Outcome.ACKNOWLEDGED)
+        .order_by("-started_at")
+        .values_list("latency_ms", "started_at")[:sample]
+    )
+    values = sorted(ms for ms, _ in rows if ms is not None)
+    if not values:
+        return Latency(0, None, None, None)
+    return Latency(len(values), statistics.median(values), percentile(values, 0.95), rows[-1][1])
+
+
+def dashboard(*, now: dt.datetime | None = None) -> Dashboard:
+    now = now or timezone.now()
+    connections = list(TargetConnection.objects.order_by("-active", "label"))
+    usage = daily_usage(connection_ids=[c.pk for c in connections], today=now.date())
+    pictures = [
+        ConnectionPicture(
+            connection=c,
+            window_requests=quota.window_usage(connection=c, now=now),
+            limit=c.quota_limit,
+            oldest_leaves_at=quota.oldest_counted_at(connection=c, now=now),
+            days=usage[c.pk],
+        )
+        for c in connections
+    ]
+    return Dashboard(
+        now=now,
+        connections=pictures,
+        statuses=status_counts(),
+        oldest_pending=oldest_pending(),
+        last_run=last_send_run(),
+        latency=ack_latency(),
+    )

@@ -5,6 +5,7 @@ Every test talks to a real database (SQLite by default; PostgreSQL when DATABASE
 
 from __future__ import annotations
 
+import importlib
 import itertools
 
 import pytest
@@ -18,7 +19,19 @@ pytest_plugins = ["tests.fixtures_emulator"]
 _counter = itertools.count(1)
 
 
+def ensure_roles() -> None:
+    """(Re)create the role groups as the data migration does: a transactional test before this
+    one may have flushed them."""
+    from django.apps import apps
+
+    roles = importlib.import_module("updates.migrations.0002_roles")
+    if Group.objects.filter(name__in=roles.ROLES).count() != len(roles.ROLES):
+        roles.create_roles(apps, None)
+
+
 def make_user(username: str, *groups: str, superuser: bool = False) -> User:
+    if groups:
+        ensure_roles()
     user = User.objects.create_user(username=username, password="pw-" + username,
                                     is_staff=True, is_superuser=superuser)
     for name in groups:

@@ -1,0 +1,310 @@
+"""The operations dashboard and the approval queue, through Django's test client and a real DB."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import pytest
+from django.contrib.auth.models import User
+from django.contrib.messages import get_messages
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from tests.conftest import make_connection, make_mapping
+from updates import workflow
+from updates.models import DailyUsage, ProfileUpdate, QuotaMinute, SendAttempt, SendRun, UpdateStatus
+
+S = UpdateStatus
+DASHBOARD = "updates_dashboard"
+QUEUE = "updates_queue"
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def texts(response) -> list[str]:
+    return [str(m) for m in get_messages(response.wsgi_request)]
+
+
+def status_of(update) -> str:
+    return ProfileUpdate.objects.get(pk=update.pk).status
+
+
+def logged_in(client, user):
+    client.force_login(user)
+    return client
+
+
+def pending(stage, by, **kwargs):
+    return workflow.update_submit(update=stage(by=by, **kwargs), by=by)
+
+
+def squash(html: str) -> str:
+    return re.sub(r"\s+", " ", html)
+
+
+# --- access ----------------------------------------------------------------------------------
+
+def test_anonymous_users_are_sent_to_the_login_page(client):
+    for name in (DASHBOARD, QUEUE):
+        response = client.get(reverse(name))
+        assert response.status_code == 302
+        assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_an_operator_gets_403_on_the_queue_page_and_its_post(client, operator, stage):
+    update = pending(stage, operator)
+    client = logged_in(client, operator)
+    page = client.get(reverse(QUEUE))
+    assert page.status_code == 403
+    assert "for supervisors" in page.content.decode()
+    post = client.post(reverse(QUEUE), {"decision": "approve", "update": [update.pk]})
+    assert post.status_code == 403
+    assert status_of(update) == S.PENDING
+
+
+def test_staff_without_the_view_permission_gets_403_on_the_dashboard(client, db):
+    nobody = User.objects.create_user("staff-only", password="x", is_staff=True)
+    response = logged_in(client, nobody).get(reverse(DASHBOARD))
+    assert response.status_code == 403
+
+
+def test_the_admin_index_links_to_the_dashboard_and_the_queue(client, supervisor, operator):
+    content = logged_in(client, supervisor).get(reverse("admin:index")).content.decode()
+    assert reverse(DASHBOARD) in content and reverse(QUEUE) in content
+    client.force_login(operator)
+    content = client.get(reverse("admin:index")).content.decode()
+    assert reverse(DASHBOARD) in content
+    assert f'href="{reverse(QUEUE)}"' not in content
+
+
+# --- the approval queue ----------------------------------------------------------------------
+
+def test_the_queue_shows_exactly_what_will_be_sent(client, supervisor, operator, stage):
+    update = pending(stage, operator, identity="cust-42",
+                     attributes={"loanStatus": "funded", "callNote": "ring after 5 & ask"},
+                     reason="loan funded")
+    content = squash(logged_in(client, supervisor).get(reverse(QUEUE)).content.decode())
+    row = content[content.index(f'id="queue-row-{update.pk}"'):]
+    row = row[:row.index("</form>")]
+    assert "mbox3rdPartyId" in row and "cust-42" in row
+    assert "profile.callNote" in row and "ring after 5 &amp; ask" in row
+    assert "profile.loanStatus" in row and "funded" in row
+    assert "<strong>GET</strong>" in row
+    assert "quota cost 1" in row
+    assert "loan funded" in row
+
+
+def test_the_queue_lists_only_pending_updates_longest_waiting_first(client, supervisor, operator,
+                                                                    stage):
+    older = pending(stage, operator)
+    newer = pending(stage, operator)
+    draft = stage()
+    content = logged_in(client, supervisor).get(reverse(QUEUE)).content.decode()
+    assert content.index(f"queue-row-{older.pk}") < content.index(f"queue-row-{newer.pk}")
+    assert f"queue-row-{draft.pk}" not in content
+    assert "2 updates waiting for approval" in content
+
+
+def test_the_queue_filters_by_connection(client, supervisor, operator, stage):
+    mine = pending(stage, operator)
+    other_conn = make_connection("other")
+    make_mapping(other_conn, "tier", "loyaltyTier")
+    theirs = pending(stage, operator, connection=other_conn, attributes={"loyaltyTier": "gold"})
+    content = logged_in(client, supervisor).get(
+        reverse(QUEUE) + f"?connection={other_conn.pk}").content.decode()
+    assert f"queue-row-{theirs.pk}" in content and f"queue-row-{mine.pk}" not in content
+
+
+def test_the_queue_paginates(client, supervisor, operator, stage, monkeypatch):
+    from updates.admin import dashboard
+    monkeypatch.setattr(dashboard, "QUEUE_PAGE_SIZE", 2)
+    updates = [pending(stage, operator) for _ in range(3)]
+    client = logged_in(client, supervisor)
+    first = client.get(reverse(QUEUE)).content.decode()
+    second = client.get(reverse(QUEUE) + "?p=2").content.decode()
+    assert f"queue-row-{updates[2].pk}" not in first
+    assert f"queue-row-{updates[2].pk}" in second and "page 2 of 2" in second
+
+
+def test_the_queue_approves_many_and_names_the_own_update_refusal(
+        client, admin_user, operator, stage):
+    theirs = [pending(stage, operator) for _ in range(2)]
+    own = pending(stage, admin_user)
+    response = logged_in(client, admin_user).post(
+        reverse(QUEUE), {"decision": "approve", "update": [u.pk for u in theirs + [own]]},
+        follow=True)
+    assert [status_of(u) for u in theirs] == [S.APPROVED, S.APPROVED]
+    assert status_of(own) == S.PENDING  # superuser or not: four eyes
+    messages = texts(response)
+    assert any("Approved 2 updates" in m for m in messages), messages
+    assert any(f"Update #{own.pk}" in m and "four-eyes" in m for m in messages), messages
+    assert response.status_code == 200
+
+
+def test_the_queue_marks_the_users_own_updates(client, admin_user, operator, stage):
+    own, theirs = pending(stage, admin_user), pending(stage, operator)
+    content = logged_in(client, admin_user).get(reverse(QUEUE)).content.decode()
+    assert f'<tr id="queue-row-{own.pk}" class="po-own">' in content
+    assert f'<tr id="queue-row-{theirs.pk}">' in content
+    assert "Yours: under the four-eyes rule someone else must decide." in content
+
+
+def test_a_supervisor_approves_one_update_with_its_row_button(client, supervisor, operator, stage):
+    one, other = pending(stage, operator), pending(stage, operator)
+    logged_in(client, supervisor).post(reverse(QUEUE), {"approve_one": one.pk})
+    assert status_of(one) == S.APPROVED
+    assert status_of(other) == S.PENDING
+
+
+def test_rejecting_in_the_queue_requires_a_comment(client, supervisor, operator, stage):
+    update = pending(stage, operator)
+    client = logged_in(client, supervisor)
+    refused = client.post(reverse(QUEUE), {"decision": "reject", "update": [update.pk],
+                                           "comment": "  "}, follow=True)
+    assert status_of(update) == S.PENDING
+    assert any("A rejection needs a comment" in m for m in texts(refused))
+
+    done = client.post(reverse(QUEUE), {"reject_one": update.pk, "comment": "wrong visitor"},
+                       follow=True)
+    update.refresh_from_db()
+    assert update.status == S.REJECTED and update.decision_comment == "wrong visitor"
+    assert any("Rejected 1 update" in m for m in texts(done))
+
+
+def test_a_queue_decision_on_an_update_no_longer_pending_names_why(client, supervisor,
+                                                                   other_supervisor, operator,
+                                                                   stage):
+    update = pending(stage, operator)
+    workflow.update_approve(update=update, by=other_supervisor)  # someone was quicker
+    response = logged_in(client, supervisor).post(
+        reverse(QUEUE), {"decision": "reject", "update": [update.pk], "comment": "no"}, follow=True)
+    assert status_of(update) == S.APPROVED
+    assert any(f"Update #{update.pk} is approved" in m for m in texts(response))
+
+
+def test_a_queue_post_without_a_selection_changes_nothing(client, supervisor, operator, stage):
+    update = pending(stage, operator)
+    response = logged_in(client, supervisor).post(reverse(QUEUE), {"decision": "approve"},
+                                                   follow=True)
+    assert status_of(update) == S.PENDING
+    assert any("Select at least one update" in m for m in texts(response))
+
+
+def test_the_queue_post_is_protected_against_csrf(supervisor, operator, stage):
+    update = pending(stage, operator)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(supervisor)
+    forged = client.post(reverse(QUEUE), {"decision": "approve", "update": [update.pk]})
+    assert forged.status_code == 403
+    assert status_of(update) == S.PENDING
+
+    page = client.get(reverse(QUEUE))
+    token = page.context["csrf_token"]
+    genuine = client.post(reverse(QUEUE), {"decision": "approve", "update": [update.pk],
+                                           "csrfmiddlewaretoken": str(token)})
+    assert genuine.status_code == 302
+    assert status_of(update) == S.APPROVED
+
+
+# --- the dashboard ---------------------------------------------------------------------------
+
+@pytest.fixture
+def history(connection, operator, supervisor, stage):
+    """Usage, quota, a run and acknowledged attempts with known numbers."""
+    now = timezone.now()
+    today = now.date()
+    DailyUsage.objects.create(connection=connection, day=today, requests=1234, acknowledged=1200,
+                              failed=34)
+    DailyUsage.objects.create(connection=connection, day=today - dt.timedelta(days=3),
+                              requests=50, acknowledged=48, failed=2)
+    DailyUsage.objects.create(connection=connection, day=today - dt.timedelta(days=40),
+                              requests=777777, acknowledged=0, failed=0)  # outside the chart
+    minute = now.replace(second=0, microsecond=0)
+    QuotaMinute.objects.create(connection=connection, minute=minute - dt.timedelta(hours=23),
+                               requests=900)
+    QuotaMinute.objects.create(connection=connection, minute=minute, requests=334)
+    QuotaMinute.objects.create(connection=connection, minute=minute - dt.timedelta(hours=30),
+                               requests=5000)  # no longer in the window
+    update = stage()
+    for number, ms in enumerate([10, 20, 30, 40, 1000], start=1):
+        SendAttempt.objects.create(
+            update=update, connection=connection, number=number,
+            started_at=now - dt.timedelta(minutes=10 - number), method="GET", request_bytes=100,
+            http_status=200, response_body="trueRequest successfully submitted", latency_ms=ms,
+            outcome=SendAttempt.Outcome.ACKNOWLEDGED)
+    SendAttempt.objects.create(
+        update=update, connection=connection, number=6, started_at=now, method="GET",
+        request_bytes=100, http_status=500, latency_ms=99999, outcome=SendAttempt.Outcome.TRANSIENT)
+    SendRun.objects.create(trigger="schedule", worker="w1", started_at=now - dt.timedelta(minutes=1),
+                           finished_at=now, claimed=7, acknowledged=5, retried=1, failed=1,
+                           deferred_by_quota=0)
+    waiting = pending(stage, operator)
+    pending(stage, operator)
+    return {"now": now, "waiting": waiting}
+
+
+def test_the_dashboard_shows_the_rolling_window_against_the_limit(client, supervisor, history,
+                                                                  connection):
+    content = squash(logged_in(client, supervisor).get(reverse(DASHBOARD)).content.decode())
+    card = content[content.index(f'id="connection-{connection.pk}"'):]
+    assert '<strong class="po-window-requests">1,234</strong>' in card
+    assert '<span class="po-limit">1,000,000</span>' in card
+    assert "998,766 left" in card
+    leaves = (history["now"].replace(second=0, microsecond=0) - dt.timedelta(hours=23)
+              + dt.timedelta(hours=24, minutes=1))
+    assert f"leaves the window at <time datetime=\"{leaves.isoformat()}\">" in card
+
+
+def test_the_dashboard_charts_the_last_30_days(client, supervisor, history, connection):
+    content = squash(logged_in(client, supervisor).get(reverse(DASHBOARD)).content.decode())
+    card = content[content.index(f'id="connection-{connection.pk}"'):]
+    assert card.count('class="po-bar po-bar-requests"') == 30
+    today = history["now"].date()
+    assert f"<title>{today:%Y-%m-%d}: 1,234 requests</title>" in card
+    assert f"<title>{today:%Y-%m-%d}: 34 failed</title>" in card
+    assert "totals: 1,284 requests, 1,248 acknowledged, 36 failed" in card
+    assert "777,777" not in card  # 40 days ago is outside the chart
+    assert "<script" not in card
+
+
+def test_the_dashboard_counts_updates_by_status(client, supervisor, history):
+    content = squash(logged_in(client, supervisor).get(reverse(DASHBOARD)).content.decode())
+    assert 'data-status="pending">2</td>' in content
+    assert 'data-status="draft">1</td>' in content
+    assert 'data-status="sent">0</td>' in content
+
+
+def test_the_dashboard_names_the_oldest_update_waiting_for_approval(client, supervisor, history):
+    content = squash(logged_in(client, supervisor).get(reverse(DASHBOARD)).content.decode())
+    section = content[content.index('id="oldest-pending"'):]
+    assert f"Update #{history['waiting'].pk}</a>" in section
+
+
+def test_the_dashboard_shows_the_last_send_run(client, supervisor, history):
+    content = squash(logged_in(client, supervisor).get(reverse(DASHBOARD)).content.decode())
+    section = content[content.index('id="last-run"'):]
+    assert "<strong>finished</strong>" in section
+    assert "Claimed 7, acknowledged 5, retried 1, failed 1, deferred by quota 0." in section
+
+
+def test_the_dashboard_shows_median_and_p95_latency_of_acknowledgments(client, supervisor,
+                                                                       history):
+    content = squash(logged_in(client, supervisor).get(reverse(DASHBOARD)).content.decode())
+    section = content[content.index('id="latency"'):]
+    # Acknowledged latencies 10, 20, 30, 40, 1000 ms; the 500 with 99,999 ms does not count.
+    assert '<strong class="po-median">30 ms</strong>' in section
+    assert '<strong class="po-p95">1000 ms</strong>' in section
+    assert "latest 5 acknowledged requests" in section
+
+
+def test_the_dashboard_renders_with_no_data_at_all(client, supervisor):
+    response = logged_in(client, supervisor).get(reverse(DASHBOARD))
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert "No Target connection is set up yet." in content
+    assert "No send run yet." in content and "No acknowledged request yet." in content

@@ -1,0 +1,506 @@
+"""The import service: check every row, save all or nothing, in the request or in the background.
+
+The `connection` fixture (client code "acme") has three mappings: loan_status (choice of
+applied/funded/declined) → loanStatus, tier (text, at most 256) → loyaltyTier, and
+note (text, at most 1,000) → callNote.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import time
+
+import pytest
+import tablib
+from django.contrib.auth.models import AnonymousUser, Permission, User
+from django.core.exceptions import PermissionDenied, ValidationError
+from django_q.models import OrmQ
+from openpyxl import Workbook
+
+from tests.conftest import make_mapping, make_user
+from updates import importing, mappings, tasks_import
+from updates.models import AuditEvent, ImportJob, ProfileUpdate, UpdateStatus
+from updates.resources import ProfileUpdateImportResource
+
+HEADER = "identity_type,identity,loan_status,tier,note"
+
+
+@pytest.fixture(autouse=True)
+def fast_passwords(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def csv_bytes(*rows: str, header: str = HEADER, bom: bool = False) -> bytes:
+    text = "\r\n".join([header, *rows]) + "\r\n"
+    return ("\ufeff" if bom else "").encode() + text.encode("utf-8")
+
+
+def xlsx_bytes(rows: list[list]) -> bytes:
+    workbook = Workbook()
+    sheet = workbook.active
+    for row in rows:
+        sheet.append(row)
+    out = io.BytesIO()
+    workbook.save(out)
+    return out.getvalue()
+
+
+def create(connection, by, data: bytes, name: str = "updates.csv", **kwargs) -> ImportJob:
+    return importing.import_job_create(connection=connection, file_name=name, file_data=data,
+                                       by=by, **kwargs)
+
+
+def errors_of(job: ImportJob) -> list[tuple]:
+    return [(e["row"], e["column"], e["message"]) for e in job.errors]
+
+
+# --- the happy path --------------------------------------------------------------------------
+
+def test_a_valid_file_is_previewed_without_saving_then_imported_as_the_users_drafts(
+        connection, operator):
+    data = csv_bytes("mbox3rdPartyId,customer-1,funded, gold ,first call",
+                     "mboxPC,1368007744041-575948.01_00,applied,,",
+                     "mbox3rdPartyId,customer-3,declined,silver,Zürich & co = 100%")
+    job = create(connection, operator, data)
+
+    assert (job.status, job.total_rows, job.error_count) == ("queued", 3, 0)
+    assert not ProfileUpdate.objects.exists()  # the preview saves nothing
+    assert [u["identity"] for u in importing.job_sample(job)] == [
+        "customer-1", "1368007744041-575948.01_00", "customer-3"]
+
+    assert importing.import_job_start(job=job, by=operator) is False  # small: ran right here
+    job.refresh_from_db()
+    assert (job.status, job.created_updates, job.processed_rows) == ("done", 3, 3)
+    assert job.finished_at is not None
+
+    updates = {u.identity: u for u in ProfileUpdate.objects.all()}
+    assert updates["customer-1"].attributes == {"loanStatus": "funded", "loyaltyTier": "gold",
+                                                "callNote": "first call"}
+    assert updates["1368007744041-575948.01_00"].attributes == {"loanStatus": "applied"}
+    assert updates["customer-3"].attributes["callNote"] == "Zürich & co = 100%"
+    for update in updates.values():
+        assert update.status == UpdateStatus.DRAFT
+        assert update.created_by == operator and update.last_edited_by == operator
+        assert update.reason == f"import #{job.pk}: updates.csv"
+    assert AuditEvent.objects.filter(action="imported", actor=operator, to_status="draft").count() == 3
+
+
+def test_submit_at_once_creates_updates_pending_approval(connection, operator):
+    job = create(connection, operator, csv_bytes("mbox3rdPartyId,c-1,funded,,"), submit=True)
+    importing.import_job_start(job=job, by=operator)
+    update = ProfileUpdate.objects.get()
+    assert update.status == UpdateStatus.PENDING and update.submitted_at is not None
+
+
+def test_a_csv_with_a_byte_order_mark_reads_like_one_without(connection, operator):
+    job = create(connection, operator, csv_bytes("mbox3rdPartyId,c-1,funded,gold,", bom=True))
+    assert job.status == "queued", job.errors
+    importing.import_job_start(job=job, by=operator)
+    assert ProfileUpdate.objects.get().attributes == {"loanStatus": "funded", "loyaltyTier": "gold"}
+
+
+def test_a_semicolon_separated_csv_is_recognised_from_its_header(connection, operator):
+    data = csv_bytes("mbox3rdPartyId;c-1;funded;gold;a, b", header=HEADER.replace(",", ";"))
+    job = create(connection, operator, data)
+    importing.import_job_start(job=job, by=operator)
+    assert ProfileUpdate.objects.get().attributes["callNote"] == "a, b"
+
+
+def test_an_xlsx_file_imports_with_spreadsheet_cell_types_normalised(connection, operator):
+    make_mapping(connection, "visits", "visitCount", value_type="integer")
+    make_mapping(connection, "funded_on", "fundedOn", value_type="date")
+    make_mapping(connection, "vip", "isVip", value_type="boolean")
+    data = xlsx_bytes([
+        ["identity_type", "identity", "loan_status", "visits", "funded_on", "vip", None],
+        ["mbox3rdPartyId", 123456, "funded", 7.0, dt.datetime(2024, 5, 1), True, None],
+        [None, None, None, None, None, None, None],  # an empty row: skipped, still counted
+        ["mbox3rdPartyId", "c-2", "applied", 12, dt.date(2024, 5, 2), False],
+    ])
+    job = create(connection, operator, data, name="updates.XLSX")
+    assert (job.file_format, job.status, job.total_rows) == ("xlsx", "queued", 2), job.errors
+    importing.import_job_start(job=job, by=operator)
+    updates = {u.identity: u.attributes for u in ProfileUpdate.objects.all()}
+    assert updates == {
+        "123456": {"loanStatus": "funded", "visitCount": "7", "fundedOn": "2024-05-01",
+                   "isVip": "true"},
+        "c-2": {"loanStatus": "applied", "visitCount": "12", "fundedOn": "2024-05-02",
+                "isVip": "false"},
+    }
+
+
+def test_xlsx_row_numbers_are_spreadsheet_rows(connection, operator):
+    data = xlsx_bytes([["identity_type", "identity", "loan_status"],
+                       ["mbox3rdPartyId", "c-1", "funded"],
+                       [None, None, None],
+                       ["mbox3rdPartyId", "c-2", "unknown"]])
+    job = create(connection, operator, data, name="u.xlsx")
+    assert [(r, c) for r, c, _ in errors_of(job)] == [(4, "loan_status")]
+
+
+# --- bad rows: every kind, each saving nothing -----------------------------------------------
+
+@pytest.mark.parametrize("row, expected", [
+    ("mbox3rdPartyId,,funded,,", (2, "identity", "The identity is empty.")),
+    ("mbox3rdPartyId,a/b,funded,,", (2, "identity", "An mbox3rdPartyId may not contain '/'.")),
+    ("mboxPC,has space,funded,,", (2, "identity", "An mboxPC contains no whitespace.")),
+    ("ecid,c-1,funded,,", (2, "identity_type", "Identity type must be one of mboxPC, "
+                                               "mbox3rdPartyId (Target does not accept 'ecid' here).")),
+    (",c-1,funded,,", (2, "identity_type", "Identity type must be one of mboxPC, mbox3rdPartyId "
+                                           "(Target does not accept '' here).")),
+    ("mbox3rdPartyId,c-1,Funded,,", (2, "loan_status", "'Funded' is not one of the permitted "
+                                                       "choices: applied, funded, declined.")),
+    ("mbox3rdPartyId,c-1,funded," + "x" * 257 + ",", (2, "tier", "257 characters; at most 256 "
+                                                                 "are allowed.")),
+    ("mbox3rdPartyId,c-1,,,", (2, "", "The row sets no attribute; an update needs at least one "
+                                      "value.")),
+    ("mbox3rdPartyId,c-1,funded,,,surprise", (2, "F", "A value in column F, which has no header.")),
+])
+def test_each_kind_of_bad_row_is_named_by_row_column_and_reason_and_nothing_is_saved(
+        connection, operator, row, expected):
+    job = create(connection, operator, csv_bytes(row))
+    assert job.status == "invalid"
+    assert errors_of(job) == [expected]
+    assert job.error_count == 1
+    assert not ProfileUpdate.objects.exists()
+    with pytest.raises(ValidationError, match="only a checked import awaiting confirmation"):
+        importing.import_job_start(job=job, by=operator)
+
+
+def test_a_value_of_the_wrong_type_is_refused(connection, operator):
+    make_mapping(connection, "visits", "visitCount", value_type="integer")
+    job = create(connection, operator, csv_bytes("mbox3rdPartyId,c-1,funded,4.5",
+                                                 header="identity_type,identity,loan_status,visits"))
+    assert errors_of(job) == [(2, "visits", "'4.5' is not a whole number.")]
+
+
+def test_an_unknown_column_refuses_the_file_at_its_header(connection, operator):
+    job = create(connection, operator, csv_bytes("mbox3rdPartyId,c-1,funded,blue",
+                                                 header="identity_type,identity,loan_status,colour"))
+    assert job.status == "invalid"
+    [(row, column, message)] = errors_of(job)
+    assert (row, column) == (1, "colour")
+    assert message.startswith("Unknown column: no active mapping of Connection acme has this "
+                              "source name (active source names: loan_status, note, tier).")
+
+
+def test_missing_identity_columns_and_required_mapping_columns_are_named(connection, operator):
+    make_mapping(connection, "branch", "branch", required=True)
+    job = create(connection, operator, csv_bytes("c-1,funded", header="identity,loan_status"))
+    assert errors_of(job) == [
+        (1, "identity_type", "The column identity_type is missing."),
+        (1, "branch", "The column is missing; its mapping requires a value in every row."),
+    ]
+
+
+def test_two_rows_for_the_same_visitor_refuse_the_file_naming_both_rows(connection, operator):
+    job = create(connection, operator, csv_bytes(
+        "mbox3rdPartyId,c-1,funded,,", "mbox3rdPartyId,c-2,funded,,",
+        "mboxPC,c-1,funded,,",  # another identity type: another visitor
+        "mbox3rdPartyId,c-1,declined,,"))
+    assert job.status == "invalid"
+    assert errors_of(job) == [(5, "identity", "Same visitor as row 2 (rows 2 and 5): a file may "
+                                              "hold one update per visitor; merge the two rows "
+                                              "into one.")]
+    assert not ProfileUpdate.objects.exists()
+
+
+def test_one_bad_row_among_many_saves_nothing_and_every_problem_is_listed(connection, operator):
+    rows = [f"mbox3rdPartyId,c-{i},funded,,note {i}" for i in range(50)]
+    rows[20] = "mbox3rdPartyId,c-20,paid,,"
+    rows[30] = "mbox3rdPartyId,c 30/,funded,," + "y" * 1001
+    job = create(connection, operator, csv_bytes(*rows))
+    assert job.status == "invalid" and job.total_rows == 50
+    assert [(r, c) for r, c, _ in errors_of(job)] == [(22, "loan_status"), (32, "identity"),
+                                                      (32, "note")]
+    assert not ProfileUpdate.objects.exists()
+
+
+def test_blank_lines_are_skipped_but_keep_the_row_numbers_a_spreadsheet_shows(connection, operator):
+    job = create(connection, operator, csv_bytes("mbox3rdPartyId,c-1,funded,,", "", ",,,,",
+                                                 "mbox3rdPartyId,c-2,nope,,"))
+    assert job.total_rows == 2
+    assert [(r, c) for r, c, _ in errors_of(job)] == [(5, "loan_status")]
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("empty.csv", b"", "The file is empty: the first row must name the columns."),
+    ("header.csv", HEADER.encode() + b"\r\n", "The file has a header but no rows to import."),
+    ("latin1.csv", csv_bytes("mbox3rdPartyId,c-1,funded,,Zürich").decode().encode("latin-1"),
+     "The file is not UTF-8 text (row 2). Save it as 'CSV UTF-8' or XLSX."),
+    ("broken.xlsx", b"PK\x03\x04 not really a zip", "Not a readable XLSX file (BadZipFile)."),
+])
+def test_an_unreadable_file_is_one_clear_error(connection, operator, name, data, message):
+    job = create(connection, operator, data, name=name)
+    assert errors_of(job) == [(None, "", message)]
+
+
+def test_old_excel_files_are_refused_before_anything_is_stored(connection, operator):
+    with pytest.raises(ValidationError, match="Save the spreadsheet as XLSX or as CSV"):
+        create(connection, operator, b"\xd0\xcf\x11\xe0", name="old.xls")
+    assert not ImportJob.objects.exists()
+
+
+def test_an_inactive_connection_refuses_the_whole_file_once(connection, operator):
+    connection.active = False
+    connection.save()
+    job = create(connection, operator, csv_bytes(*[f"mbox3rdPartyId,c-{i},funded,," for i in range(5)]))
+    assert errors_of(job) == [(None, "", "Connection Connection acme is inactive; nothing can be "
+                                         "staged for it.")]
+
+
+def test_the_import_checks_again_when_it_starts_and_saves_nothing_if_mappings_changed(
+        connection, operator):
+    job = create(connection, operator, csv_bytes("mbox3rdPartyId,c-1,funded,gold,"))
+    tier = connection.mappings.get(source_name="tier")
+    tier.max_length = 3
+    mappings.mapping_save(mapping=tier, by=operator)
+
+    importing.import_job_start(job=job, by=operator)
+    job.refresh_from_db()
+    assert job.status == "invalid"
+    assert errors_of(job) == [(2, "tier", "4 characters; at most 3 are allowed.")]
+    assert not ProfileUpdate.objects.exists()
+
+
+# --- permissions -----------------------------------------------------------------------------
+
+def _operator_without(codename: str):
+    user = make_user("limited")
+    user.user_permissions.set(Permission.objects.filter(
+        content_type__app_label="updates",
+        codename__in={"add_profileupdate", "submit_profileupdate", "import_profileupdate"}
+        - {codename}))
+    return User.objects.get(pk=user.pk)  # fresh: no cached permissions
+
+
+@pytest.mark.parametrize("who", ["no import right", "no staging right", "supervisor", "anonymous",
+                                 "inactive operator"])
+def test_only_users_with_the_import_right_may_import(connection, supervisor, who):
+    by = {
+        "no import right": lambda: _operator_without("import_profileupdate"),
+        "no staging right": lambda: _operator_without("add_profileupdate"),
+        "supervisor": lambda: supervisor,
+        "anonymous": AnonymousUser,
+        "inactive operator": lambda: _inactive_operator(),
+    }[who]()
+    with pytest.raises(PermissionDenied):
+        create(connection, by, csv_bytes("mbox3rdPartyId,c-1,funded,,"))
+    assert not ImportJob.objects.exists() and not ProfileUpdate.objects.exists()
+
+
+def _inactive_operator():
+    user = make_user("gone", "Operators")
+    user.is_active = False
+    user.save()
+    return user
+
+
+def test_submitting_at_once_needs_the_submit_right(connection):
+    user = _operator_without("submit_profileupdate")
+    with pytest.raises(PermissionDenied, match="submit"):
+        create(connection, user, csv_bytes("mbox3rdPartyId,c-1,funded,,"), submit=True)
+    assert create(connection, user, csv_bytes("mbox3rdPartyId,c-1,funded,,")).status == "queued"
+
+
+def test_only_the_uploader_may_start_an_import(connection, operator, other_operator):
+    job = create(connection, operator, csv_bytes("mbox3rdPartyId,c-1,funded,,"))
+    with pytest.raises(PermissionDenied, match="Only the person who uploaded"):
+        importing.import_job_start(job=job, by=other_operator)
+    assert not ProfileUpdate.objects.exists()
+
+
+def test_an_uploader_who_lost_the_import_right_before_the_run_saves_nothing(connection, operator):
+    job = create(connection, operator, csv_bytes("mbox3rdPartyId,c-1,funded,,"))
+    operator.groups.clear()
+    job = importing.import_job_run(job=job)
+    assert job.status == "error"
+    assert errors_of(job) == [(None, "", "You do not have permission to import profile updates. "
+                                         "Nothing was saved.")]
+    assert not ProfileUpdate.objects.exists()
+
+
+# --- running once, in the background ---------------------------------------------------------
+
+def test_a_job_runs_once_however_often_it_is_started(connection, operator):
+    job = create(connection, operator, csv_bytes("mbox3rdPartyId,c-1,funded,,"))
+    importing.import_job_run(job=job)
+    again = importing.import_job_run(job=ImportJob.objects.get(pk=job.pk))
+    assert again.status == "done"
+    assert ProfileUpdate.objects.count() == 1
+
+
+def test_a_large_file_is_queued_for_the_cluster_after_commit(
+        connection, operator, settings, django_capture_on_commit_callbacks):
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "IMPORT_BACKGROUND_ROWS": 2}
+    job = create(connection, operator, csv_bytes(*[f"mbox3rdPartyId,c-{i},funded,," for i in range(3)]))
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        assert importing.import_job_start(job=job, by=operator) is True
+    assert len(callbacks) == 1
+    assert OrmQ.objects.count() == 1  # the ORM broker's queue holds the task
+    job.refresh_from_db()
+    assert job.status == "queued" and not ProfileUpdate.objects.exists()
+
+    assert tasks_import.run_import_job(job.pk) == f"import #{job.pk}: done, 3 updates created"
+    assert ProfileUpdate.objects.count() == 3
+
+
+def test_a_hundred_thousand_row_file_imports_in_the_background_path(connection, operator):
+    rows = 100_000
+    lines = [HEADER] + [f"mbox3rdPartyId,customer-{i},funded,gold,call {i}" for i in range(rows)]
+    data = ("\r\n".join(lines) + "\r\n").encode()
+    del lines
+    job = create(connection, operator, data, name="big.csv")
+    assert (job.status, job.total_rows) == ("queued", rows)
+
+    started = time.perf_counter()
+    tasks_import.run_import_job(job.pk)  # what the django-q2 worker calls
+    elapsed = time.perf_counter() - started
+    print(f"\n100,000-row background import: {elapsed:.1f} s")  # reported, never asserted
+
+    job.refresh_from_db()
+    assert (job.status, job.created_updates, job.processed_rows) == ("done", rows, rows)
+    assert ProfileUpdate.objects.filter(status="draft", created_by=operator).count() == rows
+    assert AuditEvent.objects.filter(action="imported").count() == rows
+    last = ProfileUpdate.objects.get(identity=f"customer-{rows - 1}")
+    assert last.attributes == {"loanStatus": "funded", "loyaltyTier": "gold",
+                               "callNote": f"call {rows - 1}"}
+
+
+# --- the django-import-export resource -------------------------------------------------------
+
+def test_the_import_resource_previews_bad_rows_with_row_column_and_reason(connection, operator):
+    dataset = tablib.Dataset(headers=["identity_type", "identity", "loan_status", "tier"])
+    dataset.append(["mbox3rdPartyId", "c-1", "funded", "gold"])
+    dataset.append(["mbox3rdPartyId", "c-2", "paid", ""])
+    dataset.append(["mbox3rdPartyId", "c-1", "funded", ""])
+    resource = ProfileUpdateImportResource(connection=connection)
+    result = resource.import_data(dataset, dry_run=False, user=operator)
+
+    assert [(r.number, r.field_specific_errors) for r in result.invalid_rows] == [
+        (3, {"loan_status": ["'paid' is not one of the permitted choices: applied, funded, "
+                             "declined."]}),
+        (4, {"identity": ["Same visitor as row 2 (rows 2 and 4): a file may hold one update "
+                          "per visitor; merge the two rows into one."]}),
+    ]
+    assert not ProfileUpdate.objects.exists()  # not a dry run, yet nothing saved
+
+
+def test_the_import_resource_saves_a_valid_dataset_all_at_once(connection, operator, supervisor):
+    dataset = tablib.Dataset(headers=["identity_type", "identity", "loan_status"])
+    dataset.append(["mbox3rdPartyId", "c-1", "funded"])
+    dataset.append(["mbox3rdPartyId", "c-2", "applied"])
+    refused = ProfileUpdateImportResource(connection=connection).import_data(
+        dataset, user=supervisor)
+    assert refused.has_errors() and not ProfileUpdate.objects.exists()
+
+    dry = ProfileUpdateImportResource(connection=connection).import_data(
+        dataset, dry_run=True, user=operator)
+    assert dry.totals["new"] == 2 and not ProfileUpdate.objects.exists()
+    ProfileUpdateImportResource(connection=connection, reason="spring campaign").import_data(
+        dataset, user=operator)
+    assert sorted(ProfileUpdate.objects.values_list("identity", "reason")) == [
+        ("c-1", "spring campaign"), ("c-2", "spring campaign")]
+
+
+# --- the admin pages -------------------------------------------------------------------------
+
+def upload(client, connection, data: bytes, name: str = "updates.csv", submit: bool = False):
+    file = io.BytesIO(data)
+    file.name = name
+    payload = {"connection": connection.pk, "file": file}
+    if submit:
+        payload["submit"] = "on"
+    return client.post("/admin/updates/importjob/import/", payload)
+
+
+def test_admin_import_previews_the_bad_row_then_imports_the_corrected_file(
+        client, connection, operator):
+    client.force_login(operator)
+    assert client.get("/admin/updates/importjob/import/").status_code == 200
+    rows = [f"mbox3rdPartyId,customer-{i},funded,gold,call {i}" for i in range(10)]
+    rows[3] = "mbox3rdPartyId,customer-3,fundd,gold,call 3"
+
+    response = upload(client, connection, csv_bytes(*rows))
+    assert response.status_code == 302
+    page = client.get(response["Location"]).content.decode()
+    assert "Nothing was saved: 1 problem in this file" in page
+    assert ('<tr><td class="row">5</td><td>loan_status</td><td>&#x27;fundd&#x27; is not one of '
+            "the permitted choices: applied, funded, declined.</td></tr>") in page
+    assert not ProfileUpdate.objects.exists()
+
+    rows[3] = "mbox3rdPartyId,customer-3,funded,gold,call 3"
+    response = upload(client, connection, csv_bytes(*rows))
+    status_url = response["Location"]
+    page = client.get(status_url).content.decode()
+    assert "10 updates will be created as <strong>drafts</strong>" in page
+    assert "<code>profile.loanStatus=funded</code>" in page
+    assert not ProfileUpdate.objects.exists()
+
+    job = ImportJob.objects.latest("id")
+    response = client.post(f"/admin/updates/importjob/{job.pk}/start/")
+    assert response["Location"] == status_url
+    page = client.get(status_url).content.decode()
+    assert "Imported: 10 updates created as drafts" in page
+    assert ProfileUpdate.objects.filter(status="draft", created_by=operator).count() == 10
+    updates_link = f"/admin/updates/profileupdate/?reason=import+%23{job.pk}%3A+updates.csv"
+    assert updates_link.replace("&", "&amp;") in page
+    assert client.get(updates_link).status_code == 200
+
+
+def test_admin_import_of_a_large_file_runs_in_the_background_with_a_progress_page(
+        client, connection, operator, settings, django_capture_on_commit_callbacks):
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "IMPORT_BACKGROUND_ROWS": 5}
+    client.force_login(operator)
+    data = csv_bytes(*[f"mbox3rdPartyId,c-{i},funded,," for i in range(8)])
+    status_url = upload(client, connection, data, submit=True)["Location"]
+    assert "runs in the background" in client.get(status_url).content.decode()
+    job = ImportJob.objects.get()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"/admin/updates/importjob/{job.pk}/start/")
+    assert response["Location"] == status_url + "?started=1"
+    page = client.get(response["Location"]).content.decode()
+    assert "Waiting for a background worker" in page
+    assert '<meta http-equiv="refresh" content="2">' in page
+
+    ImportJob.objects.filter(pk=job.pk).update(status="running", processed_rows=4)
+    page = client.get(status_url).content.decode()
+    assert "Checking rows" in page and "4 of 8 rows checked (50%)" in page
+    assert '<meta http-equiv="refresh"' in page
+    ImportJob.objects.filter(pk=job.pk).update(status="queued", processed_rows=0)
+
+    tasks_import.run_import_job(job.pk)  # what the worker does with the queued task
+    page = client.get(status_url).content.decode()
+    assert "Imported: 8 updates created as pending approval" in page
+    assert '<meta http-equiv="refresh"' not in page
+    assert ProfileUpdate.objects.filter(status="pending").count() == 8
+
+
+def test_admin_import_is_refused_to_supervisors(client, connection, supervisor):
+    client.force_login(supervisor)
+    assert client.get("/admin/updates/importjob/import/").status_code == 403
+    assert upload(client, connection, csv_bytes("mbox3rdPartyId,c-1,funded,,")).status_code == 403
+    assert not ImportJob.objects.exists()
+
+
+def test_admin_only_the_uploader_may_start_an_import(client, connection, operator, other_operator):
+    job = create(connection, operator, csv_bytes("mbox3rdPartyId,c-1,funded,,"))
+    client.force_login(other_operator)
+    page = client.get(f"/admin/updates/importjob/{job.pk}/status/").content.decode()
+    assert "Only operator, who uploaded the file, can start this import." in page
+    response = client.post(f"/admin/updates/importjob/{job.pk}/start/", follow=True)
+    assert "Only the person who uploaded this file can confirm its import." in \
+        response.content.decode()
+    assert not ProfileUpdate.objects.exists()
+
+
+def test_admin_lists_import_jobs_read_only_with_links_to_their_pages(client, connection, operator):
+    job = create(connection, operator, csv_bytes("mbox3rdPartyId,c-1,funded,,"))
+    client.force_login(operator)
+    page = client.get("/admin/updates/importjob/").content.decode()
+    assert f'href="/admin/updates/importjob/{job.pk}/status/"' in page
+    assert "Import profile updates" in page and "Export profile updates" in page
+    response = client.get(f"/admin/updates/importjob/{job.pk}/change/")
+    assert response["Location"] == f"/admin/updates/importjob/{job.pk}/status/"
+    assert client.get("/admin/updates/importjob/add/").status_code == 403

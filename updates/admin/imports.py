@@ -1,0 +1,237 @@
+"""Import and export pages of the admin, and the read-only list of import jobs.
+
+Import: upload (connection, file, "submit for approval at once") → the file is checked at once
+and kept as an ImportJob → its page previews every bad row (row, column, reason) or summarises
+what will be created → the uploader starts it. Files of more than
+importing.background_threshold() rows run in django-q2; their page shows progress and refreshes
+itself until the result is there. Export: CSV or XLSX of the chosen updates.
+
+Thin: importing.py and exporting.py check permissions and do the work; these views only ask and
+show.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any
+from urllib.parse import urlencode
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from updates import exporting, importing
+from updates.models import ImportJob, TargetConnection, UpdateStatus
+
+REFRESH_SECONDS = 2
+
+
+class ImportUploadForm(forms.Form):
+    connection = forms.ModelChoiceField(
+        queryset=TargetConnection.objects.filter(active=True).order_by("label"),
+        empty_label=None, label="Target connection",
+        help_text="Its active attribute mappings define the columns the file may have.")
+    file = forms.FileField(
+        label="File (CSV or XLSX)",
+        help_text="First row: identity_type, identity, then mapping source names. One row per "
+                  "visitor. CSV as UTF-8 (with or without BOM); XLSX: the first sheet.")
+    submit = forms.BooleanField(
+        required=False, label="Submit for approval at once",
+        help_text="Otherwise the updates are created as drafts for you to review and submit.")
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        if upload.size > importing.MAX_FILE_BYTES:
+            raise ValidationError(f"The file is larger than "
+                                  f"{importing.MAX_FILE_BYTES // (1024 * 1024)} MB; split it.")
+        return upload
+
+
+class ExportForm(forms.Form):
+    format = forms.ChoiceField(choices=[("csv", "CSV"), ("xlsx", "XLSX")], initial="csv")
+    connection = forms.ModelChoiceField(queryset=TargetConnection.objects.order_by("label"),
+                                        required=False, empty_label="All connections")
+    status = forms.ChoiceField(choices=[("", "All states"), *UpdateStatus.choices], required=False)
+
+
+def export_response(*, by, file_format: str, queryset=None, connection=None,
+                    status: str | None = None) -> FileResponse:
+    """The export as a download; the file is spooled to disk past a few MB, not kept in memory."""
+    spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)
+    exporting.updates_export(by=by, file_format=file_format, out=spool, queryset=queryset,
+                             connection=connection, status=status)
+    spool.seek(0)
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    return FileResponse(spool, as_attachment=True, filename=f"profile-updates-{stamp}.{file_format}",
+                        content_type=exporting.FORMATS[file_format])
+
+
+def _export_action(file_format: str):
+    def action(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset) -> Any:
+        try:
+            return export_response(by=request.user, file_format=file_format, queryset=queryset)
+        except PermissionDenied as error:
+            modeladmin.message_user(request, str(error), messages.ERROR)
+            return None
+
+    action.__name__ = f"export_selected_{file_format}"
+    return admin.action(description=f"Export selected updates as {file_format.upper()}")(action)
+
+
+# For ProfileUpdateAdmin.actions; the export service refuses those without the export right.
+export_selected_csv = _export_action("csv")
+export_selected_xlsx = _export_action("xlsx")
+
+
+@admin.register(ImportJob)
+class ImportJobAdmin(admin.ModelAdmin):
+    list_display = ("job_link", "file_name", "connection", "created_by", "created_at",
+                    "status", "progress", "created_updates", "error_count")
+    list_filter = ("status", "connection")
+    list_select_related = ("connection", "created_by")
+    ordering = ("-created_at", "-id")
+    change_list_template = "admin/updates/import/importjob_change_list.html"
+    # The stored file is never listed or loaded for the list.
+    list_per_page = 50
+
+    def get_queryset(self, request: HttpRequest):
+        return super().get_queryset(request).defer("file_data")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # jobs are created by uploading a file on the import page
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="Import", ordering="id")
+    def job_link(self, job: ImportJob) -> str:
+        return format_html('<a href="{}">#{}</a>', reverse("admin:updates_importjob_status",
+                                                            args=[job.pk]), job.pk)
+
+    @admin.display(description="Rows checked")
+    def progress(self, job: ImportJob) -> str:
+        return f"{job.processed_rows:,} / {job.total_rows:,}"
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("import/", view(self.import_view), name="updates_importjob_import"),
+            path("export/", view(self.export_view), name="updates_importjob_export"),
+            path("<int:pk>/status/", view(self.status_view), name="updates_importjob_status"),
+            path("<int:pk>/start/", view(self.start_view), name="updates_importjob_start"),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict | None = None) -> HttpResponse:
+        if object_id.isdigit():
+            return HttpResponseRedirect(reverse("admin:updates_importjob_status",
+                                                args=[int(object_id)]))
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
+        extra = {"can_import": request.user.has_perm(importing.PERM_IMPORT),
+                 "can_export": request.user.has_perm(exporting.PERM_EXPORT)}
+        return super().changelist_view(request, {**(extra_context or {}), **extra})
+
+    def _context(self, request: HttpRequest, title: str, **kwargs: Any) -> dict[str, Any]:
+        return {**self.admin_site.each_context(request), "opts": self.model._meta,
+                "title": title, **kwargs}
+
+    # --- import ------------------------------------------------------------------------------
+
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        if not request.user.has_perm(importing.PERM_IMPORT):
+            raise PermissionDenied
+        form = ImportUploadForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["file"]
+            try:
+                job = importing.import_job_create(
+                    connection=form.cleaned_data["connection"], file_name=upload.name,
+                    file_data=upload.read(), by=request.user, submit=form.cleaned_data["submit"])
+            except ValidationError as error:
+                form.add_error("file", error)
+            else:
+                return HttpResponseRedirect(reverse("admin:updates_importjob_status",
+                                                    args=[job.pk]))
+        return TemplateResponse(request, "admin/updates/import/upload.html", self._context(
+            request, "Import profile updates", form=form,
+            threshold=importing.background_threshold(),
+            mappings_url=reverse("admin:updates_attributemapping_changelist")))
+
+    def status_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        job = get_object_or_404(ImportJob.objects.select_related("connection", "created_by"),
+                                pk=pk)
+        if not (self.has_view_permission(request, job) or job.created_by_id == request.user.pk):
+            raise PermissionDenied
+        started = request.GET.get("started") == "1"
+        waiting = job.status == ImportJob.Status.RUNNING or (
+            job.status == ImportJob.Status.QUEUED and started)
+        is_owner = job.created_by_id == request.user.pk
+        context = self._context(
+            request, f"Import #{job.pk}: {job.file_name}", job=job, started=started,
+            refresh=REFRESH_SECONDS if waiting else None,
+            can_start=(job.status == ImportJob.Status.QUEUED and is_owner and not started),
+            background=job.total_rows > importing.background_threshold(),
+            sample=importing.job_sample(job) if job.status == ImportJob.Status.QUEUED else [],
+            percent=_percent(job.processed_rows, job.total_rows),
+            saving=(job.status == ImportJob.Status.RUNNING and job.total_rows
+                    and job.processed_rows >= job.total_rows),
+            errors_omitted=max(0, job.error_count - len(job.errors)),
+            updates_url=_updates_url(job),
+            import_url=reverse("admin:updates_importjob_import"),
+            jobs_url=reverse("admin:updates_importjob_changelist"),
+            created_as=("pending approval" if job.submit_after_import else "drafts"))
+        return TemplateResponse(request, "admin/updates/import/status.html", context)
+
+    def start_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        job = get_object_or_404(ImportJob, pk=pk)
+        url = reverse("admin:updates_importjob_status", args=[job.pk])
+        if request.method != "POST":
+            return HttpResponseRedirect(url)
+        try:
+            queued = importing.import_job_start(job=job, by=request.user)
+        except PermissionDenied as error:
+            self.message_user(request, str(error) or "You may not start this import.",
+                              messages.ERROR)
+            return HttpResponseRedirect(url)
+        except ValidationError as error:
+            self.message_user(request, " ".join(error.messages), messages.ERROR)
+            return HttpResponseRedirect(url)
+        if queued:
+            self.message_user(request, f"Import #{job.pk} runs in the background; this page "
+                                       "shows its progress.", messages.INFO)
+            return HttpResponseRedirect(url + "?started=1")
+        return HttpResponseRedirect(url)
+
+    # --- export ------------------------------------------------------------------------------
+
+    def export_view(self, request: HttpRequest) -> HttpResponse:
+        if not request.user.has_perm(exporting.PERM_EXPORT):
+            raise PermissionDenied
+        form = ExportForm(request.GET if "format" in request.GET else None)
+        if form.is_bound and form.is_valid():
+            return export_response(by=request.user, file_format=form.cleaned_data["format"],
+                                   connection=form.cleaned_data["connection"],
+                                   status=form.cleaned_data["status"] or None)
+        return TemplateResponse(request, "admin/updates/import/export.html", self._context(
+            request, "Export profile updates", form=form))
+
+
+def _percent(done: int, total: int) -> int:
+    return min(100, int(done * 100 / total)) if total else 0
+
+
+def _updates_url(job: ImportJob) -> str:
+    return (reverse("admin:updates_profileupdate_changelist") + "?"
+            + urlencode({"reason": importing.import_reason(job)}))

@@ -1,0 +1,206 @@
+"""The staging form: one field per active mapping of a connection, checked and normalised.
+
+    FormClass = staging_form_class(connection)            # or (connection, base=SomeModelForm)
+    form = FormClass(data=request.POST, initial=FormClass.initial_for(update))
+    if form.is_valid():
+        workflow.update_stage(connection=connection, by=request.user, **form.service_kwargs())
+        # editing: workflow.update_edit(update=update, by=request.user, **form.service_kwargs())
+
+Each mapping field shows the mapping's source name, a type-appropriate widget and help text, and
+cleans through mappings.normalise_value — so `form.attributes()` holds exactly the strings that
+will be stored and sent. Empty fields mean what empty cells mean in an import
+(mappings.normalise_source_values): left out of the update, except for a mapping that sends
+empty values, where an empty field is sent empty and clears the attribute (its help text says
+so). Attributes without an active mapping cannot be staged: the form offers no field for them
+and refuses to save an update that still carries one. The whole update then goes through
+workflow.check_content, the same checks as the import and the services.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from . import mappings, workflow
+from .models import AttributeMapping, IdentityType, ProfileUpdate, TargetConnection
+
+Type = AttributeMapping.ValueType
+FIELD_PREFIX = "attr_"
+
+_TYPE_HINTS = {
+    Type.TEXT: "Text",
+    Type.INTEGER: "Whole number, e.g. 42",
+    Type.DECIMAL: "Decimal number, e.g. 12.50 (sent without exponent or trailing zeros)",
+    Type.BOOLEAN: "Yes or no (sent as true/false)",
+    Type.DATE: "Date, sent as YYYY-MM-DD",
+    Type.DATETIME: "Date and time in UTC, sent as YYYY-MM-DDTHH:MM:SSZ",
+    Type.CHOICE: "One of the listed values",
+}
+
+
+class MappingField(forms.CharField):
+    """A form field whose cleaned value is the mapping's normal form (or None: not sent)."""
+
+    def __init__(self, mapping: AttributeMapping, **kwargs: Any) -> None:
+        self.mapping = mapping
+        kwargs.setdefault("label", mapping.source_name)
+        kwargs.setdefault("required", mapping.required)
+        kwargs.setdefault("help_text", _help_text(mapping))
+        kwargs.setdefault("widget", _widget(mapping))
+        # Whitespace handling is the mapping's (its trim flag), not Django's.
+        super().__init__(strip=False, **kwargs)
+
+    def clean(self, value: Any) -> str | None:
+        value = super().clean(value)
+        mapping = self.mapping
+        if (value is None or value.strip() == "") and not (mapping.required or mapping.send_empty):
+            return None  # not part of the update
+        return mappings.normalise_value(mapping, value)
+
+
+def _help_text(mapping: AttributeMapping) -> str:
+    parts = [f"→ profile.{mapping.target_name}.", _TYPE_HINTS.get(mapping.value_type, "") + "."]
+    if mapping.value_type in (Type.TEXT, Type.CHOICE, Type.INTEGER, Type.DECIMAL):
+        parts.append(f"At most {mapping.max_length} characters.")
+    if mapping.pattern:
+        parts.append(f"Must match {mapping.pattern}.")
+    if mapping.send_empty and not mapping.required:
+        parts.append("Left empty, it is sent empty (clearing the attribute).")
+    elif not mapping.required:
+        parts.append("Leave empty to leave it out.")
+    if mapping.help_text:
+        parts.append(mapping.help_text)
+    return " ".join(p for p in parts if p.strip(". "))
+
+
+def _widget(mapping: AttributeMapping) -> forms.Widget:
+    kind = mapping.value_type
+    if kind == Type.CHOICE:
+        return forms.Select(choices=[("", "—")] + [(c, c) for c in mapping.choice_list])
+    if kind == Type.BOOLEAN:
+        return forms.Select(choices=[("", "—"), ("true", "true"), ("false", "false")])
+    if kind == Type.INTEGER:
+        return forms.TextInput(attrs={"inputmode": "numeric"})
+    if kind == Type.DECIMAL:
+        return forms.TextInput(attrs={"inputmode": "decimal"})
+    if kind == Type.DATE:
+        return forms.DateInput(attrs={"type": "date"})
+    if kind == Type.DATETIME:
+        return forms.DateTimeInput(attrs={"type": "datetime-local", "step": "1"})
+    if mapping.max_length > 256:
+        return forms.Textarea(attrs={"rows": 3, "maxlength": mapping.max_length})
+    return forms.TextInput(attrs={"maxlength": mapping.max_length, "size": 60})
+
+
+class StagingFormMixin:
+    """Behaviour shared by every class staging_form_class builds."""
+
+    connection: TargetConnection
+    connection_mappings: list[AttributeMapping]
+    mapping_fields: dict[str, AttributeMapping]  # form field name -> mapping
+
+    @classmethod
+    def field_name(cls, mapping: AttributeMapping) -> str:
+        return f"{FIELD_PREFIX}{mapping.pk}"
+
+    @classmethod
+    def initial_for(cls, update: ProfileUpdate | None) -> dict[str, Any]:
+        """Initial data showing an existing update's stored values in the mapping fields."""
+        if update is None:
+            return {}
+        initial: dict[str, Any] = {"identity_type": update.identity_type,
+                                   "identity": update.identity, "reason": update.reason,
+                                   "not_before": update.not_before}
+        for name, mapping in cls.mapping_fields.items():
+            value = (update.attributes or {}).get(mapping.target_name)
+            if value is not None:
+                initial[name] = _display(mapping, value)
+        return initial
+
+    def attributes(self) -> dict[str, str]:
+        """{Target attribute name: the normalised value to send} from the cleaned data."""
+        data = self.cleaned_data
+        result: dict[str, str] = {}
+        for name, mapping in self.mapping_fields.items():
+            if data.get(name) is not None:
+                result[mapping.target_name] = data[name]
+        return result
+
+    def service_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for workflow.update_stage / update_edit."""
+        kwargs = {"attributes": self.attributes()}
+        for name in ("identity_type", "identity", "reason", "not_before"):
+            if name in self.fields:
+                kwargs[name] = self.cleaned_data.get(name)
+        if kwargs.get("reason") is None and "reason" in kwargs:
+            kwargs["reason"] = ""
+        return kwargs
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        unmapped = sorted(set(self._stored_attributes) -
+                          {m.target_name for m in self.connection_mappings})
+        if unmapped:
+            self.add_error(None, ValidationError(
+                "This update carries %(names)s, which no active mapping of this connection "
+                "covers; an attribute without an active mapping cannot be staged. Define or "
+                "re-activate the mapping first.", code="unmapped",
+                params={"names": ", ".join(unmapped)}))
+        if self.errors or "identity" not in self.fields:
+            return cleaned
+        try:
+            workflow.check_content(connection=self.connection,
+                                   identity_type=cleaned.get("identity_type", ""),
+                                   identity=cleaned.get("identity", ""),
+                                   attributes=self.attributes(),
+                                   connection_mappings=self.connection_mappings)
+        except ValidationError as error:
+            for key, messages in error.message_dict.items():
+                self.add_error(key if key in self.fields else None, messages)
+        return cleaned
+
+
+def _display(mapping: AttributeMapping, value: str) -> str:
+    # <input type="datetime-local"> shows "YYYY-MM-DDTHH:MM:SS" without the zone; we store UTC.
+    if mapping.value_type == Type.DATETIME and value.endswith("Z"):
+        return value[:-1]
+    return value
+
+
+class StagingForm(StagingFormMixin, forms.Form):
+    """The default base: identity, reason and earliest send time, then the mapping fields."""
+
+    identity_type = forms.ChoiceField(choices=IdentityType.choices)
+    identity = forms.CharField(
+        max_length=256, strip=False,
+        help_text="mboxPC (Target's visitor id) or your customer id (mbox3rdPartyId), exactly "
+                  "as Target knows it — it is not trimmed.")
+    reason = forms.CharField(max_length=200, required=False)
+    not_before = forms.DateTimeField(
+        required=False, label="Not before (UTC)",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        help_text="Earliest send time. Empty: as soon as approved.")
+
+
+def staging_form_class(connection: TargetConnection, *, base: type[forms.BaseForm] = StagingForm,
+                       update: ProfileUpdate | None = None) -> type[forms.BaseForm]:
+    """A form class for `connection`: `base`'s fields plus one field per active mapping.
+
+    `base` may be any Form or ModelForm; StagingFormMixin is added when it lacks it. Pass the
+    update being edited so the form can refuse attributes that lost their mapping.
+    """
+    active = mappings.active_mappings(connection)
+    attrs: dict[str, Any] = {
+        "connection": connection,
+        "connection_mappings": active,
+        "mapping_fields": {},
+        "_stored_attributes": dict(update.attributes) if update is not None else {},
+    }
+    for mapping in active:
+        name = StagingFormMixin.field_name(mapping)
+        attrs[name] = MappingField(mapping)
+        attrs["mapping_fields"][name] = mapping
+    bases = (base,) if issubclass(base, StagingFormMixin) else (StagingFormMixin, base)
+    return type(f"StagingForm_{connection.client_code}", bases, attrs)

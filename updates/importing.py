@@ -1,0 +1,563 @@
+"""Import profile updates from CSV or XLSX files, all or nothing.
+
+A file holds one visitor update per row: a header row with the columns `identity_type`,
+`identity`, then source names of the connection's active mappings (any subset, any order; a
+required mapping's column must be present). Row numbers are spreadsheet row numbers: the header
+is row 1, the first update row 2. Completely empty rows are skipped but still counted, so the
+numbers match what a spreadsheet shows.
+
+Every row is checked before anything is saved — the identity, every value through its mapping
+(mappings.normalise_value), then the whole update through workflow.check_content, the same checks
+as staging one update in the admin. Each problem becomes {"row", "column", "message"}; a file
+with any problem saves nothing. A valid file becomes drafts (or pending updates, when asked)
+created by the importing user, with one audit row each (workflow.updates_stage_many), in one
+transaction.
+
+Two rows for the same visitor (same identity type and identity) in one file are refused — the
+second row's error names both row numbers. Which of two values "wins" depends on the order rows
+were exported in, which nobody checks; merge the rows into one instead.
+
+Files: CSV as UTF-8, with or without a byte-order mark, comma-separated (semicolon- or
+tab-separated files, as some spreadsheet locales save them, are recognised from the header);
+XLSX: the first worksheet. Memory stays bounded: rows are streamed from the stored file twice —
+once to check, once to save — so only the visitor index used to find duplicates grows with the
+file, never a table of every row.
+
+The flow (admin, command, background task all use it):
+
+    import_job_create   permission check, read and check the whole file, store an ImportJob
+                        (queued when valid — the preview — or invalid with its errors)
+    import_job_start    the creator confirms; small files run at once, large ones in django-q2
+    import_job_run      check again (mappings may have changed since the preview), with progress
+                        on ImportJob.processed_rows, then save everything in one transaction
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import datetime as dt
+import io
+import itertools
+import logging
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from . import mappings, workflow
+from .models import AttributeMapping, ImportJob, TargetConnection
+from .validation import identity_errors
+
+logger = logging.getLogger(__name__)
+
+PERM_IMPORT = "updates.import_profileupdate"
+IDENTITY_COLUMNS = ("identity_type", "identity")
+FORMATS = ("csv", "xlsx")
+MAX_FILE_BYTES = 50 * 1024 * 1024
+# ImportJob.errors keeps this many problems (error_count has them all); enough to fix a file.
+MAX_STORED_ERRORS = 1000
+SAVE_CHUNK_ROWS = 2000
+SAMPLE_ROWS = 5
+TASK_FUNCTION = "updates.tasks_import.run_import_job"
+# A background import must not be cut short by the cluster's default 90 s task timeout.
+TASK_TIMEOUT_SECONDS = 3600
+
+
+def background_threshold() -> int:
+    """Files with more rows than this run their confirmed import in django-q2, not the request."""
+    return int(getattr(settings, "PROFILEOPS", {}).get("IMPORT_BACKGROUND_ROWS", 2000))
+
+
+class ImportFileError(Exception):
+    """The file as a whole cannot be read (not CSV/XLSX, not UTF-8, no header …)."""
+
+
+@dataclass(frozen=True)
+class RowError:
+    row: int | None  # spreadsheet row number (header = 1); None: the file as a whole
+    column: str  # "" when the problem is the whole row or file
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"row": self.row, "column": self.column, "message": self.message}
+
+
+@dataclass
+class CheckResult:
+    """What checking a file found. `errors` is capped at MAX_STORED_ERRORS; `error_count` is not."""
+
+    total_rows: int = 0
+    columns: list[str] = field(default_factory=list)
+    errors: list[RowError] = field(default_factory=list)
+    error_count: int = 0
+
+    @property
+    def valid(self) -> bool:
+        return self.error_count == 0
+
+    def add(self, error: RowError) -> None:
+        self.error_count += 1
+        if len(self.errors) < MAX_STORED_ERRORS:
+            self.errors.append(error)
+
+
+# --- permissions -------------------------------------------------------------------------------
+
+def require_import_permission(user, *, submit: bool = False) -> None:
+    """Importing stages updates (and submits them, when asked): it needs all of those rights."""
+    if user is None or not getattr(user, "is_active", False) or not user.has_perm(PERM_IMPORT):
+        raise PermissionDenied("You do not have permission to import profile updates.")
+    if not user.has_perm(workflow.PERM_STAGE):
+        raise PermissionDenied("You do not have permission to stage profile updates.")
+    if submit and not user.has_perm(workflow.PERM_SUBMIT):
+        raise PermissionDenied("You do not have permission to submit profile updates for approval.")
+
+
+# --- reading files -----------------------------------------------------------------------------
+
+def detect_format(file_name: str, data: bytes) -> str:
+    name = (file_name or "").lower()
+    if name.endswith(".xlsx"):
+        return "xlsx"
+    if name.endswith(".csv") or name.endswith(".txt"):
+        return "csv"
+    if name.endswith(".xls") or name.endswith(".ods"):
+        raise ImportFileError("Save the spreadsheet as XLSX or as CSV (UTF-8); "
+                              f"{name.rsplit('.', 1)[-1].upper()} files are not read.")
+    return "xlsx" if data[:4] == b"PK\x03\x04" else "csv"
+
+
+def read_table(data: bytes, file_format: str) -> tuple[list[str], Iterator[tuple[int, Sequence]]]:
+    """The header names and a stream of (row number, cells) for the data rows."""
+    if file_format == "csv":
+        rows = _csv_rows(data)
+    elif file_format == "xlsx":
+        rows = _xlsx_rows(data)
+    else:
+        raise ImportFileError(f"Unknown file format {file_format!r}; use CSV or XLSX.")
+    try:
+        header = next(rows)
+    except StopIteration:
+        raise ImportFileError("The file is empty: the first row must name the columns.") from None
+    names = [_text(cell).strip() for cell in header]
+    while names and names[-1] == "":
+        names.pop()  # spreadsheets often carry formatted but empty columns at the right
+    if not names:
+        raise ImportFileError("The first row is empty: it must name the columns "
+                              "(identity_type, identity, then mapping source names).")
+    return names, ((number, cells) for number, cells in enumerate(rows, start=2))
+
+
+def _csv_rows(data: bytes) -> Iterator[Sequence]:
+    if (bad_row := _first_non_utf8_row(data)) is not None:
+        raise ImportFileError(f"The file is not UTF-8 text (row {bad_row}). "
+                              "Save it as 'CSV UTF-8' or XLSX.")
+    text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="")
+    first = text.readline()
+    if first == "":
+        return  # an empty file: no header
+    reader = csv.reader(itertools.chain([first], text), delimiter=_delimiter(first), strict=True)
+    number = 0
+    try:
+        for number, row in enumerate(reader, start=1):  # noqa: B007 - read in the handler
+            yield row
+    except csv.Error as error:
+        raise ImportFileError(f"Row {number + 1} is not valid CSV: {error}.") from None
+
+
+def _first_non_utf8_row(data: bytes, chunk: int = 1 << 20) -> int | None:
+    """The line holding the first byte that is not UTF-8, or None — without decoding it all
+    into memory at once."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    for start in range(0, len(data), chunk):
+        held = len(decoder.getstate()[0])  # an unfinished character from the previous chunk
+        try:
+            decoder.decode(data[start:start + chunk], final=start + chunk >= len(data))
+        except UnicodeDecodeError as error:
+            offset = max(0, start - held + error.start)
+            return data.count(b"\n", 0, offset) + 1
+    return None
+
+
+def _delimiter(header_line: str) -> str:
+    """Comma, unless the header clearly uses ';' or a tab (as some spreadsheet locales save)."""
+    for candidate in (",", ";", "\t"):
+        names = [n.strip().strip('"') for n in header_line.rstrip("\r\n").split(candidate)]
+        if "identity" in names and "identity_type" in names:
+            return candidate
+    return ","
+
+
+def _xlsx_rows(data: bytes) -> Iterator[Sequence]:
+    import openpyxl  # imported here: reading CSV should not pay for it
+
+    try:
+        workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as error:
+        raise ImportFileError(f"Not a readable XLSX file ({type(error).__name__}).") from None
+    try:
+        sheet = workbook.worksheets[0]
+        # Stored dimensions are often wrong in files written by other tools; read what is there.
+        sheet.reset_dimensions()
+        yield from sheet.iter_rows(values_only=True)
+    finally:
+        workbook.close()
+
+
+def _text(cell: Any) -> str:
+    """A cell as text: numbers a spreadsheet stored as floats become their integer text."""
+    if cell is None:
+        return ""
+    if isinstance(cell, str):
+        return cell
+    if isinstance(cell, bool):
+        return "true" if cell else "false"
+    if isinstance(cell, float) and cell.is_integer():
+        return str(int(cell))
+    if isinstance(cell, (dt.datetime, dt.date)):
+        return cell.isoformat()
+    return str(cell)
+
+
+def _blank(cell: Any) -> bool:
+    return cell is None or (isinstance(cell, str) and cell.strip() == "")
+
+
+def _column_letter(index: int) -> str:
+    letters = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(65 + rest) + letters
+    return letters
+
+
+# --- checking rows -----------------------------------------------------------------------------
+
+class RowChecker:
+    """Checks one file's rows against one connection's active mappings.
+
+    Stateful: it remembers every visitor seen so far, to refuse a second row for the same one.
+    Shared by the streaming import below and the django-import-export resource (resources.py).
+    """
+
+    def __init__(self, *, connection: TargetConnection, header: Sequence[str],
+                 connection_mappings: list[AttributeMapping] | None = None) -> None:
+        self.connection = connection
+        self.mappings = (connection_mappings if connection_mappings is not None
+                         else mappings.active_mappings(connection))
+        self.header = list(header)
+        self.header_errors: list[RowError] = []
+        self._seen: dict[tuple[str, str], int] = {}
+        by_source = {m.source_name: m for m in self.mappings}
+        self._source_by_target = {m.target_name: m.source_name for m in self.mappings}
+        self._mapped: list[tuple[int, str]] = []
+        self._type_index = self._identity_index = -1
+        seen_names: dict[str, int] = {}
+        for index, name in enumerate(self.header):
+            if name == "":
+                self.header_errors.append(RowError(1, _column_letter(index), (
+                    f"Column {_column_letter(index)} has no name; every column needs one "
+                    "(identity_type, identity or a mapping's source name).")))
+                continue
+            if name in seen_names:
+                self.header_errors.append(RowError(1, name, (
+                    f"The column appears twice (columns {_column_letter(seen_names[name])} and "
+                    f"{_column_letter(index)}).")))
+                continue
+            seen_names[name] = index
+            if name == "identity_type":
+                self._type_index = index
+            elif name == "identity":
+                self._identity_index = index
+            elif name in by_source:
+                self._mapped.append((index, name))
+            else:
+                known = ", ".join(sorted(by_source)) or "none yet"
+                self.header_errors.append(RowError(1, name, (
+                    f"Unknown column: no active mapping of {connection.label} has this source "
+                    f"name (active source names: {known}).")))
+        for name in IDENTITY_COLUMNS:
+            if name not in seen_names:
+                self.header_errors.append(RowError(1, name, f"The column {name} is missing."))
+        for mapping in self.mappings:
+            if mapping.required and mapping.source_name not in seen_names:
+                self.header_errors.append(RowError(1, mapping.source_name, (
+                    "The column is missing; its mapping requires a value in every row.")))
+        if not connection.active:
+            self.header_errors.append(RowError(None, "", (
+                f"Connection {connection.label} is inactive; nothing can be staged for it.")))
+        if not self.mappings:
+            self.header_errors.append(RowError(None, "", (
+                f"Connection {connection.label} has no active attribute mappings; define them "
+                "before importing.")))
+
+    @property
+    def columns(self) -> list[str]:
+        return self.header
+
+    def normalise(self, cells: Sequence) -> dict[str, Any]:
+        """The update a row stands for: identity and {Target name: value as sent}."""
+        values = {name: (cells[i] if i < len(cells) else None) for i, name in self._mapped}
+        attributes, _ = mappings.normalise_source_values(self.mappings, values)
+        return {"identity_type": _text(self._cell(cells, self._type_index)),
+                "identity": _text(self._cell(cells, self._identity_index)),
+                "attributes": attributes}
+
+    @staticmethod
+    def _cell(cells: Sequence, index: int) -> Any:
+        return cells[index] if 0 <= index < len(cells) else None
+
+    def check(self, number: int, cells: Sequence) -> tuple[list[RowError], dict[str, Any] | None]:
+        """(problems, the normalised update or None). Call only when header_errors is empty."""
+        problems: list[RowError] = []
+        identity_type = _text(self._cell(cells, self._type_index))
+        identity = _text(self._cell(cells, self._identity_index))
+        values = {name: (cells[i] if i < len(cells) else None) for i, name in self._mapped}
+        attributes, value_errors = mappings.normalise_source_values(self.mappings, values)
+        for source, message in value_errors.items():
+            problems.append(RowError(number, source, _without_prefix(source, message)))
+        for index in range(len(self.header), len(cells)):
+            if not _blank(cells[index]):
+                problems.append(RowError(number, _column_letter(index), (
+                    f"A value in column {_column_letter(index)}, which has no header.")))
+        if not problems and not attributes:
+            problems.append(RowError(number, "", "The row sets no attribute; an update needs at "
+                                                 "least one value."))
+        if problems:
+            # check_content would stop at the values; name the identity's problems too.
+            problems[:0] = [RowError(number, column, m) for column, messages
+                            in identity_errors(identity_type, identity).items() for m in messages]
+        else:
+            try:
+                workflow.check_content(connection=self.connection, identity_type=identity_type,
+                                       identity=identity, attributes=attributes,
+                                       connection_mappings=self.mappings)
+            except ValidationError as error:
+                for key, messages in error.message_dict.items():
+                    problems.extend(RowError(number, *self._locate(key, m)) for m in messages)
+        if not any(p.column in IDENTITY_COLUMNS for p in problems):
+            first = self._seen.setdefault((identity_type, identity), number)
+            if first != number:
+                problems.append(RowError(number, "identity", (
+                    f"Same visitor as row {first} (rows {first} and {number}): a file may hold "
+                    "one update per visitor; merge the two rows into one.")))
+        if problems:
+            return problems, None
+        return [], {"identity_type": identity_type, "identity": identity, "attributes": attributes}
+
+    def _locate(self, key: str, message: str) -> tuple[str, str]:
+        """(column, message) for a check_content problem: its source column where one is named."""
+        if key in IDENTITY_COLUMNS:
+            return key, message
+        for target, source in self._source_by_target.items():
+            if message.startswith(f"{source}: "):
+                return source, message[len(source) + 2:]
+            if f"{target!r}" in message:
+                return source, message
+        return "", message
+
+
+def _without_prefix(source: str, message: str) -> str:
+    # mappings.py names the source in front of its messages; the column says it already.
+    prefix = f"{source}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
+
+
+def check_file(*, connection: TargetConnection, data: bytes, file_format: str,
+               progress: Callable[[int], None] | None = None, progress_every: int = 1000,
+               ) -> CheckResult:
+    """Read and check every row; save nothing. `progress(rows_checked)` is called as it goes."""
+    result = CheckResult()
+    try:
+        header, rows = read_table(data, file_format)
+        checker = RowChecker(connection=connection, header=header)
+        result.columns = checker.columns
+        for problem in checker.header_errors:
+            result.add(problem)
+        for number, cells in rows:
+            if all(_blank(c) for c in cells):
+                continue
+            result.total_rows += 1
+            if not checker.header_errors:
+                for problem in checker.check(number, cells)[0]:
+                    result.add(problem)
+            if progress and result.total_rows % progress_every == 0:
+                progress(result.total_rows)
+    except ImportFileError as error:
+        result.add(RowError(None, "", str(error)))
+    if result.valid and result.total_rows == 0:
+        result.add(RowError(None, "", "The file has a header but no rows to import."))
+    return result
+
+
+def _valid_updates(connection: TargetConnection, data: bytes, file_format: str
+                   ) -> Iterator[dict[str, Any]]:
+    """The second pass over an already checked file: each row's update as it will be saved."""
+    header, rows = read_table(data, file_format)
+    checker = RowChecker(connection=connection, header=header)
+    for _number, cells in rows:
+        if not all(_blank(c) for c in cells):
+            yield checker.normalise(cells)
+
+
+# --- jobs --------------------------------------------------------------------------------------
+
+def import_job_create(*, connection: TargetConnection, file_name: str, file_data: bytes, by,
+                      submit: bool = False, progress: Callable[[int], None] | None = None
+                      ) -> ImportJob:
+    """Check a file and keep it as an ImportJob: queued (awaiting confirmation) if every row is
+    valid, invalid with its errors otherwise. No update is created here — this is the preview."""
+    require_import_permission(by, submit=submit)
+    if len(file_data) > MAX_FILE_BYTES:
+        raise ValidationError(f"The file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB; "
+                              "split it into several imports.", code="too_large")
+    try:
+        file_format = detect_format(file_name, file_data)
+    except ImportFileError as error:
+        raise ValidationError(str(error), code="unreadable") from None
+    result = check_file(connection=connection, data=file_data, file_format=file_format,
+                        progress=progress, progress_every=10_000)
+    job = ImportJob.objects.create(
+        connection=connection, created_by=by, file_name=(file_name or "upload")[:255],
+        file_format=file_format, file_data=file_data, submit_after_import=submit,
+        status=ImportJob.Status.QUEUED if result.valid else ImportJob.Status.INVALID,
+        total_rows=result.total_rows, errors=[e.as_dict() for e in result.errors],
+        error_count=result.error_count,
+        finished_at=None if result.valid else timezone.now(),
+    )
+    logger.info("import job %s checked: %s rows, %s problems", job.pk, result.total_rows,
+                result.error_count)
+    return job
+
+
+def import_job_start(*, job: ImportJob, by, background: bool | None = None) -> bool:
+    """The creator confirms a checked import. Returns True when it was queued for django-q2
+    (large files, or background=True), False when it ran here and has finished."""
+    require_import_permission(by, submit=job.submit_after_import)
+    if by.pk != job.created_by_id:
+        raise PermissionDenied("Only the person who uploaded this file can confirm its import.")
+    if job.status != ImportJob.Status.QUEUED:
+        raise ValidationError(f"Import #{job.pk} is {job.get_status_display().lower()}; only a "
+                              "checked import awaiting confirmation can start.", code="wrong_state")
+    if background is None:
+        background = job.total_rows > background_threshold()
+    if not background:
+        import_job_run(job=job)
+        return False
+    from django_q.tasks import async_task
+
+    # Enqueued after commit: a worker must never look for a job this transaction has not saved.
+    transaction.on_commit(lambda: async_task(
+        TASK_FUNCTION, job.pk, task_name=f"import-{job.pk}", timeout=TASK_TIMEOUT_SECONDS))
+    return True
+
+
+def import_job_run(*, job: ImportJob, progress: Callable[[int, int], None] | None = None,
+                   progress_every: int | None = None) -> ImportJob:
+    """Check the stored file again, then save every row in one transaction — or nothing.
+
+    Runs once per job: it claims the job (queued → running) first, so a second worker, a
+    double-click or a re-delivered task returns the job untouched.
+    """
+    claimed = ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.QUEUED).update(
+        status=ImportJob.Status.RUNNING, processed_rows=0)
+    job.refresh_from_db()
+    if not claimed:
+        return job
+    try:
+        _run_claimed(job, progress=progress, progress_every=progress_every)
+    except (PermissionDenied, ValidationError) as error:
+        # Refusals of the services (rights withdrawn, connection made inactive): say which.
+        messages = error.messages if isinstance(error, ValidationError) else [str(error)]
+        _fail(job, [f"{m} Nothing was saved." for m in messages])
+    except Exception as error:
+        # The type only: messages of database errors can quote the values being written.
+        logger.error("import job %s failed: %s", job.pk, type(error).__name__)
+        _fail(job, [f"The import stopped with an unexpected error ({type(error).__name__}); "
+                    "nothing was saved."])
+        raise
+    return job
+
+
+def _fail(job: ImportJob, messages: list[str]) -> None:
+    ImportJob.objects.filter(pk=job.pk).update(
+        status=ImportJob.Status.ERROR, finished_at=timezone.now(), error_count=len(messages),
+        errors=[RowError(None, "", m).as_dict() for m in messages])
+    job.refresh_from_db()
+
+
+def _run_claimed(job: ImportJob, *, progress: Callable[[int, int], None] | None,
+                 progress_every: int | None) -> None:
+    by = job.created_by
+    connection = TargetConnection.objects.get(pk=job.connection_id)
+    require_import_permission(by, submit=job.submit_after_import)
+    data = bytes(job.file_data)
+    total = job.total_rows
+    every = progress_every or max(500, min(5000, total // 50 or 500))
+
+    def report(done: int) -> None:
+        ImportJob.objects.filter(pk=job.pk).update(processed_rows=done)
+        if progress:
+            progress(done, total)
+
+    result = check_file(connection=connection, data=data, file_format=job.file_format,
+                        progress=report, progress_every=every)
+    now = timezone.now()
+    if not result.valid:
+        ImportJob.objects.filter(pk=job.pk).update(
+            status=ImportJob.Status.INVALID, total_rows=result.total_rows,
+            processed_rows=result.total_rows, errors=[e.as_dict() for e in result.errors],
+            error_count=result.error_count, finished_at=now)
+        job.refresh_from_db()
+        return
+    report(result.total_rows)
+    reason = import_reason(job)
+    created = 0
+    with transaction.atomic():
+        chunk: list[dict[str, Any]] = []
+        for update in _valid_updates(connection, data, job.file_format):
+            chunk.append(update)
+            if len(chunk) == SAVE_CHUNK_ROWS:
+                created += workflow.updates_stage_many(
+                    connection=connection, rows=chunk, by=by, submit=job.submit_after_import,
+                    reason=reason)
+                chunk = []
+        if chunk:
+            created += workflow.updates_stage_many(
+                connection=connection, rows=chunk, by=by, submit=job.submit_after_import,
+                reason=reason)
+        if created != result.total_rows:  # the file cannot change between passes; be sure
+            raise RuntimeError("the second pass over the file saw a different number of rows")
+        ImportJob.objects.filter(pk=job.pk).update(
+            status=ImportJob.Status.DONE, total_rows=result.total_rows,
+            processed_rows=result.total_rows, created_updates=created, errors=[], error_count=0,
+            finished_at=timezone.now())
+    job.refresh_from_db()
+    logger.info("import job %s done: %s updates created", job.pk, created)
+
+
+def import_reason(job: ImportJob) -> str:
+    """The `reason` every update of this job carries, to find them again."""
+    return f"import #{job.pk}: {job.file_name}"[:200]
+
+
+def job_sample(job: ImportJob, *, rows: int = SAMPLE_ROWS) -> list[dict[str, Any]]:
+    """The first rows of a checked job's file as they will be stored and sent (for the preview)."""
+    if job.status not in (ImportJob.Status.QUEUED, ImportJob.Status.RUNNING):
+        return []
+    sample = []
+    try:
+        for update in _valid_updates(job.connection, bytes(job.file_data), job.file_format):
+            sample.append(update)
+            if len(sample) == rows:
+                break
+    except ImportFileError:
+        return []
+    return sample

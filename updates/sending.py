@@ -22,6 +22,9 @@ or the time budget is spent:
    run's totals. Only rows still leased to this run are touched: if a lease ran out and another
    worker took the update, that worker owns its state now (this run's attempt is still recorded).
 
+Consecutive batches overlap: the next batch is claimed and queued behind the current one's
+requests before the current one is recorded, so sending never pauses for bookkeeping.
+
 Delivery is at least once: an update whose worker died after sending is sent again when its
 lease runs out (Target's update is idempotent for the same values).
 
@@ -38,7 +41,7 @@ import random
 import socket
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -175,11 +178,22 @@ def send_due(
         run=run, owner=owner, clock=clock, deadline=deadline,
         session=session or make_session(), executor=None,
     )
+    # Two batches overlap: while one batch's requests are on the wire, the previous batch is
+    # recorded and the next one claimed, so the senders neither wait for the database nor idle
+    # through a batch's last, slowest requests (bench/send_throughput.py measures it).
+    in_flight: _InFlight | None = None
     try:
         quota.prune(now=clock())
         connections = _active_connections(connection)
         resting: set[int] = set()  # nothing due, or quota window full: done for this run
         remaining = limit
+
+        def finish(batch: _InFlight) -> None:
+            if not _finish_batch(context, batch):
+                resting.add(batch.conn.pk)
+            if progress:
+                progress(run)
+
         while True:
             worked = False
             for conn in connections:
@@ -189,19 +203,27 @@ def send_due(
                     break
                 if deadline is not None and time.monotonic() >= deadline:
                     break
-                claimed, keep_going = _process_batch(context, conn, remaining)
+                claimed, keep_going, started = _start_batch(context, conn, remaining)
+                previous, in_flight = in_flight, started
+                if previous is not None:
+                    finish(previous)
                 if remaining is not None:
                     remaining -= claimed
                 if not keep_going:
                     resting.add(conn.pk)
                 if claimed:
                     worked = True
-                    if progress:
-                        progress(run)
             if not worked:
                 break
+        if in_flight is not None:
+            last, in_flight = in_flight, None
+            finish(last)
     except BaseException as error:
         run.error = f"{type(error).__name__}: {target._redact(str(error))}"[:LAST_ERROR_CHARS]
+        if in_flight is not None:
+            # Not recorded: its requests not yet started are cancelled below, and its claims are
+            # sent again when their lease runs out. It was claimed all the same.
+            run.claimed += in_flight.claimed
         raise
     finally:
         run.finished_at = clock()
@@ -294,9 +316,22 @@ class _Decision:
     changes: dict = field(default_factory=dict)
 
 
-def _process_batch(ctx: _RunContext, conn: TargetConnection, remaining: int | None
-                   ) -> tuple[int, bool]:
-    """Claim, reserve, send and record one batch; returns (claimed, worth another batch)."""
+@dataclass
+class _InFlight:
+    """A claimed batch whose requests were handed to the senders and are not yet recorded."""
+
+    conn: TargetConnection
+    claimed: int
+    reserved_at: dt.datetime
+    sendable: list[tuple[ProfileUpdate, target.ProfileRequest]]
+    unsendable: list[tuple[ProfileUpdate, str]]
+    futures: list[Future]
+
+
+def _start_batch(ctx: _RunContext, conn: TargetConnection, remaining: int | None
+                 ) -> tuple[int, bool, _InFlight | None]:
+    """Claim and reserve one batch and start sending it; returns (claimed, worth another batch,
+    the batch in flight). `_finish_batch` waits for its answers and records them."""
     run, clock = ctx.run, ctx.clock
     size = _conf("SEND_BATCH_SIZE")
     if remaining is not None:
@@ -308,16 +343,15 @@ def _process_batch(ctx: _RunContext, conn: TargetConnection, remaining: int | No
         run.deferred_by_quota += waiting
         if waiting:
             run.save(update_fields=["deferred_by_quota"])
-        return 0, False
+        return 0, False, None
 
     lease_seconds = _conf("LEASE_SECONDS")
     claimed_at = time.monotonic()
     updates = _claim(conn=conn, owner=ctx.owner, size=min(size, room), now=clock(),
                      lease_until=clock() + dt.timedelta(seconds=lease_seconds))
     if not updates:
-        return 0, False
-    claimed = len(updates)
-    run.claimed += claimed
+        return 0, False, None
+    claimed = len(updates)  # added to run.claimed with the batch's outcomes, in _finish_batch
 
     reserved_at = clock()
     granted = quota.reserve(connection=conn, wanted=len(updates), now=reserved_at)
@@ -345,20 +379,30 @@ def _process_batch(ctx: _RunContext, conn: TargetConnection, remaining: int | No
             sendable.append((update, request))
 
     dispatch_deadline = _dispatch_deadline(claimed_at, lease_seconds, ctx.deadline)
-    results = _send_all(ctx, sendable, dispatch_deadline)
+    futures = _send_all(ctx, sendable, dispatch_deadline)
+    return claimed, keep_going, _InFlight(conn, claimed, reserved_at, sendable, unsendable,
+                                           futures)
+
+
+def _finish_batch(ctx: _RunContext, batch: _InFlight) -> bool:
+    """Wait for a batch's answers, hand back what was not sent, record the rest; returns
+    whether its connection is worth another batch."""
+    conn, keep_going = batch.conn, True
+    ctx.run.claimed += batch.claimed  # the run's totals move together, one recorded batch at a time
+    results = [future.result() for future in batch.futures]
     sent = [r for r in results if r is not None]
-    not_started = [u for (u, _), r in zip(sendable, results) if r is None]
+    not_started = [u for (u, _), r in zip(batch.sendable, results) if r is None]
     if not_started:
-        _release(not_started, owner=ctx.owner, now=clock(),
+        _release(not_started, owner=ctx.owner, now=ctx.clock(),
                  reason="time ran out (run budget or lease) before it was sent")
         keep_going = False
-    unused = len(not_started) + len(unsendable)
+    unused = len(not_started) + len(batch.unsendable)
     if unused:
-        quota.release(connection=conn, count=unused, now=reserved_at)
+        quota.release(connection=conn, count=unused, now=batch.reserved_at)
 
-    _record(ctx, conn, sent, unsendable)
-    run.requests_sent += len(sent)
-    return claimed, keep_going
+    _record(ctx, conn, sent, batch.unsendable)
+    ctx.run.requests_sent += len(sent)
+    return keep_going
 
 
 def _why_not_sendable(update: ProfileUpdate) -> str:
@@ -427,7 +471,8 @@ def _release(updates: list[ProfileUpdate], *, owner: str, now: dt.datetime, reas
 # --- sending -----------------------------------------------------------------------------------
 
 def _send_all(ctx: _RunContext, batch: list[tuple[ProfileUpdate, target.ProfileRequest]],
-              dispatch_deadline: float) -> list[_Sent | None]:
+              dispatch_deadline: float) -> list[Future]:
+    """Hand the batch to the sender threads; each future gives a _Sent, or None if not started."""
     if not batch:
         return []
     if ctx.executor is None:
@@ -441,7 +486,7 @@ def _send_all(ctx: _RunContext, batch: list[tuple[ProfileUpdate, target.ProfileR
             return None
         return _send_one(ctx.session, update, request, timeout, ctx.clock)
 
-    return list(ctx.executor.map(send, batch))
+    return [ctx.executor.submit(send, item) for item in batch]
 
 
 def _send_one(session: requests.Session, update: ProfileUpdate, request: target.ProfileRequest,

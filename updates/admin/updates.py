@@ -295,6 +295,14 @@ class ProfileUpdateAdmin(admin.ModelAdmin):
         shown = ", ".join(names[:4])
         return shown + (f" +{len(names) - 4}" if len(names) > 4 else "")
 
+    def get_ordering(self, request: HttpRequest):
+        # Newest first either way; with a created-date filter, ordering by created_at lets the
+        # database walk the created_at index inside the range instead of sorting the whole range
+        # (SQLite took seconds on "this year" of a million rows ordered by id).
+        if any(key.startswith("created_at__") for key in request.GET):
+            return ("-created_at", "-id")
+        return self.ordering
+
     def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
         return selectors.search_identity(queryset, search_term), False
 

@@ -14,7 +14,8 @@ from django.utils import timezone
 
 from tests.conftest import make_connection, make_mapping
 from updates import workflow
-from updates.models import DailyUsage, ProfileUpdate, QuotaMinute, SendAttempt, SendRun, UpdateStatus
+from updates.models import (
+    DailyUsage, ProfileUpdate, QuotaMinute, SendAttempt, SendRun, UpdateStatus)
 
 S = UpdateStatus
 DASHBOARD = "updates_dashboard"
@@ -240,8 +241,8 @@ def history(connection, operator, supervisor, stage):
     SendAttempt.objects.create(
         update=update, connection=connection, number=6, started_at=now, method="GET",
         request_bytes=100, http_status=500, latency_ms=99999, outcome=SendAttempt.Outcome.TRANSIENT)
-    SendRun.objects.create(trigger="schedule", worker="w1", started_at=now - dt.timedelta(minutes=1),
-                           finished_at=now, claimed=7, acknowledged=5, retried=1, failed=1,
+    SendRun.objects.create(trigger="schedule", worker="w1",
+                           started_at=now - dt.timedelta(minutes=1), finished_at=now, claimed=7, acknowledged=5, retried=1, failed=1,
                            deferred_by_quota=0)
     waiting = pending(stage, operator)
     pending(stage, operator)

@@ -427,3 +427,11 @@ def test_messages_never_carry_profile_values(client, operator, stage):
     response = act(logged_in(client, operator), "submit_selected", [update])
     assert all("secret-note-value" not in m for m in texts(response))
     assert re.search(rf"#{update.pk}\b", " ".join(texts(response)))
+
+
+def test_save_and_add_another_keeps_the_chosen_connection(client, operator, connection):
+    response = logged_in(client, operator).post(add_url(connection), {
+        "identity_type": "mbox3rdPartyId", "identity": "cust-5",
+        **fields_for(connection, loan_status="applied"), "_addanother": "1"})
+    assert response.status_code == 302
+    assert f"connection={connection.pk}" in response["Location"]

@@ -115,7 +115,8 @@ def test_the_timeline_merges_audit_events_and_attempts_in_time_order(stage, oper
                               from_status="sending", to_status="sent")
     labels = [e.event.action if e.kind == "event" else f"attempt {e.attempt.number}"
               for e in selectors.update_timeline(update=update)]
-    assert labels == ["staged", "submitted", "approved", "claimed", "attempt 1", "attempt 2", "sent"]
+    assert labels == ["staged", "submitted", "approved", "claimed", "attempt 1", "attempt 2",
+                      "sent"]
 
 
 def test_the_timeline_keeps_only_the_latest_entries_of_a_long_history(stage):

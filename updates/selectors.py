@@ -126,7 +126,8 @@ class TimelineEntry:
 def update_timeline(*, update: ProfileUpdate, limit: int = TIMELINE_LIMIT) -> list[TimelineEntry]:
     """Audit events and send attempts of `update`, oldest first (the latest `limit` of each)."""
     events = list(
-        AuditEvent.objects.filter(update=update).select_related("actor").order_by("-at", "-id")[:limit]
+        AuditEvent.objects.filter(update=update).select_related("actor")
+        .order_by("-at", "-id")[:limit]
     )
     attempts = list(SendAttempt.objects.filter(update=update).order_by("-number")[:limit])
     entries = [TimelineEntry(e.at, "event", event=e) for e in events]
@@ -204,7 +205,8 @@ def daily_usage(*, connection_ids: list[int], today: dt.date,
     """Per connection, one DayUsage per day of the last `days` days up to `today` (zeros filled)."""
     first = today - dt.timedelta(days=days - 1)
     found: dict[tuple[int, dt.date], DayUsage] = {}
-    rows = DailyUsage.objects.filter(connection_id__in=connection_ids, day__gte=first, day__lte=today)
+    rows = DailyUsage.objects.filter(connection_id__in=connection_ids, day__gte=first,
+                                     day__lte=today)
     for row in rows.values("connection_id", "day", "requests", "acknowledged", "failed"):
         found[(row["connection_id"], row["day"])] = DayUsage(
             row["day"], row["requests"], row["acknowledged"], row["failed"])

@@ -103,7 +103,8 @@ class TargetConnectionAdmin(admin.ModelAdmin):
             return "—"
         return f"{obj.effective_base_url}/m2/{obj.client_code}/profile/update"
 
-    def has_delete_permission(self, request: HttpRequest, obj: TargetConnection | None = None) -> bool:
+    def has_delete_permission(self, request: HttpRequest,
+                              obj: TargetConnection | None = None) -> bool:
         # Deleting would drop quota history (and is blocked by any update anyway): deactivate.
         return False
 

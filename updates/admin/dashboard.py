@@ -85,6 +85,10 @@ def _nice_ceiling(value: int) -> int:
     return 10 * magnitude
 
 
+def _tick_label(value: float) -> str:
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}"
+
+
 def usage_chart(days: list[selectors.DayUsage], *, width: int = 720, height: int = 220) -> Chart:
     """Three bars a day (requests, acknowledged, failed) on a shared linear scale."""
     left, right, top, bottom_pad = 56, 8, 10, 28
@@ -103,7 +107,8 @@ def usage_chart(days: list[selectors.DayUsage], *, width: int = 720, height: int
                 x=round(left + i * slot + bar_w * (j + 0.5), 2), y=round(axis_y - h, 2),
                 width=round(bar_w, 2), height=round(h, 2), series=attr,
                 title=f"{day.day:%Y-%m-%d}: {value:,} {label}"))
-    y_ticks = [Tick(round(axis_y - plot_h * f, 2), f"{int(peak * f):,}") for f in (0, 0.5, 1)]
+    fractions = (0, 0.5, 1) if peak >= 2 else (0, 1)
+    y_ticks = [Tick(round(axis_y - plot_h * f, 2), _tick_label(peak * f)) for f in fractions]
     x_ticks = [Tick(round(left + (i + 0.5) * slot, 2), f"{d.day:%m-%d}")
                for i, d in enumerate(days) if i % 5 == 0 or i == len(days) - 1]
     total = sum(d.requests for d in days)

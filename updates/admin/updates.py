@@ -117,7 +117,8 @@ class RejectForm(forms.Form):
     def clean_comment(self) -> str:
         comment = self.cleaned_data["comment"].strip()
         if not comment:
-            raise ValidationError("A rejection needs a comment saying why.", code="comment_required")
+            raise ValidationError("A rejection needs a comment saying why.",
+                                  code="comment_required")
         return comment
 
 
@@ -228,9 +229,9 @@ class CreatorFilter(admin.SimpleListFilter):
 
 @admin.register(ProfileUpdate)
 class ProfileUpdateAdmin(admin.ModelAdmin):
-    list_display = ("id", "identity", "identity_type", "connection_label", "status_badge",
-                    "attribute_names", "created_by", "created_at")
-    list_display_links = ("id", "identity")
+    list_display = ("id", "identity_cell", "connection_label", "status_badge", "attribute_names",
+                    "created")
+    list_display_links = ("id", "identity_cell")
     list_filter = ("status", "connection", "identity_type", CreatorFilter,
                    ("created_at", admin.DateFieldListFilter))
     list_select_related = ("connection", "created_by")
@@ -238,7 +239,7 @@ class ProfileUpdateAdmin(admin.ModelAdmin):
     search_help_text = ("Identity, exactly (case matters). End with * to match the beginning, "
                         "e.g. customer-12*; #123 finds update 123.")
     ordering = ("-id",)
-    sortable_by = ("id", "created_at")
+    sortable_by = ("id", "created")
     list_per_page = 100
     list_max_show_all = 200
     paginator = CappedPaginator
@@ -280,6 +281,12 @@ class ProfileUpdateAdmin(admin.ModelAdmin):
 
     # --- list ----------------------------------------------------------------------------
 
+    @admin.display(description="identity")
+    def identity_cell(self, obj: ProfileUpdate) -> str:
+        # The type as the parameter name itself: short, and what Target receives.
+        return format_html('<span class="po-value">{}</span><br><span class="po-muted">{}</span>',
+                           obj.identity, obj.identity_type)
+
     @admin.display(description="connection", ordering="connection__label")
     def connection_label(self, obj: ProfileUpdate) -> str:
         return obj.connection.label
@@ -289,11 +296,18 @@ class ProfileUpdateAdmin(admin.ModelAdmin):
         return format_html('<span class="po-status po-status-{}">{}</span>', obj.status,
                            obj.get_status_display())
 
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: ProfileUpdate) -> str:
+        return format_html(
+            '<span class="po-nowrap">{}</span><br><span class="po-muted">{} by {}</span>',
+            obj.created_at.strftime("%Y-%m-%d"), obj.created_at.strftime("%H:%M"),
+            obj.created_by.get_username())
+
     @admin.display(description="attributes")
     def attribute_names(self, obj: ProfileUpdate) -> str:
         names = sorted(obj.attributes) if isinstance(obj.attributes, dict) else []
-        shown = ", ".join(names[:4])
-        return shown + (f" +{len(names) - 4}" if len(names) > 4 else "")
+        shown = ", ".join(names[:3])
+        return shown + (f" +{len(names) - 3}" if len(names) > 3 else "")
 
     def get_ordering(self, request: HttpRequest):
         # Newest first either way; with a created-date filter, ordering by created_at lets the
@@ -425,7 +439,8 @@ class ProfileUpdateAdmin(admin.ModelAdmin):
         ]
         return fieldsets + ([life] if obj is not None else [])
 
-    def _staging_form(self, request: HttpRequest, obj: ProfileUpdate | None) -> type[forms.ModelForm]:
+    def _staging_form(self, request: HttpRequest,
+                      obj: ProfileUpdate | None) -> type[forms.ModelForm]:
         connection = obj.connection if obj is not None else self._chosen_connection(request)
         if connection is None:
             raise PermissionDenied("Choose an active connection first.")
@@ -448,16 +463,25 @@ class ProfileUpdateAdmin(admin.ModelAdmin):
             return ""
         return str(obj.connection)
 
-    def save_model(self, request: HttpRequest, obj: ProfileUpdate, form: UpdateFormBase, change: bool):
+    def save_model(self, request: HttpRequest, obj: ProfileUpdate, form: UpdateFormBase,
+                   change: bool) -> None:
         # Already saved by the service in UpdateFormBase._post_clean; only tell what happened.
         if not change:
             messages.info(request, f"Update #{obj.pk} is staged as a draft. Submit it for approval "
                                    "when it is ready (Submit button on its page, or the list's "
                                    "action).")
         elif form.previous_status not in (None, S.DRAFT) and obj.status == S.DRAFT:
-            messages.warning(request, f"Update #{obj.pk}: its identity or attributes changed, so it "
-                                      "is back in draft and its approval is cleared. Submit it "
-                                      "again for approval.")
+            messages.warning(request, f"Update #{obj.pk}: its identity or attributes changed, so "
+                                      "it is back in draft and its approval is cleared. Submit "
+                                      "it again for approval.")
+
+    def response_add(self, request: HttpRequest, obj: ProfileUpdate, post_url_continue=None):
+        response = super().response_add(request, obj, post_url_continue)
+        if "_addanother" in request.POST and isinstance(response, HttpResponseRedirect):
+            # Another update for the same connection: skip the connection step.
+            separator = "&" if "?" in response["Location"] else "?"
+            response["Location"] += f"{separator}connection={obj.connection_id}"
+        return response
 
     def save_related(self, request: HttpRequest, form: forms.ModelForm, formsets, change: bool):
         pass  # no relations edited here
@@ -527,12 +551,12 @@ class ProfileUpdateAdmin(admin.ModelAdmin):
         if name == "reject":
             form = RejectForm(request.POST)
             if not form.is_valid():
-                messages.error(request, f"Update #{update.pk} was not rejected: a rejection needs a "
-                                        "comment saying why.")
+                messages.error(request, f"Update #{update.pk} was not rejected: a rejection "
+                                        "needs a comment saying why.")
                 return HttpResponseRedirect(self._change_url(update))
             kwargs["comment"] = form.cleaned_data["comment"]
-        report_outcome(request, workflow.apply_to_each(service, [update], by=request.user, **kwargs),
-                       verb=verb)
+        outcome = workflow.apply_to_each(service, [update], by=request.user, **kwargs)
+        report_outcome(request, outcome, verb=verb)
         return HttpResponseRedirect(self._change_url(update))
 
     def _change_url(self, update: ProfileUpdate) -> str:

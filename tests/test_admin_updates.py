@@ -435,3 +435,11 @@ def test_save_and_add_another_keeps_the_chosen_connection(client, operator, conn
         **fields_for(connection, loan_status="applied"), "_addanother": "1"})
     assert response.status_code == 302
     assert f"connection={connection.pk}" in response["Location"]
+
+
+def test_the_list_can_show_the_updates_of_one_reason_and_says_so(client, operator, stage):
+    imported = stage(identity="from-file", reason="import #7")
+    other = stage(identity="by-hand")
+    content = logged_in(client, operator).get(changelist_url(reason="import #7")).content.decode()
+    assert imported.identity in content and other.identity not in content
+    assert "Only updates whose reason is “import #7”" in content

@@ -19,9 +19,9 @@ class TargetConnectionForm(forms.ModelForm):
         strip=True,  # a pasted token often carries a trailing newline, which no header may hold
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password",
                                                               "size": 60}),
-        help_text="Sent as 'Authorization: Bearer <token>' when Target requires authentication "
-                  "for the profile APIs. Leave empty to keep the current token; it is never "
-                  "shown again.",
+        help_text="Sent as the header 'Authorization: Bearer' followed by the token when Target "
+                  "requires authentication for the profile APIs. Leave empty to keep the current "
+                  "token; it is never shown again.",
     )
     clear_token = forms.BooleanField(
         label="Clear token",
@@ -29,9 +29,11 @@ class TargetConnectionForm(forms.ModelForm):
         help_text="Remove the stored token; requests are then sent without authentication.",
     )
 
+    # The model's help texts write <clientCode>, which the admin (rendering help as HTML) hides.
     base_url = forms.URLField(
         label="Base URL", required=False, assume_scheme="https",
-        help_text=TargetConnection._meta.get_field("base_url").help_text)
+        help_text="Leave empty for https://{clientCode}.tt.omtrdc.net. Set it for the local "
+                  "emulator or a proxy, e.g. http://127.0.0.1:8765.")
 
     class Meta:
         model = TargetConnection
@@ -42,6 +44,9 @@ class TargetConnectionForm(forms.ModelForm):
             "base_url": "Base URL",
             "quota_limit": "Quota limit (rolling 24 h)",
             "active": "Active",
+        }
+        help_texts = {
+            "client_code": "Target's client code, as in https://{clientCode}.tt.omtrdc.net.",
         }
 
     def clean_new_token(self) -> str:

@@ -21,7 +21,8 @@ Files: CSV as UTF-8, with or without a byte-order mark, comma-separated (semicol
 tab-separated files, as some spreadsheet locales save them, are recognised from the header);
 XLSX: the first worksheet. Memory stays bounded: rows are streamed from the stored file twice —
 once to check, once to save — so only the visitor index used to find duplicates grows with the
-file, never a table of every row.
+file, never a table of every row. The stored file is dropped once its job has finished (done,
+invalid or error): the updates, or the errors, say what it held.
 
 The flow (admin, command, background task all use it):
 
@@ -58,7 +59,6 @@ logger = logging.getLogger(__name__)
 
 PERM_IMPORT = "updates.import_profileupdate"
 IDENTITY_COLUMNS = ("identity_type", "identity")
-FORMATS = ("csv", "xlsx")
 MAX_FILE_BYTES = 50 * 1024 * 1024
 # ImportJob.errors keeps this many problems (error_count has them all); enough to fix a file.
 MAX_STORED_ERRORS = 1000
@@ -93,7 +93,6 @@ class CheckResult:
     """What checking a file found. `errors` is capped at MAX_STORED_ERRORS; `error_count` is not."""
 
     total_rows: int = 0
-    columns: list[str] = field(default_factory=list)
     errors: list[RowError] = field(default_factory=list)
     error_count: int = 0
 
@@ -145,7 +144,7 @@ def read_table(data: bytes, file_format: str) -> tuple[list[str], Iterator[tuple
         header = next(rows)
     except StopIteration:
         raise ImportFileError("The file is empty: the first row must name the columns.") from None
-    names = [_text(cell).strip() for cell in header]
+    names = [cell_text(cell).strip() for cell in header]
     while names and names[-1] == "":
         names.pop()  # spreadsheets often carry formatted but empty columns at the right
     if not names:
@@ -210,7 +209,7 @@ def _xlsx_rows(data: bytes) -> Iterator[Sequence]:
         workbook.close()
 
 
-def _text(cell: Any) -> str:
+def cell_text(cell: Any) -> str:
     """A cell as text: numbers a spreadsheet stored as floats become their integer text."""
     if cell is None:
         return ""
@@ -225,7 +224,7 @@ def _text(cell: Any) -> str:
     return str(cell)
 
 
-def _blank(cell: Any) -> bool:
+def cell_blank(cell: Any) -> bool:
     return cell is None or (isinstance(cell, str) and cell.strip() == "")
 
 
@@ -298,16 +297,12 @@ class RowChecker:
                 f"Connection {connection.label} has no active attribute mappings; define them "
                 "before importing.")))
 
-    @property
-    def columns(self) -> list[str]:
-        return self.header
-
     def normalise(self, cells: Sequence) -> dict[str, Any]:
         """The update a row stands for: identity and {Target name: value as sent}."""
         values = {name: (cells[i] if i < len(cells) else None) for i, name in self._mapped}
         attributes, _ = mappings.normalise_source_values(self.mappings, values)
-        return {"identity_type": _text(self._cell(cells, self._type_index)),
-                "identity": _text(self._cell(cells, self._identity_index)),
+        return {"identity_type": cell_text(self._cell(cells, self._type_index)),
+                "identity": cell_text(self._cell(cells, self._identity_index)),
                 "attributes": attributes}
 
     @staticmethod
@@ -317,16 +312,17 @@ class RowChecker:
     def check(self, number: int, cells: Sequence) -> tuple[list[RowError], dict[str, Any] | None]:
         """(problems, the normalised update or None). Call only when header_errors is empty."""
         problems: list[RowError] = []
-        identity_type = _text(self._cell(cells, self._type_index))
-        identity = _text(self._cell(cells, self._identity_index))
+        identity_type = cell_text(self._cell(cells, self._type_index))
+        identity = cell_text(self._cell(cells, self._identity_index))
         values = {name: (cells[i] if i < len(cells) else None) for i, name in self._mapped}
         attributes, value_errors = mappings.normalise_source_values(self.mappings, values)
         for source, message in value_errors.items():
             problems.append(RowError(number, source, _without_prefix(source, message)))
         for index in range(len(self.header), len(cells)):
-            if not _blank(cells[index]):
+            if not cell_blank(cells[index]):
                 problems.append(RowError(number, _column_letter(index), (
-                    f"A value in column {_column_letter(index)}, which has no header.")))
+                    f"A value in column {_column_letter(index)}, which has no header (in a CSV "
+                    "file: does a value with a comma lack its quotes?).")))
         if not problems and not attributes:
             problems.append(RowError(number, "", "The row sets no attribute; an update needs at "
                                                  "least one value."))
@@ -378,11 +374,10 @@ def check_file(*, connection: TargetConnection, data: bytes, file_format: str,
     try:
         header, rows = read_table(data, file_format)
         checker = RowChecker(connection=connection, header=header)
-        result.columns = checker.columns
         for problem in checker.header_errors:
             result.add(problem)
         for number, cells in rows:
-            if all(_blank(c) for c in cells):
+            if all(cell_blank(c) for c in cells):
                 continue
             result.total_rows += 1
             if not checker.header_errors:
@@ -403,7 +398,7 @@ def _valid_updates(connection: TargetConnection, data: bytes, file_format: str
     header, rows = read_table(data, file_format)
     checker = RowChecker(connection=connection, header=header)
     for _number, cells in rows:
-        if not all(_blank(c) for c in cells):
+        if not all(cell_blank(c) for c in cells):
             yield checker.normalise(cells)
 
 
@@ -426,7 +421,9 @@ def import_job_create(*, connection: TargetConnection, file_name: str, file_data
                         progress=progress, progress_every=10_000)
     job = ImportJob.objects.create(
         connection=connection, created_by=by, file_name=(file_name or "upload")[:255],
-        file_format=file_format, file_data=file_data, submit_after_import=submit,
+        # An invalid file is not kept: the errors say what to fix, and it holds customer data.
+        file_format=file_format, file_data=file_data if result.valid else b"",
+        submit_after_import=submit,
         status=ImportJob.Status.QUEUED if result.valid else ImportJob.Status.INVALID,
         total_rows=result.total_rows, errors=[e.as_dict() for e in result.errors],
         error_count=result.error_count,
@@ -468,9 +465,10 @@ def import_job_run(*, job: ImportJob, progress: Callable[[int, int], None] | Non
     """
     claimed = ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.QUEUED).update(
         status=ImportJob.Status.RUNNING, processed_rows=0)
-    job.refresh_from_db()
     if not claimed:
+        _reload(job)
         return job
+    job.refresh_from_db()
     try:
         _run_claimed(job, progress=progress, progress_every=progress_every)
     except (PermissionDenied, ValidationError) as error:
@@ -489,8 +487,18 @@ def import_job_run(*, job: ImportJob, progress: Callable[[int, int], None] | Non
 def _fail(job: ImportJob, messages: list[str]) -> None:
     ImportJob.objects.filter(pk=job.pk).update(
         status=ImportJob.Status.ERROR, finished_at=timezone.now(), error_count=len(messages),
+        file_data=b"",
         errors=[RowError(None, "", m).as_dict() for m in messages])
-    job.refresh_from_db()
+    _reload(job)
+
+
+def _reload(job: ImportJob) -> None:
+    """Fresh state without loading the stored file (megabytes) once more."""
+    job.refresh_from_db(fields=_STATE_FIELDS)
+
+
+_STATE_FIELDS = ("status", "total_rows", "processed_rows", "created_updates", "errors",
+                 "error_count", "finished_at")
 
 
 def _run_claimed(job: ImportJob, *, progress: Callable[[int, int], None] | None,
@@ -514,8 +522,8 @@ def _run_claimed(job: ImportJob, *, progress: Callable[[int, int], None] | None,
         ImportJob.objects.filter(pk=job.pk).update(
             status=ImportJob.Status.INVALID, total_rows=result.total_rows,
             processed_rows=result.total_rows, errors=[e.as_dict() for e in result.errors],
-            error_count=result.error_count, finished_at=now)
-        job.refresh_from_db()
+            error_count=result.error_count, finished_at=now, file_data=b"")
+        _reload(job)
         return
     report(result.total_rows)
     reason = import_reason(job)
@@ -538,8 +546,8 @@ def _run_claimed(job: ImportJob, *, progress: Callable[[int, int], None] | None,
         ImportJob.objects.filter(pk=job.pk).update(
             status=ImportJob.Status.DONE, total_rows=result.total_rows,
             processed_rows=result.total_rows, created_updates=created, errors=[], error_count=0,
-            finished_at=timezone.now())
-    job.refresh_from_db()
+            finished_at=timezone.now(), file_data=b"")  # the updates hold what it said
+    _reload(job)
     logger.info("import job %s done: %s updates created", job.pk, created)
 
 

@@ -61,7 +61,7 @@ class ProfileUpdateImportResource(resources.ModelResource):
                     collect_failed_rows=False, rollback_on_validation_errors=False, **kwargs):
         user = kwargs.get("user")
         result = self.get_result_class()()
-        headers = [importing._text(h).strip() for h in (dataset.headers or [])]
+        headers = [importing.cell_text(h).strip() for h in (dataset.headers or [])]
         result.diff_headers = headers
         result.total_rows = len(dataset)
         try:
@@ -81,7 +81,7 @@ class ProfileUpdateImportResource(resources.ModelResource):
         for number, values in enumerate(dataset, start=2):
             if checker.header_errors:
                 break
-            if all(importing._blank(v) for v in values):
+            if all(importing.cell_blank(v) for v in values):
                 continue
             problems, update = checker.check(number, values)
             if problems:
@@ -90,7 +90,7 @@ class ProfileUpdateImportResource(resources.ModelResource):
             rows.append(update)
             row_result = self.get_row_result_class()()
             row_result.import_type = RowResult.IMPORT_TYPE_NEW
-            row_result.diff = [importing._text(v) for v in values]
+            row_result.diff = [importing.cell_text(v) for v in values]
             row_result.row_values = dict(zip(headers, values))
             result.increment_row_result_total(row_result)
             result.append_row_result(row_result)

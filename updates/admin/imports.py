@@ -170,8 +170,9 @@ class ImportJobAdmin(admin.ModelAdmin):
             mappings_url=reverse("admin:updates_attributemapping_changelist")))
 
     def status_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        job = get_object_or_404(ImportJob.objects.select_related("connection", "created_by"),
-                                pk=pk)
+        # The stored file is read only for the preview's first rows, not on every refresh.
+        job = get_object_or_404(ImportJob.objects.select_related("connection", "created_by")
+                                .defer("file_data"), pk=pk)
         if not (self.has_view_permission(request, job) or job.created_by_id == request.user.pk):
             raise PermissionDenied
         started = request.GET.get("started") == "1"
@@ -183,7 +184,8 @@ class ImportJobAdmin(admin.ModelAdmin):
             refresh=REFRESH_SECONDS if waiting else None,
             can_start=(job.status == ImportJob.Status.QUEUED and is_owner and not started),
             background=job.total_rows > importing.background_threshold(),
-            sample=importing.job_sample(job) if job.status == ImportJob.Status.QUEUED else [],
+            sample=(importing.job_sample(job)
+                    if job.status == ImportJob.Status.QUEUED and not started else []),
             percent=_percent(job.processed_rows, job.total_rows),
             saving=(job.status == ImportJob.Status.RUNNING and job.total_rows
                     and job.processed_rows >= job.total_rows),
@@ -191,7 +193,9 @@ class ImportJobAdmin(admin.ModelAdmin):
             updates_url=_updates_url(job),
             import_url=reverse("admin:updates_importjob_import"),
             jobs_url=reverse("admin:updates_importjob_changelist"),
-            created_as=("pending approval" if job.submit_after_import else "drafts"))
+            created_as=("pending approval" if job.submit_after_import else "drafts"),
+            n_total=f"{job.total_rows:,}", n_processed=f"{job.processed_rows:,}",
+            n_created=f"{job.created_updates:,}", n_errors=f"{job.error_count:,}")
         return TemplateResponse(request, "admin/updates/import/status.html", context)
 
     def start_view(self, request: HttpRequest, pk: int) -> HttpResponse:

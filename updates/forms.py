@@ -100,6 +100,7 @@ class StagingFormMixin:
     connection: TargetConnection
     connection_mappings: list[AttributeMapping]
     mapping_fields: dict[str, AttributeMapping]  # form field name -> mapping
+    _stored_attributes: dict[str, str] = {}  # of the update being edited
 
     @classmethod
     def field_name(cls, mapping: AttributeMapping) -> str:
@@ -150,12 +151,14 @@ class StagingFormMixin:
                 params={"names": ", ".join(unmapped)}))
         if self.errors or "identity" not in self.fields:
             return cleaned
+        reason = cleaned.get("reason") if "reason" in self.fields else None
         try:
             workflow.check_content(connection=self.connection,
                                    identity_type=cleaned.get("identity_type", ""),
                                    identity=cleaned.get("identity", ""),
                                    attributes=self.attributes(),
-                                   connection_mappings=self.connection_mappings)
+                                   connection_mappings=self.connection_mappings,
+                                   reason=reason)
         except ValidationError as error:
             for key, messages in error.message_dict.items():
                 self.add_error(key if key in self.fields else None, messages)

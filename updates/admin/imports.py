@@ -68,7 +68,8 @@ def export_response(*, by, file_format: str, queryset=None, connection=None,
                              connection=connection, status=status)
     spool.seek(0)
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-    return FileResponse(spool, as_attachment=True, filename=f"profile-updates-{stamp}.{file_format}",
+    return FileResponse(spool, as_attachment=True,
+                        filename=f"profile-updates-{stamp}.{file_format}",
                         content_type=exporting.FORMATS[file_format])
 
 

@@ -26,7 +26,8 @@ class Command(BaseCommand):
                             dest="file_format")
         parser.add_argument("--output", required=True, metavar="FILE")
         parser.add_argument("--connection", metavar="CODE", help="Only this connection's updates.")
-        parser.add_argument("--status", choices=UpdateStatus.values, help="Only updates in this state.")
+        parser.add_argument("--status", choices=UpdateStatus.values,
+                            help="Only updates in this state.")
         parser.add_argument("--user", metavar="USERNAME",
                             help="Export as this user (their export permission is required).")
 

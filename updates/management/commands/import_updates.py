@@ -56,7 +56,8 @@ class Command(BaseCommand):
             raise CommandError(" ".join(error.messages)) from None
         if job.status == ImportJob.Status.INVALID:
             self._fail(job)
-        self.stdout.write(f"Checked {job.total_rows:,} rows: all valid. Importing (job #{job.pk}) …")
+        self.stdout.write(f"Checked {job.total_rows:,} rows: all valid. "
+                          f"Importing (job #{job.pk}) …")
 
         every = max(1000, job.total_rows // 10)
         job = importing.import_job_run(

@@ -19,6 +19,14 @@ pytest_plugins = ["tests.fixtures_emulator"]
 _counter = itertools.count(1)
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """Users made in-process hash passwords with MD5: the default PBKDF2 costs ~0.3 s a user,
+    which dominates the suite. (Users who log into a separate server process are created by that
+    process, e.g. start_demo's seed, so they keep the real hasher.)"""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 def ensure_roles() -> None:
     """(Re)create the role groups as the data migration does: a transactional test before this
     one may have flushed them."""

@@ -9,6 +9,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 
+from updates.connections import connection_save
 from updates.models import TargetConnection
 
 
@@ -64,17 +65,6 @@ class TargetConnectionForm(forms.ModelForm):
                                   code="token_conflict")
         return data
 
-    def save(self, commit: bool = True) -> TargetConnection:
-        connection = super().save(commit=False)
-        if self.cleaned_data.get("clear_token"):
-            connection.bearer_token = ""
-        elif self.cleaned_data.get("new_token"):
-            connection.bearer_token = self.cleaned_data["new_token"]
-        if commit:
-            connection.save()
-        return connection
-
-
 @admin.register(TargetConnection)
 class TargetConnectionAdmin(admin.ModelAdmin):
     """Administrators only: the model permissions below are held by no role but superusers (and
@@ -114,7 +104,10 @@ class TargetConnectionAdmin(admin.ModelAdmin):
         return False
 
     def save_model(self, request: HttpRequest, obj: TargetConnection, form, change: bool) -> None:
-        super().save_model(request, obj, form, change)
+        # Through the service: permission checked there, audit row (never the token) written.
+        connection_save(connection=obj, by=request.user,
+                        new_token=form.cleaned_data.get("new_token", ""),
+                        clear_token=bool(form.cleaned_data.get("clear_token")))
         if form.cleaned_data.get("clear_token"):
             messages.info(request, f"The bearer token of {obj.label} was removed.")
         elif form.cleaned_data.get("new_token"):

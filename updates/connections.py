@@ -1,0 +1,51 @@
+"""Target connections: create and change them with an audit row — never with the token's value.
+
+A connection decides where customer data goes and how much of the quota may be used, so its
+changes are audited like an update's. The bearer token appears in the audit only as
+"set", "replaced" or "cleared".
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.utils import timezone
+
+from .models import AuditEvent, TargetConnection
+
+_AUDITED_FIELDS = ("label", "client_code", "base_url", "quota_limit", "active")
+
+
+def connection_save(*, connection: TargetConnection, by, new_token: str = "",
+                    clear_token: bool = False) -> TargetConnection:
+    """Save `connection` (new or changed); `new_token` replaces the token, `clear_token`
+    removes it. Only holders of the connection permissions (administrators) may."""
+    perm = "updates.change_targetconnection" if connection.pk else "updates.add_targetconnection"
+    if by is None or not by.is_active or not by.has_perm(perm):
+        raise PermissionDenied("Only administrators manage Target connections.")
+    if new_token and clear_token:
+        raise ValueError("either a new token or clearing it, not both")
+    with transaction.atomic():
+        before: dict = {}
+        had_token = False
+        if connection.pk:
+            old = TargetConnection.objects.select_for_update().get(pk=connection.pk)
+            before = {f: getattr(old, f) for f in _AUDITED_FIELDS}
+            had_token = old.has_token
+        changes = {f: {"before": before.get(f), "after": getattr(connection, f)}
+                   for f in _AUDITED_FIELDS if before.get(f) != getattr(connection, f)}
+        if clear_token:
+            connection.bearer_token = ""
+            if had_token:
+                changes["bearer_token"] = {"before": "set", "after": "cleared"}
+        elif new_token:
+            connection.bearer_token = new_token
+            changes["bearer_token"] = {"before": "set" if had_token else "not set",
+                                       "after": "replaced" if had_token else "set"}
+        created = connection.pk is None
+        connection.save()
+        if changes:
+            AuditEvent.objects.create(
+                at=timezone.now(), actor=by, connection=connection, changes=changes,
+                action="connection_created" if created else "connection_changed")
+    return connection

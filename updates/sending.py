@@ -273,15 +273,28 @@ def _active_connections(connection: TargetConnection | None) -> list[TargetConne
     return list(connections)
 
 
-def _due(*, now: dt.datetime, connection_id: int) -> QuerySet[ProfileUpdate]:
+def _due_conditions(now: dt.datetime) -> tuple[Q, Q]:
     approved_and_due = (
         Q(status=S.APPROVED)
         & (Q(not_before__isnull=True) | Q(not_before__lte=now))
         & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
     )
     lease_ran_out = Q(status=S.SENDING, lease_expires_at__lt=now)
+    return approved_and_due, lease_ran_out
+
+
+def _due(*, now: dt.datetime, connection_id: int) -> QuerySet[ProfileUpdate]:
+    approved_and_due, lease_ran_out = _due_conditions(now)
     return ProfileUpdate.objects.filter(approved_and_due | lease_ran_out,
                                         connection_id=connection_id)
+
+
+def _due_parts(*, now: dt.datetime, connection_id: int) -> list[QuerySet[ProfileUpdate]]:
+    """`_due` as two queries, each served in id order by the (connection, status, -id) index.
+    The claim uses these: with the OR of `_due`, SQLite walks every row of the connection —
+    about 1.5 s per claim with a million sent updates in the history (bench/quota_check.py)."""
+    return [ProfileUpdate.objects.filter(condition, connection_id=connection_id)
+            for condition in _due_conditions(now)]
 
 
 def _locking(qs: QuerySet, **options) -> QuerySet:
@@ -339,7 +352,8 @@ def _start_batch(ctx: _RunContext, conn: TargetConnection, remaining: int | None
     room = quota.headroom(connection=conn, now=clock())
     if room <= 0:
         # Counted without claiming: a full window must not churn claims and audit rows.
-        waiting = _due(now=clock(), connection_id=conn.pk)[:size].count()
+        waiting = min(size, sum(part[:size].count()
+                                for part in _due_parts(now=clock(), connection_id=conn.pk)))
         run.deferred_by_quota += waiting
         if waiting:
             run.save(update_fields=["deferred_by_quota"])
@@ -424,10 +438,13 @@ def _dispatch_deadline(claimed_at: float, lease_seconds: float, run_deadline: fl
 def _claim(*, conn: TargetConnection, owner: str, size: int, now: dt.datetime,
            lease_until: dt.datetime) -> list[ProfileUpdate]:
     with transaction.atomic():
-        picked = list(
-            _locking(_due(now=now, connection_id=conn.pk), skip_locked=True, no_key=True)
+        # The first `size` due rows by id: the first `size` of each part, merged.
+        picked = sorted(
+            row
+            for part in _due_parts(now=now, connection_id=conn.pk)
+            for row in _locking(part, skip_locked=True, no_key=True)
             .order_by("id").values_list("id", "status", "lease_owner")[:size]
-        )
+        )[:size]
         if not picked:
             return []
         ids = [row[0] for row in picked]

@@ -28,6 +28,16 @@ class AttributeMappingForm(forms.ModelForm):
                   "case_transform", "required", "max_length", "choices", "pattern", "send_empty",
                   "help_text", "active"]
         widgets = {"choices": forms.Textarea(attrs={"rows": 4, "cols": 40})}
+        # For the model fields that carry no help text of their own (every field needs one).
+        help_texts = {
+            "connection": "The Target connection whose updates this mapping fills; fixed once "
+                          "saved.",
+            "value_type": "Decides the operator's input and how a value is checked and written "
+                          "(see below).",
+            "case_transform": "Change the case of values before they are stored and sent.",
+            "active": "Inactive mappings are left out of the staging form and imports; their "
+                      "source and target names become free again.",
+        }
 
     def _post_clean(self) -> None:
         super()._post_clean()

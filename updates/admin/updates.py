@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.widgets import AdminSplitDateTime
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
@@ -132,6 +133,25 @@ class ChooseConnectionForm(forms.Form):
     )
 
 
+class LabelledSplitDateTime(AdminSplitDateTime):
+    """The admin's date + time inputs, accessible: Django prints their "Date:" / "Time:" captions
+    as plain text and ties neither the field's label nor its help text to them. Here the captions
+    are <label>s, the field's label names the date input, and both inputs point at the help."""
+
+    def id_for_label(self, id_: str) -> str:
+        return f"{id_}_0" if id_ else ""  # also the admin's help text id: "<this>_helptext"
+
+    def get_context(self, name: str, value: Any, attrs: dict | None) -> dict[str, Any]:
+        context = super().get_context(name, value, attrs)
+        help_id = f"{self.id_for_label((attrs or {}).get('id', ''))}_helptext"
+        for key, sub in zip(("date_label", "time_label"), context["widget"]["subwidgets"]):
+            if sub["attrs"].get("id"):
+                sub["attrs"].setdefault("aria-describedby", help_id)
+                context[key] = format_html('<label for="{}">{}</label>', sub["attrs"]["id"],
+                                           context[key])
+        return context
+
+
 class UpdateFormBase(forms.ModelForm):
     """Stage or edit an update: the update's own fields, to which updates.forms adds one field
     per active mapping of the connection. Submitting it calls workflow.update_stage /
@@ -159,6 +179,7 @@ class UpdateFormBase(forms.ModelForm):
             "reason": "Optional, shown to supervisors, e.g. \"loan funded — call centre\".",
             "not_before": "Optional. Empty: sent as soon as it is approved.",
         }
+        widgets = {"not_before": LabelledSplitDateTime}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -21,8 +21,8 @@ Files: CSV as UTF-8, with or without a byte-order mark, comma-separated (semicol
 tab-separated files, as some spreadsheet locales save them, are recognised from the header);
 XLSX: the first worksheet. Memory stays bounded: rows are streamed from the stored file twice —
 once to check, once to save — so only the visitor index used to find duplicates grows with the
-file, never a table of every row. The stored file is dropped once its job has finished (done,
-invalid or error): the updates, or the errors, say what it held.
+file, never a table of every row. The stored file is dropped as soon as the import starts (or
+at once, when the file is invalid): from then on the updates, or the errors, say what it held.
 
 The flow (admin, command, background task all use it):
 
@@ -41,12 +41,12 @@ import datetime as dt
 import io
 import itertools
 import logging
-import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -196,15 +196,21 @@ def _delimiter(header_line: str) -> str:
 def _xlsx_rows(data: bytes) -> Iterator[Sequence]:
     import openpyxl  # imported here: reading CSV should not pay for it
 
+    # An uploaded file is untrusted: whatever zipfile, zlib, the XML parser or openpyxl raise
+    # on a damaged or hand-made file (BadZipFile, zlib.error, ParseError, EOFError,
+    # NotImplementedError for an unknown compression, IndexError …) means "not a readable
+    # XLSX file" — a refusal of the file, never a server error. (Found by tests/hostile.)
     try:
         workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as error:
+    except Exception as error:  # noqa: BLE001 - see above
         raise ImportFileError(f"Not a readable XLSX file ({type(error).__name__}).") from None
     try:
         sheet = workbook.worksheets[0]
         # Stored dimensions are often wrong in files written by other tools; read what is there.
         sheet.reset_dimensions()
         yield from sheet.iter_rows(values_only=True)
+    except Exception as error:  # noqa: BLE001 - the sheet's XML is only parsed here, row by row
+        raise ImportFileError(f"Not a readable XLSX file ({type(error).__name__}).") from None
     finally:
         workbook.close()
 
@@ -461,16 +467,21 @@ def import_job_run(*, job: ImportJob, progress: Callable[[int, int], None] | Non
     """Check the stored file again, then save every row in one transaction — or nothing.
 
     Runs once per job: it claims the job (queued → running) first, so a second worker, a
-    double-click or a re-delivered task returns the job untouched.
+    double-click or a re-delivered task returns the job untouched. The claim also empties the
+    stored file — a claimed job never runs again, and without megabytes in the row every
+    progress update stays cheap (SQLite rewrites a whole row on each update).
     """
-    claimed = ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.QUEUED).update(
-        status=ImportJob.Status.RUNNING, processed_rows=0)
+    stored = (ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.QUEUED)
+              .values_list("file_data", flat=True).first())
+    claimed = stored is not None and ImportJob.objects.filter(
+        pk=job.pk, status=ImportJob.Status.QUEUED).update(
+        status=ImportJob.Status.RUNNING, processed_rows=0, file_data=b"")
     if not claimed:
         _reload(job)
         return job
-    job.refresh_from_db()
+    _reload(job)
     try:
-        _run_claimed(job, progress=progress, progress_every=progress_every)
+        _run_claimed(job, bytes(stored), progress=progress, progress_every=progress_every)
     except (PermissionDenied, ValidationError) as error:
         # Refusals of the services (rights withdrawn, connection made inactive): say which.
         messages = error.messages if isinstance(error, ValidationError) else [str(error)]
@@ -487,7 +498,6 @@ def import_job_run(*, job: ImportJob, progress: Callable[[int, int], None] | Non
 def _fail(job: ImportJob, messages: list[str]) -> None:
     ImportJob.objects.filter(pk=job.pk).update(
         status=ImportJob.Status.ERROR, finished_at=timezone.now(), error_count=len(messages),
-        file_data=b"",
         errors=[RowError(None, "", m).as_dict() for m in messages])
     _reload(job)
 
@@ -497,16 +507,17 @@ def _reload(job: ImportJob) -> None:
     job.refresh_from_db(fields=_STATE_FIELDS)
 
 
-_STATE_FIELDS = ("status", "total_rows", "processed_rows", "created_updates", "errors",
+_STATE_FIELDS = ("status", "file_format", "submit_after_import", "total_rows", "processed_rows", "created_updates", "errors",
                  "error_count", "finished_at")
 
 
-def _run_claimed(job: ImportJob, *, progress: Callable[[int, int], None] | None,
+def _run_claimed(job: ImportJob, data: bytes, *, progress: Callable[[int, int], None] | None,
                  progress_every: int | None) -> None:
-    by = job.created_by
+    # Fresh rows: rights and the connection may have changed since the preview, and a cached
+    # user would answer has_perm from its old permission cache.
+    by = get_user_model().objects.get(pk=job.created_by_id)
     connection = TargetConnection.objects.get(pk=job.connection_id)
     require_import_permission(by, submit=job.submit_after_import)
-    data = bytes(job.file_data)
     total = job.total_rows
     every = progress_every or max(500, min(5000, total // 50 or 500))
 
@@ -522,7 +533,7 @@ def _run_claimed(job: ImportJob, *, progress: Callable[[int, int], None] | None,
         ImportJob.objects.filter(pk=job.pk).update(
             status=ImportJob.Status.INVALID, total_rows=result.total_rows,
             processed_rows=result.total_rows, errors=[e.as_dict() for e in result.errors],
-            error_count=result.error_count, finished_at=now, file_data=b"")
+            error_count=result.error_count, finished_at=now)
         _reload(job)
         return
     report(result.total_rows)
@@ -546,7 +557,7 @@ def _run_claimed(job: ImportJob, *, progress: Callable[[int, int], None] | None,
         ImportJob.objects.filter(pk=job.pk).update(
             status=ImportJob.Status.DONE, total_rows=result.total_rows,
             processed_rows=result.total_rows, created_updates=created, errors=[], error_count=0,
-            finished_at=timezone.now(), file_data=b"")  # the updates hold what it said
+            finished_at=timezone.now())
     _reload(job)
     logger.info("import job %s done: %s updates created", job.pk, created)
 

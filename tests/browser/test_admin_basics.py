@@ -96,6 +96,8 @@ def test_every_form_field_has_a_label_and_a_help_text(open_page, scene):
             ("staging form", f"/admin/updates/profileupdate/add/?connection={connection.pk}"),
             ("editing a draft", change_url(scene["draft"])),
             ("new mapping", "/admin/updates/attributemapping/add/"),
+            ("import", "/admin/updates/importjob/import/"),
+            ("export", "/admin/updates/importjob/export/"),
         ],
         "supervisor": [
             ("approval queue", "/admin/queue/"),
@@ -130,6 +132,8 @@ def test_the_key_pages_fit_a_laptop_screen_without_sideways_scrolling(open_page,
             ("update list", "/admin/updates/profileupdate/"),
             ("staging form", f"/admin/updates/profileupdate/add/?connection={scene['connection'].pk}"),
             ("draft update page", change_url(scene["draft"])),
+            ("import", "/admin/updates/importjob/import/"),
+            ("export", "/admin/updates/importjob/export/"),
         ],
         "supervisor": [
             ("approval queue", "/admin/queue/"),

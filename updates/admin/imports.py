@@ -54,10 +54,15 @@ class ImportUploadForm(forms.Form):
 
 
 class ExportForm(forms.Form):
-    format = forms.ChoiceField(choices=[("csv", "CSV"), ("xlsx", "XLSX")], initial="csv")
-    connection = forms.ModelChoiceField(queryset=TargetConnection.objects.order_by("label"),
-                                        required=False, empty_label="All connections")
-    status = forms.ChoiceField(choices=[("", "All states"), *UpdateStatus.choices], required=False)
+    format = forms.ChoiceField(
+        choices=[("csv", "CSV"), ("xlsx", "XLSX")], initial="csv",
+        help_text="CSV (UTF-8) or an Excel workbook (XLSX).")
+    connection = forms.ModelChoiceField(
+        queryset=TargetConnection.objects.order_by("label"), required=False,
+        empty_label="All connections", help_text="Only the updates sent to this connection.")
+    status = forms.ChoiceField(
+        choices=[("", "All states"), *UpdateStatus.choices], required=False,
+        help_text="Only the updates in this state.")
 
 
 def export_response(*, by, file_format: str, queryset=None, connection=None,

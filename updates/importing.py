@@ -85,7 +85,15 @@ class RowError:
     message: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"row": self.row, "column": self.column, "message": self.message}
+        return {"row": self.row, "column": _storable(self.column),
+                "message": _storable(self.message)}
+
+
+def _storable(text: str) -> str:
+    """PostgreSQL stores no NUL in text or jsonb; a hostile file's header (a column name in an
+    error) or name may hold one, which failed the whole job with a DataError. Shown as U+FFFD,
+    like any character that cannot be read. (Found by tests/hostile.)"""
+    return text.replace("\x00", "\ufffd")
 
 
 @dataclass
@@ -426,7 +434,7 @@ def import_job_create(*, connection: TargetConnection, file_name: str, file_data
     result = check_file(connection=connection, data=file_data, file_format=file_format,
                         progress=progress, progress_every=10_000)
     job = ImportJob.objects.create(
-        connection=connection, created_by=by, file_name=(file_name or "upload")[:255],
+        connection=connection, created_by=by, file_name=_storable(file_name or "upload")[:255],
         # An invalid file is not kept: the errors say what to fix, and it holds customer data.
         file_format=file_format, file_data=file_data if result.valid else b"",
         submit_after_import=submit,

@@ -209,7 +209,9 @@ def mapping_check(mapping: AttributeMapping) -> None:
     if mapping.pattern:
         try:
             re.compile(mapping.pattern)
-        except re.error as error:
+        # OverflowError: a repeat count too large for the engine (e.g. a{99999999999999999999});
+        # RecursionError: nesting too deep. Neither is an re.error, and both were server errors.
+        except (re.error, OverflowError, RecursionError) as error:
             errors["pattern"] = [f"Not a valid regular expression: {error}."]
     if errors:
         raise ValidationError(errors)

@@ -1,0 +1,548 @@
+"""Hostile input through the admin forms and the CSV/XLSX import.
+
+Admin forms (Django test client, raw form bodies, so invalid UTF-8 and NUL reach the server as a
+misbehaving client would send them): every POST answers 200 with the form's errors or redirects
+after saving — never a server error (the test client re-raises any exception a view lets out) —
+and a refused form changes no row, while a saved one stores exactly what Django decoded.
+
+Import (importing.py, and the admin's upload page): a file of hypothesis-generated cells —
+formula-looking text, byte-order marks, non-UTF-8 encodings and invalid bytes, huge cells, wrong
+headers — is either imported whole, every row stored exactly as the file said, or refused with
+each problem located by row and column and nothing saved. The only exception the service may
+raise is its documented ValidationError for a file it cannot read at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from urllib.parse import quote_from_bytes
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.urls import reverse
+from hypothesis import event, example, given, settings
+from hypothesis import strategies as st
+from openpyxl import Workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+from tests.conftest import make_connection, make_mapping
+from updates import importing, workflow
+from updates.forms import StagingFormMixin
+from updates.models import (AttributeMapping, AuditEvent, ImportJob, ProfileUpdate,
+                            TargetConnection, UpdateStatus)
+
+from .conftest import rolled_back, row_counts
+from .strategies import (HOSTILE, NASTY, acceptable_third_party_id, encodable_text,
+                         hostile_text, long_text)
+
+FORM = "application/x-www-form-urlencoded"
+# Each example here is a full request cycle through the admin: fewer of them.
+FEWER = settings(HOSTILE, max_examples=25)
+
+
+# --- raw form bodies -------------------------------------------------------------------------
+
+def raw(text: str) -> bytes:
+    """UTF-8 bytes; a lone surrogate becomes the invalid byte sequence a broken client sends."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def as_django_reads(text: str) -> str:
+    """What Django's QueryDict makes of `text` sent as raw(text): invalid bytes replaced."""
+    return raw(text).decode("utf-8", "replace")
+
+
+def form_body(fields: dict[str, str | list[str]]) -> bytes:
+    pairs = []
+    for name, values in fields.items():
+        for value in values if isinstance(values, list) else [values]:
+            pairs.append(f"{quote_from_bytes(raw(name))}={quote_from_bytes(raw(value))}")
+    return "&".join(pairs).encode("ascii")
+
+
+def post_form(client, url: str, fields: dict) -> object:
+    response = client.post(url, data=form_body(fields), content_type=FORM)
+    assert response.status_code in (200, 302), response.status_code
+    if response.status_code == 200:
+        form = response.context["adminform"].form
+        assert form.errors, "a 200 answer to a POST must be the form with its errors"
+    return response
+
+
+def hostile_or(*plausible: str):
+    """A plausible value (valid or a near miss) or hostile text."""
+    return st.one_of(st.sampled_from(plausible), hostile_text, encodable_text)
+
+
+def mostly_valid(valid: dict, hostile: dict, most: int = 3):
+    """A valid form or row in which up to `most` fields hold hostile values: with every field
+    hostile at once, nearly every example would be refused and saving never exercised."""
+    def merge(overrides: dict) -> dict:
+        return {**valid, **overrides}
+
+    keys = st.lists(st.sampled_from(sorted(hostile)), max_size=most, unique=True)
+    return keys.flatmap(
+        lambda chosen: st.fixed_dictionaries({k: hostile[k] for k in chosen})).map(merge)
+
+
+# --- the profile update add and change forms ---------------------------------------------------
+
+@pytest.fixture
+def typed_connection(db):
+    """A connection with one mapping of every value type."""
+    connection = make_connection("typed")
+    make_mapping(connection, "note", max_length=60_000, trim=False)
+    make_mapping(connection, "visits", value_type="integer")
+    make_mapping(connection, "balance", value_type="decimal")
+    make_mapping(connection, "member", value_type="boolean")
+    make_mapping(connection, "last_call", value_type="date")
+    make_mapping(connection, "seen_at", value_type="datetime")
+    make_mapping(connection, "tier", value_type="choice", choices="gold\nsilver")
+    make_mapping(connection, "code", pattern=r"[A-Z]{2}\d+")
+    return connection
+
+
+def mapping_field(connection, source: str) -> str:
+    mapping = AttributeMapping.objects.get(connection=connection, source_name=source, active=True)
+    return StagingFormMixin.field_name(mapping)
+
+
+VALID_UPDATE_FORM = {
+    "identity_type": "mbox3rdPartyId", "identity": "cust-1", "reason": "", "not_before_0": "",
+    "not_before_1": "", "note": "a note", "visits": "", "balance": "", "member": "",
+    "last_call": "", "seen_at": "", "tier": "", "code": "",
+}
+update_form_values = mostly_valid(VALID_UPDATE_FORM, {
+    "identity_type": hostile_or("mbox3rdPartyId", "mboxPC"),
+    "identity": st.one_of(acceptable_third_party_id, hostile_text, long_text),
+    "reason": hostile_or("", "loan funded"),
+    "not_before_0": hostile_or("", "2031-02-03", "9999-12-31"),
+    "not_before_1": hostile_or("", "10:11:12", "25:61:61"),
+    "note": st.one_of(encodable_text, hostile_text, long_text),
+    "visits": hostile_or("", "42", "-0", "007", "1e3", "99999999999999999999999"),
+    "balance": hostile_or("", "12.50", "1E+999999", "NaN", "-0.000"),
+    "member": hostile_or("", "yes", "off"),
+    "last_call": hostile_or("", "2026-02-29", "2024-02-29", "0000-01-01"),
+    "seen_at": hostile_or("", "2026-01-01T10:00:00+14:00", "2026-01-01 25:00"),
+    "tier": hostile_or("", "gold", "GOLD"),
+    "code": hostile_or("", "AB12", "ab12"),
+}, most=4)
+
+
+def update_post(connection, values: dict) -> dict:
+    fields = {k: v for k, v in values.items()
+              if k in ("identity_type", "identity", "reason", "not_before_0", "not_before_1")}
+    for source in ("note", "visits", "balance", "member", "last_call", "seen_at", "tier", "code"):
+        fields[mapping_field(connection, source)] = values[source]
+    return fields
+
+
+def snapshot(update: ProfileUpdate) -> tuple:
+    fresh = ProfileUpdate.objects.get(pk=update.pk)
+    return (fresh.identity_type, fresh.identity, fresh.attributes, fresh.reason, fresh.not_before,
+            fresh.status, fresh.last_edited_at)
+
+
+@FEWER
+@given(values=update_form_values)
+@example(values={"identity_type": "mbox3rdPartyId", "identity": "a&b=c%d#e?f g",
+                 "reason": " padded ", "not_before_0": "", "not_before_1": "",
+                 "note": "=cmd|' /C calc'!A0\r\n😀", "visits": "007", "balance": "12.50",
+                 "member": "yes", "last_call": "2024-02-29", "seen_at": "", "tier": " gold ",
+                 "code": "AB12"})
+@example(values={"identity_type": "mbox3rdPartyId", "identity": "bad\ud800byte",
+                 "reason": "nul\x00", "not_before_0": "\x00", "not_before_1": "\ud800",
+                 "note": "\x00", "visits": "\ud800", "balance": "1E+999999", "member": "\x00",
+                 "last_call": "\x00", "seen_at": "\x00", "tier": "\x00", "code": "\x00"})
+def test_the_staging_form_saves_exactly_what_was_posted_or_shows_errors_never_a_500(
+        client, typed_connection, operator, values):
+    client.force_login(operator)
+    url = reverse("admin:updates_profileupdate_add") + f"?connection={typed_connection.pk}"
+    with rolled_back():
+        before = row_counts()
+        response = post_form(client, url, update_post(typed_connection, values))
+        after = row_counts()
+        if response.status_code == 200:
+            event("refused")
+            assert after == before
+            return
+        event("saved")
+        assert after["ProfileUpdate"] == before["ProfileUpdate"] + 1
+        assert after["AuditEvent"] == before["AuditEvent"] + 1
+        update = ProfileUpdate.objects.latest("id")
+        assert update.status == UpdateStatus.DRAFT and update.created_by == operator
+        assert update.identity == as_django_reads(values["identity"])  # never trimmed
+        assert update.reason == as_django_reads(values["reason"]).strip()
+        note = as_django_reads(values["note"])
+        if note.strip():
+            assert update.attributes["note"] == note  # a trim=False text mapping: verbatim
+
+
+@FEWER
+@given(values=update_form_values)
+def test_the_change_form_saves_exactly_what_was_posted_or_leaves_the_update_untouched(
+        client, typed_connection, operator, values):
+    client.force_login(operator)
+    with rolled_back():
+        update = workflow.update_stage(connection=typed_connection, by=operator,
+                                       identity_type="mbox3rdPartyId", identity="cust-1",
+                                       attributes={"note": "before", "tier": "gold"})
+        update = workflow.update_submit(update=update, by=operator)
+        before, counts = snapshot(update), row_counts()
+        url = reverse("admin:updates_profileupdate_change", args=[update.pk])
+        response = post_form(client, url, update_post(typed_connection, values))
+        if response.status_code == 200:
+            event("refused")
+            assert snapshot(update) == before
+            assert row_counts() == counts
+            return
+        event("saved")
+        fresh = ProfileUpdate.objects.get(pk=update.pk)
+        assert fresh.identity == as_django_reads(values["identity"])
+        if (fresh.identity, fresh.attributes) != ("cust-1", {"note": "before", "tier": "gold"}):
+            assert fresh.status == UpdateStatus.DRAFT  # content changed: approval path restarts
+
+
+# --- the connection and mapping admin forms ----------------------------------------------------
+
+VALID_CONNECTION_FORM = {"label": "Acme EU", "client_code": "acme-eu", "base_url": "",
+                         "quota_limit": "1000000", "active": "on", "new_token": "",
+                         "clear_token": ""}
+connection_form_values = mostly_valid(VALID_CONNECTION_FORM, {
+    "label": hostile_or("Acme EU", "x" * 100, "x" * 101),
+    "client_code": hostile_or("acme", "acme-eu_2", "-acme", "acme eu", "ac/me"),
+    "base_url": hostile_or("", "http://127.0.0.1:8765", "javascript:alert(1)",
+                           "http://[::1", "ftp://x", "http://exa mple.com", "//x"),
+    "quota_limit": hostile_or("1000000", "0", "-1", "1.5", "2147483648",
+                              "99999999999999999999999"),
+    "active": st.sampled_from(["on", ""]),
+    "new_token": hostile_or("", "tok-abc", "tok with space", "tok\nnewline"),
+    "clear_token": st.sampled_from(["", "on"]),
+})
+
+
+@FEWER
+@given(values=connection_form_values)
+def test_the_connection_form_saves_or_shows_errors_never_a_500(client, admin_user, values):
+    client.force_login(admin_user)
+    with rolled_back():
+        before = row_counts()
+        response = post_form(client, reverse("admin:updates_targetconnection_add"), values)
+        after = row_counts()
+        if response.status_code == 200:
+            event("refused")
+            assert after == before
+            return
+        event("saved")
+        assert after["TargetConnection"] == before["TargetConnection"] + 1
+        saved = TargetConnection.objects.latest("id")
+        assert saved.client_code == as_django_reads(values["client_code"]).strip()
+        assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", saved.client_code)
+
+
+# Regular expressions an operator might paste: valid, invalid, and ones that break re.compile
+# in ways other than re.error (a repeat count too large for the engine).
+PATTERNS = ("", r"[A-Z]{2}\d+", "(", "[", "a{2,1}", "(?P<x>a)(?P<x>b)", "a{99999999999999999999}",
+            "a{4294967296}", r"\\", "(?<=a+)b", "\x00", "*")
+
+VALID_MAPPING_FORM = {
+    "source_name": "visits", "target_name": "storeVisits", "value_type": "text", "trim": "on",
+    "case_transform": "none", "required": "", "max_length": "256", "choices": "", "pattern": "",
+    "send_empty": "", "help_text": "", "active": "on",
+}
+mapping_form_values = mostly_valid(VALID_MAPPING_FORM, {
+    "source_name": hostile_or("loan_status", "identity", "identity_type", " padded"),
+    "target_name": hostile_or("loanStatus", "profile.x", "user.agent", "sessionCount",
+                              "a" * 128, "a" * 129),
+    "value_type": hostile_or("text", "integer", "choice", "date"),
+    "trim": st.sampled_from(["on", ""]),
+    "case_transform": hostile_or("none", "lower", "upper"),
+    "required": st.sampled_from(["on", ""]),
+    "max_length": hostile_or("256", "0", "60000", "60001", "-5", "99999999999999999999999"),
+    "choices": hostile_or("", "gold\nsilver", "\n\n"),
+    "pattern": st.one_of(st.sampled_from(PATTERNS), hostile_text),
+    "send_empty": st.sampled_from(["on", ""]),
+    "help_text": hostile_or("", "x" * 301),
+    "active": st.sampled_from(["on", ""]),
+})
+
+
+@FEWER
+@given(values=mapping_form_values)
+@example(values={**VALID_MAPPING_FORM, "pattern": "a{99999999999999999999}"})
+def test_the_mapping_form_saves_or_shows_errors_never_a_500(client, operator, connection,
+                                                            values):
+    client.force_login(operator)
+    with rolled_back():
+        before = row_counts()
+        response = post_form(client, reverse("admin:updates_attributemapping_add"),
+                             {"connection": str(connection.pk), **values})
+        after = row_counts()
+        if response.status_code == 200:
+            event("refused")
+            assert after == before
+            return
+        event("saved")
+        assert after["AttributeMapping"] == before["AttributeMapping"] + 1
+        assert after["AuditEvent"] == before["AuditEvent"] + 1  # mapping_created
+        saved = AttributeMapping.objects.latest("id")
+        assert saved.target_name == as_django_reads(values["target_name"]).strip()
+        if saved.pattern:
+            re.compile(saved.pattern)  # a stored pattern always compiles
+
+
+# --- the CSV/XLSX import -----------------------------------------------------------------------
+
+HEADER = ["identity_type", "identity", "note", "tier"]
+FORMULAS = ("=1+1", "=cmd|' /C calc'!A0", "+SUM(A1:A2)", "-2+3", "@SUM(A1)", "=HYPERLINK(\"x\")",
+            "\t=1", "\r=1")
+
+
+@pytest.fixture
+def import_connection(db):
+    connection = make_connection("imports")
+    make_mapping(connection, "note", max_length=60_000, trim=False)
+    make_mapping(connection, "tier", value_type="choice", choices="gold\nsilver")
+    return connection
+
+
+XLSX_CELL_MAX = 32_767  # Excel's limit; openpyxl cuts longer text when it writes the file
+
+
+def _xlsx_safe(text: str) -> str:
+    # What a spreadsheet can hold at all: XLSX (XML) cannot hold most control characters or lone
+    # surrogates, XML parsing turns a stored carriage return into a line feed, and a cell holds
+    # at most 32,767 characters. (U+FFFF and U+FFFE stay in: openpyxl writes them into XML that
+    # no parser accepts, which the import must refuse as an unreadable file.)
+    return re.sub("[\ud800-\udfff\r]", "", ILLEGAL_CHARACTERS_RE.sub("", text))[:XLSX_CELL_MAX]
+
+
+VALID_ROW = {"identity_type": "mbox3rdPartyId", "identity": "cust", "note": "a note", "tier": ""}
+HOSTILE_CELLS = {
+    "identity_type": hostile_or("mbox3rdPartyId", "mboxPC", "MBOXPC", ""),
+    "identity": st.one_of(hostile_text, st.sampled_from(FORMULAS), st.just("\ufeffcust")),
+    "note": st.one_of(hostile_text, st.sampled_from(FORMULAS),
+                      st.builds(lambda n: "n" * n, st.integers(60_000, 140_000))),
+    "tier": hostile_or("", "gold", " silver ", "GOLD", "=gold"),
+}
+# Rows with distinct plausible identities (a repeated visitor is refused, rightly, and would
+# hide everything else), a text note full of trouble, and now and then a hostile cell.
+_row = st.builds(
+    lambda identity, note, tier, extra: {**VALID_ROW, "identity": identity, "note": note,
+                                         "tier": tier, **extra},
+    acceptable_third_party_id,
+    st.one_of(encodable_text, st.sampled_from(FORMULAS)),
+    st.sampled_from(["", "gold", " silver "]),
+    st.one_of(st.just({}), st.just({}), mostly_valid({}, HOSTILE_CELLS, most=1)),
+)
+rows_strategy = st.lists(_row, min_size=1, max_size=4)
+xlsx_rows_strategy = rows_strategy.map(
+    lambda rows: [{k: _xlsx_safe(v) for k, v in row.items()} for row in rows])
+headers_strategy = st.one_of(
+    st.just(HEADER), st.just(HEADER), st.just(HEADER), st.permutations(HEADER),
+    st.lists(st.one_of(st.sampled_from(HEADER), hostile_text), min_size=1, max_size=5),
+    st.sampled_from([["identity", "note"], HEADER + ["unknown"], HEADER + ["note"],
+                     ["identity_type", "identity", "", "tier"], ["\ufeffidentity_type"] + HEADER[1:],
+                     ["IDENTITY_TYPE"] + HEADER[1:], HEADER[:2] + ["=note"],
+                     HEADER[:2] + ["no\x00te"]]),
+)
+xlsx_headers_strategy = headers_strategy.map(lambda names: [_xlsx_safe(n) for n in names])
+csv_encodings = st.sampled_from(["utf-8", "utf-8", "utf-8", "utf-8-sig", "utf-8-sig", "utf-16",
+                                 "latin-1", "cp1252", "invalid-byte"])
+
+
+def table(header: list[str], rows: list[dict]) -> list[list[str]]:
+    return [header] + [[row.get(name, "") for name in header] for row in rows]
+
+
+def csv_file(header, rows, encoding: str) -> bytes:
+    text = io.StringIO(newline="")
+    csv.writer(text, lineterminator="\r\n").writerows(table(header, rows))
+    content = text.getvalue()
+    if encoding == "invalid-byte":
+        data = raw(content)
+        return data[: len(data) // 2] + b"\xff" + data[len(data) // 2:]
+    try:
+        return content.encode(encoding)
+    except UnicodeEncodeError:  # not representable in a legacy encoding: send it broken
+        return raw(content)
+
+
+def xlsx_file(header, rows) -> bytes:
+    workbook = Workbook()
+    sheet = workbook.active
+    for r, values in enumerate(table(header, rows), start=1):
+        for c, value in enumerate(values, start=1):
+            cell = sheet.cell(row=r, column=c)
+            cell.value = value
+            cell.data_type = "s"  # text as typed, '=…' included: never a formula to evaluate
+    out = io.BytesIO()
+    workbook.save(out)
+    return out.getvalue()
+
+
+def expected_update(header: list[str], row: dict) -> tuple[str, str, dict[str, str]] | None:
+    """What a row of a valid file must become — from the cells as written under `header`:
+    identity as is, note verbatim (trim off), tier trimmed; None for a row the import skips
+    because every cell is blank."""
+    cells = {name: row.get(name, "") for name in header}
+    if not any(v.strip() for v in cells.values()):
+        return None
+    attributes = {}
+    if cells.get("note", "").strip():
+        attributes["note"] = cells["note"]
+    if cells.get("tier", "").strip():
+        attributes["tier"] = cells["tier"].strip()
+    return cells.get("identity_type", ""), cells.get("identity", ""), attributes
+
+
+def assert_refusal_is_located(job: ImportJob, rows: int) -> None:
+    assert job.errors and job.error_count >= len(job.errors)
+    for error in job.errors:
+        assert error["row"] is None or 1 <= error["row"] <= rows + 1, error
+        assert isinstance(error["column"], str), error
+        assert isinstance(error["message"], str) and error["message"].strip(), error
+
+
+def import_or_refusal(connection, by, name: str, data: bytes, header, rows) -> None:
+    """Run the whole import; assert all-or-nothing and a located reason for every refusal."""
+    before = row_counts()
+    try:
+        job = importing.import_job_create(connection=connection, file_name=name, file_data=data,
+                                          by=by)
+    except ValidationError as refusal:  # the file as a whole is unreadable
+        event("file refused")
+        assert refusal.messages and row_counts() == before
+        return
+    if job.status == ImportJob.Status.INVALID:
+        event("rows refused")
+        assert_refusal_is_located(job, len(rows))
+        assert row_counts()["ProfileUpdate"] == before["ProfileUpdate"]
+        return
+    assert job.status == ImportJob.Status.QUEUED, (job.status, job.errors)
+    assert importing.import_job_start(job=job, by=by) is False
+    job.refresh_from_db()
+    assert job.status == ImportJob.Status.DONE, job.errors
+    event("imported")
+    saved = {(u.identity_type, u.identity, tuple(sorted(u.attributes.items())))
+             for u in ProfileUpdate.objects.filter(reason=importing.import_reason(job))}
+    expected = set()
+    for row in rows:
+        if (update := expected_update(header, row)) is not None:
+            kind, identity, attributes = update
+            expected.add((kind, identity, tuple(sorted(attributes.items()))))
+    assert saved == expected
+    assert job.created_updates == len(expected)
+    assert row_counts()["AuditEvent"] == before["AuditEvent"] + len(expected)
+
+
+@HOSTILE
+@given(header=headers_strategy, rows=rows_strategy, encoding=csv_encodings)
+@example(header=HEADER, rows=[{"identity_type": "mbox3rdPartyId", "identity": "=cmd|' /C calc'!A0",
+                               "note": "=1+1", "tier": "gold"}], encoding="utf-8-sig")
+@example(header=HEADER, rows=[{"identity_type": "mbox3rdPartyId", "identity": "cust",
+                               "note": "n" * 140_000, "tier": ""}], encoding="utf-8")
+@example(header=HEADER, rows=[{"identity_type": "mbox3rdPartyId", "identity": "Zürich",
+                               "note": "café", "tier": ""}], encoding="latin-1")
+def test_a_csv_file_imports_whole_and_exactly_or_is_refused_with_rows_and_columns_named(
+        import_connection, operator, header, rows, encoding):
+    with rolled_back():
+        data = csv_file(header, rows, encoding)
+        import_or_refusal(import_connection, operator, "updates.csv", data, header, rows)
+
+
+@HOSTILE
+@given(header=xlsx_headers_strategy, rows=xlsx_rows_strategy)
+@example(header=HEADER, rows=[{"identity_type": "mbox3rdPartyId", "identity": "@SUM(A1)",
+                               "note": "=HYPERLINK(\"http://x\")", "tier": "=gold"}])
+@example(header=HEADER, rows=[{"identity_type": "mbox3rdPartyId", "identity": "\ufeffcust",
+                               "note": "\ufeff", "tier": "silver"}])
+def test_an_xlsx_file_imports_whole_and_exactly_or_is_refused_with_rows_and_columns_named(
+        import_connection, operator, header, rows):
+    with rolled_back():
+        data = xlsx_file(header, rows)
+        import_or_refusal(import_connection, operator, "updates.xlsx", data, header, rows)
+
+
+@pytest.mark.parametrize("name, data", [
+    ("updates.xlsx", b"PK\x03\x04 not really a zip"),
+    ("updates.csv", b"\xff\xfei\x00d\x00"),
+    ("updates.csv", b""),
+    ("updates.csv", b"\x00" * 100),
+    ("updates.xls", b"\xd0\xcf\x11\xe0"),
+    ("updates", b"PK\x03\x04"),
+    ("updates.csv", b'identity_type,identity,note\r\nmbox3rdPartyId,"unterminated'),
+])
+def test_files_that_are_not_readable_tables_are_refused_without_saving(
+        import_connection, operator, name, data):
+    before = row_counts()
+    try:
+        job = importing.import_job_create(connection=import_connection, file_name=name,
+                                          file_data=data, by=operator)
+    except ValidationError as refusal:
+        assert refusal.messages
+    else:
+        assert job.status == ImportJob.Status.INVALID
+        assert_refusal_is_located(job, 1)
+    assert row_counts()["ProfileUpdate"] == before["ProfileUpdate"]
+
+
+def _damaged(data: bytes, cut: int | None, flips: list[tuple[int, int]]) -> bytes:
+    damaged = bytearray(data[:cut] if cut is not None else data)
+    for position, byte in flips:
+        if damaged:
+            damaged[position % len(damaged)] = byte
+    return bytes(damaged)
+
+
+@HOSTILE
+@given(cut=st.one_of(st.none(), st.integers(0, 6_000)),
+       flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=6))
+def test_a_damaged_xlsx_file_is_refused_as_unreadable_never_an_exception(
+        import_connection, operator, cut, flips):
+    rows = [{**VALID_ROW, "identity": f"cust-{n}"} for n in range(20)]
+    data = _damaged(xlsx_file(HEADER, rows), cut, flips)
+    with rolled_back():
+        import_or_refusal(import_connection, operator, "updates.xlsx", data, HEADER, rows)
+
+
+@FEWER
+@given(header=headers_strategy, rows=rows_strategy,
+       file_format=st.sampled_from(["csv", "xlsx"]))
+def test_the_admin_upload_page_answers_every_file_with_a_page_never_a_500(
+        client, import_connection, operator, header, rows, file_format):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    if file_format == "xlsx":
+        header = [_xlsx_safe(name) for name in header]
+        rows = [{k: _xlsx_safe(v) for k, v in row.items()} for row in rows]
+        data = xlsx_file(header, rows)
+    else:
+        data = csv_file(header, rows, "utf-8")
+    client.force_login(operator)
+    with rolled_back():
+        before = row_counts()
+        upload = SimpleUploadedFile(f"hostile.{file_format}", data)
+        response = client.post(reverse("admin:updates_importjob_import"),
+                               {"connection": import_connection.pk, "file": upload})
+        assert response.status_code in (200, 302)
+        if response.status_code == 200:
+            assert response.context["form"].errors
+            assert row_counts()["ProfileUpdate"] == before["ProfileUpdate"]
+            return
+        status_page = client.get(response["Location"])
+        assert status_page.status_code == 200
+        job = ImportJob.objects.latest("id")
+        if job.status == ImportJob.Status.QUEUED:
+            started = client.post(reverse("admin:updates_importjob_start", args=[job.pk]))
+            assert started.status_code == 302
+            job.refresh_from_db()
+            assert job.status == ImportJob.Status.DONE, job.errors
+            assert client.get(started["Location"]).status_code == 200
+            assert ProfileUpdate.objects.count() == before["ProfileUpdate"] + job.total_rows
+        else:
+            assert job.status == ImportJob.Status.INVALID
+            assert_refusal_is_located(job, len(rows))
+            assert row_counts()["ProfileUpdate"] == before["ProfileUpdate"]

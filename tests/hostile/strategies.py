@@ -60,7 +60,7 @@ identity_types = st.sampled_from(["mboxPC", "mbox3rdPartyId"])
 # Bounded and repeatable enough for CI: every example here costs real database writes and, for
 # round trips, a real HTTP request to the emulator.
 HOSTILE = settings(
-    max_examples=60,
+    max_examples=50,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                            HealthCheck.data_too_large, HealthCheck.large_base_example],

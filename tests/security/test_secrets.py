@@ -128,11 +128,18 @@ def send_through_every_fault(approve, emulator, secured, settings) -> None:
 # --- the token --------------------------------------------------------------------------------
 
 def test_the_token_is_sent_as_a_bearer_header_and_appears_in_no_log_line_even_at_debug(
-        approve, emulator, secured, settings, root_at_debug, urllib3_at_debug, capsys):
+        approve, emulator, secured, settings, operator, supervisor, root_at_debug,
+        urllib3_at_debug, capsys):
     call_command("send_updates", "--dry-run")  # nothing due yet
-    approve()
+    approve()  # staging, submitting, approving
     call_command("send_updates", "--dry-run")
     send_through_every_fault(approve, emulator, secured, settings)
+    job = importing.import_job_create(
+        connection=secured, file_name="u.csv", by=operator,
+        file_data=b"identity_type,identity,note\r\nmbox3rdPartyId,customer-7,hello\r\n")
+    importing.import_job_start(job=job, by=operator)
+    for file_format in ("csv", "xlsx"):
+        exporting.updates_export(by=supervisor, file_format=file_format, out=io.BytesIO())
 
     received = [r for r in emulator.received if r["identity"]]
     assert len(received) >= 5

@@ -30,11 +30,11 @@ from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from tests.conftest import make_connection, make_mapping
 from updates import importing, workflow
 from updates.forms import StagingFormMixin
-from updates.models import (AttributeMapping, AuditEvent, ImportJob, ProfileUpdate,
+from updates.models import (AttributeMapping, ImportJob, ProfileUpdate,
                             TargetConnection, UpdateStatus)
 
 from .conftest import rolled_back, row_counts
-from .strategies import (HOSTILE, NASTY, acceptable_third_party_id, encodable_text,
+from .strategies import (HOSTILE, acceptable_third_party_id, encodable_text,
                          hostile_text, long_text)
 
 FORM = "application/x-www-form-urlencoded"

@@ -113,10 +113,6 @@ MATRIX: dict[str, tuple] = {
     "updates_queue":                               (LOGIN, 403, 200, 200),
 }
 
-# Unnamed patterns: "<id>/" redirects to the change page of every model admin (Django's own).
-UNNAMED_REDIRECT = "→change page"
-
-
 def _redirect_target(world: World, name: str) -> str:
     if name == TO_STATUS:
         return reverse("admin:updates_importjob_status", args=[world.job.pk])

@@ -62,6 +62,8 @@ def browser() -> Iterator[Any]:
     # The tests are plain synchronous code; lift the guard only while Playwright runs — hence
     # package scope rather than session scope: the loop and the lifted guard end with the
     # browser tests instead of leaking into the rest of the suite.
+    for stale in SCREENSHOTS.glob("FAILED-*.png"):  # from an earlier run: would mislead
+        stale.unlink()
     previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     playwright = sync_playwright().start()

@@ -145,7 +145,6 @@ if not DEBUG:
     if _env_bool("SECURE_PROXY_SSL_HEADER", False):
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
-# Imports larger than this many rows run in the background (django-q2) instead of in the request.
 IMPORT_EXPORT_SKIP_ADMIN_LOG = True
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
@@ -163,6 +162,8 @@ PROFILEOPS = {
     "BACKOFF_MAX_SECONDS": float(os.environ.get("PROFILEOPS_BACKOFF_MAX_SECONDS", "3600")),
     # One scheduled run stops claiming new batches after this long, well inside the task timeout.
     "RUN_TIME_BUDGET_SECONDS": float(os.environ.get("PROFILEOPS_RUN_TIME_BUDGET_SECONDS", "45")),
+    # Imports with more rows than this run in the background (django-q2), not in the request.
+    "IMPORT_BACKGROUND_ROWS": int(os.environ.get("PROFILEOPS_IMPORT_BACKGROUND_ROWS", "2000")),
 }
 
 # --- django-q2 ---------------------------------------------------------------------------------

@@ -178,12 +178,14 @@ def reset_sequences(*models) -> None:
 
 
 def analyze() -> None:
-    """Refresh planner statistics (PostgreSQL's autovacuum would do this after a bulk load)."""
+    """On PostgreSQL, VACUUM ANALYZE: what autovacuum does soon after a bulk load. Without it
+    the planner has no statistics and, with no visibility map yet, the dashboard's capped
+    counts read the table instead of the status index (about 200 ms instead of 60 ms)."""
     from django.db import connection
 
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("ANALYZE")
+            cursor.execute("VACUUM ANALYZE")
 
 
 def json_text(value: Any) -> str:

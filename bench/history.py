@@ -10,8 +10,8 @@ Writes, for three connections over the last 365 days:
 - QuotaMinute rows for the rolling window: N requests spread over the last 24 hours of the
   first connection (one row per minute, at most 1,440) — a full day's quota used when N is 1M.
 
-PostgreSQL: COPY, then ANALYZE (what autovacuum does after a bulk load). SQLite: executemany in
-batches of 50,000; no ANALYZE, since nothing runs it on a real SQLite deployment either.
+PostgreSQL: COPY, then VACUUM ANALYZE (what autovacuum does after a bulk load). SQLite:
+executemany in batches of 50,000; no ANALYZE, since nothing runs it on a real SQLite deployment.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import time
 
 from bench.common import csv_bytes, current_rss_mb, emit, log, peak_rss_mb, setup_django
@@ -65,7 +66,7 @@ def main() -> None:
     rss_before = current_rss_mb()
     log(f"  {args.mode}: {args.rows:,} rows, {len(data) / 1e6:.1f} MB of CSV …")
 
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     if args.mode == "service":
         job = importing.import_job_create(connection=conn, file_name="bench.csv", file_data=data,
                                           by=user)
@@ -92,7 +93,7 @@ def main() -> None:
                 batch = []
         if batch:
             ProfileUpdate.objects.bulk_create(batch)
-    seconds = time.perf_counter() - began
+    seconds, cpu = time.perf_counter() - began, time.process_time() - cpu
     saved = ProfileUpdate.objects.filter(connection=conn).count()
     if saved != args.rows:
         raise SystemExit(f"{saved} of {args.rows} rows were saved")
@@ -100,8 +101,9 @@ def main() -> None:
     log(f"  {args.mode}: {seconds:.1f} s"
         + (f" (preview check {checked:.1f} s, confirmed import {seconds - checked:.1f} s)"
            if args.mode == "service" else "")
-        + f", peak RSS {peak:.0f} MB (before: {rss_before:.0f} MB)")
+        + f", CPU {cpu:.1f} s, peak RSS {peak:.0f} MB (before: {rss_before:.0f} MB)")
     emit({"benchmark": "import", "mode": args.mode, "rows": args.rows, "seconds": seconds,
+          "cpu_seconds": cpu, "load_average": os.getloadavg(),
           "preview_seconds": checked, "peak_rss_mb": peak, "rss_before_mb": rss_before,
           "file_mb": len(data) / 1e6})
 

@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/run.py [--quick] [--database sqlite|postgres|both]
                                   [--only sending,import,admin,quota,memory]
-                                  [--concurrency N] [--batch-size N]
+                                  [--concurrency N[,N…]] [--batch-size N]
 
 For each database it creates a scratch database (SQLite: a file in a temporary directory;
 PostgreSQL: `profileops_bench_<pid>` on 127.0.0.1:5432 as user postgres, plus one copy per
@@ -134,7 +134,8 @@ class PostgresDatabases:
 
 # --- processes -------------------------------------------------------------------------------
 
-def child_env(database_url: str, args: argparse.Namespace) -> dict[str, str]:
+def child_env(database_url: str, args: argparse.Namespace, *, concurrency: int | None = None
+              ) -> dict[str, str]:
     env = dict(os.environ)
     env.update({
         "DATABASE_URL": database_url,
@@ -143,8 +144,9 @@ def child_env(database_url: str, args: argparse.Namespace) -> dict[str, str]:
         "ALLOWED_HOSTS": "testserver,127.0.0.1,localhost", "LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(ROOT), "DJANGO_SETTINGS_MODULE": "profileops.settings",
     })
-    if args.concurrency:
-        env["PROFILEOPS_SEND_CONCURRENCY"] = str(args.concurrency)
+    concurrency = concurrency or (args.concurrency[0] if args.concurrency else None)
+    if concurrency:
+        env["PROFILEOPS_SEND_CONCURRENCY"] = str(concurrency)
     if args.batch_size:
         env["PROFILEOPS_SEND_BATCH_SIZE"] = str(args.batch_size)
     return env
@@ -155,10 +157,12 @@ def migrate(database_url: str, args: argparse.Namespace) -> None:
                    env=child_env(database_url, args), check=True)
 
 
-def child(module: str, database_url: str, args: argparse.Namespace, *extra: Any) -> dict:
+def child(module: str, database_url: str, args: argparse.Namespace, *extra: Any,
+          concurrency: int | None = None) -> dict:
     """Run `python -m bench.<module>`; its progress goes to our stderr, its result is returned."""
     command = [sys.executable, "-m", f"bench.{module}", *map(str, extra)]
-    done = subprocess.run(command, cwd=ROOT, env=child_env(database_url, args),
+    done = subprocess.run(command, cwd=ROOT,
+                          env=child_env(database_url, args, concurrency=concurrency),
                           stdout=subprocess.PIPE, text=True)
     results = [json.loads(line[len(RESULT_PREFIX):]) for line in done.stdout.splitlines()
                if line.startswith(RESULT_PREFIX)]
@@ -198,19 +202,26 @@ def ok(flag: bool) -> str:
 
 
 def run_sending(dbs, args, sizes, emulator: Emulator, out: list[str]) -> dict:
-    url = dbs.clone("sending")
-    try:
-        r = child("send_throughput", url, args, "--emulator", emulator.url,
-                  "--updates", sizes["sending"])
-    finally:
-        dbs.drop("sending")
+    runs = {}
+    for concurrency in args.concurrency or [None]:
+        url = dbs.clone("sending")
+        try:
+            r = child("send_throughput", url, args, "--emulator", emulator.url,
+                      "--updates", sizes["sending"], concurrency=concurrency)
+        finally:
+            dbs.drop("sending")
+        runs[r["concurrency"]] = r
+        _sending_line(r, out)
+    return runs
+
+
+def _sending_line(r: dict, out: list[str]) -> None:
     out.append(
         f"1. Sending ({r['updates']:,} updates, concurrency {r['concurrency']}, batch "
         f"{r['batch_size']}, 50 ms latency): service {r['service_per_s']:,.0f} updates/s, bare "
         f"requests loop {r['bare_per_s']:,.0f} updates/s, ratio {r['ratio']:.2f}; CPU per "
         f"update {r['service_cpu_ms_per_update']:.2f} vs {r['bare_cpu_ms_per_update']:.2f} ms "
         f"[≥ 0.8: {ok(r['ratio'] >= 0.8)}; ≥ 500/s: {ok(r['service_per_s'] >= 500)}]")
-    return r
 
 
 def run_import(dbs, args, sizes, emulator: Emulator, out: list[str]) -> dict:
@@ -229,8 +240,9 @@ def run_import(dbs, args, sizes, emulator: Emulator, out: list[str]) -> dict:
         f"2. Import ({s['rows']:,}-row CSV, {s['file_mb']:.1f} MB): service {s['seconds']:.1f} s "
         f"(preview check {s['preview_seconds']:.1f} s + confirmed import "
         f"{s['seconds'] - s['preview_seconds']:.1f} s), raw bulk_create {r['seconds']:.1f} s, "
-        f"ratio {ratio:.2f}; peak RSS service {s['peak_rss_mb']:.0f} MB, raw "
-        f"{r['peak_rss_mb']:.0f} MB [≤ 30 s: {ok(s['seconds'] <= 30)}; ≤ 3×: {ok(ratio <= 3)}]")
+        f"ratio {ratio:.2f}; CPU {s.get('cpu_seconds', 0):.1f} s vs {r.get('cpu_seconds', 0):.1f} s; "
+        f"peak RSS service {s['peak_rss_mb']:.0f} MB, raw {r['peak_rss_mb']:.0f} MB "
+        f"[≤ 30 s: {ok(s['seconds'] <= 30)}; ≤ 3×: {ok(ratio <= 3)}]")
     return result
 
 
@@ -359,12 +371,15 @@ def main() -> None:
     parser.add_argument("--database", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--only", default=",".join(BENCHMARKS),
                         help=f"Comma-separated subset of {', '.join(BENCHMARKS)}.")
-    parser.add_argument("--concurrency", type=int, default=None,
-                        help="PROFILEOPS_SEND_CONCURRENCY for the sending benchmarks.")
+    parser.add_argument("--concurrency", default="",
+                        help="PROFILEOPS_SEND_CONCURRENCY: one value, or several separated by "
+                             "commas — the sending benchmark runs once per value, the memory "
+                             "benchmark with the first. Default: the settings' value.")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="PROFILEOPS_SEND_BATCH_SIZE for the sending benchmarks.")
     args = parser.parse_args()
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
+    args.concurrency = [int(v) for v in args.concurrency.split(",") if v.strip()]
     unknown = set(args.only) - set(BENCHMARKS)
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")

@@ -292,7 +292,7 @@ def _due(*, now: dt.datetime, connection_id: int) -> QuerySet[ProfileUpdate]:
 def _due_parts(*, now: dt.datetime, connection_id: int) -> list[QuerySet[ProfileUpdate]]:
     """`_due` as two queries, each served in id order by the (connection, status, -id) index.
     The claim uses these: with the OR of `_due`, SQLite walks every row of the connection —
-    about 1.5 s per claim with a million sent updates in the history (bench/quota_check.py)."""
+    0.5–1.5 s per claim with a million sent updates in the history (bench/quota_check.py)."""
     return [ProfileUpdate.objects.filter(condition, connection_id=connection_id)
             for condition in _due_conditions(now)]
 

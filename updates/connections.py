@@ -7,7 +7,7 @@ changes are audited like an update's. The bearer token appears in the audit only
 
 from __future__ import annotations
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -25,6 +25,10 @@ def connection_save(*, connection: TargetConnection, by, new_token: str = "",
         raise PermissionDenied("Only administrators manage Target connections.")
     if new_token and clear_token:
         raise ValueError("either a new token or clearing it, not both")
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in new_token):
+        # No HTTP header can carry it; the message never repeats the token.
+        raise ValidationError({"bearer_token": ["A token contains no spaces, line breaks or "
+                                                "control characters."]})
     with transaction.atomic():
         before: dict = {}
         had_token = False

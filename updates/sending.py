@@ -523,9 +523,11 @@ def _send_one(session: requests.Session, update: ProfileUpdate, request: target.
         # bearer token, which would then sit in the attempt, the update page and exports. Keep
         # the type, with a message of our own. (The admin refuses such tokens; one stored another
         # way must still not leak.)
-        answer = target.transport_failure(requests.exceptions.InvalidHeader(
-            "a request header holds characters no HTTP header may carry (a space or line "
-            "break in the connection's bearer token?)"))
+        # Nothing left this machine and a retry would fail the same way: permanent.
+        answer = target.Answer(
+            target.Outcome.PERMANENT, None, "",
+            "InvalidHeader: a request header holds characters no HTTP header may carry (a "
+            "space or line break in the connection's bearer token?)")
     except Exception as error:  # anything before a full answer: it may have reached Target
         answer = target.transport_failure(error)
     latency_ms = int((time.perf_counter() - began) * 1000)

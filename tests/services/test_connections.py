@@ -59,3 +59,14 @@ def test_operators_and_supervisors_may_not_manage_connections(request, role):
         connection_save(connection=TargetConnection(label="Acme", client_code="acme"), by=user)
     assert not TargetConnection.objects.exists()
     assert not AuditEvent.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_token_with_a_line_break_is_refused_without_repeating_it(admin_user):
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError) as refused:
+        connection_save(connection=TargetConnection(label="Acme", client_code="acme"),
+                        by=admin_user, new_token="SECRET\nVALUE")
+    assert "SECRET" not in str(refused.value)
+    assert not TargetConnection.objects.exists()

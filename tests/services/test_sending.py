@@ -307,6 +307,23 @@ def test_a_permanent_4xx_fails_at_once_with_the_reason(acme, approve, emulator):
 
 
 @pytest.mark.django_db
+def test_a_token_no_header_can_carry_fails_at_once_without_reaching_target(acme, approve,
+                                                                         emulator):
+    # The admin and connection_save refuse such tokens; one stored another way must not be
+    # retried eight times for nothing.
+    acme.bearer_token = "SECRET\nVALUE"
+    acme.save(update_fields=["bearer_token"])
+    update = approve()
+
+    sending.send_due()
+
+    update = fresh(update)
+    assert (update.status, update.attempt_count) == (S.FAILED, 1)
+    assert "InvalidHeader" in update.last_error and "SECRET" not in update.last_error
+    assert emulator.received == []
+
+
+@pytest.mark.django_db
 def test_unexpected_answers_are_retried_a_bounded_number_of_times_then_fail(
         acme, approve, emulator):
     emulator.configure(wrong_body_rate=1.0)  # MAX_UNEXPECTED_ANSWERS is 2 here

@@ -106,3 +106,11 @@ def stage(connection, operator):
         return workflow.update_stage(**kwargs)
 
     return _stage
+
+
+def approve_via_workflow(stage, operator, supervisor, **stage_overrides):
+    """Stage (as `operator`), submit, and approve (as `supervisor`): an update ready to send."""
+    update = stage(**stage_overrides)
+    workflow.update_submit(update=update, by=operator)
+    workflow.update_approve(update=update, by=supervisor)
+    return update

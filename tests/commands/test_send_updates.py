@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
 
-from tests.conftest import make_connection, make_mapping
-from updates import workflow
+from tests.conftest import approve_via_workflow, make_connection, make_mapping
 from updates.management.commands import send_updates as command_module
 from updates.models import AuditEvent, ProfileUpdate, QuotaMinute, SendRun, UpdateStatus
 
@@ -32,13 +32,8 @@ def acme(connection, emulator):
 
 @pytest.fixture
 def approve(acme, stage, operator, supervisor):
-    def _approve(**kwargs):
-        update = stage(**kwargs)
-        workflow.update_submit(update=update, by=operator)
-        workflow.update_approve(update=update, by=supervisor)
-        return update
-
-    return _approve
+    """approve(**stage_overrides) -> an update approved through the workflow, sent to `acme`."""
+    return functools.partial(approve_via_workflow, stage, operator, supervisor)
 
 
 def run(*args: str) -> tuple[str, str]:

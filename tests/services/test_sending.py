@@ -8,6 +8,7 @@ migrations create, which a transactional test's flush would otherwise remove.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import threading
 from importlib import import_module
 
@@ -19,7 +20,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_q.models import Schedule
 
-from tests.conftest import make_mapping
+from tests.conftest import approve_via_workflow, make_mapping
 from updates import quota, sending, target, tasks, workflow
 from updates.models import (
     AuditEvent, DailyUsage, ProfileUpdate, QuotaMinute, SendAttempt, SendRun, UpdateStatus,
@@ -50,15 +51,8 @@ def acme(connection, emulator):
 
 @pytest.fixture
 def approve(acme, stage, operator, supervisor):
-    """approve(**stage_overrides) -> an update approved through the workflow (four eyes)."""
-
-    def _approve(**kwargs):
-        update = stage(**kwargs)
-        workflow.update_submit(update=update, by=operator)
-        workflow.update_approve(update=update, by=supervisor)
-        return update
-
-    return _approve
+    """approve(**stage_overrides) -> an update approved through the workflow, sent to `acme`."""
+    return functools.partial(approve_via_workflow, stage, operator, supervisor)
 
 
 def fresh(update: ProfileUpdate) -> ProfileUpdate:

@@ -57,6 +57,12 @@ INSTALLED_APPS = [
     "updates",
 ]
 
+# Embedded/demo mode: the demo app (seed data, start_demo, the emulator's command) is installed only
+# here; a production install (DEBUG off) never loads it unless asked to explicitly.
+PROFILEOPS_DEMO = _env_bool("PROFILEOPS_DEMO", DEBUG)
+if PROFILEOPS_DEMO:
+    INSTALLED_APPS.append("demo")
+
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

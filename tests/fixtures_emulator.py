@@ -1,4 +1,4 @@
-"""Fixtures around the local Target emulator (updates/emulator.py).
+"""Fixtures around the local Target emulator (the `target_emulator` package).
 
 `emulator` is a started in-process TargetEmulator on a free 127.0.0.1 port, stopped after the test;
 `emulator_factory(**options)` starts more (each with its own fault options), all stopped at
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from updates.emulator import TargetEmulator
+from target_emulator import TargetEmulator
 
 
 @pytest.fixture

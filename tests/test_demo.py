@@ -4,7 +4,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
-from updates.demo import seed_demo
+from demo.seeding import seed_demo
 from updates.models import AttributeMapping, ProfileUpdate, TargetConnection, UpdateStatus
 
 

@@ -18,7 +18,8 @@ import pytest
 import requests
 from django.core.management import CommandError, call_command
 
-from updates.emulator import ACKNOWLEDGMENT, TargetEmulator, _RollingQuota
+from target_emulator import ACKNOWLEDGMENT, TargetEmulator
+from target_emulator.server import _RollingQuota
 from updates.target import Outcome, build_request, read_answer
 
 BASE_DIR = Path(__file__).resolve().parent.parent

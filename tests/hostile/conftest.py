@@ -10,7 +10,7 @@ import pytest
 from django.db import transaction
 
 from tests.conftest import make_connection
-from updates.emulator import TargetEmulator
+from target_emulator import TargetEmulator
 from updates.models import (AttributeMapping, AuditEvent, ImportJob, ProfileUpdate, SendAttempt,
                             TargetConnection)
 

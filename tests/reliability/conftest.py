@@ -33,7 +33,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from tests.conftest import make_connection, make_mapping
-from updates.emulator import TargetEmulator
+from target_emulator import TargetEmulator
 from updates.models import ProfileUpdate, TargetConnection, UpdateStatus, content_hash
 
 S = UpdateStatus

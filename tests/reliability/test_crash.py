@@ -20,7 +20,7 @@ from tests.reliability.conftest import (
     status_counts, wait_until,
 )
 from updates import quota
-from updates.emulator import TargetEmulator
+from target_emulator import TargetEmulator
 from updates.models import AuditEvent, ProfileUpdate, SendAttempt
 
 pytestmark = reliability

@@ -15,7 +15,7 @@ from django.db.models import Sum
 from tests.reliability.conftest import (
     connect, make_approved, reliability, status_counts, wait_until,
 )
-from updates.emulator import TargetEmulator
+from target_emulator import TargetEmulator
 from updates.models import AuditEvent, DailyUsage, ProfileUpdate, QuotaMinute, SendAttempt
 
 pytestmark = reliability

@@ -55,12 +55,10 @@ def test_start_demo_refuses_with_debug_off_before_creating_users_or_printing_pas
     assert "password" not in (output.out + output.err).lower()
 
 
-def test_start_demo_run_with_production_settings_exits_with_the_reason_and_starts_nothing(
-        tmp_path):
+def test_production_settings_do_not_install_the_demo_so_start_demo_does_not_exist(tmp_path):
     result = run(["manage.py", "start_demo"], production_env(tmp_path))
     assert result.returncode != 0
-    assert "start_demo is the embedded demo mode" in result.stderr
-    assert "Running for real" in result.stderr
+    assert "Unknown command: 'start_demo'" in result.stderr
     assert "ProfileOps is starting" not in result.stdout
     # It refused before migrating: not even the database file was created.
     assert not (tmp_path / "prod.sqlite3").exists()
@@ -99,3 +97,14 @@ def test_the_readme_has_a_running_for_real_section_that_says_what_to_set_and_run
                    "check --deploy", "migrate", "createsuperuser", "qcluster"):
         assert needed in section, needed
     assert "demo" in section.lower()  # says the demo passwords are not for production
+
+
+def test_production_settings_install_neither_the_demo_nor_the_emulator(tmp_path):
+    result = run(["-c", "import sys, django; django.setup(); from django.conf import settings; "
+                  "print(settings.INSTALLED_APPS); "
+                  "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+                  "{'demo', 'target_emulator'}))"], production_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    apps, loaded = result.stdout.splitlines()
+    assert "'updates'" in apps and "'demo'" not in apps
+    assert loaded == "[]"

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from django.contrib.auth.models import Group, User
 from django.db import transaction
 
-from . import workflow
-from .models import AttributeMapping, ProfileUpdate, TargetConnection
+from updates import workflow
+from updates.models import AttributeMapping, ProfileUpdate, TargetConnection
 
 DEMO_CLIENT_CODE = "demo"
 DEMO_USERS = (

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from updates.demo import seed_demo
+from demo.seeding import seed_demo
 
 
 def _port_free(port: int) -> bool:

@@ -1,0 +1,90 @@
+"""Run the emulator on its own: ``python -m target_emulator --port 0``.
+
+Prints exactly one line, ``Target emulator listening on http://127.0.0.1:PORT``, then serves until
+SIGINT or SIGTERM, so a parent process (the demo, tests, benchmarks) can start it with --port 0 and
+read the chosen port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from .server import TargetEmulator
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The emulator's options, on any argparse parser (the demo's management command uses it)."""
+    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port.")
+    parser.add_argument("--host", default="127.0.0.1", help="A loopback address only.")
+    parser.add_argument("--latency", type=float, default=0.0, help="Seconds added to every answer.")
+    parser.add_argument("--error-rate", type=float, default=0.0, help="Share answered 503.")
+    parser.add_argument("--timeout-rate", type=float, default=0.0,
+                        help="Share applied, then left hanging for --hang-seconds.")
+    parser.add_argument("--hang-seconds", type=float, default=30.0)
+    parser.add_argument("--drop-rate", type=float, default=0.0,
+                        help="Share closed without an answer (not applied).")
+    parser.add_argument("--wrong-body-rate", type=float, default=0.0,
+                        help="Share answered 200 without the acknowledgment (not applied).")
+    parser.add_argument("--quota", type=int, default=None,
+                        help="Requests per rolling window; over it: 429.")
+    parser.add_argument("--quota-window", type=float, default=86400.0, help="Seconds.")
+    parser.add_argument("--seed", type=int, default=None, help="Seed for the fault draws.")
+    parser.add_argument("--no-keep-received", action="store_true",
+                        help="Keep counters only (long benchmarks).")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m target_emulator",
+        description="Serve the local Adobe Target emulator on 127.0.0.1 (demo, tests, benchmarks).")
+    add_options(parser)
+    return parser
+
+
+def emulator_from_options(options: dict) -> TargetEmulator:
+    """The emulator the parsed options describe (ValueError names a bad option)."""
+    return TargetEmulator(
+        options["host"], options["port"],
+        latency=options["latency"], error_rate=options["error_rate"],
+        timeout_rate=options["timeout_rate"], hang_seconds=options["hang_seconds"],
+        drop_rate=options["drop_rate"], wrong_body_rate=options["wrong_body_rate"],
+        quota=options["quota"], quota_window_seconds=options["quota_window"],
+        seed=options["seed"], keep_received=not options["no_keep_received"],
+    )
+
+
+def serve(emulator: TargetEmulator, *, write=print) -> None:
+    """Start, announce the address, serve until SIGINT/SIGTERM, stop."""
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    emulator.start()
+    try:
+        write(f"Target emulator listening on {emulator.base_url}")
+        while not stop.wait(0.5):
+            pass
+    finally:
+        emulator.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = vars(build_parser().parse_args(argv))
+    try:
+        emulator = emulator_from_options(options)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        serve(emulator, write=lambda line: print(line, flush=True))
+    except OSError as exc:
+        print(f"error: cannot listen on {options['host']}:{options['port']}: {exc.strerror}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

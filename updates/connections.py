@@ -11,7 +11,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from .models import AuditEvent, TargetConnection
+from .models import AuditEvent, TargetConnection, validate_bearer_token
 
 _AUDITED_FIELDS = ("label", "client_code", "base_url", "quota_limit", "active")
 
@@ -25,10 +25,19 @@ def connection_save(*, connection: TargetConnection, by, new_token: str = "",
         raise PermissionDenied("Only administrators manage Target connections.")
     if new_token and clear_token:
         raise ValueError("either a new token or clearing it, not both")
-    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in new_token):
-        # No HTTP header can carry it; the message never repeats the token.
-        raise ValidationError({"bearer_token": ["A token contains no spaces, line breaks or "
-                                                "control characters."]})
+    if new_token:
+        try:
+            validate_bearer_token(new_token)
+        except ValidationError as error:  # the message never repeats the token
+            raise ValidationError({"bearer_token": error.error_list}) from None
+    # The model's full validation, whoever calls: client code syntax, an http(s) base URL, a
+    # quota of at least 1, unique label and client code. The stored token is left out: a
+    # connection whose old token is unusable must still be deactivatable or get a new one.
+    connection.full_clean(exclude=["bearer_token"])
+    if clear_token:
+        connection.bearer_token = ""
+    elif new_token:
+        connection.bearer_token = new_token
     with transaction.atomic():
         before: dict = {}
         had_token = False
@@ -39,11 +48,9 @@ def connection_save(*, connection: TargetConnection, by, new_token: str = "",
         changes = {f: {"before": before.get(f), "after": getattr(connection, f)}
                    for f in _AUDITED_FIELDS if before.get(f) != getattr(connection, f)}
         if clear_token:
-            connection.bearer_token = ""
             if had_token:
                 changes["bearer_token"] = {"before": "set", "after": "cleared"}
         elif new_token:
-            connection.bearer_token = new_token
             changes["bearer_token"] = {"before": "set" if had_token else "not set",
                                        "after": "replaced" if had_token else "set"}
         created = connection.pk is None

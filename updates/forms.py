@@ -22,6 +22,7 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.utils.html import escape
 
 from . import mappings, workflow
 from .models import AttributeMapping, IdentityType, ProfileUpdate, TargetConnection
@@ -61,7 +62,30 @@ class MappingField(forms.CharField):
 
 
 def _help_text(mapping: AttributeMapping) -> str:
-    parts = [f"→ profile.{mapping.target_name}.", _TYPE_HINTS.get(mapping.value_type, "") + "."]
+    """The field's help, escaped here: Django renders form help text as HTML (the admin's
+    templates mark it safe), and every part of it but our own words is operator-written."""
+    return escape(" ".join(p for p in _help_parts(mapping) if p.strip(". ")))
+
+
+def _transform_text(mapping: AttributeMapping) -> str:
+    """What the mapping does to a value before it is stored and sent, said plainly."""
+    steps = []
+    if mapping.trim:
+        steps.append("surrounding spaces are removed")
+    if mapping.case_transform == AttributeMapping.CaseTransform.LOWER:
+        steps.append("it is changed to lower case")
+    elif mapping.case_transform == AttributeMapping.CaseTransform.UPPER:
+        steps.append("it is changed to UPPER CASE")
+    if steps:
+        return "Before it is sent, " + " and ".join(steps) + "."
+    if mapping.value_type in (Type.TEXT, Type.CHOICE):
+        return "Sent exactly as typed: no trimming, no change of case."
+    return "Not trimmed: surrounding spaces are refused."
+
+
+def _help_parts(mapping: AttributeMapping) -> list[str]:
+    parts = [f"→ profile.{mapping.target_name}.", _TYPE_HINTS.get(mapping.value_type, "") + ".",
+             _transform_text(mapping)]
     if mapping.value_type in (Type.TEXT, Type.CHOICE, Type.INTEGER, Type.DECIMAL):
         parts.append(f"At most {mapping.max_length} characters.")
     if mapping.pattern:
@@ -72,7 +96,7 @@ def _help_text(mapping: AttributeMapping) -> str:
         parts.append("Leave empty to leave it out.")
     if mapping.help_text:
         parts.append(mapping.help_text)
-    return " ".join(p for p in parts if p.strip(". "))
+    return parts
 
 
 def _widget(mapping: AttributeMapping) -> forms.Widget:

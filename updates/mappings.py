@@ -17,8 +17,11 @@ is already normal without knowing where it came from.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from decimal import Decimal, InvalidOperation
+
+import re2
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
@@ -52,6 +55,11 @@ def normalise_value(mapping: AttributeMapping, raw) -> str:
     elif not isinstance(raw, str):
         raw = str(raw)
     text = raw.strip() if mapping.trim else raw
+    if text != text.strip() and mapping.value_type != Type.TEXT and text.strip():
+        # Without the mapping's trim, spaces around a number or date are the operator's to
+        # remove: refused with the reason, never dropped silently by a parser.
+        raise _bad(mapping, "the value starts or ends with spaces, and this mapping does not trim "
+                            "(remove them, or choose trim in the mapping).")
     if mapping.case_transform == AttributeMapping.CaseTransform.LOWER:
         text = text.lower()
     elif mapping.case_transform == AttributeMapping.CaseTransform.UPPER:
@@ -66,9 +74,58 @@ def normalise_value(mapping: AttributeMapping, raw) -> str:
     value = _typed(mapping, text)
     if len(value) > mapping.max_length:
         raise _bad(mapping, f"{len(value)} characters; at most {mapping.max_length} are allowed.")
-    if mapping.pattern and not re.fullmatch(mapping.pattern, value):
+    if mapping.pattern and not _pattern_matches(mapping, value):
         raise _bad(mapping, f"does not match the required pattern {mapping.pattern}.")
     return value
+
+
+# --- operator patterns: RE2, linear in the value, never backtracking -------------------------
+# A mapping's pattern runs on every staged value and import row, so it must not be able to stall
+# a worker: RE2 (google-re2) matches in time linear in the value whatever the pattern, instead
+# of Python's backtracking `re` with its exponential worst case (`^(a+)+$` on "a" * 40 + "b").
+# A deterministic engine rather than a time limit: the answer never depends on the machine's
+# load. RE2 refuses look-arounds and back-references; the README says so.
+
+def _pattern_options() -> "re2.Options":
+    options = re2.Options()
+    options.log_errors = False  # a refused pattern is reported to the operator, not to stderr
+    options.never_capture = True  # only "does it match": lets RE2 use its DFA throughout
+    return options
+
+
+_OPTIONS = _pattern_options()
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(pattern: str):
+    return re2.compile(pattern, _OPTIONS)
+
+
+def pattern_error(pattern: str) -> str | None:
+    """Why `pattern` cannot be a mapping's pattern, or None."""
+    try:
+        _compiled(pattern)
+    except UnicodeError:
+        return "Not a valid regular expression: it contains characters that are not valid text."
+    except re2.error as error:
+        reason = error.args[0] if error.args else "not a valid regular expression"
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        hint = ""
+        if "\\Z" in pattern:
+            hint = " Write \\z for the end of the value (or nothing: the whole value must match)."
+        elif "(?" in pattern or re.search(r"\\[1-9]", pattern):
+            hint = " Look-arounds and back-references are not supported (RE2 syntax)."
+        return f"Not a valid regular expression: {reason}.{hint}"
+    return None
+
+
+def _pattern_matches(mapping: AttributeMapping, value: str) -> bool:
+    if (problem := pattern_error(mapping.pattern)) is not None:
+        # Stored before this check existed (or through the ORM): refuse the value, say why.
+        raise _bad(mapping, f"its pattern cannot be used ({problem}) — the mapping must be "
+                            "corrected first.")
+    return _compiled(mapping.pattern).fullmatch(value) is not None
 
 
 def _typed(mapping: AttributeMapping, text: str) -> str:
@@ -196,7 +253,7 @@ _AUDITED_FIELDS = (
 
 
 def mapping_check(mapping: AttributeMapping) -> None:
-    """Field-level checks beyond the model's own."""
+    """Field-level checks beyond the model's own (`mapping_validate` runs both)."""
     errors: dict[str, list[str]] = {}
     if problems := attribute_name_errors(mapping.target_name):
         errors["target_name"] = problems
@@ -206,13 +263,22 @@ def mapping_check(mapping: AttributeMapping) -> None:
         errors["source_name"] = ["'identity' and 'identity_type' are reserved import columns."]
     if mapping.value_type == Type.CHOICE and not mapping.choice_list:
         errors["choices"] = ["A choice mapping needs at least one allowed value."]
-    if mapping.pattern:
+    if mapping.pattern and (problem := pattern_error(mapping.pattern)):
+        errors["pattern"] = [problem]
+    if errors:
+        raise ValidationError(errors)
+
+
+def mapping_validate(mapping: AttributeMapping) -> None:
+    """Everything a mapping must satisfy, whoever saves it: the model's full validation (field
+    validators, choices, constraints) and mapping_check, in one ValidationError by field."""
+    errors: dict[str, list] = {}
+    for check in (mapping.full_clean, lambda: mapping_check(mapping)):
         try:
-            re.compile(mapping.pattern)
-        # OverflowError: a repeat count too large for the engine (e.g. a{99999999999999999999});
-        # RecursionError: nesting too deep. Neither is an re.error, and both were server errors.
-        except (re.error, OverflowError, RecursionError) as error:
-            errors["pattern"] = [f"Not a valid regular expression: {error}."]
+            check()
+        except ValidationError as error:
+            for field, problems in error.update_error_dict({}).items():
+                errors.setdefault(field, []).extend(problems)
     if errors:
         raise ValidationError(errors)
 
@@ -222,8 +288,7 @@ def mapping_save(*, mapping: AttributeMapping, by) -> AttributeMapping:
     perm = "updates.change_attributemapping" if mapping.pk else "updates.add_attributemapping"
     if not by.has_perm(perm):
         raise PermissionDenied("You may not define or change attribute mappings.")
-    mapping_check(mapping)
-    mapping.validate_constraints()
+    mapping_validate(mapping)
     with transaction.atomic():
         before = {}
         if mapping.pk:

@@ -10,12 +10,25 @@ import hashlib
 import json
 
 from django.conf import settings
-from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.core.exceptions import ValidationError
+from django.core.validators import (
+    MaxValueValidator, MinValueValidator, RegexValidator, URLValidator,
+)
 from django.db import models
 from django.db.models import Q
 
 DEFAULT_QUOTA_LIMIT = 1_000_000
 DEFAULT_VALUE_MAX_LENGTH = 256
+
+
+def validate_bearer_token(token: str) -> None:
+    """A token must travel in an HTTP header as it is: visible ASCII only (RFC 6750's b64token
+    is a subset). Spaces, line breaks, control and non-ASCII (so also non-Latin-1) characters
+    could not be sent, or would split the header. The message never repeats the token."""
+    if any(not ("!" <= ch <= "~") for ch in token):
+        raise ValidationError(
+            "A token contains no spaces, line breaks or control characters, and no non-ASCII "
+            "letters: only visible ASCII can travel in an HTTP header.", code="invalid_token")
 
 
 class TargetConnection(models.Model):
@@ -36,12 +49,15 @@ class TargetConnection(models.Model):
     )
     base_url = models.URLField(
         blank=True,
+        validators=[URLValidator(schemes=["http", "https"],
+                                 message="Enter an http:// or https:// URL.")],
         help_text="Leave empty for https://<clientCode>.tt.omtrdc.net. Set it for the local "
         "emulator or a proxy, e.g. http://127.0.0.1:8765.",
     )
     # Write-only in the admin; never logged, exported or shown back.
     bearer_token = models.TextField(
         blank=True,
+        validators=[validate_bearer_token],
         help_text="Sent as 'Authorization: Bearer <token>' when Target requires authentication.",
     )
     quota_limit = models.PositiveIntegerField(
@@ -95,7 +111,8 @@ class AttributeMapping(models.Model):
         help_text="Target profile attribute, without the 'profile.' prefix. Case-sensitive.",
     )
     value_type = models.CharField(max_length=10, choices=ValueType.choices, default=ValueType.TEXT)
-    trim = models.BooleanField(default=True, help_text="Strip surrounding whitespace from values.")
+    # Off unless the operator chooses it: nothing is trimmed silently (README).
+    trim = models.BooleanField(default=False, help_text="Strip surrounding whitespace from values.")
     case_transform = models.CharField(
         max_length=5, choices=CaseTransform.choices, default=CaseTransform.NONE
     )

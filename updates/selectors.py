@@ -59,7 +59,7 @@ def search_identity(queryset: QuerySet[ProfileUpdate], term: str) -> QuerySet[Pr
     term = term.strip()
     if not term:
         return queryset
-    if term.startswith("#") and term[1:].isdigit():
+    if term.startswith("#") and term[1:].isascii() and term[1:].isdigit():
         return queryset.filter(pk=int(term[1:]))
     if term.endswith("*") and len(term) > 1:
         prefix = term.rstrip("*")

@@ -33,8 +33,8 @@ def m(value_type=T.TEXT, **kwargs) -> AttributeMapping:
 # --- normal forms ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("mapping, raw, sent", [
-    (m(T.TEXT), "  Gold  ", "Gold"),
-    (m(T.TEXT, trim=False), "  Gold  ", "  Gold  "),
+    (m(T.TEXT, trim=True), "  Gold  ", "Gold"),
+    (m(T.TEXT), "  Gold  ", "  Gold  "),  # no transformation unless the mapping chooses one
     (m(T.TEXT, case_transform="lower"), "GoLd", "gold"),
     (m(T.TEXT, case_transform="upper"), "GoLd", "GOLD"),
     (m(T.TEXT), "Zürich & co = 100%", "Zürich & co = 100%"),
@@ -64,9 +64,9 @@ def m(value_type=T.TEXT, **kwargs) -> AttributeMapping:
     (m(T.DATETIME), "2024-05-01T10:30:00.987Z", "2024-05-01T10:30:00Z"),
     (m(T.DATETIME), "2024-05-01 10:30", "2024-05-01T10:30:00Z"),
     (m(T.DATETIME), dt.datetime(2024, 5, 1, 10, 30, tzinfo=dt.timezone.utc), "2024-05-01T10:30:00Z"),
-    (m(T.CHOICE, choices="applied\nfunded\n"), " funded ", "funded"),
+    (m(T.CHOICE, choices="applied\nfunded\n", trim=True), " funded ", "funded"),
     (m(T.CHOICE, choices="APPLIED\nFUNDED", case_transform="upper"), "funded", "FUNDED"),
-    (m(T.TEXT, send_empty=True), "   ", ""),
+    (m(T.TEXT, send_empty=True, trim=True), "   ", ""),
     (m(T.TEXT, pattern=r"[A-Z]{2}\d{3}"), "AB123", "AB123"),
 ], ids=lambda v: repr(v) if not isinstance(v, AttributeMapping) else f"{v.value_type}")
 def test_each_type_is_sent_in_its_documented_normal_form(mapping, raw, sent):
@@ -99,7 +99,10 @@ def test_a_normal_form_normalises_to_itself(mapping, raw):
     (m(T.TEXT, max_length=5), "abcdef", "6 characters; at most 5"),
     (m(T.TEXT), "x" * 257, "257 characters; at most 256"),
     (m(T.TEXT, pattern=r"[A-Z]{2}\d{3}"), "AB12", "does not match the required pattern"),
-    (m(T.TEXT), "  ", "does not send empty values"),
+    (m(T.TEXT, trim=True), "  ", "does not send empty values"),
+    (m(T.INTEGER), " 42", "does not trim"),
+    (m(T.DECIMAL), "1.5 ", "does not trim"),
+    (m(T.CHOICE, choices="funded"), " funded", "does not trim"),
     (m(T.TEXT, required=True, send_empty=True), "", "a value is required"),
 ], ids=lambda v: repr(v)[:40] if not isinstance(v, AttributeMapping) else f"{v.value_type}")
 def test_each_refusal_names_the_field_and_the_reason(mapping, raw, reason):

@@ -10,7 +10,8 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 
 from updates.connections import connection_save
-from updates.models import TargetConnection
+from updates.models import TargetConnection, validate_bearer_token
+from .base import OfferedLookupsAdmin
 
 
 class TargetConnectionForm(forms.ModelForm):
@@ -52,10 +53,8 @@ class TargetConnectionForm(forms.ModelForm):
 
     def clean_new_token(self) -> str:
         token = self.cleaned_data["new_token"]
-        if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in token):
-            # The message never repeats the token.
-            raise ValidationError("A token contains no spaces, line breaks or control characters.",
-                                  code="invalid_token")
+        if token:
+            validate_bearer_token(token)  # the model's rule; its message never repeats the token
         return token
 
     def clean(self) -> dict:
@@ -66,7 +65,7 @@ class TargetConnectionForm(forms.ModelForm):
         return data
 
 @admin.register(TargetConnection)
-class TargetConnectionAdmin(admin.ModelAdmin):
+class TargetConnectionAdmin(OfferedLookupsAdmin):
     """Administrators only: the model permissions below are held by no role but superusers (and
     whoever an administrator grants them to explicitly)."""
 

@@ -18,6 +18,7 @@ from django.utils import timezone
 from updates import quota, selectors, workflow
 from updates.models import ProfileUpdate, TargetConnection
 
+from .base import parse_id
 from .updates import BULK_LIMIT, CappedPaginator, RejectForm, bounded, report_outcome
 
 admin.site.site_header = "ProfileOps"
@@ -146,8 +147,8 @@ class QueueRow:
 
 
 def _queue_connection(request: HttpRequest) -> TargetConnection | None:
-    value = request.GET.get("connection", "")
-    return TargetConnection.objects.filter(pk=int(value)).first() if value.isdigit() else None
+    pk = parse_id(request.GET.get("connection"))
+    return TargetConnection.objects.filter(pk=pk).first() if pk is not None else None
 
 
 def queue_view(request: HttpRequest) -> HttpResponse:
@@ -198,7 +199,7 @@ def _decide(request: HttpRequest) -> HttpResponse:
     if decision not in ("approve", "reject"):
         messages.error(request, "Choose Approve or Reject; nothing was changed.")
         return back
-    pks = sorted({int(i) for i in ids if i.isdigit()})
+    pks = sorted({pk for pk in map(parse_id, ids) if pk is not None})
     if not pks:
         messages.warning(request, "Select at least one update; nothing was changed.")
         return back

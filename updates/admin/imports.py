@@ -28,6 +28,7 @@ from django.utils.html import format_html
 
 from updates import exporting, importing
 from updates.models import ImportJob, TargetConnection, UpdateStatus
+from .base import OfferedLookupsAdmin, parse_id
 
 REFRESH_SECONDS = 2
 
@@ -96,7 +97,7 @@ export_selected_xlsx = _export_action("xlsx")
 
 
 @admin.register(ImportJob)
-class ImportJobAdmin(admin.ModelAdmin):
+class ImportJobAdmin(OfferedLookupsAdmin):
     list_display = ("job_link", "file_name", "connection", "created_by", "created_at",
                     "status", "progress", "created_updates", "error_count")
     list_filter = ("status", "connection")
@@ -139,9 +140,8 @@ class ImportJobAdmin(admin.ModelAdmin):
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
                     extra_context: dict | None = None) -> HttpResponse:
-        if object_id.isdigit():
-            return HttpResponseRedirect(reverse("admin:updates_importjob_status",
-                                                args=[int(object_id)]))
+        if (pk := parse_id(object_id)) is not None:
+            return HttpResponseRedirect(reverse("admin:updates_importjob_status", args=[pk]))
         return super().change_view(request, object_id, form_url, extra_context)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):

@@ -17,6 +17,7 @@ from django.utils.html import format_html, format_html_join
 
 from updates import mappings
 from updates.models import AttributeMapping, AuditEvent
+from .base import OfferedLookupsAdmin
 
 AUDIT_EVENTS_SHOWN = 50
 
@@ -43,17 +44,16 @@ class AttributeMappingForm(forms.ModelForm):
         super()._post_clean()
         if self._errors:
             return
-        # The service's own checks, on the form: errors land next to their fields. Constraints
-        # are checked whole here (the form skips those on read-only fields such as connection).
-        for check in (mappings.mapping_check, AttributeMapping.validate_constraints):
-            try:
-                check(self.instance)
-            except ValidationError as error:
-                self._update_errors(error)
+        # The service's own validation, on the form: errors land next to their fields. It runs
+        # whole here (the form skips constraints on read-only fields such as connection).
+        try:
+            mappings.mapping_validate(self.instance)
+        except ValidationError as error:
+            self._update_errors(error)
 
 
 @admin.register(AttributeMapping)
-class AttributeMappingAdmin(admin.ModelAdmin):
+class AttributeMappingAdmin(OfferedLookupsAdmin):
     form = AttributeMappingForm
     list_display = ("source_name", "target_display", "value_type", "required", "max_length",
                     "send_empty", "active", "connection", "updated_at")

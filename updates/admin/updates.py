@@ -28,6 +28,7 @@ from django.utils.html import format_html
 from updates import selectors, workflow
 from updates.forms import staging_form_class
 
+from .base import OfferedLookupsAdmin, parse_id
 from .imports import export_selected_csv, export_selected_xlsx
 from updates.models import ProfileUpdate, TargetConnection, UpdateStatus
 
@@ -241,15 +242,16 @@ class CreatorFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         value = self.value()
-        if value and value.isdigit():
-            return queryset.filter(created_by_id=int(value))
+        if value:
+            user_id = parse_id(value)
+            return queryset.filter(created_by_id=user_id) if user_id else queryset.none()
         return queryset
 
 
 # --- the admin -----------------------------------------------------------------------------
 
 @admin.register(ProfileUpdate)
-class ProfileUpdateAdmin(admin.ModelAdmin):
+class ProfileUpdateAdmin(OfferedLookupsAdmin):
     list_display = ("id", "identity_cell", "connection_label", "status_badge", "attribute_names",
                     "created")
     list_display_links = ("id", "identity_cell")
@@ -257,6 +259,7 @@ class ProfileUpdateAdmin(admin.ModelAdmin):
                    ("created_at", admin.DateFieldListFilter))
     list_select_related = ("connection", "created_by")
     search_fields = ("identity",)  # the lookup itself is selectors.search_identity
+    changelist_extra_params = ("reason",)  # an import's result page links to ?reason=…
     search_help_text = ("Identity, exactly (case matters). End with * to match the beginning, "
                         "e.g. customer-12*; #123 finds update 123.")
     ordering = ("-id",)
@@ -406,10 +409,10 @@ class ProfileUpdateAdmin(admin.ModelAdmin):
     # --- add: choose the connection, then one field per active mapping ----------------
 
     def _chosen_connection(self, request: HttpRequest) -> TargetConnection | None:
-        value = request.GET.get("connection", "")
-        if not value.isdigit():
+        pk = parse_id(request.GET.get("connection"))
+        if pk is None:
             return None
-        return TargetConnection.objects.filter(pk=int(value), active=True).first()
+        return TargetConnection.objects.filter(pk=pk, active=True).first()
 
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict | None = None):
         if not self.has_add_permission(request):
@@ -558,7 +561,7 @@ class ProfileUpdateAdmin(admin.ModelAdmin):
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         update = get_object_or_404(ProfileUpdate.objects.select_related("connection"),
-                                   pk=object_id if object_id.isdigit() else -1)
+                                   pk=parse_id(object_id) or -1)
         if not self.has_view_or_change_permission(request, update):
             raise PermissionDenied
         name = request.POST.get("transition", "")

@@ -86,10 +86,11 @@ def make_mapping(connection: TargetConnection, source: str, target: str | None =
 @pytest.fixture
 def connection(db):
     conn = make_connection("acme")
+    # These mappings choose to trim (a new mapping does not): the tests using them mean it.
     make_mapping(conn, "loan_status", "loanStatus", value_type="choice",
-                 choices="applied\nfunded\ndeclined")
-    make_mapping(conn, "tier", "loyaltyTier")
-    make_mapping(conn, "note", "callNote", max_length=1000)
+                 choices="applied\nfunded\ndeclined", trim=True)
+    make_mapping(conn, "tier", "loyaltyTier", trim=True)
+    make_mapping(conn, "note", "callNote", max_length=1000, trim=True)
     return conn
 
 

@@ -255,15 +255,23 @@ _AUDITED_FIELDS = (
 def mapping_check(mapping: AttributeMapping) -> None:
     """Field-level checks beyond the model's own (`mapping_validate` runs both)."""
     errors: dict[str, list[str]] = {}
+    for field in ("source_name", "choices", "pattern", "help_text"):
+        text = getattr(mapping, field) or ""
+        if "\x00" in text or any("\ud800" <= ch <= "\udfff" for ch in text):
+            errors[field] = ["Contains a NUL character or an unpaired surrogate, which cannot "
+                             "be stored."]
     if problems := attribute_name_errors(mapping.target_name):
         errors["target_name"] = problems
-    if mapping.source_name.strip() == "" or mapping.source_name != mapping.source_name.strip():
-        errors["source_name"] = ["The source name must not be empty or start/end with spaces."]
-    elif mapping.source_name in ("identity", "identity_type"):
-        errors["source_name"] = ["'identity' and 'identity_type' are reserved import columns."]
+    source = mapping.source_name
+    if source.strip() == "" or source != source.strip():
+        errors.setdefault("source_name", ["The source name must not be empty or start/end with "
+                                          "spaces."])
+    elif source in ("identity", "identity_type"):
+        errors.setdefault("source_name", ["'identity' and 'identity_type' are reserved import "
+                                          "columns."])
     if mapping.value_type == Type.CHOICE and not mapping.choice_list:
-        errors["choices"] = ["A choice mapping needs at least one allowed value."]
-    if mapping.pattern and (problem := pattern_error(mapping.pattern)):
+        errors.setdefault("choices", ["A choice mapping needs at least one allowed value."])
+    if mapping.pattern and "pattern" not in errors and (problem := pattern_error(mapping.pattern)):
         errors["pattern"] = [problem]
     if errors:
         raise ValidationError(errors)
@@ -273,7 +281,8 @@ def mapping_validate(mapping: AttributeMapping) -> None:
     """Everything a mapping must satisfy, whoever saves it: the model's full validation (field
     validators, choices, constraints) and mapping_check, in one ValidationError by field."""
     errors: dict[str, list] = {}
-    for check in (mapping.full_clean, lambda: mapping_check(mapping)):
+    for check in (lambda: mapping_check(mapping),
+                  lambda: mapping.full_clean(validate_unique=False, validate_constraints=False)):
         try:
             check()
         except ValidationError as error:
@@ -281,6 +290,8 @@ def mapping_validate(mapping: AttributeMapping) -> None:
                 errors.setdefault(field, []).extend(problems)
     if errors:
         raise ValidationError(errors)
+    # Only now the database: the uniqueness queries need text the database can store.
+    mapping.validate_constraints()
 
 
 def mapping_save(*, mapping: AttributeMapping, by) -> AttributeMapping:

@@ -70,3 +70,98 @@ def test_a_token_with_a_line_break_is_refused_without_repeating_it(admin_user):
                         by=admin_user, new_token="SECRET\nVALUE")
     assert "SECRET" not in str(refused.value)
     assert not TargetConnection.objects.exists()
+
+
+# --- rules live in the service: the model's full validation, whoever calls ------------------
+
+from django.core.exceptions import ValidationError  # noqa: E402
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("fields, key", [
+    ({"client_code": "ac me"}, "client_code"),
+    ({"client_code": "acme/../other"}, "client_code"),
+    ({"client_code": ""}, "client_code"),
+    ({"label": ""}, "label"),
+    ({"base_url": "ftp://127.0.0.1/"}, "base_url"),
+    ({"base_url": "javascript:alert(1)"}, "base_url"),
+    ({"base_url": "file:///etc/passwd"}, "base_url"),
+    ({"base_url": "127.0.0.1:8765"}, "base_url"),
+    ({"quota_limit": 0}, "quota_limit"),
+    ({"quota_limit": -5}, "quota_limit"),
+])
+def test_the_service_refuses_what_the_model_refuses_on_its_field(admin_user, fields, key):
+    values = {"label": "Acme", "client_code": "acme", **fields}
+    with pytest.raises(ValidationError) as refused:
+        connection_save(connection=TargetConnection(**values), by=admin_user)
+    assert key in refused.value.message_dict
+    assert not TargetConnection.objects.exists()
+    assert not AuditEvent.objects.exists()
+
+
+@pytest.mark.django_db
+def test_an_http_or_https_base_url_is_accepted(admin_user):
+    for n, url in enumerate(["http://127.0.0.1:8765", "https://proxy.example.com/target"]):
+        connection_save(connection=TargetConnection(label=f"C{n}", client_code=f"c{n}",
+                                                    base_url=url), by=admin_user)
+    assert TargetConnection.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_a_second_connection_with_the_same_client_code_is_refused_on_that_field(admin_user):
+    connection_save(connection=TargetConnection(label="Acme", client_code="acme"), by=admin_user)
+    with pytest.raises(ValidationError) as refused:
+        connection_save(connection=TargetConnection(label="Other", client_code="acme"),
+                        by=admin_user)
+    assert "client_code" in refused.value.message_dict
+
+
+@pytest.mark.django_db
+def test_a_change_the_model_refuses_leaves_the_stored_connection_as_it_was(admin_user):
+    conn = connection_save(connection=TargetConnection(label="Acme", client_code="acme"),
+                           by=admin_user)
+    conn.quota_limit = 0
+    with pytest.raises(ValidationError):
+        connection_save(connection=conn, by=admin_user, new_token=TOKEN)
+    stored = TargetConnection.objects.get(pk=conn.pk)
+    assert (stored.quota_limit, stored.bearer_token) == (1_000_000, "")
+    assert AuditEvent.objects.filter(connection=conn).count() == 1
+
+
+BAD_TOKENS = [
+    "SECRET\nVALUE", "SECRET\r\nX-Injected: 1", "SECRET VALUE", "SECRET\tVALUE",
+    "SECRET\x00VALUE", "SECRET\x7fVALUE", "SECRET\x85VALUE", "SECRET\u00a0VALUE",
+    "SECRETéVALUE", "SECRET€VALUE", "SECRET\u202eVALUE", "SECRET\u200bVALUE",
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("token", BAD_TOKENS, ids=[repr(t[6:-5]) for t in BAD_TOKENS])
+def test_a_token_no_http_header_can_carry_is_refused_without_quoting_it(admin_user, token):
+    with pytest.raises(ValidationError) as refused:
+        connection_save(connection=TargetConnection(label="Acme", client_code="acme"),
+                        by=admin_user, new_token=token)
+    assert list(refused.value.message_dict) == ["bearer_token"]
+    text = str(refused.value) + repr(refused.value.message_dict)
+    assert "SECRET" not in text and "VALUE" not in text
+    assert not TargetConnection.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_token_of_visible_ascii_is_stored_as_given(admin_user):
+    jwt_like = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl-_~+/=="
+    conn = connection_save(connection=TargetConnection(label="Acme", client_code="acme"),
+                           by=admin_user, new_token=jwt_like)
+    assert TargetConnection.objects.get(pk=conn.pk).bearer_token == jwt_like
+
+
+@pytest.mark.django_db
+def test_a_connection_with_an_unusable_stored_token_can_still_be_deactivated(admin_user):
+    # Stored before this rule existed (or through the ORM): deactivating it must still work.
+    conn = TargetConnection.objects.create(label="Acme", client_code="acme",
+                                           bearer_token="old\ntoken")
+    conn.active = False
+    connection_save(connection=conn, by=admin_user)
+    assert TargetConnection.objects.get(pk=conn.pk).active is False
+    connection_save(connection=conn, by=admin_user, new_token=TOKEN)
+    assert TargetConnection.objects.get(pk=conn.pk).bearer_token == TOKEN

@@ -344,3 +344,190 @@ def test_an_operator_without_rights_gets_the_form_but_not_the_staging(typed_conn
     assert form.is_valid()
     with pytest.raises(workflow.TransitionRefused):
         workflow.update_stage(connection=typed_connection, by=nobody, **form.service_kwargs())
+
+
+# --- patterns cannot stall the system (RE2: linear time, no backtracking) ---------------------
+
+def _finishes(call, seconds: float = 30.0):
+    """Run `call` in a thread; its result, or a failure if it is still running after a bound
+    only a backtracking engine would reach (Python's re needs hours for the case below)."""
+    import threading
+
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except Exception as error:  # noqa: BLE001 - handed back to the test
+            outcome["error"] = error
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), "the pattern check is still running: it backtracks"
+    return outcome
+
+
+def test_a_catastrophic_pattern_ends_at_once_with_a_clear_refusal():
+    mapping = m(T.TEXT, pattern=r"^(a+)+$", max_length=1000)
+    outcome = _finishes(lambda: mappings.normalise_value(mapping, "a" * 40 + "b"))
+    error = outcome["error"]
+    assert isinstance(error, ValidationError)
+    assert "does not match the required pattern ^(a+)+$" in error.messages[0]
+    assert mappings.normalise_value(mapping, "a" * 40) == "a" * 40
+
+
+@pytest.mark.parametrize("pattern, text", [
+    (r"(x+x+)+y", "x" * 5000), (r"(a|aa)*b", "a" * 5000), (r"(\w+\s?)*!", "word " * 1000),
+    (r"(.*a){20}", "a" * 19 + "b" * 5000),
+])
+def test_patterns_that_backtrack_in_python_are_linear_here(pattern, text):
+    mapping = m(T.TEXT, pattern=pattern, max_length=60_000)
+    outcome = _finishes(lambda: mappings.normalise_value(mapping, text))
+    assert "does not match the required pattern" in outcome["error"].messages[0]
+
+
+@pytest.mark.parametrize("pattern, good, bad", [
+    (r"[A-Z]{2}\d{3}", "AB123", "AB1234"),
+    (r"^[a-z]+$", "abc", "abc1"),  # anchors are allowed, the whole value must match anyway
+    (r"(?i)gold|silver", "GOLD", "bronze"),
+    (r"\p{Lu}\p{Ll}+", "Émile", "émile"),
+    (r"[^/]{1,10}", "a-b.c", "a/b"),
+    (r"(gold|silver)-\d+", "gold-7", "gold-"),
+])
+def test_ordinary_patterns_keep_their_meaning(pattern, good, bad):
+    mapping = m(T.TEXT, pattern=pattern)
+    assert mappings.normalise_value(mapping, good) == good
+    with pytest.raises(ValidationError, match="does not match the required pattern"):
+        mappings.normalise_value(mapping, bad)
+
+
+@pytest.mark.parametrize("pattern, hint", [
+    (r"[a-z]+\Z", "Write \\z"), (r"(?=a)a", "Look-arounds"), (r"(a)\1", "back-references"),
+    (r"a{1001}", "repetition"), (r"(a{100}){100}", "repetition"), ("([a-z", "missing ]"),
+    ("\ud800", "unpaired surrogate"), ("a\x00", "NUL character"),
+])
+def test_a_pattern_re2_cannot_run_is_refused_when_saved_with_a_hint(operator, pattern, hint):
+    conn = make_connection("re2")
+    with pytest.raises(ValidationError) as caught:
+        mappings.mapping_save(mapping=AttributeMapping(
+            connection=conn, source_name="code", target_name="code", pattern=pattern),
+            by=operator)
+    assert hint in " ".join(caught.value.message_dict["pattern"])
+    assert not AttributeMapping.objects.filter(connection=conn).exists()
+
+
+def test_a_stored_pattern_re2_cannot_run_refuses_values_and_says_why(operator):
+    conn = make_connection("legacy")
+    # Stored before this check, or through the ORM.
+    make_mapping(conn, "code", "code", pattern=r"(?=x)x")
+    mapping = conn.mappings.get()
+    with pytest.raises(ValidationError) as caught:
+        mappings.normalise_value(mapping, "x")
+    assert "its pattern cannot be used" in caught.value.messages[0]
+    with pytest.raises(ValidationError):
+        workflow.update_stage(connection=conn, by=operator, identity_type="mbox3rdPartyId",
+                              identity="c-1", attributes={"code": "x"})
+    assert not ProfileUpdate.objects.exists()
+
+
+# --- rules live in the service: whoever calls mapping_save gets the model's full validation ---
+
+@pytest.mark.parametrize("fields, key", [
+    ({"max_length": 0}, "max_length"),
+    ({"max_length": 60_001}, "max_length"),
+    ({"max_length": 10**9}, "max_length"),
+    ({"value_type": "blob"}, "value_type"),
+    ({"case_transform": "title"}, "case_transform"),
+    ({"source_name": "x" * 129}, "source_name"),
+    ({"target_name": ""}, "target_name"),
+    ({"help_text": "h" * 301}, "help_text"),
+    ({"pattern": "p" * 501}, "pattern"),
+])
+def test_the_service_refuses_what_the_model_refuses_on_its_field(operator, fields, key):
+    conn = make_connection("full")
+    values = {"source_name": "tier", "target_name": "loyaltyTier", **fields}
+    with pytest.raises(ValidationError) as caught:
+        mappings.mapping_save(mapping=AttributeMapping(connection=conn, **values), by=operator)
+    assert key in caught.value.message_dict
+    assert not AttributeMapping.objects.filter(connection=conn).exists()
+    assert not AuditEvent.objects.exists()
+
+
+def test_a_change_through_the_service_is_refused_and_the_stored_mapping_kept(operator):
+    conn = make_connection("chg")
+    mapping = mappings.mapping_save(mapping=AttributeMapping(
+        connection=conn, source_name="tier", target_name="loyaltyTier"), by=operator)
+    mapping.max_length = 0
+    mapping.case_transform = "title"
+    with pytest.raises(ValidationError) as caught:
+        mappings.mapping_save(mapping=mapping, by=operator)
+    assert {"max_length", "case_transform"} <= set(caught.value.message_dict)
+    stored = AttributeMapping.objects.get(pk=mapping.pk)
+    assert (stored.max_length, stored.case_transform) == (256, "none")
+    assert AuditEvent.objects.filter(mapping=mapping).count() == 1
+
+
+def test_a_mapping_without_a_connection_is_refused_on_that_field(operator):
+    with pytest.raises(ValidationError) as caught:
+        mappings.mapping_save(mapping=AttributeMapping(source_name="a", target_name="a"),
+                              by=operator)
+    assert "connection" in caught.value.message_dict
+
+
+def test_the_admin_form_shows_the_services_field_errors(client, operator):
+    conn = make_connection("adm3")
+    client.force_login(operator)
+    for overrides, says in [({"max_length": "0"}, "greater than or equal to 1"),
+                            ({"pattern": r"(?=a)a"}, "Look-arounds")]:
+        response = client.post("/admin/updates/attributemapping/add/",
+                               _mapping_post(conn, **overrides))
+        assert response.status_code == 200
+        assert says in response.content.decode()
+    assert not AttributeMapping.objects.filter(connection=conn).exists()
+
+
+# --- defaults that keep the promise: no transformation unless chosen -----------------------
+
+def test_a_new_mapping_neither_trims_nor_changes_case(operator):
+    conn = make_connection("dflt")
+    mapping = mappings.mapping_save(mapping=AttributeMapping(
+        connection=conn, source_name="note", target_name="callNote"), by=operator)
+    assert (mapping.trim, mapping.case_transform) == (False, "none")
+    assert mappings.normalise_value(mapping, "  Gold  ") == "  Gold  "
+
+
+def test_the_mapping_admin_offers_no_trim_by_default(client, operator):
+    client.force_login(operator)
+    html = client.get("/admin/updates/attributemapping/add/").content.decode()
+    assert 'name="trim"' in html
+    assert 'name="trim" id="id_trim" checked' not in html
+
+
+@pytest.mark.parametrize("fields, says", [
+    ({}, "Sent exactly as typed: no trimming, no change of case."),
+    ({"trim": True}, "Before it is sent, surrounding spaces are removed."),
+    ({"case_transform": "lower"}, "Before it is sent, it is changed to lower case."),
+    ({"trim": True, "case_transform": "upper"},
+     "Before it is sent, surrounding spaces are removed and it is changed to UPPER CASE."),
+    ({"value_type": "integer"}, "Not trimmed: surrounding spaces are refused."),
+])
+def test_the_staging_form_says_which_transform_applies(fields, says):
+    from updates.forms import MappingField
+
+    assert says in MappingField(m(**fields)).help_text
+
+
+def test_the_staged_value_is_the_transformed_one_and_the_page_shows_it(client, operator):
+    conn = make_connection("shown")
+    make_mapping(conn, "tier", "loyaltyTier", trim=True, case_transform="lower")
+    client.force_login(operator)
+    Form = staging_form_class(conn)
+    data = _form_data(Form, tier="  GOLD ")
+    response = client.post(f"/admin/updates/profileupdate/add/?connection={conn.pk}",
+                           {**data, "not_before_0": "", "not_before_1": ""})
+    assert response.status_code == 302, response.content.decode()[:3000]
+    update = ProfileUpdate.objects.get()
+    assert update.attributes == {"loyaltyTier": "gold"}
+    page = client.get(f"/admin/updates/profileupdate/{update.pk}/change/").content.decode()
+    assert '<td class="po-value">gold</td>' in page

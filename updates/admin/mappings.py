@@ -35,7 +35,12 @@ class AttributeMappingForm(forms.ModelForm):
                           "saved.",
             "value_type": "Decides the operator's input and how a value is checked and written "
                           "(see below).",
-            "case_transform": "Change the case of values before they are stored and sent.",
+            "case_transform": "Change the case of values before they are stored and sent "
+                              "(a new mapping keeps them as entered).",
+            "trim": "Strip surrounding whitespace from values (off unless you choose it: "
+                    "otherwise values are sent as typed).",
+            "pattern": "Optional regular expression the whole value must match, in RE2 syntax "
+                       "(linear time; no look-arounds or back-references).",
             "active": "Inactive mappings are left out of the staging form and imports; their "
                       "source and target names become free again.",
         }

@@ -49,7 +49,8 @@ class TargetConnection(models.Model):
     )
     base_url = models.URLField(
         blank=True,
-        validators=[URLValidator(schemes=["http", "https"],
+        # Its own code: the field's "invalid" message would replace this one.
+        validators=[URLValidator(schemes=["http", "https"], code="invalid_base_url",
                                  message="Enter an http:// or https:// URL.")],
         help_text="Leave empty for https://<clientCode>.tt.omtrdc.net. Set it for the local "
         "emulator or a proxy, e.g. http://127.0.0.1:8765.",

@@ -165,3 +165,22 @@ def test_a_connection_with_an_unusable_stored_token_can_still_be_deactivated(adm
     assert TargetConnection.objects.get(pk=conn.pk).active is False
     connection_save(connection=conn, by=admin_user, new_token=TOKEN)
     assert TargetConnection.objects.get(pk=conn.pk).bearer_token == TOKEN
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("overrides, says", [
+    ({"base_url": "ftp://127.0.0.1/"}, "Enter an http:// or https:// URL."),
+    ({"quota_limit": "0"}, "greater than or equal to 1"),
+    ({"client_code": "ac/me"}, "letters, digits"),
+    ({"new_token": "tök€n-SECRET"}, "only visible ASCII"),
+])
+def test_the_admin_form_shows_the_models_refusals_on_the_field(client, admin_user, overrides,
+                                                                says):
+    client.force_login(admin_user)
+    data = {"label": "Acme", "client_code": "acme", "base_url": "", "quota_limit": "1000",
+            "active": "on", "new_token": "", **overrides}
+    response = client.post("/admin/updates/targetconnection/add/", data)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert says in html and "SECRET" not in html
+    assert not TargetConnection.objects.exists()

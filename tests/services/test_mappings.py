@@ -531,3 +531,18 @@ def test_the_staged_value_is_the_transformed_one_and_the_page_shows_it(client, o
     assert update.attributes == {"loyaltyTier": "gold"}
     page = client.get(f"/admin/updates/profileupdate/{update.pk}/change/").content.decode()
     assert '<td class="po-value">gold</td>' in page
+
+
+def test_an_import_against_a_catastrophic_pattern_is_refused_row_by_row_at_once(operator):
+    from updates import importing
+
+    conn = make_connection("imp")
+    make_mapping(conn, "code", "code", pattern=r"^(a+)+$", max_length=100)
+    rows = "".join(f"mbox3rdPartyId,c-{n},{'a' * 40}b\r\n" for n in range(200))
+    data = ("identity_type,identity,code\r\n" + rows).encode()
+    # In this thread (the test's database transaction); the engine is the one timed above.
+    job = importing.import_job_create(connection=conn, file_name="codes.csv", file_data=data,
+                                      by=operator)
+    assert (job.status, job.error_count) == ("invalid", 200)
+    assert "does not match the required pattern" in job.errors[0]["message"]
+    assert not ProfileUpdate.objects.exists()

@@ -23,7 +23,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='targetconnection',
             name='base_url',
-            field=models.URLField(blank=True, help_text='Leave empty for https://<clientCode>.tt.omtrdc.net. Set it for the local emulator or a proxy, e.g. http://127.0.0.1:8765.', validators=[django.core.validators.URLValidator(message='Enter an http:// or https:// URL.', schemes=['http', 'https'])]),
+            field=models.URLField(blank=True, help_text='Leave empty for https://<clientCode>.tt.omtrdc.net. Set it for the local emulator or a proxy, e.g. http://127.0.0.1:8765.', validators=[django.core.validators.URLValidator(code='invalid_base_url', message='Enter an http:// or https:// URL.', schemes=['http', 'https'])]),
         ),
         migrations.AlterField(
             model_name='targetconnection',

@@ -4,7 +4,7 @@ Each line carries time (UTC, ISO 8601), level, logger and message, plus — when
 them with ``extra=`` — the connection's client code, the update id and the send run id. No other
 attribute of the record is copied, so nothing a caller attaches by accident (a request, a
 response, a profile) reaches the log. An exception is reported by its type and its stack of code
-locations, without its message: messages of HTTP errors can quote the request URL, and that
+locations (file, line, function — not even the source lines), without its message: messages of HTTP errors can quote the request URL, and that
 carries profile values.
 """
 
@@ -35,7 +35,10 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[0] is not None:
             exc_type, _, tb = record.exc_info
             entry["exception"] = exc_type.__name__
-            entry["stack"] = "".join(traceback.format_tb(tb))
-        if record.stack_info:
-            entry["stack"] = record.stack_info
+            entry["stack"] = _locations(traceback.extract_tb(tb))
         return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def _locations(frames: traceback.StackSummary) -> str:
+    return " < ".join(f"{frame.filename}:{frame.lineno} in {frame.name}"
+                      for frame in reversed(frames))

@@ -40,12 +40,15 @@ if os.environ.get("LOG_FORMAT") == "json":
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": "profileops.logging.JsonFormatter"}},
+        # Where the plain format writes them: the access log to stdout, the rest to stderr.
         "handlers": {
-            "console": {"class": "logging.StreamHandler", "formatter": "json",
-                        "stream": "ext://sys.stdout"},
+            "access": {"class": "logging.StreamHandler", "formatter": "json",
+                       "stream": "ext://sys.stdout"},
+            "error": {"class": "logging.StreamHandler", "formatter": "json",
+                      "stream": "ext://sys.stderr"},
         },
         "loggers": {
-            "gunicorn.error": {"handlers": ["console"], "level": "INFO", "propagate": False},
-            "gunicorn.access": {"handlers": ["console"], "level": "INFO", "propagate": False},
+            "gunicorn.error": {"handlers": ["error"], "level": "INFO", "propagate": False},
+            "gunicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
         },
     }

@@ -28,6 +28,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import signal
 import socket
 import sys
@@ -51,6 +52,21 @@ REDIS_URL = os.environ.get("PROFILEOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/
 GUNICORN = Path(sys.executable).with_name("gunicorn")
 METRICS_TOKEN = secrets.token_urlsafe(32)
 IDENTITY = f"smoke-{uuid.uuid4().hex[:10]}"
+
+# The README's recipe, command for command (tests/operations/test_readme_recipe.py holds the
+# README to this list): prepared in this order, then the two long-running processes.
+RECIPE_PREPARE = [
+    "python manage.py check --deploy --fail-level WARNING",
+    "python manage.py migrate",
+    "python manage.py collectstatic --noinput",
+    "python manage.py createsuperuser",  # here with --noinput and DJANGO_SUPERUSER_* set
+]
+RECIPE_SERVER = "gunicorn -c gunicorn.conf.py profileops.wsgi"
+RECIPE_CLUSTER = "python manage.py qcluster"
+# What the recipe exports; this test sets each of them (to local values).
+RECIPE_ENVIRONMENT = {"DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS",
+                      "SECURE_PROXY_SSL_HEADER", "DATABASE_URL", "Q_REDIS_URL", "STATIC_ROOT",
+                      "PROFILEOPS_METRICS_TOKEN", "LOG_FORMAT"}
 
 
 def _unavailable(reason: str) -> None:
@@ -180,19 +196,26 @@ def test_the_production_recipe_serves_a_styled_admin_sends_through_the_schedule_
         "GUNICORN_WORKERS": "2",
         "PYTHONUNBUFFERED": "1",
     })
-    manage = [sys.executable, str(BASE_DIR / "manage.py")]
+    assert RECIPE_ENVIRONMENT <= env.keys()
+    def argv(command: str) -> list[str]:
+        """A recipe line as this interpreter (the venv's python and gunicorn) runs it."""
+        words = shlex.split(command)
+        program = {"python": sys.executable, "gunicorn": str(GUNICORN)}[words[0]]
+        return [program, *words[1:]]
 
-    def run(name: str, *args: str, extra: dict[str, str] | None = None, timeout: float = 90):
-        process = processes.start(name, [*manage, *args], {**env, **(extra or {})})
+    def run(name: str, args: list[str], extra: dict[str, str] | None = None, timeout: float = 90):
+        process = processes.start(name, args, {**env, **(extra or {})})
         code = processes.wait(process, timeout)
-        assert code == 0, f"manage.py {' '.join(args)} exited with {code}\n{processes.output(process)}"
+        assert code == 0, f"{' '.join(args)} exited with {code}\n{processes.output(process)}"
 
-    run("check", "check", "--deploy", "--fail-level", "WARNING")
-    run("migrate", "migrate", "--noinput")
-    run("createsuperuser", "createsuperuser", "--noinput", extra={
-        "DJANGO_SUPERUSER_USERNAME": "admin", "DJANGO_SUPERUSER_EMAIL": "admin@example.com",
-        "DJANGO_SUPERUSER_PASSWORD": passwords["admin"]})
-    run("collectstatic", "collectstatic", "--noinput")
+    for command in RECIPE_PREPARE:
+        name = shlex.split(command)[2]
+        if name == "createsuperuser":
+            run(name, [*argv(command), "--noinput"], extra={
+                "DJANGO_SUPERUSER_USERNAME": "admin", "DJANGO_SUPERUSER_EMAIL": "admin@example.com",
+                "DJANGO_SUPERUSER_PASSWORD": passwords["admin"]})
+        else:
+            run(name, argv(command))
 
     # --- Target: the emulator, on a port of its choosing --------------------------------------
     emulator = processes.start("emulator", [sys.executable, "-m", "target_emulator", "--port", "0"],
@@ -215,11 +238,10 @@ for name, group in (("olivia", "Operators"), ("sam", "Supervisors")):
     user = User.objects.create_user(name, password={passwords!r}[name], is_staff=True)
     user.groups.add(Group.objects.get(name=group))
 """
-    run("setup", "shell", "-c", setup)
+    run("setup", [sys.executable, "manage.py", "shell", "-c", setup])
 
     # --- the server -----------------------------------------------------------------------
-    server = processes.start("gunicorn", [str(GUNICORN), "-c", "gunicorn.conf.py",
-                                          "profileops.wsgi"], env)
+    server = processes.start("gunicorn", argv(RECIPE_SERVER), env)
     _wait(lambda: _get(f"{app}/healthz")[0] == 200, timeout=30, what="gunicorn",
           explain=lambda: processes.output(server))
     assert json.loads(_get(f"{app}/healthz")[1]) == {"status": "ok"}
@@ -287,7 +309,7 @@ for name, group in (("olivia", "Operators"), ("sam", "Supervisors")):
     assert status == 200  # the original names are served too (for links from outside)
 
     # --- the scheduler sends it ----------------------------------------------------------
-    cluster = processes.start("qcluster", [*manage, "qcluster"], env)
+    cluster = processes.start("qcluster", argv(RECIPE_CLUSTER), env)
 
     def received():
         status, body = _get(f"{emulator_url}/_emulator/received")

@@ -46,6 +46,9 @@ if os.environ.get("LOG_FORMAT") == "json":
                        "stream": "ext://sys.stdout"},
             "error": {"class": "logging.StreamHandler", "formatter": "json",
                       "stream": "ext://sys.stderr"},
+            # gunicorn's defaults give the root logger a handler by this name.
+            "console": {"class": "logging.StreamHandler", "formatter": "json",
+                        "stream": "ext://sys.stderr"},
         },
         "loggers": {
             "gunicorn.error": {"handlers": ["error"], "level": "INFO", "propagate": False},

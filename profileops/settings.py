@@ -138,10 +138,10 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", BASE_DIR / "media"))
-# Production serves what `collectstatic` wrote: gzip copies (brotli too where the brotli package is
-# installed) and content-hashed names, so
-# browsers may cache them for ever. While debugging, files come straight from the apps (the
-# manifest would not exist before collectstatic) and are re-read on every request.
+# Production serves what `collectstatic` wrote: gzip copies (brotli too where the brotli package
+# is installed) and content-hashed names, so browsers may cache them for ever. While debugging,
+# files come straight from the apps (the manifest would not exist before collectstatic) and are
+# re-read on every request.
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {

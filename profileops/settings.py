@@ -65,6 +65,10 @@ if PROFILEOPS_DEMO:
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Collected static files, compressed and with cache-busting names, straight from the app
+    # server; then the probes, which answer before any host check (see updates/health.py).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "updates.health.ProbeMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -134,6 +138,19 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", BASE_DIR / "media"))
+# Production serves what `collectstatic` wrote: gzip copies (brotli too where the brotli package
+# is installed) and content-hashed names, so browsers may cache them for ever. While debugging,
+# files come straight from the apps (the manifest would not exist before collectstatic) and are
+# re-read on every request.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage" if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage",
+    },
+}
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
 
 LOGIN_URL = "admin:login"
 
@@ -145,6 +162,8 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", True)
+    # Load balancers and Prometheus probe the app over plain HTTP on its own port.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
     SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "31536000"))
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = _env_bool("SECURE_HSTS_PRELOAD", True)
@@ -192,11 +211,28 @@ else:
     Q_CLUSTER["orm"] = "default"
     Q_CLUSTER["poll"] = float(os.environ.get("Q_ORM_POLL", "1"))
 
+# --- Operations: health, readiness, metrics (updates/health.py, updates/metrics.py) ------------
+PROFILEOPS.update({
+    # /readyz fails when the send schedule has not completed a run for this long.
+    "HEARTBEAT_STALE_SECONDS": int(os.environ.get("PROFILEOPS_HEARTBEAT_STALE_SECONDS", "180")),
+    # /metrics answers 404 unless a bearer token is configured.
+    "METRICS_TOKEN": os.environ.get("PROFILEOPS_METRICS_TOKEN", ""),
+    # Updates by status are counted at most this often per process (a GROUP BY over the table).
+    "METRICS_STATUS_SECONDS": float(os.environ.get("PROFILEOPS_METRICS_STATUS_SECONDS", "60")),
+})
+
+# --- Logging (profileops/logging.py): LOG_FORMAT=json for one JSON object per line -------------
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain")
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'plain' or 'json', not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "profileops.logging.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     # urllib3 logs full request URLs at DEBUG — those carry profile values. Keep it quiet.
     "loggers": {"urllib3": {"level": "WARNING"}},

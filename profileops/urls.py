@@ -1,14 +1,20 @@
-"""URLs: the Django admin, plus the operations dashboard and approval queue beside it."""
+"""URLs: the Django admin, plus the operations dashboard and approval queue beside it, and the
+probes for load balancers and Prometheus (answered early by updates.health.ProbeMiddleware; listed
+here too so that they can be reversed and work without the middleware)."""
 
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from updates import health
 from updates.admin import dashboard
 
 urlpatterns = [
     # Before admin.site.urls, under the same prefix, so they read as part of the admin.
     path("admin/", include(dashboard.urlpatterns)),
     path("admin/", admin.site.urls),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", health.PROBES["/metrics"], name="metrics"),
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
 ]

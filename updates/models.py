@@ -429,3 +429,14 @@ class ImportJob(models.Model):
 
     def __str__(self) -> str:
         return f"import #{self.pk} {self.file_name}"
+
+
+class SchedulerHeartbeat(models.Model):
+    """When a scheduled job last completed a run (one row per job), for /readyz and /metrics."""
+
+    name = models.CharField(max_length=64, unique=True)
+    beat_at = models.DateTimeField()
+    worker = models.CharField(max_length=64, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.beat_at:%Y-%m-%d %H:%M:%S}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from . import sending
+from . import health, sending
 
 
 def send_due_updates() -> int:
@@ -12,4 +12,6 @@ def send_due_updates() -> int:
     run = sending.send_due(
         trigger="schedule", time_budget=settings.PROFILEOPS["RUN_TIME_BUDGET_SECONDS"]
     )
+    # Only a run that completed counts: a schedule that keeps failing makes /readyz go stale.
+    health.heartbeat_beat(name=health.SEND_SCHEDULE)
     return run.pk

@@ -1,0 +1,173 @@
+"""Probes for load balancers and monitoring: /healthz, /readyz, and the scheduler's heartbeat.
+
+- ``/healthz`` answers 200 ``{"status": "ok"}`` as long as the process serves requests. It
+  touches nothing else, so a load balancer may call it as often as it likes.
+- ``/readyz`` checks what serving and sending need: the database (``SELECT 1``), the django-q2
+  broker (ORM broker: a query on its queue table; Redis: PING through django-q2's own broker)
+  and the send schedule's heartbeat, which ``updates.tasks.send_due_updates`` writes after every
+  completed run. 200 when all are fine; otherwise 503 naming the checks that failed. The answer
+  carries the check names and one word each (``ok``, ``down``, ``stale``, ``never``,
+  ``unknown``) — no host names, exception texts or counts; the reason goes to the log.
+
+Both are answered by `ProbeMiddleware` before Django's host check and CSRF, because a load
+balancer probes the server's address, not the public host name (see README, "Running for
+real"); SECURE_SSL_REDIRECT exempts them (settings.SECURE_REDIRECT_EXEMPT), because it probes
+over plain HTTP.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+from typing import Callable
+
+from django.conf import settings
+from django.db import connection as db
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
+
+from .models import SchedulerHeartbeat
+
+logger = logging.getLogger(__name__)
+
+SEND_SCHEDULE = "send_schedule"
+OK, DOWN, STALE, NEVER, UNKNOWN = "ok", "down", "stale", "never", "unknown"
+
+
+# --- the heartbeat -------------------------------------------------------------------------------
+
+def heartbeat_beat(*, name: str = SEND_SCHEDULE, now: dt.datetime | None = None) -> None:
+    """Record that the scheduled job `name` has just completed a run."""
+    worker = f"{socket.gethostname()}:{os.getpid()}"[:64]
+    SchedulerHeartbeat.objects.update_or_create(
+        name=name, defaults={"beat_at": now or timezone.now(), "worker": worker})
+
+
+def heartbeat_at(*, name: str = SEND_SCHEDULE) -> dt.datetime | None:
+    return SchedulerHeartbeat.objects.filter(name=name).values_list("beat_at", flat=True).first()
+
+
+# --- the checks ----------------------------------------------------------------------------------
+
+def check_database() -> str:
+    try:
+        with db.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as error:  # any failure means "not ready"; the type is enough to start with
+        logger.warning("readiness: the database check failed (%s)", type(error).__name__)
+        return DOWN
+    return OK
+
+
+_broker = None
+
+
+def _redis_broker():
+    global _broker
+    if _broker is None:
+        from django_q.brokers import get_broker
+
+        _broker = get_broker()
+    return _broker
+
+
+def check_broker() -> str:
+    """The broker the cluster uses, as django-q2 itself reads Q_CLUSTER (django_q.conf.Conf)."""
+    from django_q.conf import Conf
+
+    try:
+        if Conf.ORM:
+            from django_q.models import OrmQ
+
+            OrmQ.objects.using(Conf.ORM).exists()
+        elif not _redis_broker().ping():
+            raise ConnectionError("PING was not answered")
+    except Exception as error:
+        logger.warning("readiness: the broker check failed (%s)", type(error).__name__)
+        return DOWN
+    return OK
+
+
+def check_scheduler(*, now: dt.datetime | None = None) -> str:
+    now = now or timezone.now()
+    try:
+        beat_at = heartbeat_at()
+    except Exception as error:
+        logger.warning("readiness: the heartbeat could not be read (%s)", type(error).__name__)
+        return UNKNOWN
+    if beat_at is None:
+        return NEVER
+    stale_after = dt.timedelta(seconds=settings.PROFILEOPS["HEARTBEAT_STALE_SECONDS"])
+    if now - beat_at > stale_after:
+        logger.warning("readiness: the send schedule last completed a run %d s ago",
+                       (now - beat_at).total_seconds())
+        return STALE
+    return OK
+
+
+def readiness(*, now: dt.datetime | None = None) -> dict[str, str]:
+    """{check name: result} — ready when every result is "ok"."""
+    database = check_database()
+    return {
+        "database": database,
+        "broker": check_broker(),
+        # Without the database the heartbeat cannot be read: say so instead of guessing.
+        "scheduler": check_scheduler(now=now) if database == OK else UNKNOWN,
+    }
+
+
+# --- the views -----------------------------------------------------------------------------------
+
+def _json(payload: dict, status: int = 200) -> JsonResponse:
+    response = JsonResponse(payload, status=status)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def healthz(request: HttpRequest) -> HttpResponse:
+    return _json({"status": "ok"})
+
+
+def readyz(request: HttpRequest) -> HttpResponse:
+    checks = readiness()
+    failed = [name for name, result in checks.items() if result != OK]
+    if failed:
+        return _json({"status": "unavailable", "failed": failed, "checks": checks}, status=503)
+    return _json({"status": "ok", "checks": checks})
+
+
+def _metrics(request: HttpRequest) -> HttpResponse:
+    from .metrics import metrics_view
+
+    return metrics_view(request)
+
+
+PROBES: dict[str, Callable[[HttpRequest], HttpResponse]] = {
+    "/healthz": healthz,
+    "/readyz": readyz,
+    "/metrics": _metrics,
+}
+
+
+class ProbeMiddleware:
+    """Answers the probe paths before the host check, sessions, CSRF and authentication.
+
+    A load balancer's or Prometheus's Host header is the server's address, which ALLOWED_HOSTS
+    rightly does not list; these answers build no URLs from it, so it is safe to skip the check.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        probe = PROBES.get(request.path_info)
+        if probe is None:
+            return self.get_response(request)
+        if request.method not in ("GET", "HEAD"):
+            response = HttpResponse(status=405)
+            response["Allow"] = "GET, HEAD"
+            return response
+        return probe(request)

@@ -1,0 +1,310 @@
+"""Prometheus metrics at /metrics, read from the database at scrape time.
+
+Every figure comes from the database, not from in-process counters, so any gunicorn worker
+answers a scrape with the same numbers whichever process did the sending (qcluster workers on
+other machines included). The only label besides the metric's own classes is ``connection``:
+the connection's client code. No identity, attribute name or value is ever a label.
+
+What each scrape costs, at a million updates and more:
+
+- requests, acknowledgments and failed updates: sums over `DailyUsage` (one row per connection
+  and day);
+- quota: the rolling-window sum over `QuotaMinute` (at most ~1,441 rows per connection);
+- approval queue: one grouped query over the pending updates (through the status index);
+- send attempts by outcome and the latency histogram: aggregated once per process over the
+  attempts older than `SETTLED_AFTER`, then only over the newer ones (the att_conn_started index)
+  — attempts are recorded within a batch's lease, so older ones no longer change;
+- updates by status (and by verification state, once updates have one): a GROUP BY over the
+  table, recomputed at most every PROFILEOPS_METRICS_STATUS_SECONDS per process.
+
+The endpoint answers 404 unless PROFILEOPS_METRICS_TOKEN is set, and 401 unless the request
+carries ``Authorization: Bearer <that token>``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import threading
+import time
+from collections import defaultdict
+from typing import Iterator
+
+from django.conf import settings
+from django.core.exceptions import FieldDoesNotExist
+from django.db.models import Count, Min, Q, Sum
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from . import quota
+from .health import SEND_SCHEDULE, heartbeat_at
+from .models import DailyUsage, ProfileUpdate, SendAttempt, TargetConnection, UpdateStatus
+
+Outcome = SendAttempt.Outcome
+# Upper bounds in milliseconds (the histogram reports seconds): Target answers in tens to
+# hundreds of milliseconds; the read timeout defaults to 20 s.
+LATENCY_BUCKETS_MS = (25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 20000)
+SETTLED_AFTER = dt.timedelta(minutes=10)
+
+
+def failure_class(outcome: str, http_status: int | None) -> str | None:
+    """What kind of failure an attempt was (None for an acknowledgment); a small, fixed set."""
+    if outcome == Outcome.ACKNOWLEDGED:
+        return None
+    if outcome == Outcome.UNEXPECTED:
+        return "unexpected_answer"
+    if http_status is None:
+        # Transient: connection refused or dropped, timeout. Permanent: refused before sending
+        # (a request no method can carry, a token no header can carry).
+        return "network" if outcome == Outcome.TRANSIENT else "not_sendable"
+    if http_status == 429:
+        return "rate_limited"
+    if 500 <= http_status <= 599:
+        return "server_error"
+    if 300 <= http_status <= 399:
+        return "redirect"
+    if 400 <= http_status <= 499:
+        return "client_error"
+    return "other"
+
+
+class _AttemptTotals:
+    """Attempt counts and latency buckets per connection, over all attempts ever recorded.
+
+    Attempts started before `boundary` are added up once and kept (per process); each refresh
+    moves the boundary forward and re-reads only what started after it.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.boundary: dt.datetime | None = None
+        self.settled = self._empty()
+
+    @staticmethod
+    def _empty() -> dict:
+        return {"outcomes": defaultdict(int), "latency": defaultdict(lambda: defaultdict(int))}
+
+    @staticmethod
+    def _add(into: dict, attempts) -> None:
+        for row in (attempts.order_by().values("connection_id", "outcome", "http_status")
+                    .annotate(n=Count("id"))):
+            into["outcomes"][(row["connection_id"], row["outcome"], row["http_status"])] += row["n"]
+        buckets = {f"le_{ms}": Count("id", filter=Q(latency_ms__lte=ms))
+                   for ms in LATENCY_BUCKETS_MS}
+        for row in (attempts.filter(latency_ms__isnull=False).order_by().values("connection_id")
+                    .annotate(count=Count("id"), total_ms=Sum("latency_ms"), **buckets)):
+            latency = into["latency"][row["connection_id"]]
+            for key in ("count", "total_ms", *buckets):
+                latency[key] += row[key] or 0
+
+    def read(self, *, now: dt.datetime) -> dict:
+        with self.lock:
+            new_boundary = now - SETTLED_AFTER
+            if self.boundary is None:
+                self._add(self.settled, SendAttempt.objects.filter(started_at__lte=new_boundary))
+            elif new_boundary > self.boundary:
+                self._add(self.settled, SendAttempt.objects.filter(
+                    started_at__gt=self.boundary, started_at__lte=new_boundary))
+            self.boundary = max(self.boundary or new_boundary, new_boundary)
+            totals = self._empty()
+            for key, n in self.settled["outcomes"].items():
+                totals["outcomes"][key] += n
+            for cid, values in self.settled["latency"].items():
+                for key, n in values.items():
+                    totals["latency"][cid][key] += n
+            self._add(totals, SendAttempt.objects.filter(started_at__gt=self.boundary))
+            return totals
+
+
+class _Cached:
+    """A value recomputed at most every `seconds` (per process)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.at = float("-inf")
+        self.value = None
+
+    def get(self, compute, *, seconds: float):
+        with self.lock:
+            if time.monotonic() - self.at >= seconds:
+                self.value = compute()
+                self.at = time.monotonic()
+            return self.value
+
+
+def _has_verification_state() -> bool:
+    try:
+        ProfileUpdate._meta.get_field("verification_state")
+    except FieldDoesNotExist:
+        return False
+    return True
+
+
+def _update_counts() -> dict:
+    counts = {"status": {}, "verification": {}}
+    rows = ProfileUpdate.objects.order_by().values("connection_id", "status").annotate(n=Count("id"))
+    for row in rows:
+        counts["status"][(row["connection_id"], row["status"])] = row["n"]
+    if _has_verification_state():
+        rows = (ProfileUpdate.objects.order_by().values("connection_id", "verification_state")
+                .annotate(n=Count("id")))
+        for row in rows:
+            counts["verification"][(row["connection_id"], str(row["verification_state"]))] = row["n"]
+    return counts
+
+
+class ProfileOpsCollector:
+    """A prometheus_client collector: everything is read when Prometheus scrapes."""
+
+    def __init__(self) -> None:
+        self.attempts = _AttemptTotals()
+        self.update_counts = _Cached()
+
+    def describe(self) -> list[Metric]:
+        return []  # nothing is read when the collector is registered, only when scraped
+
+    def collect(self) -> Iterator[Metric]:
+        now = timezone.now()
+        connections = list(TargetConnection.objects.order_by("id")
+                           .values_list("id", "client_code", "quota_limit"))
+        code = {cid: client_code for cid, client_code, _ in connections}
+        labels = ["connection"]
+
+        usage = {row["connection_id"]: row for row in DailyUsage.objects.order_by()
+                 .values("connection_id").annotate(requests=Sum("requests"),
+                                                   acknowledged=Sum("acknowledged"),
+                                                   failed=Sum("failed"))}
+        sent = CounterMetricFamily("profileops_requests", "Requests sent to Target (retries "
+                                   "included).", labels=labels)
+        acked = CounterMetricFamily("profileops_acknowledgments", "Requests Target "
+                                    "acknowledged.", labels=labels)
+        failed = CounterMetricFamily("profileops_failed_updates", "Updates that ended failed.",
+                                     labels=labels)
+        limit = GaugeMetricFamily("profileops_quota_limit", "Most requests allowed in any "
+                                  "rolling 24 hours.", labels=labels)
+        used = GaugeMetricFamily("profileops_quota_window_requests", "Requests reserved in the "
+                                 "rolling 24 hours up to now.", labels=labels)
+        for cid, client_code, quota_limit in connections:
+            row = usage.get(cid, {})
+            sent.add_metric([client_code], row.get("requests") or 0)
+            acked.add_metric([client_code], row.get("acknowledged") or 0)
+            failed.add_metric([client_code], row.get("failed") or 0)
+            limit.add_metric([client_code], quota_limit)
+            used.add_metric([client_code], quota.window_usage(connection=cid, now=now))
+        yield from (sent, acked, failed, limit, used)
+
+        yield from self._attempt_metrics(now, code)
+        yield from self._queue_metrics(now, connections)
+        yield from self._update_metrics(connections)
+
+        beat_at = heartbeat_at(name=SEND_SCHEDULE)
+        heartbeat = GaugeMetricFamily(
+            "profileops_send_schedule_last_run_timestamp_seconds",
+            "When the send schedule last completed a run (Unix time; absent before the first).")
+        if beat_at is not None:
+            heartbeat.add_metric([], beat_at.timestamp())
+        yield heartbeat
+
+    def _attempt_metrics(self, now: dt.datetime, code: dict[int, str]) -> Iterator[Metric]:
+        totals = self.attempts.read(now=now)
+        by_outcome: dict[tuple[str, str], int] = defaultdict(int)
+        by_class: dict[tuple[str, str], int] = defaultdict(int)
+        for (cid, outcome, http_status), n in totals["outcomes"].items():
+            if cid not in code:
+                continue
+            by_outcome[(code[cid], outcome)] += n
+            kind = failure_class(outcome, http_status)
+            if kind:
+                by_class[(code[cid], kind)] += n
+        attempts = CounterMetricFamily("profileops_send_attempts", "Send attempts by outcome.",
+                                       labels=["connection", "outcome"])
+        for client_code in sorted(set(code.values())):
+            for outcome in Outcome.values:
+                attempts.add_metric([client_code, outcome], by_outcome.get((client_code, outcome), 0))
+        failures = CounterMetricFamily("profileops_send_failures", "Failed send attempts by "
+                                       "class.", labels=["connection", "class"])
+        for (client_code, kind), n in sorted(by_class.items()):
+            failures.add_metric([client_code, kind], n)
+        latency = HistogramMetricFamily("profileops_send_latency_seconds", "Time from sending a "
+                                        "request to reading Target's answer.",
+                                        labels=["connection"])
+        for cid, client_code in sorted(code.items()):
+            values = totals["latency"].get(cid, {})
+            buckets = [(str(ms / 1000), values.get(f"le_{ms}", 0)) for ms in LATENCY_BUCKETS_MS]
+            buckets.append(("+Inf", values.get("count", 0)))
+            latency.add_metric([client_code], buckets, values.get("total_ms", 0) / 1000)
+        yield from (attempts, failures, latency)
+
+    def _queue_metrics(self, now: dt.datetime, connections: list) -> Iterator[Metric]:
+        pending = {row["connection_id"]: row for row in
+                   ProfileUpdate.objects.filter(status=UpdateStatus.PENDING).order_by()
+                   .values("connection_id").annotate(n=Count("id"), oldest=Min("submitted_at"))}
+        depth = GaugeMetricFamily("profileops_approval_queue_depth", "Updates waiting for "
+                                  "approval.", labels=["connection"])
+        age = GaugeMetricFamily("profileops_approval_queue_oldest_age_seconds", "How long the "
+                                "longest-waiting update has waited for approval (0 when none "
+                                "waits).", labels=["connection"])
+        for cid, client_code, _ in connections:
+            row = pending.get(cid)
+            depth.add_metric([client_code], row["n"] if row else 0)
+            oldest = row["oldest"] if row else None
+            age.add_metric([client_code], max(0.0, (now - oldest).total_seconds()) if oldest else 0)
+        yield from (depth, age)
+
+    def _update_metrics(self, connections: list) -> Iterator[Metric]:
+        counts = self.update_counts.get(
+            _update_counts, seconds=settings.PROFILEOPS["METRICS_STATUS_SECONDS"])
+        updates = GaugeMetricFamily("profileops_updates", "Updates by status (recounted at most "
+                                    "every PROFILEOPS_METRICS_STATUS_SECONDS).",
+                                    labels=["connection", "status"])
+        for cid, client_code, _ in connections:
+            for status in UpdateStatus.values:
+                updates.add_metric([client_code, status], counts["status"].get((cid, status), 0))
+        yield updates
+        if counts["verification"]:
+            verification = GaugeMetricFamily("profileops_updates_by_verification",
+                                             "Updates by verification state.",
+                                             labels=["connection", "state"])
+            code = {cid: client_code for cid, client_code, _ in connections}
+            for (cid, state), n in sorted(counts["verification"].items()):
+                if cid in code:
+                    verification.add_metric([code[cid], state], n)
+            yield verification
+
+
+_registry: CollectorRegistry | None = None
+_registry_lock = threading.Lock()
+
+
+def registry() -> CollectorRegistry:
+    """One registry per process holding only the ProfileOps collector (no process metrics: each
+    gunicorn worker would report its own, which a scrape of one of them cannot sum)."""
+    global _registry
+    with _registry_lock:
+        if _registry is None:
+            _registry = CollectorRegistry(auto_describe=False)
+            _registry.register(ProfileOpsCollector())
+        return _registry
+
+
+def _authorized(request: HttpRequest, token: str) -> bool:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    token = settings.PROFILEOPS.get("METRICS_TOKEN", "")
+    if not token:
+        return HttpResponse("Not found", status=404, content_type="text/plain")
+    if not _authorized(request, token):
+        response = HttpResponse("Unauthorized", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    response = HttpResponse(generate_latest(registry()), content_type=CONTENT_TYPE_LATEST)
+    response["Cache-Control"] = "no-store"
+    return response

@@ -11,7 +11,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('updates', '0003_send_schedule'),
+        ("updates", "0003_send_schedule"),
     ]
 
     operations = [

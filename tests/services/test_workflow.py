@@ -863,3 +863,30 @@ def test_staging_many_is_refused_for_an_inactive_connection(connection, operator
         workflow.updates_stage_many(connection=connection, rows=_rows(1), by=operator)
     assert "inactive" in info.value.message_dict["connection"][0]
     assert not ProfileUpdate.objects.exists()
+
+
+# --- the migration that introduced content authors -------------------------------------------
+
+def test_the_migration_backfills_authors_from_creators_and_content_edits(in_state, operator,
+                                                                        other_operator):
+    import importlib
+    from types import SimpleNamespace
+
+    from django.apps import apps
+    from django.db import connection as db
+
+    both = person("operator_and_supervisor")
+    content = in_state(S.DRAFT)
+    workflow.update_edit(update=content, by=both, attributes=OTHER_CONTENT)
+    workflow.update_edit(update=content, by=other_operator, reason="note only")
+    note_only = in_state(S.DRAFT)
+    workflow.update_edit(update=note_only, by=both, reason="note only",
+                         not_before=dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc))
+    ProfileUpdate.content_authors.through.objects.all().delete()  # as before the migration
+
+    migration = importlib.import_module("updates.migrations.0005_content_authors")
+    migration.backfill_content_authors(apps, SimpleNamespace(connection=db))
+    assert authors(content) == {operator.username, both.username}
+    assert authors(note_only) == {operator.username}
+    migration.backfill_content_authors(apps, SimpleNamespace(connection=db))  # re-runnable
+    assert ProfileUpdate.content_authors.through.objects.count() == 3

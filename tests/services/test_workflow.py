@@ -22,7 +22,7 @@ from django.utils import timezone
 from tests.conftest import make_user
 from updates import workflow
 from updates.models import AuditEvent, ProfileUpdate, UpdateStatus as S
-from updates.workflow import TransitionRefused
+from updates.errors import Refused
 
 pytestmark = pytest.mark.django_db
 
@@ -54,10 +54,10 @@ def audit_rows(update: ProfileUpdate) -> list[AuditEvent]:
 
 @contextmanager
 def refused(update: ProfileUpdate, code: str):
-    """The block must raise TransitionRefused(code) and leave the row and its audit trail as
+    """The block must raise Refused(code) and leave the row and its audit trail as
     they were."""
     before, events = row(update), len(audit_rows(update))
-    with pytest.raises(TransitionRefused) as info:
+    with pytest.raises(Refused) as info:
         yield info
     assert info.value.code == code, info.value.messages
     assert row(update) == before
@@ -318,7 +318,7 @@ def test_permission_matrix_on_someone_elses_update(in_state, connection, operato
             update = workflow.update_stage(**kwargs)
             assert update.created_by == user and row(update)["status"] == S.DRAFT
         else:
-            with pytest.raises(TransitionRefused) as info:
+            with pytest.raises(Refused) as info:
                 workflow.update_stage(**kwargs)
             assert info.value.code == "permission_denied"
             assert not ProfileUpdate.objects.exists() and not AuditEvent.objects.exists()
@@ -824,7 +824,7 @@ def test_staging_many_creates_drafts_or_pending_updates_each_with_an_audit_row(
 def test_staging_many_needs_the_permissions_of_each_step(connection, supervisor):
     both_missing = make_user("viewer")
     for user, submit in ((supervisor, False), (both_missing, True)):
-        with pytest.raises(TransitionRefused) as info:
+        with pytest.raises(Refused) as info:
             workflow.updates_stage_many(connection=connection, rows=_rows(1), by=user,
                                         submit=submit)
         assert info.value.code == "permission_denied"

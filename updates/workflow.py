@@ -103,6 +103,7 @@ T: Mapping[str, Transition] = {t.name: t for t in TRANSITIONS}
 # submitted update send it back to draft ("edit_content"). These states never change.
 EDITABLE_STATES = {S.DRAFT, *T["edit_content"].sources}
 CANCELLABLE_STATES = set(T["cancel"].sources)
+_REQUEUES = (T["requeue"], T["requeue_for_approval"])  # one service, two outcomes
 
 
 def sender_transition(name: str, *, from_status: str | None = None) -> Transition:
@@ -167,8 +168,8 @@ def available_transitions(update: ProfileUpdate, user, *,
             continue
         if transition.four_eyes and update.pk in authored:
             continue
-        if transition.name.startswith("requeue") and transition is not _requeue_transition(update):
-            continue
+        if transition in _REQUEUES and transition is not _requeue_transition(update):
+            continue  # the one re-queue the service will make for this update
         options.append(transition)
     return options
 

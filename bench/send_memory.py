@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--emulator", required=True)
     args = parser.parse_args()
     setup_django()
-    from django.conf import settings
+    from updates.conf import setting
 
     from updates import sending
     from updates.models import ProfileUpdate, TargetConnection, UpdateStatus
@@ -51,8 +51,8 @@ def main() -> None:
         f"(after start-up {rss_before:.0f} MB)")
     emit({"benchmark": "memory", "updates": n, "seconds": seconds, "peak_rss_mb": peak,
           "rss_after_setup_mb": rss_before,
-          "concurrency": settings.PROFILEOPS["SEND_CONCURRENCY"],
-          "batch_size": settings.PROFILEOPS["SEND_BATCH_SIZE"]})
+          "concurrency": setting("SEND_CONCURRENCY"),
+          "batch_size": setting("SEND_BATCH_SIZE")})
 
 
 if __name__ == "__main__":

@@ -74,13 +74,13 @@ def main() -> None:
     args = parser.parse_args()
 
     setup_django()
-    from django.conf import settings
+    from updates.conf import setting
 
     from updates import sending, target
     from updates.models import ProfileUpdate, UpdateStatus
 
-    concurrency = settings.PROFILEOPS["SEND_CONCURRENCY"]
-    batch_size = settings.PROFILEOPS["SEND_BATCH_SIZE"]
+    concurrency = setting("SEND_CONCURRENCY")
+    batch_size = setting("SEND_BATCH_SIZE")
     n = args.updates
     user = make_user("bench-sender")
     conn = make_connection(f"bench{os.getpid()}", base_url=args.emulator)

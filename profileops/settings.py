@@ -174,21 +174,13 @@ IMPORT_EXPORT_SKIP_ADMIN_LOG = True
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
-# --- Sending (see updates/sending.py) ---------------------------------------------------------
+# --- Sending and importing -------------------------------------------------------------------
+# Every PROFILEOPS_<NAME> environment variable, as text. updates/conf.py names the settings, their
+# types and defaults; updates/checks.py refuses impossible values when the app starts.
 PROFILEOPS = {
-    "SEND_BATCH_SIZE": int(os.environ.get("PROFILEOPS_SEND_BATCH_SIZE", "500")),
-    "SEND_CONCURRENCY": int(os.environ.get("PROFILEOPS_SEND_CONCURRENCY", "32")),
-    "CONNECT_TIMEOUT": float(os.environ.get("PROFILEOPS_CONNECT_TIMEOUT", "5")),
-    "READ_TIMEOUT": float(os.environ.get("PROFILEOPS_READ_TIMEOUT", "20")),
-    "LEASE_SECONDS": int(os.environ.get("PROFILEOPS_LEASE_SECONDS", "120")),
-    "MAX_ATTEMPTS": int(os.environ.get("PROFILEOPS_MAX_ATTEMPTS", "8")),
-    "MAX_UNEXPECTED_ANSWERS": int(os.environ.get("PROFILEOPS_MAX_UNEXPECTED_ANSWERS", "3")),
-    "BACKOFF_BASE_SECONDS": float(os.environ.get("PROFILEOPS_BACKOFF_BASE_SECONDS", "30")),
-    "BACKOFF_MAX_SECONDS": float(os.environ.get("PROFILEOPS_BACKOFF_MAX_SECONDS", "3600")),
-    # One scheduled run stops claiming new batches after this long, well inside the task timeout.
-    "RUN_TIME_BUDGET_SECONDS": float(os.environ.get("PROFILEOPS_RUN_TIME_BUDGET_SECONDS", "45")),
-    # Imports with more rows than this run in the background (django-q2), not in the request.
-    "IMPORT_BACKGROUND_ROWS": int(os.environ.get("PROFILEOPS_IMPORT_BACKGROUND_ROWS", "2000")),
+    name.removeprefix("PROFILEOPS_"): value
+    for name, value in os.environ.items()
+    if name.startswith("PROFILEOPS_") and name != "PROFILEOPS_DEMO"
 }
 
 # --- django-q2 ---------------------------------------------------------------------------------

@@ -9,12 +9,13 @@ import json
 
 import pytest
 from django.contrib.auth.models import AnonymousUser
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from openpyxl import load_workbook
 
 from tests.conftest import make_connection, make_mapping, make_user
 from updates import exporting, workflow
 from updates.admin.imports import export_selected_csv
+from updates.errors import Refused
 from updates.models import ProfileUpdate, SendAttempt
 from updates.resources import EXPORT_COLUMNS
 
@@ -147,8 +148,9 @@ def test_only_holders_of_the_export_right_may_export(db, who):
     by = {"user without the export right": lambda: make_user("plain"),
           "anonymous": AnonymousUser,
           "inactive": lambda: _inactive_supervisor()}[who]()
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(Refused) as refused:
         exporting.updates_export(by=by, file_format="csv", out=io.BytesIO())
+    assert refused.value.code == "permission_denied"
 
 
 def _inactive_supervisor():

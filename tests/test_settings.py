@@ -87,3 +87,15 @@ def test_the_deployment_check_fails_on_a_weak_secret_key(production_env):
                  **{**production_env, "SECRET_KEY": "short"})
     assert result.returncode != 0
     assert "security.W009" in result.stdout + result.stderr
+
+
+def test_profileops_values_come_from_the_environment_and_defaults_from_updates_conf():
+    show = ("import django, json; django.setup(); from django.conf import settings as s; "
+            "from updates.conf import setting; "
+            "print(json.dumps({'raw': s.PROFILEOPS, 'batch': setting('SEND_BATCH_SIZE'), "
+            "'lease': setting('LEASE_SECONDS')}))")
+    result = run("-c", show, PROFILEOPS_SEND_BATCH_SIZE="7", PROFILEOPS_DEMO="0")
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout)
+    assert loaded["raw"] == {"SEND_BATCH_SIZE": "7"}  # as text; PROFILEOPS_DEMO is no knob
+    assert (loaded["batch"], loaded["lease"]) == (7, 120)

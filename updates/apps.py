@@ -5,3 +5,10 @@ class UpdatesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "updates"
     verbose_name = "Profile updates"
+
+    def ready(self) -> None:
+        from django.core import checks
+
+        from .checks import check_profileops_settings
+
+        checks.register(check_profileops_settings)

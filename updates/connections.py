@@ -7,10 +7,11 @@ changes are audited like an update's. The bearer token appears in the audit only
 
 from __future__ import annotations
 
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from .errors import require_perm
 from .models import AuditEvent, TargetConnection, validate_bearer_token
 
 _AUDITED_FIELDS = ("label", "client_code", "base_url", "quota_limit", "active")
@@ -21,8 +22,7 @@ def connection_save(*, connection: TargetConnection, by, new_token: str = "",
     """Save `connection` (new or changed); `new_token` replaces the token, `clear_token`
     removes it. Only holders of the connection permissions (administrators) may."""
     perm = "updates.change_targetconnection" if connection.pk else "updates.add_targetconnection"
-    if by is None or not by.is_active or not by.has_perm(perm):
-        raise PermissionDenied("Only administrators manage Target connections.")
+    require_perm(by, perm, "Only administrators manage Target connections.")
     if new_token and clear_token:
         raise ValueError("either a new token or clearing it, not both")
     if new_token:

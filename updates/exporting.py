@@ -18,9 +18,10 @@ import csv
 import io
 from typing import Any, BinaryIO
 
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db.models import OuterRef, QuerySet, Subquery
 
+from .errors import require_perm
 from .models import ProfileUpdate, SendAttempt, TargetConnection, UpdateStatus
 
 PERM_EXPORT = "updates.export_profileupdate"
@@ -50,8 +51,7 @@ def escape_formula(value: Any) -> Any:
 def require_export_permission(user) -> None:
     if user is COMMAND_LINE:
         return
-    if user is None or not getattr(user, "is_active", False) or not user.has_perm(PERM_EXPORT):
-        raise PermissionDenied("You do not have permission to export profile updates.")
+    require_perm(user, PERM_EXPORT, "You do not have permission to export profile updates.")
 
 
 def export_queryset(*, queryset: QuerySet | None = None, connection: TargetConnection | None = None,

@@ -45,13 +45,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from . import mappings, workflow
+from .conf import setting
+from .errors import NOT_UPLOADER, WRONG_STATE, Refused, require_perm
 from .models import AttributeMapping, ImportJob, TargetConnection
 from .validation import identity_errors
 
@@ -71,7 +72,7 @@ TASK_TIMEOUT_SECONDS = 3600
 
 def background_threshold() -> int:
     """Files with more rows than this run their confirmed import in django-q2, not the request."""
-    return int(getattr(settings, "PROFILEOPS", {}).get("IMPORT_BACKGROUND_ROWS", 2000))
+    return setting("IMPORT_BACKGROUND_ROWS")
 
 
 class ImportFileError(Exception):
@@ -118,12 +119,11 @@ class CheckResult:
 
 def require_import_permission(user, *, submit: bool = False) -> None:
     """Importing stages updates (and submits them, when asked): it needs all of those rights."""
-    if user is None or not getattr(user, "is_active", False) or not user.has_perm(PERM_IMPORT):
-        raise PermissionDenied("You do not have permission to import profile updates.")
-    if not user.has_perm(workflow.PERM_STAGE):
-        raise PermissionDenied("You do not have permission to stage profile updates.")
-    if submit and not user.has_perm(workflow.PERM_SUBMIT):
-        raise PermissionDenied("You do not have permission to submit profile updates for approval.")
+    require_perm(user, PERM_IMPORT, "You do not have permission to import profile updates.")
+    require_perm(user, workflow.PERM_STAGE, "You do not have permission to stage profile updates.")
+    if submit:
+        require_perm(user, workflow.PERM_SUBMIT,
+                     "You do not have permission to submit profile updates for approval.")
 
 
 # --- reading files -----------------------------------------------------------------------------
@@ -453,10 +453,11 @@ def import_job_start(*, job: ImportJob, by, background: bool | None = None) -> b
     (large files, or background=True), False when it ran here and has finished."""
     require_import_permission(by, submit=job.submit_after_import)
     if by.pk != job.created_by_id:
-        raise PermissionDenied("Only the person who uploaded this file can confirm its import.")
+        raise Refused("Only the person who uploaded this file can confirm its import.",
+                      code=NOT_UPLOADER)
     if job.status != ImportJob.Status.QUEUED:
-        raise ValidationError(f"Import #{job.pk} is {job.get_status_display().lower()}; only a "
-                              "checked import awaiting confirmation can start.", code="wrong_state")
+        raise Refused(f"Import #{job.pk} is {job.get_status_display().lower()}; only a "
+                      "checked import awaiting confirmation can start.", code=WRONG_STATE)
     if background is None:
         background = job.total_rows > background_threshold()
     if not background:
@@ -490,10 +491,9 @@ def import_job_run(*, job: ImportJob, progress: Callable[[int, int], None] | Non
     _reload(job)
     try:
         _run_claimed(job, bytes(stored), progress=progress, progress_every=progress_every)
-    except (PermissionDenied, ValidationError) as error:
+    except ValidationError as error:
         # Refusals of the services (rights withdrawn, connection made inactive): say which.
-        messages = error.messages if isinstance(error, ValidationError) else [str(error)]
-        _fail(job, [f"{m} Nothing was saved." for m in messages])
+        _fail(job, [f"{m} Nothing was saved." for m in error.messages])
     except Exception as error:
         # The type only: messages of database errors can quote the values being written.
         logger.error("import job %s failed: %s", job.pk, type(error).__name__)

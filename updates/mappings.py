@@ -23,10 +23,11 @@ from decimal import Decimal, InvalidOperation
 
 import re2
 
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from .errors import require_perm
 from .models import AttributeMapping, AuditEvent, TargetConnection
 from .validation import attribute_name_errors
 
@@ -297,8 +298,7 @@ def mapping_validate(mapping: AttributeMapping) -> None:
 def mapping_save(*, mapping: AttributeMapping, by) -> AttributeMapping:
     """Create or change a mapping; the audit row records before/after of every changed field."""
     perm = "updates.change_attributemapping" if mapping.pk else "updates.add_attributemapping"
-    if not by.has_perm(perm):
-        raise PermissionDenied("You may not define or change attribute mappings.")
+    require_perm(by, perm, "You may not define or change attribute mappings.")
     mapping_validate(mapping)
     with transaction.atomic():
         before = {}

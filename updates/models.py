@@ -209,6 +209,12 @@ class ProfileUpdate(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
     )
     last_edited_at = models.DateTimeField()
+    # Everyone who wrote what is sent — its creator and whoever changed its identity or attributes,
+    # ever. Four eyes: none of them may approve or reject it (workflow.py). Editing only the reason
+    # or the earliest send time does not make someone an author.
+    content_authors = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, related_name="+", blank=True,
+        help_text="Who created or changed the identity or attributes; none of them may decide.")
     submitted_at = models.DateTimeField(null=True, blank=True)
     decided_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from import_export import exceptions, resources, widgets
 from import_export.fields import Field
 from import_export.results import RowResult
@@ -68,7 +68,7 @@ class ProfileUpdateImportResource(resources.ModelResource):
             importing.require_import_permission(user, submit=self.submit)
             if self.connection is None:
                 raise ValidationError("Choose the connection the updates are for.")
-        except (PermissionDenied, ValidationError) as error:
+        except ValidationError as error:
             if raise_errors:
                 raise
             result.append_base_error(self.get_error_result_class()(error))

@@ -46,13 +46,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import requests
-from django.conf import settings
 from django.db import connection as db, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 from requests.adapters import HTTPAdapter
 
 from . import quota, target
+from .conf import setting
 from .models import AuditEvent, ProfileUpdate, SendAttempt, SendRun, TargetConnection, UpdateStatus
 
 S = UpdateStatus
@@ -71,7 +71,7 @@ ProgressCallback = Callable[[SendRun], None]
 
 
 def _conf(name: str):
-    return settings.PROFILEOPS[name]
+    return setting(name)
 
 
 # --- what would be sent ----------------------------------------------------------------------

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from django.conf import settings
-
 from . import health, sending
+from .conf import setting
 
 
 def send_due_updates() -> int:
     """Run by the "Send approved updates" schedule every minute; returns the SendRun id."""
     run = sending.send_due(
-        trigger="schedule", time_budget=settings.PROFILEOPS["RUN_TIME_BUDGET_SECONDS"]
+        trigger="schedule", time_budget=setting("RUN_TIME_BUDGET_SECONDS")
     )
     # Only a run that completed counts: a schedule that keeps failing makes /readyz go stale.
     health.heartbeat_beat(name=health.SEND_SCHEDULE)

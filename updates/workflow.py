@@ -1,19 +1,24 @@
 """The life of a staged update: who may move it from which state to which.
 
-    draft ──submit──▶ pending ──approve──▶ approved ──(sender)──▶ sending ──▶ sent
-      ▲                  │  └──reject──▶ rejected                    │   └──▶ failed ──requeue──▶ approved
-      └──── edit of identity/values (pending, approved, rejected, failed) ◀─┘        (or pending)
-    cancel: from draft, pending or approved.
+The moves are declared once, in TRANSITIONS below (the README's workflow table is checked against
+it by tests/services/test_workflow.py). From that table come what each service here allows, what
+the admin offers a user (`available_transitions`), and the sender's moves (sending.py checks them
+with `sender_transition`). Every state change writes its audit rows with `audit_rows`.
 
 Every function here checks the acting user's permissions itself (the admin hiding a button is not
-a control), changes the row and writes its AuditEvent in one transaction, and raises
-TransitionRefused — changing nothing — when the move is not allowed. The sender's own moves
-(approved → sending → sent/failed/approved) live in sending.py and follow the same rules.
+a control), changes the row and writes its AuditEvent in one transaction, and raises `Refused`
+(updates/errors.py) — changing nothing — when the move is not allowed.
+
+Four eyes: nobody approves or rejects an update whose content they wrote — its creator and
+everyone who ever changed its identity type, identity or attributes (`ProfileUpdate.
+content_authors`), superusers included. Editing only the reason or the earliest send time is not
+writing the content.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -22,6 +27,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import mappings
+from .errors import COMMENT_REQUIRED, IMMUTABLE, OWN_UPDATE, WRONG_STATE, Refused, require_perm
 from .models import AuditEvent, ProfileUpdate, TargetConnection, UpdateStatus
 from .validation import reason_errors, validate_update_content
 
@@ -32,24 +38,155 @@ PERM_SUBMIT = "updates.submit_profileupdate"
 PERM_APPROVE = "updates.approve_profileupdate"
 PERM_CANCEL = "updates.cancel_profileupdate"
 PERM_REQUEUE = "updates.requeue_profileupdate"
+PERM_IMPORT = "updates.import_profileupdate"
+SENDER = "sender"  # the sending service (sending.py), acting as nobody
 
 CONTENT_FIELDS = ("identity_type", "identity", "attributes")
 EDITABLE_FIELDS = CONTENT_FIELDS + ("reason", "not_before")
-EDITABLE_STATES = {S.DRAFT, S.PENDING, S.APPROVED, S.REJECTED, S.FAILED}
-CANCELLABLE_STATES = {S.DRAFT, S.PENDING, S.APPROVED}
+
+# The name services used before errors.Refused, kept so branches written against it still merge:
+# the same class, not a second kind of refusal.
+TransitionRefused = Refused
 
 
-class TransitionRefused(ValidationError):
-    """A workflow move that is not allowed; `code` tells which rule refused it."""
+# --- the declared workflow -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Transition:
+    """One move of an update: from which states, to which, who may make it, how it is audited."""
+
+    name: str
+    sources: tuple[str, ...]  # () for the moves that create an update
+    target: str
+    who: tuple[str, ...]  # permissions the actor needs, all of them; (SENDER,) for the sender
+    action: str  # AuditEvent.action written for it
+    label: str = ""  # the admin's button, for the moves people make one update at a time
+    four_eyes: bool = False  # refused to the update's content authors
+
+    @property
+    def by_sender(self) -> bool:
+        return self.who == (SENDER,)
+
+    def allows(self, status: str) -> bool:
+        return status in self.sources
 
 
-def _refuse(message: str, code: str) -> TransitionRefused:
-    return TransitionRefused(message, code=code)
+_EDITABLE = (S.PENDING, S.APPROVED, S.REJECTED, S.FAILED)
+
+TRANSITIONS: tuple[Transition, ...] = (
+    Transition("stage", (), S.DRAFT, (PERM_STAGE,), "staged"),
+    Transition("import", (), S.DRAFT, (PERM_IMPORT, PERM_STAGE), "imported"),
+    Transition("import_and_submit", (), S.PENDING, (PERM_IMPORT, PERM_STAGE, PERM_SUBMIT),
+               "imported"),
+    Transition("submit", (S.DRAFT,), S.PENDING, (PERM_SUBMIT,), "submitted",
+               "Submit for approval"),
+    Transition("approve", (S.PENDING,), S.APPROVED, (PERM_APPROVE,), "approved", "Approve",
+               four_eyes=True),
+    Transition("reject", (S.PENDING,), S.REJECTED, (PERM_APPROVE,), "rejected", "Reject",
+               four_eyes=True),
+    Transition("edit_content", _EDITABLE, S.DRAFT, (PERM_EDIT,), "edited"),
+    Transition("requeue", (S.FAILED,), S.APPROVED, (PERM_REQUEUE,), "requeued", "Re-queue"),
+    Transition("requeue_for_approval", (S.FAILED,), S.PENDING, (PERM_REQUEUE,), "requeued",
+               "Re-queue for approval"),
+    Transition("cancel", (S.DRAFT, S.PENDING, S.APPROVED), S.CANCELLED, (PERM_CANCEL,),
+               "cancelled", "Cancel update"),
+    Transition("claim", (S.APPROVED,), S.SENDING, (SENDER,), "claimed"),
+    Transition("reclaim", (S.SENDING,), S.SENDING, (SENDER,), "reclaimed"),
+    Transition("release", (S.SENDING,), S.APPROVED, (SENDER,), "released"),
+    Transition("acknowledge", (S.SENDING,), S.SENT, (SENDER,), "acknowledged"),
+    Transition("retry", (S.SENDING,), S.APPROVED, (SENDER,), "retry_scheduled"),
+    Transition("fail", (S.SENDING,), S.FAILED, (SENDER,), "failed"),
+)
+T: Mapping[str, Transition] = {t.name: t for t in TRANSITIONS}
+
+# Editing keeps the state when only the reason or the send time changes; content edits of a
+# submitted update send it back to draft ("edit_content"). These states never change.
+EDITABLE_STATES = {S.DRAFT, *T["edit_content"].sources}
+CANCELLABLE_STATES = set(T["cancel"].sources)
+_REQUEUES = (T["requeue"], T["requeue_for_approval"])  # one service, two outcomes
+
+
+def sender_transition(name: str, *, from_status: str | None = None) -> Transition:
+    """The sender's move `name`, checked against the table (and against `from_status`, when
+    given). A programming error, not a refusal, when the table does not allow it."""
+    transition = T[name]
+    if not transition.by_sender:
+        raise ValueError(f"{name} is not a move of the sender")
+    if from_status is not None and not transition.allows(from_status):
+        raise ValueError(f"the sender's {name} does not start from {from_status}")
+    return transition
+
+
+def transition_table_rows() -> list[tuple[str, str, str, str, str]]:
+    """The table as text rows (move, from, to, who may, audited as) — the README shows these."""
+    def who(t: Transition) -> str:
+        if t.by_sender:
+            return "the sender"
+        names = " + ".join(p.removeprefix("updates.") for p in t.who)
+        return names + (", not a content author" if t.four_eyes else "")
+
+    return [(t.name, ", ".join(t.sources) or "—", t.target, who(t), t.action)
+            for t in TRANSITIONS]
+
+
+# --- four eyes -------------------------------------------------------------------------------
+
+def authored_by(user, updates: Iterable[ProfileUpdate]) -> set[int]:
+    """The ids of `updates` whose content `user` wrote (one query for all of them)."""
+    updates = list(updates)
+    if user is None or user.pk is None or not updates:
+        return set()
+    authored = {u.pk for u in updates if u.created_by_id == user.pk}
+    authored |= set(ProfileUpdate.content_authors.through.objects.filter(
+        profileupdate_id__in=[u.pk for u in updates], user_id=user.pk,
+    ).values_list("profileupdate_id", flat=True))
+    return authored
+
+
+def is_content_author(user, update: ProfileUpdate) -> bool:
+    return update.pk in authored_by(user, [update])
+
+
+def _may(user, transition: Transition) -> bool:
+    return (user is not None and user.is_active and not transition.by_sender
+            and all(user.has_perm(p) for p in transition.who))
+
+
+def available_transitions(update: ProfileUpdate, user, *,
+                          authored: Collection[int] | None = None) -> list[Transition]:
+    """The moves `user` may make on `update` now, one button each: the table's people's moves
+    from its state that the user's permissions allow, without approve/reject for a content
+    author, and the one re-queue that applies. `authored`: the result of `authored_by` for a
+    page of updates, to save the query per update."""
+    if authored is None:
+        authored = authored_by(user, [update])
+    options = []
+    for transition in TRANSITIONS:
+        if not transition.label or not transition.allows(update.status):
+            continue
+        if not _may(user, transition):
+            continue
+        if transition.four_eyes and update.pk in authored:
+            continue
+        if transition in _REQUEUES and transition is not _requeue_transition(update):
+            continue  # the one re-queue the service will make for this update
+        options.append(transition)
+    return options
+
+
+def may_decide(update: ProfileUpdate, user, *, authored: Collection[int] | None = None) -> bool:
+    """Whether `user` may approve or reject `update` now (the queue's and the admin's question)."""
+    return any(t.four_eyes for t in available_transitions(update, user, authored=authored))
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def _refuse(message: str, code: str) -> Refused:
+    return Refused(message, code=code)
 
 
 def _require(user, perm: str, doing: str) -> None:
-    if user is None or not user.is_active or not user.has_perm(perm):
-        raise _refuse(f"You do not have permission to {doing}.", "permission_denied")
+    require_perm(user, perm, f"You do not have permission to {doing}.")
 
 
 def _json(value: Any) -> Any:
@@ -58,19 +195,55 @@ def _json(value: Any) -> Any:
     return value
 
 
-def _audit(update: ProfileUpdate, *, by, action: str, from_status: str, comment: str = "",
-           changes: dict | None = None, at: dt.datetime | None = None) -> AuditEvent:
-    return AuditEvent.objects.create(
-        at=at or timezone.now(),
-        actor=by,
-        action=action,
-        update=update,
-        connection_id=update.connection_id,
-        from_status=from_status,
-        to_status=update.status,
-        comment=comment,
-        changes=changes or {},
-    )
+def audit_rows(updates: Sequence[ProfileUpdate | int], *, by, action: str | Transition,
+               from_status: str | Mapping[int, str] | None = None, to_status: str | None = None,
+               at: dt.datetime | None = None, comment: str = "",
+               comments: Mapping[int, str] | None = None, changes: dict | None = None,
+               changes_by_update: Mapping[int, dict] | None = None,
+               connection_id: int | None = None) -> list[AuditEvent]:
+    """Write one AuditEvent per update — one INSERT for many — in the caller's transaction.
+
+    `action` is a Transition of the table (its audit action and target state are used, and
+    `from_status` — one value, or per update id — is checked against it; it defaults to the
+    transition's only source state) or a plain action name with `to_status`. `updates` may be
+    ids when `connection_id` is given (the sender's bulk moves). `comments` and
+    `changes_by_update` give per-update values over `comment` and `changes`.
+    """
+    if isinstance(action, Transition):
+        transition = action
+        if from_status is None and len(transition.sources) <= 1:
+            from_status = transition.sources[0] if transition.sources else ""
+        froms = from_status.values() if isinstance(from_status, Mapping) else [from_status]
+        if transition.sources and any(f not in transition.sources for f in froms):
+            raise ValueError(f"{transition.name} does not start from {sorted(set(froms))}")
+        action, to_status = transition.action, transition.target
+    at = at or timezone.now()
+    events = []
+    for update in updates:
+        pk = update if isinstance(update, int) else update.pk
+        conn = connection_id if isinstance(update, int) else update.connection_id
+        status = to_status if to_status is not None else update.status
+        events.append(AuditEvent(
+            at=at, actor=by, action=action, update_id=pk, connection_id=conn,
+            from_status=(from_status.get(pk, "") if isinstance(from_status, Mapping)
+                         else from_status or ""),
+            to_status=status,
+            comment=(comments or {}).get(pk, comment),
+            changes=(changes_by_update or {}).get(pk, changes or {}),
+        ))
+    if len(events) == 1:
+        return [AuditEvent.objects.create(**{f.attname: getattr(events[0], f.attname)
+                                             for f in AuditEvent._meta.concrete_fields
+                                             if not f.primary_key})]
+    return AuditEvent.objects.bulk_create(events)
+
+
+def _audit(update: ProfileUpdate, *, by, action: str | Transition, from_status: str,
+           comment: str = "", changes: dict | None = None,
+           at: dt.datetime | None = None) -> AuditEvent:
+    return audit_rows([update], by=by, action=action, from_status=from_status,
+                      to_status=None if isinstance(action, Transition) else update.status,
+                      comment=comment, changes=changes, at=at)[0]
 
 
 def _locked(update: ProfileUpdate) -> ProfileUpdate:
@@ -111,11 +284,33 @@ def check_content(*, connection: TargetConnection, identity_type: str, identity:
 
 # --- staging and editing ---------------------------------------------------------------------
 
+_DOING = {
+    PERM_STAGE: "stage profile updates",
+    PERM_EDIT: "edit profile updates",
+    PERM_SUBMIT: "submit profile updates",
+    PERM_APPROVE: "approve or reject profile updates",
+    PERM_CANCEL: "cancel profile updates",
+    PERM_REQUEUE: "re-queue failed profile updates",
+    PERM_IMPORT: "import profile updates",
+}
+
+
+def _require_for(user, transition: Transition) -> None:
+    """The permissions the table names for `transition`, in its order."""
+    for perm in transition.who:
+        _require(user, perm, _DOING[perm])
+
+
+def _add_author(update: ProfileUpdate, user) -> None:
+    update.content_authors.add(user)
+
+
 def update_stage(*, connection: TargetConnection, identity_type: str, identity: str,
                  attributes: dict[str, str], by, reason: str = "",
                  not_before: dt.datetime | None = None) -> ProfileUpdate:
     """Create a draft. Raises ValidationError (per field) and saves nothing if anything is wrong."""
-    _require(by, PERM_STAGE, "stage profile updates")
+    transition = T["stage"]
+    _require_for(by, transition)
     check_content(connection=connection, identity_type=identity_type, identity=identity,
                   attributes=attributes, reason=reason)
     now = timezone.now()
@@ -123,17 +318,20 @@ def update_stage(*, connection: TargetConnection, identity_type: str, identity: 
         update = ProfileUpdate.objects.create(
             connection=connection, identity_type=identity_type, identity=identity,
             attributes=dict(attributes), reason=reason, not_before=not_before,
-            status=S.DRAFT, created_by=by, created_at=now, last_edited_by=by, last_edited_at=now,
+            status=transition.target, created_by=by, created_at=now, last_edited_by=by,
+            last_edited_at=now,
         )
-        _audit(update, by=by, action="staged", from_status="", at=now, changes={
+        _add_author(update, by)
+        _audit(update, by=by, action=transition, from_status="", at=now, changes={
             f: {"before": None, "after": _json(getattr(update, f))} for f in EDITABLE_FIELDS})
     return update
 
 
 def update_edit(*, update: ProfileUpdate, by, **new_values: Any) -> ProfileUpdate:
-    """Change fields of an update. Changing its identity or attributes after submission sends it
-    back to draft and clears its approval; sent, sending and cancelled updates never change."""
-    _require(by, PERM_EDIT, "edit profile updates")
+    """Change fields of an update. Changing its identity or attributes makes `by` one of its
+    content authors and, after submission, sends it back to draft and clears its approval;
+    sent, sending and cancelled updates never change."""
+    _require_for(by, T["edit_content"])
     unknown = set(new_values) - set(EDITABLE_FIELDS)
     if unknown:
         raise ValueError(f"not editable: {', '.join(sorted(unknown))}")
@@ -141,14 +339,15 @@ def update_edit(*, update: ProfileUpdate, by, **new_values: Any) -> ProfileUpdat
         current = _locked(update)
         if current.status not in EDITABLE_STATES:
             raise _refuse(f"Update #{current.pk} is {current.get_status_display().lower()} and can no "
-                          "longer be changed.", "immutable")
+                          "longer be changed.", IMMUTABLE)
         changes = {f: {"before": _json(getattr(current, f)), "after": _json(v)}
                    for f, v in new_values.items() if getattr(current, f) != v}
         if not changes:
             _refresh_caller_copy(update, current)
             return update
+        content_changed = any(f in changes for f in CONTENT_FIELDS)
         merged = {f: new_values.get(f, getattr(current, f)) for f in CONTENT_FIELDS}
-        if any(f in changes for f in CONTENT_FIELDS):
+        if content_changed:
             check_content(connection=current.connection, **merged,
                           reason=new_values["reason"] if "reason" in changes else None)
         elif "reason" in changes and (problems := reason_errors(new_values["reason"])):
@@ -160,14 +359,17 @@ def update_edit(*, update: ProfileUpdate, by, **new_values: Any) -> ProfileUpdat
         current.last_edited_by = by
         current.last_edited_at = timezone.now()
         fields = list(new_values) + ["last_edited_by", "last_edited_at"]
-        if any(f in changes for f in CONTENT_FIELDS) and current.status != S.DRAFT:
-            current.status = S.DRAFT
+        back_to_draft = content_changed and T["edit_content"].allows(current.status)
+        if back_to_draft:
+            current.status = T["edit_content"].target
             _clear_decision(current)
             fields += ["status", "decided_by", "decided_at", "decision_comment", "approved_hash",
                        "submitted_at"]
         current.save(update_fields=fields)
-        _audit(current, by=by, action="edited", from_status=from_status, changes=changes,
-               at=current.last_edited_at)
+        if content_changed:
+            _add_author(current, by)
+        _audit(current, by=by, action=T["edit_content"] if back_to_draft else "edited",
+               from_status=from_status, changes=changes, at=current.last_edited_at)
     _refresh_caller_copy(update, current)
     return update
 
@@ -182,102 +384,105 @@ def _clear_decision(update: ProfileUpdate) -> None:
 
 # --- transitions -----------------------------------------------------------------------------
 
-def _transition(update: ProfileUpdate, *, by, action: str, allowed_from: set[str], to: str,
-                comment: str = "", mutate: Callable[[ProfileUpdate], list[str]] | None = None
-                ) -> ProfileUpdate:
+def _transition(update: ProfileUpdate, *, by, transition: Transition, comment: str = "",
+                mutate: Callable[[ProfileUpdate], list[str]] | None = None) -> ProfileUpdate:
     with transaction.atomic():
         current = _locked(update)
-        if current.status not in allowed_from:
+        if not transition.allows(current.status):
             raise _refuse(
                 f"Update #{current.pk} is {current.get_status_display().lower()}; it cannot be "
-                f"{action} from that state.", "wrong_state")
+                f"{transition.action} from that state.", WRONG_STATE)
+        if transition.four_eyes:
+            _four_eyes(current, by)
         from_status = current.status
         fields = mutate(current) if mutate else []
-        current.status = to
+        current.status = transition.target
         current.save(update_fields=["status", *fields])
-        _audit(current, by=by, action=action, from_status=from_status, comment=comment)
+        _audit(current, by=by, action=transition, from_status=from_status, comment=comment)
     _refresh_caller_copy(update, current)
     return update
 
 
 def _four_eyes(update: ProfileUpdate, by) -> None:
-    """Nobody decides on an update they created or last edited — superusers included."""
-    if by.pk in (update.created_by_id, update.last_edited_by_id):
+    """Nobody decides on an update whose content they wrote — superusers included."""
+    if is_content_author(by, update):
         raise _refuse(
-            f"Update #{update.pk}: you created or last edited it, so someone else must decide "
-            "on it (four-eyes rule).", "own_update")
+            f"Update #{update.pk}: you created it or changed its identity or attributes, so "
+            "someone else must decide on it (four-eyes rule).", OWN_UPDATE)
 
 
 def update_submit(*, update: ProfileUpdate, by, comment: str = "") -> ProfileUpdate:
-    _require(by, PERM_SUBMIT, "submit profile updates")
+    transition = T["submit"]
+    _require_for(by, transition)
 
     def mutate(u: ProfileUpdate) -> list[str]:
         u.submitted_at = timezone.now()
         return ["submitted_at"]
 
-    return _transition(update, by=by, action="submitted", allowed_from={S.DRAFT}, to=S.PENDING,
-                       comment=comment, mutate=mutate)
+    return _transition(update, by=by, transition=transition, comment=comment, mutate=mutate)
 
 
-def _decide(update: ProfileUpdate, *, by, action: str, to: str, comment: str) -> ProfileUpdate:
-    _require(by, PERM_APPROVE, "approve or reject profile updates")
+def _decide(update: ProfileUpdate, *, by, transition: Transition, comment: str) -> ProfileUpdate:
+    _require_for(by, transition)
 
     def mutate(u: ProfileUpdate) -> list[str]:
-        _four_eyes(u, by)
         u.decided_by = by
         u.decided_at = timezone.now()
         u.decision_comment = comment
-        u.approved_hash = u.content_hash if to == S.APPROVED else ""
+        u.approved_hash = u.content_hash if transition.target == S.APPROVED else ""
         u.attempt_count = 0
         u.next_attempt_at = None
         return ["decided_by", "decided_at", "decision_comment", "approved_hash", "attempt_count",
                 "next_attempt_at"]
 
-    return _transition(update, by=by, action=action, allowed_from={S.PENDING}, to=to,
-                       comment=comment, mutate=mutate)
+    return _transition(update, by=by, transition=transition, comment=comment, mutate=mutate)
 
 
 def update_approve(*, update: ProfileUpdate, by, comment: str = "") -> ProfileUpdate:
-    return _decide(update, by=by, action="approved", to=S.APPROVED, comment=comment)
+    return _decide(update, by=by, transition=T["approve"], comment=comment)
 
 
 def update_reject(*, update: ProfileUpdate, by, comment: str) -> ProfileUpdate:
     # Permission first: someone who may not decide learns that, not that a comment is missing.
-    _require(by, PERM_APPROVE, "approve or reject profile updates")
+    _require_for(by, T["reject"])
     if not (comment or "").strip():
-        raise _refuse("A rejection needs a comment saying why.", "comment_required")
-    return _decide(update, by=by, action="rejected", to=S.REJECTED, comment=comment.strip())
+        raise _refuse("A rejection needs a comment saying why.", COMMENT_REQUIRED)
+    return _decide(update, by=by, transition=T["reject"], comment=comment.strip())
 
 
 def update_cancel(*, update: ProfileUpdate, by, comment: str = "") -> ProfileUpdate:
-    _require(by, PERM_CANCEL, "cancel profile updates")
-    return _transition(update, by=by, action="cancelled", allowed_from=CANCELLABLE_STATES,
-                       to=S.CANCELLED, comment=comment)
+    transition = T["cancel"]
+    _require_for(by, transition)
+    return _transition(update, by=by, transition=transition, comment=comment)
+
+
+def _requeue_transition(update: ProfileUpdate) -> Transition:
+    """Failed → approved if the approved content is unchanged; otherwise back to pending
+    approval, because what would be sent is not what was approved."""
+    keeps_approval = bool(update.approved_hash) and update.approved_hash == update.content_hash
+    return T["requeue"] if keeps_approval else T["requeue_for_approval"]
 
 
 def update_requeue(*, update: ProfileUpdate, by, comment: str = "") -> ProfileUpdate:
-    """Failed → approved with a fresh attempt budget if the approved content is unchanged;
-    otherwise back to pending approval, because what would be sent is not what was approved."""
-    _require(by, PERM_REQUEUE, "re-queue failed profile updates")
+    """A failed update gets a fresh attempt budget, keeping its approval when its content is
+    what was approved (see _requeue_transition); its content authors stay its authors."""
+    _require_for(by, T["requeue"])
     with transaction.atomic():
-        current = _locked(update)
-        keeps_approval = bool(current.approved_hash) and current.approved_hash == current.content_hash
-        to = S.APPROVED if keeps_approval else S.PENDING
+        transition = _requeue_transition(_locked(update))
 
         def mutate(u: ProfileUpdate) -> list[str]:
             u.attempt_count = 0
             u.next_attempt_at = None
             u.last_error = ""
             fields = ["attempt_count", "next_attempt_at", "last_error"]
-            if not keeps_approval:
+            if transition.target == S.PENDING:
                 _clear_decision(u)
                 u.submitted_at = timezone.now()
                 fields += ["decided_by", "decided_at", "decision_comment", "approved_hash",
                            "submitted_at"]
             return fields
 
-        return _transition(update, by=by, action="requeued", allowed_from={S.FAILED}, to=to,
-                           comment=comment, mutate=mutate)
+        return _transition(update, by=by, transition=transition, comment=comment, mutate=mutate)
 
 
 # --- many at once (admin actions, queue, commands) -------------------------------------------
@@ -303,11 +508,11 @@ def apply_to_each(service: Callable[..., ProfileUpdate], updates: Iterable[Profi
 def updates_stage_many(*, connection: TargetConnection, rows: list[dict[str, Any]], by,
                        submit: bool = False, reason: str = "") -> int:
     """Create many already-checked drafts (optionally submitted) in one transaction, with their
-    audit rows. Callers (the import) validate every row with check_content first; this function
-    checks again only what could have changed since — permissions — and writes in batches."""
-    _require(by, PERM_STAGE, "stage profile updates")
-    if submit:
-        _require(by, PERM_SUBMIT, "submit profile updates")
+    audit rows and their creator as content author. Callers (the import) validate every row
+    with check_content first; this function checks again only what could have changed since —
+    permissions — and writes in batches."""
+    transition = T["import_and_submit"] if submit else T["import"]
+    _require_for(by, transition)
     if not connection.active:
         raise ValidationError({"connection": [f"Connection {connection.label} is inactive."]})
     # Cheap, and the one column check_content does not cover; PostgreSQL would otherwise fail
@@ -318,7 +523,8 @@ def updates_stage_many(*, connection: TargetConnection, rows: list[dict[str, Any
         if "reason" in r and (problems := reason_errors(r["reason"])):
             raise ValidationError({"reason": [f"Row {number}: {p}" for p in problems]})
     now = timezone.now()
-    status = S.PENDING if submit else S.DRAFT
+    status = transition.target
+    Author = ProfileUpdate.content_authors.through
     created = 0
     with transaction.atomic():
         for start in range(0, len(rows), 2000):
@@ -331,13 +537,12 @@ def updates_stage_many(*, connection: TargetConnection, rows: list[dict[str, Any
                     last_edited_by=by, last_edited_at=now, submitted_at=now if submit else None)
                 for r in chunk
             ])
-            AuditEvent.objects.bulk_create([
-                AuditEvent(at=now, actor=by, action="imported", update=u, connection=connection,
-                           from_status="", to_status=status,
-                           changes={"identity_type": {"before": None, "after": u.identity_type},
-                                    "identity": {"before": None, "after": u.identity},
-                                    "attributes": {"before": None, "after": u.attributes}})
-                for u in objs
-            ])
+            Author.objects.bulk_create([Author(profileupdate_id=u.pk, user_id=by.pk)
+                                        for u in objs])
+            audit_rows(objs, by=by, action=transition, at=now, changes_by_update={
+                u.pk: {"identity_type": {"before": None, "after": u.identity_type},
+                       "identity": {"before": None, "after": u.identity},
+                       "attributes": {"before": None, "after": u.attributes}}
+                for u in objs})
             created += len(objs)
     return created

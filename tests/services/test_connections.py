@@ -3,9 +3,9 @@
 import json
 
 import pytest
-from django.core.exceptions import PermissionDenied
 
 from updates.connections import connection_save
+from updates.errors import Refused
 from updates.models import AuditEvent, TargetConnection
 
 TOKEN = "tok-SECRET-9f8e7d"
@@ -55,8 +55,9 @@ def test_a_change_records_before_and_after_and_no_change_writes_nothing(admin_us
 @pytest.mark.parametrize("role", ["operator", "supervisor"])
 def test_operators_and_supervisors_may_not_manage_connections(request, role):
     user = request.getfixturevalue(role)
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(Refused) as refused:
         connection_save(connection=TargetConnection(label="Acme", client_code="acme"), by=user)
+    assert refused.value.code == "permission_denied"
     assert not TargetConnection.objects.exists()
     assert not AuditEvent.objects.exists()
 

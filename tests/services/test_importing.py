@@ -14,12 +14,13 @@ import time
 import pytest
 import tablib
 from django.contrib.auth.models import AnonymousUser, Permission, User
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django_q.models import OrmQ
 from openpyxl import Workbook
 
 from tests.conftest import make_mapping, make_user
 from updates import importing, mappings, tasks_import
+from updates.errors import Refused
 from updates.models import AuditEvent, ImportJob, ProfileUpdate, UpdateStatus
 from updates.resources import ProfileUpdateImportResource
 
@@ -288,8 +289,9 @@ def test_only_users_with_the_import_right_may_import(connection, supervisor, who
         "anonymous": AnonymousUser,
         "inactive operator": lambda: _inactive_operator(),
     }[who]()
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(Refused) as refused:
         create(connection, by, csv_bytes("mbox3rdPartyId,c-1,funded,,"))
+    assert refused.value.code == "permission_denied"
     assert not ImportJob.objects.exists() and not ProfileUpdate.objects.exists()
 
 
@@ -302,15 +304,17 @@ def _inactive_operator():
 
 def test_submitting_at_once_needs_the_submit_right(connection):
     user = _operator_without("submit_profileupdate")
-    with pytest.raises(PermissionDenied, match="submit"):
+    with pytest.raises(Refused, match="submit") as refused:
         create(connection, user, csv_bytes("mbox3rdPartyId,c-1,funded,,"), submit=True)
+    assert refused.value.code == "permission_denied"
     assert create(connection, user, csv_bytes("mbox3rdPartyId,c-1,funded,,")).status == "queued"
 
 
 def test_only_the_uploader_may_start_an_import(connection, operator, other_operator):
     job = create(connection, operator, csv_bytes("mbox3rdPartyId,c-1,funded,,"))
-    with pytest.raises(PermissionDenied, match="Only the person who uploaded"):
+    with pytest.raises(Refused, match="Only the person who uploaded") as refused:
         importing.import_job_start(job=job, by=other_operator)
+    assert refused.value.code == "not_uploader"
     assert not ProfileUpdate.objects.exists()
 
 

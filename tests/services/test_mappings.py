@@ -7,11 +7,12 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from tests.conftest import make_connection, make_mapping, make_user
 from updates import mappings, workflow
+from updates.errors import Refused
 from updates.forms import staging_form_class
 from updates.models import AttributeMapping, AuditEvent, ProfileUpdate
 
@@ -193,9 +194,10 @@ def test_the_service_refuses_a_bad_mapping_on_its_field(operator, fields, key):
 
 def test_a_supervisor_may_not_define_mappings(supervisor):
     conn = make_connection("perm")
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(Refused) as refused:
         mappings.mapping_save(mapping=AttributeMapping(connection=conn, source_name="tier",
                                                        target_name="loyaltyTier"), by=supervisor)
+    assert refused.value.code == "permission_denied"
     assert not AttributeMapping.objects.exists()
 
 
@@ -342,8 +344,9 @@ def test_an_operator_without_rights_gets_the_form_but_not_the_staging(typed_conn
     Form = staging_form_class(typed_connection)
     form = Form(data=_form_data(Form, loan_status="funded"))
     assert form.is_valid()
-    with pytest.raises(workflow.TransitionRefused):
+    with pytest.raises(Refused) as refused:
         workflow.update_stage(connection=typed_connection, by=nobody, **form.service_kwargs())
+    assert refused.value.code == "permission_denied"
 
 
 # --- patterns cannot stall the system (RE2: linear time, no backtracking) ---------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -21,7 +22,7 @@ from django.utils import timezone
 from tests.conftest import make_user
 from updates import workflow
 from updates.models import AuditEvent, ProfileUpdate, UpdateStatus as S
-from updates.workflow import TransitionRefused
+from updates.errors import Refused
 
 pytestmark = pytest.mark.django_db
 
@@ -33,6 +34,11 @@ def _fast_password_hashing(settings):
     # The users' passwords play no part here; PBKDF2 would make this file several times slower.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 OTHER_CONTENT = {"loanStatus": "declined"}
+CONTENT_EDITS = {
+    "identity": {"identity": "customer-edited"},
+    "identity_type": {"identity_type": "mboxPC"},
+    "attributes": {"attributes": {"loanStatus": "funded", "loyaltyTier": "gold"}},
+}
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -48,10 +54,10 @@ def audit_rows(update: ProfileUpdate) -> list[AuditEvent]:
 
 @contextmanager
 def refused(update: ProfileUpdate, code: str):
-    """The block must raise TransitionRefused(code) and leave the row and its audit trail as
+    """The block must raise Refused(code) and leave the row and its audit trail as
     they were."""
     before, events = row(update), len(audit_rows(update))
-    with pytest.raises(TransitionRefused) as info:
+    with pytest.raises(Refused) as info:
         yield info
     assert info.value.code == code, info.value.messages
     assert row(update) == before
@@ -312,7 +318,7 @@ def test_permission_matrix_on_someone_elses_update(in_state, connection, operato
             update = workflow.update_stage(**kwargs)
             assert update.created_by == user and row(update)["status"] == S.DRAFT
         else:
-            with pytest.raises(TransitionRefused) as info:
+            with pytest.raises(Refused) as info:
                 workflow.update_stage(**kwargs)
             assert info.value.code == "permission_denied"
             assert not ProfileUpdate.objects.exists() and not AuditEvent.objects.exists()
@@ -361,7 +367,15 @@ def test_an_operator_may_work_on_another_operators_update(in_state, operator, ot
     assert row(update)["status"] == S.CANCELLED
 
 
-# --- four eyes: nobody decides on an update they created or last edited ---------------------
+# --- four eyes: nobody decides on an update whose content they wrote ------------------------
+# The content is the identity type, the identity and the attributes: what is sent. Its authors
+# are the creator and everyone who ever changed any of them; the reason and the earliest send
+# time are notes about the content, and editing them does not make someone an author.
+
+def authors(update: ProfileUpdate) -> set[str]:
+    return set(ProfileUpdate.objects.get(pk=update.pk).content_authors
+               .values_list("username", flat=True))
+
 
 @pytest.mark.parametrize("decide", ["approve", "reject"])
 def test_a_superuser_cannot_decide_on_an_update_they_created(in_state, admin_user, decide):
@@ -369,16 +383,6 @@ def test_a_superuser_cannot_decide_on_an_update_they_created(in_state, admin_use
     with refused(update, "own_update") as info:
         _move(decide, update, admin_user)
     assert "four-eyes" in info.value.messages[0]
-
-
-@pytest.mark.parametrize("decide", ["approve", "reject"])
-def test_a_superuser_who_last_edited_someone_elses_update_cannot_decide_on_it(
-        in_state, admin_user, decide):
-    update = in_state(S.PENDING)  # created by the operator
-    workflow.update_edit(update=update, by=admin_user, reason="clarified")  # stays pending
-    assert row(update)["status"] == S.PENDING
-    with refused(update, "own_update"):
-        _move(decide, update, admin_user)
 
 
 @pytest.mark.parametrize("decide", ["approve", "reject"])
@@ -396,20 +400,58 @@ def test_the_creator_stays_barred_after_someone_else_edits_their_update(
     workflow.update_edit(update=update, by=other_operator, reason="clarified")
     with refused(update, "own_update"):
         workflow.update_approve(update=update, by=both)
+    workflow.update_edit(update=update, by=other_operator, attributes=OTHER_CONTENT)
+    workflow.update_submit(update=update, by=other_operator)
+    with refused(update, "own_update"):
+        workflow.update_approve(update=update, by=both)
 
 
 @pytest.mark.parametrize("decide", ["approve", "reject"])
-def test_a_user_in_both_groups_cannot_decide_on_an_update_they_last_edited(
-        in_state, operator, decide):
+@pytest.mark.parametrize("edit", list(CONTENT_EDITS))
+def test_whoever_changed_the_content_cannot_decide_even_after_someone_else_edits_the_note(
+        in_state, operator, other_operator, edit, decide):
+    # The hole this rule closes: a dual-role user edits the content, a colleague then touches
+    # only the reason (so the colleague is the "last editor"), and the first user approves.
     both = person("operator_and_supervisor")
-    update = in_state(S.DRAFT)  # created by the operator
-    workflow.update_edit(update=update, by=both, attributes=OTHER_CONTENT)
+    update = in_state(S.PENDING)  # created by the operator
+    workflow.update_edit(update=update, by=both, **CONTENT_EDITS[edit])
     workflow.update_submit(update=update, by=operator)
+    workflow.update_edit(update=update, by=other_operator, reason="typo in the reason")
+    workflow.update_edit(update=update, by=other_operator,
+                         not_before=dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc))
+    assert row(update)["last_edited_by_id"] == other_operator.pk
     with refused(update, "own_update"):
         _move(decide, update, both)
 
 
-def test_an_edit_that_changes_nothing_does_not_make_you_the_last_editor(in_state):
+@pytest.mark.parametrize("decide", ["approve", "reject"])
+@pytest.mark.parametrize("edit", [{"reason": "clarified"},
+                                  {"not_before": dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)}],
+                         ids=["reason", "not_before"])
+def test_editing_only_the_reason_or_send_time_does_not_make_you_an_author(
+        in_state, operator, edit, decide):
+    # Rule changed (issue 10.2): this used to be refused as "last edited".
+    both = person("operator_and_supervisor")
+    update = in_state(S.PENDING)  # created by the operator
+    workflow.update_edit(update=update, by=both, **edit)
+    assert row(update)["status"] == S.PENDING
+    assert authors(update) == {operator.username}
+    _move(decide, update, both)
+    assert row(update)["status"] == EXPECTED_AFTER.get(decide, S.REJECTED)
+    assert row(update)["decided_by_id"] == both.pk
+
+
+def test_a_content_edit_makes_you_an_author_and_the_creator_stays_one(in_state, operator,
+                                                                      other_operator):
+    update = in_state(S.DRAFT)
+    assert authors(update) == {operator.username}
+    workflow.update_edit(update=update, by=other_operator, reason="why")
+    assert authors(update) == {operator.username}
+    workflow.update_edit(update=update, by=other_operator, identity="customer-other")
+    assert authors(update) == {operator.username, other_operator.username}
+
+
+def test_an_edit_that_changes_nothing_does_not_make_you_an_author(in_state):
     both = person("operator_and_supervisor")
     update = in_state(S.PENDING)
     workflow.update_edit(update=update, by=both, reason=update.reason,
@@ -426,14 +468,145 @@ def test_submitting_someone_elses_update_does_not_bar_you_from_deciding_on_it(in
     assert row(update)["status"] == S.APPROVED
 
 
+def test_a_requeued_update_back_in_pending_keeps_its_authors(in_state, operator, supervisor):
+    both = person("operator_and_supervisor")
+    update = in_state(S.DRAFT)
+    workflow.update_edit(update=update, by=both, attributes=OTHER_CONTENT)
+    workflow.update_submit(update=update, by=operator)
+    workflow.update_approve(update=update, by=supervisor)
+    # The sender's moves, set directly; no fingerprint, so the re-queue needs a new approval.
+    as_sender(update, S.FAILED, approved_hash="", last_error="HTTP 400")
+    workflow.update_requeue(update=update, by=both)
+    assert row(update)["status"] == S.PENDING
+    assert authors(update) == {operator.username, both.username}
+    with refused(update, "own_update"):
+        workflow.update_approve(update=update, by=both)
+    workflow.update_approve(update=update, by=supervisor)
+    assert row(update)["status"] == S.APPROVED
+
+
+def test_what_a_dual_role_user_imported_with_submit_they_cannot_decide(connection, supervisor):
+    both = person("operator_and_supervisor")
+    workflow.updates_stage_many(connection=connection, rows=_rows(2), by=both, submit=True)
+    updates = list(ProfileUpdate.objects.order_by("id"))
+    assert [authors(u) for u in updates] == [{both.username}] * 2
+    outcome = workflow.apply_to_each(workflow.update_approve, updates, by=both)
+    assert outcome.done == [] and len(outcome.refused) == 2
+    assert all("four-eyes" in message for _, message in outcome.refused)
+    assert workflow.apply_to_each(workflow.update_approve, updates, by=supervisor).refused == []
+
+
+def test_authored_by_answers_for_a_page_of_updates_in_one_query(
+        in_state, operator, django_assert_num_queries):
+    both = person("operator_and_supervisor")
+    created, edited, untouched = in_state(S.PENDING, by=both), in_state(S.DRAFT), in_state(S.DRAFT)
+    workflow.update_edit(update=edited, by=both, identity="customer-edited")
+    workflow.update_edit(update=untouched, by=both, reason="note only")
+    with django_assert_num_queries(1):
+        mine = workflow.authored_by(both, [created, edited, untouched])
+    assert mine == {created.pk, edited.pk}
+
+
+# --- the declared table, and what it offers --------------------------------------------------
+
+def names(transitions) -> list[str]:
+    return [t.name for t in transitions]
+
+
+@pytest.mark.parametrize(("state", "role", "offered"), [
+    (S.DRAFT, "operator", ["submit", "cancel"]),
+    (S.DRAFT, "supervisor", []),
+    (S.PENDING, "operator", ["cancel"]),
+    (S.PENDING, "supervisor", ["approve", "reject"]),
+    (S.APPROVED, "supervisor", []),
+    (S.FAILED, "supervisor", ["requeue"]),
+    (S.FAILED, "operator", ["requeue"]),
+    (S.SENDING, "superuser", []),
+    (S.SENT, "superuser", []),
+    (S.CANCELLED, "superuser", []),
+    (S.PENDING, "inactive_superuser", []),
+])
+def test_available_transitions_follow_the_state_and_the_permissions(in_state, state, role,
+                                                                    offered):
+    update = in_state(state)  # created by the operator fixture, not by `role`
+    assert names(workflow.available_transitions(update, person(role))) == offered
+
+
+def test_an_author_is_not_offered_a_decision_but_another_supervisor_is(in_state, supervisor):
+    both = person("operator_and_supervisor")
+    own = in_state(S.PENDING, by=both)
+    assert names(workflow.available_transitions(own, both)) == ["cancel"]
+    assert not workflow.may_decide(own, both)
+    assert names(workflow.available_transitions(own, supervisor)) == ["approve", "reject"]
+    assert workflow.may_decide(own, supervisor)
+
+
+def test_the_offered_requeue_is_the_one_the_service_will_make(in_state, operator):
+    update = in_state(S.FAILED)
+    (offered,) = workflow.available_transitions(update, operator)
+    assert (offered.name, offered.target) == ("requeue", S.APPROVED)
+    as_sender(update, S.FAILED, approved_hash="")
+    (offered,) = workflow.available_transitions(update, operator)
+    assert (offered.name, offered.target) == ("requeue_for_approval", S.PENDING)
+    workflow.update_requeue(update=update, by=operator)
+    assert row(update)["status"] == offered.target
+    assert audit_rows(update)[-1].action == offered.action
+
+
+def test_every_offer_the_table_makes_is_one_the_service_accepts(in_state, admin_user):
+    # For a superuser who did not write the content, every offered move succeeds.
+    services = {"submit": workflow.update_submit, "approve": workflow.update_approve,
+                "cancel": workflow.update_cancel, "requeue": workflow.update_requeue,
+                "requeue_for_approval": workflow.update_requeue}
+    for state in ALL_STATES:
+        for transition in workflow.available_transitions(in_state(state), admin_user):
+            update = in_state(state)
+            if transition.name == "reject":
+                workflow.update_reject(update=update, by=admin_user, comment="no")
+            else:
+                services[transition.name](update=update, by=admin_user)
+            assert row(update)["status"] == transition.target
+            assert audit_rows(update)[-1].action == transition.action
+
+
+def test_the_sender_moves_are_declared_and_checked():
+    claim = workflow.sender_transition("claim", from_status=S.APPROVED)
+    assert (claim.target, claim.action) == (S.SENDING, "claimed")
+    assert workflow.sender_transition("acknowledge").target == S.SENT
+    with pytest.raises(ValueError):
+        workflow.sender_transition("acknowledge", from_status=S.APPROVED)
+    with pytest.raises(ValueError):
+        workflow.sender_transition("approve")
+    assert {t.name for t in workflow.TRANSITIONS if t.by_sender} == {
+        "claim", "reclaim", "release", "acknowledge", "retry", "fail"}
+
+
+def test_audit_rows_writes_one_row_per_update_in_bulk_and_checks_the_table(in_state):
+    updates = [in_state(S.APPROVED), in_state(S.APPROVED)]
+    written = workflow.audit_rows(
+        [u.pk for u in updates], by=None, action=workflow.T["claim"],
+        connection_id=updates[0].connection_id, comments={updates[1].pk: "second"})
+    assert [(e.action, e.from_status, e.to_status, e.comment) for e in written] == [
+        ("claimed", S.APPROVED, S.SENDING, ""), ("claimed", S.APPROVED, S.SENDING, "second")]
+    assert [audit_rows(u)[-1].action for u in updates] == ["claimed", "claimed"]
+    with pytest.raises(ValueError):
+        workflow.audit_rows(updates, by=None, action=workflow.T["acknowledge"],
+                            from_status=S.APPROVED)
+
+
+def _readme_workflow_table() -> list[tuple[str, ...]]:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("<!-- workflow-table -->", 2)[1]
+    lines = [line.strip() for line in section.strip().splitlines() if line.strip()]
+    cells = [tuple(c.strip().strip("`") for c in line.strip("|").split("|")) for line in lines]
+    return [c for c in cells[2:]]  # without the header and the |---| line
+
+
+def test_the_readme_shows_the_declared_workflow_table():
+    assert _readme_workflow_table() == workflow.transition_table_rows()
+
+
 # --- editing ---------------------------------------------------------------------------------
-
-CONTENT_EDITS = {
-    "identity": {"identity": "customer-edited"},
-    "identity_type": {"identity_type": "mboxPC"},
-    "attributes": {"attributes": {"loanStatus": "funded", "loyaltyTier": "gold"}},
-}
-
 
 @pytest.mark.parametrize("state", [S.PENDING, S.APPROVED, S.REJECTED, S.FAILED])
 @pytest.mark.parametrize("edit", list(CONTENT_EDITS))
@@ -651,7 +824,7 @@ def test_staging_many_creates_drafts_or_pending_updates_each_with_an_audit_row(
 def test_staging_many_needs_the_permissions_of_each_step(connection, supervisor):
     both_missing = make_user("viewer")
     for user, submit in ((supervisor, False), (both_missing, True)):
-        with pytest.raises(TransitionRefused) as info:
+        with pytest.raises(Refused) as info:
             workflow.updates_stage_many(connection=connection, rows=_rows(1), by=user,
                                         submit=submit)
         assert info.value.code == "permission_denied"
@@ -690,3 +863,30 @@ def test_staging_many_is_refused_for_an_inactive_connection(connection, operator
         workflow.updates_stage_many(connection=connection, rows=_rows(1), by=operator)
     assert "inactive" in info.value.message_dict["connection"][0]
     assert not ProfileUpdate.objects.exists()
+
+
+# --- the migration that introduced content authors -------------------------------------------
+
+def test_the_migration_backfills_authors_from_creators_and_content_edits(in_state, operator,
+                                                                        other_operator):
+    import importlib
+    from types import SimpleNamespace
+
+    from django.apps import apps
+    from django.db import connection as db
+
+    both = person("operator_and_supervisor")
+    content = in_state(S.DRAFT)
+    workflow.update_edit(update=content, by=both, attributes=OTHER_CONTENT)
+    workflow.update_edit(update=content, by=other_operator, reason="note only")
+    note_only = in_state(S.DRAFT)
+    workflow.update_edit(update=note_only, by=both, reason="note only",
+                         not_before=dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc))
+    ProfileUpdate.content_authors.through.objects.all().delete()  # as before the migration
+
+    migration = importlib.import_module("updates.migrations.0005_content_authors")
+    migration.backfill_content_authors(apps, SimpleNamespace(connection=db))
+    assert authors(content) == {operator.username, both.username}
+    assert authors(note_only) == {operator.username}
+    migration.backfill_content_authors(apps, SimpleNamespace(connection=db))  # re-runnable
+    assert ProfileUpdate.content_authors.through.objects.count() == 3

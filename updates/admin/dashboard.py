@@ -143,7 +143,8 @@ class QueueRow:
     update: ProfileUpdate
     attributes: list[tuple[str, str]]
     request: selectors.RequestPreview
-    own: bool
+    own: bool  # the viewer wrote its content
+    may_decide: bool  # workflow.may_decide: False for the viewer's own content
 
 
 def _queue_connection(request: HttpRequest) -> TargetConnection | None:
@@ -164,9 +165,11 @@ def queue_view(request: HttpRequest) -> HttpResponse:
         selectors.pending_updates(connection_id=connection.pk if connection else None),
         QUEUE_PAGE_SIZE)
     page = paginator.get_page(request.GET.get("p"))
-    user_pk = request.user.pk
+    # Four eyes, as the service applies it: the viewer's own content gets no decision buttons.
+    authored = workflow.authored_by(request.user, page)
     rows = [QueueRow(u, selectors.attribute_rows(u), selectors.request_preview(u),
-                     user_pk in (u.created_by_id, u.last_edited_by_id)) for u in page]
+                     u.pk in authored, workflow.may_decide(u, request.user, authored=authored))
+            for u in page]
     now = timezone.now()
     on_page = {r.update.connection_id: r.update.connection for r in rows}
     headroom = [(c, quota.window_usage(connection=c, now=now), c.quota_limit)

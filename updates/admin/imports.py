@@ -83,8 +83,8 @@ def _export_action(file_format: str):
     def action(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset) -> Any:
         try:
             return export_response(by=request.user, file_format=file_format, queryset=queryset)
-        except PermissionDenied as error:
-            modeladmin.message_user(request, str(error), messages.ERROR)
+        except ValidationError as error:
+            modeladmin.message_user(request, " ".join(error.messages), messages.ERROR)
             return None
 
     action.__name__ = f"export_selected_{file_format}"
@@ -211,10 +211,6 @@ class ImportJobAdmin(OfferedLookupsAdmin):
             return HttpResponseRedirect(url)
         try:
             queued = importing.import_job_start(job=job, by=request.user)
-        except PermissionDenied as error:
-            self.message_user(request, str(error) or "You may not start this import.",
-                              messages.ERROR)
-            return HttpResponseRedirect(url)
         except ValidationError as error:
             self.message_user(request, " ".join(error.messages), messages.ERROR)
             return HttpResponseRedirect(url)

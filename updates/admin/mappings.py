@@ -16,6 +16,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from updates import mappings
+from updates.errors import PERMISSION_DENIED
 from updates.models import AttributeMapping, AuditEvent
 from .base import OfferedLookupsAdmin
 
@@ -110,13 +111,12 @@ class AttributeMappingAdmin(OfferedLookupsAdmin):
     def save_model(self, request: HttpRequest, obj: AttributeMapping, form, change: bool) -> None:
         try:
             mappings.mapping_save(mapping=obj, by=request.user)
-        except PermissionDenied as error:
-            # The admin checked the permission already; a race (rights withdrawn) lands here.
-            self.message_user(request, str(error), messages.ERROR)
-            raise
         except ValidationError as error:
-            # A concurrent save took the name between the form's check and ours.
+            # The admin checked the permission and the form the names; a race (rights withdrawn,
+            # a concurrent save taking the name) lands here.
             self.message_user(request, " ".join(error.messages), messages.ERROR)
+            if getattr(error, "code", None) == PERMISSION_DENIED:
+                raise PermissionDenied(" ".join(error.messages)) from error
             raise
 
 

@@ -523,24 +523,16 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
                 request_preview=selectors.request_preview(obj),
                 timeline=selectors.update_timeline(update=obj),
                 transitions=self._transitions(request, obj),
-                own_update=user.pk in (obj.created_by_id, obj.last_edited_by_id),
+                own_update=workflow.is_content_author(user, obj),
                 workflow_url=reverse("admin:updates_profileupdate_workflow", args=[obj.pk]),
                 reject_form=RejectForm(),
             )
         return super().change_view(request, object_id, form_url, extra)
 
     def _transitions(self, request: HttpRequest, obj: ProfileUpdate) -> list[tuple[str, str]]:
-        """(name, button label) of the moves this user may try from the update's state."""
-        options = []
-        if obj.status == S.DRAFT and self.has_submit_permission(request):
-            options.append(("submit", "Submit for approval"))
-        if obj.status == S.PENDING and self.has_approve_permission(request):
-            options += [("approve", "Approve"), ("reject", "Reject")]
-        if obj.status == S.FAILED and self.has_requeue_permission(request):
-            options.append(("requeue", "Re-queue"))
-        if obj.status in workflow.CANCELLABLE_STATES and self.has_cancel_permission(request):
-            options.append(("cancel", "Cancel update"))
-        return options
+        """(name, button label) of the moves this user may make now — the workflow's answer,
+        four eyes included (an author of the content is offered no Approve/Reject)."""
+        return [(t.name, t.label) for t in workflow.available_transitions(obj, request.user)]
 
     def get_urls(self):
         urls = super().get_urls()
@@ -554,6 +546,7 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
         "reject": (workflow.update_reject, "rejected"),
         "cancel": (workflow.update_cancel, "cancelled"),
         "requeue": (workflow.update_requeue, "re-queued"),
+        "requeue_for_approval": (workflow.update_requeue, "re-queued"),
     }
 
     def workflow_view(self, request: HttpRequest, object_id: str):

@@ -3,7 +3,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("updates", "0004_mapping_transform_default"),
+        ("updates", "0005_content_authors"),
     ]
 
     operations = [

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from updates import exporting
@@ -51,10 +51,9 @@ class Command(BaseCommand):
                 count = exporting.updates_export(by=by, file_format=file_format, out=out,
                                                  connection=target, status=status)
             os.replace(partial, path)  # never leave a half-written file under the real name
-        except (PermissionDenied, ValidationError) as error:
+        except ValidationError as error:
             partial.unlink(missing_ok=True)
-            messages = error.messages if isinstance(error, ValidationError) else [str(error)]
-            raise CommandError(" ".join(messages)) from None
+            raise CommandError(" ".join(error.messages)) from None
         except OSError as error:
             partial.unlink(missing_ok=True)
             raise CommandError(f"Cannot write {output}: {error.strerror or error}.") from None

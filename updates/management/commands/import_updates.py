@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from updates import importing
@@ -50,8 +50,6 @@ class Command(BaseCommand):
             job = importing.import_job_create(
                 connection=target, file_name=path.name, file_data=data, by=by, submit=submit,
                 progress=lambda n: self.stdout.write(f"  read {n:,} rows …"))
-        except PermissionDenied as error:
-            raise CommandError(str(error)) from None
         except ValidationError as error:
             raise CommandError(" ".join(error.messages)) from None
         if job.status == ImportJob.Status.INVALID:

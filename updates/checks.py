@@ -1,0 +1,77 @@
+"""System checks: ProfileOps refuses to start with settings that cannot work.
+
+Registered in UpdatesConfig.ready(); they run with `manage.py check` and before every management
+command that checks the system (runserver, migrate, qcluster, send_updates …). Each refusal is an
+Error with an id `profileops.E0nn`, naming the setting and what would make it work.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core import checks
+
+from .conf import KNOBS, SettingError, setting
+
+
+def _error(id_: int, message: str, hint: str) -> checks.Error:
+    return checks.Error(message, hint=hint, id=f"profileops.E{id_:03d}")
+
+
+def check_profileops_settings(app_configs=None, **kwargs) -> list[checks.Error]:
+    errors: list[checks.Error] = []
+    values: dict[str, int | float] = {}
+    for name in KNOBS:
+        try:
+            values[name] = setting(name)
+        except SettingError as error:
+            errors.append(_error(1, str(error), f"Set PROFILEOPS_{name} to a number, or unset it "
+                                                f"for the default ({KNOBS[name].default})."))
+    if errors:
+        return errors  # the combinations below need every value
+
+    def at_least_one(id_: int, name: str, hint: str) -> None:
+        if values[name] < 1:
+            errors.append(_error(id_, f"PROFILEOPS_{name} is {values[name]}; it must be at "
+                                      "least 1.", hint))
+
+    def positive(id_: int, name: str) -> None:
+        if values[name] <= 0:
+            errors.append(_error(id_, f"PROFILEOPS_{name} is {values[name]}; it must be more "
+                                      "than 0 seconds.", KNOBS[name].meaning))
+
+    at_least_one(2, "SEND_BATCH_SIZE", "A batch claims this many updates at a time.")
+    at_least_one(3, "SEND_CONCURRENCY", "This many requests are sent at once.")
+    positive(4, "CONNECT_TIMEOUT")
+    positive(5, "READ_TIMEOUT")
+    worst_request = values["CONNECT_TIMEOUT"] + values["READ_TIMEOUT"]
+    if values["LEASE_SECONDS"] <= worst_request:
+        errors.append(_error(
+            6, f"PROFILEOPS_LEASE_SECONDS ({values['LEASE_SECONDS']}) must be longer than "
+               f"PROFILEOPS_CONNECT_TIMEOUT + PROFILEOPS_READ_TIMEOUT ({worst_request:g}).",
+            "A claim must outlast one request, or another worker takes the update while it is "
+            "still being sent; raise the lease or lower the timeouts."))
+    at_least_one(7, "MAX_ATTEMPTS", "An update is tried at least once.")
+    at_least_one(8, "MAX_UNEXPECTED_ANSWERS", "An update may see at least one unexpected answer.")
+    positive(9, "BACKOFF_BASE_SECONDS")
+    if values["BACKOFF_BASE_SECONDS"] > values["BACKOFF_MAX_SECONDS"]:
+        errors.append(_error(
+            10, f"PROFILEOPS_BACKOFF_BASE_SECONDS ({values['BACKOFF_BASE_SECONDS']:g}) is more "
+                f"than PROFILEOPS_BACKOFF_MAX_SECONDS ({values['BACKOFF_MAX_SECONDS']:g}).",
+            "The first retry delay cannot exceed the longest one."))
+    positive(11, "RUN_TIME_BUDGET_SECONDS")
+    task_timeout = (getattr(settings, "Q_CLUSTER", None) or {}).get("timeout")
+    if task_timeout is not None and values["RUN_TIME_BUDGET_SECONDS"] >= task_timeout:
+        errors.append(_error(
+            12, f"PROFILEOPS_RUN_TIME_BUDGET_SECONDS ({values['RUN_TIME_BUDGET_SECONDS']:g}) "
+                f"must be less than the django-q2 task timeout (Q_CLUSTER['timeout'] = "
+                f"{task_timeout}).",
+            "A send run still claiming when django-q2 kills the task leaves its claims to "
+            "expire; keep the budget well inside the timeout."))
+    at_least_one(13, "IMPORT_BACKGROUND_ROWS", "Imports above this many rows run in django-q2.")
+    retry = (getattr(settings, "Q_CLUSTER", None) or {}).get("retry")
+    if task_timeout is not None and retry is not None and task_timeout >= retry:
+        errors.append(_error(
+            14, f"Q_CLUSTER['timeout'] ({task_timeout}) must be less than Q_CLUSTER['retry'] "
+                f"({retry}).",
+            "Otherwise the broker hands a still-running send task to a second worker."))
+    return errors

@@ -1,0 +1,75 @@
+"""ProfileOps' own settings, in one place: their names, types, defaults and meaning.
+
+Read them with `setting("SEND_BATCH_SIZE")`. A deployment sets them as `PROFILEOPS_<NAME>`
+environment variables (profileops/settings.py collects those into `settings.PROFILEOPS`, as
+text); a settings module or a test may put numbers there instead. Anything not set takes the
+default below. Impossible values and combinations are refused at start by the system check in
+updates/checks.py (`manage.py check`, and every command that runs the checks), not patched
+silently at run time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+
+@dataclass(frozen=True)
+class Knob:
+    kind: type  # int or float
+    default: int | float
+    meaning: str
+
+
+KNOBS: dict[str, Knob] = {
+    "SEND_BATCH_SIZE": Knob(int, 500, "Updates claimed per batch."),
+    "SEND_CONCURRENCY": Knob(int, 32, "Requests in flight at once."),
+    "CONNECT_TIMEOUT": Knob(float, 5.0, "Seconds to connect to Target."),
+    "READ_TIMEOUT": Knob(float, 20.0, "Seconds to wait for Target's answer."),
+    "LEASE_SECONDS": Knob(int, 120, "How long a claim is a worker's before another may take it."),
+    "MAX_ATTEMPTS": Knob(int, 8, "Attempts per update before it fails."),
+    "MAX_UNEXPECTED_ANSWERS": Knob(int, 3, "Unexpected 2xx answers before an update fails."),
+    "BACKOFF_BASE_SECONDS": Knob(float, 30.0, "First retry delay; doubles per attempt."),
+    "BACKOFF_MAX_SECONDS": Knob(float, 3600.0, "Longest retry delay."),
+    "RUN_TIME_BUDGET_SECONDS": Knob(
+        float, 45.0, "A scheduled send run claims no new batch after this long; it must end "
+                     "well inside the django-q2 task timeout."),
+    "IMPORT_BACKGROUND_ROWS": Knob(
+        int, 2000, "Imports with more rows than this run in django-q2, not in the request."),
+}
+
+
+class SettingError(ImproperlyConfigured):
+    """A PROFILEOPS value that is not a number of the right kind."""
+
+
+def _configured() -> dict[str, Any]:
+    return getattr(settings, "PROFILEOPS", None) or {}
+
+
+def _coerce(name: str, raw: Any, knob: Knob) -> int | float:
+    what = "a whole number" if knob.kind is int else "a number"
+    try:
+        if isinstance(raw, bool):
+            raise ValueError
+        value = knob.kind(raw.strip() if isinstance(raw, str) else raw)
+        if knob.kind is int and isinstance(raw, float) and not raw.is_integer():
+            raise ValueError
+    except (TypeError, ValueError):
+        raise SettingError(f"PROFILEOPS_{name} must be {what}, not {raw!r}.") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SettingError(f"PROFILEOPS_{name} must be a finite number, not {raw!r}.")
+    return value
+
+
+def setting(name: str) -> int | float:
+    """The value of PROFILEOPS setting `name` (its default when not set)."""
+    knob = KNOBS[name]  # a KeyError here is a typo in the code, not in the configuration
+    configured = _configured()
+    if name not in configured:
+        return knob.default
+    return _coerce(name, configured[name], knob)

@@ -1,0 +1,33 @@
+"""The one kind of refusal every service raises.
+
+A service that says no — the user lacks a permission, the update is in the wrong state, it is the
+user's own content, a rejection has no comment — raises `Refused`, a `ValidationError` whose
+`code` names the rule. Callers (admin, commands, the import's worker) catch `ValidationError`
+alone, show its messages, and tests assert the code. Errors about the submitted *values* stay
+plain per-field `ValidationError`s, so forms can place them on their fields.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+
+# The codes services use; a test or a caller may branch on them.
+PERMISSION_DENIED = "permission_denied"  # the user lacks the right (or is inactive)
+OWN_UPDATE = "own_update"  # four eyes: the user is an author of the content
+WRONG_STATE = "wrong_state"  # not allowed from the update's (or job's) present state
+IMMUTABLE = "immutable"  # sending, sent and cancelled updates never change
+COMMENT_REQUIRED = "comment_required"  # a rejection needs a reason
+NOT_UPLOADER = "not_uploader"  # only the uploader confirms an import
+
+
+class Refused(ValidationError):
+    """A service refused the request and changed nothing; `code` tells which rule refused."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message, code=code)
+
+
+def require_perm(user, perm: str, message: str) -> None:
+    """Refuse (`permission_denied`) unless `user` is an active user holding `perm`."""
+    if user is None or not getattr(user, "is_active", False) or not user.has_perm(perm):
+        raise Refused(message, code=PERMISSION_DENIED)

@@ -203,16 +203,6 @@ else:
     Q_CLUSTER["orm"] = "default"
     Q_CLUSTER["poll"] = float(os.environ.get("Q_ORM_POLL", "1"))
 
-# --- Operations: health, readiness, metrics (updates/health.py, updates/metrics.py) ------------
-PROFILEOPS.update({
-    # /readyz fails when the send schedule has not completed a run for this long.
-    "HEARTBEAT_STALE_SECONDS": int(os.environ.get("PROFILEOPS_HEARTBEAT_STALE_SECONDS", "180")),
-    # /metrics answers 404 unless a bearer token is configured.
-    "METRICS_TOKEN": os.environ.get("PROFILEOPS_METRICS_TOKEN", ""),
-    # Updates by status are counted at most this often per process (a GROUP BY over the table).
-    "METRICS_STATUS_SECONDS": float(os.environ.get("PROFILEOPS_METRICS_STATUS_SECONDS", "60")),
-})
-
 # --- Logging (profileops/logging.py): LOG_FORMAT=json for one JSON object per line -------------
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain")
 if LOG_FORMAT not in {"plain", "json"}:

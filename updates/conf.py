@@ -20,8 +20,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 @dataclass(frozen=True)
 class Knob:
-    kind: type  # int or float
-    default: int | float
+    kind: type  # int, float, str, or tuple (comma-separated positive numbers)
+    default: Any
     meaning: str
 
 
@@ -40,6 +40,12 @@ KNOBS: dict[str, Knob] = {
                      "well inside the django-q2 task timeout."),
     "IMPORT_BACKGROUND_ROWS": Knob(
         int, 2000, "Imports with more rows than this run in django-q2, not in the request."),
+    # Operations (updates/health.py, updates/metrics.py).
+    "HEARTBEAT_STALE_SECONDS": Knob(
+        int, 180, "/readyz fails when the send schedule has not completed a run for this long."),
+    "METRICS_TOKEN": Knob(str, "", "Bearer token for /metrics; without one it answers 404."),
+    "METRICS_STATUS_SECONDS": Knob(
+        float, 60.0, "Updates by status are counted at most this often per process."),
 }
 
 
@@ -51,7 +57,13 @@ def _configured() -> dict[str, Any]:
     return getattr(settings, "PROFILEOPS", None) or {}
 
 
-def _coerce(name: str, raw: Any, knob: Knob) -> int | float:
+def _coerce(name: str, raw: Any, knob: Knob) -> Any:
+    if knob.kind is str:
+        if not isinstance(raw, str):
+            raise SettingError(f"PROFILEOPS_{name} must be text.")
+        return raw  # never quoted in an error: it may be a secret
+    if knob.kind is tuple:
+        return _numbers(name, raw)
     what = "a whole number" if knob.kind is int else "a number"
     try:
         if isinstance(raw, bool):
@@ -66,7 +78,20 @@ def _coerce(name: str, raw: Any, knob: Knob) -> int | float:
     return value
 
 
-def setting(name: str) -> int | float:
+def _numbers(name: str, raw: Any) -> tuple[float, ...]:
+    """A list of positive numbers, given as "5,15,60" or as a sequence."""
+    items = raw.split(",") if isinstance(raw, str) else list(raw)
+    try:
+        values = tuple(float(str(item).strip()) for item in items if str(item).strip())
+    except ValueError:
+        raise SettingError(f"PROFILEOPS_{name} must be comma-separated numbers, not {raw!r}.") \
+            from None
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):
+        raise SettingError(f"PROFILEOPS_{name} must be one or more positive numbers, not {raw!r}.")
+    return values
+
+
+def setting(name: str) -> Any:
     """The value of PROFILEOPS setting `name` (its default when not set)."""
     knob = KNOBS[name]  # a KeyError here is a typo in the code, not in the configuration
     configured = _configured()

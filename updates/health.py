@@ -23,11 +23,11 @@ import os
 import socket
 from typing import Callable
 
-from django.conf import settings
 from django.db import connection as db
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 
+from .conf import setting
 from .models import SchedulerHeartbeat
 
 logger = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def check_scheduler(*, now: dt.datetime | None = None) -> str:
         return UNKNOWN
     if beat_at is None:
         return NEVER
-    stale_after = dt.timedelta(seconds=settings.PROFILEOPS["HEARTBEAT_STALE_SECONDS"])
+    stale_after = dt.timedelta(seconds=setting("HEARTBEAT_STALE_SECONDS"))
     if now - beat_at > stale_after:
         logger.warning("readiness: the send schedule last completed a run %d s ago",
                        (now - beat_at).total_seconds())

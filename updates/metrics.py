@@ -30,7 +30,6 @@ import time
 from collections import defaultdict
 from typing import Iterator
 
-from django.conf import settings
 from django.core.exceptions import FieldDoesNotExist
 from django.db.models import Count, Min, Q, Sum
 from django.http import HttpRequest, HttpResponse
@@ -42,6 +41,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from . import quota
+from .conf import setting
 from .health import SEND_SCHEDULE, heartbeat_at
 from .models import DailyUsage, ProfileUpdate, SendAttempt, TargetConnection, UpdateStatus
 
@@ -258,7 +258,7 @@ class ProfileOpsCollector:
 
     def _update_metrics(self, connections: list) -> Iterator[Metric]:
         counts = self.update_counts.get(
-            _update_counts, seconds=settings.PROFILEOPS["METRICS_STATUS_SECONDS"])
+            _update_counts, seconds=setting("METRICS_STATUS_SECONDS"))
         updates = GaugeMetricFamily("profileops_updates", "Updates by status (recounted at most "
                                     "every PROFILEOPS_METRICS_STATUS_SECONDS).",
                                     labels=["connection", "status"])
@@ -298,7 +298,7 @@ def _authorized(request: HttpRequest, token: str) -> bool:
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    token = settings.PROFILEOPS.get("METRICS_TOKEN", "")
+    token = setting("METRICS_TOKEN")
     if not token:
         return HttpResponse("Not found", status=404, content_type="text/plain")
     if not _authorized(request, token):

@@ -201,3 +201,24 @@ LOGGING = {
     # urllib3 logs full request URLs at DEBUG — those carry profile values. Keep it quiet.
     "loggers": {"urllib3": {"level": "WARNING"}},
 }
+
+# --- reading profiles back from Target (updates/reading.py, updates/verification.py) ----------
+PROFILEOPS.update({
+    # Profile reads per second per connection (per process); reads never use the update quota.
+    "READS_PER_SECOND": float(os.environ.get("PROFILEOPS_READS_PER_SECOND", "10")),
+    "READ_CONNECT_TIMEOUT": float(os.environ.get("PROFILEOPS_READ_CONNECT_TIMEOUT", "2")),
+    "READ_TIMEOUT": float(os.environ.get("PROFILEOPS_READ_TIMEOUT_SECONDS", "3")),
+    # Minutes after the acknowledgment at which an update is read back; after the last, it is
+    # "not applied" if Target still shows other values.
+    "VERIFY_SCHEDULE_MINUTES": [
+        int(m) for m in os.environ.get("PROFILEOPS_VERIFY_SCHEDULE_MINUTES", "5,15,60,240,1440")
+        .split(",") if m.strip()
+    ],
+    # Most updates one verification run reads (the rest wait for the next run).
+    "VERIFY_BATCH_SIZE": int(os.environ.get("PROFILEOPS_VERIFY_BATCH_SIZE", "200")),
+    # Skip-unchanged trusts a read no older than this; otherwise it reads again before sending.
+    "SKIP_UNCHANGED_MAX_READ_AGE_SECONDS": int(
+        os.environ.get("PROFILEOPS_SKIP_UNCHANGED_MAX_READ_AGE_SECONDS", "300")),
+    # The live diff re-reads a profile when the last read is older than this.
+    "DIFF_MAX_READ_AGE_SECONDS": int(os.environ.get("PROFILEOPS_DIFF_MAX_READ_AGE_SECONDS", "60")),
+})

@@ -13,3 +13,12 @@ def send_due_updates() -> int:
         trigger="schedule", time_budget=settings.PROFILEOPS["RUN_TIME_BUDGET_SECONDS"]
     )
     return run.pk
+
+
+def verify_sent_updates() -> int:
+    """Run by the "Verify sent updates" schedule every five minutes; returns the reads made."""
+    from . import verification
+
+    run = verification.updates_verify_due(
+        time_budget=settings.PROFILEOPS["RUN_TIME_BUDGET_SECONDS"])
+    return run.checked

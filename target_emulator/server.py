@@ -87,6 +87,7 @@ class FaultConfig:
     quota: int | None = None
     quota_window_seconds: float = 86400
     keep_received: bool = True
+    read_error_rate: float = 0.0  # share of profile reads answered 503
 
     def validated(self) -> FaultConfig:
         for name in ("latency", "hang_seconds"):
@@ -96,6 +97,8 @@ class FaultConfig:
         for name in rates:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
+        if not 0.0 <= self.read_error_rate <= 1.0:
+            raise ValueError("read_error_rate must be between 0 and 1")
         # One random draw decides the fault, so the shares must fit into one.
         if sum(getattr(self, name) for name in rates) > 1.0 + 1e-9:
             raise ValueError("error, timeout, drop and wrong-body rates together exceed 1")
@@ -777,6 +780,12 @@ class _Handler(BaseHTTPRequestHandler):
         if not emulator._authorized(self.headers.get("Authorization")):
             self._send_json(401, {"status": 401, "message": "Authentication required"})
             return
+        if emulator._config.read_error_rate:
+            with emulator._random_lock:
+                failing = emulator._random.random() < emulator._config.read_error_rate
+            if failing:
+                self._send_json(503, {"status": 503, "message": "Service Unavailable"})
+                return
         client = dict(_decode(query)).get("client")
         if not client:
             self._send_json(400, {"status": 400, "message": "The client parameter is required"})

@@ -267,6 +267,9 @@ class ProfileUpdate(models.Model):
                 fields=["verification_next_at"], condition=Q(verification_state="pending"),
                 name="upd_verification_due",
             ),
+            # The dashboard's verification picture: sent updates by day of acknowledgment.
+            models.Index(fields=["acknowledged_at"], condition=Q(status="sent"),
+                         name="upd_sent_acknowledged"),
         ]
         permissions = [
             ("submit_profileupdate", "Can submit profile updates for approval"),

@@ -200,3 +200,58 @@ def prior_values(update: ProfileUpdate, read: ProfileRead) -> dict[str, dict | N
     """What Target held for each staged attribute per `read` (None: it did not exist)."""
     held = read.attributes if read.outcome == ProfileRead.Outcome.FOUND else {}
     return {name: (dict(held[name]) if name in held else None) for name in update.attributes}
+
+
+# --- the live diff (approval queue, update page) ----------------------------------------------
+
+NO_PROFILE_MESSAGE = ("Target has no profile for this visitor — the update will be acknowledged "
+                      "but not applied.")
+
+
+@dataclass(frozen=True)
+class LiveDiff:
+    state: str  # "found", "not_found", "error" or "throttled"
+    read_at: dt.datetime | None
+    rows: list[AttributeDiff]
+    message: str = ""
+
+    @property
+    def changes_count(self) -> int:
+        return sum(1 for row in self.rows if row.changes)
+
+    def as_json(self) -> dict:
+        return {
+            "state": self.state,
+            "read_at": self.read_at.isoformat() if self.read_at else None,
+            "message": self.message,
+            "changes": self.changes_count,
+            "rows": [{"name": r.name, "current": r.current_value,
+                      "current_modified_at": r.current_modified_at, "new": r.new_value,
+                      "changes": r.changes} for r in self.rows],
+        }
+
+
+def update_live_diff(*, update: ProfileUpdate, by, now: dt.datetime | None = None,
+                     session: requests.Session | None = None) -> LiveDiff:
+    """What the update would change at Target now: from a read no older than
+    DIFF_MAX_READ_AGE_SECONDS, reading again when there is none (the read is kept)."""
+    now = now or timezone.now()
+    max_age = dt.timedelta(seconds=_conf("DIFF_MAX_READ_AGE_SECONDS"))
+    read = latest_read(update, max_age=max_age, now=now)
+    if read is None:
+        try:
+            read = profile_read(update=update, purpose=ProfileRead.Purpose.DIFF, by=by, now=now,
+                                session=session)
+        except ReadThrottled:
+            older = latest_read(update)
+            if older is None:
+                return LiveDiff("throttled", None, [], "Reads are at their rate limit; "
+                                "trying again shortly.")
+            read = older
+    elif by is not None and (not by.is_active or not by.has_perm(PERM_VIEW)):
+        raise PermissionDenied("You do not have permission to view profile updates.")
+    if read.outcome == ProfileRead.Outcome.ERROR:
+        return LiveDiff("error", read.at, [], f"Target's profile could not be read ({read.error}). "
+                        "Sending does not depend on it.")
+    message = NO_PROFILE_MESSAGE if read.outcome == ProfileRead.Outcome.NOT_FOUND else ""
+    return LiveDiff(read.outcome, read.at, attribute_diff(update, read), message)

@@ -391,6 +391,9 @@ def update_revert(*, update: ProfileUpdate, by, comment: str = "") -> tuple[Prof
     """Stage (as a draft by `by`) an update that puts back the values Target held before `update`
     was sent. It goes through submit and approval like any other — so whoever stages a revert
     cannot approve it. Raises ValidationError, staging nothing, when nothing can be reverted."""
+    if by is None or not by.is_active or not by.has_perm(workflow.PERM_STAGE):
+        raise workflow.TransitionRefused("You do not have permission to stage profile updates.",
+                                         code="permission_denied")
     plan = revert_plan(ProfileUpdate.objects.get(pk=update.pk))
     if not plan.attributes:
         reasons = "; ".join(f"{name}: {why}" for name, why in plan.not_revertible.items())
@@ -411,3 +414,50 @@ def update_revert(*, update: ProfileUpdate, by, comment: str = "") -> tuple[Prof
             to_status=update.status, comment=note,
             changes={"revert_update": revert.pk, "not_revertible": plan.not_revertible})
     return revert, plan
+
+
+# --- the dashboard's picture -----------------------------------------------------------------------
+
+@dataclass
+class VerificationDay:
+    day: dt.date
+    sent: int = 0
+    verified: int = 0
+    not_applied: int = 0
+    verifying: int = 0
+    unverified: int = 0
+    unchanged: int = 0  # skipped by skip-unchanged: one request of quota saved each
+
+
+def daily_summary(*, now: dt.datetime | None = None, days: int = 7) -> list[VerificationDay]:
+    """Per UTC day, newest first: updates acknowledged that day and where their verification
+    stands now, and updates skipped as unchanged that day (the quota saved)."""
+    from django.db.models import Count
+    from django.db.models.functions import TruncDate
+
+    now = now or timezone.now()
+    first = now.date() - dt.timedelta(days=days - 1)
+    since = dt.datetime.combine(first, dt.time.min, tzinfo=dt.timezone.utc)
+    table = {first + dt.timedelta(days=n): VerificationDay(first + dt.timedelta(days=n))
+             for n in range(days)}
+    sent = (ProfileUpdate.objects.filter(status=S.SENT, acknowledged_at__gte=since)
+            .annotate(day=TruncDate("acknowledged_at", tzinfo=dt.timezone.utc))
+            .values("day", "verification_state").annotate(n=Count("id")))
+    column = {V.VERIFIED: "verified", V.NOT_APPLIED: "not_applied", V.PENDING: "verifying",
+              "": "verifying", V.UNVERIFIED: "unverified"}
+    for row in sent:
+        entry = table.get(row["day"])
+        if entry is None:
+            continue
+        entry.sent += row["n"]
+        if row["verification_state"] in column:
+            name = column[row["verification_state"]]
+            setattr(entry, name, getattr(entry, name) + row["n"])
+    skipped = (AuditEvent.objects.filter(action="unchanged", update__status=S.UNCHANGED,
+                                         at__gte=since)
+               .annotate(day=TruncDate("at", tzinfo=dt.timezone.utc))
+               .values("day").annotate(n=Count("id")))
+    for row in skipped:
+        if row["day"] in table:
+            table[row["day"]].unchanged += row["n"]
+    return sorted(table.values(), key=lambda d: d.day, reverse=True)

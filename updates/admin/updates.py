@@ -253,7 +253,7 @@ class ProfileUpdateAdmin(admin.ModelAdmin):
     list_display = ("id", "identity_cell", "connection_label", "status_badge", "attribute_names",
                     "created")
     list_display_links = ("id", "identity_cell")
-    list_filter = ("status", "connection", "identity_type", CreatorFilter,
+    list_filter = ("status", "verification_state", "connection", "identity_type", CreatorFilter,
                    ("created_at", admin.DateFieldListFilter))
     list_select_related = ("connection", "created_by")
     search_fields = ("identity",)  # the lookup itself is selectors.search_identity

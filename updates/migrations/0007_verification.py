@@ -127,6 +127,10 @@ class Migration(migrations.Migration):
             model_name='profileread',
             index=models.Index(fields=['update', '-at'], name='read_update_at'),
         ),
+        migrations.AddIndex(
+            model_name='profileupdate',
+            index=models.Index(condition=models.Q(('status', 'sent')), fields=['acknowledged_at'], name='upd_sent_acknowledged'),
+        ),
         migrations.RunPython(mark_earlier_sends_off, migrations.RunPython.noop),
         migrations.RunPython(create_schedule, remove_schedule),
     ]

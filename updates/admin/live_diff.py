@@ -20,9 +20,8 @@ def live_diff_view(request: HttpRequest, pk: int) -> HttpResponse:
         raise PermissionDenied
     update = get_object_or_404(ProfileUpdate.objects.select_related("connection"), pk=pk)
     diff = reading.update_live_diff(update=update, by=request.user)
-    response = JsonResponse(diff.as_json())
-    response["Cache-Control"] = "no-store"  # customer values: never kept by a browser cache
-    return response
+    # admin_view adds never-cache headers: customer values stay out of browser caches.
+    return JsonResponse(diff.as_json())
 
 
 def revert_view(request: HttpRequest, pk: int) -> HttpResponse:

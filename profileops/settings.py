@@ -206,8 +206,10 @@ LOGGING = {
 PROFILEOPS.update({
     # Profile reads per second per connection (per process); reads never use the update quota.
     "READS_PER_SECOND": float(os.environ.get("PROFILEOPS_READS_PER_SECOND", "10")),
-    "READ_CONNECT_TIMEOUT": float(os.environ.get("PROFILEOPS_READ_CONNECT_TIMEOUT", "2")),
-    "READ_TIMEOUT": float(os.environ.get("PROFILEOPS_READ_TIMEOUT_SECONDS", "3")),
+    # Connect / read timeouts of one profile read (the live diff waits for it).
+    "PROFILE_READ_CONNECT_TIMEOUT": float(
+        os.environ.get("PROFILEOPS_PROFILE_READ_CONNECT_TIMEOUT", "2")),
+    "PROFILE_READ_TIMEOUT": float(os.environ.get("PROFILEOPS_PROFILE_READ_TIMEOUT", "3")),
     # Minutes after the acknowledgment at which an update is read back; after the last, it is
     # "not applied" if Target still shows other values.
     "VERIFY_SCHEDULE_MINUTES": [

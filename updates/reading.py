@@ -32,8 +32,8 @@ READ_BODY_LIMIT_BYTES = 256 * 1024  # a whole profile's external data is capped 
 
 _DEFAULTS = {
     "READS_PER_SECOND": 10.0,
-    "READ_CONNECT_TIMEOUT": 2.0,
-    "READ_TIMEOUT": 3.0,
+    "PROFILE_READ_CONNECT_TIMEOUT": 2.0,
+    "PROFILE_READ_TIMEOUT": 3.0,
     "DIFF_MAX_READ_AGE_SECONDS": 60,
 }
 
@@ -134,7 +134,8 @@ def _fetch(connection: TargetConnection, identity_type: str, identity: str,
     began = time.perf_counter()
     try:
         with session.get(request.url, headers=request.headers, allow_redirects=False, stream=True,
-                         timeout=(_conf("READ_CONNECT_TIMEOUT"), _conf("READ_TIMEOUT"))) as response:
+                         timeout=(_conf("PROFILE_READ_CONNECT_TIMEOUT"),
+                                  _conf("PROFILE_READ_TIMEOUT"))) as response:
             raw = response.raw.read(READ_BODY_LIMIT_BYTES, decode_content=True)
             answer = target.read_profile_answer(response.status_code,
                                                 raw.decode("utf-8", errors="replace"))

@@ -29,7 +29,7 @@ MINUTE = dt.timedelta(minutes=1)
 
 @pytest.fixture(autouse=True)
 def quick(settings):
-    settings.PROFILEOPS = {**settings.PROFILEOPS, "SEND_CONCURRENCY": 4, "READ_TIMEOUT": 2.0,
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "SEND_CONCURRENCY": 4,
                            "VERIFY_SCHEDULE_MINUTES": [5, 15, 60]}
     reading.read_limiter.reset()
 

@@ -223,7 +223,9 @@ def _decide(request: HttpRequest) -> HttpResponse:
 urlpatterns = [
     path("dashboard/", admin.site.admin_view(dashboard_view), name="updates_dashboard"),
     path("queue/", admin.site.admin_view(queue_view), name="updates_queue"),
-    path("live-diff/<int:pk>/", admin.site.admin_view(live_diff.live_diff_view),
-         name="updates_live_diff"),
-    path("revert/<int:pk>/", admin.site.admin_view(live_diff.revert_view), name="updates_revert"),
+    # Under the update's own admin URL (matched before the admin's <path:object_id>/ routes).
+    path("updates/profileupdate/<int:pk>/live-diff/",
+         admin.site.admin_view(live_diff.live_diff_view), name="updates_live_diff"),
+    path("updates/profileupdate/<int:pk>/revert/", admin.site.admin_view(live_diff.revert_view),
+         name="updates_revert"),
 ]

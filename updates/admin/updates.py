@@ -32,7 +32,7 @@ from .imports import export_selected_csv, export_selected_xlsx
 from updates.models import ProfileUpdate, TargetConnection, UpdateStatus
 
 S = UpdateStatus
-READ_ONLY_STATES = {S.SENDING, S.SENT, S.CANCELLED}
+READ_ONLY_STATES = {S.SENDING, S.SENT, S.CANCELLED, S.UNCHANGED}
 # One bulk action or queue decision handles at most this many updates: each is its own
 # transaction, and a request must finish in reasonable time even with "select all" over 1M rows.
 BULK_LIMIT = 1000

@@ -217,10 +217,14 @@ PROFILEOPS.update({
         .split(",") if m.strip()
     ],
     # Most updates one verification run reads (the rest wait for the next run).
-    "VERIFY_BATCH_SIZE": int(os.environ.get("PROFILEOPS_VERIFY_BATCH_SIZE", "200")),
+    "VERIFY_BATCH_SIZE": int(os.environ.get("PROFILEOPS_VERIFY_BATCH_SIZE", "400")),
     # Skip-unchanged trusts a read no older than this; otherwise it reads again before sending.
     "SKIP_UNCHANGED_MAX_READ_AGE_SECONDS": int(
         os.environ.get("PROFILEOPS_SKIP_UNCHANGED_MAX_READ_AGE_SECONDS", "300")),
+    # Most time one claimed batch spends reading before it is sent (its lease is running);
+    # updates not read by then are sent without a read.
+    "SKIP_UNCHANGED_READ_BUDGET_SECONDS": float(
+        os.environ.get("PROFILEOPS_SKIP_UNCHANGED_READ_BUDGET_SECONDS", "5")),
     # The live diff re-reads a profile when the last read is older than this.
     "DIFF_MAX_READ_AGE_SECONDS": int(os.environ.get("PROFILEOPS_DIFF_MAX_READ_AGE_SECONDS", "60")),
 })

@@ -51,8 +51,9 @@ logger = logging.getLogger(__name__)
 CLOCK_TOLERANCE = dt.timedelta(seconds=1)
 _DEFAULTS = {
     "VERIFY_SCHEDULE_MINUTES": [5, 15, 60, 240, 1440],
-    "VERIFY_BATCH_SIZE": 200,
+    "VERIFY_BATCH_SIZE": 400,
     "SKIP_UNCHANGED_MAX_READ_AGE_SECONDS": 300,
+    "SKIP_UNCHANGED_READ_BUDGET_SECONDS": 5.0,
 }
 
 
@@ -84,10 +85,14 @@ def before_send(*, updates: list[ProfileUpdate], connection: TargetConnection, o
         own_session = session is None and any(
             u.pk not in latest or latest[u.pk].at < now - max_age for u in updates)
         session = reading.make_session() if own_session else session
+        # The claim's lease is running: reading never takes more than this out of it.
+        read_until = time.monotonic() + _conf("SKIP_UNCHANGED_READ_BUDGET_SECONDS")
         try:
             for update in updates:
                 read = latest.get(update.pk)
                 if read is None or read.at < now - max_age:
+                    if time.monotonic() >= read_until:
+                        continue  # sent without a read
                     read = _read_before_send(update, now, session)
                     if read is None:
                         continue

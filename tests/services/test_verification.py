@@ -253,6 +253,16 @@ def test_the_read_rate_limit_never_holds_sending_back(skipping, approve, target,
     assert ProfileRead.objects.count() == 1  # the other two went out unread
 
 
+def test_reading_before_sending_stops_at_its_time_budget(skipping, approve, target, settings):
+    """A slow read API must not eat the claim's lease: past the budget, updates go out unread."""
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "SKIP_UNCHANGED_READ_BUDGET_SECONDS": 0.3}
+    target.configure(latency=0.2)  # every answer, reads included, takes 0.2 s
+    updates = [approve(identity=f"slow-{n}") for n in range(5)]
+    sending.send_due()
+    assert {fresh(u).status for u in updates} == {S.SENT}
+    assert ProfileRead.objects.count() == 2  # 0.2 s each: the third would start past 0.3 s
+
+
 # --- revert ---------------------------------------------------------------------------------------
 
 def test_revert_stages_the_prior_values_and_says_what_it_cannot_undo(

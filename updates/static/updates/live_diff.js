@@ -29,6 +29,10 @@ document.addEventListener("DOMContentLoaded", function () {
     if (!data.rows || data.rows.length === 0) {
       return;
     }
+    if (box.dataset.compact) {
+      renderCompact(box, data);
+      return;
+    }
     const table = element("table", null, "po-attributes po-diff");
     const head = table.createTHead().insertRow();
     ["Attribute", "At Target now", "Will be sent", "Changes?"].forEach(function (label) {
@@ -56,6 +60,28 @@ document.addEventListener("DOMContentLoaded", function () {
     box.appendChild(table);
     const when = data.read_at ? "Read from Target at " + data.read_at.replace("T", " ").slice(0, 19) + " UTC. " : "";
     box.appendChild(element("p", when + (data.changes === 0 ?
+      "This update changes nothing at Target." :
+      data.changes + " of " + data.rows.length + " attribute(s) change."), "po-muted"));
+  }
+
+  // The queue: one line per attribute under "what will be sent" (the page must stay narrow).
+  function renderCompact(box, data) {
+    const list = element("ul", null, "po-diff-compact");
+    data.rows.forEach(function (row) {
+      const item = element("li", null, row.changes ? "po-diff-changes" : "po-diff-same");
+      item.appendChild(element("code", "profile." + row.name));
+      item.appendChild(document.createTextNode(" at Target now: "));
+      if (row.current === null) {
+        item.appendChild(element("em", "(not set)"));
+      } else {
+        item.appendChild(element("span", shown(row.current), "po-value"));
+      }
+      item.appendChild(document.createTextNode(row.changes ? " — changes" : " — already holds it"));
+      list.appendChild(item);
+    });
+    box.appendChild(list);
+    const when = data.read_at ? "read " + data.read_at.replace("T", " ").slice(0, 19) + " UTC. " : "";
+    box.appendChild(element("div", when + (data.changes === 0 ?
       "This update changes nothing at Target." :
       data.changes + " of " + data.rows.length + " attribute(s) change."), "po-muted"));
   }

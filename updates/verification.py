@@ -247,8 +247,9 @@ def _schedule_new(run: VerificationRun, *, now: dt.datetime,
     if connection is not None:
         new = new.filter(connection=connection)
     with transaction.atomic():
-        rows = list(new.select_for_update().values_list("id", "connection_id",
-                                                        "connection__verify_after_send"))
+        # Lock the updates only: the connection row is the quota lock the sender takes.
+        rows = list(new.select_for_update(of=("self",)).values_list(
+            "id", "connection_id", "connection__verify_after_send"))
         verify = [r[0] for r in rows if r[2]]
         off = [r[0] for r in rows if not r[2]]
         ProfileUpdate.objects.filter(id__in=verify).update(

@@ -161,7 +161,7 @@ def _end_unchanged(skipped: list[tuple[ProfileUpdate, ProfileRead]], *, owner: s
                        action="unchanged", from_status=S.SENDING, to_status=S.UNCHANGED,
                        comment=f"Not sent: Target already held every staged value (read at "
                        f"{read.at:%Y-%m-%d %H:%M:%S} UTC). No request, no quota used.",
-                       changes={"read_id": read.pk})
+                       changes={"read_id": read.pk, "at_target": held_summary(update, read)})
             for update, read in skipped if update.pk in mine
         ])
     for update, _ in skipped:
@@ -281,6 +281,20 @@ def sent_at(update: ProfileUpdate) -> dt.datetime | None:
     return started or update.acknowledged_at
 
 
+def held_summary(update: ProfileUpdate, read: ProfileRead) -> str:
+    """What Target held for the update's attributes per `read`, for the timeline (one line)."""
+    if read.outcome == ProfileRead.Outcome.NOT_FOUND:
+        return "no profile"
+    if read.outcome != ProfileRead.Outcome.FOUND:
+        return "read failed"
+    parts = []
+    for name in sorted(update.attributes):
+        entry = read.attributes.get(name)
+        parts.append(f"{name}: (not set)" if entry is None else
+                     f"{name}: {entry.get('value', '')!r} (modified {entry.get('modifiedAt') or '?'})")
+    return "; ".join(parts)
+
+
 @dataclass(frozen=True)
 class CheckResult:
     applied: bool
@@ -355,7 +369,8 @@ def _record_check(update: ProfileUpdate, read: ProfileRead, *, now: dt.datetime)
             at=now, actor=None, action=action, update=current, connection_id=current.connection_id,
             from_status=S.SENT, to_status=S.SENT, comment=comment,
             changes={"read_id": read.pk, "check": check, "read_outcome": read.outcome,
-                     "matching": result.matching, "differing": result.differing})
+                     "matching": result.matching, "differing": result.differing,
+                     "at_target": held_summary(update, read)})
     update.verification_state = current.verification_state
     update.verification_checks = current.verification_checks
     update.verification_next_at = current.verification_next_at

@@ -80,6 +80,8 @@ def test_a_known_visitor_is_verified_once_target_applied_the_update(acme, approv
     assert done.verified == 1 and update.verification_state == V.VERIFIED
     assert update.verified_at == acked + 16 * MINUTE and update.status == S.SENT
     assert actions(update)[-3:] == ["verification_scheduled", "verification_read", "verified"]
+    verified = AuditEvent.objects.get(update=update, action="verified")
+    assert verified.changes["at_target"].startswith("loanStatus: 'funded' (modified 20")
     assert update.reads.filter(purpose=ProfileRead.Purpose.VERIFICATION).count() == 2
 
 
@@ -205,8 +207,10 @@ def test_an_update_that_changes_nothing_ends_unchanged_without_a_request(skippin
     assert event.from_status == S.SENDING and "no quota used" in event.comment
     read = ProfileRead.objects.get(pk=event.changes["read_id"])
     assert read.purpose == ProfileRead.Purpose.BEFORE_SEND and read.outcome == "found"
-    with pytest.raises(ValidationError):  # terminal: no edit, no cancel
-        workflow.update_cancel(update=update, by=update.created_by)
+    with pytest.raises(ValidationError, match="wrong_state|cannot be cancelled"):
+        workflow.update_cancel(update=update, by=update.created_by)  # terminal
+    with pytest.raises(ValidationError, match="can no longer be changed"):
+        workflow.update_edit(update=update, by=update.created_by, reason="again")
 
 
 def test_an_update_that_changes_something_is_sent_with_the_prior_values_kept(

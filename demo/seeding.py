@@ -7,6 +7,7 @@ Demo users get fresh random passwords on every run, printed once; this is for th
 
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass
 
@@ -33,6 +34,31 @@ DEMO_MAPPINGS = (
     dict(source_name="store_visits", target_name="storeVisits", value_type="integer",
          help_text="Visits with the loyalty card this year."),
 )
+
+
+# The visitors the demo's Target (the emulator in faithful mode) has profiles for. With the demo
+# updates below they show, in a first walk-through: CUST-1002's pending update changes two values
+# (approve it: sent, then verified once the emulator applied it); CUST-1003's approved update
+# changes nothing (skipped as unchanged, no quota used); the kiosk visitor (mboxPC) is unknown to
+# Target (approve it: acknowledged, then "not applied" at its first check).
+DEMO_PROFILES = (
+    {"identity": "CUST-1001", "attributes": {"loanStatus": "declined"}},
+    {"identity": "CUST-1002", "attributes": {"loanStatus": "applied", "storeVisits": "2",
+                                             "loyaltyTier": "bronze"}},
+    {"identity": "CUST-1003", "attributes": {"loyaltyTier": "silver",
+                                             "lastCallDate": "2026-11-27"}},
+    {"identity": "CUST-1004", "attributes": {"loanStatus": "applied"}},
+)
+# Seconds the demo's emulator takes to apply an acknowledged update (Target: up to 24 hours).
+DEMO_APPLY_DELAY_SECONDS = 20
+# The demo reads sent updates back after 1, 2, 5 and 15 minutes instead of 5 min … 24 h.
+DEMO_VERIFY_SCHEDULE_MINUTES = "1,2,5,15"
+
+
+def demo_profiles_json() -> str:
+    """DEMO_PROFILES as the emulator's --profiles file expects them."""
+    return json.dumps([{"client": DEMO_CLIENT_CODE, "identity_type": "mbox3rdPartyId", **spec}
+                       for spec in DEMO_PROFILES], indent=2)
 
 
 @dataclass
@@ -62,7 +88,8 @@ def seed_demo(*, emulator_url: str) -> DemoSeed:
         connection, _ = TargetConnection.objects.update_or_create(
             client_code=DEMO_CLIENT_CODE,
             defaults={"label": "Demo (local emulator)", "base_url": emulator_url, "active": True,
-                      "quota_limit": 1_000_000},
+                      "quota_limit": 1_000_000, "skip_unchanged": True,
+                      "verify_after_send": True},
         )
         for spec in DEMO_MAPPINGS:
             if not AttributeMapping.objects.filter(connection=connection,

@@ -8,6 +8,8 @@ read the chosen port.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import signal
 import sys
 import threading
@@ -34,6 +36,16 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="Seed for the fault draws.")
     parser.add_argument("--no-keep-received", action="store_true",
                         help="Keep counters only (long benchmarks).")
+    parser.add_argument("--faithful", action="store_true",
+                        help="Behave as Adobe documents: no profile is created for an unknown "
+                        "visitor, updates apply after --apply-delay.")
+    parser.add_argument("--apply-delay", type=float, default=0.0,
+                        help="Seconds before an acknowledged update shows in reads (--faithful).")
+    parser.add_argument("--profiles", metavar="FILE.json", default=None,
+                        help="Seed profiles: a JSON list of {identity, identity_type, "
+                        "attributes, client}.")
+    # The bearer token comes from the environment: a command-line argument is visible to
+    # every user of the machine (ps).
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +65,29 @@ def emulator_from_options(options: dict) -> TargetEmulator:
         drop_rate=options["drop_rate"], wrong_body_rate=options["wrong_body_rate"],
         quota=options["quota"], quota_window_seconds=options["quota_window"],
         seed=options["seed"], keep_received=not options["no_keep_received"],
+        faithful=options.get("faithful", False), apply_delay=options.get("apply_delay", 0.0),
+        token=os.environ.get(TOKEN_ENVIRONMENT_VARIABLE) or None,
+        profiles=load_profiles(options.get("profiles")),
     )
+
+
+TOKEN_ENVIRONMENT_VARIABLE = "TARGET_EMULATOR_TOKEN"
+
+
+def load_profiles(path: str | None) -> list[dict]:
+    """The seed profiles in a JSON file (ValueError names what is wrong)."""
+    if not path:
+        return []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            specs = json.load(handle)
+    except OSError as exc:
+        raise ValueError(f"--profiles: cannot read {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--profiles: {path} is not JSON (line {exc.lineno})") from None
+    if not isinstance(specs, list) or not all(isinstance(spec, dict) for spec in specs):
+        raise ValueError(f"--profiles: {path} must hold a JSON list of objects")
+    return specs
 
 
 def serve(emulator: TargetEmulator, *, write=print) -> None:

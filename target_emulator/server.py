@@ -4,10 +4,20 @@ Used by the embedded demo, by every test that sends, and by benchmarks. It speak
 described in shared/reference/target-profile-api.md and can inject the faults a real network and a
 real Target produce (latency, 503, hangs, dropped connections, maintenance pages, a quota).
 
-Where it knowingly differs from Target (documented so nobody relies on it):
-- Unknown visitors: Target does not create a profile on update; the emulator keeps one per
-  identity anyway, so the demo and the read API can show what arrived. Updates apply at once
-  (Target: within an hour, up to 24 h).
+Two modes:
+- **faithful** (``faithful=True``, ``--faithful``; the demo and the read-back tests use it):
+  behaves as Adobe documents. An update for a visitor without a profile is acknowledged and
+  dropped (no profile is created); updates apply after ``apply_delay`` seconds (Target: usually
+  within an hour, up to 24 h); reads serve ``modifiedAt`` per attribute and a 404 JSON for
+  unknown visitors. Profiles are seeded with ``seed_profile``, ``POST /_emulator/profiles`` or
+  ``--profiles FILE.json``. ``advance(seconds)`` moves the emulator's clock (tests never sleep).
+- **lenient** (the default, kept for the sending tests and benchmarks): where it knowingly differs
+  from Target — an update for an unknown visitor creates a profile, so the read API can show what
+  arrived, and updates apply at once.
+In both, ``token="..."`` makes the update and read endpoints answer 401 without
+``Authorization: Bearer <token>`` (Target's "Require Authentication").
+
+Also (documented so nobody relies on it):
 - Profiles are keyed by (identity type, identity); one client code per emulator is the intended
   use. ``visitorId`` in the read API is the identity the profile was updated with.
 - Errors Target does not document (400/413/414/415, 429 and its counting) are our decisions:
@@ -77,6 +87,7 @@ class FaultConfig:
     quota: int | None = None
     quota_window_seconds: float = 86400
     keep_received: bool = True
+    read_error_rate: float = 0.0  # share of profile reads answered 503
 
     def validated(self) -> FaultConfig:
         for name in ("latency", "hang_seconds"):
@@ -86,6 +97,8 @@ class FaultConfig:
         for name in rates:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
+        if not 0.0 <= self.read_error_rate <= 1.0:
+            raise ValueError("read_error_rate must be between 0 and 1")
         # One random draw decides the fault, so the shares must fit into one.
         if sum(getattr(self, name) for name in rates) > 1.0 + 1e-9:
             raise ValueError("error, timeout, drop and wrong-body rates together exceed 1")
@@ -174,8 +187,19 @@ class TargetEmulator:
         quota_window_seconds: float = 86400,
         seed: int | None = None,
         keep_received: bool = True,
+        faithful: bool = False,
+        apply_delay: float = 0.0,
+        token: str | None = None,
+        profiles: list[dict[str, Any]] | None = None,
     ) -> None:
         self.host = _loopback_ipv4(host)
+        if apply_delay < 0:
+            raise ValueError("apply_delay must not be negative")
+        self.faithful = faithful
+        self.apply_delay = float(apply_delay)
+        self._token = token or None
+        self._clock_offset = 0.0
+        self._pending: list[tuple[float, dict[str, Any]]] = []  # (apply at, record), faithful
         self._requested_port = port
         self._config = FaultConfig(
             latency=latency, error_rate=error_rate, timeout_rate=timeout_rate,
@@ -197,6 +221,11 @@ class TargetEmulator:
         self._bound_port = 0
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        for number, spec in enumerate(profiles or (), start=1):
+            try:
+                self.seed_profile(**spec)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"seed profile {number}: {exc}") from None
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -272,6 +301,7 @@ class TargetEmulator:
             self._status_counts.clear()
             self._outcome_counts.clear()
             self._quota.clear()
+            self._pending.clear()
 
     @property
     def received(self) -> list[dict[str, Any]]:
@@ -287,6 +317,7 @@ class TargetEmulator:
     def profiles(self) -> dict[tuple[str, str], dict[str, Any]]:
         """Snapshot: (identity_type, identity) -> {"client", "modifiedAt", "attributes"}."""
         with self._lock:
+            self._apply_due()
             return {key: _copy_profile(profile) for key, profile in self._profiles.items()}
 
     def acknowledged_count_by_identity(self) -> Counter[str]:
@@ -366,8 +397,17 @@ class TargetEmulator:
     def _apply(self, record: dict[str, Any]) -> None:
         if not self._config.keep_received:
             return  # counters only: long benchmarks must not grow a profile store
+        if self.faithful:
+            self._pending.append((self._now() + self.apply_delay, record))
+            self._apply_due()
+            return
+        self._apply_now(record, record["at"])
+
+    def _apply_now(self, record: dict[str, Any], at: float) -> None:
         key = (record["identity_type"], record["identity"])
-        stamp = _iso(record["at"])
+        if self.faithful and key not in self._profiles:
+            return  # Target: no profile found, none created — yet the update was acknowledged
+        stamp = _iso(at)
         profile = self._profiles.setdefault(
             key, {"client": record["client_code"], "modifiedAt": stamp, "attributes": {}})
         profile["client"] = record["client_code"]
@@ -375,13 +415,67 @@ class TargetEmulator:
         for name, value in record["attributes"].items():
             profile["attributes"][name] = {"value": value, "modifiedAt": stamp}
 
+    def _apply_due(self) -> None:
+        """Faithful mode: apply the updates whose delay has passed (caller holds the lock)."""
+        if not self._pending:
+            return
+        now = self._now()
+        due = [(at, record) for at, record in self._pending if at <= now]
+        if due:
+            self._pending = [(at, record) for at, record in self._pending if at > now]
+            for at, record in sorted(due, key=lambda item: item[0]):
+                self._apply_now(record, at)
+
+    def _now(self) -> float:
+        return time.time() + self._clock_offset
+
+    def advance(self, seconds: float) -> None:
+        """Move the emulator's clock forward (pending updates fall due; tests never sleep)."""
+        if seconds < 0:
+            raise ValueError("the clock only moves forward")
+        with self._lock:
+            self._clock_offset += seconds
+            self._apply_due()
+
+    def seed_profile(self, *, identity: str, attributes: dict[str, str],
+                     identity_type: str = "mbox3rdPartyId", client: str | None = None,
+                     modified_at: str | None = None) -> None:
+        """Create (or replace) a visitor's profile, as if the visitor had been on the site.
+
+        `client`: the client code the profile belongs to (None: any — the first read or update
+        claims it); `modified_at`: ISO-8601 stamp for every attribute (default: now)."""
+        if identity_type not in IDENTITY_PARAMETERS:
+            raise ValueError(f"identity_type must be one of {', '.join(IDENTITY_PARAMETERS)}")
+        if not isinstance(identity, str) or not identity:
+            raise ValueError("identity must be a non-empty string")
+        if not isinstance(attributes, dict) or not all(
+                isinstance(k, str) and k and isinstance(v, str) for k, v in attributes.items()):
+            raise ValueError("attributes must map names to string values")
+        stamp = modified_at or _iso(self._now())
+        with self._lock:
+            self._profiles[(identity_type, identity)] = {
+                "client": client, "modifiedAt": stamp,
+                "attributes": {name: {"value": value, "modifiedAt": stamp}
+                               for name, value in attributes.items()},
+            }
+
+    def pending_count(self) -> int:
+        """Acknowledged updates not applied yet (faithful mode)."""
+        with self._lock:
+            return len(self._pending)
+
+    def _authorized(self, header: str | None) -> bool:
+        return self._token is None or header == f"Bearer {self._token}"
+
     def _profile(self, identity_type: str, identity: str) -> dict[str, Any] | None:
         with self._lock:
+            self._apply_due()
             profile = self._profiles.get((identity_type, identity))
             return _copy_profile(profile) if profile else None
 
     def _profiles_json(self) -> list[dict[str, Any]]:
         with self._lock:
+            self._apply_due()
             return [{"identity_type": key[0], "identity": key[1], **_copy_profile(profile)}
                     for key, profile in self._profiles.items()]
 
@@ -624,6 +718,9 @@ class _Handler(BaseHTTPRequestHandler):
         except _Refused as refusal:
             return refuse(refusal.status, refusal.message)
 
+        if not emulator._authorized(self.headers.get("Authorization")):
+            return refuse(401, "authentication required")
+
         wait = emulator._take_quota(config, now)
         if wait is not None:
             retry_after = str(max(1, math.ceil(wait)))
@@ -680,6 +777,15 @@ class _Handler(BaseHTTPRequestHandler):
     def _profile_read(self, rest: list[str], query: str) -> None:
         emulator = self.server.emulator
         self._wait(emulator._config.latency)
+        if not emulator._authorized(self.headers.get("Authorization")):
+            self._send_json(401, {"status": 401, "message": "Authentication required"})
+            return
+        if emulator._config.read_error_rate:
+            with emulator._random_lock:
+                failing = emulator._random.random() < emulator._config.read_error_rate
+            if failing:
+                self._send_json(503, {"status": 503, "message": "Service Unavailable"})
+                return
         client = dict(_decode(query)).get("client")
         if not client:
             self._send_json(400, {"status": 400, "message": "The client parameter is required"})
@@ -692,7 +798,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(404, {"status": 404, "message": "Unknown profile lookup"})
             return
         profile = emulator._profile(identity_type, identity)
-        if profile is None or profile["client"] != client:
+        if profile is None or profile["client"] not in (client, None):
             self._send_json(404, {"status": 404, "message":
                                   f"No profile found for client {client} with {label}{identity}"})
             return
@@ -716,6 +822,23 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, emulator.received_since(int(since)))
         elif route == ("GET", "/_emulator/profiles"):
             self._send_json(200, emulator._profiles_json())
+        elif route == ("POST", "/_emulator/profiles"):
+            try:
+                specs = json.loads(body or b"[]")
+                specs = [specs] if isinstance(specs, dict) else specs
+                if not isinstance(specs, list) or not all(isinstance(x, dict) for x in specs):
+                    raise ValueError("send a JSON object or a list of objects")
+                for spec in specs:
+                    emulator.seed_profile(**spec)
+                self._send_json(200, {"seeded": len(specs)})
+            except (ValueError, TypeError) as exc:
+                self._send_json(400, {"status": 400, "message": str(exc)})
+        elif route == ("POST", "/_emulator/advance"):
+            try:
+                emulator.advance(float(json.loads(body or b"{}").get("seconds", 0)))
+                self._send_json(200, {"advanced": True})
+            except (ValueError, TypeError, AttributeError) as exc:
+                self._send_json(400, {"status": 400, "message": str(exc)})
         elif route == ("GET", "/_emulator/stats"):
             self._send_json(200, emulator.stats())
         elif route == ("GET", "/_emulator/config"):

@@ -32,3 +32,10 @@ def emulator_factory() -> Iterator[Callable[..., TargetEmulator]]:
 @pytest.fixture
 def emulator(emulator_factory: Callable[..., TargetEmulator]) -> TargetEmulator:
     return emulator_factory()
+
+
+@pytest.fixture
+def faithful_emulator(emulator_factory: Callable[..., TargetEmulator]) -> TargetEmulator:
+    """An emulator that behaves as Adobe documents (no profile created for unknown visitors,
+    updates applied after `apply_delay` — here 60 s, moved with `advance()`)."""
+    return emulator_factory(faithful=True, apply_delay=60.0)

@@ -46,6 +46,20 @@ KNOBS: dict[str, Knob] = {
     "METRICS_TOKEN": Knob(str, "", "Bearer token for /metrics; without one it answers 404."),
     "METRICS_STATUS_SECONDS": Knob(
         float, 60.0, "Updates by status are counted at most this often per process."),
+    # Reading profiles back (updates/reading.py, updates/verification.py).
+    "READS_PER_SECOND": Knob(
+        float, 10.0, "Profile reads per second per connection (per process); never quota."),
+    "PROFILE_READ_CONNECT_TIMEOUT": Knob(float, 2.0, "Seconds to connect for one profile read."),
+    "PROFILE_READ_TIMEOUT": Knob(float, 3.0, "Seconds to wait for one profile read's answer."),
+    "VERIFY_SCHEDULE_MINUTES": Knob(
+        tuple, (5, 15, 60, 240, 1440), "Minutes after the acknowledgment at which an update is "
+        "read back; after the last, it is 'not applied' if Target still shows other values."),
+    "VERIFY_BATCH_SIZE": Knob(int, 400, "Most updates one verification run reads."),
+    "SKIP_UNCHANGED_MAX_READ_AGE_SECONDS": Knob(
+        int, 300, "Skip-unchanged trusts a read this recent; otherwise it reads again."),
+    "SKIP_UNCHANGED_READ_BUDGET_SECONDS": Knob(
+        float, 5.0, "Most time one claimed batch spends reading before it is sent."),
+    "DIFF_MAX_READ_AGE_SECONDS": Knob(int, 60, "The live diff reuses a read this recent."),
 }
 
 
@@ -79,15 +93,15 @@ def _coerce(name: str, raw: Any, knob: Knob) -> Any:
 
 
 def _numbers(name: str, raw: Any) -> tuple[float, ...]:
-    """A list of positive numbers, given as "5,15,60" or as a sequence."""
+    """A list of numbers ≥ 0, given as "5,15,60" or as a sequence."""
     items = raw.split(",") if isinstance(raw, str) else list(raw)
     try:
         values = tuple(float(str(item).strip()) for item in items if str(item).strip())
     except ValueError:
         raise SettingError(f"PROFILEOPS_{name} must be comma-separated numbers, not {raw!r}.") \
             from None
-    if not values or not all(math.isfinite(v) and v > 0 for v in values):
-        raise SettingError(f"PROFILEOPS_{name} must be one or more positive numbers, not {raw!r}.")
+    if not values or not all(math.isfinite(v) and v >= 0 for v in values):
+        raise SettingError(f"PROFILEOPS_{name} must be one or more numbers ≥ 0, not {raw!r}.")
     return values
 
 

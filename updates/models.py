@@ -67,6 +67,17 @@ class TargetConnection(models.Model):
         help_text="Most requests in any rolling 24 hours (Adobe allows 1,000,000 per client).",
     )
     active = models.BooleanField(default=True, help_text="Inactive connections send nothing.")
+    # Closing the loop with Target's profile read API (updates/reading.py, verification.py).
+    verify_after_send = models.BooleanField(
+        default=True,
+        help_text="Read each acknowledged update back from Target until it shows the sent values "
+        "(verified) or the checks run out (not applied).",
+    )
+    skip_unchanged = models.BooleanField(
+        default=False,
+        help_text="Before sending, end an update whose every attribute already holds the staged "
+        "value at Target as 'unchanged', without a request (no quota used).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -174,11 +185,23 @@ class UpdateStatus(models.TextChoices):
     SENT = "sent", "Sent (acknowledged)"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
+    # Skipped at send time: Target already held every staged value (no request, no quota).
+    UNCHANGED = "unchanged", "Unchanged (not sent)"
 
 
 class IdentityType(models.TextChoices):
     MBOX_PC = "mboxPC", "mboxPC (Target visitor id)"
     THIRD_PARTY = "mbox3rdPartyId", "mbox3rdPartyId (your customer id)"
+
+
+class VerificationState(models.TextChoices):
+    """Whether Target shows an acknowledged update. Blank: not (yet) sent."""
+
+    PENDING = "pending", "Verifying"
+    VERIFIED = "verified", "Verified"
+    NOT_APPLIED = "not_applied", "Not applied"
+    UNVERIFIED = "unverified", "Could not verify"
+    OFF = "off", "Not verified (off)"
 
 
 def content_hash(identity_type: str, identity: str, attributes: dict[str, str]) -> str:
@@ -235,6 +258,17 @@ class ProfileUpdate(models.Model):
     acknowledged_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
 
+    # Read-back after sending (owned by verification.py); see VerificationState.
+    verification_state = models.CharField(
+        max_length=12, choices=VerificationState.choices, blank=True, default="")
+    verification_checks = models.PositiveSmallIntegerField(default=0)
+    verification_next_at = models.DateTimeField(null=True, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    # What Target held before the send, per attribute: {"name": {"value", "modifiedAt"}} or
+    # {"name": None} when the attribute did not exist; empty when no read was on record.
+    prior_values = models.JSONField(default=dict, blank=True)
+    prior_read_at = models.DateTimeField(null=True, blank=True)
+
     class Meta:
         ordering = ["-id"]
         indexes = [
@@ -253,6 +287,13 @@ class ProfileUpdate(models.Model):
             models.Index(
                 fields=["lease_expires_at"], condition=Q(status="sending"), name="upd_lease_sending"
             ),
+            models.Index(
+                fields=["verification_next_at"], condition=Q(verification_state="pending"),
+                name="upd_verification_due",
+            ),
+            # The dashboard's verification picture: sent updates by day of acknowledgment.
+            models.Index(fields=["acknowledged_at"], condition=Q(status="sent"),
+                         name="upd_sent_acknowledged"),
         ]
         permissions = [
             ("submit_profileupdate", "Can submit profile updates for approval"),
@@ -446,3 +487,39 @@ class SchedulerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} at {self.beat_at:%Y-%m-%d %H:%M:%S}"
+
+
+class ProfileRead(models.Model):
+    """One read of a visitor's profile from Target's read API, kept as evidence with its time.
+
+    Holds customer values (what Target had): shown to the people who may see the update, never
+    logged. `attributes` is {"name": {"value": str, "modifiedAt": ISO-8601}} for the whole profile
+    as read (found), empty otherwise.
+    """
+
+    class Outcome(models.TextChoices):
+        FOUND = "found", "Profile found"
+        NOT_FOUND = "not_found", "No profile at Target"
+        ERROR = "error", "Read failed"
+
+    class Purpose(models.TextChoices):
+        DIFF = "diff", "Live diff"
+        BEFORE_SEND = "before_send", "Before sending"
+        VERIFICATION = "verification", "Verification"
+
+    update = models.ForeignKey(ProfileUpdate, on_delete=models.CASCADE, related_name="reads")
+    connection = models.ForeignKey(TargetConnection, on_delete=models.PROTECT, related_name="+")
+    at = models.DateTimeField()
+    purpose = models.CharField(max_length=12, choices=Purpose.choices)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["update", "-at"], name="read_update_at")]
+
+    def __str__(self) -> str:
+        return f"read of update #{self.update_id} at {self.at:%Y-%m-%d %H:%M:%S}: {self.outcome}"

@@ -32,7 +32,7 @@ EXPORT_COLUMNS = (
     "not_before", "created_by", "created_at", "last_edited_by", "last_edited_at", "submitted_at",
     "decided_by", "decided_at", "decision_comment", "attempts", "attempts_since_queued",
     "next_attempt_at", "last_attempt_at", "last_attempt_outcome", "last_http_status",
-    "acknowledged", "acknowledged_at", "last_error",
+    "acknowledged", "acknowledged_at", "last_error", "verification_state", "verified_at",
 )
 
 
@@ -166,6 +166,8 @@ class ProfileUpdateExportResource(resources.ModelResource):
     acknowledged_at = Field(attribute="acknowledged_at", column_name="acknowledged_at",
                             widget=_Utc())
     last_error = Field(attribute="last_error", column_name="last_error")
+    verification_state = Field(attribute="verification_state", column_name="verification_state")
+    verified_at = Field(attribute="verified_at", column_name="verified_at", widget=_Utc())
 
     class Meta:
         model = ProfileUpdate

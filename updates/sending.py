@@ -51,7 +51,7 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 from requests.adapters import HTTPAdapter
 
-from . import quota, target
+from . import quota, target, verification
 from .conf import setting
 from .models import AuditEvent, ProfileUpdate, SendAttempt, SendRun, TargetConnection, UpdateStatus
 
@@ -366,6 +366,9 @@ def _start_batch(ctx: _RunContext, conn: TargetConnection, remaining: int | None
     if not updates:
         return 0, False, None
     claimed = len(updates)  # added to run.claimed with the batch's outcomes, in _finish_batch
+    # Keeps Target's prior values; skip-unchanged ends some as "unchanged" before quota is taken.
+    updates = verification.before_send(updates=updates, connection=conn, owner=ctx.owner,
+                                       now=clock())
 
     reserved_at = clock()
     granted = quota.reserve(connection=conn, wanted=len(updates), now=reserved_at)

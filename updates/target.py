@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.utils
 import enum
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -149,3 +150,111 @@ def _redact(message: str) -> str:
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+# --- the profile read API (§3 of the reference) -------------------------------------------------
+# Reads are not metered against the update quota; they need the same bearer token as updates.
+
+READ_IDENTITY_PATHS = {"mboxPC": "", "mbox3rdPartyId": "thirdPartyId/"}
+
+
+class ReadOutcome(str, enum.Enum):
+    FOUND = "found"
+    NOT_FOUND = "not_found"
+    TRANSIENT = "transient"
+    PERMANENT = "permanent"
+    UNEXPECTED = "unexpected"
+
+
+@dataclass(frozen=True)
+class ReadRequest:
+    url: str  # holds the identity: never log it
+    headers: dict[str, str] = field(default_factory=dict, repr=False)  # may hold the token
+
+
+def build_read_request(*, base_url: str, client_code: str, identity_type: str, identity: str,
+                       token: str = "") -> ReadRequest:
+    """GET /rest/v1/profiles/<tntId> or /rest/v1/profiles/thirdPartyId/<id>, ?client=<code>.
+
+    The identity is one path segment: everything outside the unreserved set is percent-encoded
+    (a '/', '?', '#' or '%' in a customer id must not change the path or the query)."""
+    if identity_type not in READ_IDENTITY_PATHS:
+        raise ValueError(f"unknown identity type {identity_type!r}")
+    if not identity:
+        raise ValueError("empty identity")
+    path = f"/rest/v1/profiles/{READ_IDENTITY_PATHS[identity_type]}{encode_component(identity)}"
+    url = f"{base_url.rstrip('/')}{path}?client={encode_component(client_code)}"
+    headers = {"Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return ReadRequest(url, headers)
+
+
+@dataclass(frozen=True)
+class ReadAnswer:
+    outcome: ReadOutcome
+    http_status: int | None
+    # name -> {"value": str, "modifiedAt": ISO-8601 str or ""}; empty unless FOUND
+    attributes: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
+    modified_at: str = ""
+    error: str = ""
+
+    @property
+    def found(self) -> bool:
+        return self.outcome == ReadOutcome.FOUND
+
+
+def read_profile_answer(status: int, body: str) -> ReadAnswer:
+    """Classify one read answer: a profile (200 with the documented JSON), no profile (404 with
+    Target's "No profile found" JSON), or an error classed as for updates."""
+    if status == 404:
+        message = _json_object(body).get("message", "")
+        if isinstance(message, str) and message.startswith("No profile found"):
+            return ReadAnswer(ReadOutcome.NOT_FOUND, status)
+        return ReadAnswer(ReadOutcome.PERMANENT, status, error="HTTP 404 without 'No profile found'")
+    if status == 429 or status >= 500:
+        return ReadAnswer(ReadOutcome.TRANSIENT, status, error=f"HTTP {status}")
+    if not 200 <= status < 300:
+        return ReadAnswer(ReadOutcome.PERMANENT, status, error=f"HTTP {status}")
+    payload = _json_object(body)
+    raw = payload.get("profileAttributes")
+    if not payload or not isinstance(raw, dict):
+        return ReadAnswer(ReadOutcome.UNEXPECTED, status,
+                          error="2xx answer without a profileAttributes object")
+    attributes: dict[str, dict[str, str]] = {}
+    for name, entry in raw.items():
+        if isinstance(entry, dict):
+            value, modified = entry.get("value"), entry.get("modifiedAt")
+        else:  # tolerate a bare value; Target documents objects
+            value, modified = entry, None
+        attributes[str(name)] = {
+            "value": "" if value is None else str(value),
+            "modifiedAt": modified if isinstance(modified, str) else "",
+        }
+    modified_at = payload.get("modifiedAt")
+    return ReadAnswer(ReadOutcome.FOUND, status, attributes,
+                      modified_at if isinstance(modified_at, str) else "")
+
+
+def read_transport_failure(error: BaseException) -> ReadAnswer:
+    # Only the exception's type: its text may quote the URL, which holds the identity.
+    return ReadAnswer(ReadOutcome.TRANSIENT, None, error=type(error).__name__)
+
+
+def parse_modified_at(text: str) -> datetime | None:
+    """Target's ISO-8601 `modifiedAt` as an aware datetime (None when absent or unreadable)."""
+    if not text:
+        return None
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def _json_object(body: str) -> dict:
+    try:
+        payload = json.loads(body)
+    except (ValueError, TypeError):
+        return {}
+    return payload if isinstance(payload, dict) else {}

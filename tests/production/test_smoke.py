@@ -42,7 +42,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
-from tests.reliability.conftest import BASE_DIR, Processes
+from tests.reliability.conftest import Processes
 
 pytestmark = [pytest.mark.production, pytest.mark.slow]
 

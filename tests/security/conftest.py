@@ -35,6 +35,10 @@ class World:
 
 @pytest.fixture
 def world(db, connection) -> World:
+    # The live diff reads from the connection: a closed loopback port answers at once (refused)
+    # and nothing leaves the machine.
+    connection.base_url = "http://127.0.0.1:9"
+    connection.save(update_fields=["base_url"])
     operator = make_user("operator", "Operators")
     supervisor = make_user("supervisor", "Supervisors")
     admin_user = make_user("admin", superuser=True)

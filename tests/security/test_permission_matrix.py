@@ -111,6 +111,9 @@ MATRIX: dict[str, tuple] = {
     # The operations pages
     "updates_dashboard":                           (LOGIN, 200, 200, 200),
     "updates_queue":                               (LOGIN, 403, 200, 200),
+    # The live diff (JSON; a failed read is still a 200 answer) and the revert button
+    "updates_live_diff":                           (LOGIN, 200, 200, 200),
+    "updates_revert":                              (LOGIN, 405, 405, 405),  # POST only
 }
 
 def _redirect_target(world: World, name: str) -> str:

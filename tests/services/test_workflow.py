@@ -98,6 +98,8 @@ def in_state(stage, operator, supervisor):
         if status == S.SENT:
             return as_sender(update, S.SENT, lease_owner="", lease_expires_at=None,
                              acknowledged_at=timezone.now(), attempt_count=1, attempts_total=1)
+        if status == S.UNCHANGED:  # skip-unchanged (verification.py) ends it instead of sending
+            return as_sender(update, S.UNCHANGED, lease_owner="", lease_expires_at=None)
         assert status == S.FAILED
         return as_sender(update, S.FAILED, lease_owner="", lease_expires_at=None,
                          attempt_count=8, attempts_total=8, last_error="HTTP 400 Bad Request",

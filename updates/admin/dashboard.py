@@ -15,10 +15,11 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 
-from updates import quota, selectors, workflow
+from updates import quota, selectors, verification, workflow
 from updates.models import ProfileUpdate, TargetConnection
 
 from .base import parse_id
+from . import live_diff
 from .updates import BULK_LIMIT, CappedPaginator, RejectForm, bounded, report_outcome
 
 admin.site.site_header = "ProfileOps"
@@ -133,6 +134,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "chart_days": selectors.CHART_DAYS,
         "changelist_url": reverse("admin:updates_profileupdate_changelist"),
         "can_approve": request.user.has_perm(workflow.PERM_APPROVE),
+        "verification_days": verification.daily_summary(now=data.now),
     })
 
 
@@ -225,4 +227,9 @@ def _decide(request: HttpRequest) -> HttpResponse:
 urlpatterns = [
     path("dashboard/", admin.site.admin_view(dashboard_view), name="updates_dashboard"),
     path("queue/", admin.site.admin_view(queue_view), name="updates_queue"),
+    # Under the update's own admin URL (matched before the admin's <path:object_id>/ routes).
+    path("updates/profileupdate/<int:pk>/live-diff/",
+         admin.site.admin_view(live_diff.live_diff_view), name="updates_live_diff"),
+    path("updates/profileupdate/<int:pk>/revert/", admin.site.admin_view(live_diff.revert_view),
+         name="updates_revert"),
 ]

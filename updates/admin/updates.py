@@ -33,7 +33,7 @@ from .imports import export_selected_csv, export_selected_xlsx
 from updates.models import ProfileUpdate, TargetConnection, UpdateStatus
 
 S = UpdateStatus
-READ_ONLY_STATES = {S.SENDING, S.SENT, S.CANCELLED}
+READ_ONLY_STATES = {S.SENDING, S.SENT, S.CANCELLED, S.UNCHANGED}
 # One bulk action or queue decision handles at most this many updates: each is its own
 # transaction, and a request must finish in reasonable time even with "select all" over 1M rows.
 BULK_LIMIT = 1000
@@ -255,7 +255,7 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
     list_display = ("id", "identity_cell", "connection_label", "status_badge", "attribute_names",
                     "created")
     list_display_links = ("id", "identity_cell")
-    list_filter = ("status", "connection", "identity_type", CreatorFilter,
+    list_filter = ("status", "verification_state", "connection", "identity_type", CreatorFilter,
                    ("created_at", admin.DateFieldListFilter))
     list_select_related = ("connection", "created_by")
     search_fields = ("identity",)  # the lookup itself is selectors.search_identity

@@ -3,7 +3,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("updates", "0005_content_authors"),
+        ("updates", "0007_verification"),
     ]
 
     operations = [

@@ -6,17 +6,21 @@ prints the URL and the demo passwords, and stops everything cleanly on Ctrl+C.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from demo.seeding import seed_demo
+from demo.seeding import (
+    DEMO_APPLY_DELAY_SECONDS, DEMO_VERIFY_SCHEDULE_MINUTES, demo_profiles_json, seed_demo,
+)
 
 
 def _port_free(port: int) -> bool:
@@ -47,11 +51,21 @@ class Command(BaseCommand):
         emulator_url = f"http://127.0.0.1:{emulator_port}"
         seed = seed_demo(emulator_url=emulator_url)
 
+        _verify_every_minute()
+
+        # The emulator behaves as Target does (faithful mode) and knows the demo's visitors.
+        with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="profileops-demo-",
+                                         delete=False, encoding="utf-8") as profiles:
+            profiles.write(demo_profiles_json())
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+        env = {**os.environ, "PROFILEOPS_VERIFY_SCHEDULE_MINUTES": DEMO_VERIFY_SCHEDULE_MINUTES}
         children = {
-            "emulator": subprocess.Popen(manage + ["target_emulator", "--port", str(emulator_port)]),
-            "qcluster": subprocess.Popen(manage + ["qcluster"]),
-            "web": subprocess.Popen(manage + ["runserver", f"127.0.0.1:{port}", "--noreload"]),
+            "emulator": subprocess.Popen(manage + [
+                "target_emulator", "--port", str(emulator_port), "--faithful",
+                "--apply-delay", str(DEMO_APPLY_DELAY_SECONDS), "--profiles", profiles.name]),
+            "qcluster": subprocess.Popen(manage + ["qcluster"], env=env),
+            "web": subprocess.Popen(manage + ["runserver", f"127.0.0.1:{port}", "--noreload"],
+                                    env=env),
         }
         url = f"http://127.0.0.1:{port}/admin/"
         self.stdout.write("")
@@ -60,7 +74,10 @@ class Command(BaseCommand):
         for username, password in seed.passwords.items():
             self.stdout.write(f"  {username:<11} {password}")
         self.stdout.write(f"Target emulator: {emulator_url}/  (what it received: {emulator_url}/_emulator/received)")
-        self.stdout.write("The scheduler sends approved updates every minute. Press Ctrl+C to stop.\n")
+        self.stdout.write("The scheduler sends approved updates every minute and reads them back "
+                          f"after {DEMO_VERIFY_SCHEDULE_MINUTES} minutes (verified / not applied); "
+                          "Target applies an update "
+                          f"{DEMO_APPLY_DELAY_SECONDS} s after acknowledging it. Press Ctrl+C to stop.\n")
 
         stopping = False
 
@@ -87,4 +104,15 @@ class Command(BaseCommand):
                     proc.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     proc.kill()
+            try:
+                os.unlink(profiles.name)
+            except OSError:
+                pass
             self.stdout.write("ProfileOps stopped.")
+
+
+def _verify_every_minute() -> None:
+    """Demo only: the verification schedule runs every minute (production: every five)."""
+    from django_q.models import Schedule
+
+    Schedule.objects.filter(func="updates.tasks.verify_sent_updates").update(minutes=1)

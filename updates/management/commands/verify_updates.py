@@ -1,0 +1,36 @@
+"""Read acknowledged updates back from Target now — the job the "Verify sent updates" schedule
+runs every five minutes.
+
+    python manage.py verify_updates                    # checks that are due, all connections
+    python manage.py verify_updates --connection acme --limit 50
+"""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from updates import verification
+from updates.models import TargetConnection
+
+
+class Command(BaseCommand):
+    help = "Verify acknowledged profile updates against Target's profile read API (due checks)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--connection", metavar="CODE",
+                            help="Only this connection (its client code).")
+        parser.add_argument("--limit", type=int, metavar="N", help="Read at most N updates.")
+
+    def handle(self, *args, connection: str | None, limit: int | None, **options) -> None:
+        if limit is not None and limit < 1:
+            raise CommandError("--limit must be at least 1.")
+        conn = None
+        if connection:
+            conn = TargetConnection.objects.filter(client_code=connection).first()
+            if conn is None:
+                raise CommandError(f"No connection with client code {connection!r}.")
+        run = verification.updates_verify_due(connection=conn, limit=limit)
+        self.stdout.write(
+            f"Checked {run.checked}: verified {run.verified}, not applied {run.not_applied}, "
+            f"could not verify {run.unverified}; newly scheduled {run.started}, "
+            f"verification off {run.switched_off}; left for later (read rate) {run.throttled}.")

@@ -1,0 +1,248 @@
+"""Read a visitor's profile from Target for an update, and keep the read as evidence.
+
+Used by the live diff at approval, by skip-unchanged before sending and by verification after
+sending. Reads are not metered against the update quota (Target's reference §3), so nothing here
+touches quota.py; they have their own rate limit per connection instead.
+
+The rate limit is per process (a token bucket per connection): with N processes reading, Target
+sees at most N × READS_PER_SECOND. That is the documented trade-off for a limiter that costs no
+database write per read; keep the setting conservative.
+
+Never logged: identities, URLs (they hold the identity), values read, tokens.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from dataclasses import dataclass
+
+import requests
+from django.utils import timezone
+
+from .conf import setting
+from .errors import require_perm
+from . import target
+from .models import ProfileRead, ProfileUpdate, TargetConnection
+
+PERM_VIEW = "updates.view_profileupdate"
+USER_AGENT = "ProfileOps (profile reader)"
+READ_BODY_LIMIT_BYTES = 256 * 1024  # a whole profile's external data is capped at 64 KB
+
+
+
+# --- rate limit ----------------------------------------------------------------------------------
+
+class _ReadLimiter:
+    """A token bucket per connection: `rate` reads a second, bursts of at most `rate`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buckets: dict[int, tuple[float, float]] = {}  # connection id -> (tokens, at)
+
+    def acquire(self, connection_id: int, *, wait: float = 0.0) -> bool:
+        """Take one read; wait at most `wait` seconds for one. False if none came in time."""
+        deadline = time.monotonic() + wait
+        while True:
+            rate = max(0.001, float(setting("READS_PER_SECOND")))
+            with self._lock:
+                now = time.monotonic()
+                tokens, at = self._buckets.get(connection_id, (rate, now))
+                tokens = min(rate, tokens + (now - at) * rate)
+                if tokens >= 1:
+                    self._buckets[connection_id] = (tokens - 1, now)
+                    return True
+                self._buckets[connection_id] = (tokens, now)
+                needed = (1 - tokens) / rate
+            if now + needed > deadline:
+                return False
+            time.sleep(needed)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._buckets.clear()
+
+
+read_limiter = _ReadLimiter()
+
+
+class ReadThrottled(Exception):
+    """The connection's read rate limit left no room for this read."""
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+def make_session() -> requests.Session:
+    session = requests.Session()
+    session.headers["User-Agent"] = USER_AGENT
+    session.trust_env = False  # a proxy from the environment must not see identities by surprise
+    return session
+
+
+def profile_read(*, update: ProfileUpdate, purpose: str, by=None, now: dt.datetime | None = None,
+                 session: requests.Session | None = None, wait: float = 0.0) -> ProfileRead:
+    """Read the update's visitor from Target and store the read (found, not found or error).
+
+    `by`: the person asking (the live diff) — they must be allowed to see the update; None for the
+    system (sender, verification). Raises ReadThrottled, storing nothing, when the connection's
+    read rate leaves no room within `wait` seconds. Never raises for Target's answers: a failed
+    read is stored with outcome "error".
+    """
+    if by is not None:
+        require_perm(by, PERM_VIEW, "You do not have permission to view profile updates.")
+    if purpose not in ProfileRead.Purpose.values:
+        raise ValueError(f"unknown read purpose {purpose!r}")
+    connection: TargetConnection = update.connection
+    if not read_limiter.acquire(connection.pk, wait=wait):
+        raise ReadThrottled(f"Reads for {connection.label} are at their rate limit.")
+    answer, latency_ms = _fetch(connection, update.identity_type, update.identity, session)
+    if answer.outcome == target.ReadOutcome.FOUND:
+        outcome = ProfileRead.Outcome.FOUND
+    elif answer.outcome == target.ReadOutcome.NOT_FOUND:
+        outcome = ProfileRead.Outcome.NOT_FOUND
+    else:
+        outcome = ProfileRead.Outcome.ERROR
+    return ProfileRead.objects.create(
+        update=update, connection=connection, at=now or timezone.now(), purpose=purpose,
+        outcome=outcome, http_status=answer.http_status,
+        error=(f"{answer.outcome.value}: {answer.error}" if answer.error else "")[:300],
+        attributes=answer.attributes, latency_ms=latency_ms,
+    )
+
+
+def _fetch(connection: TargetConnection, identity_type: str, identity: str,
+           session: requests.Session | None) -> tuple[target.ReadAnswer, int | None]:
+    try:
+        request = target.build_read_request(
+            base_url=connection.effective_base_url, client_code=connection.client_code,
+            identity_type=identity_type, identity=identity, token=connection.bearer_token)
+    except ValueError as error:
+        return target.ReadAnswer(target.ReadOutcome.PERMANENT, None, error=str(error)), None
+    own = session is None
+    session = session or make_session()
+    began = time.perf_counter()
+    try:
+        with session.get(request.url, headers=request.headers, allow_redirects=False, stream=True,
+                         timeout=(setting("PROFILE_READ_CONNECT_TIMEOUT"),
+                                  setting("PROFILE_READ_TIMEOUT"))) as response:
+            raw = response.raw.read(READ_BODY_LIMIT_BYTES, decode_content=True)
+            answer = target.read_profile_answer(response.status_code,
+                                                raw.decode("utf-8", errors="replace"))
+    except requests.exceptions.InvalidHeader:
+        # requests would quote the header (the token) in its message.
+        answer = target.ReadAnswer(target.ReadOutcome.PERMANENT, None,
+                                   error="InvalidHeader: the bearer token cannot be sent")
+    except Exception as error:  # transport: only the type, the message may quote the URL
+        answer = target.read_transport_failure(error)
+    finally:
+        if own:
+            session.close()
+    return answer, int((time.perf_counter() - began) * 1000)
+
+
+def latest_read(update: ProfileUpdate, *, max_age: dt.timedelta | None = None,
+                now: dt.datetime | None = None, usable_only: bool = True) -> ProfileRead | None:
+    """The newest stored read of the update's visitor (found or not found unless
+    usable_only=False), optionally no older than `max_age`."""
+    reads = ProfileRead.objects.filter(update=update)
+    if usable_only:
+        reads = reads.exclude(outcome=ProfileRead.Outcome.ERROR)
+    if max_age is not None:
+        reads = reads.filter(at__gte=(now or timezone.now()) - max_age)
+    return reads.order_by("-at", "-id").first()
+
+
+# --- comparing -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AttributeDiff:
+    name: str
+    new_value: str
+    current_value: str | None  # None: Target has no such attribute (or no profile)
+    current_modified_at: str
+    changes: bool
+
+
+def attribute_diff(update: ProfileUpdate, read: ProfileRead) -> list[AttributeDiff]:
+    """Per staged attribute: what Target holds per `read`, what will be sent, whether it changes.
+
+    Values are compared as the exact strings Target stores (names and values are case-sensitive).
+    """
+    held = read.attributes if read.outcome == ProfileRead.Outcome.FOUND else {}
+    rows = []
+    for name in sorted(update.attributes):
+        entry = held.get(name)
+        current = None if entry is None else entry.get("value", "")
+        rows.append(AttributeDiff(
+            name=name, new_value=update.attributes[name], current_value=current,
+            current_modified_at="" if entry is None else entry.get("modifiedAt", ""),
+            changes=current != update.attributes[name]))
+    return rows
+
+
+def changes_nothing(update: ProfileUpdate, read: ProfileRead) -> bool:
+    """Every staged attribute already holds the staged value at Target (per `read`)."""
+    return (read.outcome == ProfileRead.Outcome.FOUND
+            and not any(row.changes for row in attribute_diff(update, read)))
+
+
+def prior_values(update: ProfileUpdate, read: ProfileRead) -> dict[str, dict | None]:
+    """What Target held for each staged attribute per `read` (None: it did not exist)."""
+    held = read.attributes if read.outcome == ProfileRead.Outcome.FOUND else {}
+    return {name: (dict(held[name]) if name in held else None) for name in update.attributes}
+
+
+# --- the live diff (approval queue, update page) ----------------------------------------------
+
+NO_PROFILE_MESSAGE = ("Target has no profile for this visitor — the update will be acknowledged "
+                      "but not applied.")
+
+
+@dataclass(frozen=True)
+class LiveDiff:
+    state: str  # "found", "not_found", "error" or "throttled"
+    read_at: dt.datetime | None
+    rows: list[AttributeDiff]
+    message: str = ""
+
+    @property
+    def changes_count(self) -> int:
+        return sum(1 for row in self.rows if row.changes)
+
+    def as_json(self) -> dict:
+        return {
+            "state": self.state,
+            "read_at": self.read_at.isoformat() if self.read_at else None,
+            "message": self.message,
+            "changes": self.changes_count,
+            "rows": [{"name": r.name, "current": r.current_value,
+                      "current_modified_at": r.current_modified_at, "new": r.new_value,
+                      "changes": r.changes} for r in self.rows],
+        }
+
+
+def update_live_diff(*, update: ProfileUpdate, by, now: dt.datetime | None = None,
+                     session: requests.Session | None = None) -> LiveDiff:
+    """What the update would change at Target now: from a read no older than
+    DIFF_MAX_READ_AGE_SECONDS, reading again when there is none (the read is kept)."""
+    now = now or timezone.now()
+    max_age = dt.timedelta(seconds=setting("DIFF_MAX_READ_AGE_SECONDS"))
+    read = latest_read(update, max_age=max_age, now=now)
+    if read is None:
+        try:
+            read = profile_read(update=update, purpose=ProfileRead.Purpose.DIFF, by=by, now=now,
+                                session=session)
+        except ReadThrottled:
+            older = latest_read(update)
+            if older is None:
+                return LiveDiff("throttled", None, [], "Reads are at their rate limit; "
+                                "trying again shortly.")
+            read = older
+    elif by is not None:
+        require_perm(by, PERM_VIEW, "You do not have permission to view profile updates.")
+    if read.outcome == ProfileRead.Outcome.ERROR:
+        return LiveDiff("error", read.at, [], f"Target's profile could not be read ({read.error}). "
+                        "Sending does not depend on it.")
+    message = NO_PROFILE_MESSAGE if read.outcome == ProfileRead.Outcome.NOT_FOUND else ""
+    return LiveDiff(read.outcome, read.at, attribute_diff(update, read), message)

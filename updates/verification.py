@@ -1,0 +1,473 @@
+"""Close the loop with Target: skip what would change nothing, verify what was sent, undo it.
+
+Target's acknowledgment means "accepted for processing": an update for a visitor Target has no
+profile for is acknowledged and dropped, and updates apply within an hour, sometimes 24. So:
+
+- **Before sending** (`before_send`, called by sending.py on each claimed batch): the values
+  Target held, per the latest read on record, are kept on the update (for a revert). With the
+  connection's skip-unchanged option, an update whose every attribute already holds the staged
+  value — per a read no older than SKIP_UNCHANGED_MAX_READ_AGE_SECONDS, read now if there is none —
+  ends ``unchanged`` without a request, so no quota is used. A read that fails or is throttled
+  never holds anything back: the update is simply sent.
+- **After sending** (`updates_verify_due`, the "Verify sent updates" schedule and the
+  ``verify_updates`` command): each acknowledged update is read back at VERIFY_SCHEDULE_MINUTES
+  after its acknowledgment until every sent attribute holds the sent value with a ``modifiedAt``
+  not before the send (``verified``). No profile at Target means the update was dropped
+  (``not applied``); values still different after the last check are ``not applied`` too; reads
+  that kept failing leave it ``unverified``. Every read is kept (ProfileRead) and on the timeline.
+- **Revert** (`update_revert`): stages a new update carrying the prior values, through the
+  workflow (so four eyes apply); an attribute that did not exist before cannot be removed through
+  this API, and the revert says so per attribute.
+
+Never logged: identities and values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+
+import requests
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from .conf import setting
+from .errors import require_perm
+from . import reading, workflow
+from .models import (
+    AuditEvent, ProfileRead, ProfileUpdate, SendAttempt, TargetConnection, UpdateStatus,
+    VerificationState,
+)
+
+S = UpdateStatus
+V = VerificationState
+logger = logging.getLogger(__name__)
+
+# Target's stamps have millisecond precision and its clock is not ours: a modifiedAt up to this
+# much before our send still counts as "not before the send".
+CLOCK_TOLERANCE = dt.timedelta(seconds=1)
+
+
+def check_delays() -> list[dt.timedelta]:
+    """Delays after the acknowledgment at which an update is read back (sorted, at least one)."""
+    minutes = sorted(int(m) for m in setting("VERIFY_SCHEDULE_MINUTES") if int(m) >= 0)
+    return [dt.timedelta(minutes=m) for m in minutes] or [dt.timedelta(minutes=5)]
+
+
+# --- before sending ------------------------------------------------------------------------------
+
+def before_send(*, updates: list[ProfileUpdate], connection: TargetConnection, owner: str,
+                now: dt.datetime | None = None, session: requests.Session | None = None
+                ) -> list[ProfileUpdate]:
+    """For a batch the sender claimed (status sending, leased to `owner`): keep the values Target
+    held, end the ones that would change nothing as ``unchanged`` (skip-unchanged connections
+    only), and return the updates still to send, in their order."""
+    if not updates:
+        return updates
+    now = now or timezone.now()
+    latest = _latest_reads([u.pk for u in updates])
+    skipped: list[tuple[ProfileUpdate, ProfileRead]] = []
+    if connection.skip_unchanged:
+        max_age = dt.timedelta(seconds=setting("SKIP_UNCHANGED_MAX_READ_AGE_SECONDS"))
+        own_session = session is None and any(
+            u.pk not in latest or latest[u.pk].at < now - max_age for u in updates)
+        session = reading.make_session() if own_session else session
+        # The claim's lease is running: reading never takes more than this out of it.
+        read_until = time.monotonic() + setting("SKIP_UNCHANGED_READ_BUDGET_SECONDS")
+        try:
+            for update in updates:
+                read = latest.get(update.pk)
+                if read is None or read.at < now - max_age:
+                    if time.monotonic() >= read_until:
+                        continue  # sent without a read
+                    read = _read_before_send(update, now, session)
+                    if read is None:
+                        continue
+                    if read.outcome != ProfileRead.Outcome.ERROR:
+                        latest[update.pk] = read
+                if _approved_as_is(update) and reading.changes_nothing(update, read):
+                    skipped.append((update, read))
+        finally:
+            if own_session:
+                session.close()
+    _keep_prior_values(updates, latest)
+    if not skipped:
+        return updates
+    ended = _end_unchanged(skipped, owner=owner, connection=connection, now=now)
+    return [u for u in updates if u.pk not in ended]
+
+
+def _read_before_send(update: ProfileUpdate, now: dt.datetime,
+                      session: requests.Session) -> ProfileRead | None:
+    try:
+        return reading.profile_read(update=update, purpose=ProfileRead.Purpose.BEFORE_SEND,
+                                    now=now, session=session)
+    except reading.ReadThrottled:
+        return None  # sent without a read: the read rate never holds sending back
+
+
+def _approved_as_is(update: ProfileUpdate) -> bool:
+    # The sender fails an update whose content differs from its approval; leave that to it.
+    return not update.approved_hash or update.approved_hash == update.content_hash
+
+
+def _latest_reads(update_ids: list[int]) -> dict[int, ProfileRead]:
+    latest: dict[int, ProfileRead] = {}
+    reads = (ProfileRead.objects.filter(update_id__in=update_ids)
+             .exclude(outcome=ProfileRead.Outcome.ERROR).order_by("update_id", "-at", "-id"))
+    for read in reads:
+        latest.setdefault(read.update_id, read)
+    return latest
+
+
+def _keep_prior_values(updates: list[ProfileUpdate], latest: dict[int, ProfileRead]) -> None:
+    changed = []
+    for update in updates:
+        read = latest.get(update.pk)
+        if read is None:
+            continue
+        update.prior_values = reading.prior_values(update, read)
+        update.prior_read_at = read.at
+        changed.append(update)
+    if changed:
+        ProfileUpdate.objects.bulk_update(changed, fields=["prior_values", "prior_read_at"])
+
+
+def _end_unchanged(skipped: list[tuple[ProfileUpdate, ProfileRead]], *, owner: str,
+                   connection: TargetConnection, now: dt.datetime) -> set[int]:
+    ids = [u.pk for u, _ in skipped]
+    with transaction.atomic():
+        mine = set(ProfileUpdate.objects.select_for_update()
+                   .filter(id__in=ids, status=S.SENDING, lease_owner=owner)
+                   .values_list("id", flat=True))
+        ProfileUpdate.objects.filter(id__in=mine).update(
+            status=S.UNCHANGED, lease_owner="", lease_expires_at=None, next_attempt_at=None,
+            last_error="")
+        AuditEvent.objects.bulk_create([
+            AuditEvent(at=now, actor=None, update_id=update.pk, connection_id=connection.pk,
+                       action="unchanged", from_status=S.SENDING, to_status=S.UNCHANGED,
+                       comment=f"Not sent: Target already held every staged value (read at "
+                       f"{read.at:%Y-%m-%d %H:%M:%S} UTC). No request, no quota used.",
+                       changes={"read_id": read.pk, "at_target": held_summary(update, read)})
+            for update, read in skipped if update.pk in mine
+        ])
+    for update, _ in skipped:
+        if update.pk in mine:
+            update.status = S.UNCHANGED
+    return mine
+
+
+# --- after sending -------------------------------------------------------------------------------
+
+@dataclass
+class VerificationRun:
+    started: int = 0  # newly acknowledged updates scheduled for their first check
+    switched_off: int = 0  # acknowledged on a connection that does not verify
+    checked: int = 0
+    verified: int = 0
+    not_applied: int = 0
+    unverified: int = 0
+    throttled: int = 0  # due, but the read rate limit left no room this run
+    by_connection: dict[int, int] = field(default_factory=dict)
+
+
+def updates_verify_due(*, now: dt.datetime | None = None, connection: TargetConnection | None = None,
+                       limit: int | None = None, session: requests.Session | None = None,
+                       time_budget: float | None = None) -> VerificationRun:
+    """Start verifying newly acknowledged updates and read back those whose check is due.
+
+    `now` fixes the clock (tests shift it instead of waiting); `time_budget` (seconds) stops
+    starting new reads after it."""
+    now = now or timezone.now()
+    run = VerificationRun()
+    _schedule_new(run, now=now, connection=connection)
+    limit = setting("VERIFY_BATCH_SIZE") if limit is None else limit
+    due = (ProfileUpdate.objects.select_related("connection")
+           .filter(status=S.SENT, verification_state=V.PENDING, verification_next_at__lte=now)
+           .order_by("verification_next_at", "id"))
+    if connection is not None:
+        due = due.filter(connection=connection)
+    deadline = None if time_budget is None else time.monotonic() + time_budget
+    own_session = session is None
+    session = session or reading.make_session()
+    throttled_connections: set[int] = set()
+    try:
+        for update in due[:limit]:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            if update.connection_id in throttled_connections:
+                run.throttled += 1
+                continue
+            try:
+                read = reading.profile_read(update=update, purpose=ProfileRead.Purpose.VERIFICATION,
+                                            now=now, session=session, wait=1.0)
+            except reading.ReadThrottled:
+                throttled_connections.add(update.connection_id)
+                run.throttled += 1
+                continue
+            state = _record_check(update, read, now=now)
+            run.checked += 1
+            run.by_connection[update.connection_id] = run.by_connection.get(update.connection_id,
+                                                                             0) + 1
+            if state == V.VERIFIED:
+                run.verified += 1
+            elif state == V.NOT_APPLIED:
+                run.not_applied += 1
+            elif state == V.UNVERIFIED:
+                run.unverified += 1
+    finally:
+        if own_session:
+            session.close()
+    if run.checked or run.started:
+        logger.info("verification run: started %d, checked %d, verified %d, not applied %d, "
+                    "unverified %d, throttled %d", run.started, run.checked, run.verified,
+                    run.not_applied, run.unverified, run.throttled)
+    return run
+
+
+def _schedule_new(run: VerificationRun, *, now: dt.datetime,
+                  connection: TargetConnection | None) -> None:
+    """Acknowledged updates not yet looked at: first check at acknowledgment + first delay, or
+    "off" when their connection does not verify. One audit row each, in the same transaction."""
+    first = check_delays()[0]
+    new = ProfileUpdate.objects.filter(status=S.SENT, verification_state="")
+    if connection is not None:
+        new = new.filter(connection=connection)
+    with transaction.atomic():
+        # Lock the updates only: the connection row is the quota lock the sender takes.
+        rows = list(new.select_for_update(of=("self",)).values_list(
+            "id", "connection_id", "connection__verify_after_send"))
+        verify = [r[0] for r in rows if r[2]]
+        off = [r[0] for r in rows if not r[2]]
+        ProfileUpdate.objects.filter(id__in=verify).update(
+            verification_state=V.PENDING, verification_checks=0,
+            verification_next_at=F("acknowledged_at") + first)
+        ProfileUpdate.objects.filter(id__in=off).update(verification_state=V.OFF)
+        AuditEvent.objects.bulk_create([
+            AuditEvent(at=now, actor=None, update_id=update_id, connection_id=connection_id,
+                       action="verification_scheduled" if wants else "verification_off",
+                       from_status=S.SENT, to_status=S.SENT,
+                       comment=(f"Target will be read back {_minutes(first)} after the "
+                                "acknowledgment." if wants else
+                                "Verification is off for this connection."))
+            for update_id, connection_id, wants in rows
+        ])
+    run.started += len(verify)
+    run.switched_off += len(off)
+
+
+def _minutes(delay: dt.timedelta) -> str:
+    minutes = int(delay.total_seconds() // 60)
+    return f"{minutes // 60} h" if minutes >= 60 and minutes % 60 == 0 else f"{minutes} min"
+
+
+def sent_at(update: ProfileUpdate) -> dt.datetime | None:
+    """When the acknowledged request was started (Target cannot have applied it earlier)."""
+    started = (SendAttempt.objects.filter(update=update, outcome=SendAttempt.Outcome.ACKNOWLEDGED)
+               .order_by("-number").values_list("started_at", flat=True).first())
+    return started or update.acknowledged_at
+
+
+def held_summary(update: ProfileUpdate, read: ProfileRead) -> str:
+    """What Target held for the update's attributes per `read`, for the timeline (one line)."""
+    if read.outcome == ProfileRead.Outcome.NOT_FOUND:
+        return "no profile"
+    if read.outcome != ProfileRead.Outcome.FOUND:
+        return "read failed"
+    parts = []
+    for name in sorted(update.attributes):
+        entry = read.attributes.get(name)
+        parts.append(f"{name}: (not set)" if entry is None else
+                     f"{name}: {entry.get('value', '')!r} (modified {entry.get('modifiedAt') or '?'})")
+    return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    applied: bool
+    no_profile: bool
+    matching: list[str]
+    differing: list[str]  # value differs, attribute missing, or modified before the send
+
+
+def compare_with_sent(update: ProfileUpdate, read: ProfileRead, sent: dt.datetime | None
+                      ) -> CheckResult:
+    from .target import parse_modified_at
+
+    if read.outcome != ProfileRead.Outcome.FOUND:
+        return CheckResult(False, read.outcome == ProfileRead.Outcome.NOT_FOUND, [], [])
+    matching, differing = [], []
+    for name in sorted(update.attributes):
+        entry = read.attributes.get(name)
+        ok = entry is not None and entry.get("value") == update.attributes[name]
+        if ok and sent is not None:
+            modified = parse_modified_at(entry.get("modifiedAt", ""))
+            ok = modified is not None and modified >= sent - CLOCK_TOLERANCE
+        (matching if ok else differing).append(name)
+    return CheckResult(not differing, False, matching, differing)
+
+
+def _record_check(update: ProfileUpdate, read: ProfileRead, *, now: dt.datetime) -> str:
+    delays = check_delays()
+    result = compare_with_sent(update, read, sent_at(update))
+    with transaction.atomic():
+        current = (ProfileUpdate.objects.select_for_update()
+                   .filter(pk=update.pk, status=S.SENT, verification_state=V.PENDING).first())
+        if current is None:  # another run got there first
+            return ""
+        check = current.verification_checks + 1
+        last = check >= len(delays)
+        total = len(delays)
+        fields = ["verification_state", "verification_checks", "verification_next_at"]
+        current.verification_checks = check
+        current.verification_next_at = None
+        if result.applied:
+            current.verification_state = V.VERIFIED
+            current.verified_at = now
+            fields.append("verified_at")
+            action = "verified"
+            comment = (f"Check {check} of {total}: Target shows every sent value "
+                       f"({len(result.matching)} attribute(s)), modified after the send.")
+        elif result.no_profile:
+            current.verification_state = V.NOT_APPLIED
+            action = "not_applied"
+            comment = (f"Check {check} of {total}: Target has no profile for this visitor — the "
+                       "update was acknowledged but not applied.")
+        elif read.outcome == ProfileRead.Outcome.ERROR:
+            current.verification_state = V.UNVERIFIED if last else V.PENDING
+            action = "unverified" if last else "verification_read"
+            comment = f"Check {check} of {total}: the read failed ({read.error})."
+            if last:
+                comment += " No more checks: whether Target applied the update is unknown."
+        else:
+            current.verification_state = V.NOT_APPLIED if last else V.PENDING
+            action = "not_applied" if last else "verification_read"
+            comment = (f"Check {check} of {total}: {len(result.differing)} of "
+                       f"{len(update.attributes)} attribute(s) do not show the sent value yet: "
+                       f"{', '.join(result.differing)}.")
+            if last:
+                comment += " No more checks: not applied."
+        if current.verification_state == V.PENDING:
+            current.verification_next_at = max(
+                now, (current.acknowledged_at or now) + delays[check])
+            comment += f" Next check at {current.verification_next_at:%Y-%m-%d %H:%M} UTC."
+        current.save(update_fields=fields)
+        AuditEvent.objects.create(
+            at=now, actor=None, action=action, update=current, connection_id=current.connection_id,
+            from_status=S.SENT, to_status=S.SENT, comment=comment,
+            changes={"read_id": read.pk, "check": check, "read_outcome": read.outcome,
+                     "matching": result.matching, "differing": result.differing,
+                     "at_target": held_summary(update, read)})
+    update.verification_state = current.verification_state
+    update.verification_checks = current.verification_checks
+    update.verification_next_at = current.verification_next_at
+    update.verified_at = current.verified_at
+    return current.verification_state
+
+
+# --- revert --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RevertPlan:
+    attributes: dict[str, str]  # what a revert stages: the prior values that existed
+    not_revertible: dict[str, str]  # name -> why it cannot be reverted
+
+
+def revert_plan(update: ProfileUpdate) -> RevertPlan:
+    """What reverting `update` would stage, and what it cannot undo (per attribute)."""
+    if update.status != S.SENT:
+        raise ValidationError(f"Update #{update.pk} was not sent; there is nothing to revert.",
+                              code="not_sent")
+    if not update.prior_values:
+        raise ValidationError(
+            f"Update #{update.pk}: no read of Target's profile from before the send is on record, "
+            "so the values it replaced are unknown.", code="no_prior_read")
+    attributes, not_revertible = {}, {}
+    for name in sorted(update.attributes):
+        prior = update.prior_values.get(name)
+        if prior is None:
+            not_revertible[name] = ("did not exist before the update; Target's API cannot remove "
+                                    "an attribute (only Adobe's Privacy Service deletes data)")
+        elif prior.get("value") == update.attributes[name]:
+            not_revertible[name] = "already held this value before the update; nothing to undo"
+        else:
+            attributes[name] = prior.get("value", "")
+    return RevertPlan(attributes, not_revertible)
+
+
+def update_revert(*, update: ProfileUpdate, by, comment: str = "") -> tuple[ProfileUpdate, RevertPlan]:
+    """Stage (as a draft by `by`) an update that puts back the values Target held before `update`
+    was sent. It goes through submit and approval like any other — so whoever stages a revert
+    cannot approve it. Raises ValidationError, staging nothing, when nothing can be reverted."""
+    require_perm(by, workflow.PERM_STAGE, "You do not have permission to stage profile updates.")
+    plan = revert_plan(ProfileUpdate.objects.get(pk=update.pk))
+    if not plan.attributes:
+        reasons = "; ".join(f"{name}: {why}" for name, why in plan.not_revertible.items())
+        raise ValidationError(f"Update #{update.pk}: nothing can be reverted ({reasons}).",
+                              code="nothing_to_revert")
+    with transaction.atomic():
+        revert = workflow.update_stage(
+            connection=update.connection, identity_type=update.identity_type,
+            identity=update.identity, attributes=plan.attributes, by=by,
+            reason=(comment.strip() or f"Revert of update #{update.pk}")[:200])
+        note = f"Revert staged as update #{revert.pk}."
+        if plan.not_revertible:
+            note += " Not revertible: " + "; ".join(
+                f"{name} ({why})" for name, why in plan.not_revertible.items()) + "."
+        AuditEvent.objects.create(
+            at=timezone.now(), actor=by, action="revert_staged", update=update,
+            connection_id=update.connection_id, from_status=update.status,
+            to_status=update.status, comment=note,
+            changes={"revert_update": revert.pk, "not_revertible": plan.not_revertible})
+    return revert, plan
+
+
+# --- the dashboard's picture -----------------------------------------------------------------------
+
+@dataclass
+class VerificationDay:
+    day: dt.date
+    sent: int = 0
+    verified: int = 0
+    not_applied: int = 0
+    verifying: int = 0
+    unverified: int = 0
+    unchanged: int = 0  # skipped by skip-unchanged: one request of quota saved each
+
+
+def daily_summary(*, now: dt.datetime | None = None, days: int = 7) -> list[VerificationDay]:
+    """Per UTC day, newest first: updates acknowledged that day and where their verification
+    stands now, and updates skipped as unchanged that day (the quota saved)."""
+    from django.db.models import Count
+    from django.db.models.functions import TruncDate
+
+    now = now or timezone.now()
+    first = now.date() - dt.timedelta(days=days - 1)
+    since = dt.datetime.combine(first, dt.time.min, tzinfo=dt.timezone.utc)
+    table = {first + dt.timedelta(days=n): VerificationDay(first + dt.timedelta(days=n))
+             for n in range(days)}
+    sent = (ProfileUpdate.objects.filter(status=S.SENT, acknowledged_at__gte=since)
+            .annotate(day=TruncDate("acknowledged_at", tzinfo=dt.timezone.utc))
+            .values("day", "verification_state").annotate(n=Count("id")))
+    column = {V.VERIFIED: "verified", V.NOT_APPLIED: "not_applied", V.PENDING: "verifying",
+              "": "verifying", V.UNVERIFIED: "unverified"}
+    for row in sent:
+        entry = table.get(row["day"])
+        if entry is None:
+            continue
+        entry.sent += row["n"]
+        if row["verification_state"] in column:
+            name = column[row["verification_state"]]
+            setattr(entry, name, getattr(entry, name) + row["n"])
+    skipped = (AuditEvent.objects.filter(action="unchanged", update__status=S.UNCHANGED,
+                                         at__gte=since)
+               .annotate(day=TruncDate("at", tzinfo=dt.timezone.utc))
+               .values("day").annotate(n=Count("id")))
+    for row in skipped:
+        if row["day"] in table:
+            table[row["day"]].unchanged += row["n"]
+    return sorted(table.values(), key=lambda d: d.day, reverse=True)

@@ -945,9 +945,16 @@ class Session:
         window.step(times, counts, where="post", label="requests counted in the window")
         window.axhline(limit, color="#c62828", linestyle="--", label=f"limit {limit:,}")
         window.set_xlim(start, pd.Timestamp(now))
-        window.set_ylim(0, max(limit, int(counts[-1])) * 1.05)
-        window.set_title(f"Rolling 24 h: {int(counts[-1]):,} of {limit:,} used")
-        window.set_ylabel("requests (cumulative)")
+        used = int(counts[-1])
+        window.set_title(f"Rolling 24 h: {used:,} of {limit:,} used ({100 * used / limit:.1f} %)")
+        if limit > 20 * max(used, 1):
+            # A linear axis would flatten the day's use to the floor under a far-away limit.
+            window.set_yscale("symlog", linthresh=10)
+            window.set_ylim(0, limit * 2)
+            window.set_ylabel("requests (cumulative, log scale)")
+        else:
+            window.set_ylim(0, max(limit, used) * 1.05)
+            window.set_ylabel("requests (cumulative)")
         window.tick_params(axis="x", labelrotation=30, labelsize=8)
-        window.legend(loc="upper left", fontsize=8)
+        window.legend(loc="center left", fontsize=8)
         return figure

@@ -1,6 +1,6 @@
 """Staging rows from a DataFrame (profileops.notebook) versus importing the same rows from a CSV.
 
-    .venv/bin/python -m bench.notebook_stage [--rows 100000] [--repeat 2]
+    .venv/bin/python -m bench.notebook_stage [--rows 100000] [--repeat 3]
 
 Both paths save the same rows — identity_type, identity and three mapped columns, one of them
 free text — as drafts with their audit rows, for the same user, in one fresh SQLite database
@@ -46,10 +46,14 @@ def table_rows(rows: int, prefix: str) -> list[tuple[str, ...]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=2, help="runs of each path")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each path")
     args = parser.parse_args()
     scratch = tempfile.TemporaryDirectory(prefix="profileops-bench-")
     os.environ.setdefault("DATABASE_URL", f"sqlite:///{Path(scratch.name) / 'bench.sqlite3'}")
+    # Production-like, as bench/run.py: DEBUG off (no query log), quiet logs.
+    for name, value in (("DEBUG", "0"), ("SECRET_KEY", "profileops-benchmark-only"),
+                        ("SECURE_SSL_REDIRECT", "0"), ("LOG_LEVEL", "WARNING")):
+        os.environ.setdefault(name, value)
 
     import pandas as pd
 

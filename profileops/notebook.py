@@ -672,8 +672,9 @@ class Session:
              time_budget: float | None = None) -> SendReport:
         """Send what is due now with the sending service (sending.send_due), as the schedule and
         ``send_updates`` do: leases, the quota reservation, retries and the records are theirs.
-        Only approved updates are sent, so no further permission is needed; the run's worker
-        name says who started it (``notebook:<user>``).
+        Only approved updates are sent; starting a run needs a part in the workflow (the
+        submit or the approve permission), and the run's worker name says who started it
+        (``notebook:<user>``).
 
         Example::
 
@@ -684,7 +685,14 @@ class Session:
     def _send(self, *, connection, limit, time_budget) -> SendReport:
         from updates import sending
 
-        self._user()
+        from django.core.exceptions import PermissionDenied
+
+        from updates import workflow
+
+        user = self._user()
+        if not (user.has_perm(workflow.PERM_SUBMIT) or user.has_perm(workflow.PERM_APPROVE)):
+            raise PermissionDenied(f"{self.username} has no part in the workflow (neither submit "
+                                   "nor approve permission), so may not start a send run.")
         conn = None if connection is None else self._connection(connection)
         run = sending.send_due(connection=conn, limit=limit, worker=f"notebook:{self.username}",
                                time_budget=time_budget)

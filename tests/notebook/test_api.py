@@ -67,6 +67,7 @@ MATRIX = {
     "approve one's own pending":   (REFUSED, None,       REFUSED, None),  # four eyes; None:
                                    # supervisors and the group-less user cannot stage one
     "list updates":                (OK,      OK,         OK,     DENIED),
+    "start a send run":            (OK,      OK,         OK,     DENIED),
 }
 
 
@@ -90,6 +91,9 @@ def _attempt(action: str, role: str, people, connection) -> str:
             return OK if result.table["status"].eq("pending").all() else "not pending"
         if action == "list updates":
             session.updates()
+            return OK
+        if action == "start a send run":
+            session.send(connection="acme", limit=0)
             return OK
         if action == "submit a draft":
             draft = workflow.update_stage(connection=connection, identity_type="mboxPC",
@@ -298,6 +302,27 @@ def test_keep_good_saves_the_good_rows_with_their_ids_and_audit(people, connecti
 def test_a_refused_save_leaves_nothing_half_saved(people, connection):
     with pytest.raises(ValidationError, match="reason"):
         notebook.as_user("operator").stage(rows(2500), connection="acme", reason="x" * 201)
+    assert not ProfileUpdate.objects.exists() and not AuditEvent.objects.exists()
+
+
+def test_a_refusal_between_two_save_chunks_rolls_back_the_first(people, connection,
+                                                                monkeypatch):
+    """The connection is deactivated after the first 2,000 rows were written: the service
+    refuses the second chunk, and the first is rolled back with it."""
+    real = workflow.updates_stage_many
+    calls = []
+
+    def deactivate_before_the_second_chunk(**kwargs):
+        calls.append(len(kwargs["rows"]))
+        if len(calls) == 2:
+            type(connection).objects.filter(pk=connection.pk).update(active=False)
+            kwargs["connection"].active = False
+        return real(**kwargs)
+
+    monkeypatch.setattr(workflow, "updates_stage_many", deactivate_before_the_second_chunk)
+    with pytest.raises(ValidationError, match="inactive"):
+        notebook.as_user("operator").stage(rows(2500), connection="acme")
+    assert calls == [2000, 500]
     assert not ProfileUpdate.objects.exists() and not AuditEvent.objects.exists()
 
 

@@ -160,6 +160,10 @@ def as_user(username: str) -> Session:
         supervisor = notebook.as_user("bob")
     """
     setup()
+    return _session_for(username)
+
+
+def _session_for(username: str) -> Session:
     session = Session(username)
     _orm.run(session._user)  # fail now, not at the first action, if the name is wrong
     return session
@@ -173,7 +177,7 @@ def connect(*, as_user: str) -> Session:
         nb = notebook.connect(as_user="alice")
     """
     setup()
-    return globals()["as_user"](as_user)
+    return _session_for(as_user)
 
 
 # --- result objects ------------------------------------------------------------------------------

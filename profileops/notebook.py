@@ -353,6 +353,14 @@ def _ids(ids: Any) -> list[int] | None:
     return [int(i) for i in ids]
 
 
+def _refuse_permission(message: str) -> None:
+    """Refuse as the services do: a ValidationError (workflow.TransitionRefused) whose code is
+    ``permission_denied``, so one ``except ValidationError`` catches every refusal."""
+    from updates.workflow import TransitionRefused
+
+    raise TransitionRefused(message, code="permission_denied")
+
+
 # --- the session -------------------------------------------------------------------------------------
 
 class Session:
@@ -377,9 +385,7 @@ class Session:
         if user is None:
             raise LookupError(f"No user named {self.username!r}.")
         if not user.is_active:
-            from django.core.exceptions import PermissionDenied
-
-            raise PermissionDenied(f"User {self.username!r} is inactive.")
+            _refuse_permission(f"User {self.username!r} is inactive.")
         return user  # fresh every call: no stale permission cache
 
     @staticmethod
@@ -406,9 +412,7 @@ class Session:
 
     def _need(self, user, perm: str, doing: str) -> None:
         if not user.has_perm(perm):
-            from django.core.exceptions import PermissionDenied
-
-            raise PermissionDenied(f"{self.username} does not have permission to {doing}.")
+            _refuse_permission(f"{self.username} does not have permission to {doing}.")
 
     def _selection(self, *, ids, connection, status, created_by, reason,
                    default_status: str | None = None, required: bool = True):
@@ -446,7 +450,8 @@ class Session:
         of the connection's active mappings. Every row is checked first (importing.RowChecker:
         the same checks as a CSV import or staging one update). If any row is bad nothing is
         saved — unless ``keep_good=True``, which saves the good rows. Needs the import
-        permission (and submit, with ``submit=True``); refused as a whole otherwise.
+        permission (and submit, with ``submit=True``); refused as a whole otherwise
+        (a ValidationError with code ``permission_denied``, as the services refuse).
 
         Example::
 
@@ -463,7 +468,7 @@ class Session:
 
     def _stage(self, labels, header, rows, *, connection, submit, keep_good, reason
                ) -> StageResult:
-        from django.core.exceptions import ValidationError
+        from django.core.exceptions import PermissionDenied, ValidationError
         from django.db import transaction
 
         from updates import importing, workflow
@@ -471,7 +476,10 @@ class Session:
 
         user = self._user()
         conn = self._connection(connection)
-        importing.require_import_permission(user, submit=submit)
+        try:
+            importing.require_import_permission(user, submit=submit)
+        except PermissionDenied as error:  # older importing.py; the services refuse the other way
+            _refuse_permission(str(error))
         checker = importing.RowChecker(connection=conn, header=header)
         if checker.header_errors:
             raise ValidationError([
@@ -689,14 +697,12 @@ class Session:
     def _send(self, *, connection, limit, time_budget) -> SendReport:
         from updates import sending
 
-        from django.core.exceptions import PermissionDenied
-
         from updates import workflow
 
         user = self._user()
         if not (user.has_perm(workflow.PERM_SUBMIT) or user.has_perm(workflow.PERM_APPROVE)):
-            raise PermissionDenied(f"{self.username} has no part in the workflow (neither submit "
-                                   "nor approve permission), so may not start a send run.")
+            _refuse_permission(f"{self.username} has no part in the workflow (neither submit nor "
+                               "approve permission), so may not start a send run.")
         conn = None if connection is None else self._connection(connection)
         run = sending.send_due(connection=conn, limit=limit, worker=f"notebook:{self.username}",
                                time_budget=time_budget)

@@ -1,0 +1,978 @@
+"""ProfileOps from Jupyter: stage from a DataFrame, review, approve, send and look at the results.
+
+One line sets it up and names the person acting::
+
+    from profileops import notebook
+    nb = notebook.connect(as_user="alice")          # or: notebook.setup(); nb = notebook.as_user("alice")
+    result = nb.stage(frame, connection="acme")     # one row per input row: the update id or the errors
+    nb.submit(ids=result.ids)
+    notebook.as_user("bob").approve(ids=result.ids)
+
+**The same rules as the admin, no bypass.** Every call runs the services the admin, the import and
+the commands run — ``importing.RowChecker`` and ``workflow.updates_stage_many`` to stage,
+``workflow.update_submit/approve/reject`` through ``workflow.apply_to_each`` to decide,
+``sending.send_due`` to send — as the named user, so permissions, the four-eyes rule, the model's
+validation and the audit rows are exactly theirs. The user is read afresh from the database on
+every call, so a permission withdrawn meanwhile counts at once. (Whoever holds the database
+credentials could write rows directly; this module is a way to act accountably, not a sandbox.)
+
+**Configuration** is the app's: ``DJANGO_SETTINGS_MODULE`` (default ``profileops.settings``) and
+``DATABASE_URL`` from the environment, so a notebook opened from ``notebooks/`` uses the same
+embedded database as ``./dev start``. The repository root is put on ``sys.path`` when the module
+runs from a source checkout, so the demo app and the emulator package import from any working
+directory.
+
+**Why the ORM runs on a worker thread.** A Jupyter kernel runs every cell synchronously in its
+main thread, but that thread also *runs* an asyncio event loop (the kernel's own). Django refuses
+database calls from a thread with a running loop (``SynchronousOnlyOperation``): it cannot tell a
+cell from a coroutine that would block the loop. Setting ``DJANGO_ALLOW_ASYNC_UNSAFE`` would
+silence the check for the whole process, including real ``async`` code a user might ``await`` in
+a cell, where the warning is right. Instead every ORM call of this module runs on one dedicated
+thread (a single-worker ``ThreadPoolExecutor``) that has no event loop: the check holds honestly,
+nothing is switched off, and the thread keeps one database connection for the session. The cell
+waits for the result, so the notebook still reads top to bottom. Use ``notebook.run(fn)`` for
+your own ORM code.
+
+Results are plain pandas DataFrames (listings) or small result objects with a ``.table``
+DataFrame and an escaped ``_repr_html_``; their ``repr()`` shows counts only — never a profile
+value, an identity or a token. Nothing here logs values.
+
+Needs the ``[notebook]`` extra: ``pip install -e .[notebook]``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as dt
+import html
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+INSTALL_HINT = "pip install -e .[notebook]"
+
+try:
+    import numpy as np
+    import pandas as pd
+except ImportError as error:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        f"profileops.notebook needs pandas (missing: {error.name}); install the notebook extra: "
+        f"{INSTALL_HINT}") from error
+
+if TYPE_CHECKING:  # imported for annotations only: Django may not be set up yet
+    from matplotlib.figure import Figure
+
+__all__ = ["INSTALL_HINT", "Decisions", "Preview", "Result", "SendReport", "Session",
+           "StageResult", "as_user", "close", "connect", "run", "setup"]
+
+T = TypeVar("T")
+DEFAULT_REASON = "staged from a notebook"
+DEFAULT_LIMIT = 10_000
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- setup and the ORM thread ------------------------------------------------------------------
+
+class _OrmThread:
+    """One long-lived thread without an event loop on which every ORM call runs (see above)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._thread_id: int | None = None
+
+    def _started(self) -> None:
+        self._thread_id = threading.get_ident()
+
+    def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        if threading.get_ident() == self._thread_id:
+            return fn(*args, **kwargs)  # already on it (a service calling back into us)
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="profileops-orm", initializer=self._started)
+            executor = self._executor
+        return executor.submit(fn, *args, **kwargs).result()
+
+    def close(self) -> None:
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        from django.db import connections
+
+        try:
+            executor.submit(connections.close_all).result()
+        except RuntimeError:
+            pass  # at interpreter exit the executor may already be shut down; so is the thread
+        executor.shutdown(wait=True)
+        self._thread_id = None
+
+
+_orm = _OrmThread()
+atexit.register(_orm.close)
+
+
+def setup(*, settings_module: str | None = None) -> None:
+    """Configure Django from the environment, as the app does. Safe to call more than once.
+
+    Example::
+
+        notebook.setup()                      # DJANGO_SETTINGS_MODULE, DATABASE_URL from the env
+    """
+    if (REPO_ROOT / "manage.py").exists() and str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))  # a source checkout: demo/ and target_emulator/ too
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", settings_module or "profileops.settings")
+    import django
+    from django.apps import apps
+
+    if not apps.ready:
+        django.setup()  # loads settings and apps; no database query
+
+
+def run(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Run your own ORM code on the module's database thread (where Django allows it).
+
+    Example::
+
+        from updates.models import ProfileUpdate
+        notebook.run(lambda: ProfileUpdate.objects.filter(status="sent").count())
+    """
+    setup()
+    return _orm.run(fn, *args, **kwargs)
+
+
+def close() -> None:
+    """Close the database connection and stop the worker thread (also done at exit)."""
+    _orm.close()
+
+
+def as_user(username: str) -> Session:
+    """A session acting as `username` (who must exist and be active). Call setup() first.
+
+    Example::
+
+        supervisor = notebook.as_user("bob")
+    """
+    setup()
+    return _session_for(username)
+
+
+def _session_for(username: str) -> Session:
+    session = Session(username)
+    _orm.run(session._user)  # fail now, not at the first action, if the name is wrong
+    return session
+
+
+def connect(*, as_user: str) -> Session:
+    """setup() and as_user() in one line.
+
+    Example::
+
+        nb = notebook.connect(as_user="alice")
+    """
+    setup()
+    return _session_for(as_user)
+
+
+# --- result objects ------------------------------------------------------------------------------
+
+class Result:
+    """A table with a one-line summary. `repr()` gives counts only; Jupyter shows the table,
+    escaped (DataFrame.to_html escapes cell text)."""
+
+    title = "Result"
+
+    def __init__(self, table: pd.DataFrame, **counts: int) -> None:
+        self.table = table
+        self.counts = counts
+
+    def summary(self) -> str:
+        return ", ".join(f"{count:,} {name.replace('_', ' ')}" for name, count in self.counts.items())
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self.summary()}>"
+
+    def _extra_html(self) -> str:
+        return ""
+
+    def _repr_html_(self) -> str:
+        max_rows = pd.get_option("display.max_rows") or 60
+        return (f"<p><strong>{html.escape(self.title)}</strong>: {html.escape(self.summary())}</p>"
+                + self._extra_html()
+                + self.table.to_html(max_rows=max_rows, escape=True, notebook=True))
+
+
+class StageResult(Result):
+    """What `Session.stage` did, one row per input row (same index): `update_id` (when saved),
+    `status` (draft, pending, invalid, or not saved because another row is invalid) and
+    `errors`. `errors_table` has one row per problem: row (the input's index label), column,
+    message."""
+
+    title = "Staged"
+
+    def __init__(self, table: pd.DataFrame, errors_table: pd.DataFrame, **counts: int) -> None:
+        super().__init__(table, **counts)
+        self.errors_table = errors_table
+
+    @property
+    def ok(self) -> bool:
+        return self.counts["invalid"] == 0
+
+    @property
+    def ids(self) -> list[int]:
+        return [int(i) for i in self.table["update_id"].dropna()]
+
+    def _extra_html(self) -> str:
+        if self.errors_table.empty:
+            return ""
+        return ("<p>Problems, by row (the DataFrame's index label) and column:</p>"
+                + self.errors_table.to_html(escape=True, index=False, notebook=True))
+
+
+class Decisions(Result):
+    """Per update: `outcome` (done or refused), its `status` after, and the refusal `message`."""
+
+    title = "Decisions"
+
+    @property
+    def ids(self) -> list[int]:
+        return [int(i) for i in self.table.loc[self.table["outcome"] == "done", "update_id"]]
+
+    @property
+    def refused(self) -> pd.DataFrame:
+        return self.table[self.table["outcome"] == "refused"]
+
+
+class Preview(Result):
+    """The exact requests the sender would make (token redacted) and their quota cost."""
+
+    title = "Preview"
+
+    def __init__(self, table: pd.DataFrame, quota_table: pd.DataFrame, **counts: int) -> None:
+        super().__init__(table, **counts)
+        self.quota_table = quota_table
+
+    @property
+    def quota_cost(self) -> int:
+        return self.counts["quota_cost"]
+
+    def _extra_html(self) -> str:
+        return self.quota_table.to_html(escape=True, index=False, notebook=True)
+
+
+class SendReport(Result):
+    """The totals of one send run (the same SendRun row the dashboard shows)."""
+
+    title = "Send run"
+
+
+# --- tables in, cells out --------------------------------------------------------------------------
+
+_PLAIN = (str, int, float, bool, Decimal, dt.date, dt.datetime, type(None))
+
+
+def _plain(value: Any) -> Any:
+    """A cell as the Python value the import's checks expect (None for every kind of missing)."""
+    if isinstance(value, pd.Timestamp):
+        return None if pd.isna(value) else value.to_pydatetime()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and value != value:  # NaN
+        return None
+    return value
+
+
+def _column_cells(series: pd.Series) -> list[Any]:
+    missing = series.isna().tolist()
+    values = series.tolist()  # Python scalars for numeric columns, Timestamps for datetimes
+    return [None if gone else (v if type(v) in _PLAIN else _plain(v))
+            for v, gone in zip(values, missing)]
+
+
+def _table(data: Any) -> tuple[list[Any], list[str], list[tuple]]:
+    """(index labels, header, rows of cells) from a DataFrame or a list of dicts."""
+    if isinstance(data, pd.DataFrame):
+        header = [str(c) for c in data.columns]
+        columns = [_column_cells(data.iloc[:, i]) for i in range(data.shape[1])]
+        rows = list(zip(*columns)) if columns else [() for _ in range(len(data))]
+        return list(data.index), header, rows
+    if isinstance(data, Mapping) or isinstance(data, (str, bytes)):
+        raise TypeError("stage() takes a DataFrame or a list of dicts (one dict per update).")
+    records = list(data)
+    header: list[str] = []
+    seen: set[str] = set()
+    for position, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            raise TypeError(f"Row {position} is a {type(record).__name__}, not a dict.")
+        for key in record:
+            if key not in seen:
+                seen.add(key)
+                header.append(str(key))
+    rows = [tuple(_plain(record.get(name)) for name in header) for record in records]
+    return list(range(len(records))), header, rows
+
+
+def _row_numbers(labels: list[Any]) -> list[int]:
+    """The numbers the row checks use in their messages ("same visitor as row N"): the index
+    labels when they are distinct integers (a default RangeIndex), else positions from 0."""
+    if all(isinstance(label, (int, np.integer)) and not isinstance(label, bool) for label in labels):
+        numbers = [int(label) for label in labels]
+        if len(set(numbers)) == len(numbers):
+            return numbers
+    return list(range(len(labels)))
+
+
+def _utc(frame: pd.DataFrame, *columns: str) -> None:
+    for column in columns:
+        frame[column] = pd.to_datetime(frame[column], utc=True).astype("datetime64[us, UTC]")
+
+
+def _ints(frame: pd.DataFrame, *columns: str) -> None:
+    for column in columns:
+        frame[column] = frame[column].astype("Int64")
+
+
+def _ids(ids: Any) -> list[int] | None:
+    if ids is None:
+        return None
+    if isinstance(ids, (StageResult, Decisions)):
+        return ids.ids
+    if isinstance(ids, (int, np.integer)):
+        return [int(ids)]
+    return [int(i) for i in ids]
+
+
+def _refuse_permission(message: str) -> None:
+    """Refuse as the services do: a ValidationError (workflow.TransitionRefused) whose code is
+    ``permission_denied``, so one ``except ValidationError`` catches every refusal."""
+    from updates.workflow import TransitionRefused
+
+    raise TransitionRefused(message, code="permission_denied")
+
+
+# --- the session -------------------------------------------------------------------------------------
+
+class Session:
+    """Acting as one named user. Create with `notebook.as_user(name)` or `notebook.connect`."""
+
+    def __init__(self, username: str) -> None:
+        self.username = username
+
+    def __repr__(self) -> str:
+        return f"<ProfileOps notebook session as {self.username!r}>"
+
+    def as_user(self, username: str) -> Session:
+        """Another person, same database. Example: ``supervisor = nb.as_user("bob")``."""
+        return as_user(username)
+
+    # -- lookups (run on the ORM thread) --
+
+    def _user(self):
+        from django.contrib.auth import get_user_model
+
+        user = get_user_model().objects.filter(username=self.username).first()
+        if user is None:
+            raise LookupError(f"No user named {self.username!r}.")
+        if not user.is_active:
+            _refuse_permission(f"User {self.username!r} is inactive.")
+        return user  # fresh every call: no stale permission cache
+
+    @staticmethod
+    def _connection(ref: Any):
+        from updates.models import TargetConnection
+
+        if isinstance(ref, TargetConnection):
+            return TargetConnection.objects.get(pk=ref.pk)
+        if ref is None:
+            active = list(TargetConnection.objects.filter(active=True)[:2])
+            if len(active) == 1:
+                return active[0]
+            raise ValueError("Name the connection (label or client code): "
+                             f"{len(active)} active connections could be meant.")
+        if isinstance(ref, (int, np.integer)):
+            found = TargetConnection.objects.filter(pk=int(ref)).first()
+        else:
+            found = (TargetConnection.objects.filter(label=ref).first()
+                     or TargetConnection.objects.filter(client_code=ref).first())
+        if found is None:
+            labels = ", ".join(TargetConnection.objects.values_list("label", flat=True)) or "none"
+            raise LookupError(f"No connection {ref!r} (connections: {labels}).")
+        return found
+
+    def _need(self, user, perm: str, doing: str) -> None:
+        if not user.has_perm(perm):
+            _refuse_permission(f"{self.username} does not have permission to {doing}.")
+
+    def _selection(self, *, ids, connection, status, created_by, reason,
+                   default_status: str | None = None, required: bool = True):
+        """(the ids asked for, a queryset): `ids`, narrowed by the filters; without ids,
+        `default_status` applies (drafts to submit, pending updates to decide)."""
+        from updates.models import ProfileUpdate
+
+        wanted = _ids(ids)
+        if required and wanted is None and connection is None and created_by is None \
+                and reason is None and status is None:
+            raise ValueError("Say which updates: ids=…, or a filter (connection, status, "
+                             "created_by, reason).")
+        qs = ProfileUpdate.objects.all()
+        if wanted is not None:
+            qs = qs.filter(pk__in=wanted)
+        if connection is not None:
+            qs = qs.filter(connection=self._connection(connection))
+        status = status if status is not None else (None if wanted is not None else default_status)
+        if status is not None:
+            qs = qs.filter(status__in=[status] if isinstance(status, str) else list(status))
+        if created_by is not None:
+            qs = qs.filter(created_by__username=created_by)
+        if reason is not None:
+            qs = qs.filter(reason=reason)
+        return wanted, qs.order_by("id")
+
+    # -- staging --
+
+    def stage(self, data: pd.DataFrame | Iterable[Mapping[str, Any]], *,
+              connection: Any, submit: bool = False, keep_good: bool = False,
+              reason: str = DEFAULT_REASON) -> StageResult:
+        """Stage one update per row, with the import's columns and checks.
+
+        Columns: ``identity_type`` (mboxPC or mbox3rdPartyId), ``identity``, then source names
+        of the connection's active mappings. Every row is checked first (importing.RowChecker:
+        the same checks as a CSV import or staging one update). If any row is bad nothing is
+        saved — unless ``keep_good=True``, which saves the good rows. Needs the import
+        permission (and submit, with ``submit=True``); refused as a whole otherwise
+        (a ValidationError with code ``permission_denied``, as the services refuse).
+
+        Example::
+
+            frame = pd.DataFrame({"identity_type": ["mbox3rdPartyId"] * 2,
+                                  "identity": ["CUST-1", "CUST-2"],
+                                  "loan_status": ["funded", "nope"]})
+            result = nb.stage(frame, connection="acme")
+            result.table        # update_id / status / errors per row, indexed like `frame`
+            result.errors_table # row (index label), column, message
+        """
+        labels, header, rows = _table(data)
+        return _orm.run(self._stage, labels, header, rows, connection=connection,
+                        submit=submit, keep_good=keep_good, reason=reason)
+
+    def _stage(self, labels, header, rows, *, connection, submit, keep_good, reason
+               ) -> StageResult:
+        from django.core.exceptions import PermissionDenied, ValidationError
+        from django.db import transaction
+
+        from updates import importing, workflow
+        from updates.models import ProfileUpdate, UpdateStatus
+
+        user = self._user()
+        conn = self._connection(connection)
+        try:
+            importing.require_import_permission(user, submit=submit)
+        except PermissionDenied as error:  # older importing.py; the services refuse the other way
+            _refuse_permission(str(error))
+        checker = importing.RowChecker(connection=conn, header=header)
+        if checker.header_errors:
+            raise ValidationError([
+                f"column {e.column}: {e.message}" if e.column else e.message
+                for e in checker.header_errors])
+        numbers = _row_numbers(labels)
+        good: list[tuple[int, dict[str, Any]]] = []
+        problems: list[tuple[int, str, str]] = []  # (position, column, message)
+        row_errors: list[str] = [""] * len(rows)
+        for position, (number, cells) in enumerate(zip(numbers, rows)):
+            found, update = checker.check(number, cells)
+            if found:
+                problems.extend((position, p.column, p.message) for p in found)
+                row_errors[position] = "; ".join(
+                    f"{p.column}: {p.message}" if p.column else p.message for p in found)
+            else:
+                good.append((position, update))
+        save = bool(good) and (keep_good or not problems)
+        update_ids: list[Any] = [pd.NA] * len(rows)
+        if save:
+            status = UpdateStatus.PENDING if submit else UpdateStatus.DRAFT
+            with transaction.atomic():
+                before = ProfileUpdate.objects.order_by("-id").values_list("id", flat=True).first()
+                updates = [u for _, u in good]
+                for start in range(0, len(updates), importing.SAVE_CHUNK_ROWS):
+                    workflow.updates_stage_many(
+                        connection=conn, rows=updates[start:start + importing.SAVE_CHUNK_ROWS],
+                        by=user, submit=submit, reason=reason)
+                # updates_stage_many returns a count; find the new ids by visitor, unique within
+                # one call (the checks refuse a second row for the same visitor). Under SQLite's
+                # write lock nothing else can have been inserted meanwhile.
+                created = ProfileUpdate.objects.filter(
+                    pk__gt=before or 0, connection=conn, created_by=user, status=status,
+                    reason=reason).values_list("identity_type", "identity", "id")
+                by_visitor = {(t, i): pk for t, i, pk in created.iterator(chunk_size=5000)}
+                for position, update in good:
+                    update_ids[position] = by_visitor[(update["identity_type"], update["identity"])]
+            saved_status = str(status)
+        else:
+            saved_status = ""
+        bad = {p for p, _, _ in problems}
+        statuses = ["invalid" if p in bad else (saved_status if save else "not saved")
+                    for p in range(len(rows))]
+        index = pd.Index(labels) if labels else pd.RangeIndex(0)
+        table = pd.DataFrame({
+            "update_id": pd.array(update_ids, dtype="Int64"),
+            "status": pd.Categorical(statuses, categories=["draft", "pending", "invalid",
+                                                           "not saved"]),
+            "errors": row_errors,
+        }, index=index)
+        errors_table = pd.DataFrame(
+            {"row": [labels[p] for p, _, _ in problems],
+             "column": [c for _, c, _ in problems],
+             "message": [m for _, _, m in problems]})
+        return StageResult(table, errors_table, rows=len(rows),
+                           saved=len(good) if save else 0, invalid=len(bad))
+
+    # -- review and decisions --
+
+    def preview(self, *, ids: Any = None, connection: Any = None, status: Any = None,
+                created_by: str | None = None, reason: str | None = None, due: bool = False,
+                limit: int = DEFAULT_LIMIT) -> Preview:
+        """The exact requests for the selected updates — method, URL (with the query for GET),
+        form body (POST), headers with the token shown as ``Bearer [redacted]``, size — and
+        their quota cost against each connection's rolling-24 h headroom. ``due=True``
+        previews what ``send()`` would send now (the command's ``--dry-run``).
+
+        Example::
+
+            nb.preview(ids=result.ids).table[["method", "url", "size_bytes"]]
+            nb.preview(due=True, connection="acme").quota_cost
+        """
+        return _orm.run(self._preview, ids=ids, connection=connection, status=status,
+                        created_by=created_by, reason=reason, due=due, limit=limit)
+
+    def _preview(self, *, ids, connection, status, created_by, reason, due, limit) -> Preview:
+        from updates import quota, sending, target
+        from updates.models import TargetConnection
+
+        user = self._user()
+        self._need(user, "updates.view_profileupdate", "view profile updates")
+        if due:
+            conn = None if connection is None else self._connection(connection)
+            plan = sending.plan_due(connection=conn, limit=limit)
+        else:
+            _, qs = self._selection(ids=ids, connection=connection, status=status,
+                                    created_by=created_by, reason=reason)
+            plan = []
+            for update in qs.select_related("connection")[:limit]:
+                try:
+                    plan.append(sending.PlannedRequest(update, sending.request_for(update),
+                                                       sending.QUOTA_COST_PER_UPDATE))
+                except (target.RequestTooLarge, ValueError) as error:
+                    plan.append(sending.PlannedRequest(update, None, 0, str(error)))
+        rows = []
+        for item in plan:
+            request = item.request
+            headers = {} if request is None else {
+                name: ("Bearer [redacted]" if name.lower() == "authorization" else value)
+                for name, value in request.headers.items()}
+            rows.append({
+                "update_id": item.update.pk, "connection": item.update.connection.label,
+                "status": item.update.status,
+                "method": request.method if request else "",
+                "url": request.url if request else "",
+                "body": (request.body or b"").decode("ascii") if request else "",
+                "headers": "; ".join(f"{k}: {v}" for k, v in headers.items()),
+                "size_bytes": request.size if request else 0,
+                "limit_bytes": (target.GET_LIMIT_BYTES if request and request.method == "GET"
+                                else target.POST_LIMIT_BYTES),
+                "quota_cost": item.quota_cost, "problem": item.problem})
+        table = pd.DataFrame(rows, columns=[
+            "update_id", "connection", "status", "method", "url", "body", "headers",
+            "size_bytes", "limit_bytes", "quota_cost", "problem"])
+        _ints(table, "update_id", "size_bytes", "limit_bytes", "quota_cost")
+        cost_by_connection = table.groupby("connection")["quota_cost"].sum().to_dict()
+        quota_rows = []
+        for conn in TargetConnection.objects.filter(label__in=list(cost_by_connection)):
+            used = quota.window_usage(connection=conn)
+            cost = int(cost_by_connection[conn.label])
+            quota_rows.append({"connection": conn.label, "quota_cost": cost,
+                               "window_requests": used, "limit": conn.quota_limit,
+                               "headroom": max(0, conn.quota_limit - used),
+                               "fits": cost <= max(0, conn.quota_limit - used)})
+        quota_table = pd.DataFrame(quota_rows, columns=[
+            "connection", "quota_cost", "window_requests", "limit", "headroom", "fits"])
+        return Preview(table, quota_table, requests=int((table["method"] != "").sum()),
+                       quota_cost=int(table["quota_cost"].sum()),
+                       unsendable=int((table["method"] == "").sum()))
+
+    def submit(self, *, ids: Any = None, connection: Any = None, created_by: str | None = None,
+               reason: str | None = None, comment: str = "") -> Decisions:
+        """Submit drafts for approval (workflow.update_submit, one transaction each). Without
+        ids, the filter selects drafts. Refusals come back per update, never raised.
+
+        Example::
+
+            nb.submit(ids=result.ids)
+            nb.submit(reason="staged from a notebook", created_by="alice")
+        """
+        from updates import workflow
+
+        return self._decide(workflow.update_submit, "draft", ids=ids, connection=connection,
+                            created_by=created_by, reason=reason, comment=comment)
+
+    def approve(self, *, ids: Any = None, connection: Any = None, created_by: str | None = None,
+                reason: str | None = None, comment: str = "") -> Decisions:
+        """Approve pending updates (workflow.update_approve). Four eyes: an update this user
+        created or last edited is refused — superusers included — and named in the result.
+
+        Example::
+
+            decisions = supervisor.approve(ids=result.ids, comment="checked against CRM")
+            decisions.refused   # one row per refusal, with the reason
+        """
+        from updates import workflow
+
+        return self._decide(workflow.update_approve, "pending", ids=ids, connection=connection,
+                            created_by=created_by, reason=reason, comment=comment)
+
+    def reject(self, *, ids: Any = None, connection: Any = None, created_by: str | None = None,
+               reason: str | None = None, comment: str) -> Decisions:
+        """Reject pending updates (workflow.update_reject); a comment saying why is required.
+
+        Example::
+
+            supervisor.reject(ids=[42], comment="customer withdrew consent")
+        """
+        from updates import workflow
+
+        return self._decide(workflow.update_reject, "pending", ids=ids, connection=connection,
+                            created_by=created_by, reason=reason, comment=comment)
+
+    def _decide(self, service, default_status: str, **selection: Any) -> Decisions:
+        comment = selection.pop("comment")
+        return _orm.run(self._decide_on_thread, service, default_status, comment, selection)
+
+    def _decide_on_thread(self, service, default_status, comment, selection) -> Decisions:
+        from updates import workflow
+
+        user = self._user()
+        wanted, qs = self._selection(status=None, default_status=default_status, **selection)
+        updates = list(qs)
+        outcome = workflow.apply_to_each(service, updates, by=user, comment=comment)
+        rows = [{"update_id": u.pk, "outcome": "done", "status": u.status, "message": ""}
+                for u in outcome.done]
+        rows += [{"update_id": u.pk, "outcome": "refused", "status": u.status, "message": m}
+                 for u, m in outcome.refused]
+        found = {u.pk for u in updates}
+        rows += [{"update_id": pk, "outcome": "refused", "status": "",
+                  "message": f"Update #{pk} does not exist."}
+                 for pk in dict.fromkeys(wanted or []) if pk not in found]
+        table = pd.DataFrame(rows, columns=["update_id", "outcome", "status", "message"])
+        table = table.sort_values("update_id", kind="stable").reset_index(drop=True)
+        _ints(table, "update_id")
+        table["outcome"] = pd.Categorical(table["outcome"], categories=["done", "refused"])
+        return Decisions(table, done=len(outcome.done), refused=len(rows) - len(outcome.done))
+
+    # -- sending --
+
+    def send(self, *, connection: Any = None, limit: int | None = None,
+             time_budget: float | None = None) -> SendReport:
+        """Send what is due now with the sending service (sending.send_due), as the schedule and
+        ``send_updates`` do: leases, the quota reservation, retries and the records are theirs.
+        Only approved updates are sent; starting a run needs a part in the workflow (the
+        submit or the approve permission), and the run's worker name says who started it
+        (``notebook:<user>``).
+
+        Example::
+
+            nb.send(connection="demo").table
+        """
+        return _orm.run(self._send, connection=connection, limit=limit, time_budget=time_budget)
+
+    def _send(self, *, connection, limit, time_budget) -> SendReport:
+        from updates import sending
+
+        from updates import workflow
+
+        user = self._user()
+        if not (user.has_perm(workflow.PERM_SUBMIT) or user.has_perm(workflow.PERM_APPROVE)):
+            _refuse_permission(f"{self.username} has no part in the workflow (neither submit nor "
+                               "approve permission), so may not start a send run.")
+        conn = None if connection is None else self._connection(connection)
+        run = sending.send_due(connection=conn, limit=limit, worker=f"notebook:{self.username}",
+                               time_budget=time_budget)
+        totals = {"claimed": run.claimed, "requests": run.requests_sent,
+                  "acknowledged": run.acknowledged, "retried": run.retried,
+                  "failed": run.failed, "deferred_by_quota": run.deferred_by_quota}
+        table = pd.DataFrame([{"run_id": run.pk, **totals, "started_at": run.started_at,
+                               "finished_at": run.finished_at, "error": run.error}])
+        _utc(table, "started_at", "finished_at")
+        _ints(table, "run_id", *totals)
+        return SendReport(table, **totals)
+
+    # -- listings --
+
+    def updates(self, *, ids: Any = None, connection: Any = None, status: Any = None,
+                created_by: str | None = None, reason: str | None = None,
+                limit: int = DEFAULT_LIMIT) -> pd.DataFrame:
+        """Updates as a DataFrame (newest first, at most `limit`): ids as Int64, `status` and
+        `identity_type` categorical, timestamps timezone-aware (UTC), `attributes` as dicts
+        exactly as they will be sent.
+
+        Example::
+
+            nb.updates(status="pending", connection="acme")["status"].value_counts()
+        """
+        return _orm.run(self._updates, ids=ids, connection=connection, status=status,
+                        created_by=created_by, reason=reason, limit=limit)
+
+    def _updates(self, *, ids, connection, status, created_by, reason, limit) -> pd.DataFrame:
+        from updates.models import IdentityType, UpdateStatus
+
+        user = self._user()
+        self._need(user, "updates.view_profileupdate", "view profile updates")
+        _, qs = self._selection(ids=ids, connection=connection, status=status,
+                                created_by=created_by, reason=reason, required=False)
+        fields = {"id": "id", "connection": "connection__label", "identity_type": "identity_type",
+                  "identity": "identity", "attributes": "attributes", "reason": "reason",
+                  "status": "status", "created_by": "created_by__username",
+                  "created_at": "created_at", "last_edited_by": "last_edited_by__username",
+                  "submitted_at": "submitted_at", "decided_by": "decided_by__username",
+                  "decided_at": "decided_at", "decision_comment": "decision_comment",
+                  "attempts_total": "attempts_total", "next_attempt_at": "next_attempt_at",
+                  "acknowledged_at": "acknowledged_at", "last_error": "last_error"}
+        rows = list(qs.order_by("-id").values_list(*fields.values())[:limit])
+        frame = pd.DataFrame(rows, columns=list(fields))
+        _ints(frame, "id", "attempts_total")
+        _utc(frame, "created_at", "submitted_at", "decided_at", "next_attempt_at",
+             "acknowledged_at")
+        frame["status"] = pd.Categorical(frame["status"], categories=UpdateStatus.values)
+        frame["identity_type"] = pd.Categorical(frame["identity_type"],
+                                                categories=IdentityType.values)
+        frame["connection"] = frame["connection"].astype("category")
+        return frame
+
+    def attempts(self, *, ids: Any = None, connection: Any = None, outcome: str | None = None,
+                 limit: int = DEFAULT_LIMIT) -> pd.DataFrame:
+        """Send attempts (newest first): Target's status and answer, latency, outcome
+        (categorical), `started_at` timezone-aware. `ids` are update ids.
+
+        Example::
+
+            nb.attempts(connection="demo")["latency_ms"].describe()
+        """
+        return _orm.run(self._attempts, ids=ids, connection=connection, outcome=outcome,
+                        limit=limit)
+
+    def _attempts(self, *, ids, connection, outcome, limit) -> pd.DataFrame:
+        from updates.models import SendAttempt
+
+        user = self._user()
+        self._need(user, "updates.view_profileupdate", "view profile updates")
+        qs = SendAttempt.objects.all()
+        if (wanted := _ids(ids)) is not None:
+            qs = qs.filter(update_id__in=wanted)
+        if connection is not None:
+            qs = qs.filter(connection=self._connection(connection))
+        if outcome is not None:
+            qs = qs.filter(outcome=outcome)
+        fields = {"id": "id", "update_id": "update_id", "connection": "connection__label",
+                  "number": "number", "started_at": "started_at", "method": "method",
+                  "request_bytes": "request_bytes", "http_status": "http_status",
+                  "response_body": "response_body", "latency_ms": "latency_ms",
+                  "outcome": "outcome", "error": "error", "worker": "worker"}
+        rows = list(qs.order_by("-id").values_list(*fields.values())[:limit])
+        frame = pd.DataFrame(rows, columns=list(fields))
+        _ints(frame, "id", "update_id", "number", "request_bytes", "http_status", "latency_ms")
+        _utc(frame, "started_at")
+        frame["outcome"] = pd.Categorical(frame["outcome"], categories=SendAttempt.Outcome.values)
+        frame["connection"] = frame["connection"].astype("category")
+        return frame
+
+    def audit(self, *, ids: Any = None, connection: Any = None, actor: str | None = None,
+              action: str | None = None, limit: int = DEFAULT_LIMIT) -> pd.DataFrame:
+        """Audit events (newest first): who (`actor`), when (`at`, UTC), what (`action`,
+        categorical), from/to status, comment and the before/after of changed fields. `ids`
+        are update ids.
+
+        Example::
+
+            nb.audit(ids=result.ids[:3])[["at", "actor", "action", "to_status"]]
+        """
+        return _orm.run(self._audit, ids=ids, connection=connection, actor=actor, action=action,
+                        limit=limit)
+
+    def _audit(self, *, ids, connection, actor, action, limit) -> pd.DataFrame:
+        from updates.models import AuditEvent
+
+        user = self._user()
+        self._need(user, "updates.view_profileupdate", "view profile updates")
+        qs = AuditEvent.objects.all()
+        if (wanted := _ids(ids)) is not None:
+            qs = qs.filter(update_id__in=wanted)
+        if connection is not None:
+            qs = qs.filter(connection=self._connection(connection))
+        if actor is not None:
+            qs = qs.filter(actor__username=actor)
+        if action is not None:
+            qs = qs.filter(action=action)
+        fields = {"id": "id", "at": "at", "actor": "actor__username", "action": "action",
+                  "update_id": "update_id", "mapping_id": "mapping_id",
+                  "connection": "connection__label", "from_status": "from_status",
+                  "to_status": "to_status", "comment": "comment", "changes": "changes"}
+        rows = list(qs.order_by("-id").values_list(*fields.values())[:limit])
+        frame = pd.DataFrame(rows, columns=list(fields))
+        _ints(frame, "id", "update_id", "mapping_id")
+        _utc(frame, "at")
+        for column in ("action", "connection"):
+            frame[column] = frame[column].astype("category")
+        return frame
+
+    # -- quota --
+
+    def quota(self, *, connection: Any = None) -> pd.DataFrame:
+        """Per active connection: requests in the rolling 24 hours, the limit, what remains,
+        percent used and when the oldest counted request leaves the window (quota.py).
+
+        Example::
+
+            nb.quota()
+        """
+        return _orm.run(self._quota, connection=connection)
+
+    def _quota(self, *, connection) -> pd.DataFrame:
+        from django.utils import timezone
+
+        from updates import quota
+        from updates.models import TargetConnection
+
+        user = self._user()
+        self._need(user, "updates.view_profileupdate", "view the quota")
+        now = timezone.now()
+        connections = ([self._connection(connection)] if connection is not None
+                       else list(TargetConnection.objects.filter(active=True)))
+        rows = []
+        for conn in connections:
+            used = quota.window_usage(connection=conn, now=now)
+            rows.append({"connection": conn.label, "client_code": conn.client_code,
+                         "window_requests": used, "limit": conn.quota_limit,
+                         "remaining": max(0, conn.quota_limit - used),
+                         "percent_used": 100.0 * used / conn.quota_limit if conn.quota_limit else 0.0,
+                         "oldest_leaves_at": quota.oldest_counted_at(connection=conn, now=now),
+                         "as_of": now})
+        frame = pd.DataFrame(rows, columns=["connection", "client_code", "window_requests",
+                                            "limit", "remaining", "percent_used",
+                                            "oldest_leaves_at", "as_of"])
+        _ints(frame, "window_requests", "limit", "remaining")
+        _utc(frame, "oldest_leaves_at", "as_of")
+        return frame
+
+    def daily_usage(self, *, connection: Any = None, days: int = 30) -> pd.DataFrame:
+        """Requests, acknowledged and failed per connection and UTC day for the last `days` days
+        (zeros filled), as the dashboard's chart (selectors.daily_usage).
+
+        Example::
+
+            nb.daily_usage(connection="demo", days=7)
+        """
+        return _orm.run(self._daily_usage, connection=connection, days=days)
+
+    def _daily_usage(self, *, connection, days) -> pd.DataFrame:
+        from django.utils import timezone
+
+        from updates import selectors
+        from updates.models import TargetConnection
+
+        user = self._user()
+        self._need(user, "updates.view_profileupdate", "view the quota")
+        connections = ([self._connection(connection)] if connection is not None
+                       else list(TargetConnection.objects.filter(active=True)))
+        labels = {c.pk: c.label for c in connections}
+        found = selectors.daily_usage(connection_ids=list(labels), today=timezone.now().date(),
+                                      days=days)
+        rows = [{"connection": labels[cid], "day": d.day, "requests": d.requests,
+                 "acknowledged": d.acknowledged, "failed": d.failed}
+                for cid, day_rows in found.items() for d in day_rows]
+        frame = pd.DataFrame(rows, columns=["connection", "day", "requests", "acknowledged",
+                                            "failed"])
+        frame["day"] = pd.to_datetime(frame["day"]).dt.date
+        _ints(frame, "requests", "acknowledged", "failed")
+        frame["connection"] = frame["connection"].astype("category")
+        return frame
+
+    def _window_minutes(self, conn) -> tuple[pd.DataFrame, dt.datetime]:
+        from django.utils import timezone
+
+        from updates import quota
+        from updates.models import QuotaMinute
+
+        now = timezone.now()
+        rows = list(QuotaMinute.objects.filter(
+            connection=conn, minute__gt=now - quota.WINDOW - quota.MINUTE
+        ).order_by("minute").values_list("minute", "requests"))
+        frame = pd.DataFrame(rows, columns=["minute", "requests"])
+        _utc(frame, "minute")
+        return frame, now
+
+    def plot_usage(self, *, connection: Any = None, days: int = 14) -> Figure:
+        """Two panels, as the dashboard: requests per UTC day (acknowledged, failed) and the
+        rolling-24 h window filling up minute by minute, with the connection's limit as a line.
+        Returns a matplotlib Figure (no pyplot state: works under Agg and in Jupyter).
+
+        Example::
+
+            nb.plot_usage(connection="demo")
+        """
+        try:
+            from matplotlib.figure import Figure
+        except ImportError as error:
+            raise ImportError(f"plot_usage needs matplotlib; install the notebook extra: "
+                              f"{INSTALL_HINT}") from error
+
+        def gather():
+            user = self._user()
+            self._need(user, "updates.view_profileupdate", "view the quota")
+            conn = self._connection(connection)
+            return conn.label, conn.quota_limit, *self._window_minutes(conn)
+
+        label, limit, minutes, now = _orm.run(gather)
+        daily = self.daily_usage(connection=label, days=days)
+        figure = Figure(figsize=(11, 4), layout="constrained")
+        by_day, window = figure.subplots(1, 2)
+        positions = np.arange(len(daily))
+        ok = daily["acknowledged"].astype(int).to_numpy()
+        failed = daily["failed"].astype(int).to_numpy()
+        other = np.maximum(daily["requests"].astype(int).to_numpy() - ok - failed, 0)
+        by_day.bar(positions, ok, label="acknowledged", color="#2e7d32")
+        by_day.bar(positions, failed, bottom=ok, label="failed", color="#c62828")
+        by_day.bar(positions, other, bottom=ok + failed, label="retried / other", color="#9e9e9e")
+        by_day.set_xticks(positions, [d.strftime("%m-%d") for d in daily["day"]], rotation=60,
+                          fontsize=8)
+        by_day.set_title(f"Requests per UTC day — {label}")
+        by_day.set_ylabel("requests")
+        by_day.legend(loc="upper left", fontsize=8)
+        start = pd.Timestamp(now) - pd.Timedelta(hours=24)
+        times = [start] + list(minutes["minute"]) + [pd.Timestamp(now)]
+        counts = np.concatenate([[0], minutes["requests"].astype(int).cumsum().to_numpy()])
+        counts = np.append(counts, counts[-1])
+        window.step(times, counts, where="post", label="requests counted in the window")
+        window.axhline(limit, color="#c62828", linestyle="--", label=f"limit {limit:,}")
+        window.set_xlim(start, pd.Timestamp(now))
+        used = int(counts[-1])
+        window.set_title(f"Rolling 24 h: {used:,} of {limit:,} used ({100 * used / limit:.1f} %)")
+        if limit > 20 * max(used, 1):
+            # A linear axis would flatten the day's use to the floor under a far-away limit.
+            window.set_yscale("symlog", linthresh=10)
+            window.set_ylim(0, limit * 2)
+            window.set_ylabel("requests (cumulative, log scale)")
+        else:
+            window.set_ylim(0, max(limit, used) * 1.05)
+            window.set_ylabel("requests (cumulative)")
+        window.tick_params(axis="x", labelrotation=30, labelsize=8)
+        window.legend(loc="center left", fontsize=8)
+        return figure

@@ -214,3 +214,28 @@ def test_the_loop_survives_its_database_connection_being_killed(approve, emulato
     assert sleeps[:3] == [5, 1.0, 5]  # idle, backoff after the lost connection, idle
     assert len(emulator.received) == 2
     assert ProfileUpdate.objects.filter(status=S.SENT).count() == 2
+
+
+# --- a lean start ----------------------------------------------------------------------------------
+
+def test_the_command_starts_without_the_spreadsheet_and_import_libraries():
+    # A fresh process, as `manage.py send_updates` starts: what it imports is what it pays for.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = (
+        "import sys\n"
+        "from django.core.management import execute_from_command_line\n"
+        "try:\n"
+        "    execute_from_command_line(['manage.py', 'send_updates', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('openpyxl', 'tablib', 'import_export') if m in sys.modules))\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "profileops.settings"}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            env=env, cwd=Path(__file__).resolve().parents[2], timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -9,7 +9,7 @@ sends, and the reservation is what counts:
   unique (connection, minute) index), however long the history grows — never a count over
   attempts. A request reserved at 10:00:59 is counted until 10:01 the next day: up to one minute
   stricter than an exact count, never looser.
-- `reserve` locks the connection row (SELECT … FOR UPDATE) before reading the window, so
+- `reserve` locks the connection row (SELECT … FOR NO KEY UPDATE) before reading the window, so
   concurrent workers on PostgreSQL serialize on it; on SQLite the IMMEDIATE transaction mode
   already serializes writers. Two workers can therefore never both take the last requests.
 - `DailyUsage` keeps requests, acknowledgments and failures per connection and UTC day as history.
@@ -92,7 +92,9 @@ def reserve(*, connection: TargetConnection, wanted: int, now: dt.datetime | Non
     now = now or timezone.now()
     with transaction.atomic():
         # The lock that serializes reservations for this connection across workers and machines.
-        locked = TargetConnection.objects.select_for_update().only("quota_limit").get(
+        # NO KEY: a sender recording its batch inserts rows that reference the connection (a
+        # KEY SHARE lock), and the day's row is updated below; FOR UPDATE would deadlock them.
+        locked = TargetConnection.objects.select_for_update(no_key=True).only("quota_limit").get(
             pk=connection.pk
         )
         used = window_usage(connection=connection.pk, now=now)
@@ -110,7 +112,7 @@ def release(*, connection: TargetConnection, count: int, now: dt.datetime) -> No
     if count <= 0:
         return
     with transaction.atomic():
-        TargetConnection.objects.select_for_update().only("pk").get(pk=connection.pk)
+        TargetConnection.objects.select_for_update(no_key=True).only("pk").get(pk=connection.pk)
         returned = QuotaMinute.objects.filter(
             connection_id=connection.pk, minute=_minute(now), requests__gte=count
         ).update(requests=F("requests") - count)

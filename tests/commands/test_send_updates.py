@@ -6,6 +6,7 @@ import functools
 from io import StringIO
 
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 
 from tests.conftest import approve_via_workflow, make_connection, make_mapping
@@ -184,12 +185,12 @@ def test_a_time_budget_stops_starting_requests_once_spent(approve, emulator, set
 
 # --- the loop survives a lost database connection ------------------------------------------------
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif("postgresql" not in settings.DATABASES["default"]["ENGINE"],
+                    reason="killing a backend needs PostgreSQL (SQLite has no server to lose)")
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_the_loop_survives_its_database_connection_being_killed(approve, emulator, monkeypatch):
     from django.db import connection as db, connections
 
-    if db.vendor != "postgresql":
-        pytest.skip("killing a backend needs PostgreSQL (SQLite has no server to lose)")
     approve()
     sleeps = []
 

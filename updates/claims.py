@@ -21,6 +21,12 @@ from django.db.models import Q, QuerySet
 from .models import AuditEvent, ProfileUpdate, TargetConnection, UpdateStatus
 
 S = UpdateStatus
+# What the sender reads and writes of a claimed update (loading the rest costs CPU per row).
+SENDER_FIELDS = (
+    "connection", "identity_type", "identity", "attributes", "approved_hash", "status",
+    "attempt_count", "attempts_total", "next_attempt_at", "lease_owner", "lease_expires_at",
+    "acknowledged_at", "last_error",
+)
 # Requests are started only while the lease still covers a full request plus this margin.
 LEASE_SAFETY_SECONDS = 5.0
 
@@ -107,7 +113,7 @@ def claim(*, conn: TargetConnection, owner: str, size: int, now: dt.datetime,
             )
             for update_id, status, previous_owner in picked
         ])
-        updates = list(ProfileUpdate.objects.filter(id__in=ids).order_by("id"))
+        updates = list(ProfileUpdate.objects.filter(id__in=ids).only(*SENDER_FIELDS).order_by("id"))
     for update in updates:
         update.connection = conn
     return updates

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.utils
 import enum
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,6 +21,7 @@ POST_LIMIT_BYTES = 60 * 1024  # form body
 IDENTITY_PARAMETERS = ("mboxPC", "mbox3rdPartyId")
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 ANSWER_KEEP_CHARS = 2000
+_UNRESERVED_ONLY = re.compile(r"[A-Za-z0-9._~-]*")  # ASCII only: \w would match more
 REQUEST_QUOTA_COST = 1  # one update is one request, whichever the method
 
 
@@ -29,6 +31,8 @@ class RequestTooLarge(ValueError):
 
 def encode_component(text: str) -> str:
     """Percent-encode UTF-8, everything outside the unreserved set; a space becomes %20."""
+    if _UNRESERVED_ONLY.fullmatch(text):  # most names and identities: nothing to encode
+        return text
     return quote(text, safe="-._~", encoding="utf-8", errors="strict")
 
 

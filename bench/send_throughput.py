@@ -205,7 +205,6 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=5_000)
     parser.add_argument("--schedule", action="store_true",
                         help="Also measure the schedule's path (one qcluster worker).")
-    parser.add_argument("--emulator", help="Ignored (the benchmark starts its own emulators).")
     args = parser.parse_args()
 
     setup_django()

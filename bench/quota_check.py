@@ -6,7 +6,7 @@ ratio large/small. Measured, each as the median of many calls:
 - reserve: quota.reserve of 500 requests (locks the connection, sums the rolling window, adds
   to the current minute) — what every batch does before it sends;
 - window: quota.window_usage (the sum the dashboard and headroom read);
-- claim: sending._claim of a batch of 100 due updates (select with the due index, mark them
+- claim: claims.claim of a batch of 100 due updates (select with the due index, mark them
   sending under a lease, write their audit rows) — the sender's other per-batch step.
 
 Target: large/small close to 1.
@@ -33,7 +33,7 @@ def main() -> None:
     setup_django()
     from django.utils import timezone
 
-    from updates import quota, sending
+    from updates import claims, quota
     from updates.models import ProfileUpdate, SendAttempt, TargetConnection, UpdateStatus
 
     conn = TargetConnection.objects.get(client_code="acme")
@@ -50,7 +50,7 @@ def main() -> None:
     def claim() -> None:
         now = timezone.now()
         # A private step of send_due, measured on its own: the claim transaction only.
-        claimed = sending._claim(conn=conn, owner="bench/claim", size=CLAIM_SIZE, now=now,
+        claimed = claims.claim(conn=conn, owner="bench/claim", size=CLAIM_SIZE, now=now,
                                  lease_until=now + dt.timedelta(minutes=2))
         assert len(claimed) == CLAIM_SIZE, len(claimed)
 

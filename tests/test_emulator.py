@@ -507,3 +507,23 @@ def test_the_command_serves_until_terminated_and_prints_one_line(session):
         out, err = process.communicate(timeout=20)
     assert process.returncode == 0
     assert out == "" and err == ""  # the one line was already read; nothing else, no logs
+
+
+def test_an_answer_leaves_in_one_write_on_a_socket_without_nagle(emulator):
+    # Two writes per answer (head, then body) on a socket with Nagle's algorithm add a delayed-ACK
+    # wait (~40 ms on Linux) to every keep-alive request: the benchmarks would measure the
+    # emulator instead of the sender. One write arrives whole in the client's first read.
+    import socket
+
+    client = socket.create_connection(("127.0.0.1", emulator.port), timeout=5)
+    try:
+        for _ in range(3):  # keep-alive: the second and third answers are where Nagle bites
+            client.sendall(f"GET /m2/acme/profile/update?mbox3rdPartyId=c-1&profile.a=b "
+                           f"HTTP/1.1\r\nHost: 127.0.0.1:{emulator.port}\r\n\r\n".encode())
+            first_read = client.recv(65536)
+            assert first_read.startswith(b"HTTP/1.1 200 ")
+            assert first_read.endswith(ACKNOWLEDGMENT.encode())
+        [server_side] = list(emulator._server._connections)
+        assert server_side.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        client.close()

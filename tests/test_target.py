@@ -203,3 +203,12 @@ def test_a_transport_failure_is_transient_and_its_message_loses_the_query_string
     assert answer.http_status is None
     assert "secret-id" not in answer.error and "private" not in answer.error
     assert answer.error.startswith("ConnectionError: ") and "(Caused by X)" in answer.error
+
+
+def test_the_protocols_outcomes_are_the_ones_an_attempt_stores():
+    from updates.models import SendAttempt
+
+    assert SendAttempt.Outcome is target.Outcome
+    assert dict(SendAttempt._meta.get_field("outcome").choices) == {
+        o.value: o.label for o in target.Outcome}
+    assert str(target.Outcome.ACKNOWLEDGED) == "acknowledged"

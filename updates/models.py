@@ -17,6 +17,8 @@ from django.core.validators import (
 from django.db import models
 from django.db.models import Q
 
+from . import target
+
 DEFAULT_QUOTA_LIMIT = 1_000_000
 DEFAULT_VALUE_MAX_LENGTH = 256
 
@@ -315,11 +317,7 @@ class ProfileUpdate(models.Model):
 class SendAttempt(models.Model):
     """One HTTP request to Target (or one that may have reached it) and what came back."""
 
-    class Outcome(models.TextChoices):
-        ACKNOWLEDGED = "acknowledged", "Acknowledged"
-        TRANSIENT = "transient", "Transient error"
-        PERMANENT = "permanent", "Permanent error"
-        UNEXPECTED = "unexpected", "Unexpected answer"
+    Outcome = target.Outcome  # one type for the protocol's answers and the stored rows
 
     update = models.ForeignKey(ProfileUpdate, on_delete=models.CASCADE, related_name="attempts")
     connection = models.ForeignKey(TargetConnection, on_delete=models.PROTECT, related_name="+")
@@ -330,7 +328,7 @@ class SendAttempt(models.Model):
     http_status = models.PositiveSmallIntegerField(null=True, blank=True)
     response_body = models.TextField(blank=True)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
-    outcome = models.CharField(max_length=12, choices=Outcome.choices)
+    outcome = models.CharField(max_length=12, choices=target.OUTCOME_CHOICES)
     error = models.TextField(blank=True)
     worker = models.CharField(max_length=64, blank=True)
 
@@ -395,6 +393,8 @@ class SendRun(models.Model):
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
     claimed = models.PositiveIntegerField(default=0)
+    # Requests made (each counted against the quota), retries included.
+    requests_sent = models.PositiveIntegerField(default=0)
     acknowledged = models.PositiveIntegerField(default=0)
     retried = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)

@@ -9,10 +9,13 @@ sends, and the reservation is what counts:
   unique (connection, minute) index), however long the history grows — never a count over
   attempts. A request reserved at 10:00:59 is counted until 10:01 the next day: up to one minute
   stricter than an exact count, never looser.
-- `reserve` locks the connection row (SELECT … FOR UPDATE) before reading the window, so
+- `reserve` locks the connection row (SELECT … FOR NO KEY UPDATE) before reading the window, so
   concurrent workers on PostgreSQL serialize on it; on SQLite the IMMEDIATE transaction mode
   already serializes writers. Two workers can therefore never both take the last requests.
 - `DailyUsage` keeps requests, acknowledgments and failures per connection and UTC day as history.
+  Its requests are added by `reserve` (and taken back by `release`) in the same transaction as
+  the window's minute row, so the day's figure counts exactly what counted against the window —
+  also when a worker dies between sending and recording the answers.
 """
 
 from __future__ import annotations
@@ -89,13 +92,18 @@ def reserve(*, connection: TargetConnection, wanted: int, now: dt.datetime | Non
     now = now or timezone.now()
     with transaction.atomic():
         # The lock that serializes reservations for this connection across workers and machines.
-        locked = TargetConnection.objects.select_for_update().only("quota_limit").get(
+        # NO KEY: a sender recording its batch inserts rows that reference the connection (a
+        # KEY SHARE lock), and the day's row is updated below; FOR UPDATE would deadlock them.
+        locked = TargetConnection.objects.select_for_update(no_key=True).only("quota_limit").get(
             pk=connection.pk
         )
         used = window_usage(connection=connection.pk, now=now)
         granted = max(0, min(wanted, locked.quota_limit - used))
         if granted:
             _add_to_minute(connection.pk, _minute(now), granted)
+            # The day's requests move with the window, in the same transaction: a worker that
+            # dies after reserving leaves both counting the same requests.
+            _add_to_daily(connection.pk, now.date(), requests=granted)
     return granted
 
 
@@ -104,10 +112,14 @@ def release(*, connection: TargetConnection, count: int, now: dt.datetime) -> No
     if count <= 0:
         return
     with transaction.atomic():
-        TargetConnection.objects.select_for_update().only("pk").get(pk=connection.pk)
-        QuotaMinute.objects.filter(
+        TargetConnection.objects.select_for_update(no_key=True).only("pk").get(pk=connection.pk)
+        returned = QuotaMinute.objects.filter(
             connection_id=connection.pk, minute=_minute(now), requests__gte=count
         ).update(requests=F("requests") - count)
+        if returned:
+            DailyUsage.objects.filter(
+                connection_id=connection.pk, day=now.date(), requests__gte=count
+            ).update(requests=F("requests") - count)
 
 
 def _add_to_minute(connection_id: int, minute: dt.datetime, count: int) -> None:
@@ -146,21 +158,19 @@ def record_daily(*, rows: Iterable[DailyRow]) -> None:
         counts[1] += row.acknowledged
         counts[2] += row.failed
     for (connection_id, day), (requests, acknowledged, failed) in totals.items():
-        if not (requests or acknowledged or failed):
-            continue
-        increments = dict(
-            requests=F("requests") + requests,
-            acknowledged=F("acknowledged") + acknowledged,
-            failed=F("failed") + failed,
-        )
-        with transaction.atomic():
-            if DailyUsage.objects.filter(connection_id=connection_id, day=day).update(**increments):
-                continue
-            try:
-                with transaction.atomic():  # savepoint: another worker may create it first
-                    DailyUsage.objects.create(
-                        connection_id=connection_id, day=day, requests=requests,
-                        acknowledged=acknowledged, failed=failed,
-                    )
-            except IntegrityError:
-                DailyUsage.objects.filter(connection_id=connection_id, day=day).update(**increments)
+        _add_to_daily(connection_id, day, requests=requests, acknowledged=acknowledged,
+                      failed=failed)
+
+
+def _add_to_daily(connection_id: int, day: dt.date, **counts: int) -> None:
+    if not any(counts.values()):
+        return
+    increments = {name: F(name) + count for name, count in counts.items()}
+    with transaction.atomic():
+        if DailyUsage.objects.filter(connection_id=connection_id, day=day).update(**increments):
+            return
+        try:
+            with transaction.atomic():  # savepoint: another worker may create it first
+                DailyUsage.objects.create(connection_id=connection_id, day=day, **counts)
+        except IntegrityError:
+            DailyUsage.objects.filter(connection_id=connection_id, day=day).update(**increments)

@@ -19,7 +19,7 @@ from django.db import connection as db
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from . import quota, sending, target
+from . import quota, target
 from .models import (
     AuditEvent,
     DailyUsage,
@@ -87,8 +87,11 @@ class RequestPreview:
 
 def request_preview(update: ProfileUpdate) -> RequestPreview:
     """Method, size and quota cost of the request the sender would make for `update`."""
-    summary = sending.request_summary(update)
-    return RequestPreview(summary.method, summary.size_bytes, summary.quota_cost, summary.problem)
+    try:
+        request = target.request_for(update)
+    except (target.RequestTooLarge, ValueError) as error:
+        return RequestPreview("", 0, 0, str(error))
+    return RequestPreview(request.method, request.size, target.REQUEST_QUOTA_COST)
 
 
 def attribute_rows(update: ProfileUpdate) -> list[tuple[str, str]]:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import email.utils
 import enum
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 from urllib.parse import quote
 
 ACKNOWLEDGMENT = "trueRequest successfully submitted"
@@ -20,6 +22,8 @@ POST_LIMIT_BYTES = 60 * 1024  # form body
 IDENTITY_PARAMETERS = ("mboxPC", "mbox3rdPartyId")
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 ANSWER_KEEP_CHARS = 2000
+_UNRESERVED_ONLY = re.compile(r"[A-Za-z0-9._~-]*")  # ASCII only: \w would match more
+REQUEST_QUOTA_COST = 1  # one update is one request, whichever the method
 
 
 class RequestTooLarge(ValueError):
@@ -28,6 +32,8 @@ class RequestTooLarge(ValueError):
 
 def encode_component(text: str) -> str:
     """Percent-encode UTF-8, everything outside the unreserved set; a space becomes %20."""
+    if _UNRESERVED_ONLY.fullmatch(text):  # most names and identities: nothing to encode
+        return text
     return quote(text, safe="-._~", encoding="utf-8", errors="strict")
 
 
@@ -83,16 +89,49 @@ def build_request(
     return ProfileRequest("POST", endpoint, body, {**headers, "Content-Type": FORM_CONTENT_TYPE})
 
 
+def request_for(update: Any) -> ProfileRequest:
+    """The exact request the sender makes for a profile update — what the admin previews too.
+
+    `update` is anything with identity_type, identity, attributes and a connection (with
+    effective_base_url, client_code, bearer_token): a ProfileUpdate, without importing models.
+    Raises RequestTooLarge (or ValueError for an unknown identity type) if none can carry it.
+    """
+    connection = update.connection
+    return build_request(
+        base_url=connection.effective_base_url,
+        client_code=connection.client_code,
+        identity_type=update.identity_type,
+        identity=update.identity,
+        attributes=update.attributes,
+        token=connection.bearer_token,
+    )
+
+
 def encoded_size(identity_type: str, identity: str, attributes: dict[str, str]) -> int:
     """Size of the form body (the POST limit applies to it); for staging-time checks."""
     return len(encode_parameters(identity_type, identity, attributes).encode("ascii"))
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
+    """How one request ended — the only such type: SendAttempt.outcome stores these values."""
+
     ACKNOWLEDGED = "acknowledged"
     TRANSIENT = "transient"
     PERMANENT = "permanent"
     UNEXPECTED = "unexpected"
+
+    @property
+    def label(self) -> str:
+        return _OUTCOME_LABELS[self]
+
+
+_OUTCOME_LABELS = {
+    Outcome.ACKNOWLEDGED: "Acknowledged",
+    Outcome.TRANSIENT: "Transient error",
+    Outcome.PERMANENT: "Permanent error",
+    Outcome.UNEXPECTED: "Unexpected answer",
+}
+OUTCOME_CHOICES = [(outcome.value, outcome.label) for outcome in Outcome]
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import functools
 from io import StringIO
 
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 
 from tests.conftest import approve_via_workflow, make_connection, make_mapping
@@ -149,3 +150,93 @@ def test_progress_lines_appear_on_long_runs(approve, emulator, settings, monkeyp
     out, _ = run()
     assert "  … claimed 1, requests 1, acknowledged 1" in out
     assert "  … claimed 3, requests 3, acknowledged 3" in out
+
+
+# --- options checked at the start ----------------------------------------------------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["--limit", "0"], "--limit must be at least 1."),
+    (["--loop", "--idle-sleep", "-1"], "--idle-sleep must be a number of seconds, 0 or more"),
+    (["--loop", "--idle-sleep", "nan"], "--idle-sleep must be a number of seconds, 0 or more"),
+    (["--loop", "--idle-sleep", "inf"], "--idle-sleep must be a number of seconds, 0 or more"),
+    (["--time-budget", "0"], "--time-budget must be a number of seconds greater than 0"),
+    (["--time-budget", "-5"], "--time-budget must be a number of seconds greater than 0"),
+    (["--time-budget", "nan"], "--time-budget must be a number of seconds greater than 0"),
+    (["--dry-run", "--loop"], "--dry-run and --loop do not go together."),
+])
+def test_nonsense_options_are_refused_before_anything_runs(approve, emulator, args, message):
+    approve()
+    with pytest.raises(CommandError, match=message.replace(".", r"\.").replace("-", r"\-")):
+        run(*args)
+    assert not SendRun.objects.exists() and emulator.received == []
+
+
+def test_a_time_budget_stops_starting_requests_once_spent(approve, emulator, settings):
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "SEND_CONCURRENCY": 1, "READ_TIMEOUT": 5.0}
+    emulator.configure(latency=0.6)
+    updates = [approve() for _ in range(4)]
+
+    out, _ = run("--time-budget", "0.3")
+
+    assert "Done: sent 1 request(s) — acknowledged 1" in out
+    assert [ProfileUpdate.objects.get(pk=u.pk).status for u in updates] == \
+        [S.SENT, S.APPROVED, S.APPROVED, S.APPROVED]
+
+
+# --- the loop survives a lost database connection ------------------------------------------------
+
+@pytest.mark.skipif("postgresql" not in settings.DATABASES["default"]["ENGINE"],
+                    reason="killing a backend needs PostgreSQL (SQLite has no server to lose)")
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_the_loop_survives_its_database_connection_being_killed(approve, emulator, monkeypatch):
+    from django.db import connection as db, connections
+
+    approve()
+    sleeps = []
+
+    def kill_backend_then_interrupt(seconds):
+        sleeps.append(seconds)
+        if len(sleeps) == 1:  # idle after the first run: kill our backend from elsewhere
+            approve()  # arrives while the loop waits
+            with db.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                [pid] = cursor.fetchone()
+            other = connections.create_connection("default")
+            with other.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+            other.close()
+        elif len(sleeps) >= 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(command_module.time, "sleep", kill_backend_then_interrupt)
+    out, err = run("--loop", "--idle-sleep", "5")
+
+    assert "Lost the database connection (OperationalError); trying again in 1 s." in err
+    assert sleeps[:3] == [5, 1.0, 5]  # idle, backoff after the lost connection, idle
+    assert len(emulator.received) == 2
+    assert ProfileUpdate.objects.filter(status=S.SENT).count() == 2
+
+
+# --- a lean start ----------------------------------------------------------------------------------
+
+def test_the_command_starts_without_the_spreadsheet_and_import_libraries():
+    # A fresh process, as `manage.py send_updates` starts: what it imports is what it pays for.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = (
+        "import sys\n"
+        "from django.core.management import execute_from_command_line\n"
+        "try:\n"
+        "    execute_from_command_line(['manage.py', 'send_updates', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('openpyxl', 'tablib', 'import_export') if m in sys.modules))\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "profileops.settings"}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            env=env, cwd=Path(__file__).resolve().parents[2], timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"

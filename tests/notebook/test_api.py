@@ -26,7 +26,7 @@ from django.core.exceptions import SynchronousOnlyOperation, ValidationError
 from profileops import notebook
 from tests.conftest import make_connection, make_mapping, make_user
 from updates import workflow
-from updates.models import AuditEvent, ProfileUpdate, SendAttempt
+from updates.models import AuditEvent, ProfileUpdate
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parents[2]

@@ -142,3 +142,16 @@ def test_concurrent_reservations_never_grant_more_than_the_limit():
     assert len(granted) == 80
     assert sum(granted) == 100
     assert QuotaMinute.objects.filter(connection=conn).aggregate(n=Sum("requests"))["n"] == 100
+
+
+@pytest.mark.django_db
+def test_a_reservation_counts_in_the_days_usage_at_once_and_a_release_gives_it_back(small):
+    quota.reserve(connection=small, wanted=7, now=T0)
+    # No answer was ever recorded (the worker "died"): the day still counts what the window does.
+    assert DailyUsage.objects.get(connection=small, day=T0.date()).requests == 7
+    assert quota.window_usage(connection=small, now=T0) == 7
+
+    quota.release(connection=small, count=3, now=T0)
+
+    assert DailyUsage.objects.get(connection=small, day=T0.date()).requests == 4
+    assert quota.window_usage(connection=small, now=T0) == 4

@@ -21,9 +21,10 @@ from django.utils import timezone
 from django_q.models import Schedule
 
 from tests.conftest import approve_via_workflow, make_mapping
-from updates import quota, sending, target, tasks, workflow
+from updates import quota, selectors, sending, target, tasks, workflow
 from updates.models import (
-    AuditEvent, DailyUsage, ProfileUpdate, QuotaMinute, SendAttempt, SendRun, UpdateStatus,
+    AuditEvent, DailyUsage, ProfileUpdate, QuotaMinute, SendAttempt, SendRun, TargetConnection,
+    UpdateStatus,
 )
 
 S = UpdateStatus
@@ -559,6 +560,7 @@ def test_requests_not_started_before_the_deadline_go_back_without_an_attempt(
     assert (run.claimed, run.requests_sent, run.acknowledged) == (3, 1, 1)
     assert fresh(updates[1]).audit_events.filter(action="released").exists()
     assert quota.window_usage(connection=acme) == 1  # the unsent reservations were given back
+    assert DailyUsage.objects.get(connection=acme).requests == 1  # and the day's figure with them
 
 
 @pytest.mark.django_db
@@ -576,6 +578,59 @@ def test_bookkeeping_queries_do_not_grow_with_the_batch(acme, approve, emulator,
         counts.append(len(queries))
     # The first run also creates the minute's quota row and the day's usage row.
     assert counts[1] <= counts[0], counts
+
+
+# --- a run follows the present ------------------------------------------------------------------
+
+@pytest.mark.django_db
+def test_deactivating_a_connection_stops_a_run_in_progress_after_the_batch_in_flight(
+        acme, approve, emulator, settings):
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "SEND_BATCH_SIZE": 3}
+    updates = [approve() for _ in range(12)]
+
+    def deactivate_after_first_batch(run: SendRun) -> None:
+        TargetConnection.objects.filter(pk=acme.pk).update(active=False)
+
+    run = sending.send_due(progress=deactivate_after_first_batch)
+
+    # The first batch was recorded, the second was already on the wire; nothing after that.
+    assert (run.claimed, run.acknowledged) == (6, 6)
+    assert [fresh(u).status for u in updates] == [S.SENT] * 6 + [S.APPROVED] * 6
+    assert len(emulator.received) == 6
+
+
+@pytest.mark.django_db
+def test_lowering_the_quota_takes_effect_for_a_run_in_progress(acme, approve, emulator, settings):
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "SEND_BATCH_SIZE": 3}
+    [approve() for _ in range(12)]
+
+    def lower_quota_after_first_batch(run: SendRun) -> None:
+        TargetConnection.objects.filter(pk=acme.pk).update(quota_limit=6)
+
+    run = sending.send_due(progress=lower_quota_after_first_batch)
+
+    assert run.acknowledged == 6 and run.deferred_by_quota > 0
+    assert len(emulator.received) == 6
+    assert quota.window_usage(connection=acme) == 6
+
+
+@pytest.mark.django_db
+def test_a_worker_that_dies_before_recording_leaves_the_days_requests_equal_to_the_window(
+        acme, approve, emulator, monkeypatch):
+    for _ in range(5):
+        approve()
+
+    def die(**kwargs) -> None:
+        raise SystemExit("worker killed between sending and recording")
+
+    # The one stand-in here: the process "dies" at the step after the requests went out.
+    monkeypatch.setattr(sending.bookkeeping, "record_batch", die)
+    with pytest.raises(SystemExit):
+        sending.send_due()
+
+    assert len(emulator.received) == 5 and not SendAttempt.objects.exists()
+    assert quota.window_usage(connection=acme) == 5
+    assert DailyUsage.objects.get(connection=acme).requests == 5
 
 
 # --- planning (dry run) and helpers -------------------------------------------------------------
@@ -597,11 +652,11 @@ def test_plan_due_lists_the_requests_and_changes_nothing(acme, approve, emulator
 
 
 @pytest.mark.django_db
-def test_request_summary_gives_method_size_and_quota_cost_for_the_approval_queue(acme, stage):
+def test_the_approval_queue_previews_the_senders_exact_request(acme, stage):
     update = stage()
-    summary = sending.request_summary(update)
-    assert (summary.method, summary.quota_cost, summary.problem) == ("GET", 1, "")
-    assert summary.size_bytes == len(sending.request_for(update).url)
+    preview = selectors.request_preview(update)
+    assert (preview.method, preview.quota_cost, preview.problem) == ("GET", 1, "")
+    assert preview.size_bytes == len(sending.request_for(update).url)
 
 
 # --- the schedule --------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ def mark_earlier_sends_off(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("updates", "0005_content_authors"),
+        ("updates", "0006_sendrun_requests_sent"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

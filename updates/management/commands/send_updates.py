@@ -4,18 +4,28 @@
     python manage.py send_updates --connection acme --limit 100
     python manage.py send_updates --dry-run            # print the requests; send and change nothing
     python manage.py send_updates --loop               # keep sending until Ctrl+C
+    python manage.py send_updates --time-budget 45     # start nothing new after 45 s
+
+With --loop, a lost database connection (a restart, a failover, a killed backend) does not end
+the command: it closes the connection, waits with backoff (1 s doubling up to a minute) and goes
+on; the updates a broken run had claimed are sent again when their lease runs out.
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import InterfaceError, OperationalError, connections
 
 from updates import quota, sending
 from updates.models import SendRun, TargetConnection
 
 PROGRESS_EVERY_SECONDS = 2.0
+# With --loop, after a lost database connection: wait 1 s, then 2, 4 … up to a minute.
+DB_RETRY_FIRST_SECONDS = 1.0
+DB_RETRY_MAX_SECONDS = 60.0
 
 
 class Command(BaseCommand):
@@ -33,26 +43,37 @@ class Command(BaseCommand):
                             help="Keep sending until interrupted (Ctrl+C).")
         parser.add_argument("--idle-sleep", type=float, default=5.0, metavar="SECONDS",
                             help="With --loop: pause this long when nothing was due (default 5).")
+        parser.add_argument("--time-budget", type=float, metavar="SECONDS",
+                            help="Claim no new batch and start no new request after this many "
+                                 "seconds (per run with --loop), like the schedule's budget.")
 
     def handle(self, *args, connection: str | None, limit: int | None, dry_run: bool,
-               loop: bool, idle_sleep: float, **options) -> None:
-        if limit is not None and limit < 1:
-            raise CommandError("--limit must be at least 1.")
+               loop: bool, idle_sleep: float, time_budget: float | None, **options) -> None:
+        _check_options(limit=limit, idle_sleep=idle_sleep, time_budget=time_budget,
+                       dry_run=dry_run, loop=loop)
         conn = self._connection(connection)
         if dry_run:
-            if loop:
-                raise CommandError("--dry-run and --loop do not go together.")
             self._dry_run(conn, limit)
-            return
-        if not loop:
-            self._summary(self._run(conn, limit), prefix="Done")
-            return
+        elif loop:
+            self._loop(conn, limit, idle_sleep, time_budget)
+        else:
+            self._summary(self._run(conn, limit, time_budget), prefix="Done")
 
+    def _loop(self, conn: TargetConnection | None, limit: int | None, idle_sleep: float,
+              time_budget: float | None) -> None:
         totals = _Totals()
+        retry_in = DB_RETRY_FIRST_SECONDS
         self.stdout.write("Sending until interrupted (Ctrl+C)…")
         try:
             while True:
-                run = self._run(conn, limit)
+                try:
+                    run = self._run(conn, limit, time_budget)
+                except (OperationalError, InterfaceError) as error:
+                    self._lost_database(error, retry_in)
+                    time.sleep(retry_in)
+                    retry_in = min(DB_RETRY_MAX_SECONDS, retry_in * 2)
+                    continue
+                retry_in = DB_RETRY_FIRST_SECONDS
                 totals.add(run)
                 if run.claimed or run.deferred_by_quota:
                     self._summary(run, prefix=f"Run {run.pk}")
@@ -61,6 +82,16 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             self.stdout.write("")
             self._summary(totals, prefix="Stopped; in total")
+
+    def _lost_database(self, error: Exception, retry_in: float) -> None:
+        # The type only: a driver's message can quote the statement and its parameters.
+        self.stderr.write(f"Lost the database connection ({type(error).__name__}); "
+                          f"trying again in {retry_in:g} s.")
+        for db in connections.all(initialized_only=True):
+            try:
+                db.close()  # the next query opens a fresh connection
+            except (OperationalError, InterfaceError):
+                pass
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -77,7 +108,8 @@ class Command(BaseCommand):
             raise CommandError(f"Connection {code!r} is inactive; nothing is sent for it.")
         return conn
 
-    def _run(self, conn: TargetConnection | None, limit: int | None) -> SendRun:
+    def _run(self, conn: TargetConnection | None, limit: int | None,
+             time_budget: float | None) -> SendRun:
         last = [time.monotonic()]
 
         def progress(run: SendRun) -> None:
@@ -88,7 +120,7 @@ class Command(BaseCommand):
                     f"{run.acknowledged}, to retry {run.retried}, failed {run.failed}")
 
         return sending.send_due(connection=conn, limit=limit, trigger=SendRun.Trigger.COMMAND,
-                                progress=progress)
+                                time_budget=time_budget, progress=progress)
 
     def _summary(self, run, *, prefix: str) -> None:
         self.stdout.write(
@@ -129,6 +161,20 @@ class Command(BaseCommand):
             self.stdout.write(f"  {connection.client_code}: would use {cost:,} of the {room:,} "
                               f"requests left in the rolling 24 h (limit "
                               f"{connection.quota_limit:,}){note}.")
+
+
+def _check_options(*, limit: int | None, idle_sleep: float, time_budget: float | None,
+                   dry_run: bool, loop: bool) -> None:
+    """Refuse nonsense at the start, not after the first run (NaN compares false to anything)."""
+    if limit is not None and limit < 1:
+        raise CommandError("--limit must be at least 1.")
+    if not (math.isfinite(idle_sleep) and idle_sleep >= 0):
+        raise CommandError(f"--idle-sleep must be a number of seconds, 0 or more (got {idle_sleep}).")
+    if time_budget is not None and not (math.isfinite(time_budget) and time_budget > 0):
+        raise CommandError(
+            f"--time-budget must be a number of seconds greater than 0 (got {time_budget}).")
+    if dry_run and loop:
+        raise CommandError("--dry-run and --loop do not go together.")
 
 
 class _Totals:

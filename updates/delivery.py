@@ -1,0 +1,127 @@
+"""HTTP to Target: one pooled session, sender threads, one request read into one answer.
+
+Connect/read timeouts, no redirects, no cookies, no retries at this level (the retry policy
+decides), and at most RESPONSE_READ_LIMIT_BYTES of any answer is read.
+Never logged: profile values, URLs with their query, bodies, tokens.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.cookiejar
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from . import target
+from .models import ProfileUpdate
+
+USER_AGENT = "ProfileOps (Single Profile Update sender)"
+RESPONSE_READ_LIMIT_BYTES = 64 * 1024  # a misbehaving server must not fill our memory
+
+
+@dataclass
+class Sent:
+    """One request that left (or may have left) this machine, and its answer."""
+
+    update: ProfileUpdate
+    method: str
+    size: int
+    started_at: dt.datetime
+    answer: target.Answer
+    latency_ms: int | None
+
+
+def make_session(*, pool_size: int) -> requests.Session:
+    """A Session whose connection pool fits the concurrency; no retries, no cookies."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(1, pool_size), max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = USER_AGENT
+    # Target may set visitor cookies; one visitor's cookie must never ride along with the next.
+    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    return session
+
+
+class Senders:
+    """The sender threads of one run, sharing one session."""
+
+    def __init__(self, *, session: requests.Session, concurrency: int,
+                 timeout: tuple[float, float], clock: Callable[[], dt.datetime]) -> None:
+        self.session = session
+        self.concurrency = max(1, concurrency)
+        self.timeout = timeout
+        self.clock = clock
+        self._executor: ThreadPoolExecutor | None = None  # started with the first request
+
+    def submit(self, batch: list[tuple[ProfileUpdate, target.ProfileRequest]],
+               dispatch_deadline: float) -> list[Future]:
+        """Hand the batch to the threads; each future gives a Sent, or None if not started
+        (the deadline had passed when its turn came)."""
+        if not batch:
+            return []
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=self.concurrency,
+                                                thread_name_prefix="profileops-send")
+
+        def send(item: tuple[ProfileUpdate, target.ProfileRequest]) -> Sent | None:
+            if time.monotonic() >= dispatch_deadline:
+                return None
+            return send_one(self.session, *item, timeout=self.timeout, clock=self.clock)
+
+        return [self._executor.submit(send, item) for item in batch]
+
+    def shutdown(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def send_one(session: requests.Session, update: ProfileUpdate, request: target.ProfileRequest,
+             *, timeout: tuple[float, float], clock: Callable[[], dt.datetime]) -> Sent:
+    started_at = clock()
+    began = time.perf_counter()
+    try:
+        with session.request(
+            request.method, request.url, data=request.body, headers=request.headers,
+            timeout=timeout, allow_redirects=False, stream=True,
+        ) as response:
+            body = _read_limited(response)
+            answer = target.read_answer(
+                response.status_code, body, response.headers.get("Retry-After"))
+    except requests.exceptions.InvalidHeader:
+        # requests quotes the offending header's value in this message — for Authorization, the
+        # bearer token, which would then sit in the attempt, the update page and exports. Keep
+        # the type, with a message of our own. (The admin refuses such tokens; one stored another
+        # way must still not leak.)
+        # Nothing left this machine and a retry would fail the same way: permanent.
+        answer = target.Answer(
+            target.Outcome.PERMANENT, None, "",
+            "InvalidHeader: a request header holds characters no HTTP header may carry (a "
+            "space or line break in the connection's bearer token?)")
+    except Exception as error:  # anything before a full answer: it may have reached Target
+        answer = target.transport_failure(error)
+    latency_ms = int((time.perf_counter() - began) * 1000)
+    return Sent(update, request.method, request.size, started_at, answer, latency_ms)
+
+
+def _read_limited(response: requests.Response) -> str:
+    chunks, size = [], 0
+    for chunk in response.iter_content(16 * 1024):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= RESPONSE_READ_LIMIT_BYTES:
+            break
+    raw = b"".join(chunks)
+    content_type = response.headers.get("Content-Type", "")
+    charset = requests.utils.get_encoding_from_headers({"content-type": content_type})
+    if "charset" not in content_type.lower():
+        charset = "utf-8"  # requests would guess ISO-8859-1 for text/*; Target answers in UTF-8
+    try:
+        return raw.decode(charset or "utf-8", errors="replace")
+    except LookupError:
+        return raw.decode("utf-8", errors="replace")

@@ -571,7 +571,7 @@ class Session:
             for update in qs.select_related("connection")[:limit]:
                 try:
                     plan.append(sending.PlannedRequest(update, sending.request_for(update),
-                                                       sending.QUOTA_COST_PER_UPDATE))
+                                                       target.REQUEST_QUOTA_COST))
                 except (target.RequestTooLarge, ValueError) as error:
                     plan.append(sending.PlannedRequest(update, None, 0, str(error)))
         rows = []
@@ -790,7 +790,7 @@ class Session:
         frame = pd.DataFrame(rows, columns=list(fields))
         _ints(frame, "id", "update_id", "number", "request_bytes", "http_status", "latency_ms")
         _utc(frame, "started_at")
-        frame["outcome"] = pd.Categorical(frame["outcome"], categories=SendAttempt.Outcome.values)
+        frame["outcome"] = pd.Categorical(frame["outcome"], categories=[o.value for o in SendAttempt.Outcome])
         frame["connection"] = frame["connection"].astype("category")
         return frame
 

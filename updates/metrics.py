@@ -224,7 +224,7 @@ class ProfileOpsCollector:
         attempts = CounterMetricFamily("profileops_send_attempts", "Send attempts by outcome.",
                                        labels=["connection", "outcome"])
         for client_code in sorted(set(code.values())):
-            for outcome in Outcome.values:
+            for outcome in (o.value for o in Outcome):
                 attempts.add_metric([client_code, outcome], by_outcome.get((client_code, outcome), 0))
         failures = CounterMetricFamily("profileops_send_failures", "Failed send attempts by "
                                        "class.", labels=["connection", "class"])

@@ -114,7 +114,7 @@ def test_an_xlsx_file_imports_with_spreadsheet_cell_types_normalised(connection,
     make_mapping(connection, "vip", "isVip", value_type="boolean")
     data = xlsx_bytes([
         ["identity_type", "identity", "loan_status", "visits", "funded_on", "vip", None],
-        ["mbox3rdPartyId", 123456, "funded", 7.0, dt.datetime(2024, 5, 1), True, None],
+        ["mbox3rdPartyId", "123456", "funded", 7.0, dt.datetime(2024, 5, 1), True, None],
         [None, None, None, None, None, None, None],  # an empty row: skipped, still counted
         ["mbox3rdPartyId", "c-2", "applied", 12, dt.date(2024, 5, 2), False],
     ])
@@ -128,6 +128,33 @@ def test_an_xlsx_file_imports_with_spreadsheet_cell_types_normalised(connection,
         "c-2": {"loanStatus": "applied", "visitCount": "12", "fundedOn": "2024-05-02",
                 "isVip": "false"},
     }
+
+
+@pytest.mark.parametrize(("cell", "kind"), [
+    (123456, "a number cell"), (1.5e15, "a number cell"), (True, "a true/false cell"),
+    (dt.datetime(2024, 5, 1), "a date or time cell"), (dt.date(2024, 5, 1), "a date or time cell"),
+])
+def test_an_identity_in_a_number_date_or_boolean_cell_is_refused_with_the_cell_named(
+        connection, operator, cell, kind):
+    # Excel has already turned 00123 into 123 or a long id into 1.5E+15: converting it back to
+    # text would stage an update for somebody else.
+    data = xlsx_bytes([["identity_type", "identity", "loan_status"],
+                       ["mbox3rdPartyId", "c-1", "funded"],
+                       ["mbox3rdPartyId", cell, "funded"]])
+    job = create(connection, operator, data, name="updates.xlsx")
+    assert job.status == "invalid"
+    assert errors_of(job) == [(3, "identity", f"Row 3, column B (identity): {kind} — format the "
+                               "column as text; an identity is taken exactly as typed, never "
+                               "converted.")]
+    assert not ProfileUpdate.objects.exists()
+
+
+def test_an_identity_type_in_a_number_cell_is_refused_too(connection, operator):
+    data = xlsx_bytes([["identity", "identity_type", "loan_status"], ["c-1", 7, "funded"]])
+    job = create(connection, operator, data, name="updates.xlsx")
+    assert errors_of(job) == [(2, "identity_type", "Row 2, column B (identity_type): a number "
+                               "cell — format the column as text; an identity is taken exactly "
+                               "as typed, never converted.")]
 
 
 def test_xlsx_row_numbers_are_spreadsheet_rows(connection, operator):
@@ -253,17 +280,97 @@ def test_an_inactive_connection_refuses_the_whole_file_once(connection, operator
                                          "staged for it.")]
 
 
-def test_the_import_checks_again_when_it_starts_and_saves_nothing_if_mappings_changed(
-        connection, operator):
-    job = create(connection, operator, csv_bytes("mbox3rdPartyId,c-1,funded,gold,"))
+MAPPINGS_CHANGED = ("The attribute mappings of Connection acme changed after this file was "
+                    "checked, so its rows were checked against rules that no longer apply. Upload "
+                    "the file again to check it against the mappings as they are now. Nothing "
+                    "was saved.")
+
+
+@pytest.mark.parametrize("change", ["tighter rule", "looser rule", "deactivated", "new mapping"])
+def test_a_mapping_changed_between_preview_and_confirmation_refuses_the_file_saving_nothing(
+        connection, operator, change):
+    job = create(connection, operator, csv_bytes("mbox3rdPartyId,c-1,funded,gold,",
+                                                 "mbox3rdPartyId,c-2,applied,silver,a note"))
     tier = connection.mappings.get(source_name="tier")
-    tier.max_length = 3
-    mappings.mapping_save(mapping=tier, by=operator)
+    if change == "tighter rule":
+        tier.max_length = 3
+    elif change == "looser rule":  # even a change every row would pass: the rows were not
+        tier.max_length = 1000     # checked against it, so they are not saved under it
+    elif change == "deactivated":  # would have saved rows without their tier
+        tier.active = False
+    if change == "new mapping":
+        make_mapping(connection, "segment", "segment", required=True)
+    else:
+        mappings.mapping_save(mapping=tier, by=operator)
 
     importing.import_job_start(job=job, by=operator)
     job.refresh_from_db()
-    assert job.status == "invalid"
-    assert errors_of(job) == [(2, "tier", "4 characters; at most 3 are allowed.")]
+    assert job.status == "error"
+    assert errors_of(job) == [(None, "", MAPPINGS_CHANGED)]
+    assert not ProfileUpdate.objects.exists()
+    assert not AuditEvent.objects.filter(action="imported").exists()
+
+
+def test_a_help_text_change_is_not_a_change_of_the_rules(connection, operator):
+    job = create(connection, operator, csv_bytes("mbox3rdPartyId,c-1,funded,gold,"))
+    tier = connection.mappings.get(source_name="tier")
+    tier.help_text = "The loyalty tier, as the CRM names it."
+    mappings.mapping_save(mapping=tier, by=operator)
+    importing.import_job_start(job=job, by=operator)
+    job.refresh_from_db()
+    assert (job.status, job.created_updates) == ("done", 1)
+
+
+def test_a_mapping_changed_while_the_import_runs_is_caught_inside_the_saving_transaction(
+        connection, operator):
+    # The change lands after the run's first look at the mappings, before the rows are saved:
+    # the saving transaction re-reads the mappings (locked) and refuses the whole file.
+    data = csv_bytes(*[f"mbox3rdPartyId,c-{i},funded,gold," for i in range(30)])
+    job = create(connection, operator, data)
+    changed = []
+
+    def change_mapping(done: int, total: int) -> None:
+        if not changed:
+            tier = connection.mappings.get(source_name="tier")
+            tier.max_length = 3
+            mappings.mapping_save(mapping=tier, by=operator)
+            changed.append(done)
+
+    ImportJob.objects.filter(pk=job.pk).update(status="queued")
+    importing.import_job_run(job=job, progress=change_mapping, progress_every=10)
+    assert changed
+    job.refresh_from_db()
+    assert job.status == "error"
+    assert "changed after these rows were checked" in job.errors[0]["message"]
+    assert "Nothing was saved." in job.errors[0]["message"]
+    assert not ProfileUpdate.objects.exists()
+
+
+def test_staging_many_without_a_fingerprint_checks_every_row_against_the_locked_mappings(
+        connection, operator):
+    from updates import workflow
+    rows = [{"identity_type": "mbox3rdPartyId", "identity": "c-1",
+             "attributes": {"loanStatus": "funded", "loyaltyTier": "gold"}},
+            {"identity_type": "mbox3rdPartyId", "identity": "c-2",
+             "attributes": {"loanStatus": "bankrupt"}}]
+    with pytest.raises(ValidationError) as refused:
+        workflow.updates_stage_many(connection=connection, rows=rows, by=operator)
+    assert "Row 2:" in refused.value.messages[0] and "bankrupt" in refused.value.messages[0]
+    assert not ProfileUpdate.objects.exists()
+
+
+def test_staging_one_update_checks_against_the_mappings_as_they_are_when_it_is_saved(
+        connection, operator):
+    # Content a form normalised under the old rules is refused once the rules changed.
+    from updates import workflow
+    tier = connection.mappings.get(source_name="tier")
+    tier.value_type = "choice"
+    tier.choices = "bronze"
+    mappings.mapping_save(mapping=tier, by=operator)
+    with pytest.raises(ValidationError) as refused:
+        workflow.update_stage(connection=connection, identity_type="mbox3rdPartyId",
+                              identity="c-1", attributes={"loyaltyTier": "gold"}, by=operator)
+    assert "not one of the permitted choices" in " ".join(refused.value.messages)
     assert not ProfileUpdate.objects.exists()
 
 
@@ -371,7 +478,8 @@ def test_a_hundred_thousand_row_file_imports_in_the_background_path(connection, 
     # them here keeps this test to the background run).
     job = ImportJob.objects.create(connection=connection, created_by=operator,
                                    file_name="big.csv", file_format="csv", file_data=data,
-                                   total_rows=rows)
+                                   total_rows=rows, mappings_fingerprint=mappings.
+                                   mappings_fingerprint(mappings.active_mappings(connection)))
 
     started = time.perf_counter()
     tasks_import.run_import_job(job.pk)  # what the django-q2 worker calls

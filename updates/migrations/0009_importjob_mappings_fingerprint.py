@@ -1,0 +1,16 @@
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ("updates", "0003_send_schedule"),
+    ]
+
+    operations = [
+        migrations.AddField(
+            model_name="importjob",
+            name="mappings_fingerprint",
+            field=models.CharField(blank=True, default="", editable=False, max_length=64),
+        ),
+    ]

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from openpyxl import Workbook
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
+from profileops.middleware import INVALID_UTF8
 from tests.conftest import make_connection, make_mapping
 from updates import importing, workflow
 from updates.forms import StagingFormMixin
@@ -62,8 +63,20 @@ def form_body(fields: dict[str, str | list[str]]) -> bytes:
     return "&".join(pairs).encode("ascii")
 
 
+def is_utf8(fields: dict) -> bool:
+    texts = [name for name in fields] + [v for vs in fields.values()
+                                         for v in (vs if isinstance(vs, list) else [vs])]
+    return all(raw(text).decode("utf-8", "replace") == text for text in texts)
+
+
 def post_form(client, url: str, fields: dict) -> object:
+    """POST the fields as raw bytes. Not valid UTF-8: refused with a 400 before any form sees it
+    (profileops.middleware), so no U+FFFD is ever stored in place of what was sent."""
     response = client.post(url, data=form_body(fields), content_type=FORM)
+    if not is_utf8(fields):
+        assert response.status_code == 400, response.status_code
+        assert response.content.decode() == INVALID_UTF8
+        return response
     assert response.status_code in (200, 302), response.status_code
     if response.status_code == 200:
         form = response.context["adminform"].form
@@ -164,7 +177,7 @@ def test_the_staging_form_saves_exactly_what_was_posted_or_shows_errors_never_a_
         before = row_counts()
         response = post_form(client, url, update_post(typed_connection, values))
         after = row_counts()
-        if response.status_code == 200:
+        if response.status_code != 302:
             event("refused")
             assert after == before
             return
@@ -193,7 +206,7 @@ def test_the_change_form_saves_exactly_what_was_posted_or_leaves_the_update_unto
         before, counts = snapshot(update), row_counts()
         url = reverse("admin:updates_profileupdate_change", args=[update.pk])
         response = post_form(client, url, update_post(typed_connection, values))
-        if response.status_code == 200:
+        if response.status_code != 302:
             event("refused")
             assert snapshot(update) == before
             assert row_counts() == counts
@@ -231,7 +244,7 @@ def test_the_connection_form_saves_or_shows_errors_never_a_500(client, admin_use
         before = row_counts()
         response = post_form(client, reverse("admin:updates_targetconnection_add"), values)
         after = row_counts()
-        if response.status_code == 200:
+        if response.status_code != 302:
             event("refused")
             assert after == before
             return
@@ -280,7 +293,7 @@ def test_the_mapping_form_saves_or_shows_errors_never_a_500(client, operator, co
         response = post_form(client, reverse("admin:updates_attributemapping_add"),
                              {"connection": str(connection.pk), **values})
         after = row_counts()
-        if response.status_code == 200:
+        if response.status_code != 302:
             event("refused")
             assert after == before
             return
@@ -546,3 +559,42 @@ def test_the_admin_upload_page_answers_every_file_with_a_page_never_a_500(
             assert job.status == ImportJob.Status.INVALID
             assert_refusal_is_located(job, len(rows))
             assert row_counts()["ProfileUpdate"] == before["ProfileUpdate"]
+
+
+# --- invalid UTF-8 in a request ----------------------------------------------------------------
+
+def test_a_form_post_with_invalid_utf8_is_refused_not_stored_with_replacement_characters(
+        client, typed_connection, operator):
+    client.force_login(operator)
+    url = reverse("admin:updates_profileupdate_add") + f"?connection={typed_connection.pk}"
+    fields = update_post(typed_connection, VALID_UPDATE_FORM)
+    body = form_body(fields).replace(b"identity=cust-1", b"identity=cust-%FF%FE1")
+    before = row_counts()
+    response = client.post(url, data=body, content_type=FORM)
+    assert response.status_code == 400
+    assert response.content.decode() == INVALID_UTF8
+    assert row_counts() == before
+    # The same form, valid UTF-8, is saved: the refusal is about the bytes, nothing else.
+    assert client.post(url, data=form_body(fields), content_type=FORM).status_code == 302
+    assert ProfileUpdate.objects.get().identity == "cust-1"
+
+
+def test_a_multipart_post_with_invalid_utf8_is_refused_too(client, import_connection, operator):
+    client.force_login(operator)
+    boundary = "BoUnDaRy"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"connection\"\r\n\r\n"
+            f"{import_connection.pk}\r\n--{boundary}\r\nContent-Disposition: form-data; "
+            "name=\"submit\"\r\n\r\n").encode() + b"o\xffn" + (
+        f"\r\n--{boundary}--\r\n").encode()
+    response = client.post(reverse("admin:updates_importjob_import"), data=body,
+                           content_type=f"multipart/form-data; boundary={boundary}")
+    assert response.status_code == 400
+    assert response.content.decode() == INVALID_UTF8
+
+
+def test_a_query_string_with_invalid_utf8_is_refused(client, operator):
+    client.force_login(operator)
+    response = client.get(reverse("admin:updates_profileupdate_changelist") + "?q=%C3%28")
+    assert response.status_code == 400
+    assert client.get(reverse("admin:updates_profileupdate_changelist") + "?q=%C3%A9"
+                      ).status_code == 200

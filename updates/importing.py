@@ -233,8 +233,8 @@ def _width_guarded(lines: Iterator[str], delimiter: str) -> Iterator[str]:
     recount runs only for lines that look too wide)."""
     max_columns = import_limit("IMPORT_MAX_COLUMNS")
     for number, line in enumerate(lines, start=1):
-        if (line.count(delimiter) >= max_columns
-                and _QUOTED_FIELD.sub("", line).count(delimiter) >= max_columns):
+        if (line.count(delimiter) >= max_columns and _QUOTED_FIELD.sub(
+                "", line.rstrip("\r\n").rstrip(delimiter)).count(delimiter) >= max_columns):
             raise ImportFileError(f"Row {number} has more than {max_columns:,} cells; at most "
                                   f"{max_columns:,} columns are read.", row=number)
         yield line

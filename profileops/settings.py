@@ -171,6 +171,12 @@ PROFILEOPS = {
     "RUN_TIME_BUDGET_SECONDS": float(os.environ.get("PROFILEOPS_RUN_TIME_BUDGET_SECONDS", "45")),
     # Imports with more rows than this run in the background (django-q2), not in the request.
     "IMPORT_BACKGROUND_ROWS": int(os.environ.get("PROFILEOPS_IMPORT_BACKGROUND_ROWS", "2000")),
+    # Upload limits: reading stops, and the file is refused, as soon as one is crossed.
+    "IMPORT_MAX_UNCOMPRESSED_BYTES": int(os.environ.get(
+        "PROFILEOPS_IMPORT_MAX_UNCOMPRESSED_BYTES", str(200 * 1024 * 1024))),
+    "IMPORT_MAX_COLUMNS": int(os.environ.get("PROFILEOPS_IMPORT_MAX_COLUMNS", "1000")),
+    "IMPORT_MAX_CELL_CHARS": int(os.environ.get("PROFILEOPS_IMPORT_MAX_CELL_CHARS", "65536")),
+    "IMPORT_MAX_ROWS": int(os.environ.get("PROFILEOPS_IMPORT_MAX_ROWS", "2000000")),
 }
 
 # --- django-q2 ---------------------------------------------------------------------------------

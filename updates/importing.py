@@ -19,18 +19,27 @@ were exported in, which nobody checks; merge the rows into one instead.
 
 Files: CSV as UTF-8, with or without a byte-order mark, comma-separated (semicolon- or
 tab-separated files, as some spreadsheet locales save them, are recognised from the header);
-XLSX: the first worksheet. Memory stays bounded: rows are streamed from the stored file twice —
-once to check, once to save — so only the visitor index used to find duplicates grows with the
-file, never a table of every row. The stored file is dropped as soon as the import starts (or
-at once, when the file is invalid): from then on the updates, or the errors, say what it held.
+XLSX: the first worksheet. Memory stays bounded: rows are streamed from the stored file, once
+to check (the preview) and once to save, so only the visitor index used to find duplicates
+grows with the file, never a table of every row. Reading stops with a refusal as soon as a file
+crosses an upload limit (import_limit: unpacked size, rows, cells per row, characters per cell).
+The stored file is dropped as soon as the import starts (or at once, when the file is invalid):
+from then on the updates, or the errors, say what it held.
 
-The flow (admin, command, background task all use it):
+Nothing is saved that was not checked against the mappings as they are when it is saved: the
+preview stores the fingerprint of the mappings it checked against (mappings_fingerprint), and
+the confirmed import refuses the file when the connection's mappings no longer have it — at its
+start, and again inside the saving transaction with the mappings locked.
 
-    import_job_create   permission check, read and check the whole file, store an ImportJob
-                        (queued when valid — the preview — or invalid with its errors)
+The flow (admin, command, background tasks all use it):
+
+    import_job_create   permission check; a small file is read and checked here, a large one
+                        is stored as "checking" for import_job_check in django-q2; either way
+                        the job ends queued (valid — the preview) or invalid with its errors
     import_job_start    the creator confirms; small files run at once, large ones in django-q2
-    import_job_run      check again (mappings may have changed since the preview), with progress
-                        on ImportJob.processed_rows, then save everything in one transaction
+    import_job_run      refuse if the mappings changed since the preview; turn each row into
+                        its update (progress on ImportJob.processed_rows), then save all of
+                        them in one transaction — or nothing
 """
 
 from __future__ import annotations
@@ -69,6 +78,7 @@ MAX_STORED_ERRORS = 1000
 SAVE_CHUNK_ROWS = 2000
 SAMPLE_ROWS = 5
 TASK_FUNCTION = "updates.tasks_import.run_import_job"
+CHECK_TASK_FUNCTION = "updates.tasks_import.check_import_job"
 # A background import must not be cut short by the cluster's default 90 s task timeout.
 TASK_TIMEOUT_SECONDS = 3600
 
@@ -87,6 +97,13 @@ MAX_ERROR_TEXT = 500
 
 def import_limit(name: str) -> int:
     return int(getattr(settings, "PROFILEOPS", {}).get(name, DEFAULT_LIMITS[name]))
+
+
+def background_check_bytes() -> int:
+    """Files larger than this are checked in django-q2, not in the upload request (about 2,000
+    rows of a typical file: checking them takes well under a second)."""
+    return int(getattr(settings, "PROFILEOPS", {}).get("IMPORT_BACKGROUND_CHECK_BYTES",
+                                                       256 * 1024))
 
 
 def background_threshold() -> int:
@@ -597,10 +614,15 @@ def _valid_updates(connection: TargetConnection, data: bytes, file_format: str,
 # --- jobs --------------------------------------------------------------------------------------
 
 def import_job_create(*, connection: TargetConnection, file_name: str, file_data: bytes, by,
-                      submit: bool = False, progress: Callable[[int], None] | None = None
-                      ) -> ImportJob:
+                      submit: bool = False, progress: Callable[[int], None] | None = None,
+                      background: bool | None = None) -> ImportJob:
     """Check a file and keep it as an ImportJob: queued (awaiting confirmation) if every row is
-    valid, invalid with its errors otherwise. No update is created here — this is the preview."""
+    valid, invalid with its errors otherwise. No update is created here — this is the preview.
+
+    A file of more than background_check_bytes() (or background=True) is not checked here: the
+    job is stored as "checking" and django-q2 checks it (import_job_check), so an upload
+    request never spends minutes reading a large file.
+    """
     require_import_permission(by, submit=submit)
     if len(file_data) > MAX_FILE_BYTES:
         raise ValidationError(f"The file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB; "
@@ -609,25 +631,79 @@ def import_job_create(*, connection: TargetConnection, file_name: str, file_data
         file_format = detect_format(file_name, file_data)
     except ImportFileError as error:
         raise ValidationError(str(error), code="unreadable") from None
+    if background is None:
+        background = len(file_data) > background_check_bytes()
+    fields = dict(connection=connection, created_by=by,
+                  file_name=_storable(file_name or "upload")[:255], file_format=file_format,
+                  submit_after_import=submit)
+    if background:
+        job = ImportJob.objects.create(**fields, file_data=file_data,
+                                       status=ImportJob.Status.CHECKING)
+        from django_q.tasks import async_task
+
+        transaction.on_commit(lambda: async_task(
+            CHECK_TASK_FUNCTION, job.pk, task_name=f"import-check-{job.pk}",
+            timeout=TASK_TIMEOUT_SECONDS))
+        return job
     connection_mappings = mappings.active_mappings(connection)
     result = check_file(connection=connection, data=file_data, file_format=file_format,
                         progress=progress, progress_every=10_000,
                         connection_mappings=connection_mappings)
-    job = ImportJob.objects.create(
-        # The rules the rows passed: the import saves them only while the mappings still have
-        # exactly these (issue: a mapping changed between preview and save).
-        mappings_fingerprint=mappings.mappings_fingerprint(connection_mappings),
-        connection=connection, created_by=by, file_name=_storable(file_name or "upload")[:255],
-        # An invalid file is not kept: the errors say what to fix, and it holds customer data.
-        file_format=file_format, file_data=file_data if result.valid else b"",
-        submit_after_import=submit,
-        status=ImportJob.Status.QUEUED if result.valid else ImportJob.Status.INVALID,
-        total_rows=result.total_rows, errors=[e.as_dict() for e in result.errors],
-        error_count=result.error_count,
-        finished_at=None if result.valid else timezone.now(),
-    )
+    job = ImportJob.objects.create(**fields, **_checked_state(result, file_data,
+                                                              connection_mappings))
     logger.info("import job %s checked: %s rows, %s problems", job.pk, result.total_rows,
                 result.error_count)
+    return job
+
+
+def _checked_state(result: CheckResult, file_data: bytes,
+                   connection_mappings: list[AttributeMapping]) -> dict[str, Any]:
+    """An ImportJob's fields once its file has been checked."""
+    return dict(
+        # The rules the rows passed: the import saves them only while the mappings still have
+        # exactly these (a mapping changed between preview and save refuses the file).
+        mappings_fingerprint=mappings.mappings_fingerprint(connection_mappings),
+        # An invalid file is not kept: the errors say what to fix, and it holds customer data.
+        file_data=file_data if result.valid else b"",
+        status=ImportJob.Status.QUEUED if result.valid else ImportJob.Status.INVALID,
+        total_rows=result.total_rows, processed_rows=0,
+        errors=[e.as_dict() for e in result.errors], error_count=result.error_count,
+        finished_at=None if result.valid else timezone.now())
+
+
+def import_job_check(*, job: ImportJob) -> ImportJob:
+    """The background preview of a job stored as "checking": read and check every row (progress
+    on processed_rows), then leave it queued or invalid exactly as import_job_create would.
+    A job no longer checking (a re-delivered task) is returned untouched."""
+    stored = (ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.CHECKING)
+              .values_list("file_data", flat=True).first())
+    if stored is None:
+        _reload(job)
+        return job
+    data = bytes(stored)
+    try:
+        # Fresh rows: rights and the connection may have changed since the upload.
+        by = get_user_model().objects.get(pk=job.created_by_id)
+        connection = TargetConnection.objects.get(pk=job.connection_id)
+        require_import_permission(by, submit=job.submit_after_import)
+        connection_mappings = mappings.active_mappings(connection)
+        result = check_file(
+            connection=connection, data=data, file_format=job.file_format,
+            progress=lambda n: ImportJob.objects.filter(pk=job.pk).update(processed_rows=n),
+            progress_every=10_000, connection_mappings=connection_mappings)
+        ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.CHECKING).update(
+            **_checked_state(result, data, connection_mappings))
+    except PermissionDenied as error:
+        _fail(job, [f"{error} Nothing was saved."])
+        return job
+    except Exception as error:
+        logger.error("import job %s check failed: %s", job.pk, type(error).__name__)
+        _fail(job, [f"Checking the file stopped with an unexpected error "
+                    f"({type(error).__name__}); nothing was saved."])
+        raise
+    _reload(job)
+    logger.info("import job %s checked: %s rows, %s problems", job.pk, job.total_rows,
+                job.error_count)
     return job
 
 
@@ -688,7 +764,7 @@ def import_job_run(*, job: ImportJob, progress: Callable[[int, int], None] | Non
 
 def _fail(job: ImportJob, messages: list[str]) -> None:
     ImportJob.objects.filter(pk=job.pk).update(
-        status=ImportJob.Status.ERROR, finished_at=timezone.now(), error_count=len(messages),
+        status=ImportJob.Status.ERROR, file_data=b"", finished_at=timezone.now(), error_count=len(messages),
         errors=[RowError(None, "", m).as_dict() for m in messages])
     _reload(job)
 

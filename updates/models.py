@@ -384,6 +384,7 @@ class ImportJob(models.Model):
     """A CSV/XLSX import of profile updates, validated first, saved all-or-nothing."""
 
     class Status(models.TextChoices):
+        CHECKING = "checking", "Checking the file"
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
         DONE = "done", "Done"

@@ -7,6 +7,7 @@ before (see mappings.py) and is explicit.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 
 from django.core.exceptions import ValidationError
@@ -117,7 +118,19 @@ def identity_errors(identity_type: str, identity: str) -> dict[str, list[str]]:
 
 
 def attribute_name_errors(name: str) -> list[str]:
-    if not isinstance(name, str) or name == "":
+    if not isinstance(name, str):
+        return ["An attribute name is empty."]
+    # A file repeats the same few names on every row: each distinct name is checked once.
+    return list(_attribute_name_errors(name))
+
+
+@functools.lru_cache(maxsize=4096)
+def _attribute_name_errors(name: str) -> tuple[str, ...]:
+    return tuple(_name_problems(name))
+
+
+def _name_problems(name: str) -> list[str]:
+    if name == "":
         return ["An attribute name is empty."]
     if (why := _unencodable(name)) is not None:
         return [f"Attribute name {name!r} {why}."]

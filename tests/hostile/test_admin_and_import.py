@@ -30,7 +30,7 @@ from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
 from profileops.middleware import INVALID_UTF8
 from tests.conftest import make_connection, make_mapping
-from updates import importing, workflow
+from updates import importing, tasks_import, workflow
 from updates.forms import StagingFormMixin
 from updates.models import (AttributeMapping, ImportJob, ProfileUpdate,
                             TargetConnection, UpdateStatus)
@@ -425,7 +425,7 @@ def import_or_refusal(connection, by, name: str, data: bytes, header, rows) -> N
     before = row_counts()
     try:
         job = importing.import_job_create(connection=connection, file_name=name, file_data=data,
-                                          by=by)
+                                          by=by, background=False)
     except ValidationError as refusal:  # the file as a whole is unreadable
         event("file refused")
         assert refusal.messages and row_counts() == before
@@ -549,6 +549,10 @@ def test_the_admin_upload_page_answers_every_file_with_a_page_never_a_500(
         status_page = client.get(response["Location"])
         assert status_page.status_code == 200
         job = ImportJob.objects.latest("id")
+        if job.status == ImportJob.Status.CHECKING:  # a large file: checked by the worker
+            tasks_import.check_import_job(job.pk)
+            job.refresh_from_db()
+            assert client.get(response["Location"]).status_code == 200
         if job.status == ImportJob.Status.QUEUED:
             started = client.post(reverse("admin:updates_importjob_start", args=[job.pk]))
             assert started.status_code == 302
@@ -672,7 +676,7 @@ def _declare_size(data: bytes, name: str, size: int) -> bytes:
 def refused(connection, by, data: bytes, name: str = "hostile.xlsx") -> list[dict]:
     before = row_counts()
     job = importing.import_job_create(connection=connection, file_name=name, file_data=data,
-                                      by=by)
+                                      by=by, background=False)
     assert job.status == ImportJob.Status.INVALID
     assert row_counts()["ProfileUpdate"] == before["ProfileUpdate"]
     assert bytes(ImportJob.objects.get(pk=job.pk).file_data) == b""  # a refused file is not kept
@@ -811,8 +815,28 @@ def test_a_job_stores_a_bounded_number_of_errors_each_a_bounded_excerpt(import_c
     lines = ["identity_type,identity,note"] + [f"{bad_type}{n},c-{n},x" for n in range(3000)]
     data = ("\r\n".join(lines) + "\r\n").encode()
     job = importing.import_job_create(connection=import_connection, file_name="bad.csv",
-                                      file_data=data, by=operator)
+                                      file_data=data, by=operator, background=False)
     assert job.status == ImportJob.Status.INVALID
     assert job.error_count == 3000 and len(job.errors) == importing.MAX_STORED_ERRORS
     assert max(len(e["message"]) for e in job.errors) <= importing.MAX_ERROR_TEXT
     assert job.errors[0]["message"].endswith("characters in all)")
+
+
+def test_a_large_upload_answers_at_once_and_its_page_follows_the_background_check(
+        client, import_connection, operator, settings):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "IMPORT_BACKGROUND_CHECK_BYTES": 1000}
+    rows = "".join(f"mbox3rdPartyId,c-{i},note {i},gold\r\n" for i in range(200))
+    upload = SimpleUploadedFile("big.csv", f"identity_type,identity,note,tier\r\n{rows}".encode())
+    client.force_login(operator)
+    response = client.post(reverse("admin:updates_importjob_import"),
+                           {"connection": import_connection.pk, "file": upload})
+    assert response.status_code == 302
+    job = ImportJob.objects.get()
+    assert job.status == ImportJob.Status.CHECKING  # not read in the request
+    page = client.get(response["Location"])
+    assert b"Checking the file" in page.content and page.context["refresh"]
+    tasks_import.check_import_job(job.pk)
+    page = client.get(response["Location"])
+    assert b"Every row is valid" in page.content and b"Import 200 updates" in page.content

@@ -660,3 +660,48 @@ def test_imported_values_are_exactly_what_target_receives(connection, operator, 
     assert received["c-1"] == {"loanStatus": "funded", "loyaltyTier": "Zürich & Genève",
                                "callNote": "50% off; a+b=c #1", "loanAmount": "1500"}
     assert received["1368007744041-575948.01_00"]["loanAmount"] == "12.34"
+
+
+# --- large uploads are checked in the background ------------------------------------------------
+
+def test_a_large_upload_is_stored_for_a_background_check_not_checked_in_the_request(
+        connection, operator, django_capture_on_commit_callbacks, settings):
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "IMPORT_BACKGROUND_CHECK_BYTES": 100}
+    data = csv_bytes(*[f"mbox3rdPartyId,c-{i},funded,gold," for i in range(20)])
+    with django_capture_on_commit_callbacks(execute=True):
+        job = create(connection, operator, data)
+    assert (job.status, job.total_rows, job.mappings_fingerprint) == ("checking", 0, "")
+    assert OrmQ.objects.count() == 1  # the check task, for the cluster
+    assert not ProfileUpdate.objects.exists()
+
+    assert tasks_import.check_import_job(job.pk) == (
+        f"import #{job.pk}: queued, 20 rows, 0 problems")  # what the worker calls
+    job.refresh_from_db()
+    assert (job.status, job.total_rows) == ("queued", 20)
+    assert importing.import_job_start(job=job, by=operator) is False
+    job.refresh_from_db()
+    assert (job.status, job.created_updates) == ("done", 20)
+
+
+def test_a_large_invalid_upload_ends_invalid_with_its_errors_and_the_file_dropped(
+        connection, operator, settings):
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "IMPORT_BACKGROUND_CHECK_BYTES": 100}
+    data = csv_bytes(*[f"mbox3rdPartyId,c-{i},funded,gold," for i in range(10)],
+                     "mbox3rdPartyId,c-x,bankrupt,,")
+    job = create(connection, operator, data)
+    importing.import_job_check(job=job)
+    assert job.status == "invalid" and job.error_count == 1
+    assert errors_of(job)[0][:2] == (12, "loan_status")
+    assert bytes(ImportJob.objects.get(pk=job.pk).file_data) == b""
+    assert importing.import_job_check(job=job).status == "invalid"  # a re-delivered task: no-op
+
+
+def test_a_background_check_refuses_a_user_who_lost_the_right_meanwhile(connection, operator,
+                                                                       settings):
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "IMPORT_BACKGROUND_CHECK_BYTES": 100}
+    job = create(connection, operator, csv_bytes(*[f"mbox3rdPartyId,c-{i},funded,,"
+                                                   for i in range(10)]))
+    operator.groups.clear()
+    importing.import_job_check(job=job)
+    assert job.status == "error" and "permission" in job.errors[0]["message"]
+    assert bytes(ImportJob.objects.get(pk=job.pk).file_data) == b""

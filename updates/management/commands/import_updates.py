@@ -49,7 +49,7 @@ class Command(BaseCommand):
         try:
             job = importing.import_job_create(
                 connection=target, file_name=path.name, file_data=data, by=by, submit=submit,
-                progress=lambda n: self.stdout.write(f"  read {n:,} rows …"))
+                background=False, progress=lambda n: self.stdout.write(f"  read {n:,} rows …"))
         except PermissionDenied as error:
             raise CommandError(str(error)) from None
         except ValidationError as error:

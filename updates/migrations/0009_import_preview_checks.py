@@ -1,0 +1,26 @@
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ("updates", "0003_send_schedule"),
+    ]
+
+    operations = [
+        migrations.AddField(
+            model_name="importjob",
+            name="mappings_fingerprint",
+            field=models.CharField(blank=True, default="", editable=False, max_length=64),
+        ),
+        migrations.AlterField(
+            model_name="importjob",
+            name="status",
+            field=models.CharField(
+                choices=[("checking", "Checking the file"), ("queued", "Queued"),
+                         ("running", "Running"), ("done", "Done"),
+                         ("invalid", "Invalid rows — nothing saved"),
+                         ("error", "Error — nothing saved")],
+                default="queued", max_length=8),
+        ),
+    ]

@@ -38,8 +38,9 @@ The flow (admin, command, background tasks all use it):
                         the job ends queued (valid — the preview) or invalid with its errors
     import_job_start    the creator confirms; small files run at once, large ones in django-q2
     import_job_run      refuse if the mappings changed since the preview; turn each row into
-                        its update (progress on ImportJob.processed_rows), then save all of
-                        them in one transaction — or nothing
+                        its update and write them in short transactions, not yet live
+                        (progress on ImportJob.processed_rows); make them all live in one
+                        statement at the end — or delete them again on any failure
 """
 
 from __future__ import annotations
@@ -50,9 +51,7 @@ import datetime as dt
 import io
 import itertools
 import logging
-import pickle
 import re
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -65,7 +64,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import mappings, workflow
-from .models import AttributeMapping, ImportJob, TargetConnection
+from .models import AttributeMapping, ImportJob, ProfileUpdate, TargetConnection
 from .validation import identity_errors
 
 logger = logging.getLogger(__name__)
@@ -731,7 +730,14 @@ def import_job_start(*, job: ImportJob, by, background: bool | None = None) -> b
 
 def import_job_run(*, job: ImportJob, progress: Callable[[int, int], None] | None = None,
                    progress_every: int | None = None) -> ImportJob:
-    """Check the stored file again, then save every row in one transaction — or nothing.
+    """Save every row of a checked file — or nothing — without holding the database for long.
+
+    The rows are written in short transactions (SAVE_CHUNK_ROWS each) as not yet live
+    (ProfileUpdate.import_pending: invisible to every list, count, queue and the sender), then
+    made live together in one statement at the end; when anything fails on the way, the rows
+    written so far are deleted again. Between two chunks other requests, the scheduler and the
+    sender write as usual — on SQLite too, where a single import transaction would hold the
+    only write lock for minutes.
 
     Runs once per job: it claims the job (queued → running) first, so a second worker, a
     double-click or a re-delivered task returns the job untouched. The claim also empties the
@@ -752,14 +758,24 @@ def import_job_run(*, job: ImportJob, progress: Callable[[int, int], None] | Non
     except (PermissionDenied, ValidationError) as error:
         # Refusals of the services (rights withdrawn, connection made inactive): say which.
         messages = error.messages if isinstance(error, ValidationError) else [str(error)]
+        _discard_pending(job)
         _fail(job, [f"{m} Nothing was saved." for m in messages])
-    except Exception as error:
+    except BaseException as error:  # KeyboardInterrupt / a worker's timeout too: clean up
         # The type only: messages of database errors can quote the values being written.
         logger.error("import job %s failed: %s", job.pk, type(error).__name__)
+        _discard_pending(job)
         _fail(job, [f"The import stopped with an unexpected error ({type(error).__name__}); "
                     "nothing was saved."])
         raise
     return job
+
+
+def _discard_pending(job: ImportJob) -> None:
+    """Delete the rows an unfinished import wrote (never live), in short transactions."""
+    pending = ProfileUpdate.with_pending_imports.filter(import_pending_id=job.pk)
+    while ids := list(pending.values_list("pk", flat=True)[:SAVE_CHUNK_ROWS]):
+        with transaction.atomic():
+            ProfileUpdate.with_pending_imports.filter(pk__in=ids).delete()  # audit rows cascade
 
 
 def _fail(job: ImportJob, messages: list[str]) -> None:
@@ -805,43 +821,44 @@ def _run_claimed(job: ImportJob, data: bytes, *, progress: Callable[[int, int], 
 
     # Every row passed the preview's checks under these very mappings (same fingerprint, same
     # stored bytes), so each row is only turned into its update here — not checked a second
-    # time. The updates are spooled to a temporary file (memory stays bounded) with visible
-    # progress, then saved in one transaction that re-reads the mappings locked and refuses
-    # the lot if they changed meanwhile (workflow.updates_stage_many(checked_against=...)).
+    # time. Each chunk's transaction re-reads the mappings locked and refuses the lot if they
+    # changed meanwhile (workflow.updates_stage_many(checked_against=...)); so does the last.
     reason = import_reason(job)
-    with tempfile.TemporaryFile() as spool:
-        rows = 0
-        for update in _valid_updates(connection, data, job.file_format, connection_mappings):
-            pickle.dump((update["identity_type"], update["identity"], update["attributes"]),
-                        spool, protocol=pickle.HIGHEST_PROTOCOL)
-            rows += 1
-            if rows % every == 0:
-                report(rows)
-        if rows != total:  # the stored file cannot change between passes; be sure
-            raise RuntimeError("the second pass over the file saw a different number of rows")
-        report(rows)
-        spool.seek(0)
-        created = 0
+    rows = created = 0
+    chunk: list[dict[str, Any]] = []
+
+    def save(chunk: list[dict[str, Any]]) -> int:
         with transaction.atomic():
-            for chunk in _spooled_chunks(spool, rows):
-                created += workflow.updates_stage_many(
-                    connection=connection, rows=chunk, by=by, submit=job.submit_after_import,
-                    reason=reason, checked_against=fingerprint)
-            ImportJob.objects.filter(pk=job.pk).update(
-                status=ImportJob.Status.DONE, total_rows=rows, processed_rows=rows,
-                created_updates=created, errors=[], error_count=0, finished_at=timezone.now())
+            return workflow.updates_stage_many(
+                connection=connection, rows=chunk, by=by, submit=job.submit_after_import,
+                reason=reason, checked_against=fingerprint, import_job=job)
+
+    for update in _valid_updates(connection, data, job.file_format, connection_mappings):
+        chunk.append(update)
+        rows += 1
+        if len(chunk) == SAVE_CHUNK_ROWS:
+            created += save(chunk)
+            chunk = []
+        if rows % every == 0:
+            report(rows)
+    if chunk:
+        created += save(chunk)
+    if rows != total or created != total:  # the stored file cannot change; be sure
+        raise RuntimeError("the second pass over the file saw a different number of rows")
+    report(rows)
+    with transaction.atomic():
+        locked = mappings.active_mappings(connection, lock=True)
+        if mappings.mappings_fingerprint(locked) != fingerprint:
+            raise ValidationError(MAPPINGS_CHANGED.format(label=connection.label),
+                                  code="mappings_changed")
+        # Live, all at once: one statement, however many rows.
+        ProfileUpdate.with_pending_imports.filter(import_pending_id=job.pk).update(
+            import_pending=None)
+        ImportJob.objects.filter(pk=job.pk).update(
+            status=ImportJob.Status.DONE, total_rows=rows, processed_rows=rows,
+            created_updates=created, errors=[], error_count=0, finished_at=timezone.now())
     _reload(job)
     logger.info("import job %s done: %s updates created", job.pk, created)
-
-
-def _spooled_chunks(spool, rows: int) -> Iterator[list[dict[str, Any]]]:
-    for start in range(0, rows, SAVE_CHUNK_ROWS):
-        chunk = []
-        for _ in range(min(SAVE_CHUNK_ROWS, rows - start)):
-            identity_type, identity, attributes = pickle.load(spool)
-            chunk.append({"identity_type": identity_type, "identity": identity,
-                          "attributes": attributes})
-        yield chunk
 
 
 def import_reason(job: ImportJob) -> str:

@@ -169,8 +169,21 @@ def content_hash(identity_type: str, identity: str, attributes: dict[str, str]) 
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+class VisibleUpdateManager(models.Manager):
+    """Every list, count, approval queue and sender query sees only live updates: the rows an
+    unfinished import is still writing (ProfileUpdate.import_pending set) stay invisible until
+    the import makes them all live at once — or deletes them when it fails."""
+
+    def get_queryset(self):
+        return super().get_queryset().filter(import_pending__isnull=True)
+
+
 class ProfileUpdate(models.Model):
     """One visitor's staged profile update: what will be sent, and where it is in its life."""
+
+    objects = VisibleUpdateManager()
+    # Live or not: for the import that writes, publishes and discards its own rows.
+    with_pending_imports = models.Manager()
 
     connection = models.ForeignKey(TargetConnection, on_delete=models.PROTECT, related_name="updates")
     identity_type = models.CharField(max_length=14, choices=IdentityType.choices)
@@ -210,6 +223,10 @@ class ProfileUpdate(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     acknowledged_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    # Set while the import that created this row is still running: the row is not live yet
+    # (see VisibleUpdateManager). Cleared, for all of the import's rows at once, when it ends.
+    import_pending = models.ForeignKey("ImportJob", on_delete=models.CASCADE, null=True,
+                                       blank=True, editable=False, related_name="+")
 
     class Meta:
         ordering = ["-id"]

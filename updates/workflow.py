@@ -313,7 +313,7 @@ def apply_to_each(service: Callable[..., ProfileUpdate], updates: Iterable[Profi
 
 def updates_stage_many(*, connection: TargetConnection, rows: list[dict[str, Any]], by,
                        submit: bool = False, reason: str = "",
-                       checked_against: str | None = None) -> int:
+                       checked_against: str | None = None, import_job=None) -> int:
     """Create many drafts (optionally submitted) in one transaction, with their audit rows.
 
     Nothing is saved that was not checked against the mappings as they are when it is saved:
@@ -321,6 +321,8 @@ def updates_stage_many(*, connection: TargetConnection, rows: list[dict[str, Any
     that checked every row with check_content passes the mappings' fingerprint it checked
     against (`checked_against`, mappings.mappings_fingerprint); if the mappings changed since,
     the whole call is refused (code "mappings_changed"). Without it, every row is checked here.
+    With `import_job`, the rows are written not yet live (ProfileUpdate.import_pending): the
+    import makes them live together when it ends (importing.py).
     """
     _require(by, PERM_STAGE, "stage profile updates")
     if submit:
@@ -360,7 +362,8 @@ def updates_stage_many(*, connection: TargetConnection, rows: list[dict[str, Any
                     connection=connection, identity_type=r["identity_type"], identity=r["identity"],
                     attributes=r["attributes"], reason=r.get("reason", reason),
                     not_before=r.get("not_before"), status=status, created_by=by, created_at=now,
-                    last_edited_by=by, last_edited_at=now, submitted_at=now if submit else None)
+                    last_edited_by=by, last_edited_at=now, submitted_at=now if submit else None,
+                    import_pending=import_job)
                 for r in chunk
             ])
             AuditEvent.objects.bulk_create([

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import threading
 import time
 
 import pytest
 import tablib
 from django.contrib.auth.models import AnonymousUser, Permission, User
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import connections
+from django.utils import timezone
 from django_q.models import OrmQ
 from openpyxl import Workbook
 
-from tests.conftest import make_mapping, make_user
-from updates import importing, mappings, tasks_import
+from tests.conftest import approve_via_workflow, make_mapping, make_user
+from updates import importing, mappings, sending, tasks_import
 from updates.models import AuditEvent, ImportJob, ProfileUpdate, UpdateStatus
 from updates.resources import ProfileUpdateImportResource
 
@@ -594,7 +597,8 @@ def test_admin_import_of_a_large_file_runs_in_the_background_with_a_progress_pag
 
     ImportJob.objects.filter(pk=job.pk).update(status="running", processed_rows=4)
     page = client.get(status_url).content.decode()
-    assert "Checking rows" in page and "4 of 8 rows checked (50%)" in page
+    assert "Saving rows" in page and "4 of 8 rows saved (50%)" in page
+    assert "No update of this file is visible until every row is saved" in page
     assert '<meta http-equiv="refresh"' in page
     ImportJob.objects.filter(pk=job.pk).update(status="queued", processed_rows=0)
 
@@ -705,3 +709,74 @@ def test_a_background_check_refuses_a_user_who_lost_the_right_meanwhile(connecti
     importing.import_job_check(job=job)
     assert job.status == "error" and "permission" in job.errors[0]["message"]
     assert bytes(ImportJob.objects.get(pk=job.pk).file_data) == b""
+
+
+# --- a big import never stalls the app, and stays all or nothing --------------------------------
+
+def _big_file(rows: int, prefix: str = "big") -> bytes:
+    return csv_bytes(*[f"mbox3rdPartyId,{prefix}-{i},funded,gold," for i in range(rows)])
+
+
+def test_an_import_failing_midway_leaves_nothing_behind_visible_or_not(connection, operator):
+    job = create(connection, operator, _big_file(5000), background=False)
+    looked = []
+
+    def worker_stops(done: int, total: int) -> None:
+        if done == 2500:  # the first 2,000 rows are committed, in their own transaction
+            looked.append((ProfileUpdate.with_pending_imports.filter(import_pending=job).count(),
+                           ProfileUpdate.objects.count()))
+            raise RuntimeError("the worker was stopped")
+
+    with pytest.raises(RuntimeError):
+        importing.import_job_run(job=job, progress=worker_stops, progress_every=2500)
+    assert looked == [(2000, 0)]  # written, but not live: no list, count or sender sees them
+    assert not ProfileUpdate.with_pending_imports.exists()  # deleted again
+    assert not AuditEvent.objects.filter(action="imported").exists()
+    job.refresh_from_db()
+    assert job.status == "error" and "nothing was saved" in job.errors[0]["message"]
+
+
+def test_an_import_makes_all_its_rows_live_at_once_at_the_end(connection, operator):
+    job = create(connection, operator, _big_file(4500), background=False)
+    importing.import_job_run(job=job, progress_every=2000)
+    assert ProfileUpdate.objects.filter(reason=importing.import_reason(job)).count() == 4500
+    assert not ProfileUpdate.with_pending_imports.filter(import_pending__isnull=False).exists()
+    assert AuditEvent.objects.filter(action="imported").count() == 4500
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_between_an_imports_chunks_logins_and_sending_go_on(connection, operator, supervisor,
+                                                             stage, emulator):
+    # On SQLite one import transaction held the only write lock for minutes ("database is
+    # locked" for every login and the scheduler). Now each chunk commits; in the pause after
+    # one, another thread — another request, the sender — writes and sends as usual.
+    connection.base_url = emulator.base_url
+    connection.save(update_fields=["base_url"])
+    ready = approve_via_workflow(stage, operator, supervisor)
+    job = create(connection, operator, _big_file(5000), background=False)
+    outcome: dict = {}
+
+    def other_work() -> None:
+        try:
+            User.objects.filter(pk=supervisor.pk).update(last_login=timezone.now())  # a login
+            outcome["run"] = sending.send_due(connection=connection, worker="beside-import")
+            outcome["visible"] = ProfileUpdate.objects.filter(
+                reason=importing.import_reason(job)).count()
+        except Exception as error:  # noqa: BLE001 - reported by the assertion below
+            outcome["error"] = repr(error)
+        finally:
+            connections.close_all()
+
+    def between_chunks(done: int, total: int) -> None:
+        if done == 2500:
+            thread = threading.Thread(target=other_work)
+            thread.start()
+            thread.join(timeout=60)
+
+    importing.import_job_run(job=job, progress=between_chunks, progress_every=2500)
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["visible"] == 0  # the import's first chunk was not live yet
+    assert outcome["run"].acknowledged == 1
+    assert ProfileUpdate.objects.get(pk=ready.pk).status == UpdateStatus.SENT
+    job.refresh_from_db()
+    assert (job.status, job.created_updates) == ("done", 5000)

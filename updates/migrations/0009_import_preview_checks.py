@@ -1,3 +1,4 @@
+import django.db.models.deletion
 from django.db import migrations, models
 
 
@@ -22,5 +23,13 @@ class Migration(migrations.Migration):
                          ("invalid", "Invalid rows — nothing saved"),
                          ("error", "Error — nothing saved")],
                 default="queued", max_length=8),
+        ),
+        migrations.AddField(
+            model_name="profileupdate",
+            name="import_pending",
+            field=models.ForeignKey(
+                blank=True, editable=False, null=True,
+                on_delete=django.db.models.deletion.CASCADE, related_name="+",
+                to="updates.importjob"),
         ),
     ]

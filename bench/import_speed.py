@@ -9,8 +9,9 @@ so each peak RSS is its own:
 
 - service: importing.import_job_create (permission, read and check every row, store the job —
   the preview) then importing.import_job_run (mappings unchanged since the preview: turn each
-  row into its update, then save drafts with their audit rows in one transaction), exactly what
-  `manage.py import_updates` calls;
+  row into its update, write drafts with their audit rows in transactions of 2,000, not yet
+  live, then make them all live in one statement), exactly what `manage.py import_updates`
+  calls;
 - raw: csv.reader over the same bytes and ProfileUpdate.objects.bulk_create of the same rows in
   batches of 2,000, no checks, no audit rows — the floor for getting the rows into the table.
 

@@ -623,6 +623,7 @@ def import_job_create(*, connection: TargetConnection, file_name: str, file_data
     request never spends minutes reading a large file.
     """
     require_import_permission(by, submit=submit)
+    import_jobs_interrupted_discard()  # cheap; keeps dead imports from lingering unseen
     if len(file_data) > MAX_FILE_BYTES:
         raise ValidationError(f"The file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB; "
                               "split it into several imports.", code="too_large")
@@ -748,7 +749,8 @@ def import_job_run(*, job: ImportJob, progress: Callable[[int, int], None] | Non
               .values_list("file_data", flat=True).first())
     claimed = stored is not None and ImportJob.objects.filter(
         pk=job.pk, status=ImportJob.Status.QUEUED).update(
-        status=ImportJob.Status.RUNNING, processed_rows=0, file_data=b"")
+        status=ImportJob.Status.RUNNING, processed_rows=0, file_data=b"",
+        started_at=timezone.now())
     if not claimed:
         _reload(job)
         return job
@@ -768,6 +770,24 @@ def import_job_run(*, job: ImportJob, progress: Callable[[int, int], None] | Non
                     "nothing was saved."])
         raise
     return job
+
+
+INTERRUPTED = ("The import was interrupted (its worker stopped before it finished); nothing "
+               "was saved. Upload the file again.")
+
+
+def import_jobs_interrupted_discard(*, now: dt.datetime | None = None) -> int:
+    """End imports whose worker died (killed at the task timeout, the machine restarted): a job
+    running for more than twice the task timeout cannot still be running. Their not-yet-live
+    rows are deleted and the job says so. Returns how many jobs were ended."""
+    cutoff = (now or timezone.now()) - dt.timedelta(seconds=2 * TASK_TIMEOUT_SECONDS)
+    ended = 0
+    for job in ImportJob.objects.filter(status=ImportJob.Status.RUNNING,
+                                        started_at__lt=cutoff).defer("file_data"):
+        _discard_pending(job)
+        _fail(job, [INTERRUPTED])
+        ended += 1
+    return ended
 
 
 def _discard_pending(job: ImportJob) -> None:

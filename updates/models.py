@@ -423,6 +423,7 @@ class ImportJob(models.Model):
     errors = models.JSONField(default=list, blank=True)
     error_count = models.PositiveIntegerField(default=0)
     finished_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True, editable=False)
     # mappings.mappings_fingerprint of the active mappings the preview checked the rows against;
     # the import saves only while the connection's mappings still have it.
     mappings_fingerprint = models.CharField(max_length=64, blank=True, default="", editable=False)

@@ -780,3 +780,28 @@ def test_between_an_imports_chunks_logins_and_sending_go_on(connection, operator
     assert ProfileUpdate.objects.get(pk=ready.pk).status == UpdateStatus.SENT
     job.refresh_from_db()
     assert (job.status, job.created_updates) == ("done", 5000)
+
+
+def test_an_import_whose_worker_died_is_ended_and_its_rows_deleted_at_the_next_upload(
+        connection, operator):
+    from updates import workflow
+    rows = [{"identity_type": "mbox3rdPartyId", "identity": f"c-{i}",
+             "attributes": {"loanStatus": "funded"}} for i in range(3)]
+    fingerprint = mappings.mappings_fingerprint(mappings.active_mappings(connection))
+    dead, alive = (ImportJob.objects.create(
+        connection=connection, created_by=operator, file_name=name, file_format="csv",
+        status="running", started_at=timezone.now() - dt.timedelta(hours=hours))
+        for name, hours in (("dead.csv", 3), ("alive.csv", 1)))
+    for job in (dead, alive):  # what each wrote before its worker was killed (or not)
+        workflow.updates_stage_many(connection=connection, rows=rows, by=operator,
+                                    checked_against=fingerprint, import_job=job)
+    assert not ProfileUpdate.objects.exists()
+
+    create(connection, operator, csv_bytes("mbox3rdPartyId,c-9,funded,,"))  # any next upload
+
+    dead.refresh_from_db()
+    alive.refresh_from_db()
+    assert dead.status == "error" and "interrupted" in dead.errors[0]["message"]
+    assert not ProfileUpdate.with_pending_imports.filter(import_pending=dead).exists()
+    assert alive.status == "running"  # within twice the task timeout: it may still be running
+    assert ProfileUpdate.with_pending_imports.filter(import_pending=alive).count() == 3

@@ -25,6 +25,11 @@ class Migration(migrations.Migration):
                 default="queued", max_length=8),
         ),
         migrations.AddField(
+            model_name="importjob",
+            name="started_at",
+            field=models.DateTimeField(blank=True, editable=False, null=True),
+        ),
+        migrations.AddField(
             model_name="profileupdate",
             name="import_pending",
             field=models.ForeignKey(

@@ -124,8 +124,10 @@ class ImportJobAdmin(admin.ModelAdmin):
         return format_html('<a href="{}">#{}</a>', reverse("admin:updates_importjob_status",
                                                             args=[job.pk]), job.pk)
 
-    @admin.display(description="Rows checked")
+    @admin.display(description="Rows")
     def progress(self, job: ImportJob) -> str:
+        if job.status == ImportJob.Status.CHECKING:  # the total is known once the file is read
+            return f"{job.processed_rows:,} checked so far"
         return f"{job.processed_rows:,} / {job.total_rows:,}"
 
     def get_urls(self):

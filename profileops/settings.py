@@ -72,6 +72,7 @@ MIDDLEWARE = [
     # server; then the probes, which answer before any host check (see updates/health.py).
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "updates.health.ProbeMiddleware",
+    "profileops.middleware.StrictUtf8RequestMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

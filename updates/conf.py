@@ -40,6 +40,15 @@ KNOBS: dict[str, Knob] = {
                      "well inside the django-q2 task timeout."),
     "IMPORT_BACKGROUND_ROWS": Knob(
         int, 2000, "Imports with more rows than this run in django-q2, not in the request."),
+    "IMPORT_BACKGROUND_CHECK_BYTES": Knob(
+        int, 256 * 1024, "Uploads larger than this are checked in django-q2, not in the request."),
+    # Upload limits: reading stops, and the file is refused, as soon as one is crossed.
+    "IMPORT_MAX_UNCOMPRESSED_BYTES": Knob(
+        int, 200 * 1024 * 1024, "Most bytes an XLSX's members may unpack to."),
+    "IMPORT_MAX_COLUMNS": Knob(int, 1000, "Most cells per row of an uploaded file."),
+    "IMPORT_MAX_CELL_CHARS": Knob(
+        int, 65_536, "Most characters per cell (above Target's 60 KB per request)."),
+    "IMPORT_MAX_ROWS": Knob(int, 2_000_000, "Most rows of an uploaded file, empty ones included."),
     # Operations (updates/health.py, updates/metrics.py).
     "HEARTBEAT_STALE_SECONDS": Knob(
         int, 180, "/readyz fails when the send schedule has not completed a run for this long."),

@@ -19,18 +19,28 @@ were exported in, which nobody checks; merge the rows into one instead.
 
 Files: CSV as UTF-8, with or without a byte-order mark, comma-separated (semicolon- or
 tab-separated files, as some spreadsheet locales save them, are recognised from the header);
-XLSX: the first worksheet. Memory stays bounded: rows are streamed from the stored file twice —
-once to check, once to save — so only the visitor index used to find duplicates grows with the
-file, never a table of every row. The stored file is dropped as soon as the import starts (or
-at once, when the file is invalid): from then on the updates, or the errors, say what it held.
+XLSX: the first worksheet. Memory stays bounded: rows are streamed from the stored file, once
+to check (the preview) and once to save, so only the visitor index used to find duplicates
+grows with the file, never a table of every row. Reading stops with a refusal as soon as a file
+crosses an upload limit (import_limit: unpacked size, rows, cells per row, characters per cell).
+The stored file is dropped as soon as the import starts (or at once, when the file is invalid):
+from then on the updates, or the errors, say what it held.
 
-The flow (admin, command, background task all use it):
+Nothing is saved that was not checked against the mappings as they are when it is saved: the
+preview stores the fingerprint of the mappings it checked against (mappings_fingerprint), and
+the confirmed import refuses the file when the connection's mappings no longer have it — at its
+start, and again inside the saving transaction with the mappings locked.
 
-    import_job_create   permission check, read and check the whole file, store an ImportJob
-                        (queued when valid — the preview — or invalid with its errors)
+The flow (admin, command, background tasks all use it):
+
+    import_job_create   permission check; a small file is read and checked here, a large one
+                        is stored as "checking" for import_job_check in django-q2; either way
+                        the job ends queued (valid — the preview) or invalid with its errors
     import_job_start    the creator confirms; small files run at once, large ones in django-q2
-    import_job_run      check again (mappings may have changed since the preview), with progress
-                        on ImportJob.processed_rows, then save everything in one transaction
+    import_job_run      refuse if the mappings changed since the preview; turn each row into
+                        its update and write them in short transactions, not yet live
+                        (progress on ImportJob.processed_rows); make them all live in one
+                        statement at the end — or delete them again on any failure
 """
 
 from __future__ import annotations
@@ -41,6 +51,8 @@ import datetime as dt
 import io
 import itertools
 import logging
+import re
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,7 +65,7 @@ from django.utils import timezone
 from . import mappings, workflow
 from .conf import setting
 from .errors import NOT_UPLOADER, WRONG_STATE, Refused, require_perm
-from .models import AttributeMapping, ImportJob, TargetConnection
+from .models import AttributeMapping, ImportJob, ProfileUpdate, TargetConnection
 from .validation import identity_errors
 
 logger = logging.getLogger(__name__)
@@ -66,8 +78,25 @@ MAX_STORED_ERRORS = 1000
 SAVE_CHUNK_ROWS = 2000
 SAMPLE_ROWS = 5
 TASK_FUNCTION = "updates.tasks_import.run_import_job"
+CHECK_TASK_FUNCTION = "updates.tasks_import.check_import_job"
 # A background import must not be cut short by the cluster's default 90 s task timeout.
 TASK_TIMEOUT_SECONDS = 3600
+
+
+# A stored error quotes at most this much of a column name or message (a bad value may be huge).
+MAX_ERROR_TEXT = 500
+
+
+def import_limit(name: str) -> int:
+    """One of the upload limits (README, "Importing updates"): a hostile file is refused as soon
+    as it crosses one, with the worker's memory bounded by them."""
+    return setting(name)
+
+
+def background_check_bytes() -> int:
+    """Files larger than this are checked in django-q2, not in the upload request (about 2,000
+    rows of a typical file: checking them takes well under a second)."""
+    return setting("IMPORT_BACKGROUND_CHECK_BYTES")
 
 
 def background_threshold() -> int:
@@ -76,7 +105,13 @@ def background_threshold() -> int:
 
 
 class ImportFileError(Exception):
-    """The file as a whole cannot be read (not CSV/XLSX, not UTF-8, no header …)."""
+    """The file as a whole cannot be read (not CSV/XLSX, not UTF-8, no header, over a limit …).
+    `row` and `column` locate the problem when it is in one place."""
+
+    def __init__(self, message: str, *, row: int | None = None, column: str = "") -> None:
+        super().__init__(message)
+        self.row = row
+        self.column = column
 
 
 @dataclass(frozen=True)
@@ -86,8 +121,8 @@ class RowError:
     message: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"row": self.row, "column": _storable(self.column),
-                "message": _storable(self.message)}
+        return {"row": self.row, "column": _excerpt(_storable(self.column)),
+                "message": _excerpt(_storable(self.message))}
 
 
 def _storable(text: str) -> str:
@@ -95,6 +130,13 @@ def _storable(text: str) -> str:
     error) or name may hold one, which failed the whole job with a DataError. Shown as U+FFFD,
     like any character that cannot be read. (Found by tests/hostile.)"""
     return text.replace("\x00", "\ufffd")
+
+
+def _excerpt(text: str) -> str:
+    """At most MAX_ERROR_TEXT characters: a job's errors never store a huge cell or header."""
+    if len(text) <= MAX_ERROR_TEXT:
+        return text
+    return f"{text[:MAX_ERROR_TEXT - 30]}… ({len(text):,} characters in all)"
 
 
 @dataclass
@@ -148,6 +190,7 @@ def read_table(data: bytes, file_format: str) -> tuple[list[str], Iterator[tuple
         rows = _xlsx_rows(data)
     else:
         raise ImportFileError(f"Unknown file format {file_format!r}; use CSV or XLSX.")
+    rows = _bounded(rows)
     try:
         header = next(rows)
     except StopIteration:
@@ -161,6 +204,51 @@ def read_table(data: bytes, file_format: str) -> tuple[list[str], Iterator[tuple
     return names, ((number, cells) for number, cells in enumerate(rows, start=2))
 
 
+def _bounded(rows: Iterator[Sequence]) -> Iterator[Sequence]:
+    """The rows, refused as soon as one crosses a limit: rows in the file, cells in a row (blank
+    cells at the right end, which spreadsheets often carry, do not count), characters in a cell."""
+    max_rows = import_limit("IMPORT_MAX_ROWS")
+    max_columns = import_limit("IMPORT_MAX_COLUMNS")
+    max_chars = import_limit("IMPORT_MAX_CELL_CHARS")
+    for number, cells in enumerate(rows, start=1):
+        if number > max_rows:
+            raise ImportFileError(f"The file has more than {max_rows:,} rows (empty rows "
+                                  "included); split it into several imports.", row=number)
+        if len(cells) > max_columns:
+            width = len(cells)
+            while width > max_columns and cell_blank(cells[width - 1]):
+                width -= 1
+            if width > max_columns:
+                raise ImportFileError(
+                    f"Row {number} has more than {max_columns:,} cells; at most {max_columns:,} "
+                    "columns are read.", row=number, column=_column_letter(max_columns))
+            cells = cells[:width]
+        for index, cell in enumerate(cells):
+            if isinstance(cell, str) and len(cell) > max_chars:
+                raise ImportFileError(
+                    f"Row {number}, column {_column_letter(index)}: the cell has {len(cell):,} "
+                    f"characters; a cell holds at most {max_chars:,}.", row=number,
+                    column=_column_letter(index))
+        yield cells
+
+
+# A quoted CSV field, to tell delimiters inside quotes from those between fields.
+_QUOTED_FIELD = re.compile(r'"(?:[^"]|"")*"?')
+
+
+def _width_guarded(lines: Iterator[str], delimiter: str) -> Iterator[str]:
+    """Lines for csv.reader, refusing one with more fields than allowed *before* csv builds a
+    list of millions of empty fields from a line of commas (the count is cheap; the quote-aware
+    recount runs only for lines that look too wide)."""
+    max_columns = import_limit("IMPORT_MAX_COLUMNS")
+    for number, line in enumerate(lines, start=1):
+        if (line.count(delimiter) >= max_columns and _QUOTED_FIELD.sub(
+                "", line.rstrip("\r\n").rstrip(delimiter)).count(delimiter) >= max_columns):
+            raise ImportFileError(f"Row {number} has more than {max_columns:,} cells; at most "
+                                  f"{max_columns:,} columns are read.", row=number)
+        yield line
+
+
 def _csv_rows(data: bytes) -> Iterator[Sequence]:
     if (bad_row := _first_non_utf8_row(data)) is not None:
         raise ImportFileError(f"The file is not UTF-8 text (row {bad_row}). "
@@ -169,12 +257,19 @@ def _csv_rows(data: bytes) -> Iterator[Sequence]:
     first = text.readline()
     if first == "":
         return  # an empty file: no header
-    reader = csv.reader(itertools.chain([first], text), delimiter=_delimiter(first), strict=True)
+    delimiter = _delimiter(first)
+    reader = csv.reader(_width_guarded(itertools.chain([first], text), delimiter),
+                        delimiter=delimiter, strict=True)
     number = 0
     try:
         for number, row in enumerate(reader, start=1):  # noqa: B007 - read in the handler
             yield row
     except csv.Error as error:
+        if "field larger than field limit" in str(error):
+            limit = import_limit("IMPORT_MAX_CELL_CHARS")
+            raise ImportFileError(f"Row {number + 1}: a cell is longer than the CSV reader "
+                                  f"accepts; a cell holds at most {limit:,} characters.",
+                                  row=number + 1) from None
         raise ImportFileError(f"Row {number + 1} is not valid CSV: {error}.") from None
 
 
@@ -201,15 +296,78 @@ def _delimiter(header_line: str) -> str:
     return ","
 
 
-def _xlsx_rows(data: bytes) -> Iterator[Sequence]:
-    import openpyxl  # imported here: reading CSV should not pay for it
+class _UnpackedTooLarge(Exception):
+    pass
 
+
+class _CountingReader(io.RawIOBase):
+    """A zip member's stream that counts what it unpacks against the file's budget."""
+
+    def __init__(self, stream, budget: list[int]) -> None:
+        self._stream = stream
+        self._budget = budget
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self._budget[0] -= len(data)
+        if self._budget[0] < 0:
+            raise _UnpackedTooLarge
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._stream.close()
+        super().close()
+
+
+class _BoundedZip(zipfile.ZipFile):
+    """An XLSX archive whose members, together, unpack to at most `budget` bytes — counted while
+    reading, whatever the zip's directory declares."""
+
+    def __init__(self, file, budget: int) -> None:
+        super().__init__(file)
+        self._budget = [budget]
+
+    def open(self, name, mode="r", pwd=None, *, force_zip64=False):
+        stream = super().open(name, mode, pwd, force_zip64=force_zip64)
+        return _CountingReader(stream, self._budget) if mode == "r" else stream
+
+
+def _too_large_error(limit: int) -> ImportFileError:
+    return ImportFileError(f"The XLSX file unpacks to more than {limit // (1024 * 1024):,} MB; "
+                           "at most that much is read. Save it again without empty rows and "
+                           "columns, or split it.")
+
+
+def _xlsx_rows(data: bytes) -> Iterator[Sequence]:
+    from openpyxl.reader.excel import ExcelReader  # imported here: CSV should not pay for it
+
+    limit = import_limit("IMPORT_MAX_UNCOMPRESSED_BYTES")
     # An uploaded file is untrusted: whatever zipfile, zlib, the XML parser or openpyxl raise
     # on a damaged or hand-made file (BadZipFile, zlib.error, ParseError, EOFError,
     # NotImplementedError for an unknown compression, IndexError …) means "not a readable
     # XLSX file" — a refusal of the file, never a server error. (Found by tests/hostile.)
     try:
-        workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+        # A zip bomb is refused before anything is unpacked when its directory is honest, and
+        # by the counting reader below as soon as it unpacks more than the limit when it is not.
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            declared = sum(member.file_size for member in archive.infolist())
+        if declared > limit:
+            raise _UnpackedTooLarge
+        reader = ExcelReader(io.BytesIO(data), read_only=True, data_only=True)
+        reader.archive.close()
+        reader.archive = _BoundedZip(io.BytesIO(data), limit)
+        reader.read()
+        workbook = reader.wb
+    except _UnpackedTooLarge:
+        raise _too_large_error(limit) from None
     except Exception as error:  # noqa: BLE001 - see above
         raise ImportFileError(f"Not a readable XLSX file ({type(error).__name__}).") from None
     try:
@@ -217,6 +375,10 @@ def _xlsx_rows(data: bytes) -> Iterator[Sequence]:
         # Stored dimensions are often wrong in files written by other tools; read what is there.
         sheet.reset_dimensions()
         yield from sheet.iter_rows(values_only=True)
+    except _UnpackedTooLarge:
+        raise _too_large_error(limit) from None
+    except ImportFileError:
+        raise
     except Exception as error:  # noqa: BLE001 - the sheet's XML is only parsed here, row by row
         raise ImportFileError(f"Not a readable XLSX file ({type(error).__name__}).") from None
     finally:
@@ -236,6 +398,20 @@ def cell_text(cell: Any) -> str:
     if isinstance(cell, (dt.datetime, dt.date)):
         return cell.isoformat()
     return str(cell)
+
+
+def _non_text_kind(cell: Any) -> str | None:
+    """What a spreadsheet cell holds when it is not text (None for text or an empty cell): an
+    identity typed into a number cell has lost leading zeros or digits before we see it."""
+    if cell is None or isinstance(cell, str):
+        return None
+    if isinstance(cell, bool):
+        return "true/false"
+    if isinstance(cell, (dt.datetime, dt.date, dt.time, dt.timedelta)):
+        return "date or time"
+    if isinstance(cell, (int, float)):
+        return "number"
+    return type(cell).__name__
 
 
 def cell_blank(cell: Any) -> bool:
@@ -326,6 +502,14 @@ class RowChecker:
     def check(self, number: int, cells: Sequence) -> tuple[list[RowError], dict[str, Any] | None]:
         """(problems, the normalised update or None). Call only when header_errors is empty."""
         problems: list[RowError] = []
+        typed = [RowError(number, name, (
+            f"Row {number}, column {_column_letter(index)} ({name}): a {kind} cell — format "
+            "the column as text; an identity is taken exactly as typed, never converted."))
+            for name, index in (("identity_type", self._type_index),
+                                ("identity", self._identity_index))
+            if (kind := _non_text_kind(self._cell(cells, index))) is not None]
+        if typed:
+            return typed, None
         identity_type = cell_text(self._cell(cells, self._type_index))
         identity = cell_text(self._cell(cells, self._identity_index))
         values = {name: (cells[i] if i < len(cells) else None) for i, name in self._mapped}
@@ -382,12 +566,13 @@ def _without_prefix(source: str, message: str) -> str:
 
 def check_file(*, connection: TargetConnection, data: bytes, file_format: str,
                progress: Callable[[int], None] | None = None, progress_every: int = 1000,
-               ) -> CheckResult:
+               connection_mappings: list[AttributeMapping] | None = None) -> CheckResult:
     """Read and check every row; save nothing. `progress(rows_checked)` is called as it goes."""
     result = CheckResult()
     try:
         header, rows = read_table(data, file_format)
-        checker = RowChecker(connection=connection, header=header)
+        checker = RowChecker(connection=connection, header=header,
+                             connection_mappings=connection_mappings)
         for problem in checker.header_errors:
             result.add(problem)
         for number, cells in rows:
@@ -400,17 +585,19 @@ def check_file(*, connection: TargetConnection, data: bytes, file_format: str,
             if progress and result.total_rows % progress_every == 0:
                 progress(result.total_rows)
     except ImportFileError as error:
-        result.add(RowError(None, "", str(error)))
+        result.add(RowError(error.row, error.column, str(error)))
     if result.valid and result.total_rows == 0:
         result.add(RowError(None, "", "The file has a header but no rows to import."))
     return result
 
 
-def _valid_updates(connection: TargetConnection, data: bytes, file_format: str
+def _valid_updates(connection: TargetConnection, data: bytes, file_format: str,
+                   connection_mappings: list[AttributeMapping] | None = None
                    ) -> Iterator[dict[str, Any]]:
     """The second pass over an already checked file: each row's update as it will be saved."""
     header, rows = read_table(data, file_format)
-    checker = RowChecker(connection=connection, header=header)
+    checker = RowChecker(connection=connection, header=header,
+                         connection_mappings=connection_mappings)
     for _number, cells in rows:
         if not all(cell_blank(c) for c in cells):
             yield checker.normalise(cells)
@@ -419,11 +606,17 @@ def _valid_updates(connection: TargetConnection, data: bytes, file_format: str
 # --- jobs --------------------------------------------------------------------------------------
 
 def import_job_create(*, connection: TargetConnection, file_name: str, file_data: bytes, by,
-                      submit: bool = False, progress: Callable[[int], None] | None = None
-                      ) -> ImportJob:
+                      submit: bool = False, progress: Callable[[int], None] | None = None,
+                      background: bool | None = None) -> ImportJob:
     """Check a file and keep it as an ImportJob: queued (awaiting confirmation) if every row is
-    valid, invalid with its errors otherwise. No update is created here — this is the preview."""
+    valid, invalid with its errors otherwise. No update is created here — this is the preview.
+
+    A file of more than background_check_bytes() (or background=True) is not checked here: the
+    job is stored as "checking" and django-q2 checks it (import_job_check), so an upload
+    request never spends minutes reading a large file.
+    """
     require_import_permission(by, submit=submit)
+    import_jobs_interrupted_discard()  # cheap; keeps dead imports from lingering unseen
     if len(file_data) > MAX_FILE_BYTES:
         raise ValidationError(f"The file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB; "
                               "split it into several imports.", code="too_large")
@@ -431,20 +624,79 @@ def import_job_create(*, connection: TargetConnection, file_name: str, file_data
         file_format = detect_format(file_name, file_data)
     except ImportFileError as error:
         raise ValidationError(str(error), code="unreadable") from None
+    if background is None:
+        background = len(file_data) > background_check_bytes()
+    fields = dict(connection=connection, created_by=by,
+                  file_name=_storable(file_name or "upload")[:255], file_format=file_format,
+                  submit_after_import=submit)
+    if background:
+        job = ImportJob.objects.create(**fields, file_data=file_data,
+                                       status=ImportJob.Status.CHECKING)
+        from django_q.tasks import async_task
+
+        transaction.on_commit(lambda: async_task(
+            CHECK_TASK_FUNCTION, job.pk, task_name=f"import-check-{job.pk}",
+            timeout=TASK_TIMEOUT_SECONDS))
+        return job
+    connection_mappings = mappings.active_mappings(connection)
     result = check_file(connection=connection, data=file_data, file_format=file_format,
-                        progress=progress, progress_every=10_000)
-    job = ImportJob.objects.create(
-        connection=connection, created_by=by, file_name=_storable(file_name or "upload")[:255],
-        # An invalid file is not kept: the errors say what to fix, and it holds customer data.
-        file_format=file_format, file_data=file_data if result.valid else b"",
-        submit_after_import=submit,
-        status=ImportJob.Status.QUEUED if result.valid else ImportJob.Status.INVALID,
-        total_rows=result.total_rows, errors=[e.as_dict() for e in result.errors],
-        error_count=result.error_count,
-        finished_at=None if result.valid else timezone.now(),
-    )
+                        progress=progress, progress_every=10_000,
+                        connection_mappings=connection_mappings)
+    job = ImportJob.objects.create(**fields, **_checked_state(result, file_data,
+                                                              connection_mappings))
     logger.info("import job %s checked: %s rows, %s problems", job.pk, result.total_rows,
                 result.error_count)
+    return job
+
+
+def _checked_state(result: CheckResult, file_data: bytes,
+                   connection_mappings: list[AttributeMapping]) -> dict[str, Any]:
+    """An ImportJob's fields once its file has been checked."""
+    return dict(
+        # The rules the rows passed: the import saves them only while the mappings still have
+        # exactly these (a mapping changed between preview and save refuses the file).
+        mappings_fingerprint=mappings.mappings_fingerprint(connection_mappings),
+        # An invalid file is not kept: the errors say what to fix, and it holds customer data.
+        file_data=file_data if result.valid else b"",
+        status=ImportJob.Status.QUEUED if result.valid else ImportJob.Status.INVALID,
+        total_rows=result.total_rows, processed_rows=0,
+        errors=[e.as_dict() for e in result.errors], error_count=result.error_count,
+        finished_at=None if result.valid else timezone.now())
+
+
+def import_job_check(*, job: ImportJob) -> ImportJob:
+    """The background preview of a job stored as "checking": read and check every row (progress
+    on processed_rows), then leave it queued or invalid exactly as import_job_create would.
+    A job no longer checking (a re-delivered task) is returned untouched."""
+    stored = (ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.CHECKING)
+              .values_list("file_data", flat=True).first())
+    if stored is None:
+        _reload(job)
+        return job
+    data = bytes(stored)
+    try:
+        # Fresh rows: rights and the connection may have changed since the upload.
+        by = get_user_model().objects.get(pk=job.created_by_id)
+        connection = TargetConnection.objects.get(pk=job.connection_id)
+        require_import_permission(by, submit=job.submit_after_import)
+        connection_mappings = mappings.active_mappings(connection)
+        result = check_file(
+            connection=connection, data=data, file_format=job.file_format,
+            progress=lambda n: ImportJob.objects.filter(pk=job.pk).update(processed_rows=n),
+            progress_every=10_000, connection_mappings=connection_mappings)
+        ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.CHECKING).update(
+            **_checked_state(result, data, connection_mappings))
+    except ValidationError as error:  # refused: rights withdrawn since the upload
+        _fail(job, [f"{m} Nothing was saved." for m in error.messages])
+        return job
+    except Exception as error:
+        logger.error("import job %s check failed: %s", job.pk, type(error).__name__)
+        _fail(job, [f"Checking the file stopped with an unexpected error "
+                    f"({type(error).__name__}); nothing was saved."])
+        raise
+    _reload(job)
+    logger.info("import job %s checked: %s rows, %s problems", job.pk, job.total_rows,
+                job.error_count)
     return job
 
 
@@ -473,7 +725,14 @@ def import_job_start(*, job: ImportJob, by, background: bool | None = None) -> b
 
 def import_job_run(*, job: ImportJob, progress: Callable[[int, int], None] | None = None,
                    progress_every: int | None = None) -> ImportJob:
-    """Check the stored file again, then save every row in one transaction — or nothing.
+    """Save every row of a checked file — or nothing — without holding the database for long.
+
+    The rows are written in short transactions (SAVE_CHUNK_ROWS each) as not yet live
+    (ProfileUpdate.import_pending: invisible to every list, count, queue and the sender), then
+    made live together in one statement at the end; when anything fails on the way, the rows
+    written so far are deleted again. Between two chunks other requests, the scheduler and the
+    sender write as usual — on SQLite too, where a single import transaction would hold the
+    only write lock for minutes.
 
     Runs once per job: it claims the job (queued → running) first, so a second worker, a
     double-click or a re-delivered task returns the job untouched. The claim also empties the
@@ -484,7 +743,8 @@ def import_job_run(*, job: ImportJob, progress: Callable[[int, int], None] | Non
               .values_list("file_data", flat=True).first())
     claimed = stored is not None and ImportJob.objects.filter(
         pk=job.pk, status=ImportJob.Status.QUEUED).update(
-        status=ImportJob.Status.RUNNING, processed_rows=0, file_data=b"")
+        status=ImportJob.Status.RUNNING, processed_rows=0, file_data=b"",
+        started_at=timezone.now())
     if not claimed:
         _reload(job)
         return job
@@ -493,19 +753,47 @@ def import_job_run(*, job: ImportJob, progress: Callable[[int, int], None] | Non
         _run_claimed(job, bytes(stored), progress=progress, progress_every=progress_every)
     except ValidationError as error:
         # Refusals of the services (rights withdrawn, connection made inactive): say which.
+        _discard_pending(job)
         _fail(job, [f"{m} Nothing was saved." for m in error.messages])
-    except Exception as error:
+    except BaseException as error:  # KeyboardInterrupt / a worker's timeout too: clean up
         # The type only: messages of database errors can quote the values being written.
         logger.error("import job %s failed: %s", job.pk, type(error).__name__)
+        _discard_pending(job)
         _fail(job, [f"The import stopped with an unexpected error ({type(error).__name__}); "
                     "nothing was saved."])
         raise
     return job
 
 
+INTERRUPTED = ("The import was interrupted (its worker stopped before it finished); nothing "
+               "was saved. Upload the file again.")
+
+
+def import_jobs_interrupted_discard(*, now: dt.datetime | None = None) -> int:
+    """End imports whose worker died (killed at the task timeout, the machine restarted): a job
+    running for more than twice the task timeout cannot still be running. Their not-yet-live
+    rows are deleted and the job says so. Returns how many jobs were ended."""
+    cutoff = (now or timezone.now()) - dt.timedelta(seconds=2 * TASK_TIMEOUT_SECONDS)
+    ended = 0
+    for job in ImportJob.objects.filter(status=ImportJob.Status.RUNNING,
+                                        started_at__lt=cutoff).defer("file_data"):
+        _discard_pending(job)
+        _fail(job, [INTERRUPTED])
+        ended += 1
+    return ended
+
+
+def _discard_pending(job: ImportJob) -> None:
+    """Delete the rows an unfinished import wrote (never live), in short transactions."""
+    pending = ProfileUpdate.with_pending_imports.filter(import_pending_id=job.pk)
+    while ids := list(pending.values_list("pk", flat=True)[:SAVE_CHUNK_ROWS]):
+        with transaction.atomic():
+            ProfileUpdate.with_pending_imports.filter(pk__in=ids).delete()  # audit rows cascade
+
+
 def _fail(job: ImportJob, messages: list[str]) -> None:
     ImportJob.objects.filter(pk=job.pk).update(
-        status=ImportJob.Status.ERROR, finished_at=timezone.now(), error_count=len(messages),
+        status=ImportJob.Status.ERROR, file_data=b"", finished_at=timezone.now(), error_count=len(messages),
         errors=[RowError(None, "", m).as_dict() for m in messages])
     _reload(job)
 
@@ -516,7 +804,12 @@ def _reload(job: ImportJob) -> None:
 
 
 _STATE_FIELDS = ("status", "file_format", "submit_after_import", "total_rows", "processed_rows", "created_updates", "errors",
-                 "error_count", "finished_at")
+                 "error_count", "finished_at", "mappings_fingerprint")
+
+
+MAPPINGS_CHANGED = ("The attribute mappings of {label} changed after this file was checked, so "
+                    "its rows were checked against rules that no longer apply. Upload the file "
+                    "again to check it against the mappings as they are now.")
 
 
 def _run_claimed(job: ImportJob, data: bytes, *, progress: Callable[[int, int], None] | None,
@@ -526,6 +819,11 @@ def _run_claimed(job: ImportJob, data: bytes, *, progress: Callable[[int, int], 
     by = get_user_model().objects.get(pk=job.created_by_id)
     connection = TargetConnection.objects.get(pk=job.connection_id)
     require_import_permission(by, submit=job.submit_after_import)
+    connection_mappings = mappings.active_mappings(connection)
+    fingerprint = mappings.mappings_fingerprint(connection_mappings)
+    if fingerprint != job.mappings_fingerprint:
+        raise ValidationError(MAPPINGS_CHANGED.format(label=connection.label),
+                              code="mappings_changed")
     total = job.total_rows
     every = progress_every or max(500, min(5000, total // 50 or 500))
 
@@ -534,38 +832,44 @@ def _run_claimed(job: ImportJob, data: bytes, *, progress: Callable[[int, int], 
         if progress:
             progress(done, total)
 
-    result = check_file(connection=connection, data=data, file_format=job.file_format,
-                        progress=report, progress_every=every)
-    now = timezone.now()
-    if not result.valid:
-        ImportJob.objects.filter(pk=job.pk).update(
-            status=ImportJob.Status.INVALID, total_rows=result.total_rows,
-            processed_rows=result.total_rows, errors=[e.as_dict() for e in result.errors],
-            error_count=result.error_count, finished_at=now)
-        _reload(job)
-        return
-    report(result.total_rows)
+    # Every row passed the preview's checks under these very mappings (same fingerprint, same
+    # stored bytes), so each row is only turned into its update here — not checked a second
+    # time. Each chunk's transaction re-reads the mappings locked and refuses the lot if they
+    # changed meanwhile (workflow.updates_stage_many(checked_against=...)); so does the last.
     reason = import_reason(job)
-    created = 0
-    with transaction.atomic():
-        chunk: list[dict[str, Any]] = []
-        for update in _valid_updates(connection, data, job.file_format):
-            chunk.append(update)
-            if len(chunk) == SAVE_CHUNK_ROWS:
-                created += workflow.updates_stage_many(
-                    connection=connection, rows=chunk, by=by, submit=job.submit_after_import,
-                    reason=reason)
-                chunk = []
-        if chunk:
-            created += workflow.updates_stage_many(
+    rows = created = 0
+    chunk: list[dict[str, Any]] = []
+
+    def save(chunk: list[dict[str, Any]]) -> int:
+        with transaction.atomic():
+            return workflow.updates_stage_many(
                 connection=connection, rows=chunk, by=by, submit=job.submit_after_import,
-                reason=reason)
-        if created != result.total_rows:  # the file cannot change between passes; be sure
-            raise RuntimeError("the second pass over the file saw a different number of rows")
+                reason=reason, checked_against=fingerprint, import_job=job)
+
+    for update in _valid_updates(connection, data, job.file_format, connection_mappings):
+        chunk.append(update)
+        rows += 1
+        if len(chunk) == SAVE_CHUNK_ROWS:
+            created += save(chunk)
+            chunk = []
+        if rows % every == 0:
+            report(rows)
+    if chunk:
+        created += save(chunk)
+    if rows != total or created != total:  # the stored file cannot change; be sure
+        raise RuntimeError("the second pass over the file saw a different number of rows")
+    report(rows)
+    with transaction.atomic():
+        locked = mappings.active_mappings(connection, lock=True)
+        if mappings.mappings_fingerprint(locked) != fingerprint:
+            raise ValidationError(MAPPINGS_CHANGED.format(label=connection.label),
+                                  code="mappings_changed")
+        # Live, all at once: one statement, however many rows.
+        ProfileUpdate.with_pending_imports.filter(import_pending_id=job.pk).update(
+            import_pending=None)
         ImportJob.objects.filter(pk=job.pk).update(
-            status=ImportJob.Status.DONE, total_rows=result.total_rows,
-            processed_rows=result.total_rows, created_updates=created, errors=[], error_count=0,
-            finished_at=timezone.now())
+            status=ImportJob.Status.DONE, total_rows=rows, processed_rows=rows,
+            created_updates=created, errors=[], error_count=0, finished_at=timezone.now())
     _reload(job)
     logger.info("import job %s done: %s updates created", job.pk, created)
 

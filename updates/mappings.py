@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
+import json
 import re
 from decimal import Decimal, InvalidOperation
 
@@ -183,8 +185,25 @@ def _typed(mapping: AttributeMapping, text: str) -> str:
     raise _bad(mapping, f"unknown value type {kind!r}.")
 
 
-def active_mappings(connection: TargetConnection) -> list[AttributeMapping]:
-    return list(AttributeMapping.objects.filter(connection=connection, active=True))
+def active_mappings(connection: TargetConnection, *, lock: bool = False
+                    ) -> list[AttributeMapping]:
+    """The connection's active mappings; `lock=True` (inside a transaction) locks their rows so
+    no mapping changes before the transaction that checks content against them commits."""
+    rows = AttributeMapping.objects.filter(connection=connection, active=True)
+    # Locked: ordered without the join the default ordering needs, so only mapping rows lock.
+    return list(rows.order_by("source_name").select_for_update() if lock else rows)
+
+
+# What decides whether content passes a mapping (help text does not).
+_RULE_FIELDS = ("pk", "source_name", "target_name", "value_type", "trim", "case_transform",
+                "required", "max_length", "choices", "pattern", "send_empty")
+
+
+def mappings_fingerprint(connection_mappings: list[AttributeMapping]) -> str:
+    """A digest of the rules of a set of active mappings: equal digests, equal checks. Content
+    checked under one fingerprint may be saved only while the mappings still have it."""
+    rules = sorted([str(getattr(m, f)) for f in _RULE_FIELDS] for m in connection_mappings)
+    return hashlib.sha256(json.dumps(rules).encode()).hexdigest()
 
 
 def attribute_errors(mappings: list[AttributeMapping], attributes: dict[str, str]) -> list[str]:

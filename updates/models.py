@@ -212,8 +212,21 @@ def content_hash(identity_type: str, identity: str, attributes: dict[str, str]) 
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+class VisibleUpdateManager(models.Manager):
+    """Every list, count, approval queue and sender query sees only live updates: the rows an
+    unfinished import is still writing (ProfileUpdate.import_pending set) stay invisible until
+    the import makes them all live at once — or deletes them when it fails."""
+
+    def get_queryset(self):
+        return super().get_queryset().filter(import_pending__isnull=True)
+
+
 class ProfileUpdate(models.Model):
     """One visitor's staged profile update: what will be sent, and where it is in its life."""
+
+    objects = VisibleUpdateManager()
+    # Live or not: for the import that writes, publishes and discards its own rows.
+    with_pending_imports = models.Manager()
 
     connection = models.ForeignKey(TargetConnection, on_delete=models.PROTECT, related_name="updates")
     identity_type = models.CharField(max_length=14, choices=IdentityType.choices)
@@ -259,6 +272,10 @@ class ProfileUpdate(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     acknowledged_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    # Set while the import that created this row is still running: the row is not live yet
+    # (see VisibleUpdateManager). Cleared, for all of the import's rows at once, when it ends.
+    import_pending = models.ForeignKey("ImportJob", on_delete=models.CASCADE, null=True,
+                                       blank=True, editable=False, related_name="+")
 
     # Read-back after sending (owned by verification.py); see VerificationState.
     verification_state = models.CharField(
@@ -449,6 +466,7 @@ class ImportJob(models.Model):
     """A CSV/XLSX import of profile updates, validated first, saved all-or-nothing."""
 
     class Status(models.TextChoices):
+        CHECKING = "checking", "Checking the file"
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
         DONE = "done", "Done"
@@ -470,6 +488,10 @@ class ImportJob(models.Model):
     errors = models.JSONField(default=list, blank=True)
     error_count = models.PositiveIntegerField(default=0)
     finished_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # mappings.mappings_fingerprint of the active mappings the preview checked the rows against;
+    # the import saves only while the connection's mappings still have it.
+    mappings_fingerprint = models.CharField(max_length=64, blank=True, default="", editable=False)
 
     class Meta:
         ordering = ["-created_at"]

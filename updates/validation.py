@@ -7,6 +7,9 @@ before (see mappings.py) and is explicit.
 
 from __future__ import annotations
 
+import functools
+import unicodedata
+
 from django.core.exceptions import ValidationError
 
 from . import target
@@ -39,6 +42,24 @@ def _has_control(text: str) -> bool:
     return any(ord(ch) < 32 or ord(ch) == 127 for ch in text)
 
 
+def _spoofing(text: str) -> str | None:
+    """Why `text` could pass for something it is not, or None: an invisible formatting character
+    (Unicode category Cf — bidirectional controls such as U+202E, zero-width spaces and joiners,
+    the byte-order mark) makes two different identities or names look alike on every screen;
+    U+FFFD is what a decoder leaves where the bytes were not valid UTF-8, so the text is not
+    what was sent."""
+    for ch in text:
+        if ch == "\ufffd":
+            return ("contains U+FFFD, the replacement character, which stands for bytes that "
+                    "were not valid UTF-8")
+        if unicodedata.category(ch) == "Cf":
+            name = unicodedata.name(ch, "FORMAT CHARACTER")
+            return (f"contains the invisible character U+{ord(ch):04X} ({name}); bidirectional "
+                    "controls and zero-width characters are refused because they make different "
+                    "text look the same")
+    return None
+
+
 def identity_errors(identity_type: str, identity: str) -> dict[str, list[str]]:
     errors: dict[str, list[str]] = {}
     if identity_type not in IdentityType.values:
@@ -55,6 +76,8 @@ def identity_errors(identity_type: str, identity: str) -> dict[str, list[str]]:
     else:
         if _has_control(identity):
             problems.append("The identity contains a control character (e.g. a line break).")
+        if (why := _spoofing(identity)) is not None:
+            problems.append(f"The identity {why}.")
         if identity != identity.strip():
             problems.append(
                 "The identity starts or ends with whitespace; it is not trimmed for you — "
@@ -95,7 +118,19 @@ def identity_errors(identity_type: str, identity: str) -> dict[str, list[str]]:
 
 
 def attribute_name_errors(name: str) -> list[str]:
-    if not isinstance(name, str) or name == "":
+    if not isinstance(name, str):
+        return ["An attribute name is empty."]
+    # A file repeats the same few names on every row: each distinct name is checked once.
+    return list(_attribute_name_errors(name))
+
+
+@functools.lru_cache(maxsize=4096)
+def _attribute_name_errors(name: str) -> tuple[str, ...]:
+    return tuple(_name_problems(name))
+
+
+def _name_problems(name: str) -> list[str]:
+    if name == "":
         return ["An attribute name is empty."]
     if (why := _unencodable(name)) is not None:
         return [f"Attribute name {name!r} {why}."]
@@ -107,6 +142,8 @@ def attribute_name_errors(name: str) -> list[str]:
         )
     if _has_control(name):
         problems.append(f"Attribute name {name!r} contains a control character (e.g. a line break).")
+    if (why := _spoofing(name)) is not None:
+        problems.append(f"Attribute name {ascii(name)} {why}.")
     if len(name) > ATTRIBUTE_NAME_MAX:
         problems.append(
             f"Attribute name {name[:40]!r}… has {len(name)} characters; "

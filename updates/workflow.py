@@ -251,6 +251,11 @@ def _locked(update: ProfileUpdate) -> ProfileUpdate:
     return ProfileUpdate.objects.select_for_update().get(pk=update.pk)
 
 
+def _refresh_active(connection: TargetConnection) -> None:
+    """The connection's `active` as stored now (the caller's copy may be minutes old)."""
+    connection.active = TargetConnection.objects.filter(pk=connection.pk, active=True).exists()
+
+
 def _refresh_caller_copy(caller: ProfileUpdate, fresh: ProfileUpdate) -> None:
     for f in fresh._meta.concrete_fields:
         setattr(caller, f.attname, getattr(fresh, f.attname))
@@ -311,10 +316,14 @@ def update_stage(*, connection: TargetConnection, identity_type: str, identity: 
     """Create a draft. Raises ValidationError (per field) and saves nothing if anything is wrong."""
     transition = T["stage"]
     _require_for(by, transition)
-    check_content(connection=connection, identity_type=identity_type, identity=identity,
-                  attributes=attributes, reason=reason)
     now = timezone.now()
     with transaction.atomic():
+        # Checked inside the saving transaction against locked mappings: what is saved is what
+        # passed the rules as they are when it is saved, not as they were when the form loaded.
+        _refresh_active(connection)
+        check_content(connection=connection, identity_type=identity_type, identity=identity,
+                      attributes=attributes, reason=reason,
+                      connection_mappings=mappings.active_mappings(connection, lock=True))
         update = ProfileUpdate.objects.create(
             connection=connection, identity_type=identity_type, identity=identity,
             attributes=dict(attributes), reason=reason, not_before=not_before,
@@ -349,7 +358,9 @@ def update_edit(*, update: ProfileUpdate, by, **new_values: Any) -> ProfileUpdat
         merged = {f: new_values.get(f, getattr(current, f)) for f in CONTENT_FIELDS}
         if content_changed:
             check_content(connection=current.connection, **merged,
-                          reason=new_values["reason"] if "reason" in changes else None)
+                          reason=new_values["reason"] if "reason" in changes else None,
+                          connection_mappings=mappings.active_mappings(current.connection,
+                                                                       lock=True))
         elif "reason" in changes and (problems := reason_errors(new_values["reason"])):
             # A reason-only edit is not blocked by content that later became invalid.
             raise ValidationError({"reason": problems})
@@ -506,15 +517,21 @@ def apply_to_each(service: Callable[..., ProfileUpdate], updates: Iterable[Profi
 
 
 def updates_stage_many(*, connection: TargetConnection, rows: list[dict[str, Any]], by,
-                       submit: bool = False, reason: str = "") -> int:
-    """Create many already-checked drafts (optionally submitted) in one transaction, with their
-    audit rows and their creator as content author. Callers (the import) validate every row
-    with check_content first; this function checks again only what could have changed since —
-    permissions — and writes in batches."""
+                       submit: bool = False, reason: str = "",
+                       checked_against: str | None = None, import_job=None) -> int:
+    """Create many drafts (optionally submitted) in one transaction, with their audit rows and
+    their creator as content author.
+
+    Nothing is saved that was not checked against the mappings as they are when it is saved:
+    inside the transaction the connection's active mappings are locked and re-read. A caller
+    that checked every row with check_content passes the mappings' fingerprint it checked
+    against (`checked_against`, mappings.mappings_fingerprint); if the mappings changed since,
+    the whole call is refused (code "mappings_changed"). Without it, every row is checked here.
+    With `import_job`, the rows are written not yet live (ProfileUpdate.import_pending): the
+    import makes them live together when it ends (importing.py).
+    """
     transition = T["import_and_submit"] if submit else T["import"]
     _require_for(by, transition)
-    if not connection.active:
-        raise ValidationError({"connection": [f"Connection {connection.label} is inactive."]})
     # Cheap, and the one column check_content does not cover; PostgreSQL would otherwise fail
     # the whole batch on an over-long reason that SQLite silently stores.
     if problems := reason_errors(reason):
@@ -527,6 +544,23 @@ def updates_stage_many(*, connection: TargetConnection, rows: list[dict[str, Any
     Author = ProfileUpdate.content_authors.through
     created = 0
     with transaction.atomic():
+        _refresh_active(connection)
+        if not connection.active:
+            raise ValidationError({"connection": [f"Connection {connection.label} is inactive."]})
+        locked = mappings.active_mappings(connection, lock=True)
+        if checked_against is None:
+            for number, r in enumerate(rows, start=1):
+                try:
+                    check_content(connection=connection, identity_type=r["identity_type"],
+                                  identity=r["identity"], attributes=r["attributes"],
+                                  connection_mappings=locked)
+                except ValidationError as error:
+                    raise ValidationError([f"Row {number}: {m}" for m in error.messages]) from None
+        elif mappings.mappings_fingerprint(locked) != checked_against:
+            raise ValidationError(
+                f"The attribute mappings of {connection.label} changed after these rows were "
+                "checked; check them again against the mappings as they are now.",
+                code="mappings_changed")
         for start in range(0, len(rows), 2000):
             chunk = rows[start:start + 2000]
             objs = ProfileUpdate.objects.bulk_create([
@@ -534,7 +568,8 @@ def updates_stage_many(*, connection: TargetConnection, rows: list[dict[str, Any
                     connection=connection, identity_type=r["identity_type"], identity=r["identity"],
                     attributes=r["attributes"], reason=r.get("reason", reason),
                     not_before=r.get("not_before"), status=status, created_by=by, created_at=now,
-                    last_edited_by=by, last_edited_at=now, submitted_at=now if submit else None)
+                    last_edited_by=by, last_edited_at=now, submitted_at=now if submit else None,
+                    import_pending=import_job)
                 for r in chunk
             ])
             Author.objects.bulk_create([Author(profileupdate_id=u.pk, user_id=by.pk)

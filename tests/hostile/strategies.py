@@ -10,6 +10,8 @@ surrogates (not encodable as UTF-8), and very long strings (GET/POST switch, 60 
 
 from __future__ import annotations
 
+import unicodedata
+
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
@@ -47,11 +49,14 @@ long_text = st.builds(_repeated, st.sampled_from(["a", "&", "é", "😀", "%", "
 any_text = st.one_of(hostile_text, encodable_text, encodable_text, long_text)
 
 # Identities that must be accepted as mbox3rdPartyId: printable, no surrounding whitespace,
-# neither '+' nor '/', at most 256 characters — but still full of URL syntax and Unicode.
-_printable = st.characters(exclude_categories=("Cs", "Cc", "Zl", "Zp"),
-                           exclude_characters="+/")
+# neither '+' nor '/', no invisible formatting character (Cf) or U+FFFD (refused as spoofing),
+# at most 256 characters — but still full of URL syntax and Unicode.
+_printable = st.characters(exclude_categories=("Cs", "Cc", "Cf", "Zl", "Zp"),
+                           exclude_characters="+/\ufffd")
 _inner = st.lists(st.one_of(
-    st.sampled_from([p for p in NASTY if p.isprintable() and "+" not in p and "/" not in p]),
+    st.sampled_from([p for p in NASTY if p.isprintable() and "+" not in p and "/" not in p
+                     and "\ufffd" not in p
+                     and not any(unicodedata.category(c) == "Cf" for c in p)]),
     st.text(_printable, min_size=1, max_size=4)), min_size=1, max_size=20).map("".join)
 acceptable_third_party_id = _inner.map(str.strip).filter(lambda s: 0 < len(s) <= 256)
 

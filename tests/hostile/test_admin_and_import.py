@@ -20,6 +20,7 @@ import re
 from urllib.parse import quote_from_bytes
 
 import pytest
+from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 from hypothesis import event, example, given, settings
@@ -27,8 +28,9 @@ from hypothesis import strategies as st
 from openpyxl import Workbook
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
+from profileops.middleware import INVALID_UTF8
 from tests.conftest import make_connection, make_mapping
-from updates import importing, mappings, workflow
+from updates import importing, mappings, tasks_import, workflow
 from updates.forms import StagingFormMixin
 from updates.models import (AttributeMapping, ImportJob, ProfileUpdate,
                             TargetConnection, UpdateStatus)
@@ -62,8 +64,20 @@ def form_body(fields: dict[str, str | list[str]]) -> bytes:
     return "&".join(pairs).encode("ascii")
 
 
+def is_utf8(fields: dict) -> bool:
+    texts = [name for name in fields] + [v for vs in fields.values()
+                                         for v in (vs if isinstance(vs, list) else [vs])]
+    return all(raw(text).decode("utf-8", "replace") == text for text in texts)
+
+
 def post_form(client, url: str, fields: dict) -> object:
+    """POST the fields as raw bytes. Not valid UTF-8: refused with a 400 before any form sees it
+    (profileops.middleware), so no U+FFFD is ever stored in place of what was sent."""
     response = client.post(url, data=form_body(fields), content_type=FORM)
+    if not is_utf8(fields):
+        assert response.status_code == 400, response.status_code
+        assert response.content.decode() == INVALID_UTF8
+        return response
     assert response.status_code in (200, 302), response.status_code
     if response.status_code == 200:
         form = response.context["adminform"].form
@@ -164,7 +178,7 @@ def test_the_staging_form_saves_exactly_what_was_posted_or_shows_errors_never_a_
         before = row_counts()
         response = post_form(client, url, update_post(typed_connection, values))
         after = row_counts()
-        if response.status_code == 200:
+        if response.status_code != 302:
             event("refused")
             assert after == before
             return
@@ -193,7 +207,7 @@ def test_the_change_form_saves_exactly_what_was_posted_or_leaves_the_update_unto
         before, counts = snapshot(update), row_counts()
         url = reverse("admin:updates_profileupdate_change", args=[update.pk])
         response = post_form(client, url, update_post(typed_connection, values))
-        if response.status_code == 200:
+        if response.status_code != 302:
             event("refused")
             assert snapshot(update) == before
             assert row_counts() == counts
@@ -231,7 +245,7 @@ def test_the_connection_form_saves_or_shows_errors_never_a_500(client, admin_use
         before = row_counts()
         response = post_form(client, reverse("admin:updates_targetconnection_add"), values)
         after = row_counts()
-        if response.status_code == 200:
+        if response.status_code != 302:
             event("refused")
             assert after == before
             return
@@ -280,7 +294,7 @@ def test_the_mapping_form_saves_or_shows_errors_never_a_500(client, operator, co
         response = post_form(client, reverse("admin:updates_attributemapping_add"),
                              {"connection": str(connection.pk), **values})
         after = row_counts()
-        if response.status_code == 200:
+        if response.status_code != 302:
             event("refused")
             assert after == before
             return
@@ -411,7 +425,7 @@ def import_or_refusal(connection, by, name: str, data: bytes, header, rows) -> N
     before = row_counts()
     try:
         job = importing.import_job_create(connection=connection, file_name=name, file_data=data,
-                                          by=by)
+                                          by=by, background=False)
     except ValidationError as refusal:  # the file as a whole is unreadable
         event("file refused")
         assert refusal.messages and row_counts() == before
@@ -535,6 +549,10 @@ def test_the_admin_upload_page_answers_every_file_with_a_page_never_a_500(
         status_page = client.get(response["Location"])
         assert status_page.status_code == 200
         job = ImportJob.objects.latest("id")
+        if job.status == ImportJob.Status.CHECKING:  # a large file: checked by the worker
+            tasks_import.check_import_job(job.pk)
+            job.refresh_from_db()
+            assert client.get(response["Location"]).status_code == 200
         if job.status == ImportJob.Status.QUEUED:
             started = client.post(reverse("admin:updates_importjob_start", args=[job.pk]))
             assert started.status_code == 302
@@ -546,3 +564,279 @@ def test_the_admin_upload_page_answers_every_file_with_a_page_never_a_500(
             assert job.status == ImportJob.Status.INVALID
             assert_refusal_is_located(job, len(rows))
             assert row_counts()["ProfileUpdate"] == before["ProfileUpdate"]
+
+
+# --- invalid UTF-8 in a request ----------------------------------------------------------------
+
+def test_a_form_post_with_invalid_utf8_is_refused_not_stored_with_replacement_characters(
+        client, typed_connection, operator):
+    client.force_login(operator)
+    url = reverse("admin:updates_profileupdate_add") + f"?connection={typed_connection.pk}"
+    fields = update_post(typed_connection, VALID_UPDATE_FORM)
+    body = form_body(fields).replace(b"identity=cust-1", b"identity=cust-%FF%FE1")
+    before = row_counts()
+    response = client.post(url, data=body, content_type=FORM)
+    assert response.status_code == 400
+    assert response.content.decode() == INVALID_UTF8
+    assert row_counts() == before
+    # The same form, valid UTF-8, is saved: the refusal is about the bytes, nothing else.
+    assert client.post(url, data=form_body(fields), content_type=FORM).status_code == 302
+    assert ProfileUpdate.objects.get().identity == "cust-1"
+
+
+def test_a_multipart_post_with_invalid_utf8_is_refused_too(client, import_connection, operator):
+    client.force_login(operator)
+    boundary = "BoUnDaRy"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"connection\"\r\n\r\n"
+            f"{import_connection.pk}\r\n--{boundary}\r\nContent-Disposition: form-data; "
+            "name=\"submit\"\r\n\r\n").encode() + b"o\xffn" + (
+        f"\r\n--{boundary}--\r\n").encode()
+    response = client.post(reverse("admin:updates_importjob_import"), data=body,
+                           content_type=f"multipart/form-data; boundary={boundary}")
+    assert response.status_code == 400
+    assert response.content.decode() == INVALID_UTF8
+
+
+def test_a_query_string_with_invalid_utf8_is_refused(client, operator):
+    client.force_login(operator)
+    response = client.get(reverse("admin:updates_profileupdate_changelist") + "?q=%C3%28")
+    assert response.status_code == 400
+    assert client.get(reverse("admin:updates_profileupdate_changelist") + "?q=%C3%A9"
+                      ).status_code == 200
+
+
+# --- bounded uploads: zip bombs, endless rows, giant cells -------------------------------------
+# The limits are lowered with override_settings so each hostile file stays small and fast to
+# build; what is proven is that reading stops at the limit with a clear refusal, saving nothing.
+
+import zipfile  # noqa: E402
+
+from django.test import override_settings  # noqa: E402
+
+SHEET_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+SHARED_STRINGS_TYPE = ("application/vnd.openxmlformats-officedocument.spreadsheetml."
+                       "sharedStrings+xml")
+HEADER_ROW = ('<row r="1"><c r="A1" t="inlineStr"><is><t>identity_type</t></is></c>'
+              '<c r="B1" t="inlineStr"><is><t>identity</t></is></c>'
+              '<c r="C1" t="inlineStr"><is><t>note</t></is></c></row>')
+
+
+def limits(**values: int):
+    return override_settings(PROFILEOPS={**django_settings.PROFILEOPS, **{
+        f"IMPORT_MAX_{name.upper()}": value for name, value in values.items()}})
+
+
+def handmade_xlsx(rows_xml: str | bytes, shared_strings: bytes | None = None,
+                  declared_sizes: dict[str, int] | None = None) -> bytes:
+    """A real workbook (written by openpyxl) whose first sheet holds `rows_xml`, and optionally
+    a shared-strings part — the parts an attacker controls, written as raw XML."""
+    workbook = Workbook()
+    base = io.BytesIO()
+    workbook.save(base)
+    rows = rows_xml.encode() if isinstance(rows_xml, str) else rows_xml
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(base.getvalue())) as source, \
+            zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            data = source.read(info.filename)
+            if info.filename == "xl/worksheets/sheet1.xml":
+                data = (f'<worksheet xmlns="{SHEET_NS}"><sheetData>'.encode() + rows
+                        + b"</sheetData></worksheet>")
+            elif info.filename == "[Content_Types].xml" and shared_strings is not None:
+                data = data.replace(b"</Types>", (
+                    '<Override PartName="/xl/sharedStrings.xml" '
+                    f'ContentType="{SHARED_STRINGS_TYPE}"/></Types>').encode())
+            target.writestr(info.filename, data)
+        if shared_strings is not None:
+            target.writestr("xl/sharedStrings.xml", shared_strings)
+    data = out.getvalue()
+    for name, size in (declared_sizes or {}).items():
+        data = _declare_size(data, name, size)
+    return data
+
+
+def _declare_size(data: bytes, name: str, size: int) -> bytes:
+    """The zip with `name`'s uncompressed size rewritten in its local header and directory: a
+    file that lies about what it unpacks to."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        info = archive.getinfo(name)
+    patched = bytearray(data)
+    encoded = name.encode()
+    local = info.header_offset
+    patched[local + 22:local + 26] = size.to_bytes(4, "little")
+    position = data.find(b"PK\x01\x02")  # central directory entries
+    while position != -1:
+        name_length = int.from_bytes(data[position + 28:position + 30], "little")
+        if data[position + 46:position + 46 + name_length] == encoded:
+            patched[position + 24:position + 28] = size.to_bytes(4, "little")
+        position = data.find(b"PK\x01\x02", position + 4)
+    return bytes(patched)
+
+
+def refused(connection, by, data: bytes, name: str = "hostile.xlsx") -> list[dict]:
+    before = row_counts()
+    job = importing.import_job_create(connection=connection, file_name=name, file_data=data,
+                                      by=by, background=False)
+    assert job.status == ImportJob.Status.INVALID
+    assert row_counts()["ProfileUpdate"] == before["ProfileUpdate"]
+    assert bytes(ImportJob.objects.get(pk=job.pk).file_data) == b""  # a refused file is not kept
+    return job.errors
+
+
+UNPACKS_TOO_LARGE = ("The XLSX file unpacks to more than 1 MB; at most that much is read. Save "
+                     "it again without empty rows and columns, or split it.")
+
+
+def test_an_xlsx_whose_shared_strings_unpack_past_the_limit_is_refused_before_reading(
+        import_connection, operator):
+    strings = (f'<sst xmlns="{SHEET_NS}">'.encode() + b"<si><t>" + b"A" * (8 * 1024 * 1024)
+               + b"</t></si></sst>")
+    data = handmade_xlsx(HEADER_ROW, shared_strings=strings)
+    assert len(data) < 100 * 1024  # a small upload …
+    with limits(uncompressed_bytes=1024 * 1024):  # … that unpacks to 8 MB
+        assert refused(import_connection, operator, data) == [
+            {"row": None, "column": "", "message": UNPACKS_TOO_LARGE}]
+
+
+def test_an_xlsx_whose_sheet_unpacks_past_the_limit_is_refused(import_connection, operator):
+    row = ('<row r="{n}"><c r="A{n}" t="inlineStr"><is><t>mbox3rdPartyId</t></is></c>'
+           '<c r="B{n}" t="inlineStr"><is><t>c-{n}</t></is></c></row>')
+    data = handmade_xlsx(HEADER_ROW + "".join(row.format(n=n) for n in range(2, 30_000)))
+    with limits(uncompressed_bytes=1024 * 1024):
+        assert refused(import_connection, operator, data) == [
+            {"row": None, "column": "", "message": UNPACKS_TOO_LARGE}]
+
+
+def test_an_xlsx_that_lies_about_its_unpacked_size_is_refused_as_unreadable(
+        import_connection, operator):
+    # The directory claims 1 KB; zipfile stops at the declared size, the checksum then fails.
+    strings = (f'<sst xmlns="{SHEET_NS}">'.encode() + b"<si><t>" + b"A" * (4 * 1024 * 1024)
+               + b"</t></si></sst>")
+    data = handmade_xlsx(HEADER_ROW, shared_strings=strings,
+                         declared_sizes={"xl/sharedStrings.xml": 1024})
+    with limits(uncompressed_bytes=1024 * 1024):
+        (error,) = refused(import_connection, operator, data)
+    assert error["row"] is None
+    assert error["message"] in (UNPACKS_TOO_LARGE, "Not a readable XLSX file (BadZipFile).")
+
+
+def test_the_unpacked_bytes_are_counted_while_reading_whatever_the_directory_says():
+    # Defence in depth: the budget is shared by every member opened, however often.
+    payload = b"x" * 10_000
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("part.xml", payload)
+    bounded = importing._BoundedZip(io.BytesIO(out.getvalue()), 15_000)
+    assert bounded.read("part.xml") == payload
+    with pytest.raises(importing._UnpackedTooLarge):
+        bounded.read("part.xml")  # 20,000 bytes unpacked in all
+
+
+def test_a_million_empty_rows_are_refused_at_the_row_limit(import_connection, operator):
+    # One real row, then a row numbered 1,000,000: the reader would yield every empty row between.
+    data = handmade_xlsx(HEADER_ROW + '<row r="1000000"><c r="A1000000" t="inlineStr"><is><t>'
+                         'mbox3rdPartyId</t></is></c></row>')
+    with limits(rows=5000):
+        assert refused(import_connection, operator, data) == [
+            {"row": 5001, "column": "", "message": "The file has more than 5,000 rows (empty "
+                                                   "rows included); split it into several imports."}]
+
+
+def test_a_csv_of_a_million_empty_lines_is_refused_at_the_row_limit(import_connection,
+                                                                    operator):
+    data = b"identity_type,identity,note\r\n" + b"\r\n" * 1_000_000
+    with limits(rows=5000):
+        (error,) = refused(import_connection, operator, data, name="hostile.csv")
+    assert error["row"] == 5001 and "more than 5,000 rows" in error["message"]
+
+
+def test_a_giant_xlsx_cell_is_refused_with_its_cell_named_and_only_an_excerpt_stored(
+        import_connection, operator):
+    giant = "=" + "g" * 200_000
+    data = handmade_xlsx(HEADER_ROW + '<row r="2"><c r="A2" t="inlineStr"><is><t>mbox3rdPartyId'
+                         f'</t></is></c><c r="C2" t="inlineStr"><is><t>{giant}</t></is></c></row>')
+    with limits(cell_chars=1000):
+        (error,) = refused(import_connection, operator, data)
+    assert error == {"row": 2, "column": "C", "message": "Row 2, column C: the cell has 200,001 "
+                                                         "characters; a cell holds at most 1,000."}
+
+
+def test_a_giant_header_cell_is_refused_too(import_connection, operator):
+    data = f"identity_type,identity,{'h' * 50_000}\r\nmbox3rdPartyId,c-1,x\r\n".encode()
+    with limits(cell_chars=1000):
+        (error,) = refused(import_connection, operator, data, name="hostile.csv")
+    assert (error["row"], error["column"]) == (1, "C") and "50,000 characters" in error["message"]
+
+
+def test_a_giant_csv_cell_past_the_csv_readers_own_limit_is_refused(import_connection, operator):
+    data = ("identity_type,identity,note\r\nmbox3rdPartyId,c-1,\"" + "n" * 300_000
+            + "\"\r\n").encode()
+    (error,) = refused(import_connection, operator, data, name="hostile.csv")
+    assert error["row"] == 2 and "a cell holds at most 65,536 characters" in error["message"]
+
+
+def test_a_row_wider_than_the_column_limit_is_refused(import_connection, operator):
+    # Excel's last column, XFD: the reader pads the row to 16,384 cells.
+    data = handmade_xlsx(HEADER_ROW + '<row r="2"><c r="XFD2" t="inlineStr"><is><t>x</t></is>'
+                         '</c></row>')
+    (error,) = refused(import_connection, operator, data)
+    assert error == {"row": 2, "column": "ALM", "message": "Row 2 has more than 1,000 cells; at "
+                                                           "most 1,000 columns are read."}
+
+
+def test_a_csv_line_of_a_million_commas_is_refused_before_it_is_split(import_connection,
+                                                                      operator):
+    data = b"identity_type,identity,note\r\nmbox3rdPartyId,c-1," + b"," * 1_000_000 + b"x\r\n"
+    (error,) = refused(import_connection, operator, data, name="hostile.csv")
+    assert error["row"] == 2 and "more than 1,000 cells" in error["message"]
+
+
+def test_quoted_commas_do_not_count_as_columns(import_connection, operator):
+    note = "," * 5000
+    data = f'identity_type,identity,note\r\nmbox3rdPartyId,c-1,"{note}"\r\n'.encode()
+    job = importing.import_job_create(connection=import_connection, file_name="ok.csv",
+                                      file_data=data, by=operator)
+    assert job.status == ImportJob.Status.QUEUED, job.errors
+
+
+def test_trailing_empty_columns_do_not_count_against_the_column_limit(import_connection,
+                                                                      operator):
+    data = ("identity_type,identity,note" + "," * 3000 + "\r\nmbox3rdPartyId,c-1,x"
+            + "," * 3000 + "\r\n").encode()
+    job = importing.import_job_create(connection=import_connection, file_name="ok.csv",
+                                      file_data=data, by=operator)
+    assert job.status == ImportJob.Status.QUEUED, job.errors
+
+
+def test_a_job_stores_a_bounded_number_of_errors_each_a_bounded_excerpt(import_connection,
+                                                                        operator):
+    # Every row bad, each quoting a long value: the count is whole, the stored list is capped.
+    bad_type = "t" * 5000
+    lines = ["identity_type,identity,note"] + [f"{bad_type}{n},c-{n},x" for n in range(3000)]
+    data = ("\r\n".join(lines) + "\r\n").encode()
+    job = importing.import_job_create(connection=import_connection, file_name="bad.csv",
+                                      file_data=data, by=operator, background=False)
+    assert job.status == ImportJob.Status.INVALID
+    assert job.error_count == 3000 and len(job.errors) == importing.MAX_STORED_ERRORS
+    assert max(len(e["message"]) for e in job.errors) <= importing.MAX_ERROR_TEXT
+    assert job.errors[0]["message"].endswith("characters in all)")
+
+
+def test_a_large_upload_answers_at_once_and_its_page_follows_the_background_check(
+        client, import_connection, operator, settings):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "IMPORT_BACKGROUND_CHECK_BYTES": 1000}
+    rows = "".join(f"mbox3rdPartyId,c-{i},note {i},gold\r\n" for i in range(200))
+    upload = SimpleUploadedFile("big.csv", f"identity_type,identity,note,tier\r\n{rows}".encode())
+    client.force_login(operator)
+    response = client.post(reverse("admin:updates_importjob_import"),
+                           {"connection": import_connection.pk, "file": upload})
+    assert response.status_code == 302
+    job = ImportJob.objects.get()
+    assert job.status == ImportJob.Status.CHECKING  # not read in the request
+    page = client.get(response["Location"])
+    assert b"Checking the file" in page.content and page.context["refresh"]
+    tasks_import.check_import_job(job.pk)
+    page = client.get(response["Location"])
+    assert b"Every row is valid" in page.content and b"Import 200 updates" in page.content

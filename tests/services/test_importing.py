@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import threading
 import time
 
 import pytest
 import tablib
 from django.contrib.auth.models import AnonymousUser, Permission, User
 from django.core.exceptions import ValidationError
+from django.db import connections
+from django.utils import timezone
 from django_q.models import OrmQ
 from openpyxl import Workbook
 
-from tests.conftest import make_mapping, make_user
-from updates import importing, mappings, tasks_import
+from tests.conftest import approve_via_workflow, make_mapping, make_user
+from updates import importing, mappings, sending, tasks_import
 from updates.errors import Refused
 from updates.models import AuditEvent, ImportJob, ProfileUpdate, UpdateStatus
 from updates.resources import ProfileUpdateImportResource
@@ -115,7 +118,7 @@ def test_an_xlsx_file_imports_with_spreadsheet_cell_types_normalised(connection,
     make_mapping(connection, "vip", "isVip", value_type="boolean")
     data = xlsx_bytes([
         ["identity_type", "identity", "loan_status", "visits", "funded_on", "vip", None],
-        ["mbox3rdPartyId", 123456, "funded", 7.0, dt.datetime(2024, 5, 1), True, None],
+        ["mbox3rdPartyId", "123456", "funded", 7.0, dt.datetime(2024, 5, 1), True, None],
         [None, None, None, None, None, None, None],  # an empty row: skipped, still counted
         ["mbox3rdPartyId", "c-2", "applied", 12, dt.date(2024, 5, 2), False],
     ])
@@ -129,6 +132,33 @@ def test_an_xlsx_file_imports_with_spreadsheet_cell_types_normalised(connection,
         "c-2": {"loanStatus": "applied", "visitCount": "12", "fundedOn": "2024-05-02",
                 "isVip": "false"},
     }
+
+
+@pytest.mark.parametrize(("cell", "kind"), [
+    (123456, "a number cell"), (1.5e15, "a number cell"), (True, "a true/false cell"),
+    (dt.datetime(2024, 5, 1), "a date or time cell"), (dt.date(2024, 5, 1), "a date or time cell"),
+])
+def test_an_identity_in_a_number_date_or_boolean_cell_is_refused_with_the_cell_named(
+        connection, operator, cell, kind):
+    # Excel has already turned 00123 into 123 or a long id into 1.5E+15: converting it back to
+    # text would stage an update for somebody else.
+    data = xlsx_bytes([["identity_type", "identity", "loan_status"],
+                       ["mbox3rdPartyId", "c-1", "funded"],
+                       ["mbox3rdPartyId", cell, "funded"]])
+    job = create(connection, operator, data, name="updates.xlsx")
+    assert job.status == "invalid"
+    assert errors_of(job) == [(3, "identity", f"Row 3, column B (identity): {kind} — format the "
+                               "column as text; an identity is taken exactly as typed, never "
+                               "converted.")]
+    assert not ProfileUpdate.objects.exists()
+
+
+def test_an_identity_type_in_a_number_cell_is_refused_too(connection, operator):
+    data = xlsx_bytes([["identity", "identity_type", "loan_status"], ["c-1", 7, "funded"]])
+    job = create(connection, operator, data, name="updates.xlsx")
+    assert errors_of(job) == [(2, "identity_type", "Row 2, column B (identity_type): a number "
+                               "cell — format the column as text; an identity is taken exactly "
+                               "as typed, never converted.")]
 
 
 def test_xlsx_row_numbers_are_spreadsheet_rows(connection, operator):
@@ -254,17 +284,97 @@ def test_an_inactive_connection_refuses_the_whole_file_once(connection, operator
                                          "staged for it.")]
 
 
-def test_the_import_checks_again_when_it_starts_and_saves_nothing_if_mappings_changed(
-        connection, operator):
-    job = create(connection, operator, csv_bytes("mbox3rdPartyId,c-1,funded,gold,"))
+MAPPINGS_CHANGED = ("The attribute mappings of Connection acme changed after this file was "
+                    "checked, so its rows were checked against rules that no longer apply. Upload "
+                    "the file again to check it against the mappings as they are now. Nothing "
+                    "was saved.")
+
+
+@pytest.mark.parametrize("change", ["tighter rule", "looser rule", "deactivated", "new mapping"])
+def test_a_mapping_changed_between_preview_and_confirmation_refuses_the_file_saving_nothing(
+        connection, operator, change):
+    job = create(connection, operator, csv_bytes("mbox3rdPartyId,c-1,funded,gold,",
+                                                 "mbox3rdPartyId,c-2,applied,silver,a note"))
     tier = connection.mappings.get(source_name="tier")
-    tier.max_length = 3
-    mappings.mapping_save(mapping=tier, by=operator)
+    if change == "tighter rule":
+        tier.max_length = 3
+    elif change == "looser rule":  # even a change every row would pass: the rows were not
+        tier.max_length = 1000     # checked against it, so they are not saved under it
+    elif change == "deactivated":  # would have saved rows without their tier
+        tier.active = False
+    if change == "new mapping":
+        make_mapping(connection, "segment", "segment", required=True)
+    else:
+        mappings.mapping_save(mapping=tier, by=operator)
 
     importing.import_job_start(job=job, by=operator)
     job.refresh_from_db()
-    assert job.status == "invalid"
-    assert errors_of(job) == [(2, "tier", "4 characters; at most 3 are allowed.")]
+    assert job.status == "error"
+    assert errors_of(job) == [(None, "", MAPPINGS_CHANGED)]
+    assert not ProfileUpdate.objects.exists()
+    assert not AuditEvent.objects.filter(action="imported").exists()
+
+
+def test_a_help_text_change_is_not_a_change_of_the_rules(connection, operator):
+    job = create(connection, operator, csv_bytes("mbox3rdPartyId,c-1,funded,gold,"))
+    tier = connection.mappings.get(source_name="tier")
+    tier.help_text = "The loyalty tier, as the CRM names it."
+    mappings.mapping_save(mapping=tier, by=operator)
+    importing.import_job_start(job=job, by=operator)
+    job.refresh_from_db()
+    assert (job.status, job.created_updates) == ("done", 1)
+
+
+def test_a_mapping_changed_while_the_import_runs_is_caught_inside_the_saving_transaction(
+        connection, operator):
+    # The change lands after the run's first look at the mappings, before the rows are saved:
+    # the saving transaction re-reads the mappings (locked) and refuses the whole file.
+    data = csv_bytes(*[f"mbox3rdPartyId,c-{i},funded,gold," for i in range(30)])
+    job = create(connection, operator, data)
+    changed = []
+
+    def change_mapping(done: int, total: int) -> None:
+        if not changed:
+            tier = connection.mappings.get(source_name="tier")
+            tier.max_length = 3
+            mappings.mapping_save(mapping=tier, by=operator)
+            changed.append(done)
+
+    ImportJob.objects.filter(pk=job.pk).update(status="queued")
+    importing.import_job_run(job=job, progress=change_mapping, progress_every=10)
+    assert changed
+    job.refresh_from_db()
+    assert job.status == "error"
+    assert "changed after these rows were checked" in job.errors[0]["message"]
+    assert "Nothing was saved." in job.errors[0]["message"]
+    assert not ProfileUpdate.objects.exists()
+
+
+def test_staging_many_without_a_fingerprint_checks_every_row_against_the_locked_mappings(
+        connection, operator):
+    from updates import workflow
+    rows = [{"identity_type": "mbox3rdPartyId", "identity": "c-1",
+             "attributes": {"loanStatus": "funded", "loyaltyTier": "gold"}},
+            {"identity_type": "mbox3rdPartyId", "identity": "c-2",
+             "attributes": {"loanStatus": "bankrupt"}}]
+    with pytest.raises(ValidationError) as refused:
+        workflow.updates_stage_many(connection=connection, rows=rows, by=operator)
+    assert "Row 2:" in refused.value.messages[0] and "bankrupt" in refused.value.messages[0]
+    assert not ProfileUpdate.objects.exists()
+
+
+def test_staging_one_update_checks_against_the_mappings_as_they_are_when_it_is_saved(
+        connection, operator):
+    # Content a form normalised under the old rules is refused once the rules changed.
+    from updates import workflow
+    tier = connection.mappings.get(source_name="tier")
+    tier.value_type = "choice"
+    tier.choices = "bronze"
+    mappings.mapping_save(mapping=tier, by=operator)
+    with pytest.raises(ValidationError) as refused:
+        workflow.update_stage(connection=connection, identity_type="mbox3rdPartyId",
+                              identity="c-1", attributes={"loyaltyTier": "gold"}, by=operator)
+    assert "not one of the permitted choices" in " ".join(refused.value.messages)
     assert not ProfileUpdate.objects.exists()
 
 
@@ -375,7 +485,8 @@ def test_a_hundred_thousand_row_file_imports_in_the_background_path(connection, 
     # them here keeps this test to the background run).
     job = ImportJob.objects.create(connection=connection, created_by=operator,
                                    file_name="big.csv", file_format="csv", file_data=data,
-                                   total_rows=rows)
+                                   total_rows=rows, mappings_fingerprint=mappings.
+                                   mappings_fingerprint(mappings.active_mappings(connection)))
 
     started = time.perf_counter()
     tasks_import.run_import_job(job.pk)  # what the django-q2 worker calls
@@ -490,7 +601,8 @@ def test_admin_import_of_a_large_file_runs_in_the_background_with_a_progress_pag
 
     ImportJob.objects.filter(pk=job.pk).update(status="running", processed_rows=4)
     page = client.get(status_url).content.decode()
-    assert "Checking rows" in page and "4 of 8 rows checked (50%)" in page
+    assert "Saving rows" in page and "4 of 8 rows saved (50%)" in page
+    assert "No update of this file is visible until every row is saved" in page
     assert '<meta http-equiv="refresh"' in page
     ImportJob.objects.filter(pk=job.pk).update(status="queued", processed_rows=0)
 
@@ -556,3 +668,144 @@ def test_imported_values_are_exactly_what_target_receives(connection, operator, 
     assert received["c-1"] == {"loanStatus": "funded", "loyaltyTier": "Zürich & Genève",
                                "callNote": "50% off; a+b=c #1", "loanAmount": "1500"}
     assert received["1368007744041-575948.01_00"]["loanAmount"] == "12.34"
+
+
+# --- large uploads are checked in the background ------------------------------------------------
+
+def test_a_large_upload_is_stored_for_a_background_check_not_checked_in_the_request(
+        connection, operator, django_capture_on_commit_callbacks, settings):
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "IMPORT_BACKGROUND_CHECK_BYTES": 100}
+    data = csv_bytes(*[f"mbox3rdPartyId,c-{i},funded,gold," for i in range(20)])
+    with django_capture_on_commit_callbacks(execute=True):
+        job = create(connection, operator, data)
+    assert (job.status, job.total_rows, job.mappings_fingerprint) == ("checking", 0, "")
+    assert OrmQ.objects.count() == 1  # the check task, for the cluster
+    assert not ProfileUpdate.objects.exists()
+
+    assert tasks_import.check_import_job(job.pk) == (
+        f"import #{job.pk}: queued, 20 rows, 0 problems")  # what the worker calls
+    job.refresh_from_db()
+    assert (job.status, job.total_rows) == ("queued", 20)
+    assert importing.import_job_start(job=job, by=operator) is False
+    job.refresh_from_db()
+    assert (job.status, job.created_updates) == ("done", 20)
+
+
+def test_a_large_invalid_upload_ends_invalid_with_its_errors_and_the_file_dropped(
+        connection, operator, settings):
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "IMPORT_BACKGROUND_CHECK_BYTES": 100}
+    data = csv_bytes(*[f"mbox3rdPartyId,c-{i},funded,gold," for i in range(10)],
+                     "mbox3rdPartyId,c-x,bankrupt,,")
+    job = create(connection, operator, data)
+    importing.import_job_check(job=job)
+    assert job.status == "invalid" and job.error_count == 1
+    assert errors_of(job)[0][:2] == (12, "loan_status")
+    assert bytes(ImportJob.objects.get(pk=job.pk).file_data) == b""
+    assert importing.import_job_check(job=job).status == "invalid"  # a re-delivered task: no-op
+
+
+def test_a_background_check_refuses_a_user_who_lost_the_right_meanwhile(connection, operator,
+                                                                       settings):
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "IMPORT_BACKGROUND_CHECK_BYTES": 100}
+    job = create(connection, operator, csv_bytes(*[f"mbox3rdPartyId,c-{i},funded,,"
+                                                   for i in range(10)]))
+    operator.groups.clear()
+    importing.import_job_check(job=job)
+    assert job.status == "error" and "permission" in job.errors[0]["message"]
+    assert bytes(ImportJob.objects.get(pk=job.pk).file_data) == b""
+
+
+# --- a big import never stalls the app, and stays all or nothing --------------------------------
+
+def _big_file(rows: int, prefix: str = "big") -> bytes:
+    return csv_bytes(*[f"mbox3rdPartyId,{prefix}-{i},funded,gold," for i in range(rows)])
+
+
+def test_an_import_failing_midway_leaves_nothing_behind_visible_or_not(connection, operator):
+    job = create(connection, operator, _big_file(5000), background=False)
+    looked = []
+
+    def worker_stops(done: int, total: int) -> None:
+        if done == 2500:  # the first 2,000 rows are committed, in their own transaction
+            looked.append((ProfileUpdate.with_pending_imports.filter(import_pending=job).count(),
+                           ProfileUpdate.objects.count()))
+            raise RuntimeError("the worker was stopped")
+
+    with pytest.raises(RuntimeError):
+        importing.import_job_run(job=job, progress=worker_stops, progress_every=2500)
+    assert looked == [(2000, 0)]  # written, but not live: no list, count or sender sees them
+    assert not ProfileUpdate.with_pending_imports.exists()  # deleted again
+    assert not AuditEvent.objects.filter(action="imported").exists()
+    job.refresh_from_db()
+    assert job.status == "error" and "nothing was saved" in job.errors[0]["message"]
+
+
+def test_an_import_makes_all_its_rows_live_at_once_at_the_end(connection, operator):
+    job = create(connection, operator, _big_file(4500), background=False)
+    importing.import_job_run(job=job, progress_every=2000)
+    assert ProfileUpdate.objects.filter(reason=importing.import_reason(job)).count() == 4500
+    assert not ProfileUpdate.with_pending_imports.filter(import_pending__isnull=False).exists()
+    assert AuditEvent.objects.filter(action="imported").count() == 4500
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_between_an_imports_chunks_logins_and_sending_go_on(connection, operator, supervisor,
+                                                             stage, emulator):
+    # On SQLite one import transaction held the only write lock for minutes ("database is
+    # locked" for every login and the scheduler). Now each chunk commits; in the pause after
+    # one, another thread — another request, the sender — writes and sends as usual.
+    connection.base_url = emulator.base_url
+    connection.save(update_fields=["base_url"])
+    ready = approve_via_workflow(stage, operator, supervisor)
+    job = create(connection, operator, _big_file(5000), background=False)
+    outcome: dict = {}
+
+    def other_work() -> None:
+        try:
+            User.objects.filter(pk=supervisor.pk).update(last_login=timezone.now())  # a login
+            outcome["run"] = sending.send_due(connection=connection, worker="beside-import")
+            outcome["visible"] = ProfileUpdate.objects.filter(
+                reason=importing.import_reason(job)).count()
+        except Exception as error:  # noqa: BLE001 - reported by the assertion below
+            outcome["error"] = repr(error)
+        finally:
+            connections.close_all()
+
+    def between_chunks(done: int, total: int) -> None:
+        if done == 2500:
+            thread = threading.Thread(target=other_work)
+            thread.start()
+            thread.join(timeout=60)
+
+    importing.import_job_run(job=job, progress=between_chunks, progress_every=2500)
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["visible"] == 0  # the import's first chunk was not live yet
+    assert outcome["run"].acknowledged == 1
+    assert ProfileUpdate.objects.get(pk=ready.pk).status == UpdateStatus.SENT
+    job.refresh_from_db()
+    assert (job.status, job.created_updates) == ("done", 5000)
+
+
+def test_an_import_whose_worker_died_is_ended_and_its_rows_deleted_at_the_next_upload(
+        connection, operator):
+    from updates import workflow
+    rows = [{"identity_type": "mbox3rdPartyId", "identity": f"c-{i}",
+             "attributes": {"loanStatus": "funded"}} for i in range(3)]
+    fingerprint = mappings.mappings_fingerprint(mappings.active_mappings(connection))
+    dead, alive = (ImportJob.objects.create(
+        connection=connection, created_by=operator, file_name=name, file_format="csv",
+        status="running", started_at=timezone.now() - dt.timedelta(hours=hours))
+        for name, hours in (("dead.csv", 3), ("alive.csv", 1)))
+    for job in (dead, alive):  # what each wrote before its worker was killed (or not)
+        workflow.updates_stage_many(connection=connection, rows=rows, by=operator,
+                                    checked_against=fingerprint, import_job=job)
+    assert not ProfileUpdate.objects.exists()
+
+    create(connection, operator, csv_bytes("mbox3rdPartyId,c-9,funded,,"))  # any next upload
+
+    dead.refresh_from_db()
+    alive.refresh_from_db()
+    assert dead.status == "error" and "interrupted" in dead.errors[0]["message"]
+    assert not ProfileUpdate.with_pending_imports.filter(import_pending=dead).exists()
+    assert alive.status == "running"  # within twice the task timeout: it may still be running
+    assert ProfileUpdate.with_pending_imports.filter(import_pending=alive).count() == 3

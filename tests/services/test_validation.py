@@ -140,6 +140,59 @@ def test_an_identity_that_cannot_be_stored_or_sent_as_utf8_is_refused(
     assert message.startswith("The identity ") and reason in message
 
 
+SPOOFING = [
+    ("\u202e", "U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+    ("\u2066", "U+2066 (LEFT-TO-RIGHT ISOLATE)"),
+    ("\u200b", "U+200B (ZERO WIDTH SPACE)"),
+    ("\u200d", "U+200D (ZERO WIDTH JOINER)"),
+    ("\ufeff", "U+FEFF (ZERO WIDTH NO-BREAK SPACE)"),
+    ("\u00ad", "U+00AD (SOFT HYPHEN)"),
+]
+
+
+@pytest.mark.parametrize(("character", "named"), SPOOFING)
+def test_an_identity_with_an_invisible_formatting_character_is_refused(
+        refused_staging, character, named):
+    # "customer-\u202e24" shows as "customer-42" in the list; it is another visitor.
+    (message,) = refused_staging(identity=f"customer-{character}24")["identity"]
+    assert message == (f"The identity contains the invisible character {named}; bidirectional "
+                       "controls and zero-width characters are refused because they make "
+                       "different text look the same.")
+
+
+def test_an_identity_holding_the_replacement_character_is_refused(refused_staging):
+    (message,) = refused_staging(identity="customer-\ufffd42")["identity"]
+    assert message == ("The identity contains U+FFFD, the replacement character, which stands "
+                       "for bytes that were not valid UTF-8.")
+
+
+@pytest.mark.parametrize("identity", ["Zürich-straße-42", "顧客-42", "client—42", "😀-42"])
+def test_identities_in_any_script_are_accepted(stage, identity):
+    assert accepted(stage, identity=identity).identity == identity
+
+
+@pytest.mark.parametrize(("character", "named"), SPOOFING[:3])
+def test_an_attribute_name_with_an_invisible_formatting_character_is_refused(
+        refused_staging, connection, character, named):
+    name = f"loan{character}Status"
+    make_mapping(connection, "spoof", name)  # defined directly: staging must still refuse
+    (message,) = refused_staging(attributes={name: "funded"})["attributes"]
+    assert message == (f"Attribute name {ascii(name)} contains the invisible character {named}; "
+                       "bidirectional controls and zero-width characters are refused because "
+                       "they make different text look the same.")
+
+
+def test_a_mapping_whose_target_name_holds_an_invisible_character_cannot_be_saved(
+        connection, operator):
+    from updates import mappings
+    from updates.models import AttributeMapping
+    mapping = AttributeMapping(connection=connection, source_name="spoof",
+                               target_name="loan\u200bStatus")
+    with pytest.raises(ValidationError) as refused:
+        mappings.mapping_save(mapping=mapping, by=operator)
+    assert "U+200B" in refused.value.message_dict["target_name"][0]
+
+
 @pytest.mark.parametrize("identity_type", ["ECID", "mboxpc", "MBOX3RDPARTYID", ""])
 def test_the_identity_type_is_mboxpc_or_mbox3rdpartyid_exactly(refused_staging, identity_type):
     (message,) = refused_staging(identity_type=identity_type)["identity_type"]

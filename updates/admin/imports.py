@@ -1,7 +1,8 @@
 """Import and export pages of the admin, and the read-only list of import jobs.
 
-Import: upload (connection, file, "submit for approval at once") → the file is checked at once
-and kept as an ImportJob → its page previews every bad row (row, column, reason) or summarises
+Import: upload (connection, file, "submit for approval at once") → the file is kept as an
+ImportJob and checked (in the request when small, in django-q2 when large: the page shows the
+rows read so far and refreshes itself) → its page previews every bad row (row, column, reason) or summarises
 what will be created → the uploader starts it. Files of more than
 importing.background_threshold() rows run in django-q2; their page shows progress and refreshes
 itself until the result is there. Export: CSV or XLSX of the chosen updates.
@@ -124,8 +125,10 @@ class ImportJobAdmin(OfferedLookupsAdmin):
         return format_html('<a href="{}">#{}</a>', reverse("admin:updates_importjob_status",
                                                             args=[job.pk]), job.pk)
 
-    @admin.display(description="Rows checked")
+    @admin.display(description="Rows")
     def progress(self, job: ImportJob) -> str:
+        if job.status == ImportJob.Status.CHECKING:  # the total is known once the file is read
+            return f"{job.processed_rows:,} checked so far"
         return f"{job.processed_rows:,} / {job.total_rows:,}"
 
     def get_urls(self):
@@ -182,7 +185,7 @@ class ImportJobAdmin(OfferedLookupsAdmin):
         if not (self.has_view_permission(request, job) or job.created_by_id == request.user.pk):
             raise PermissionDenied
         started = request.GET.get("started") == "1"
-        waiting = job.status == ImportJob.Status.RUNNING or (
+        waiting = job.status in (ImportJob.Status.CHECKING, ImportJob.Status.RUNNING) or (
             job.status == ImportJob.Status.QUEUED and started)
         is_owner = job.created_by_id == request.user.pk
         context = self._context(

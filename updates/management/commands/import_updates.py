@@ -49,7 +49,7 @@ class Command(BaseCommand):
         try:
             job = importing.import_job_create(
                 connection=target, file_name=path.name, file_data=data, by=by, submit=submit,
-                progress=lambda n: self.stdout.write(f"  read {n:,} rows …"))
+                background=False, progress=lambda n: self.stdout.write(f"  read {n:,} rows …"))
         except ValidationError as error:
             raise CommandError(" ".join(error.messages)) from None
         if job.status == ImportJob.Status.INVALID:

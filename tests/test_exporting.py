@@ -333,3 +333,72 @@ def test_an_error_file_lists_each_problem_by_row_and_column(file_format):
                 for r in load_workbook(io.BytesIO(out.getvalue())).active.values]
     assert rows == [["row", "column", "what_is_wrong"], ["file", "", "The file has no rows."],
                     ["2", "identity", "Missing."], ["3", "tier", "'=bad value"]]
+
+
+# --- the export page: the list's filters, dates, templates, error files -------------------------
+
+def test_the_export_page_applies_the_lists_own_filters_and_search(client, connection, stage,
+                                                                  operator, supervisor):
+    from urllib.parse import quote
+
+    stage(identity="alpha-1")
+    workflow.update_submit(update=stage(identity="alpha-2"), by=operator)
+    stage(identity="beta-1")
+    client.force_login(supervisor)
+    list_page = client.get("/admin/updates/profileupdate/", {"q": "alpha*",
+                                                             "status__exact": "draft"})
+    filters = "q=alpha%2A&status__exact=draft"
+    assert (f'href="/admin/updates/importjob/export/?_changelist_filters={quote(filters)}"'
+            in list_page.content.decode())
+    page = client.get("/admin/updates/importjob/export/", {"_changelist_filters": filters})
+    assert "status__exact=draft" in page.content.decode()
+    response = client.get("/admin/updates/importjob/export/", {
+        "format": "csv", "layout": "all", "_changelist_filters": filters})
+    body = b"".join(response.streaming_content).decode("utf-8-sig")
+    rows = list(csv.DictReader(io.StringIO(body)))
+    assert [r["identity"] for r in rows] == ["alpha-1"]
+
+
+def test_the_export_page_takes_a_date_range_and_refuses_a_backwards_one(client, stage,
+                                                                        supervisor):
+    update = stage(identity="in-may")
+    ProfileUpdate.objects.filter(pk=update.pk).update(
+        created_at=dt.datetime(2024, 5, 10, 12, 0, tzinfo=dt.timezone.utc))
+    stage(identity="today")
+    client.force_login(supervisor)
+    response = client.get("/admin/updates/importjob/export/", {
+        "format": "csv", "layout": "all", "created_from": "2024-05-01", "created_to": "2024-05-31"})
+    rows = list(csv.DictReader(io.StringIO(
+        b"".join(response.streaming_content).decode("utf-8-sig"))))
+    assert [r["identity"] for r in rows] == ["in-may"]
+    page = client.get("/admin/updates/importjob/export/", {
+        "format": "csv", "layout": "all", "created_from": "2024-05-31", "created_to": "2024-05-01"})
+    assert page.status_code == 200 and "The last day is before the first day." in \
+        page.content.decode()
+
+
+def test_the_export_page_offers_an_import_template_per_active_connection(client, connection,
+                                                                         operator):
+    client.force_login(operator)
+    page = client.get("/admin/updates/importjob/export/").content.decode()
+    url = f"/admin/updates/importjob/template/?connection={connection.pk}&format=csv"
+    assert f'href="{url.replace("&", "&amp;")}"' in page
+    body = b"".join(client.get(url).streaming_content).decode("utf-8-sig")
+    assert body == "identity_type,identity,loan_status,note,tier\r\n"
+    assert client.get(url.replace("csv", "pdf")).status_code == 404
+
+
+def test_a_refused_import_offers_its_problems_as_a_file(client, connection, operator):
+    from updates import importing
+
+    job = importing.import_job_create(
+        connection=connection, file_name="bad.csv", by=operator,
+        file_data=b"identity_type,identity,tier\nmbox3rdPartyId,,gold\n")
+    assert job.status == "invalid"
+    client.force_login(operator)
+    page = client.get(f"/admin/updates/importjob/{job.pk}/status/").content.decode()
+    assert f'href="/admin/updates/importjob/{job.pk}/errors/?format=csv"' in page
+    body = b"".join(client.get(f"/admin/updates/importjob/{job.pk}/errors/?format=csv")
+                    .streaming_content).decode("utf-8-sig")
+    lines = body.splitlines()
+    assert lines[0] == "row,column,what_is_wrong" and lines[1].startswith("2,identity,")

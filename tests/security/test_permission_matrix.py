@@ -108,6 +108,9 @@ MATRIX: dict[str, tuple] = {
     "updates_importjob_status":                    (LOGIN, 200, 403, 200),
     "updates_importjob_start":                     (LOGIN, TO_STATUS, TO_STATUS, TO_STATUS),
     "updates_importjob_export":                    (LOGIN, 200, 200, 200),
+    # An empty import file needs ?connection=<id> (404 without); the errors of the uploader's job
+    "updates_importjob_template":                  (LOGIN, 404, 404, 404),
+    "updates_importjob_errors":                    (LOGIN, 200, 403, 200),
     # The operations pages
     "updates_dashboard":                           (LOGIN, 200, 200, 200),
     "updates_queue":                               (LOGIN, 403, 200, 200),

@@ -78,3 +78,41 @@ def test_a_decision_with_an_unsaved_edit_is_refused_and_keeps_the_edit(open_page
     screenshot(page, f"daily-02-decision-refused-{name}")
     pending.refresh_from_db()
     assert pending.status == S.PENDING and "loyaltyTier" not in pending.attributes
+
+
+def test_an_export_of_the_filtered_list_is_edited_and_imported_again(open_page, acme, viewport,
+                                                                     tmp_path):
+    name, size = viewport
+    operator = make_user("olivia", "Operators")
+    old = workflow.update_stage(connection=acme, identity_type="mbox3rdPartyId",
+                                identity="customer-9", by=operator,
+                                attributes={"loanStatus": "funded", "loyaltyTier": "gold"})
+    workflow.update_stage(connection=acme, identity_type="mbox3rdPartyId", identity="other-1",
+                          attributes={"loanStatus": "applied"}, by=operator)
+    page = open_page(size)
+    login(page, operator)
+    page.goto("/admin/updates/profileupdate/?q=customer-9")
+    page.get_by_role("link", name="Export these updates").click()
+    expect(page.locator("#po-export-list-filters")).to_contain_text("q=customer-9")
+    page.get_by_label("To edit and import again: identity and values only").check()
+    screenshot(page, f"daily-03-export-page-{name}")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download").click()
+    exported = tmp_path / "export.csv"
+    download.value.save_as(exported)
+    text = exported.read_text("utf-8-sig")
+    assert text.splitlines() == ["identity_type,identity,loan_status,tier",
+                                 "mbox3rdPartyId,customer-9,funded,gold"]
+
+    workflow.update_cancel(update=old, by=operator)
+    edited = tmp_path / "edited.csv"
+    edited.write_text(text.replace(",gold", ",platinum"), "utf-8-sig")
+    page.goto("/admin/updates/importjob/import/")
+    page.get_by_label("Target connection").select_option(label=str(acme))
+    page.get_by_label("File (CSV or XLSX)").set_input_files(str(edited))
+    page.get_by_role("button", name="Check the file").click()
+    page.get_by_role("button", name="Import 1 update").click()
+    expect(page.get_by_role("link", name="See the imported updates")).to_be_visible()
+    new = ProfileUpdate.objects.exclude(pk=old.pk).get(identity="customer-9")
+    assert new.attributes == {"loanStatus": "funded", "loyaltyTier": "platinum"}
+    assert sideways_overflow(page) == []

@@ -371,7 +371,8 @@ def test_the_change_page_shows_audit_events_and_attempts_in_time_order(
     content = logged_in(client, supervisor).get(change_url(update)).content.decode()
     timeline = content[content.index('id="po-timeline-title"'):]
     order = [timeline.index(marker) for marker in (
-        "<strong>staged</strong>", "<strong>submitted</strong>", "<strong>approved</strong>",
+        "<strong>staged</strong>", "<strong>submitted for approval</strong>",
+        "<strong>approved</strong>",
         "<strong>attempt 1</strong>", "<strong>attempt 2</strong>", "<strong>sent</strong>")]
     assert order == sorted(order)
     assert "looks right" in timeline
@@ -550,3 +551,54 @@ def test_saving_a_change_gives_one_message(client, operator, stage, connection):
     response = client.post(change_url(draft), change_form_data(connection, draft, tier="x"),
                            follow=True)
     assert len(texts(response)) == 1
+
+
+# --- the timeline in words ------------------------------------------------------------------------
+
+def _timeline_of(client, update) -> str:
+    content = client.get(change_url(update)).content.decode()
+    return content[content.index('id="po-timeline-title"'):]
+
+
+def test_the_timeline_shows_attributes_as_a_table_and_events_in_words(client, operator, stage,
+                                                                      connection):
+    update = stage(attributes={"loanStatus": "funded"})
+    workflow.update_edit(update=update, by=operator,
+                         attributes={"loanStatus": "declined", "loyaltyTier": "<b>gold</b>"})
+    at = timezone.now()
+    AuditEvent.objects.create(
+        at=at, actor=None, action="retry_scheduled", update=update, from_status="sending",
+        to_status="approved", comment="HTTP 503; attempt 1 of 8, next try in 43 s.",
+        changes={"attempt": 1, "http_status": 503,
+                 "next_attempt_at": (at + dt.timedelta(seconds=43)).isoformat()})
+    timeline = _timeline_of(logged_in(client, operator), update)
+    assert "{'" not in timeline and "{&#x27;" not in timeline  # no Python dict text
+    assert '<table class="po-changes-table">' in timeline
+    assert re.search(r"<code>profile.loanStatus</code></th>\s*<td[^>]*>funded</td>\s*"
+                     r"<td[^>]*>declined</td>", timeline)
+    assert "&lt;b&gt;gold&lt;/b&gt;" in timeline  # escaped like every operator-supplied value
+    assert "<strong>attempt 1 not acknowledged; retry scheduled in 43 s</strong>" in timeline
+
+
+def test_every_time_on_the_update_page_has_one_format_with_its_zone(client, operator, stage):
+    update = stage()
+    moment = dt.datetime(2024, 5, 1, 10, 30, 5, tzinfo=dt.timezone.utc)
+    ProfileUpdate.objects.filter(pk=update.pk).update(created_at=moment)
+    AuditEvent.objects.filter(update=update).update(at=moment)
+    content = logged_in(client, operator).get(change_url(update)).content.decode()
+    # The Life section and the timeline alike.
+    assert content.count("2024-05-01 10:30:05 UTC") >= 2
+    assert "May 1, 2024" not in content and "a.m." not in content
+
+
+def test_a_sent_update_shows_its_timeline_above_the_form_and_history_links_to_it(
+        client, operator, stage):
+    update = stage()
+    client = logged_in(client, operator)
+    draft_page = client.get(change_url(update)).content.decode()
+    assert draft_page.index('id="po-timeline-title"') > draft_page.index('id="profileupdate_form"')
+    ProfileUpdate.objects.filter(pk=update.pk).update(status=S.SENT)
+    sent_page = client.get(change_url(update)).content.decode()
+    assert sent_page.index('id="po-timeline-title"') < sent_page.index('id="profileupdate_form"')
+    assert '<a href="#po-timeline-title" class="historylink">Timeline</a>' in sent_page
+    assert "/history/" not in sent_page

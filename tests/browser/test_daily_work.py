@@ -116,3 +116,55 @@ def test_an_export_of_the_filtered_list_is_edited_and_imported_again(open_page, 
     new = ProfileUpdate.objects.exclude(pk=old.pk).get(identity="customer-9")
     assert new.attributes == {"loanStatus": "funded", "loyaltyTier": "platinum"}
     assert sideways_overflow(page) == []
+
+
+def test_a_sent_updates_timeline_reads_as_words_above_the_form(open_page, acme, viewport):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from updates.models import AuditEvent, SendAttempt
+
+    name, size = viewport
+    operator = make_user("olivia", "Operators")
+    supervisor = make_user("sam", "Supervisors")
+    update = workflow.update_stage(connection=acme, identity_type="mbox3rdPartyId",
+                                   identity="customer-5", attributes={"loanStatus": "applied"},
+                                   by=operator)
+    workflow.update_edit(update=update, by=operator,
+                         attributes={"loanStatus": "funded", "loyaltyTier": "gold"})
+    workflow.update_submit(update=update, by=operator)
+    workflow.update_approve(update=update, by=supervisor, comment="checked with the loan file")
+    at = timezone.now()
+    SendAttempt.objects.create(update=update, connection=acme, number=1, started_at=at,
+                               method="GET", request_bytes=120, http_status=503,
+                               response_body="Service Unavailable", latency_ms=40,
+                               outcome=SendAttempt.Outcome.TRANSIENT, error="HTTP 503")
+    AuditEvent.objects.create(
+        at=at, action="retry_scheduled", update=update, from_status="sending",
+        to_status="approved", changes={"attempt": 1, "http_status": 503, "next_attempt_at": (
+            at + dt.timedelta(seconds=43)).isoformat()})
+    SendAttempt.objects.create(update=update, connection=acme, number=2,
+                               started_at=at + dt.timedelta(seconds=44), method="GET",
+                               request_bytes=120, http_status=200, latency_ms=30,
+                               response_body="trueRequest successfully submitted",
+                               outcome=SendAttempt.Outcome.ACKNOWLEDGED)
+    AuditEvent.objects.create(at=at + dt.timedelta(seconds=44), action="acknowledged",
+                              update=update, from_status="sending", to_status="sent",
+                              changes={"attempt": 2, "http_status": 200})
+    ProfileUpdate.objects.filter(pk=update.pk).update(status=S.SENT)
+
+    page = open_page(size)
+    login(page, operator)
+    page.goto(f"/admin/updates/profileupdate/{update.pk}/change/")
+    timeline = page.locator(".po-timeline")
+    expect(timeline).to_contain_text("retry scheduled in 43 s")
+    expect(timeline).to_contain_text("acknowledged by Target (attempt 2)")
+    expect(timeline).to_contain_text("submitted for approval")
+    expect(timeline.locator("table.po-changes-table").first).to_be_visible()
+    assert "{'" not in timeline.inner_text()
+    form_top = page.locator("#profileupdate_form").bounding_box()["y"]
+    assert timeline.bounding_box()["y"] < form_top  # sent: what happened comes first
+    page.get_by_role("link", name="Timeline").click()
+    screenshot(page, f"daily-04-timeline-sent-{name}")
+    assert sideways_overflow(page) == []

@@ -28,6 +28,7 @@ from django.utils.html import format_html
 from updates import selectors, workflow
 from updates.forms import staging_form_class
 
+from . import timeline
 from .imports import export_selected_csv, export_selected_xlsx
 from updates.models import ProfileUpdate, TargetConnection, UpdateStatus
 
@@ -273,10 +274,10 @@ class ProfileUpdateAdmin(admin.ModelAdmin):
     show_facets = admin.ShowFacets.NEVER
     actions = ("submit_selected", "approve_selected", "reject_selected", "cancel_selected",
                "requeue_selected", export_selected_csv, export_selected_xlsx)
-    readonly_fields = ("connection_display", "status", "created_by", "created_at",
-                       "last_edited_by", "last_edited_at", "submitted_at", "decided_by",
-                       "decided_at", "decision_comment", "acknowledged_at", "attempts_total",
-                       "next_attempt_at", "last_error")
+    readonly_fields = ("connection_display", "status", "created_by", "created_at_utc",
+                       "last_edited_by", "last_edited_at_utc", "submitted_at_utc", "decided_by",
+                       "decided_at_utc", "decision_comment", "acknowledged_at_utc",
+                       "attempts_total", "next_attempt_at_utc", "last_error")
     change_list_template = "admin/updates/profileupdate/change_list.html"
 
     class Media:
@@ -442,9 +443,9 @@ class ProfileUpdateAdmin(admin.ModelAdmin):
 
     def get_fieldsets(self, request: HttpRequest, obj: ProfileUpdate | None = None):
         life = ("Life", {"classes": ["collapse"], "fields": [
-            "created_by", "created_at", "last_edited_by", "last_edited_at", "submitted_at",
-            "decided_by", "decided_at", "decision_comment", "acknowledged_at", "attempts_total",
-            "next_attempt_at", "last_error"]})
+            "created_by", "created_at_utc", "last_edited_by", "last_edited_at_utc",
+            "submitted_at_utc", "decided_by", "decided_at_utc", "decision_comment",
+            "acknowledged_at_utc", "attempts_total", "next_attempt_at_utc", "last_error"]})
         if obj is not None and not self.has_change_permission(request, obj):
             return [
                 (None, {"fields": ["connection_display", "status", "identity_type", "identity",
@@ -482,6 +483,31 @@ class ProfileUpdateAdmin(admin.ModelAdmin):
         if obj is None or self.has_change_permission(request, obj):
             kwargs["form"] = self._staging_form(request, obj)
         return super().get_form(request, obj, change, **kwargs)
+
+    # The Life section's times in the timeline's one format (timeline.utc_text).
+    @admin.display(description="Created at")
+    def created_at_utc(self, obj: ProfileUpdate) -> str:
+        return timeline.utc_text(obj.created_at)
+
+    @admin.display(description="Last edited at")
+    def last_edited_at_utc(self, obj: ProfileUpdate) -> str:
+        return timeline.utc_text(obj.last_edited_at)
+
+    @admin.display(description="Submitted at")
+    def submitted_at_utc(self, obj: ProfileUpdate) -> str:
+        return timeline.utc_text(obj.submitted_at)
+
+    @admin.display(description="Decided at")
+    def decided_at_utc(self, obj: ProfileUpdate) -> str:
+        return timeline.utc_text(obj.decided_at)
+
+    @admin.display(description="Acknowledged at")
+    def acknowledged_at_utc(self, obj: ProfileUpdate) -> str:
+        return timeline.utc_text(obj.acknowledged_at)
+
+    @admin.display(description="Next attempt at")
+    def next_attempt_at_utc(self, obj: ProfileUpdate) -> str:
+        return timeline.utc_text(obj.next_attempt_at)
 
     @admin.display(description="Target connection")
     def connection_display(self, obj: ProfileUpdate | None) -> str:
@@ -532,7 +558,9 @@ class ProfileUpdateAdmin(admin.ModelAdmin):
             extra.update(
                 attribute_rows=selectors.attribute_rows(obj),
                 request_preview=selectors.request_preview(obj),
-                timeline=selectors.update_timeline(update=obj),
+                timeline_lines=timeline.timeline_lines(selectors.update_timeline(update=obj)),
+                # Nothing left to edit: what happened matters more than the read-only form.
+                timeline_first=obj.status in READ_ONLY_STATES,
                 transitions=self._transitions(request, obj),
                 own_update=user.pk in (obj.created_by_id, obj.last_edited_by_id),
                 workflow_url=reverse("admin:updates_profileupdate_workflow", args=[obj.pk]),

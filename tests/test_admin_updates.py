@@ -236,10 +236,46 @@ def test_a_bulk_action_refuses_more_updates_than_its_limit_and_changes_nothing(
 # --- staging and editing ----------------------------------------------------------------------
 
 def test_adding_first_asks_for_the_connection(client, operator, connection):
+    from tests.conftest import make_connection
+
+    make_connection("second")
     response = logged_in(client, operator).get(add_url())
     content = response.content.decode()
     assert response.status_code == 200
     assert "Step 1 of 2" in content and connection.label in content
+
+
+def test_with_one_active_connection_adding_skips_the_connection_step(client, operator,
+                                                                     connection):
+    from tests.conftest import make_connection
+
+    make_connection("retired", active=False)
+    response = logged_in(client, operator).get(add_url())
+    assert response.status_code == 302 and response["Location"] == add_url(connection)
+
+
+def test_a_mapping_label_names_the_staging_field_and_choices_have_no_length_hint(
+        client, operator, connection):
+    connection.mappings.filter(source_name="loan_status").update(label="Loan status")
+    form = logged_in(client, operator).get(add_url(connection)).context["adminform"].form
+    by_source = {m.source_name: form.fields[name] for name, m in form.mapping_fields.items()}
+    assert by_source["loan_status"].label == "Loan status"
+    assert "Column loan_status in import files." in by_source["loan_status"].help_text
+    assert "characters" not in by_source["loan_status"].help_text  # a choice: no length limit
+    assert by_source["tier"].label == "tier"  # no label: the source name
+    assert "At most 256 characters." in by_source["tier"].help_text
+
+
+def test_identity_and_attribute_errors_are_reported_in_one_pass(client, operator, connection):
+    response = logged_in(client, operator).post(add_url(connection), {
+        "identity_type": "mbox3rdPartyId", "identity": "a+b/c",
+        **fields_for(connection, loan_status="funded", note="x" * 1001),
+    })
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert "identity" in errors and "may not contain" in " ".join(errors["identity"])
+    assert next(iter(fields_for(connection, note=""))) in errors
+    assert not ProfileUpdate.objects.exists()
 
 
 def test_the_staging_form_has_a_labelled_field_with_help_for_every_active_mapping(

@@ -116,6 +116,10 @@ class AttributeMapping(models.Model):
         help_text="Send an empty value (clearing the attribute) instead of refusing it.",
     )
     help_text = models.CharField(max_length=300, blank=True, help_text="Shown to operators.")
+    label = models.CharField(
+        max_length=128, blank=True,
+        help_text="What the staging form calls the field, e.g. \"Loan status\". Empty: the "
+        "source name. Files always use the source name.")
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

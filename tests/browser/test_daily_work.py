@@ -168,3 +168,28 @@ def test_a_sent_updates_timeline_reads_as_words_above_the_form(open_page, acme, 
     page.get_by_role("link", name="Timeline").click()
     screenshot(page, f"daily-04-timeline-sent-{name}")
     assert sideways_overflow(page) == []
+
+
+def test_the_staging_form_uses_labels_skips_the_only_connection_and_shows_every_error(
+        open_page, acme, viewport):
+    name, size = viewport
+    acme.mappings.filter(source_name="loan_status").update(label="Loan status")
+    acme.mappings.filter(source_name="tier").update(pattern="[a-z]+")
+    operator = make_user("olivia", "Operators")
+    page = open_page(size)
+    login(page, operator)
+    page.goto("/admin/updates/profileupdate/add/")
+    expect(page.get_by_label("Loan status")).to_be_visible()  # no connection step: only one
+    help_text = page.locator(".form-row", has=page.get_by_label("Loan status")).locator(".help")
+    expect(help_text).to_contain_text("Column loan_status in import files.")
+    expect(help_text).not_to_contain_text("characters")
+    page.get_by_label("Identity type").select_option("mbox3rdPartyId")
+    page.get_by_label("Visitor identity").fill("a+b/c")
+    page.get_by_label("Loan status").select_option("funded")
+    page.get_by_label("tier").fill("Gold 1")  # not [a-z]+
+    page.get_by_role("button", name="Save", exact=True).click()
+    errors = page.locator("ul.errorlist")
+    expect(errors.filter(has_text="may not contain")).to_have_count(1)
+    expect(errors.filter(has_text="does not match the required pattern")).to_have_count(1)
+    screenshot(page, f"daily-05-staging-errors-{name}")
+    assert not ProfileUpdate.objects.exists()

@@ -35,7 +35,8 @@ class ExportForm(forms.Form):
     layout = forms.ChoiceField(
         choices=[("all", "Everything: status, who and when, attempts, and the values"),
                  ("import", "To edit and import again: identity and values only")],
-        initial="all", required=False, widget=forms.RadioSelect,
+        initial="all", required=False,
+        widget=forms.RadioSelect(attrs={"aria-describedby": "id_layout_helptext"}),
         help_text="The second holds exactly the import's columns (one connection): edit the "
                   "values and import the file to stage new updates.")
     connection = forms.ModelChoiceField(

@@ -421,6 +421,13 @@ class ProfileUpdateAdmin(admin.ModelAdmin):
         if not self.has_add_permission(request):
             raise PermissionDenied
         connection = self._chosen_connection(request)
+        if connection is None and "connection" not in request.GET:
+            # One active connection: nothing to choose, go straight to the update's fields.
+            only = list(TargetConnection.objects.filter(active=True).values_list("pk", flat=True)[:2])
+            if len(only) == 1:
+                query = request.GET.copy()
+                query["connection"] = str(only[0])
+                return HttpResponseRedirect(f"{request.path}?{query.urlencode()}")
         if connection is None:
             return self._choose_connection_view(request)
         extra_context = {**(extra_context or {}), "staging_connection": connection}

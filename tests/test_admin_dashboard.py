@@ -309,3 +309,73 @@ def test_the_dashboard_renders_with_no_data_at_all(client, supervisor):
     content = response.content.decode()
     assert "No Target connection is set up yet." in content
     assert "No send run yet." in content and "No acknowledged request yet." in content
+
+
+# --- what needs attention ----------------------------------------------------------------------
+
+def tile(content: str, key: str) -> str:
+    start = content.index(f'id="tile-{key}"')
+    return content[content.rindex("<div", 0, start):content.index("</div>", start)]
+
+
+def test_the_tiles_stand_out_when_non_zero_and_link_to_the_filtered_list(
+        client, supervisor, operator, stage, connection):
+    failed = stage()
+    ProfileUpdate.objects.filter(pk=failed.pk).update(status=S.FAILED)
+    retrying = stage()
+    ProfileUpdate.objects.filter(pk=retrying.pk).update(
+        status=S.APPROVED, attempt_count=1, next_attempt_at=timezone.now())
+    pending(stage, operator)
+    pending(stage, operator)
+    SendRun.objects.create(started_at=timezone.now(), deferred_by_quota=0)
+
+    content = squash(logged_in(client, supervisor).get(reverse(DASHBOARD)).content.decode())
+    listing = reverse("admin:updates_profileupdate_changelist")
+    failed_tile = tile(content, "failed")
+    assert "po-tile-alert" in failed_tile and '<span class="po-tile-count">1</span>' in failed_tile
+    assert f'href="{listing}?status__exact=failed"' in failed_tile
+    assert "Re-queue from the list" in failed_tile  # supervisors may re-queue
+    assert "po-tile-alert" in tile(content, "retrying")
+    assert '<span class="po-tile-count">1</span>' in tile(content, "retrying")
+    waiting = tile(content, "pending")
+    assert "po-tile-alert" in waiting and '<span class="po-tile-count">2</span>' in waiting
+    assert f'href="{reverse(QUEUE)}"' in waiting  # a supervisor goes straight to the queue
+    deferred = tile(content, "deferred")
+    assert "po-tile-alert" not in deferred and '<span class="po-tile-count">0</span>' in deferred
+
+
+def test_operators_tiles_link_to_the_list_not_the_queue(client, operator, stage):
+    pending(stage, operator)
+    content = squash(logged_in(client, operator).get(reverse(DASHBOARD)).content.decode())
+    listing = reverse("admin:updates_profileupdate_changelist")
+    assert f'href="{listing}?status__exact=pending"' in tile(content, "pending")
+
+
+def test_requests_are_split_into_first_attempts_and_retries_and_failures_kept_apart(
+        client, supervisor, history):
+    content = squash(logged_in(client, supervisor).get(reverse(DASHBOARD)).content.decode())
+    # history: attempts 1..5 acknowledged and 6 transient, for one update, all in the last 24 h.
+    assert 'id="requests-first">1</td>' in content
+    assert 'id="requests-retries">5</td>' in content
+    assert 'id="requests-failed">1</td>' in content
+    assert 'id="updates-failed">0</td>' in content
+
+
+def test_the_dashboard_charts_the_rolling_window_by_hour_with_the_limit_and_when_quota_frees(
+        client, supervisor, history, connection):
+    content = squash(logged_in(client, supervisor).get(reverse(DASHBOARD)).content.decode())
+    card = content[content.index(f'id="connection-{connection.pk}"'):]
+    assert 'class="po-chart po-window-chart"' in card
+    assert 'class="po-limit-line"' in card
+    assert "1,234 of the 1,000,000 limit" in card
+    frees = (history["now"].replace(minute=0, second=0, microsecond=0)
+             - dt.timedelta(hours=23) + dt.timedelta(hours=25))
+    assert f"900 at {frees:%H:%M} UTC" in card
+
+
+def test_the_dashboard_says_as_of_when_and_refreshes_itself(client, supervisor):
+    content = logged_in(client, supervisor).get(reverse(DASHBOARD)).content.decode()
+    assert '<meta http-equiv="refresh" content="60">' in content
+    assert re.search(r'id="po-asof">As of <time datetime="[^"]+">\d{4}-\d\d-\d\d '
+                     r'\d\d:\d\d:\d\d UTC</time>', content)
+    assert "Refresh now" in content

@@ -193,3 +193,43 @@ def test_the_staging_form_uses_labels_skips_the_only_connection_and_shows_every_
     expect(errors.filter(has_text="does not match the required pattern")).to_have_count(1)
     screenshot(page, f"daily-05-staging-errors-{name}")
     assert not ProfileUpdate.objects.exists()
+
+
+def test_the_dashboard_shows_what_needs_attention_on_a_laptop_and_a_phone(open_page, acme,
+                                                                          viewport):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from updates.models import QuotaMinute, SendAttempt
+
+    name, size = viewport
+    operator = make_user("olivia", "Operators")
+    supervisor = make_user("sam", "Supervisors")
+    failed = workflow.update_stage(connection=acme, identity_type="mbox3rdPartyId",
+                                   identity="customer-f", attributes={"loanStatus": "funded"},
+                                   by=operator)
+    ProfileUpdate.objects.filter(pk=failed.pk).update(status=S.FAILED)
+    workflow.update_submit(update=workflow.update_stage(
+        connection=acme, identity_type="mbox3rdPartyId", identity="customer-p",
+        attributes={"loanStatus": "funded"}, by=operator), by=operator)
+    now = timezone.now().replace(second=0, microsecond=0)
+    for hours_ago, n in ((20, 300_000), (8, 250_000), (1, 120_000)):
+        QuotaMinute.objects.create(connection=acme, minute=now - dt.timedelta(hours=hours_ago),
+                                   requests=n)
+    SendAttempt.objects.create(update=failed, connection=acme, number=1, started_at=now,
+                               method="GET", request_bytes=100, http_status=503,
+                               outcome=SendAttempt.Outcome.TRANSIENT)
+
+    page = open_page(size)
+    login(page, supervisor)
+    page.goto("/admin/dashboard/")
+    expect(page.locator("#tile-failed.po-tile-alert")).to_contain_text("1")
+    expect(page.locator("#tile-pending.po-tile-alert")).to_contain_text("Waiting for approval")
+    expect(page.locator("#po-asof")).to_contain_text("UTC")
+    expect(page.locator(".po-window-chart").first).to_be_visible()
+    expect(page.locator(".po-frees-up").first).to_contain_text("Quota frees up")
+    screenshot(page, f"daily-06-dashboard-{name}")
+    assert sideways_overflow(page) == []
+    page.locator("#tile-pending a.po-tile-main").click()
+    page.wait_for_url("**/admin/queue/")  # a supervisor goes straight to the queue

@@ -233,3 +233,63 @@ def test_the_dashboard_shows_what_needs_attention_on_a_laptop_and_a_phone(open_p
     assert sideways_overflow(page) == []
     page.locator("#tile-pending a.po-tile-main").click()
     page.wait_for_url("**/admin/queue/")  # a supervisor goes straight to the queue
+
+
+def test_a_supervisor_samples_an_import_and_approves_it_as_one_batch(open_page, acme, viewport):
+    from updates import importing
+
+    name, size = viewport
+    operator = make_user("olivia", "Operators")
+    supervisor = make_user("root", superuser=True)  # may stage too: has an own update
+    own = workflow.update_submit(update=workflow.update_stage(
+        connection=acme, identity_type="mbox3rdPartyId", identity="sams-own",
+        attributes={"loanStatus": "funded"}, by=supervisor), by=supervisor)
+    rows = "".join(f"mbox3rdPartyId,imp-{i},funded\n" for i in range(200))
+    job = importing.import_job_create(
+        connection=acme, file_name="funded.csv", by=operator, submit=True,
+        file_data=f"identity_type,identity,loan_status\n{rows}".encode())
+    importing.import_job_start(job=job, by=operator)
+
+    page = open_page(size)
+    login(page, supervisor)
+    page.goto("/admin/queue/")
+    # A row the viewer may not decide: buttons disabled, the reason beside them.
+    row = page.locator(f"#queue-row-{own.pk}")
+    expect(row.get_by_role("button", name="Approve")).to_be_disabled()
+    expect(row.locator(".po-blocker")).to_contain_text("four-eyes")
+    expect(page.locator(".po-age").first).to_contain_text("waiting")
+    screenshot(page, f"daily-07-queue-{name}")
+
+    page.get_by_label("or one import").select_option(str(job.pk))
+    page.get_by_role("button", name="Decide this import…").click()
+    expect(page.locator("#batch-count")).to_have_text("200")
+    expect(page.locator("#batch-cost")).to_have_text("200")
+    page.get_by_label("Sample size").select_option("5")
+    page.get_by_role("button", name="Draw another sample").click()
+    expect(page.locator("#batch-sample tbody > tr[id^=sample-row]")).to_have_count(5)
+    screenshot(page, f"daily-08-batch-{name}")
+    assert sideways_overflow(page) == []
+    page.get_by_role("button", name="Approve all 200").click()
+    expect(page.locator("ul.messagelist")).to_contain_text("Approved 200 updates")
+    assert ProfileUpdate.objects.filter(status=S.APPROVED).count() == 200
+    assert ProfileUpdate.objects.get(pk=own.pk).status == S.PENDING
+
+
+def test_a_row_is_rejected_with_its_own_reason_in_the_queue(open_page, acme, viewport):
+    name, size = viewport
+    operator = make_user("olivia", "Operators")
+    supervisor = make_user("sam", "Supervisors")
+    update = workflow.update_submit(update=workflow.update_stage(
+        connection=acme, identity_type="mbox3rdPartyId", identity="customer-r",
+        attributes={"loanStatus": "funded"}, by=operator), by=operator)
+    page = open_page(size)
+    login(page, supervisor)
+    page.goto("/admin/queue/")
+    row = page.locator(f"#queue-row-{update.pk}")
+    row.get_by_text("Reason for this row…").click()
+    row.get_by_label(f"Reason to reject #{update.pk}").fill("tier is wrong")
+    screenshot(page, f"daily-09-row-reason-{name}")
+    row.get_by_role("button", name="Reject").click()
+    expect(page.locator("ul.messagelist")).to_contain_text(f"Rejected 1 update: #{update.pk}.")
+    update.refresh_from_db()
+    assert (update.status, update.decision_comment) == (S.REJECTED, "tier is wrong")

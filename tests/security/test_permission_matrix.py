@@ -30,6 +30,7 @@ from .conftest import ROLES, World, client_for, concrete_admin_urls
 S = UpdateStatus
 LOGIN = "LOGIN"
 TO_INDEX, TO_STATUS = "→index", "→import status"
+TO_STAGING = "→staging form"  # one active connection: the connection step is skipped
 
 #  URL name (or app_list:<app>)                    anonymous operator supervisor admin
 MATRIX: dict[str, tuple] = {
@@ -92,7 +93,7 @@ MATRIX: dict[str, tuple] = {
     "updates_attributemapping_history":            (LOGIN, 200, 200, 200),
     # Profile updates: operators stage and edit, supervisors read and decide, nobody deletes
     "updates_profileupdate_changelist":            (LOGIN, 200, 200, 200),
-    "updates_profileupdate_add":                   (LOGIN, 200, 403, 200),
+    "updates_profileupdate_add":                   (LOGIN, TO_STAGING, 403, TO_STAGING),
     "updates_profileupdate_add?connection":        (LOGIN, 200, 403, 200),
     "updates_profileupdate_change":                (LOGIN, 200, 200, 200),
     "updates_profileupdate_delete":                (LOGIN, 403, 403, 403),
@@ -114,11 +115,14 @@ MATRIX: dict[str, tuple] = {
     # The operations pages
     "updates_dashboard":                           (LOGIN, 200, 200, 200),
     "updates_queue":                               (LOGIN, 403, 200, 200),
+    "updates_queue_batch":                         (LOGIN, 403, 200, 200),
 }
 
 def _redirect_target(world: World, name: str) -> str:
     if name == TO_STATUS:
         return reverse("admin:updates_importjob_status", args=[world.job.pk])
+    if name == TO_STAGING:
+        return reverse("admin:updates_profileupdate_add")  # with ?connection=<the only one>
     if name == TO_INDEX:
         return reverse("admin:index")
     raise KeyError(name)

@@ -20,6 +20,7 @@ from django.utils.timesince import timesince
 from updates import attention, quota, selectors, workflow
 from updates.models import ProfileUpdate, TargetConnection
 
+from . import batch
 from .updates import BULK_LIMIT, CappedPaginator, RejectForm, bounded, report_outcome
 
 admin.site.site_header = "ProfileOps"
@@ -252,6 +253,7 @@ class QueueRow:
     attributes: list[tuple[str, str]]
     request: selectors.RequestPreview
     own: bool
+    blocker: str = ""  # why this viewer may not decide it ("" when they may)
 
 
 def _queue_connection(request: HttpRequest) -> TargetConnection | None:
@@ -274,7 +276,8 @@ def queue_view(request: HttpRequest) -> HttpResponse:
     page = paginator.get_page(request.GET.get("p"))
     user_pk = request.user.pk
     rows = [QueueRow(u, selectors.attribute_rows(u), selectors.request_preview(u),
-                     user_pk in (u.created_by_id, u.last_edited_by_id)) for u in page]
+                     user_pk in (u.created_by_id, u.last_edited_by_id),
+                     batch.decision_blocker(u, request.user)) for u in page]
     now = timezone.now()
     on_page = {r.update.connection_id: r.update.connection for r in rows}
     headroom = [(c, quota.window_usage(connection=c, now=now), c.quota_limit)
@@ -289,6 +292,10 @@ def queue_view(request: HttpRequest) -> HttpResponse:
         "page_cost": sum(r.request.quota_cost for r in rows),
         "reject_form": RejectForm(),
         "page_query": _query(connection),
+        "now": now,
+        "imports": batch.recent_imports(),
+        "batch_url": reverse("updates_queue_batch") + (
+            f"?connection={connection.pk}" if connection else ""),
     })
 
 
@@ -301,6 +308,11 @@ def _decide(request: HttpRequest) -> HttpResponse:
     if "approve_one" in request.POST or "reject_one" in request.POST:
         decision = "approve" if "approve_one" in request.POST else "reject"
         ids = [request.POST.get(f"{decision}_one", "")]
+        # A row's own reason, when given, is that row's rejection comment.
+        row_reason = request.POST.get(f"reason_{ids[0]}", "").strip()
+        if decision == "reject" and row_reason:
+            request.POST = request.POST.copy()
+            request.POST["comment"] = row_reason
     else:
         decision = request.POST.get("decision", "")
         ids = request.POST.getlist("update")
@@ -330,4 +342,5 @@ def _decide(request: HttpRequest) -> HttpResponse:
 urlpatterns = [
     path("dashboard/", admin.site.admin_view(dashboard_view), name="updates_dashboard"),
     path("queue/", admin.site.admin_view(queue_view), name="updates_queue"),
+    path("queue/batch/", batch.batch_urlpattern_view, name="updates_queue_batch"),
 ]

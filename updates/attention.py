@@ -85,8 +85,9 @@ class Requests:
 
 def requests_between(*, since: dt.datetime, until: dt.datetime,
                      connection_id: int | None = None) -> Requests:
-    attempts = SendAttempt.objects.filter(started_at__gte=since, started_at__lt=until)
-    events = AuditEvent.objects.filter(action="failed", at__gte=since, at__lt=until,
+    """Attempts and give-ups in (since, until]."""
+    attempts = SendAttempt.objects.filter(started_at__gt=since, started_at__lte=until)
+    events = AuditEvent.objects.filter(action="failed", at__gt=since, at__lte=until,
                                        update__isnull=False)
     if connection_id is not None:
         attempts = attempts.filter(connection_id=connection_id)

@@ -293,3 +293,31 @@ def test_a_row_is_rejected_with_its_own_reason_in_the_queue(open_page, acme, vie
     expect(page.locator("ul.messagelist")).to_contain_text(f"Rejected 1 update: #{update.pk}.")
     update.refresh_from_db()
     assert (update.status, update.decision_comment) == (S.REJECTED, "tier is wrong")
+
+
+def test_an_administrator_sees_which_alert_fired_and_what_it_said(open_page, acme, viewport):
+    from django.utils import timezone
+
+    from updates import alerts
+    from updates.models import AlertRule, SendAttempt
+
+    name, size = viewport
+    boss = make_user("root", superuser=True)
+    operator = make_user("olivia", "Operators")
+    rule = AlertRule.objects.create(connection=acme, kind="token_refused",
+                                    email_to="ops@example.com")
+    update = workflow.update_stage(connection=acme, identity_type="mbox3rdPartyId",
+                                   identity="customer-a", attributes={"loanStatus": "funded"},
+                                   by=operator)
+    SendAttempt.objects.create(update=update, connection=acme, number=1,
+                               started_at=timezone.now(), method="GET", request_bytes=1,
+                               http_status=401, outcome="permanent")
+    alerts.alerts_check()
+    page = open_page(size)
+    login(page, boss)
+    page.goto("/admin/updates/alertrule/")
+    expect(page.locator("#result_list")).to_contain_text("firing")
+    page.goto(f"/admin/updates/alertrule/{rule.pk}/change/")
+    expect(page.get_by_text("refused the bearer token (HTTP 401)")).to_be_visible()
+    screenshot(page, f"daily-10-alert-rule-{name}")
+    assert "customer-a" not in page.content()

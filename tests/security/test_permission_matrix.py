@@ -112,6 +112,18 @@ MATRIX: dict[str, tuple] = {
     # An empty import file needs ?connection=<id> (404 without); the errors of the uploader's job
     "updates_importjob_template":                  (LOGIN, 404, 404, 404),
     "updates_importjob_errors":                    (LOGIN, 200, 403, 200),
+    # Alert rules and the alerts they sent: administrators only; alerts are never added,
+    # changed or deleted by hand
+    "updates_alertrule_changelist":                (LOGIN, 403, 403, 200),
+    "updates_alertrule_add":                       (LOGIN, 403, 403, 200),
+    "updates_alertrule_change":                    (LOGIN, 403, 403, 200),
+    "updates_alertrule_delete":                    (LOGIN, 403, 403, 200),
+    "updates_alertrule_history":                   (LOGIN, 403, 403, 200),
+    "updates_alertevent_changelist":               (LOGIN, 403, 403, 200),
+    "updates_alertevent_add":                      (LOGIN, 403, 403, 403),
+    "updates_alertevent_change":                   (LOGIN, 403, 403, 200),
+    "updates_alertevent_delete":                   (LOGIN, 403, 403, 403),
+    "updates_alertevent_history":                  (LOGIN, 403, 403, 200),
     # The operations pages
     "updates_dashboard":                           (LOGIN, 200, 200, 200),
     "updates_queue":                               (LOGIN, 403, 200, 200),
@@ -204,6 +216,7 @@ ACTIONS_OFFERED: dict[tuple[str, str], tuple[bool, bool, bool]] = {
     ("auth.User", "delete_selected"):               (False, False, True),
     ("auth.Group", "delete_selected"):              (False, False, True),
     ("django_q.Schedule", "delete_selected"):       (False, False, True),
+    ("updates.AlertRule", "delete_selected"):       (False, False, True),
     ("django_q.Success", "delete_selected"):        (False, False, True),
     ("django_q.Success", "resubmit_task"):          (False, False, True),
     ("django_q.Failure", "delete_selected"):        (False, False, True),

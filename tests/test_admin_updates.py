@@ -638,3 +638,15 @@ def test_a_sent_update_shows_its_timeline_above_the_form_and_history_links_to_it
     assert sent_page.index('id="po-timeline-title"') < sent_page.index('id="profileupdate_form"')
     assert '<a href="#po-timeline-title" class="historylink">Timeline</a>' in sent_page
     assert "/history/" not in sent_page
+
+
+def test_rejecting_from_the_update_page_with_unsaved_changes_is_refused(
+        client, operator, admin_user, stage, connection):
+    pending = workflow.update_submit(update=stage(), by=operator)
+    data = change_form_data(connection, pending, tier="edited")
+    response = logged_in(client, admin_user).post(
+        workflow_url(pending), {**data, "transition": "reject", "comment": "no"})
+    assert response.status_code == 200 and "You have unsaved changes" in response.content.decode()
+    assert status_of(pending) == S.PENDING
+    page = client.get(change_url(pending)).content.decode()
+    assert 'form="profileupdate_form" formaction="' in page  # the reject button carries the form

@@ -93,6 +93,9 @@ class ImportJobAdmin(admin.ModelAdmin):
     list_select_related = ("connection", "created_by")
     ordering = ("-created_at", "-id")
     change_list_template = "admin/updates/import/importjob_change_list.html"
+
+    class Media:
+        css = {"all": ["updates/admin.css"]}  # long file names wrap instead of being clipped
     # The stored file is never listed or loaded for the list.
     list_per_page = 50
 

@@ -55,6 +55,10 @@ class AttributeMappingForm(forms.ModelForm):
 @admin.register(AttributeMapping)
 class AttributeMappingAdmin(admin.ModelAdmin):
     form = AttributeMappingForm
+
+    class Media:
+        css = {"all": ["updates/admin.css"]}  # long names wrap instead of being clipped
+
     list_display = ("source_name", "target_display", "value_type", "required", "max_length",
                     "send_empty", "active", "connection", "updated_at")
     list_filter = ("connection", "active", "value_type")

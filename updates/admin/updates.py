@@ -257,7 +257,7 @@ class CreatorFilter(admin.SimpleListFilter):
 @admin.register(ProfileUpdate)
 class ProfileUpdateAdmin(admin.ModelAdmin):
     list_display = ("id", "identity_cell", "connection_label", "status_badge", "attribute_names",
-                    "created")
+                    "created", "sent_at", "next_attempt")
     list_display_links = ("id", "identity_cell")
     list_filter = ("status", "connection", "identity_type", CreatorFilter,
                    ("created_at", admin.DateFieldListFilter))
@@ -310,9 +310,11 @@ class ProfileUpdateAdmin(admin.ModelAdmin):
 
     @admin.display(description="identity")
     def identity_cell(self, obj: ProfileUpdate) -> str:
-        # The type as the parameter name itself: short, and what Target receives.
-        return format_html('<span class="po-value">{}</span><br><span class="po-muted">{}</span>',
-                           obj.identity, obj.identity_type)
+        # The type as the parameter name itself: short, and what Target receives. The status is
+        # repeated here for phones, where the status column is out of sight (admin.css).
+        return format_html('<span class="po-value">{}</span><br><span class="po-muted">{}</span>'
+                           ' <span class="po-status po-status-{} po-phone-status">{}</span>',
+                           obj.identity, obj.identity_type, obj.status, obj.get_status_display())
 
     @admin.display(description="connection", ordering="connection__label")
     def connection_label(self, obj: ProfileUpdate) -> str:
@@ -329,6 +331,22 @@ class ProfileUpdateAdmin(admin.ModelAdmin):
             '<span class="po-nowrap">{}</span><br><span class="po-muted">{} by {}</span>',
             obj.created_at.strftime("%Y-%m-%d"), obj.created_at.strftime("%H:%M"),
             obj.created_by.get_username())
+
+    @admin.display(description="sent at", ordering="acknowledged_at")
+    def sent_at(self, obj: ProfileUpdate) -> str:
+        if obj.acknowledged_at is None:
+            return "—"
+        return format_html('<span class="po-nowrap">{}</span><br><span class="po-muted">{} UTC</span>',
+                           obj.acknowledged_at.strftime("%Y-%m-%d"),
+                           obj.acknowledged_at.strftime("%H:%M"))
+
+    @admin.display(description="next attempt")
+    def next_attempt(self, obj: ProfileUpdate) -> str:
+        if obj.next_attempt_at is None or obj.status != S.APPROVED:
+            return "—"
+        return format_html('<span class="po-nowrap">{}</span><br><span class="po-muted">{} UTC, '
+                           'attempt {}</span>', obj.next_attempt_at.strftime("%Y-%m-%d"),
+                           obj.next_attempt_at.strftime("%H:%M:%S"), obj.attempt_count + 1)
 
     @admin.display(description="attributes")
     def attribute_names(self, obj: ProfileUpdate) -> str:

@@ -124,7 +124,12 @@ def test_an_administrator_approving_their_own_update_is_refused_by_the_four_eyes
     page.goto("/admin/queue/")
     row = page.locator(f"#queue-row-{update.pk}")
     expect(row).to_contain_text("Yours: under the four-eyes rule someone else must decide.")
-    row.get_by_role("button", name="Approve").click()
+    # The row's own buttons are disabled, with the workflow's reason beside them…
+    expect(row.get_by_role("button", name="Approve")).to_be_disabled()
+    expect(row.locator(".po-blocker")).to_contain_text("four-eyes rule")
+    # …and approving it with the selection is refused by the service, by name.
+    row.locator("input.queue-select").check()
+    page.get_by_role("button", name="Approve selected").click()
 
     expect(page.locator("ul.messagelist li.error")).to_contain_text([
         "1 update was not approved:",

@@ -311,7 +311,8 @@ def test_a_connection_template_has_the_import_headers_of_its_active_mappings(con
     make_mapping(connection, "=evil", "evil")
     connection.mappings.filter(source_name="note").update(active=False)
     out = io.BytesIO()
-    exporting.connection_template(connection=connection, file_format=file_format, out=out)
+    exporting.connection_template(by=exporting.COMMAND_LINE, connection=connection,
+                                  file_format=file_format, out=out)
     if file_format == "csv":
         rows = list(csv.reader(io.StringIO(out.getvalue().decode("utf-8-sig"))))
     else:
@@ -320,12 +321,17 @@ def test_a_connection_template_has_the_import_headers_of_its_active_mappings(con
 
 
 @pytest.mark.parametrize("file_format", ["csv", "xlsx"])
-def test_an_error_file_lists_each_problem_by_row_and_column(file_format):
-    errors = [{"row": 3, "column": "tier", "message": "=bad value"},
-              {"row": None, "column": "", "message": "The file has no rows."},
-              {"row": 2, "column": "identity", "message": "Missing."}]
+def test_an_error_file_lists_each_problem_by_row_and_column(file_format, connection, operator):
+    from updates.models import ImportJob
+
+    job = ImportJob.objects.create(connection=connection, created_by=operator, file_name="x.csv",
+                                   file_format="csv", status="invalid", errors=[
+                                       {"row": 3, "column": "tier", "message": "=bad value"},
+                                       {"row": None, "column": "", "message": "The file has no rows."},
+                                       {"row": 2, "column": "identity", "message": "Missing."}])
     out = io.BytesIO()
-    assert exporting.import_errors_file(errors=errors, file_format=file_format, out=out) == 3
+    assert exporting.import_errors_file(by=operator, job=job, file_format=file_format,
+                                        out=out) == 3
     if file_format == "csv":
         rows = list(csv.reader(io.StringIO(out.getvalue().decode("utf-8-sig"))))
     else:
@@ -402,3 +408,19 @@ def test_a_refused_import_offers_its_problems_as_a_file(client, connection, oper
                     .streaming_content).decode("utf-8-sig")
     lines = body.splitlines()
     assert lines[0] == "row,column,what_is_wrong" and lines[1].startswith("2,identity,")
+
+
+def test_templates_and_error_files_check_who_asks(connection, operator):
+    from updates.models import ImportJob
+
+    plain = make_user("plain")
+    with pytest.raises(PermissionDenied):
+        exporting.connection_template(by=plain, connection=connection, file_format="csv",
+                                      out=io.BytesIO())
+    job = ImportJob.objects.create(connection=connection, created_by=operator, file_name="x.csv",
+                                   file_format="csv", status="invalid", errors=[])
+    with pytest.raises(PermissionDenied):
+        exporting.import_errors_file(by=plain, job=job, file_format="csv", out=io.BytesIO())
+    exporting.connection_template(by=operator, connection=connection, file_format="csv",
+                                  out=io.BytesIO())
+    exporting.import_errors_file(by=operator, job=job, file_format="csv", out=io.BytesIO())

@@ -35,7 +35,8 @@ from typing import Any, BinaryIO
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import OuterRef, QuerySet, Subquery
 
-from .models import AttributeMapping, ProfileUpdate, SendAttempt, TargetConnection, UpdateStatus
+from .models import (AttributeMapping, ImportJob, ProfileUpdate, SendAttempt, TargetConnection,
+                     UpdateStatus)
 
 PERM_EXPORT = "updates.export_profileupdate"
 FORMATS = {"csv": "text/csv; charset=utf-8",
@@ -139,9 +140,15 @@ def updates_export(*, by, file_format: str, out: BinaryIO, queryset: QuerySet | 
     return writer(out, table.headers, rows)
 
 
-def connection_template(*, connection: TargetConnection, file_format: str, out: BinaryIO) -> None:
+def connection_template(*, by, connection: TargetConnection, file_format: str,
+                        out: BinaryIO) -> None:
     """An empty import file for `connection`: the header row the import expects (identity
-    columns, then one column per active mapping's source name), nothing else."""
+    columns, then one column per active mapping's source name), nothing else. For those who may
+    import or export."""
+    if by is not COMMAND_LINE and not (
+            getattr(by, "is_active", False)
+            and (by.has_perm(PERM_EXPORT) or by.has_perm("updates.import_profileupdate"))):
+        raise PermissionDenied("You may neither import nor export profile updates.")
     _check_format(file_format)
     headers = [*IDENTITY_COLUMNS, *(m.source_name for m in _active_mappings([connection]))]
     writer = _write_csv if file_format == "csv" else _write_xlsx
@@ -151,12 +158,18 @@ def connection_template(*, connection: TargetConnection, file_format: str, out: 
 ERROR_COLUMNS = ("row", "column", "what_is_wrong")
 
 
-def import_errors_file(*, errors: Iterable[dict[str, Any]], file_format: str,
-                       out: BinaryIO) -> int:
+def import_errors_file(*, by, job: ImportJob, file_format: str, out: BinaryIO) -> int:
     """A refused import's problems (ImportJob.errors: row, column, message) as a file, one line
-    per problem in row order. The refused file itself is not kept (it holds customer data), so
-    the rows are named by their spreadsheet row number, as in the preview."""
+    per problem in row order, for its uploader or those who may view import jobs. The refused
+    file itself is not kept (it holds customer data), so the rows are named by their
+    spreadsheet row number, as in the preview."""
+    if by is not COMMAND_LINE and not (
+            getattr(by, "is_active", False)
+            and (job.created_by_id == by.pk or by.has_perm("updates.view_importjob"))):
+        raise PermissionDenied("Only the uploader, or those who may view import jobs, may "
+                               "download its problems.")
     _check_format(file_format)
+    errors = job.errors
     ordered = sorted(errors, key=lambda e: (e.get("row") is not None, e.get("row") or 0))
     rows = ([e.get("row") if e.get("row") is not None else "file",
              escape_formula(e.get("column") or ""), escape_formula(e.get("message") or "")]

@@ -144,7 +144,7 @@ def template_view(model_admin: admin.ModelAdmin, request: HttpRequest) -> HttpRe
                                    active=True)
     file_format = _requested_format(request)
     spool = _spooled(lambda out: exporting.connection_template(
-        connection=connection, file_format=file_format, out=out))
+        by=request.user, connection=connection, file_format=file_format, out=out))
     name = slugify(connection.client_code) or f"connection-{connection.pk}"
     return FileResponse(spool, as_attachment=True, filename=f"import-template-{name}.{file_format}",
                         content_type=exporting.FORMATS[file_format])
@@ -157,6 +157,6 @@ def errors_view(model_admin: admin.ModelAdmin, request: HttpRequest, pk: int) ->
         raise PermissionDenied
     file_format = _requested_format(request)
     spool = _spooled(lambda out: exporting.import_errors_file(
-        errors=job.errors, file_format=file_format, out=out))
+        by=request.user, job=job, file_format=file_format, out=out))
     return FileResponse(spool, as_attachment=True, filename=f"import-{job.pk}-errors.{file_format}",
                         content_type=exporting.FORMATS[file_format])

@@ -43,7 +43,9 @@ def test_submit_saves_the_unsaved_edit_first_with_one_message(open_page, acme, v
     page = open_page(size)
     login(page, operator)
     page.goto(f"/admin/updates/profileupdate/{draft.pk}/change/")
+    expect(page.locator("#po-unsaved-note")).to_be_hidden()
     page.get_by_label("tier").fill("gold")  # typed, not saved
+    expect(page.locator("#po-unsaved-note")).to_be_visible()
     page.get_by_role("button", name="Submit for approval").click()
     messages = page.locator("ul.messagelist li")
     expect(messages).to_have_count(1)
@@ -73,7 +75,8 @@ def test_a_decision_with_an_unsaved_edit_is_refused_and_keeps_the_edit(open_page
     page.get_by_label("tier").fill("platinum")
     page.get_by_role("button", name="Approve").click()
     expect(page.locator(".errornote, ul.errorlist").first).to_be_visible()
-    expect(page.get_by_text("You have unsaved changes")).to_be_visible()
+    expect(page.locator("ul.errorlist").get_by_text("You have unsaved changes")).to_be_visible()
+    expect(page.locator("#po-unsaved-note")).to_be_visible()  # the edits are still unsaved
     expect(page.get_by_label("tier")).to_have_value("platinum")
     screenshot(page, f"daily-02-decision-refused-{name}")
     pending.refresh_from_db()

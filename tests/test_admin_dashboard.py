@@ -309,3 +309,188 @@ def test_the_dashboard_renders_with_no_data_at_all(client, supervisor):
     content = response.content.decode()
     assert "No Target connection is set up yet." in content
     assert "No send run yet." in content and "No acknowledged request yet." in content
+
+
+# --- what needs attention ----------------------------------------------------------------------
+
+def tile(content: str, key: str) -> str:
+    start = content.index(f'id="tile-{key}"')
+    return content[content.rindex("<div", 0, start):content.index("</div>", start)]
+
+
+def test_the_tiles_stand_out_when_non_zero_and_link_to_the_filtered_list(
+        client, supervisor, operator, stage, connection):
+    failed = stage()
+    ProfileUpdate.objects.filter(pk=failed.pk).update(status=S.FAILED)
+    retrying = stage()
+    ProfileUpdate.objects.filter(pk=retrying.pk).update(
+        status=S.APPROVED, attempt_count=1, next_attempt_at=timezone.now())
+    pending(stage, operator)
+    pending(stage, operator)
+    SendRun.objects.create(started_at=timezone.now(), deferred_by_quota=0)
+
+    content = squash(logged_in(client, supervisor).get(reverse(DASHBOARD)).content.decode())
+    listing = reverse("admin:updates_profileupdate_changelist")
+    failed_tile = tile(content, "failed")
+    assert "po-tile-alert" in failed_tile and '<span class="po-tile-count">1</span>' in failed_tile
+    assert f'href="{listing}?status__exact=failed"' in failed_tile
+    assert "Re-queue from the list" in failed_tile  # supervisors may re-queue
+    assert "po-tile-alert" in tile(content, "retrying")
+    assert '<span class="po-tile-count">1</span>' in tile(content, "retrying")
+    waiting = tile(content, "pending")
+    assert "po-tile-alert" in waiting and '<span class="po-tile-count">2</span>' in waiting
+    assert f'href="{reverse(QUEUE)}"' in waiting  # a supervisor goes straight to the queue
+    deferred = tile(content, "deferred")
+    assert "po-tile-alert" not in deferred and '<span class="po-tile-count">0</span>' in deferred
+
+
+def test_operators_tiles_link_to_the_list_not_the_queue(client, operator, stage):
+    pending(stage, operator)
+    content = squash(logged_in(client, operator).get(reverse(DASHBOARD)).content.decode())
+    listing = reverse("admin:updates_profileupdate_changelist")
+    assert f'href="{listing}?status__exact=pending"' in tile(content, "pending")
+
+
+def test_requests_are_split_into_first_attempts_and_retries_and_failures_kept_apart(
+        client, supervisor, history):
+    content = squash(logged_in(client, supervisor).get(reverse(DASHBOARD)).content.decode())
+    # history: attempts 1..5 acknowledged and 6 transient, for one update, all in the last 24 h.
+    assert 'id="requests-first">1</td>' in content
+    assert 'id="requests-retries">5</td>' in content
+    assert 'id="requests-failed">1</td>' in content
+    assert 'id="updates-failed">0</td>' in content
+
+
+def test_the_dashboard_charts_the_rolling_window_by_hour_with_the_limit_and_when_quota_frees(
+        client, supervisor, history, connection):
+    content = squash(logged_in(client, supervisor).get(reverse(DASHBOARD)).content.decode())
+    card = content[content.index(f'id="connection-{connection.pk}"'):]
+    assert 'class="po-chart po-window-chart"' in card
+    assert 'class="po-limit-line"' in card
+    assert "1,234 of the 1,000,000 limit" in card
+    frees = (history["now"].replace(minute=0, second=0, microsecond=0)
+             - dt.timedelta(hours=23) + dt.timedelta(hours=25))
+    assert f"900 at {frees:%H:%M} UTC" in card
+
+
+def test_the_dashboard_says_as_of_when_and_refreshes_itself(client, supervisor):
+    content = logged_in(client, supervisor).get(reverse(DASHBOARD)).content.decode()
+    assert '<meta http-equiv="refresh" content="60">' in content
+    assert re.search(r'id="po-asof">As of <time datetime="[^"]+">\d{4}-\d\d-\d\d '
+                     r'\d\d:\d\d:\d\d UTC</time>', content)
+    assert "Refresh now" in content
+
+
+# --- the queue at scale ------------------------------------------------------------------------
+
+BATCH = "updates_queue_batch"
+
+
+def imported(connection, operator, n: int, prefix: str = "imp"):
+    from updates import importing
+
+    rows = "".join(f"mbox3rdPartyId,{prefix}-{i},funded\n" for i in range(n))
+    job = importing.import_job_create(connection=connection, file_name=f"{prefix}.csv",
+                                      file_data=f"identity_type,identity,loan_status\n{rows}"
+                                      .encode(), by=operator, submit=True)
+    importing.import_job_start(job=job, by=operator)
+    job.refresh_from_db()
+    return job
+
+
+def test_a_batch_page_shows_size_cost_and_a_random_sample_of_one_import(
+        client, supervisor, operator, stage, connection):
+    job = imported(connection, operator, 30)
+    pending(stage, operator, identity="not-in-the-import")
+    response = logged_in(client, supervisor).get(reverse(BATCH), {"import": job.pk,
+                                                                  "sample": 5})
+    content = squash(response.content.decode())
+    assert '<strong id="batch-count">30</strong>' in content
+    assert '<strong id="batch-cost">30</strong>' in content
+    assert len(response.context["sample"]) == 5
+    assert {r["update"].reason for r in response.context["sample"]} == {
+        f"import #{job.pk}: imp.csv"}
+    assert "not-in-the-import" not in content
+    assert f"import #{job.pk} (imp.csv)" in content
+
+
+def test_approving_a_batch_decides_exactly_what_the_page_showed(client, supervisor, operator,
+                                                                connection):
+    job = imported(connection, operator, 12)
+    client = logged_in(client, supervisor)
+    page = client.get(reverse(BATCH), {"import": job.pk})
+    up_to, count = page.context["up_to_id"], page.context["count"]
+    response = client.post(reverse(BATCH), {"import": job.pk, "decision": "approve",
+                                            "up_to_id": up_to, "count": count}, follow=True)
+    assert ProfileUpdate.objects.filter(status=S.APPROVED).count() == 12
+    assert any(m.startswith("Approved 12 updates") for m in texts(response))
+
+
+def test_a_batch_that_changed_since_it_was_shown_is_not_decided(client, supervisor, operator,
+                                                                stage, connection):
+    waiting = [pending(stage, operator) for _ in range(3)]
+    client = logged_in(client, supervisor)
+    page = client.get(reverse(BATCH))
+    workflow.update_approve(update=waiting[0], by=make_other_supervisor())
+    response = client.post(reverse(BATCH), {"decision": "reject", "comment": "not today",
+                                            "up_to_id": page.context["up_to_id"],
+                                            "count": page.context["count"]}, follow=True)
+    assert any("The batch changed since the page was shown" in m for m in texts(response))
+    assert ProfileUpdate.objects.filter(status=S.PENDING).count() == 2
+    # Newer updates than those shown are never part of the decision.
+    later = pending(stage, operator)
+    page = client.get(reverse(BATCH))
+    client.post(reverse(BATCH), {"decision": "approve", "up_to_id": later.pk - 1,
+                                 "count": page.context["count"] - 1})
+    assert status_of(later) == S.PENDING
+    assert ProfileUpdate.objects.filter(status=S.APPROVED).count() == 3
+
+
+def make_other_supervisor():
+    from tests.conftest import make_user
+
+    return make_user("supervisor2", "Supervisors")
+
+
+def test_rejecting_a_batch_needs_a_comment(client, supervisor, operator, stage):
+    pending(stage, operator)
+    client = logged_in(client, supervisor)
+    page = client.get(reverse(BATCH))
+    response = client.post(reverse(BATCH), {"decision": "reject", "comment": " ",
+                                            "up_to_id": page.context["up_to_id"],
+                                            "count": page.context["count"]}, follow=True)
+    assert any("A rejection needs a comment" in m for m in texts(response))
+    assert ProfileUpdate.objects.filter(status=S.PENDING).count() == 1
+
+
+def test_a_batch_counts_the_viewers_own_updates_that_four_eyes_will_refuse(client, admin_user,
+                                                                           operator, stage):
+    pending(stage, operator)
+    pending(stage, admin_user)
+    content = squash(logged_in(client, admin_user).get(reverse(BATCH)).content.decode())
+    assert '<p class="po-own-note" id="batch-blocked">1 of them you created' in content
+
+
+def test_queue_rows_show_their_age_and_disable_what_the_viewer_may_not_decide(
+        client, admin_user, operator, stage):
+    theirs = pending(stage, operator)
+    ProfileUpdate.objects.filter(pk=theirs.pk).update(
+        submitted_at=timezone.now() - dt.timedelta(hours=3, minutes=5))
+    mine = pending(stage, admin_user)
+    content = squash(logged_in(client, admin_user).get(reverse(QUEUE)).content.decode())
+    assert re.search(rf'id="queue-age-{theirs.pk}">waiting 3 hours, 5 minutes</div>',
+                     content)
+    row = content[content.index(f'id="queue-row-{mine.pk}"'):]
+    row = row[row.index('class="po-row-buttons"'):]
+    row = row[:row.index("</td>")]
+    assert 'disabled aria-describedby="queue-blocker-' in row
+    assert "four-eyes rule" in row[row.index("po-blocker"):]
+    assert f'name="approve_one" value="{mine.pk}"' not in row
+
+
+def test_a_rows_own_reject_reason_is_its_comment(client, supervisor, operator, stage):
+    update = pending(stage, operator)
+    logged_in(client, supervisor).post(reverse(QUEUE), {
+        "reject_one": update.pk, f"reason_{update.pk}": "wrong tier", "comment": ""})
+    update.refresh_from_db()
+    assert (update.status, update.decision_comment) == (S.REJECTED, "wrong tier")

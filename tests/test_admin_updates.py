@@ -236,10 +236,46 @@ def test_a_bulk_action_refuses_more_updates_than_its_limit_and_changes_nothing(
 # --- staging and editing ----------------------------------------------------------------------
 
 def test_adding_first_asks_for_the_connection(client, operator, connection):
+    from tests.conftest import make_connection
+
+    make_connection("second")
     response = logged_in(client, operator).get(add_url())
     content = response.content.decode()
     assert response.status_code == 200
     assert "Step 1 of 2" in content and connection.label in content
+
+
+def test_with_one_active_connection_adding_skips_the_connection_step(client, operator,
+                                                                     connection):
+    from tests.conftest import make_connection
+
+    make_connection("retired", active=False)
+    response = logged_in(client, operator).get(add_url())
+    assert response.status_code == 302 and response["Location"] == add_url(connection)
+
+
+def test_a_mapping_label_names_the_staging_field_and_choices_have_no_length_hint(
+        client, operator, connection):
+    connection.mappings.filter(source_name="loan_status").update(label="Loan status")
+    form = logged_in(client, operator).get(add_url(connection)).context["adminform"].form
+    by_source = {m.source_name: form.fields[name] for name, m in form.mapping_fields.items()}
+    assert by_source["loan_status"].label == "Loan status"
+    assert "Column loan_status in import files." in by_source["loan_status"].help_text
+    assert "characters" not in by_source["loan_status"].help_text  # a choice: no length limit
+    assert by_source["tier"].label == "tier"  # no label: the source name
+    assert "At most 256 characters." in by_source["tier"].help_text
+
+
+def test_identity_and_attribute_errors_are_reported_in_one_pass(client, operator, connection):
+    response = logged_in(client, operator).post(add_url(connection), {
+        "identity_type": "mbox3rdPartyId", "identity": "a+b/c",
+        **fields_for(connection, loan_status="funded", note="x" * 1001),
+    })
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert "identity" in errors and "may not contain" in " ".join(errors["identity"])
+    assert next(iter(fields_for(connection, note=""))) in errors
+    assert not ProfileUpdate.objects.exists()
 
 
 def test_the_staging_form_has_a_labelled_field_with_help_for_every_active_mapping(
@@ -371,7 +407,8 @@ def test_the_change_page_shows_audit_events_and_attempts_in_time_order(
     content = logged_in(client, supervisor).get(change_url(update)).content.decode()
     timeline = content[content.index('id="po-timeline-title"'):]
     order = [timeline.index(marker) for marker in (
-        "<strong>staged</strong>", "<strong>submitted</strong>", "<strong>approved</strong>",
+        "<strong>staged</strong>", "<strong>submitted for approval</strong>",
+        "<strong>approved</strong>",
         "<strong>attempt 1</strong>", "<strong>attempt 2</strong>", "<strong>sent</strong>")]
     assert order == sorted(order)
     assert "looks right" in timeline
@@ -443,3 +480,173 @@ def test_the_list_can_show_the_updates_of_one_reason_and_says_so(client, operato
     content = logged_in(client, operator).get(changelist_url(reason="import #7")).content.decode()
     assert imported.identity in content and other.identity not in content
     assert "Only updates whose reason is “import #7”" in content
+
+
+# --- no lost edits: the workflow buttons carry the form, one message per action -------------
+
+def workflow_url(update) -> str:
+    return reverse("admin:updates_profileupdate_workflow", args=[update.pk])
+
+
+def change_form_data(connection, update, **values) -> dict:
+    """What the change page posts: the stored fields, with `values` (by source name) edited."""
+    by_target = {m.target_name: m.source_name for m in connection.mappings.filter(active=True)}
+    stored = {by_target[name]: value for name, value in update.attributes.items()}
+    return {"identity_type": update.identity_type, "identity": update.identity,
+            "reason": update.reason, "not_before_0": "", "not_before_1": "",
+            **fields_for(connection, **{name: "" for name in by_target.values()}),
+            **fields_for(connection, **{**stored, **values})}
+
+
+def test_submit_with_unsaved_changes_saves_them_first_and_says_so_once(client, operator, stage,
+                                                                       connection):
+    draft = stage(attributes={"loanStatus": "funded"})
+    data = change_form_data(connection, draft, loan_status="declined", tier="gold")
+    response = logged_in(client, operator).post(workflow_url(draft),
+                                                {**data, "transition": "submit"}, follow=True)
+    draft.refresh_from_db()
+    assert draft.status == S.PENDING
+    assert draft.attributes == {"loanStatus": "declined", "loyaltyTier": "gold"}
+    assert texts(response) == [f"Saved your changes to update #{draft.pk} and submitted it."]
+    actions = list(AuditEvent.objects.filter(update=draft).order_by("id")
+                   .values_list("action", flat=True))
+    assert actions == ["staged", "edited", "submitted"]
+
+
+def test_submit_without_changes_just_submits(client, operator, stage, connection):
+    draft = stage()
+    response = logged_in(client, operator).post(
+        workflow_url(draft), {**change_form_data(connection, draft), "transition": "submit"},
+        follow=True)
+    assert status_of(draft) == S.PENDING
+    assert texts(response) == [f"Submitted 1 update: #{draft.pk}."]
+    assert not AuditEvent.objects.filter(update=draft, action="edited").exists()
+
+
+def test_submit_with_invalid_changes_saves_nothing_and_shows_the_errors(client, operator, stage,
+                                                                        connection):
+    draft = stage()
+    data = change_form_data(connection, draft, note="x" * 1001)
+    response = logged_in(client, operator).post(workflow_url(draft),
+                                                {**data, "transition": "submit"})
+    assert response.status_code == 200  # the page again, with the typed values and the errors
+    assert response.context["adminform"].form.errors
+    assert "x" * 1001 in response.content.decode()
+    assert f'action="{change_url(draft)}"' in response.content.decode()
+    assert status_of(draft) == S.DRAFT
+    assert ProfileUpdate.objects.get(pk=draft.pk).attributes == {"loanStatus": "funded"}
+
+
+def test_requeue_with_unsaved_content_changes_saves_them_and_explains_it_is_a_draft_now(
+        client, operator, stage, connection):
+    update = stage()
+    ProfileUpdate.objects.filter(pk=update.pk).update(status=S.FAILED)
+    update.refresh_from_db()
+    data = change_form_data(connection, update, tier="silver")
+    response = logged_in(client, operator).post(workflow_url(update),
+                                                {**data, "transition": "requeue"}, follow=True)
+    update.refresh_from_db()
+    assert update.status == S.DRAFT and update.attributes["loyaltyTier"] == "silver"
+    [message] = texts(response)
+    assert message.startswith(f"Saved your changes to update #{update.pk}, but it was not "
+                              "re-queued:")
+
+
+def test_a_decision_with_unsaved_changes_is_refused_and_the_edits_stay_on_the_page(
+        client, operator, supervisor, admin_user, stage, connection):
+    pending = workflow.update_submit(update=stage(), by=operator)
+    data = change_form_data(connection, pending, loan_status="declined")
+    response = logged_in(client, admin_user).post(workflow_url(pending),
+                                                  {**data, "transition": "approve"})
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "You have unsaved changes" in page and "was not approved" in page
+    assert 'value="declined" selected' in page  # the typed value is still in the field
+    pending.refresh_from_db()
+    assert pending.status == S.PENDING and pending.attributes == {"loanStatus": "funded"}
+
+
+def test_a_submitted_update_warns_beside_the_save_button_that_edits_return_it_to_draft(
+        client, operator, stage):
+    draft = stage()
+    client = logged_in(client, operator)
+    assert "po-draft-warning" not in client.get(change_url(draft)).content.decode()
+    workflow.update_submit(update=draft, by=operator)
+    page = client.get(change_url(draft)).content.decode()
+    assert "sends it back to <strong>draft</strong>" in page
+    assert page.index("po-draft-warning") < page.index('name="_save"')
+
+
+def test_saving_a_change_gives_one_message(client, operator, stage, connection):
+    pending = workflow.update_submit(update=stage(), by=operator)
+    data = change_form_data(connection, pending, loan_status="declined")
+    response = logged_in(client, operator).post(change_url(pending), data, follow=True)
+    [message] = texts(response)
+    assert "back in draft" in message
+    draft = stage()
+    response = client.post(change_url(draft), change_form_data(connection, draft, tier="x"),
+                           follow=True)
+    assert len(texts(response)) == 1
+
+
+# --- the timeline in words ------------------------------------------------------------------------
+
+def _timeline_of(client, update) -> str:
+    content = client.get(change_url(update)).content.decode()
+    return content[content.index('id="po-timeline-title"'):]
+
+
+def test_the_timeline_shows_attributes_as_a_table_and_events_in_words(client, operator, stage,
+                                                                      connection):
+    update = stage(attributes={"loanStatus": "funded"})
+    workflow.update_edit(update=update, by=operator,
+                         attributes={"loanStatus": "declined", "loyaltyTier": "<b>gold</b>"})
+    at = timezone.now()
+    AuditEvent.objects.create(
+        at=at, actor=None, action="retry_scheduled", update=update, from_status="sending",
+        to_status="approved", comment="HTTP 503; attempt 1 of 8, next try in 43 s.",
+        changes={"attempt": 1, "http_status": 503,
+                 "next_attempt_at": (at + dt.timedelta(seconds=43)).isoformat()})
+    timeline = _timeline_of(logged_in(client, operator), update)
+    assert "{'" not in timeline and "{&#x27;" not in timeline  # no Python dict text
+    assert '<table class="po-changes-table">' in timeline
+    assert re.search(r"<code>profile.loanStatus</code></th>\s*<td[^>]*>funded</td>\s*"
+                     r"<td[^>]*>declined</td>", timeline)
+    assert "&lt;b&gt;gold&lt;/b&gt;" in timeline  # escaped like every operator-supplied value
+    assert "<strong>attempt 1 not acknowledged; retry scheduled in 43 s</strong>" in timeline
+
+
+def test_every_time_on_the_update_page_has_one_format_with_its_zone(client, operator, stage):
+    update = stage()
+    moment = dt.datetime(2024, 5, 1, 10, 30, 5, tzinfo=dt.timezone.utc)
+    ProfileUpdate.objects.filter(pk=update.pk).update(created_at=moment)
+    AuditEvent.objects.filter(update=update).update(at=moment)
+    content = logged_in(client, operator).get(change_url(update)).content.decode()
+    # The Life section and the timeline alike.
+    assert content.count("2024-05-01 10:30:05 UTC") >= 2
+    assert "May 1, 2024" not in content and "a.m." not in content
+
+
+def test_a_sent_update_shows_its_timeline_above_the_form_and_history_links_to_it(
+        client, operator, stage):
+    update = stage()
+    client = logged_in(client, operator)
+    draft_page = client.get(change_url(update)).content.decode()
+    assert draft_page.index('id="po-timeline-title"') > draft_page.index('id="profileupdate_form"')
+    ProfileUpdate.objects.filter(pk=update.pk).update(status=S.SENT)
+    sent_page = client.get(change_url(update)).content.decode()
+    assert sent_page.index('id="po-timeline-title"') < sent_page.index('id="profileupdate_form"')
+    assert '<a href="#po-timeline-title" class="historylink">Timeline</a>' in sent_page
+    assert "/history/" not in sent_page
+
+
+def test_rejecting_from_the_update_page_with_unsaved_changes_is_refused(
+        client, operator, admin_user, stage, connection):
+    pending = workflow.update_submit(update=stage(), by=operator)
+    data = change_form_data(connection, pending, tier="edited")
+    response = logged_in(client, admin_user).post(
+        workflow_url(pending), {**data, "transition": "reject", "comment": "no"})
+    assert response.status_code == 200 and "You have unsaved changes" in response.content.decode()
+    assert status_of(pending) == S.PENDING
+    page = client.get(change_url(pending)).content.decode()
+    assert 'form="profileupdate_form" formaction="' in page  # the reject button carries the form

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import json
 
 import pytest
 from django.contrib.auth.models import AnonymousUser
@@ -79,8 +78,8 @@ def test_exports_escape_formulas_in_identities_reasons_and_values(export, danger
         expected = [e.replace("\r", "\n") for e in expected]  # XML reads back a CR as LF
     assert [r["reason"] for r in rows] == expected
     assert [r["identity"] for r in rows] == ["'=HYPERLINK(1)", "c-2", "'-42", "'@me", "c-5", "c-6"]
-    # Attributes are one JSON object per cell: it starts with '{', and keeps the exact values.
-    assert json.loads(rows[3]["attributes"]) == {"callNote": "@SUM(A1)", "loanStatus": "funded"}
+    # One column per mapping source name, escaped like every other text cell.
+    assert (rows[3]["note"], rows[3]["loan_status"]) == ("'@SUM(A1)", "funded")
 
 
 def test_an_export_carries_status_timestamps_attempts_and_acknowledgment(connection, stage,
@@ -97,7 +96,9 @@ def test_an_export_carries_status_timestamps_attempts_and_acknowledgment(connect
     stage(identity="c-2")
 
     rows = export_csv(supervisor)
-    assert list(rows[0]) == list(EXPORT_COLUMNS)
+    report_columns = [c for c in EXPORT_COLUMNS if c != "attributes"]
+    assert list(rows[0]) == [*report_columns, "loan_status", "note", "tier",
+                             "unmapped_attributes"]
     first, second = rows
     assert first["id"] == str(update.pk) and first["connection"] == "acme"
     assert first["status"] == "sent" and first["attempts"] == "2"
@@ -105,12 +106,16 @@ def test_an_export_carries_status_timestamps_attempts_and_acknowledgment(connect
     assert (first["last_attempt_outcome"], first["last_http_status"]) == ("acknowledged", "200")
     assert first["last_attempt_at"] == "2024-05-01T10:29:05Z"
     assert first["created_by"] == "operator" and first["created_at"].endswith("Z")
-    assert first["attributes"] == '{"loanStatus": "funded", "loyaltyTier": "gold"}'
+    assert (first["loan_status"], first["tier"], first["note"]) == ("funded", "gold", "")
+    assert first["unmapped_attributes"] == ""
     assert (second["status"], second["acknowledged"], second["attempts"]) == ("draft", "no", "0")
     assert second["last_attempt_outcome"] == "" and second["submitted_at"] == ""
 
     xlsx_first = export_xlsx(supervisor)[0]
     assert xlsx_first["attempts"] == 2 and xlsx_first["last_http_status"] == 200  # numbers
+    # Timestamps are date cells (UTC, as a spreadsheet has no zone), not text.
+    assert xlsx_first["acknowledged_at"] == dt.datetime(2024, 5, 1, 10, 30, 5)
+    assert xlsx_first["submitted_at"] is None
 
 
 def test_an_export_never_contains_the_connection_token(stage, connection, supervisor):
@@ -199,3 +204,225 @@ def test_the_export_action_writes_the_selected_updates(rf, stage, supervisor, op
     response = export_selected_csv(None, request, ProfileUpdate.objects.filter(pk=keep.pk))
     body = b"".join(response.streaming_content).decode("utf-8-sig")
     assert "picked" in body and "not-picked" not in body
+
+
+# --- a file that goes back into the import ---------------------------------------------------
+
+def export_bytes(by, file_format, **kwargs) -> bytes:
+    out = io.BytesIO()
+    exporting.updates_export(by=by, file_format=file_format, out=out, **kwargs)
+    return out.getvalue()
+
+
+def test_an_import_layout_export_edited_and_imported_again_makes_a_new_update(
+        connection, stage, operator, supervisor):
+    from updates import importing
+
+    old = stage(identity="c-77", attributes={"loanStatus": "funded", "loyaltyTier": "gold"})
+    raw = export_bytes(supervisor, "csv", connection=connection, layout="import")
+    text = raw.decode("utf-8-sig")
+    assert text.splitlines()[0] == "identity_type,identity,loan_status,note,tier"
+    assert text.splitlines()[1] == "mbox3rdPartyId,c-77,funded,,gold"
+    workflow.update_cancel(update=old, by=operator)  # one open update per visitor
+    edited = text.replace(",gold", ",platinum").encode("utf-8-sig")
+
+    job = importing.import_job_create(connection=connection, file_name="edited.csv",
+                                      file_data=edited, by=operator)
+    assert job.errors == [] and job.status == "queued"
+    importing.import_job_start(job=job, by=operator)
+    new = ProfileUpdate.objects.exclude(pk=old.pk).get()
+    assert (new.identity, new.attributes) == ("c-77", {"loanStatus": "funded",
+                                                       "loyaltyTier": "platinum"})
+
+
+def test_an_xlsx_export_round_trips_typed_dates_and_numbers(db, operator, supervisor):
+    from updates import importing
+
+    conn = make_connection("typed")
+    make_mapping(conn, "funded_on", "fundedOn", value_type="date")
+    make_mapping(conn, "seen_at", "seenAt", value_type="datetime")
+    make_mapping(conn, "balance", "balance", value_type="integer")
+    make_mapping(conn, "rate", "rate", value_type="decimal")
+    values = {"fundedOn": "2024-05-01", "seenAt": "2024-05-01T10:30:05Z", "balance": "-42",
+              "rate": "-1.25"}
+    workflow.update_stage(connection=conn, identity_type="mbox3rdPartyId", identity="c-1",
+                          attributes=values, by=operator)
+    raw = export_bytes(supervisor, "xlsx", connection=conn, layout="import")
+    sheet = load_workbook(io.BytesIO(raw)).active
+    assert sheet.freeze_panes == "A2"
+    header, row = [[c for c in r] for r in sheet.iter_rows()]
+    by_name = dict(zip([c.value for c in header], row))
+    assert by_name["funded_on"].is_date and by_name["funded_on"].value == dt.datetime(2024, 5, 1)
+    assert by_name["seen_at"].is_date
+    assert by_name["seen_at"].value == dt.datetime(2024, 5, 1, 10, 30, 5)
+    assert by_name["balance"].value == -42  # a number, not "'-42"
+    assert by_name["rate"].value == "-1.25"  # exact, unquoted: a number cannot run
+
+    ProfileUpdate.objects.update(status="cancelled")
+    job = importing.import_job_create(connection=conn, file_name="again.xlsx", file_data=raw,
+                                      by=operator)
+    assert job.errors == []
+    importing.import_job_start(job=job, by=operator)
+    assert ProfileUpdate.objects.exclude(status="cancelled").get().attributes == values
+
+
+def test_the_import_layout_needs_one_connection(connection, stage, supervisor):
+    other = make_connection("other")
+    make_mapping(other, "tier", "loyaltyTier")
+    stage()
+    stage(connection=other, attributes={"loyaltyTier": "x"})
+    with pytest.raises(ValidationError, match="holds the updates of one connection"):
+        export_bytes(supervisor, "csv", layout="import")
+    assert export_bytes(supervisor, "csv", layout="import", connection=other)
+
+
+def test_values_whose_mapping_is_gone_are_kept_in_unmapped_attributes(connection, stage,
+                                                                      supervisor):
+    stage(identity="c-1", attributes={"loanStatus": "funded", "callNote": "=1+1"})
+    connection.mappings.filter(source_name="note").update(active=False)
+    [row] = export_csv(supervisor)
+    assert "note" not in row
+    assert row["unmapped_attributes"] == '{"callNote": "=1+1"}'  # starts with '{': safe
+
+
+def test_an_export_can_be_limited_to_a_creator_and_a_date_range(connection, stage, operator,
+                                                                other_operator, supervisor):
+    first = stage(identity="old")
+    ProfileUpdate.objects.filter(pk=first.pk).update(
+        created_at=dt.datetime(2024, 4, 30, 23, 59, tzinfo=dt.timezone.utc))
+    second = stage(identity="may")
+    ProfileUpdate.objects.filter(pk=second.pk).update(
+        created_at=dt.datetime(2024, 5, 1, 0, 0, tzinfo=dt.timezone.utc))
+    stage(identity="theirs", by=other_operator)
+
+    may = export_csv(supervisor, created_from=dt.date(2024, 5, 1),
+                     created_to=dt.date(2024, 5, 31))
+    assert [r["identity"] for r in may] == ["may"]
+    assert [r["identity"] for r in export_csv(supervisor, created_by=other_operator)] == ["theirs"]
+    assert [r["identity"] for r in export_csv(supervisor, created_to=dt.date(2024, 4, 30))] == [
+        "old"]
+    with pytest.raises(ValidationError, match="ends .* before it starts"):
+        export_csv(supervisor, created_from=dt.date(2024, 5, 2), created_to=dt.date(2024, 5, 1))
+
+
+# --- template and error files ------------------------------------------------------------------
+
+@pytest.mark.parametrize("file_format", ["csv", "xlsx"])
+def test_a_connection_template_has_the_import_headers_of_its_active_mappings(connection,
+                                                                            file_format):
+    make_mapping(connection, "=evil", "evil")
+    connection.mappings.filter(source_name="note").update(active=False)
+    out = io.BytesIO()
+    exporting.connection_template(by=exporting.COMMAND_LINE, connection=connection,
+                                  file_format=file_format, out=out)
+    if file_format == "csv":
+        rows = list(csv.reader(io.StringIO(out.getvalue().decode("utf-8-sig"))))
+    else:
+        rows = [list(r) for r in load_workbook(io.BytesIO(out.getvalue())).active.values]
+    assert rows == [["identity_type", "identity", "'=evil", "loan_status", "tier"]]
+
+
+@pytest.mark.parametrize("file_format", ["csv", "xlsx"])
+def test_an_error_file_lists_each_problem_by_row_and_column(file_format, connection, operator):
+    from updates.models import ImportJob
+
+    job = ImportJob.objects.create(connection=connection, created_by=operator, file_name="x.csv",
+                                   file_format="csv", status="invalid", errors=[
+                                       {"row": 3, "column": "tier", "message": "=bad value"},
+                                       {"row": None, "column": "", "message": "The file has no rows."},
+                                       {"row": 2, "column": "identity", "message": "Missing."}])
+    out = io.BytesIO()
+    assert exporting.import_errors_file(by=operator, job=job, file_format=file_format,
+                                        out=out) == 3
+    if file_format == "csv":
+        rows = list(csv.reader(io.StringIO(out.getvalue().decode("utf-8-sig"))))
+    else:
+        rows = [[("" if v is None else str(v)) for v in r]
+                for r in load_workbook(io.BytesIO(out.getvalue())).active.values]
+    assert rows == [["row", "column", "what_is_wrong"], ["file", "", "The file has no rows."],
+                    ["2", "identity", "Missing."], ["3", "tier", "'=bad value"]]
+
+
+# --- the export page: the list's filters, dates, templates, error files -------------------------
+
+def test_the_export_page_applies_the_lists_own_filters_and_search(client, connection, stage,
+                                                                  operator, supervisor):
+    from urllib.parse import quote
+
+    stage(identity="alpha-1")
+    workflow.update_submit(update=stage(identity="alpha-2"), by=operator)
+    stage(identity="beta-1")
+    client.force_login(supervisor)
+    list_page = client.get("/admin/updates/profileupdate/", {"q": "alpha*",
+                                                             "status__exact": "draft"})
+    filters = "q=alpha%2A&status__exact=draft"
+    assert (f'href="/admin/updates/importjob/export/?_changelist_filters={quote(filters)}"'
+            in list_page.content.decode())
+    page = client.get("/admin/updates/importjob/export/", {"_changelist_filters": filters})
+    assert "status__exact=draft" in page.content.decode()
+    response = client.get("/admin/updates/importjob/export/", {
+        "format": "csv", "layout": "all", "_changelist_filters": filters})
+    body = b"".join(response.streaming_content).decode("utf-8-sig")
+    rows = list(csv.DictReader(io.StringIO(body)))
+    assert [r["identity"] for r in rows] == ["alpha-1"]
+
+
+def test_the_export_page_takes_a_date_range_and_refuses_a_backwards_one(client, stage,
+                                                                        supervisor):
+    update = stage(identity="in-may")
+    ProfileUpdate.objects.filter(pk=update.pk).update(
+        created_at=dt.datetime(2024, 5, 10, 12, 0, tzinfo=dt.timezone.utc))
+    stage(identity="today")
+    client.force_login(supervisor)
+    response = client.get("/admin/updates/importjob/export/", {
+        "format": "csv", "layout": "all", "created_from": "2024-05-01", "created_to": "2024-05-31"})
+    rows = list(csv.DictReader(io.StringIO(
+        b"".join(response.streaming_content).decode("utf-8-sig"))))
+    assert [r["identity"] for r in rows] == ["in-may"]
+    page = client.get("/admin/updates/importjob/export/", {
+        "format": "csv", "layout": "all", "created_from": "2024-05-31", "created_to": "2024-05-01"})
+    assert page.status_code == 200 and "The last day is before the first day." in \
+        page.content.decode()
+
+
+def test_the_export_page_offers_an_import_template_per_active_connection(client, connection,
+                                                                         operator):
+    client.force_login(operator)
+    page = client.get("/admin/updates/importjob/export/").content.decode()
+    url = f"/admin/updates/importjob/template/?connection={connection.pk}&format=csv"
+    assert f'href="{url.replace("&", "&amp;")}"' in page
+    body = b"".join(client.get(url).streaming_content).decode("utf-8-sig")
+    assert body == "identity_type,identity,loan_status,note,tier\r\n"
+    assert client.get(url.replace("csv", "pdf")).status_code == 404
+
+
+def test_a_refused_import_offers_its_problems_as_a_file(client, connection, operator):
+    from updates import importing
+
+    job = importing.import_job_create(
+        connection=connection, file_name="bad.csv", by=operator,
+        file_data=b"identity_type,identity,tier\nmbox3rdPartyId,,gold\n")
+    assert job.status == "invalid"
+    client.force_login(operator)
+    page = client.get(f"/admin/updates/importjob/{job.pk}/status/").content.decode()
+    assert f'href="/admin/updates/importjob/{job.pk}/errors/?format=csv"' in page
+    body = b"".join(client.get(f"/admin/updates/importjob/{job.pk}/errors/?format=csv")
+                    .streaming_content).decode("utf-8-sig")
+    lines = body.splitlines()
+    assert lines[0] == "row,column,what_is_wrong" and lines[1].startswith("2,identity,")
+
+
+def test_templates_and_error_files_check_who_asks(connection, operator):
+    from updates.models import ImportJob
+
+    plain = make_user("plain")
+    with pytest.raises(Refused):
+        exporting.connection_template(by=plain, connection=connection, file_format="csv",
+                                      out=io.BytesIO())
+    job = ImportJob.objects.create(connection=connection, created_by=operator, file_name="x.csv",
+                                   file_format="csv", status="invalid", errors=[])
+    with pytest.raises(Refused):
+        exporting.import_errors_file(by=plain, job=job, file_format="csv", out=io.BytesIO())
+    exporting.connection_template(by=operator, connection=connection, file_format="csv",
+                                  out=io.BytesIO())
+    exporting.import_errors_file(by=operator, job=job, file_format="csv", out=io.BytesIO())

@@ -1,7 +1,18 @@
-"""Export profile updates as CSV or XLSX, safe to open in a spreadsheet.
+"""Export profile updates as CSV or XLSX, safe to open in a spreadsheet — and back.
 
-Columns are those of resources.ProfileUpdateExportResource: content, status, who and when,
-attempts, the last attempt's outcome, the acknowledgment — never a connection's token.
+Two layouts:
+- "all": the columns of resources.ProfileUpdateExportResource (status, who and when, attempts,
+  the last attempt's outcome, the acknowledgment — never a connection's token), with the
+  attributes as one column per mapping source name instead of the resource's JSON cell, and
+  `unmapped_attributes` (JSON) for stored values whose mapping is no longer active.
+- "import": only `identity_type`, `identity` and the source-name columns of one connection —
+  exactly what the import reads, so the file can be edited and imported again (new updates).
+Either way the source-name columns hold the values as they are sent (each mapping's normal
+form), which the import accepts unchanged. `connection_template` writes an empty file with the
+import's headers for a connection, `import_errors_file` the problems of a refused import.
+
+XLSX files have a frozen header row, and timestamps (UTC; the spreadsheet has no zone) and date
+or date-and-time attribute values as real date cells; whole numbers as numbers.
 
 Formula injection: a spreadsheet runs a cell starting with '=', '+', '-' or '@' as a formula, and
 some also after a leading tab or carriage return. Every such text cell is written with a single
@@ -15,19 +26,29 @@ number of updates.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
+import json
+from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
 
 from django.core.exceptions import ValidationError
 from django.db.models import OuterRef, QuerySet, Subquery
 
-from .errors import require_perm
-from .models import ProfileUpdate, SendAttempt, TargetConnection, UpdateStatus
+from .errors import PERMISSION_DENIED, Refused, require_perm
+from .models import (AttributeMapping, ImportJob, ProfileUpdate, SendAttempt, TargetConnection,
+                     UpdateStatus)
 
 PERM_EXPORT = "updates.export_profileupdate"
 FORMATS = {"csv": "text/csv; charset=utf-8",
            "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+LAYOUTS = ("all", "import")
+IDENTITY_COLUMNS = ("identity_type", "identity")
+TIMESTAMP_COLUMNS = ("not_before", "created_at", "last_edited_at", "submitted_at", "decided_at",
+                     "next_attempt_at", "last_attempt_at", "acknowledged_at")
+UNMAPPED_COLUMN = "unmapped_attributes"
+_NUMERIC_TYPES = (AttributeMapping.ValueType.INTEGER, AttributeMapping.ValueType.DECIMAL)
 
 
 class _CommandLine:
@@ -55,16 +76,28 @@ def require_export_permission(user) -> None:
 
 
 def export_queryset(*, queryset: QuerySet | None = None, connection: TargetConnection | None = None,
-                    status: str | None = None) -> QuerySet:
-    """The updates to export, oldest first, with what the export resource reads in one query."""
+                    status: str | None = None, created_by=None,
+                    created_from: dt.date | None = None,
+                    created_to: dt.date | None = None) -> QuerySet:
+    """The updates to export, oldest first, with what the export resource reads in one query.
+    `created_from` / `created_to` are inclusive days in UTC."""
     if status and status not in UpdateStatus.values:
         raise ValidationError(f"Unknown status {status!r}; use one of "
                               f"{', '.join(UpdateStatus.values)}.", code="invalid_status")
+    if created_from and created_to and created_from > created_to:
+        raise ValidationError(f"The date range ends ({created_to}) before it starts "
+                              f"({created_from}).", code="invalid_range")
     qs = ProfileUpdate.objects.all() if queryset is None else queryset
     if connection is not None:
         qs = qs.filter(connection=connection)
     if status:
         qs = qs.filter(status=status)
+    if created_by is not None:
+        qs = qs.filter(created_by=created_by)
+    if created_from:
+        qs = qs.filter(created_at__gte=_utc_midnight(created_from))
+    if created_to:
+        qs = qs.filter(created_at__lt=_utc_midnight(created_to + dt.timedelta(days=1)))
     last = SendAttempt.objects.filter(update=OuterRef("pk")).order_by("-number")
     return (qs.select_related("connection", "created_by", "last_edited_by", "decided_by")
               .annotate(last_attempt_at=Subquery(last.values("started_at")[:1]),
@@ -73,24 +106,161 @@ def export_queryset(*, queryset: QuerySet | None = None, connection: TargetConne
               .order_by("id"))
 
 
+def _utc_midnight(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(0, 0), tzinfo=dt.timezone.utc)
+
+
 def updates_export(*, by, file_format: str, out: BinaryIO, queryset: QuerySet | None = None,
-                   connection: TargetConnection | None = None, status: str | None = None) -> int:
-    """Write the chosen updates to `out` (a binary file) as CSV or XLSX; returns the row count."""
+                   connection: TargetConnection | None = None, status: str | None = None,
+                   created_by=None, created_from: dt.date | None = None,
+                   created_to: dt.date | None = None, layout: str = "all") -> int:
+    """Write the chosen updates to `out` (a binary file) as CSV or XLSX; returns the row count.
+
+    layout="import" needs the updates of exactly one connection (`connection`, or a queryset
+    holding one connection's updates only): the import reads a file for one connection."""
     require_export_permission(by)
+    _check_format(file_format)
+    if layout not in LAYOUTS:
+        raise ValidationError(f"Unknown layout {layout!r}; use all or import.",
+                              code="invalid_layout")
+    updates = export_queryset(queryset=queryset, connection=connection, status=status,
+                              created_by=created_by, created_from=created_from,
+                              created_to=created_to)
+    connections = ([connection] if connection is not None else list(
+        TargetConnection.objects.filter(pk__in=updates.order_by().values("connection_id"))
+        .order_by("label", "pk")))
+    if layout == "import" and len(connections) > 1:
+        raise ValidationError(
+            "A file to re-import holds the updates of one connection (the import reads a file "
+            f"for one connection); these are for {len(connections)}. Choose a connection.",
+            code="several_connections")
+    table = _Table(connections, layout=layout, typed=file_format == "xlsx")
+    rows = (table.row(u) for u in updates.iterator(chunk_size=2000))
+    writer = _write_csv if file_format == "csv" else _write_xlsx
+    return writer(out, table.headers, rows)
+
+
+def connection_template(*, by, connection: TargetConnection, file_format: str,
+                        out: BinaryIO) -> None:
+    """An empty import file for `connection`: the header row the import expects (identity
+    columns, then one column per active mapping's source name), nothing else. For those who may
+    import or export."""
+    if by is not COMMAND_LINE and not (
+            getattr(by, "is_active", False)
+            and (by.has_perm(PERM_EXPORT) or by.has_perm("updates.import_profileupdate"))):
+        raise Refused("You may neither import nor export profile updates.", code=PERMISSION_DENIED)
+    _check_format(file_format)
+    headers = [*IDENTITY_COLUMNS, *(m.source_name for m in _active_mappings([connection]))]
+    writer = _write_csv if file_format == "csv" else _write_xlsx
+    writer(out, [escape_formula(h) for h in headers], iter(()))
+
+
+ERROR_COLUMNS = ("row", "column", "what_is_wrong")
+
+
+def import_errors_file(*, by, job: ImportJob, file_format: str, out: BinaryIO) -> int:
+    """A refused import's problems (ImportJob.errors: row, column, message) as a file, one line
+    per problem in row order, for its uploader or those who may view import jobs. The refused
+    file itself is not kept (it holds customer data), so the rows are named by their
+    spreadsheet row number, as in the preview."""
+    if by is not COMMAND_LINE and not (
+            getattr(by, "is_active", False)
+            and (job.created_by_id == by.pk or by.has_perm("updates.view_importjob"))):
+        raise Refused("Only the uploader, or those who may view import jobs, may download its "
+                      "problems.", code=PERMISSION_DENIED)
+    _check_format(file_format)
+    errors = job.errors
+    ordered = sorted(errors, key=lambda e: (e.get("row") is not None, e.get("row") or 0))
+    rows = ([e.get("row") if e.get("row") is not None else "file",
+             escape_formula(e.get("column") or ""), escape_formula(e.get("message") or "")]
+            for e in ordered)
+    writer = _write_csv if file_format == "csv" else _write_xlsx
+    return writer(out, list(ERROR_COLUMNS), rows)
+
+
+def _check_format(file_format: str) -> None:
     if file_format not in FORMATS:
         raise ValidationError(f"Unknown export format {file_format!r}; use csv or xlsx.",
                               code="invalid_format")
-    from .resources import ProfileUpdateExportResource  # resources imports escape_formula
-
-    resource = ProfileUpdateExportResource()
-    headers = resource.get_export_headers()
-    updates = export_queryset(queryset=queryset, connection=connection, status=status)
-    rows = (resource.export_resource(u) for u in updates.iterator(chunk_size=2000))
-    writer = _write_csv if file_format == "csv" else _write_xlsx
-    return writer(out, headers, rows)
 
 
-def _write_csv(out: BinaryIO, headers: list[str], rows) -> int:
+def _active_mappings(connections: Sequence[TargetConnection]) -> list[AttributeMapping]:
+    return list(AttributeMapping.objects.filter(connection__in=connections, active=True)
+                .order_by("connection__label", "connection_id", "source_name"))
+
+
+class _Table:
+    """The headers of one export and how each update becomes a row under them."""
+
+    def __init__(self, connections: Sequence[TargetConnection], *, layout: str,
+                 typed: bool) -> None:
+        from .resources import ProfileUpdateExportResource  # resources imports escape_formula
+
+        self.layout, self.typed = layout, typed
+        self.resource = ProfileUpdateExportResource()
+        report = list(self.resource.get_export_headers())
+        self._attributes_at = report.index("attributes")
+        mappings = _active_mappings(connections)
+        # One column per source name; two connections may use the same one for the same column.
+        self.sources = list(dict.fromkeys(m.source_name for m in mappings))
+        self._by_target = {}  # connection id -> {Target name: mapping}
+        for m in mappings:
+            self._by_target.setdefault(m.connection_id, {})[m.target_name] = m
+        if layout == "import":
+            self.headers = [*IDENTITY_COLUMNS, *self.sources]
+        else:
+            self._report = report[:self._attributes_at] + report[self._attributes_at + 1:]
+            self.headers = [*self._report, *self.sources, UNMAPPED_COLUMN]
+        self.headers = [escape_formula(h) for h in self.headers]
+
+    def row(self, update: ProfileUpdate) -> list[Any]:
+        by_target = self._by_target.get(update.connection_id, {})
+        values: dict[str, Any] = {}
+        unmapped: dict[str, Any] = {}
+        for name, value in (update.attributes or {}).items():
+            mapping = by_target.get(name)
+            if mapping is None:
+                unmapped[name] = value
+            else:
+                values[mapping.source_name] = self._attribute_cell(mapping, value)
+        attributes = [values.get(source, "") for source in self.sources]
+        if self.layout == "import":
+            return [escape_formula(update.identity_type), escape_formula(update.identity),
+                    *attributes]
+        report = self.resource.export_resource(update)
+        del report[self._attributes_at]
+        if self.typed:
+            for column in TIMESTAMP_COLUMNS:
+                index = self._report.index(column)
+                report[index] = _naive_utc(getattr(update, column, None))
+        extra = json.dumps(unmapped, ensure_ascii=False, sort_keys=True) if unmapped else ""
+        return [*report, *attributes, escape_formula(extra)]
+
+    def _attribute_cell(self, mapping: AttributeMapping, value: Any) -> Any:
+        kind = mapping.value_type
+        if not isinstance(value, str) or value == "":
+            return value
+        # A numeric normal form cannot run as a formula; writing it unquoted keeps "-42" a
+        # number the import accepts again.
+        if kind in _NUMERIC_TYPES:
+            if self.typed and kind == AttributeMapping.ValueType.INTEGER:
+                return int(value)
+            return value
+        if self.typed and kind == AttributeMapping.ValueType.DATE:
+            return dt.date.fromisoformat(value)
+        if self.typed and kind == AttributeMapping.ValueType.DATETIME:
+            return _naive_utc(dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
+        return escape_formula(value)
+
+
+def _naive_utc(moment: dt.datetime | None) -> dt.datetime | str:
+    # A spreadsheet cell has no time zone; the README says export times are UTC.
+    if moment is None:
+        return ""
+    return moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+def _write_csv(out: BinaryIO, headers: list[str], rows: Iterator[list[Any]]) -> int:
     text = io.TextIOWrapper(out, encoding="utf-8-sig", newline="", write_through=True)
     try:
         writer = csv.writer(text, lineterminator="\r\n")
@@ -104,17 +274,39 @@ def _write_csv(out: BinaryIO, headers: list[str], rows) -> int:
         text.detach()  # leave `out` open for the caller
 
 
-def _write_xlsx(out: BinaryIO, headers: list[str], rows) -> int:
+def _write_xlsx(out: BinaryIO, headers: list[str], rows: Iterator[list[Any]]) -> int:
     from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
     from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+    from openpyxl.styles import Font
 
     workbook = Workbook(write_only=True)  # streams rows to disk instead of holding cells
     sheet = workbook.create_sheet("updates")
-    sheet.append(headers)
+    sheet.freeze_panes = "A2"  # the header stays in view while scrolling
+    bold = Font(bold=True)
+    header_cells = []
+    for header in headers:
+        cell = WriteOnlyCell(sheet, value=header)
+        cell.font = bold
+        header_cells.append(cell)
+    sheet.append(header_cells)
+
+    def cell(value: Any) -> Any:
+        if isinstance(value, dt.datetime):
+            typed = WriteOnlyCell(sheet, value=value)
+            typed.number_format = "yyyy-mm-dd hh:mm:ss"
+            return typed
+        if isinstance(value, dt.date):
+            typed = WriteOnlyCell(sheet, value=value)
+            typed.number_format = "yyyy-mm-dd"
+            return typed
+        if isinstance(value, str):
+            # XLSX cannot hold most control characters; they can only come from free text.
+            return ILLEGAL_CHARACTERS_RE.sub("\ufffd", value)
+        return value
+
     count = 0
     for count, row in enumerate(rows, start=1):  # noqa: B007 - the count is returned
-        # XLSX cannot hold most control characters; they can only come from free text fields.
-        sheet.append([ILLEGAL_CHARACTERS_RE.sub("\ufffd", v) if isinstance(v, str) else v
-                      for v in row])
+        sheet.append([cell(v) for v in row])
     workbook.save(out)
     return count

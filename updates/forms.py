@@ -26,6 +26,7 @@ from django.utils.html import escape
 
 from . import mappings, workflow
 from .models import AttributeMapping, IdentityType, ProfileUpdate, TargetConnection
+from .validation import identity_errors
 
 Type = AttributeMapping.ValueType
 FIELD_PREFIX = "attr_"
@@ -46,7 +47,7 @@ class MappingField(forms.CharField):
 
     def __init__(self, mapping: AttributeMapping, **kwargs: Any) -> None:
         self.mapping = mapping
-        kwargs.setdefault("label", mapping.source_name)
+        kwargs.setdefault("label", mapping.label or mapping.source_name)
         kwargs.setdefault("required", mapping.required)
         kwargs.setdefault("help_text", _help_text(mapping))
         kwargs.setdefault("widget", _widget(mapping))
@@ -86,7 +87,10 @@ def _transform_text(mapping: AttributeMapping) -> str:
 def _help_parts(mapping: AttributeMapping) -> list[str]:
     parts = [f"→ profile.{mapping.target_name}.", _TYPE_HINTS.get(mapping.value_type, "") + ".",
              _transform_text(mapping)]
-    if mapping.value_type in (Type.TEXT, Type.CHOICE, Type.INTEGER, Type.DECIMAL):
+    if mapping.label:
+        parts.append(f"Column {mapping.source_name} in import files.")
+    # A choice is one of the listed values: a length limit would only puzzle the reader.
+    if mapping.value_type in (Type.TEXT, Type.INTEGER, Type.DECIMAL):
         parts.append(f"At most {mapping.max_length} characters.")
     if mapping.pattern:
         parts.append(f"Must match {mapping.pattern}.")
@@ -173,7 +177,15 @@ class StagingFormMixin:
                 "covers; an attribute without an active mapping cannot be staged. Define or "
                 "re-activate the mapping first.", code="unmapped",
                 params={"names": ", ".join(unmapped)}))
-        if self.errors or "identity" not in self.fields:
+        if "identity" not in self.fields:
+            return cleaned
+        if self.errors:
+            # check_content would stop at the first problem; report the identity's problems
+            # together with the fields' own, so one pass shows everything to fix.
+            for key, messages in identity_errors(cleaned.get("identity_type", ""),
+                                                 cleaned.get("identity", "")).items():
+                if key in self.fields and key not in self.errors:
+                    self.add_error(key, messages)
             return cleaned
         reason = cleaned.get("reason") if "reason" in self.fields else None
         try:

@@ -268,7 +268,7 @@ def normalise_source_values(
 
 _AUDITED_FIELDS = (
     "source_name", "target_name", "value_type", "trim", "case_transform", "required",
-    "max_length", "choices", "pattern", "send_empty", "help_text", "active",
+    "max_length", "choices", "pattern", "send_empty", "help_text", "label", "active",
 )
 
 

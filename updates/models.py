@@ -147,6 +147,10 @@ class AttributeMapping(models.Model):
         help_text="Send an empty value (clearing the attribute) instead of refusing it.",
     )
     help_text = models.CharField(max_length=300, blank=True, help_text="Shown to operators.")
+    label = models.CharField(
+        max_length=128, blank=True,
+        help_text="What the staging form calls the field, e.g. \"Loan status\". Empty: the "
+        "source name. Files always use the source name.")
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -545,3 +549,73 @@ class ProfileRead(models.Model):
 
     def __str__(self) -> str:
         return f"read of update #{self.update_id} at {self.at:%Y-%m-%d %H:%M:%S}: {self.outcome}"
+
+
+class AlertRule(models.Model):
+    """When to tell people about trouble on one connection (updates/alerts.py checks them).
+
+    A rule fires once when its condition becomes true and once more when it clears; `firing`
+    is the state last reported. Alert texts name counts and rates, never customer values.
+    """
+
+    class Kind(models.TextChoices):
+        FAILURE_RATE = "failure_rate", "Failure rate over a window"
+        QUOTA_USE = "quota_use", "Quota use crossing a threshold"
+        WAITING = "waiting", "Updates waiting for approval too long"
+        TOKEN_REFUSED = "token_refused", "Bearer token refused by Target (401/403)"
+
+    connection = models.ForeignKey(TargetConnection, on_delete=models.CASCADE,
+                                   related_name="alert_rules")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    threshold = models.DecimalField(
+        max_digits=7, decimal_places=2, default=0,
+        help_text="Failure rate and quota use: a percentage (e.g. 20, 80, 95). Waiting: hours. "
+        "Token refused: not used.")
+    window_minutes = models.PositiveIntegerField(
+        default=60, validators=[MinValueValidator(1), MaxValueValidator(24 * 60)],
+        help_text="Failure rate: the period looked at, in minutes.")
+    min_requests = models.PositiveIntegerField(
+        default=20, help_text="Failure rate: fewer requests than this in the window never fire "
+        "(two failures of three requests are not a trend).")
+    email_to = models.TextField(
+        blank=True, help_text="Addresses to email, one per line or comma-separated (sent with "
+        "the server's mail settings). Empty: no email.")
+    webhook_url = models.URLField(
+        max_length=500, blank=True, help_text="A URL to POST the alert to as JSON "
+        "{\"text\": …} (Slack-compatible). Write-only: it often holds a secret.")
+    active = models.BooleanField(default=True)
+    firing = models.BooleanField(default=False, editable=False)
+    changed_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["connection", "kind", "threshold"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} ({self.connection.label})"
+
+    @property
+    def recipients(self) -> list[str]:
+        return [a.strip() for a in self.email_to.replace(",", "\n").splitlines() if a.strip()]
+
+
+class AlertEvent(models.Model):
+    """One state change of a rule — it fired or it cleared — and how it was delivered."""
+
+    class State(models.TextChoices):
+        FIRING = "firing", "Fired"
+        CLEARED = "cleared", "Cleared"
+
+    rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField()
+    state = models.CharField(max_length=7, choices=State.choices)
+    text = models.TextField()
+    emailed = models.PositiveIntegerField(default=0, help_text="Recipients the email went to.")
+    webhook_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    delivery_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["rule", "-at"], name="alert_rule_at")]
+
+    def __str__(self) -> str:
+        return f"{self.get_state_display()}: {self.text[:60]}"

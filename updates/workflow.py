@@ -179,6 +179,21 @@ def may_decide(update: ProfileUpdate, user, *, authored: Collection[int] | None 
     return any(t.four_eyes for t in available_transitions(update, user, authored=authored))
 
 
+def decision_blocker(update: ProfileUpdate, user, *,
+                     authored: Collection[int] | None = None) -> str:
+    """Why `user` may not approve or reject `update` now, in the words the service would refuse
+    with ("" when they may) — for a disabled button's reason."""
+    if may_decide(update, user, authored=authored):
+        return ""
+    own = update.pk in authored if authored is not None else is_content_author(user, update)
+    if own:
+        return _own_update_message(update)
+    if not all(_may(user, T[name]) for name in ("approve", "reject")):
+        return f"You do not have permission to {_DOING[PERM_APPROVE]}."
+    return (f"Update #{update.pk} is {update.get_status_display().lower()}; only pending "
+            "updates are decided.")
+
+
 # --- helpers ---------------------------------------------------------------------------------
 
 def _refuse(message: str, code: str) -> Refused:
@@ -417,9 +432,12 @@ def _transition(update: ProfileUpdate, *, by, transition: Transition, comment: s
 def _four_eyes(update: ProfileUpdate, by) -> None:
     """Nobody decides on an update whose content they wrote — superusers included."""
     if is_content_author(by, update):
-        raise _refuse(
-            f"Update #{update.pk}: you created it or changed its identity or attributes, so "
-            "someone else must decide on it (four-eyes rule).", OWN_UPDATE)
+        raise _refuse(_own_update_message(update), OWN_UPDATE)
+
+
+def _own_update_message(update: ProfileUpdate) -> str:
+    return (f"Update #{update.pk}: you created it or changed its identity or attributes, so "
+            "someone else must decide on it (four-eyes rule).")
 
 
 def update_submit(*, update: ProfileUpdate, by, comment: str = "") -> ProfileUpdate:

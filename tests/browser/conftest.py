@@ -3,8 +3,9 @@
 - `browser`: one headless Chromium for the browser tests (skipped, with the reason, when
   /usr/bin/chromium or Playwright is missing — failed instead when PROFILEOPS_REQUIRE_BROWSER=1;
   PROFILEOPS_CHROMIUM names another binary).
-- `open_page()`: a page in a fresh browser context (its own cookies, so one test can act as
-  several users) at a laptop's 1366×768; `page` is one such page. Every console error and
+- `open_page(viewport=VIEWPORT)`: a page in a fresh browser context (its own cookies, so one
+  test can act as several users) at a laptop's 1366×768, or PHONE's 390×844 (VIEWPORTS names
+  both for parametrised tests); `page` is one such page. Every console error and
   uncaught page error on any of them fails the test at teardown.
 - `login(page, user)`: signs in through the admin's own login form.
 - `screenshot(page, name)`: a full-page PNG in test-artifacts/screenshots/ (gitignored; CI keeps
@@ -28,6 +29,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync", "--no-first-run",
                  "--disable-dev-shm-usage"]
 VIEWPORT = {"width": 1366, "height": 768}
+PHONE = {"width": 390, "height": 844}  # a current phone in portrait, CSS pixels
+VIEWPORTS = {"laptop": VIEWPORT, "phone": PHONE}
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 # Long enough for a cold live server on a busy 2-core CI machine, short enough to fail fast.
 TIMEOUT_MS = 15_000
@@ -115,8 +118,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
 def open_page(request, browser, live_server, console_errors) -> Iterator[Callable[[], Any]]:
     contexts = []
 
-    def _open() -> Any:
-        context = browser.new_context(viewport=VIEWPORT, base_url=live_server.url)
+    def _open(viewport: dict[str, int] = VIEWPORT) -> Any:
+        context = browser.new_context(viewport=viewport, base_url=live_server.url,
+                                      is_mobile=viewport["width"] < 600,
+                                      has_touch=viewport["width"] < 600)
         context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)
         page = context.new_page()

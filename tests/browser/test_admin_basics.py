@@ -40,7 +40,9 @@ FIELDS_JS = """
   const skip = new Set(["hidden", "submit", "button", "reset", "image"]);
   const selector = "input.queue-select, #queue-select-all, input.action-select, #action-toggle";
   return Array.from(document.querySelectorAll(
-      "#content-main form input, #content-main form select, #content-main form textarea"))
+      "#content-main form input, #content-main form select, #content-main form textarea, " +
+      // controls that belong to a form elsewhere on the page (form="…")
+      "#content-main input[form], #content-main select[form], #content-main textarea[form]"))
     .filter((el) => !skip.has((el.getAttribute("type") || "").toLowerCase()))
     .map((el) => [
       el.name || el.id,

@@ -125,3 +125,31 @@ def test_export_updates_refuses_an_unknown_connection(tmp_path, db):
     with pytest.raises(CommandError, match="No connection with client code 'nope'."):
         run("export_updates", "--format", "csv", "--output", str(tmp_path / "x.csv"),
             "--connection", "nope")
+
+
+def test_export_updates_writes_to_standard_output_with_the_summary_on_standard_error(stage):
+    stage(identity="c-1")
+    raw, err = io.BytesIO(), StringIO()
+    stdout = io.TextIOWrapper(raw, encoding="utf-8")
+    call_command("export_updates", "--format", "csv", "--output", "-", "--layout", "import",
+                 "--connection", "acme", stdout=stdout, stderr=err)
+    stdout.flush()
+    assert raw.getvalue().decode("utf-8-sig").splitlines() == [
+        "identity_type,identity,loan_status,note,tier", "mbox3rdPartyId,c-1,funded,,"]
+    assert "Exported 1 updates to standard output." in err.getvalue()
+
+
+def test_export_updates_filters_by_creator_and_dates_and_as_user_is_not_a_filter(
+        tmp_path, stage, operator, other_operator, supervisor):
+    stage(identity="mine")
+    stage(identity="theirs", by=other_operator)
+    path = tmp_path / "x.csv"
+    run("export_updates", "--format", "csv", "--output", str(path), "--created-by",
+        "operator2", "--created-from", "2000-01-01")
+    assert [r["identity"] for r in csv.DictReader(io.StringIO(path.read_text("utf-8-sig")))] == [
+        "theirs"]
+    run("export_updates", "--format", "csv", "--output", str(path), "--as-user", "supervisor")
+    assert len(list(csv.DictReader(io.StringIO(path.read_text("utf-8-sig"))))) == 2
+    with pytest.raises(CommandError, match="'2024-13-01' is not a date"):
+        run("export_updates", "--format", "csv", "--output", str(path), "--created-to",
+            "2024-13-01")

@@ -18,7 +18,8 @@ from django_q.models import OrmQ, Schedule, Task
 
 from tests.conftest import make_user
 from updates import importing, workflow
-from updates.models import AttributeMapping, ImportJob, ProfileUpdate, TargetConnection
+from updates.models import (AlertEvent, AlertRule, AttributeMapping, ImportJob, ProfileUpdate,
+                            TargetConnection)
 
 ROLES = ("anonymous", "operator", "supervisor", "admin")
 
@@ -58,10 +59,12 @@ def world(db, connection) -> World:
     schedule = Schedule.objects.create(name="security-test", func="math.floor")
     queued = OrmQ.objects.create(key="profileops", payload="x", lock=now)
     mapping = AttributeMapping.objects.filter(connection=connection).first()
+    alert_rule = AlertRule.objects.create(connection=connection, kind="token_refused")
+    alert_event = AlertEvent.objects.create(rule=alert_rule, at=now, state="firing", text="x")
     objects = {
         Group: Group.objects.get(name="Operators"), User: author, Schedule: schedule,
         TargetConnection: connection, ImportJob: job, ProfileUpdate: update,
-        AttributeMapping: mapping, OrmQ: queued,
+        AttributeMapping: mapping, OrmQ: queued, AlertRule: alert_rule, AlertEvent: alert_event,
     }
     for model in admin.site._registry:
         if model._meta.label == "django_q.Success":

@@ -30,6 +30,7 @@ from .conftest import ROLES, World, client_for, concrete_admin_urls
 S = UpdateStatus
 LOGIN = "LOGIN"
 TO_INDEX, TO_STATUS = "→index", "→import status"
+TO_STAGING = "→staging form"  # one active connection: the connection step is skipped
 
 #  URL name (or app_list:<app>)                    anonymous operator supervisor admin
 MATRIX: dict[str, tuple] = {
@@ -92,7 +93,7 @@ MATRIX: dict[str, tuple] = {
     "updates_attributemapping_history":            (LOGIN, 200, 200, 200),
     # Profile updates: operators stage and edit, supervisors read and decide, nobody deletes
     "updates_profileupdate_changelist":            (LOGIN, 200, 200, 200),
-    "updates_profileupdate_add":                   (LOGIN, 200, 403, 200),
+    "updates_profileupdate_add":                   (LOGIN, TO_STAGING, 403, TO_STAGING),
     "updates_profileupdate_add?connection":        (LOGIN, 200, 403, 200),
     "updates_profileupdate_change":                (LOGIN, 200, 200, 200),
     "updates_profileupdate_delete":                (LOGIN, 403, 403, 403),
@@ -108,17 +109,35 @@ MATRIX: dict[str, tuple] = {
     "updates_importjob_status":                    (LOGIN, 200, 403, 200),
     "updates_importjob_start":                     (LOGIN, TO_STATUS, TO_STATUS, TO_STATUS),
     "updates_importjob_export":                    (LOGIN, 200, 200, 200),
+    # An empty import file needs ?connection=<id> (404 without); the errors of the uploader's job
+    "updates_importjob_template":                  (LOGIN, 404, 404, 404),
+    "updates_importjob_errors":                    (LOGIN, 200, 403, 200),
+    # Alert rules and the alerts they sent: administrators only; alerts are never added,
+    # changed or deleted by hand
+    "updates_alertrule_changelist":                (LOGIN, 403, 403, 200),
+    "updates_alertrule_add":                       (LOGIN, 403, 403, 200),
+    "updates_alertrule_change":                    (LOGIN, 403, 403, 200),
+    "updates_alertrule_delete":                    (LOGIN, 403, 403, 200),
+    "updates_alertrule_history":                   (LOGIN, 403, 403, 200),
+    "updates_alertevent_changelist":               (LOGIN, 403, 403, 200),
+    "updates_alertevent_add":                      (LOGIN, 403, 403, 403),
+    "updates_alertevent_change":                   (LOGIN, 403, 403, 200),
+    "updates_alertevent_delete":                   (LOGIN, 403, 403, 403),
+    "updates_alertevent_history":                  (LOGIN, 403, 403, 200),
     # The operations pages
     "updates_dashboard":                           (LOGIN, 200, 200, 200),
     "updates_queue":                               (LOGIN, 403, 200, 200),
     # The live diff (JSON; a failed read is still a 200 answer) and the revert button
     "updates_live_diff":                           (LOGIN, 200, 200, 200),
     "updates_revert":                              (LOGIN, 405, 405, 405),  # POST only
+    "updates_queue_batch":                         (LOGIN, 403, 200, 200),
 }
 
 def _redirect_target(world: World, name: str) -> str:
     if name == TO_STATUS:
         return reverse("admin:updates_importjob_status", args=[world.job.pk])
+    if name == TO_STAGING:
+        return reverse("admin:updates_profileupdate_add")  # with ?connection=<the only one>
     if name == TO_INDEX:
         return reverse("admin:index")
     raise KeyError(name)
@@ -200,6 +219,7 @@ ACTIONS_OFFERED: dict[tuple[str, str], tuple[bool, bool, bool]] = {
     ("auth.User", "delete_selected"):               (False, False, True),
     ("auth.Group", "delete_selected"):              (False, False, True),
     ("django_q.Schedule", "delete_selected"):       (False, False, True),
+    ("updates.AlertRule", "delete_selected"):       (False, False, True),
     ("django_q.Success", "delete_selected"):        (False, False, True),
     ("django_q.Success", "resubmit_task"):          (False, False, True),
     ("django_q.Failure", "delete_selected"):        (False, False, True),

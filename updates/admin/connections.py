@@ -71,6 +71,10 @@ class TargetConnectionAdmin(OfferedLookupsAdmin):
 
     form = TargetConnectionForm
     list_display = ("label", "client_code", "endpoint", "quota_limit", "token_status", "active")
+
+    class Media:
+        css = {"all": ["updates/admin.css"]}  # e.g. a quota field wide enough for 1,000,000
+
     list_filter = ("active",)
     search_fields = ("label", "client_code")
     readonly_fields = ("token_status", "endpoint", "created_at", "updated_at")

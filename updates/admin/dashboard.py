@@ -8,18 +8,20 @@ never-cache headers; the pages themselves check the model permissions they need.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.timesince import timesince
 
-from updates import quota, selectors, verification, workflow
+from updates import attention, quota, selectors, verification, workflow
 from updates.models import ProfileUpdate, TargetConnection
 
+from . import batch, live_diff
 from .base import parse_id
-from . import live_diff
 from .updates import BULK_LIMIT, CappedPaginator, RejectForm, bounded, report_outcome
 
 admin.site.site_header = "ProfileOps"
@@ -120,17 +122,124 @@ def usage_chart(days: list[selectors.DayUsage], *, width: int = 720, height: int
                  description)
 
 
+@dataclass(frozen=True)
+class WindowChart:
+    """The rolling 24 hours by clock hour: bars of the requests counted so far (cumulative)
+    against the limit line, so the page shows how the window filled and how close it is."""
+
+    width: int
+    height: int
+    left: int
+    right: int
+    bottom: float
+    bars: list[Bar]
+    limit_y: float
+    limit_label: str
+    y_ticks: list[Tick]
+    x_ticks: list[Tick]
+    description: str
+
+
+def window_chart(hours: list[attention.Hour], *, limit: int, width: int = 720,
+                 height: int = 180) -> WindowChart:
+    left, right, top, bottom_pad = 64, 8, 10, 28
+    plot_w, plot_h = width - left - right, height - top - bottom_pad
+    axis_y = top + plot_h
+    peak = _nice_ceiling(max([limit] + [h.cumulative for h in hours]))
+    slot = plot_w / max(1, len(hours))
+    bars = [Bar(x=round(left + i * slot + slot * 0.1, 2),
+                y=round(axis_y - plot_h * h.cumulative / peak, 2), width=round(slot * 0.8, 2),
+                height=round(plot_h * h.cumulative / peak, 2),
+                series="over" if h.cumulative > limit else "window",
+                title=(f"{h.start:%H:%M} UTC hour: {h.requests:,} requests "
+                       f"({h.cumulative:,} counted by its end); they free up at "
+                       f"{h.frees_at:%H:%M} UTC tomorrow"))
+            for i, h in enumerate(hours)]
+    y_ticks = [Tick(round(axis_y - plot_h * f, 2), _tick_label(peak * f)) for f in (0, 0.5, 1)]
+    x_ticks = [Tick(round(left + (i + 0.5) * slot, 2), f"{h.start:%H}h")
+               for i, h in enumerate(hours) if i % 4 == 0]
+    total = hours[-1].cumulative if hours else 0
+    description = (f"Requests counted in the rolling 24 hours by clock hour, cumulative: "
+                   f"{total:,} of the {limit:,} limit.")
+    return WindowChart(width, height, left, width - right, axis_y, bars,
+                       round(axis_y - plot_h * limit / peak, 2), f"limit {limit:,}", y_ticks,
+                       x_ticks, description)
+
+
+def frees_up(hours: list[attention.Hour], now, *, shown: int = 3) -> list[tuple[Any, int]]:
+    """(when, requests) of the next moments quota comes back: each hour's requests leave the
+    window 24 hours after that hour."""
+    return [(h.frees_at, h.requests) for h in hours
+            if h.requests and h.frees_at > now][:shown]
+
+
 # --- the dashboard -------------------------------------------------------------------------
+
+REFRESH_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class Tile:
+    key: str
+    label: str
+    tally: Any  # attention.Tally or an int
+    url: str
+    hint: str
+    action: tuple[str, str] | None = None  # (label, url)
+
+    @property
+    def count(self) -> int:
+        return getattr(self.tally, "count", self.tally)
+
+    @property
+    def capped(self) -> bool:
+        return getattr(self.tally, "capped", False)
+
+
+def _tiles(request: HttpRequest, now) -> list[Tile]:
+    seen = attention.needs_attention()
+    listing = reverse("admin:updates_profileupdate_changelist")
+    can_approve = request.user.has_perm(workflow.PERM_APPROVE)
+    waited = (f"the oldest for {timesince(seen.oldest_pending_since, now)}"
+              if seen.oldest_pending_since else "nothing waiting")
+    return [
+        Tile("failed", "Failed", seen.failed, f"{listing}?status__exact=failed",
+             "Target refused them or the sender gave up: fix and re-queue, or cancel.",
+             ("Re-queue from the list", f"{listing}?status__exact=failed")
+             if request.user.has_perm(workflow.PERM_REQUEUE) else None),
+        Tile("retrying", "Retrying", seen.retrying, f"{listing}?status__exact=approved",
+             "Approved, with a retry scheduled after a temporary error."),
+        Tile("deferred", "Deferred by quota", seen.deferred_by_quota,
+             f"{listing}?status__exact=approved",
+             "Left waiting by the latest send run: the rolling-24-hour limit was reached."),
+        Tile("pending", "Waiting for approval", seen.pending,
+             reverse("updates_queue") if can_approve else f"{listing}?status__exact=pending",
+             f"Submitted, not yet decided — {waited}."),
+    ]
+
 
 def dashboard_view(request: HttpRequest) -> HttpResponse:
     title = "Operations dashboard"
     if not request.user.has_perm(PERM_VIEW):
         return _forbidden(request, title, "The dashboard needs permission to view profile updates.")
     data = selectors.dashboard()
-    cards = [{"picture": p, "chart": usage_chart(p.days)} for p in data.connections]
+    now = data.now
+    cards = []
+    for p in data.connections:
+        hours = attention.window_by_hour(connection_id=p.connection.pk, now=now)
+        cards.append({
+            "picture": p, "chart": usage_chart(p.days),
+            "window_chart": window_chart(hours, limit=p.limit),
+            "frees_up": frees_up(hours, now),
+            "requests": attention.requests_between(since=now - quota.WINDOW, until=now,
+                                                   connection_id=p.connection.pk),
+        })
     return _page(request, title, "admin/updates/dashboard.html", {
         "data": data,
         "cards": cards,
+        "tiles": _tiles(request, now),
+        "requests": attention.requests_between(since=now - quota.WINDOW, until=now),
+        "refresh_seconds": REFRESH_SECONDS,
         "chart_days": selectors.CHART_DAYS,
         "changelist_url": reverse("admin:updates_profileupdate_changelist"),
         "can_approve": request.user.has_perm(workflow.PERM_APPROVE),
@@ -147,6 +256,7 @@ class QueueRow:
     request: selectors.RequestPreview
     own: bool  # the viewer wrote its content
     may_decide: bool  # workflow.may_decide: False for the viewer's own content
+    blocker: str = ""  # why this viewer may not decide it ("" when they may)
 
 
 def _queue_connection(request: HttpRequest) -> TargetConnection | None:
@@ -170,7 +280,8 @@ def queue_view(request: HttpRequest) -> HttpResponse:
     # Four eyes, as the service applies it: the viewer's own content gets no decision buttons.
     authored = workflow.authored_by(request.user, page)
     rows = [QueueRow(u, selectors.attribute_rows(u), selectors.request_preview(u),
-                     u.pk in authored, workflow.may_decide(u, request.user, authored=authored))
+                     u.pk in authored, workflow.may_decide(u, request.user, authored=authored),
+                     workflow.decision_blocker(u, request.user, authored=authored))
             for u in page]
     now = timezone.now()
     on_page = {r.update.connection_id: r.update.connection for r in rows}
@@ -186,6 +297,10 @@ def queue_view(request: HttpRequest) -> HttpResponse:
         "page_cost": sum(r.request.quota_cost for r in rows),
         "reject_form": RejectForm(),
         "page_query": _query(connection),
+        "now": now,
+        "imports": batch.recent_imports(),
+        "batch_url": reverse("updates_queue_batch") + (
+            f"?connection={connection.pk}" if connection else ""),
     })
 
 
@@ -198,6 +313,11 @@ def _decide(request: HttpRequest) -> HttpResponse:
     if "approve_one" in request.POST or "reject_one" in request.POST:
         decision = "approve" if "approve_one" in request.POST else "reject"
         ids = [request.POST.get(f"{decision}_one", "")]
+        # A row's own reason, when given, is that row's rejection comment.
+        row_reason = request.POST.get(f"reason_{ids[0]}", "").strip()
+        if decision == "reject" and row_reason:
+            request.POST = request.POST.copy()
+            request.POST["comment"] = row_reason
     else:
         decision = request.POST.get("decision", "")
         ids = request.POST.getlist("update")
@@ -232,4 +352,5 @@ urlpatterns = [
          admin.site.admin_view(live_diff.live_diff_view), name="updates_live_diff"),
     path("updates/profileupdate/<int:pk>/revert/", admin.site.admin_view(live_diff.revert_view),
          name="updates_revert"),
+    path("queue/batch/", batch.batch_urlpattern_view, name="updates_queue_batch"),
 ]

@@ -28,7 +28,9 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from updates import exporting, importing
-from updates.models import ImportJob, TargetConnection, UpdateStatus
+from updates.models import ImportJob, TargetConnection
+
+from . import exports
 from .base import OfferedLookupsAdmin, parse_id
 
 REFRESH_SECONDS = 2
@@ -53,18 +55,6 @@ class ImportUploadForm(forms.Form):
             raise ValidationError(f"The file is larger than "
                                   f"{importing.MAX_FILE_BYTES // (1024 * 1024)} MB; split it.")
         return upload
-
-
-class ExportForm(forms.Form):
-    format = forms.ChoiceField(
-        choices=[("csv", "CSV"), ("xlsx", "XLSX")], initial="csv",
-        help_text="CSV (UTF-8) or an Excel workbook (XLSX).")
-    connection = forms.ModelChoiceField(
-        queryset=TargetConnection.objects.order_by("label"), required=False,
-        empty_label="All connections", help_text="Only the updates sent to this connection.")
-    status = forms.ChoiceField(
-        choices=[("", "All states"), *UpdateStatus.choices], required=False,
-        help_text="Only the updates in this state.")
 
 
 def export_response(*, by, file_format: str, queryset=None, connection=None,
@@ -105,6 +95,9 @@ class ImportJobAdmin(OfferedLookupsAdmin):
     list_select_related = ("connection", "created_by")
     ordering = ("-created_at", "-id")
     change_list_template = "admin/updates/import/importjob_change_list.html"
+
+    class Media:
+        css = {"all": ["updates/admin.css"]}  # long file names wrap instead of being clipped
     # The stored file is never listed or loaded for the list.
     list_per_page = 50
 
@@ -136,6 +129,10 @@ class ImportJobAdmin(OfferedLookupsAdmin):
         return [
             path("import/", view(self.import_view), name="updates_importjob_import"),
             path("export/", view(self.export_view), name="updates_importjob_export"),
+            path("template/", view(lambda request: exports.template_view(self, request)),
+                 name="updates_importjob_template"),
+            path("<int:pk>/errors/", view(lambda request, pk: exports.errors_view(self, request, pk)),
+                 name="updates_importjob_errors"),
             path("<int:pk>/status/", view(self.status_view), name="updates_importjob_status"),
             path("<int:pk>/start/", view(self.start_view), name="updates_importjob_start"),
             *super().get_urls(),
@@ -226,15 +223,7 @@ class ImportJobAdmin(OfferedLookupsAdmin):
     # --- export ------------------------------------------------------------------------------
 
     def export_view(self, request: HttpRequest) -> HttpResponse:
-        if not request.user.has_perm(exporting.PERM_EXPORT):
-            raise PermissionDenied
-        form = ExportForm(request.GET if "format" in request.GET else None)
-        if form.is_bound and form.is_valid():
-            return export_response(by=request.user, file_format=form.cleaned_data["format"],
-                                   connection=form.cleaned_data["connection"],
-                                   status=form.cleaned_data["status"] or None)
-        return TemplateResponse(request, "admin/updates/import/export.html", self._context(
-            request, "Export profile updates", form=form))
+        return exports.export_view(self, request)
 
 
 def _percent(done: int, total: int) -> int:

@@ -28,7 +28,7 @@ class AttributeMappingForm(forms.ModelForm):
         model = AttributeMapping
         fields = ["connection", "source_name", "target_name", "value_type", "trim",
                   "case_transform", "required", "max_length", "choices", "pattern", "send_empty",
-                  "help_text", "active"]
+                  "label", "help_text", "active"]
         widgets = {"choices": forms.Textarea(attrs={"rows": 4, "cols": 40})}
         # For the model fields that carry no help text of their own (every field needs one).
         help_texts = {
@@ -61,6 +61,10 @@ class AttributeMappingForm(forms.ModelForm):
 @admin.register(AttributeMapping)
 class AttributeMappingAdmin(OfferedLookupsAdmin):
     form = AttributeMappingForm
+
+    class Media:
+        css = {"all": ["updates/admin.css"]}  # long names wrap instead of being clipped
+
     list_display = ("source_name", "target_display", "value_type", "required", "max_length",
                     "send_empty", "active", "connection", "updated_at")
     list_filter = ("connection", "active", "value_type")
@@ -77,7 +81,7 @@ class AttributeMappingAdmin(OfferedLookupsAdmin):
                            "without leading zeros, decimals without exponent or trailing zeros, "
                            "booleans as true/false, dates as YYYY-MM-DD, date-times as "
                            "YYYY-MM-DDTHH:MM:SSZ in UTC, choices exactly as listed."}),
-        ("For operators", {"fields": ("help_text",)}),
+        ("For operators", {"fields": ("label", "help_text")}),
         ("History", {"fields": ("audit_trail",)}),
     )
 

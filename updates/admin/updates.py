@@ -28,6 +28,7 @@ from django.utils.html import format_html
 from updates import selectors, workflow
 from updates.forms import staging_form_class
 
+from . import timeline
 from .base import OfferedLookupsAdmin, parse_id
 from .imports import export_selected_csv, export_selected_xlsx
 from updates.models import ProfileUpdate, TargetConnection, UpdateStatus
@@ -165,6 +166,9 @@ class UpdateFormBase(forms.ModelForm):
         help_text="Exactly as Target knows it: case matters and nothing is trimmed for you.")
 
     user: Any = None  # set per request by ProfileUpdateAdmin.get_form
+    # Set per request when the posted form must be shown again, not saved (a workflow button
+    # pressed with unsaved changes): validation then fails with this message and saves nothing.
+    refuse_with: str = ""
 
     class Meta:
         model = ProfileUpdate
@@ -195,6 +199,8 @@ class UpdateFormBase(forms.ModelForm):
     def _post_clean(self) -> None:
         # Model validation is the services' job; call them once every field and the shared
         # content checks (updates.forms) are fine.
+        if self.refuse_with:
+            self.add_error(None, self.refuse_with)
         if self._errors:
             return
         values = self.service_kwargs()
@@ -253,7 +259,7 @@ class CreatorFilter(admin.SimpleListFilter):
 @admin.register(ProfileUpdate)
 class ProfileUpdateAdmin(OfferedLookupsAdmin):
     list_display = ("id", "identity_cell", "connection_label", "status_badge", "attribute_names",
-                    "created")
+                    "created", "sent_at", "next_attempt")
     list_display_links = ("id", "identity_cell")
     list_filter = ("status", "verification_state", "connection", "identity_type", CreatorFilter,
                    ("created_at", admin.DateFieldListFilter))
@@ -271,10 +277,10 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
     show_facets = admin.ShowFacets.NEVER
     actions = ("submit_selected", "approve_selected", "reject_selected", "cancel_selected",
                "requeue_selected", export_selected_csv, export_selected_xlsx)
-    readonly_fields = ("connection_display", "status", "created_by", "created_at",
-                       "last_edited_by", "last_edited_at", "submitted_at", "decided_by",
-                       "decided_at", "decision_comment", "acknowledged_at", "attempts_total",
-                       "next_attempt_at", "last_error")
+    readonly_fields = ("connection_display", "status", "created_by", "created_at_utc",
+                       "last_edited_by", "last_edited_at_utc", "submitted_at_utc", "decided_by",
+                       "decided_at_utc", "decision_comment", "acknowledged_at_utc",
+                       "attempts_total", "next_attempt_at_utc", "last_error")
     change_list_template = "admin/updates/profileupdate/change_list.html"
 
     class Media:
@@ -307,9 +313,11 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
 
     @admin.display(description="identity")
     def identity_cell(self, obj: ProfileUpdate) -> str:
-        # The type as the parameter name itself: short, and what Target receives.
-        return format_html('<span class="po-value">{}</span><br><span class="po-muted">{}</span>',
-                           obj.identity, obj.identity_type)
+        # The type as the parameter name itself: short, and what Target receives. The status is
+        # repeated here for phones, where the status column is out of sight (admin.css).
+        return format_html('<span class="po-value">{}</span><br><span class="po-muted">{}</span>'
+                           ' <span class="po-status po-status-{} po-phone-status">{}</span>',
+                           obj.identity, obj.identity_type, obj.status, obj.get_status_display())
 
     @admin.display(description="connection", ordering="connection__label")
     def connection_label(self, obj: ProfileUpdate) -> str:
@@ -326,6 +334,22 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
             '<span class="po-nowrap">{}</span><br><span class="po-muted">{} by {}</span>',
             obj.created_at.strftime("%Y-%m-%d"), obj.created_at.strftime("%H:%M"),
             obj.created_by.get_username())
+
+    @admin.display(description="sent at", ordering="acknowledged_at")
+    def sent_at(self, obj: ProfileUpdate) -> str:
+        if obj.acknowledged_at is None:
+            return "—"
+        return format_html('<span class="po-nowrap">{}</span><br><span class="po-muted">{} UTC</span>',
+                           obj.acknowledged_at.strftime("%Y-%m-%d"),
+                           obj.acknowledged_at.strftime("%H:%M"))
+
+    @admin.display(description="next attempt")
+    def next_attempt(self, obj: ProfileUpdate) -> str:
+        if obj.next_attempt_at is None or obj.status != S.APPROVED:
+            return "—"
+        return format_html('<span class="po-nowrap">{}</span><br><span class="po-muted">{} UTC, '
+                           'attempt {}</span>', obj.next_attempt_at.strftime("%Y-%m-%d"),
+                           obj.next_attempt_at.strftime("%H:%M:%S"), obj.attempt_count + 1)
 
     @admin.display(description="attributes")
     def attribute_names(self, obj: ProfileUpdate) -> str:
@@ -418,6 +442,13 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
         if not self.has_add_permission(request):
             raise PermissionDenied
         connection = self._chosen_connection(request)
+        if connection is None and "connection" not in request.GET:
+            # One active connection: nothing to choose, go straight to the update's fields.
+            only = list(TargetConnection.objects.filter(active=True).values_list("pk", flat=True)[:2])
+            if len(only) == 1:
+                query = request.GET.copy()
+                query["connection"] = str(only[0])
+                return HttpResponseRedirect(f"{request.path}?{query.urlencode()}")
         if connection is None:
             return self._choose_connection_view(request)
         extra_context = {**(extra_context or {}), "staging_connection": connection}
@@ -440,9 +471,9 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
 
     def get_fieldsets(self, request: HttpRequest, obj: ProfileUpdate | None = None):
         life = ("Life", {"classes": ["collapse"], "fields": [
-            "created_by", "created_at", "last_edited_by", "last_edited_at", "submitted_at",
-            "decided_by", "decided_at", "decision_comment", "acknowledged_at", "attempts_total",
-            "next_attempt_at", "last_error"]})
+            "created_by", "created_at_utc", "last_edited_by", "last_edited_at_utc",
+            "submitted_at_utc", "decided_by", "decided_at_utc", "decision_comment",
+            "acknowledged_at_utc", "attempts_total", "next_attempt_at_utc", "last_error"]})
         if obj is not None and not self.has_change_permission(request, obj):
             return [
                 (None, {"fields": ["connection_display", "status", "identity_type", "identity",
@@ -481,6 +512,31 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
             kwargs["form"] = self._staging_form(request, obj)
         return super().get_form(request, obj, change, **kwargs)
 
+    # The Life section's times in the timeline's one format (timeline.utc_text).
+    @admin.display(description="Created at")
+    def created_at_utc(self, obj: ProfileUpdate) -> str:
+        return timeline.utc_text(obj.created_at)
+
+    @admin.display(description="Last edited at")
+    def last_edited_at_utc(self, obj: ProfileUpdate) -> str:
+        return timeline.utc_text(obj.last_edited_at)
+
+    @admin.display(description="Submitted at")
+    def submitted_at_utc(self, obj: ProfileUpdate) -> str:
+        return timeline.utc_text(obj.submitted_at)
+
+    @admin.display(description="Decided at")
+    def decided_at_utc(self, obj: ProfileUpdate) -> str:
+        return timeline.utc_text(obj.decided_at)
+
+    @admin.display(description="Acknowledged at")
+    def acknowledged_at_utc(self, obj: ProfileUpdate) -> str:
+        return timeline.utc_text(obj.acknowledged_at)
+
+    @admin.display(description="Next attempt at")
+    def next_attempt_at_utc(self, obj: ProfileUpdate) -> str:
+        return timeline.utc_text(obj.next_attempt_at)
+
     @admin.display(description="Target connection")
     def connection_display(self, obj: ProfileUpdate | None) -> str:
         if obj is None or not obj.connection_id:
@@ -489,15 +545,24 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
 
     def save_model(self, request: HttpRequest, obj: ProfileUpdate, form: UpdateFormBase,
                    change: bool) -> None:
-        # Already saved by the service in UpdateFormBase._post_clean; only tell what happened.
+        # Already saved by the service in UpdateFormBase._post_clean; only tell what happened —
+        # in place of the admin's own "changed successfully" line (see message_user).
         if not change:
-            messages.info(request, f"Update #{obj.pk} is staged as a draft. Submit it for approval "
-                                   "when it is ready (Submit button on its page, or the list's "
-                                   "action).")
+            request._po_saved_message = (messages.SUCCESS, (
+                f"Update #{obj.pk} is staged as a draft. Submit it for approval when it is ready "
+                "(Submit button on its page, or the list's action)."))
         elif form.previous_status not in (None, S.DRAFT) and obj.status == S.DRAFT:
-            messages.warning(request, f"Update #{obj.pk}: its identity or attributes changed, so "
-                                      "it is back in draft and its approval is cleared. Submit "
-                                      "it again for approval.")
+            request._po_saved_message = (messages.WARNING, (
+                f"Update #{obj.pk}: its identity or attributes changed, so it is back in draft "
+                "and its approval is cleared. Submit it again for approval."))
+
+    def message_user(self, request: HttpRequest, message: str, level: int = messages.INFO,
+                     extra_tags: str = "", fail_silently: bool = False) -> None:
+        # One message per save: what save_model has to say replaces the admin's success line.
+        replacement = request.__dict__.pop("_po_saved_message", None)
+        if replacement is not None and level == messages.SUCCESS:
+            level, message = replacement
+        super().message_user(request, message, level, extra_tags, fail_silently)
 
     def response_add(self, request: HttpRequest, obj: ProfileUpdate, post_url_continue=None):
         response = super().response_add(request, obj, post_url_continue)
@@ -521,11 +586,15 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
             extra.update(
                 attribute_rows=selectors.attribute_rows(obj),
                 request_preview=selectors.request_preview(obj),
-                timeline=selectors.update_timeline(update=obj),
+                timeline_lines=timeline.timeline_lines(selectors.update_timeline(update=obj)),
+                # Nothing left to edit: what happened matters more than the read-only form.
+                timeline_first=obj.status in READ_ONLY_STATES,
                 transitions=self._transitions(request, obj),
                 own_update=workflow.is_content_author(user, obj),
                 workflow_url=reverse("admin:updates_profileupdate_workflow", args=[obj.pk]),
                 reject_form=RejectForm(),
+                edit_returns_to_draft=(obj.status in workflow.EDITABLE_STATES
+                                       and obj.status != S.DRAFT),
             )
         return super().change_view(request, object_id, form_url, extra)
 
@@ -564,6 +633,9 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
         if name in ("approve", "reject") and not self.has_approve_permission(request):
             raise PermissionDenied("Approving and rejecting needs the approve permission.")
         service, verb = self.TRANSITIONS[name]
+        edits = self._posted_edits(request, update)
+        if edits is not None and edits.has_changed():
+            return self._act_on_edited(request, update, edits, name, object_id)
         kwargs = {"comment": request.POST.get("comment", "").strip()}
         if name == "reject":
             form = RejectForm(request.POST)
@@ -574,6 +646,47 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
             kwargs["comment"] = form.cleaned_data["comment"]
         outcome = workflow.apply_to_each(service, [update], by=request.user, **kwargs)
         report_outcome(request, outcome, verb=verb)
+        return HttpResponseRedirect(self._change_url(update))
+
+    # --- workflow buttons and unsaved edits ---------------------------------------------
+    # The change page's workflow buttons submit the page's own form (to workflow_view), so the
+    # server sees what is in the fields and never drops an unsaved edit: submit and re-queue
+    # save it first, in one step; the other moves refuse, since a decision is about what is
+    # stored.
+
+    SAVE_THEN_ACT = {"submit", "requeue"}
+
+    def _posted_edits(self, request: HttpRequest, update: ProfileUpdate) -> forms.ModelForm | None:
+        """The change form bound to what was posted, or None when no fields came with the
+        request (a button from elsewhere) or this user may not edit the update."""
+        if "identity" not in request.POST or not self.has_change_permission(request, update):
+            return None
+        if update.status in READ_ONLY_STATES:
+            return None
+        form_class = self.get_form(request, update, change=True)
+        return form_class(request.POST, request.FILES, instance=update)
+
+    def _act_on_edited(self, request: HttpRequest, update: ProfileUpdate,
+                       edits: forms.ModelForm, name: str, object_id: str):
+        service, verb = self.TRANSITIONS[name]
+        if name not in self.SAVE_THEN_ACT:
+            # Shown again with the edits in place, as a form error; nothing saved or decided.
+            self._staging_form(request, update).refuse_with = (
+                f"You have unsaved changes: update #{update.pk} was not {verb}. Save them "
+                "first, or reload the page to drop them.")
+            return self.change_view(request, object_id, form_url=self._change_url(update))
+        if not edits.is_valid():  # validating saves (UpdateFormBase._post_clean)
+            messages.error(request, f"Update #{update.pk} was not {verb}: your changes have "
+                                    "errors (below). Nothing was saved.")
+            return self.change_view(request, object_id, form_url=self._change_url(update))
+        update.refresh_from_db()
+        outcome = workflow.apply_to_each(service, [update], by=request.user)
+        if outcome.done:
+            messages.success(request, f"Saved your changes to update #{update.pk} and {verb} it.")
+        else:
+            reason = _refusal_text(update, outcome.refused[0][1])
+            messages.warning(request, f"Saved your changes to update #{update.pk}, but it was not "
+                                      f"{verb}: {reason}")
         return HttpResponseRedirect(self._change_url(update))
 
     def _change_url(self, update: ProfileUpdate) -> str:

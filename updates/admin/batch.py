@@ -1,0 +1,160 @@
+"""Decide a whole batch of pending updates in one step: everything from one import, or
+everything the queue's filter shows. The page shows the batch's size, its total quota cost
+against the connections' headroom, how many the viewer may not decide (four eyes), and a random
+sample to look at first; the decision then covers exactly the updates the page described — the
+same filter, up to the newest id it showed — never ones that arrived since.
+
+Each update still goes through workflow.update_approve / update_reject, in its own transaction,
+with its own audit row and every refusal named.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
+from django.utils import timezone
+
+from updates import importing, quota, selectors, workflow
+from updates.models import ImportJob, ProfileUpdate, TargetConnection
+
+from .base import parse_id
+from .updates import RejectForm, report_outcome
+
+# One batch decision handles at most this many updates (each its own transaction); a bigger
+# backlog is decided in several batches, narrowed by connection or import.
+BATCH_LIMIT = 10_000
+SAMPLE_SIZES = (5, 10, 25, 50)
+DEFAULT_SAMPLE = 10
+
+
+@dataclass(frozen=True)
+class Scope:
+    connection: TargetConnection | None
+    job: ImportJob | None
+
+    @classmethod
+    def from_query(cls, query) -> "Scope":
+        connection_id, job_id = parse_id(query.get("connection")), parse_id(query.get("import"))
+        return cls(
+            TargetConnection.objects.filter(pk=connection_id).first()
+            if connection_id is not None else None,
+            ImportJob.objects.defer("file_data").filter(pk=job_id).first()
+            if job_id is not None else None)
+
+    def updates(self) -> QuerySet[ProfileUpdate]:
+        qs = selectors.pending_updates(connection_id=self.connection.pk if self.connection else None)
+        if self.job is not None:
+            qs = qs.filter(connection_id=self.job.connection_id,
+                           reason=importing.import_reason(self.job))
+        return qs
+
+    def query(self) -> str:
+        params = {}
+        if self.connection:
+            params["connection"] = self.connection.pk
+        if self.job:
+            params["import"] = self.job.pk
+        return urlencode(params)
+
+    def describe(self) -> str:
+        parts = []
+        if self.job:
+            parts.append(f"import #{self.job.pk} ({self.job.file_name})")
+        if self.connection:
+            parts.append(f"connection {self.connection.label}")
+        return "every pending update of " + " and ".join(parts) if parts else \
+            "every pending update"
+
+
+def recent_imports(limit: int = 20) -> list[ImportJob]:
+    """Finished imports, newest first: the queue offers them as batches."""
+    return list(ImportJob.objects.defer("file_data").filter(status=ImportJob.Status.DONE,
+                                                             created_updates__gt=0)
+                .select_related("connection").order_by("-id")[:limit])
+
+
+def batch_view(request: HttpRequest) -> HttpResponse:
+    from .dashboard import _forbidden, _page  # the admin pages' shared frame
+
+    title = "Decide a batch"
+    if not request.user.has_perm(workflow.PERM_APPROVE):
+        return _forbidden(request, title, "Deciding on updates needs the permission \"Can "
+                                          "approve or reject profile updates\".")
+    scope = Scope.from_query(request.POST if request.method == "POST" else request.GET)
+    if request.method == "POST":
+        return _decide_batch(request, scope)
+    ids = list(scope.updates().values_list("id", flat=True)[: BATCH_LIMIT + 1])
+    too_many = len(ids) > BATCH_LIMIT
+    ids = ids[:BATCH_LIMIT]
+    sample_size = _sample_size(request)
+    updates = list(ProfileUpdate.objects.filter(pk__in=ids)
+                   .select_related("connection", "created_by", "last_edited_by").order_by("id"))
+    summaries = [(u, selectors.request_preview(u)) for u in updates]
+    user = request.user
+    authored = workflow.authored_by(user, updates)  # one query, not one per update
+    blocked = sum(1 for u in updates if workflow.decision_blocker(u, user, authored=authored))
+    cost = sum(s.quota_cost for _, s in summaries)
+    unsendable = sum(1 for _, s in summaries if s.problem)
+    now = timezone.now()
+    connections = {u.connection_id: u.connection for u in updates}
+    headroom = [(c, quota.window_usage(connection=c, now=now), c.quota_limit)
+                for c in connections.values()]
+    chosen = random.sample(summaries, min(sample_size, len(summaries)))
+    chosen.sort(key=lambda pair: pair[0].pk)
+    sample = [{"update": u, "attributes": selectors.attribute_rows(u), "request": s,
+               "blocker": workflow.decision_blocker(u, user, authored=authored)}
+              for u, s in chosen]
+    return _page(request, title, "admin/updates/batch.html", {
+        "scope": scope, "count": len(ids), "too_many": too_many, "batch_limit": BATCH_LIMIT,
+        "up_to_id": ids[-1] if ids else 0, "cost": cost, "unsendable": unsendable,
+        "blocked": blocked, "headroom": headroom, "sample": sample,
+        "sample_size": sample_size, "sample_sizes": SAMPLE_SIZES,
+        "reject_form": RejectForm(), "query": scope.query(),
+        "queue_url": reverse("updates_queue") + (f"?{scope.query()}" if scope.query() else ""),
+    })
+
+
+def _sample_size(request: HttpRequest) -> int:
+    value = parse_id(request.GET.get("sample"))
+    return value if value is not None and 0 < value <= max(SAMPLE_SIZES) else DEFAULT_SAMPLE
+
+
+def _decide_batch(request: HttpRequest, scope: Scope) -> HttpResponse:
+    back = HttpResponseRedirect(reverse("updates_queue_batch") + (
+        f"?{scope.query()}" if scope.query() else ""))
+    decision = request.POST.get("decision", "")
+    up_to = parse_id(request.POST.get("up_to_id"))
+    expected = parse_id(request.POST.get("count"))
+    if decision not in ("approve", "reject") or up_to is None or expected is None:
+        messages.error(request, "Choose Approve all or Reject all; nothing was changed.")
+        return back
+    comment = request.POST.get("comment", "").strip()
+    if decision == "reject":
+        form = RejectForm({"comment": comment})
+        if not form.is_valid():
+            messages.error(request, "A rejection needs a comment saying why; nothing was "
+                                    "rejected.")
+            return back
+        comment = form.cleaned_data["comment"]
+    # Exactly what the page described: the same filter, no update newer than the ones shown.
+    chosen = list(scope.updates().filter(id__lte=up_to)[:BATCH_LIMIT])
+    if len(chosen) != expected:
+        messages.warning(request, f"The batch changed since the page was shown ({expected} "
+                                  f"then, {len(chosen)} now): someone decided or edited some. "
+                                  "Check the new figures; nothing was changed.")
+        return back
+    service = workflow.update_approve if decision == "approve" else workflow.update_reject
+    outcome = workflow.apply_to_each(service, chosen, by=request.user, comment=comment)
+    report_outcome(request, outcome, verb="approved" if decision == "approve" else "rejected")
+    return HttpResponseRedirect(reverse("updates_queue") + (
+        f"?{scope.query()}" if scope.query() else ""))
+
+
+# Registered in dashboard.urlpatterns, beside the queue.
+batch_urlpattern_view = admin.site.admin_view(batch_view)

@@ -1,0 +1,163 @@
+"""The admin's export page and its downloads: the updates (with the list's own filters, a date
+range and a layout that re-imports), an empty import template per connection, and the problems
+of a refused import as a file. exporting.py checks the export right and writes the files; this
+module only asks and answers.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, QueryDict
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.text import slugify
+
+from updates import exporting, importing
+from updates.models import ImportJob, ProfileUpdate, TargetConnection, UpdateStatus
+
+from .base import parse_id
+
+LIST_FILTERS = "_changelist_filters"  # the admin's own name for "the list's query string"
+
+
+class ExportForm(forms.Form):
+    format = forms.ChoiceField(
+        choices=[("csv", "CSV"), ("xlsx", "XLSX")], initial="csv",
+        help_text="CSV (UTF-8) or an Excel workbook (XLSX: dates as date cells, frozen header).")
+    layout = forms.ChoiceField(
+        choices=[("all", "Everything: status, who and when, attempts, and the values"),
+                 ("import", "To edit and import again: identity and values only")],
+        initial="all", required=False,
+        widget=forms.RadioSelect(attrs={"aria-describedby": "id_layout_helptext"}),
+        help_text="The second holds exactly the import's columns (one connection): edit the "
+                  "values and import the file to stage new updates.")
+    connection = forms.ModelChoiceField(
+        queryset=TargetConnection.objects.order_by("label"), required=False,
+        empty_label="All connections", help_text="Only the updates sent to this connection.")
+    status = forms.ChoiceField(
+        choices=[("", "All states"), *UpdateStatus.choices], required=False,
+        help_text="Only the updates in this state.")
+    created_by = forms.ModelChoiceField(
+        queryset=get_user_model().objects.filter(is_staff=True).order_by("username"),
+        required=False, empty_label="Anyone", label="Created by",
+        help_text="Only the updates this person staged.")
+    created_from = forms.DateField(
+        required=False, label="Created from", widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="First day (UTC), inclusive.")
+    created_to = forms.DateField(
+        required=False, label="Created until", widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="Last day (UTC), inclusive.")
+    _changelist_filters = forms.CharField(required=False, widget=forms.HiddenInput)
+
+    def clean(self):
+        data = super().clean()
+        start, end = data.get("created_from"), data.get("created_to")
+        if start and end and start > end:
+            self.add_error("created_to", "The last day is before the first day.")
+        return data
+
+
+def _spooled(write) -> Any:
+    spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)
+    write(spool)
+    spool.seek(0)
+    return spool
+
+
+def _list_queryset(request: HttpRequest, filters: str):
+    """The updates the profile update list shows for `filters` (its query string): the same
+    filters and search, through the list's own ModelAdmin, so nothing is re-implemented."""
+    model_admin = admin.site._registry[ProfileUpdate]
+    listing = copy.copy(request)
+    listing.GET = QueryDict(filters)
+    changelist = model_admin.get_changelist_instance(listing)
+    return changelist.get_queryset(listing)
+
+
+def _filter_summary(filters: str) -> list[tuple[str, str]]:
+    return [(key, value) for key, values in QueryDict(filters).lists() for value in values
+            if key not in ("o", "p")]
+
+
+def export_view(model_admin: admin.ModelAdmin, request: HttpRequest) -> HttpResponse:
+    if not request.user.has_perm(exporting.PERM_EXPORT):
+        raise PermissionDenied
+    bound = "format" in request.GET
+    form = ExportForm(request.GET if bound else None,
+                      initial={LIST_FILTERS: request.GET.get(LIST_FILTERS, "")})
+    filters = request.GET.get(LIST_FILTERS, "")
+    if bound and form.is_valid():
+        data = form.cleaned_data
+        try:
+            queryset = _list_queryset(request, filters) if filters else None
+            spool = _spooled(lambda out: exporting.updates_export(
+                by=request.user, file_format=data["format"], out=out, queryset=queryset,
+                connection=data["connection"], status=data["status"] or None,
+                created_by=data["created_by"], created_from=data["created_from"],
+                created_to=data["created_to"], layout=data["layout"] or "all"))
+        except IncorrectLookupParameters:
+            form.add_error(None, "The list's filters could not be applied; go back to the list "
+                                 "and open the export from there again.")
+        except ValidationError as error:
+            form.add_error(None, error)
+        else:
+            stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+            return FileResponse(spool, as_attachment=True,
+                                filename=f"profile-updates-{stamp}.{data['format']}",
+                                content_type=exporting.FORMATS[data["format"]])
+    connections = TargetConnection.objects.filter(active=True).order_by("label")
+    return TemplateResponse(request, "admin/updates/import/export.html", {
+        **model_admin.admin_site.each_context(request), "opts": ImportJob._meta,
+        "title": "Export profile updates", "form": form,
+        "list_filters": _filter_summary(filters),
+        "list_url": reverse("admin:updates_profileupdate_changelist") + (
+            f"?{filters}" if filters else ""),
+        "templates": [(c, {f: reverse("admin:updates_importjob_template")
+                           + f"?connection={c.pk}&format={f}" for f in exporting.FORMATS})
+                      for c in connections],
+    })
+
+
+def _requested_format(request: HttpRequest) -> str:
+    file_format = request.GET.get("format", "csv")
+    if file_format not in exporting.FORMATS:
+        raise Http404("Unknown format; use csv or xlsx.")
+    return file_format
+
+
+def template_view(model_admin: admin.ModelAdmin, request: HttpRequest) -> HttpResponse:
+    """?connection=<id>&format=csv|xlsx: an empty import file for one connection — its
+    headers, from the active mappings."""
+    if not (request.user.has_perm(importing.PERM_IMPORT)
+            or request.user.has_perm(exporting.PERM_EXPORT)):
+        raise PermissionDenied
+    pk = parse_id(request.GET.get("connection"))
+    connection = get_object_or_404(TargetConnection, pk=pk if pk is not None else -1, active=True)
+    file_format = _requested_format(request)
+    spool = _spooled(lambda out: exporting.connection_template(
+        by=request.user, connection=connection, file_format=file_format, out=out))
+    name = slugify(connection.client_code) or f"connection-{connection.pk}"
+    return FileResponse(spool, as_attachment=True, filename=f"import-template-{name}.{file_format}",
+                        content_type=exporting.FORMATS[file_format])
+
+
+def errors_view(model_admin: admin.ModelAdmin, request: HttpRequest, pk: int) -> HttpResponse:
+    """?format=csv|xlsx: a refused import's problems as a file — row, column, what is wrong."""
+    job = get_object_or_404(ImportJob.objects.defer("file_data"), pk=pk)
+    if not (model_admin.has_view_permission(request, job) or job.created_by_id == request.user.pk):
+        raise PermissionDenied
+    file_format = _requested_format(request)
+    spool = _spooled(lambda out: exporting.import_errors_file(
+        by=request.user, job=job, file_format=file_format, out=out))
+    return FileResponse(spool, as_attachment=True, filename=f"import-{job.pk}-errors.{file_format}",
+                        content_type=exporting.FORMATS[file_format])

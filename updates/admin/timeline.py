@@ -1,0 +1,162 @@
+"""The update page's timeline in words: what each audit event and send attempt means, its
+changes as small tables (an attribute dict becomes one row per attribute), and one time format
+with its zone everywhere on the page (utc_text).
+
+Presentation only: selectors.update_timeline decides what belongs on the timeline.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from updates.selectors import TimelineEntry
+
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
+
+# Audit actions as a reader says them. Unknown actions fall back to the name with spaces.
+ACTION_WORDS = {
+    "staged": "staged",
+    "imported": "imported",
+    "edited": "edited",
+    "submitted": "submitted for approval",
+    "approved": "approved",
+    "rejected": "rejected",
+    "cancelled": "cancelled",
+    "requeued": "re-queued",
+    "claimed": "claimed for sending",
+    "reclaimed": "claimed again after a worker's lease ran out",
+    "released": "put back unsent",
+    "acknowledged": "acknowledged by Target",
+    "sent": "sent",
+    "failed": "failed",
+}
+FIELD_WORDS = {
+    "identity_type": "identity type",
+    "identity": "identity",
+    "attributes": "attributes",
+    "reason": "reason",
+    "not_before": "earliest send time",
+    "attempt": "attempt",
+    "http_status": "HTTP status",
+    "next_attempt_at": "next attempt",
+}
+
+
+def utc_text(moment: dt.datetime | None) -> str:
+    """The page's one time format: 2024-05-01 10:30:05 UTC."""
+    if moment is None:
+        return "—"
+    return moment.astimezone(dt.timezone.utc).strftime(TIME_FORMAT)
+
+
+def _parse_time(value: Any) -> dt.datetime | None:
+    if isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+    return None
+
+
+def _cell(name: str, value: Any) -> str:
+    if value is None:
+        return "—"
+    if name in ("not_before", "next_attempt_at") and (moment := _parse_time(value)):
+        return utc_text(moment)
+    if value == "":
+        return "(empty)"
+    return str(value)
+
+
+@dataclass
+class ChangeRow:
+    name: str
+    before: str | None  # None: the event records no "before" (a plain value, or a new field)
+    after: str
+    code: bool = False  # an attribute name, shown as code
+
+
+@dataclass
+class Line:
+    at: dt.datetime
+    when: str
+    title: str
+    kind: str  # "event" or "attempt"
+    actor: str = ""
+    transition: tuple[str, str] | None = None
+    comment: str = ""
+    changes: list[ChangeRow] = field(default_factory=list)
+    has_before: bool = False
+    attempt: Any = None
+
+
+def _attribute_rows(before: Any, after: Any) -> list[ChangeRow]:
+    before = before if isinstance(before, dict) else {}
+    after = after if isinstance(after, dict) else {}
+    rows = []
+    for name in sorted(set(before) | set(after)):
+        old, new = before.get(name), after.get(name)
+        if old == new and before:
+            continue  # unchanged attributes of an edit are noise
+        rows.append(ChangeRow(f"profile.{name}", None if old is None else _cell(name, old),
+                              "(removed)" if new is None and name in before else _cell(name, new),
+                              code=True))
+    return rows
+
+
+def _change_rows(changes: dict) -> list[ChangeRow]:
+    rows: list[ChangeRow] = []
+    for name, change in (changes or {}).items():
+        if isinstance(change, dict) and set(change) <= {"before", "after"}:
+            before, after = change.get("before"), change.get("after")
+            if name == "attributes":
+                rows += _attribute_rows(before, after)
+                continue
+            rows.append(ChangeRow(FIELD_WORDS.get(name, name.replace("_", " ")),
+                                  None if before is None else _cell(name, before),
+                                  _cell(name, after)))
+        elif name not in ("attempt", "http_status", "next_attempt_at"):  # said in the title
+            rows.append(ChangeRow(FIELD_WORDS.get(name, name.replace("_", " ")), None,
+                                  _cell(name, change)))
+    return rows
+
+
+def _event_title(event) -> str:
+    changes = event.changes or {}
+    if event.action == "retry_scheduled":
+        moment = _parse_time(changes.get("next_attempt_at"))
+        attempt = changes.get("attempt")
+        head = f"attempt {attempt} not acknowledged; " if attempt else ""
+        if moment is not None:
+            seconds = max(0, int((moment - event.at).total_seconds()))
+            return f"{head}retry scheduled in {seconds} s"
+        return f"{head}retry scheduled"
+    words = ACTION_WORDS.get(event.action, event.action.replace("_", " "))
+    if event.action in ("acknowledged", "failed") and changes.get("attempt"):
+        words += f" (attempt {changes['attempt']})"
+    return words
+
+
+def timeline_lines(entries: list[TimelineEntry]) -> list[Line]:
+    lines = []
+    for entry in entries:
+        if entry.kind == "event":
+            e = entry.event
+            rows = _change_rows(e.changes)
+            lines.append(Line(
+                at=e.at, when=utc_text(e.at), title=_event_title(e), kind="event",
+                actor=e.actor.get_username() if e.actor else "the system",
+                transition=((e.from_status or "—", e.to_status or "—")
+                            if (e.from_status or e.to_status) else None),
+                comment=e.comment, changes=rows,
+                has_before=any(r.before is not None for r in rows)))
+        else:
+            a = entry.attempt
+            lines.append(Line(at=a.started_at, when=utc_text(a.started_at),
+                              title=f"attempt {a.number}", kind="attempt", attempt=a))
+    return lines

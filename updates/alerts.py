@@ -1,0 +1,175 @@
+"""Alerts: operators learn about trouble without watching the dashboard.
+
+Rules (models.AlertRule) belong to one connection:
+
+    failure_rate   ≥ threshold % of the requests in the last `window_minutes` were not
+                   acknowledged (only with at least `min_requests` requests in the window)
+    quota_use      ≥ threshold % of the rolling-24-hour limit is in use (one rule per
+                   threshold, e.g. 80 and 95)
+    waiting        an update has waited for approval longer than `threshold` hours
+    token_refused  Target answered the connection's latest request with HTTP 401 or 403
+
+`alerts_check` (django-q2 runs it every five minutes; tasks_alerts.py) evaluates every active
+rule. A rule whose state changed gets an AlertEvent — fired, or cleared — written together with
+the rule's new state in one transaction, and only then is it delivered: by email (Django's mail
+settings, to the rule's addresses) and/or as a JSON POST of {"text": ...} to its webhook
+(Slack-compatible; a 5 s timeout). So each state change is told once, however often the check
+runs, and a rule that stays firing stays quiet. Delivery results are recorded on the event; a
+failed delivery is not retried (the next state change is told again).
+
+Texts name the connection, counts, rates and times — never an identity or a profile value —
+and the webhook URL (often a secret) never appears in a log or an error text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import transaction
+from django.utils import timezone
+
+from . import attention
+from .selectors import capped_count
+from .models import AlertEvent, AlertRule, ProfileUpdate, SendAttempt, UpdateStatus
+
+logger = logging.getLogger(__name__)
+
+Kind = AlertRule.Kind
+WEBHOOK_TIMEOUT_SECONDS = 5
+SUBJECT_PREFIX = "[ProfileOps] "
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A rule's condition now: whether it holds, and the sentence that says what was measured."""
+
+    firing: bool
+    text: str
+
+
+def _percent(value: Decimal | float) -> str:
+    return f"{float(value):g} %"
+
+
+def evaluate(rule: AlertRule, *, now: dt.datetime) -> Reading:
+    connection = rule.connection
+    name = f"{connection.label} ({connection.client_code})"
+    if rule.kind == Kind.FAILURE_RATE:
+        since = now - dt.timedelta(minutes=rule.window_minutes)
+        seen = attention.requests_between(since=since, until=now, connection_id=connection.pk)
+        rate = 100 * seen.failure_rate
+        firing = seen.total >= rule.min_requests and rate >= float(rule.threshold)
+        return Reading(firing, (
+            f"{name}: {rate:.1f} % of {seen.total:,} requests in the last "
+            f"{rule.window_minutes} minutes were not acknowledged ({seen.failed_requests:,}; "
+            f"alert at {_percent(rule.threshold)} with at least {rule.min_requests} requests)."))
+    if rule.kind == Kind.QUOTA_USE:
+        use = 100 * attention.quota_use(connection_id=connection.pk,
+                                        limit=connection.quota_limit, now=now)
+        return Reading(use >= float(rule.threshold), (
+            f"{name}: {use:.1f} % of the {connection.quota_limit:,}-request rolling-24-hour "
+            f"quota is in use (alert at {_percent(rule.threshold)})."))
+    if rule.kind == Kind.WAITING:
+        hours = float(rule.threshold)
+        limit = now - dt.timedelta(hours=hours)
+        waiting = ProfileUpdate.objects.filter(connection=connection,
+                                               status=UpdateStatus.PENDING,
+                                               submitted_at__lt=limit)
+        n, capped = capped_count(waiting, cap=attention.TILE_CAP)
+        oldest = waiting.order_by("submitted_at").values_list("submitted_at", flat=True).first()
+        count = f"more than {n:,}" if capped else f"{n:,}"
+        since = f"; the oldest since {oldest:%Y-%m-%d %H:%M} UTC" if oldest else ""
+        return Reading(n > 0, (
+            f"{name}: {count} update{'s' if n != 1 else ''} waiting for approval longer than "
+            f"{hours:g} hours{since}."))
+    if rule.kind == Kind.TOKEN_REFUSED:
+        latest = (SendAttempt.objects.filter(connection=connection)
+                  .order_by("-started_at", "-id").values_list("http_status", "started_at")
+                  .first())
+        refused = latest is not None and latest[0] in (401, 403)
+        if refused:
+            return Reading(True, (
+                f"{name}: Target refused the bearer token (HTTP {latest[0]}) at "
+                f"{latest[1]:%Y-%m-%d %H:%M:%S} UTC. Nothing can be sent until an administrator "
+                "sets a valid token on the connection."))
+        return Reading(False, f"{name}: Target accepts the bearer token again.")
+    raise ValueError(f"unknown alert kind {rule.kind!r}")
+
+
+def alerts_check(*, now: dt.datetime | None = None) -> list[AlertEvent]:
+    """Evaluate every active rule; record and deliver each state change. Returns the events."""
+    now = now or timezone.now()
+    events = []
+    for rule in AlertRule.objects.filter(active=True, connection__active=True) \
+            .select_related("connection").order_by("id"):
+        reading = evaluate(rule, now=now)
+        event = _record_change(rule, reading, now=now)
+        if event is not None:
+            deliver(event)
+            events.append(event)
+    return events
+
+
+def _record_change(rule: AlertRule, reading: Reading, *, now: dt.datetime) -> AlertEvent | None:
+    with transaction.atomic():
+        current = AlertRule.objects.select_for_update().get(pk=rule.pk)
+        if current.firing == reading.firing:
+            return None  # no change: nothing to tell (a firing rule stays quiet)
+        current.firing = reading.firing
+        current.changed_at = now
+        current.save(update_fields=["firing", "changed_at"])
+        state = AlertEvent.State.FIRING if reading.firing else AlertEvent.State.CLEARED
+        head = "ALERT" if reading.firing else "Cleared"
+        event = AlertEvent.objects.create(
+            rule=current, at=now, state=state,
+            text=f"{head} — {current.get_kind_display()}: {reading.text}")
+    event.rule = current
+    return event
+
+
+def deliver(event: AlertEvent) -> None:
+    """Email and/or webhook for one event; the outcome is stored on the event."""
+    rule = event.rule
+    problems = []
+    recipients = rule.recipients
+    if recipients:
+        try:
+            event.emailed = send_mail(
+                SUBJECT_PREFIX + event.text.split(":", 1)[0], event.text,
+                settings.DEFAULT_FROM_EMAIL, recipients) and len(recipients)
+        except Exception as error:  # noqa: BLE001 - any mail failure is recorded, not raised
+            problems.append(f"email: {type(error).__name__}: {error}")
+    if rule.webhook_url:
+        try:
+            event.webhook_status = _post_json(rule.webhook_url, {"text": event.text})
+            if not 200 <= event.webhook_status < 300:
+                problems.append(f"webhook: HTTP {event.webhook_status}")
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            # The URL is a secret: name the failure, never the address.
+            reason = getattr(error, "reason", error)
+            problems.append(f"webhook: {type(error).__name__} ({type(reason).__name__})")
+    event.delivery_error = "; ".join(problems)
+    event.save(update_fields=["emailed", "webhook_status", "delivery_error"])
+    if problems:
+        logger.warning("alert event %s: delivery failed: %s", event.pk, event.delivery_error)
+
+
+def _post_json(url: str, payload: dict) -> int:
+    if not url.startswith(("http://", "https://")):
+        raise ValueError("webhook URLs must be http or https")
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode("utf-8"), method="POST",
+        headers={"Content-Type": "application/json", "User-Agent": "ProfileOps alerts"})
+    try:
+        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code

@@ -13,6 +13,8 @@ from django.utils.html import format_html
 
 from updates.models import AlertEvent, AlertRule
 
+from .base import OfferedLookupsAdmin
+
 
 class AlertRuleForm(forms.ModelForm):
     webhook_url = forms.URLField(
@@ -58,7 +60,7 @@ class AlertEventInline(admin.TabularInline):
 
 
 @admin.register(AlertRule)
-class AlertRuleAdmin(admin.ModelAdmin):
+class AlertRuleAdmin(OfferedLookupsAdmin):
     form = AlertRuleForm
     list_display = ("kind", "connection", "threshold", "state", "changed_at", "delivery", "active")
     list_filter = ("connection", "kind", "firing", "active")
@@ -92,7 +94,7 @@ class AlertRuleAdmin(admin.ModelAdmin):
 
 
 @admin.register(AlertEvent)
-class AlertEventAdmin(admin.ModelAdmin):
+class AlertEventAdmin(OfferedLookupsAdmin):
     list_display = ("at", "state", "rule", "text", "emailed", "webhook_status", "delivery_error")
     list_filter = ("state", "rule__connection", "rule__kind")
     list_select_related = ("rule__connection",)

@@ -413,7 +413,8 @@ def update_revert(*, update: ProfileUpdate, by, comment: str = "") -> tuple[Prof
         revert = workflow.update_stage(
             connection=update.connection, identity_type=update.identity_type,
             identity=update.identity, attributes=plan.attributes, by=by,
-            reason=(comment.strip() or f"Revert of update #{update.pk}")[:200])
+            # Not cut to fit: a comment longer than a reason holds is refused, not trimmed.
+            reason=comment.strip() or f"Revert of update #{update.pk}")
         note = f"Revert staged as update #{revert.pk}."
         if plan.not_revertible:
             note += " Not revertible: " + "; ".join(

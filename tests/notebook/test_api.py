@@ -136,6 +136,18 @@ def test_four_eyes_counts_the_last_editor_too_and_names_the_rule(people, connect
     assert ProfileUpdate.objects.get(pk=update.pk).status == "pending"
 
 
+@pytest.mark.parametrize("value", [b"gold\xff", b"gold", ["gold"], {"tier": "gold"}],
+                         ids=["invalid utf-8 bytes", "bytes", "list", "dict"])
+def test_a_value_that_is_not_text_a_number_or_a_date_is_refused_not_stored_as_its_repr(
+        people, connection, value):
+    result = notebook.as_user("operator").stage(
+        [{"identity_type": "mbox3rdPartyId", "identity": "c-1", "tier": value}], connection="acme")
+
+    assert result.counts["invalid"] == 1
+    assert f"a {type(value).__name__} value is not text" in result.table.loc[0, "errors"]
+    assert not ProfileUpdate.objects.exists()
+
+
 def test_a_dual_role_user_cannot_approve_what_they_staged_through_the_notebook(people, connection):
     make_user("lead", "Operators", "Supervisors")  # may stage and approve
     lead = notebook.as_user("lead")

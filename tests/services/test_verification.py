@@ -267,6 +267,21 @@ def test_reading_before_sending_stops_at_its_time_budget(skipping, approve, targ
     assert ProfileRead.objects.count() == 2  # 0.2 s each: the third would start past 0.3 s
 
 
+def test_checks_of_an_inactive_connection_wait_until_it_is_active_again(
+        acme, approve, target):
+    update = approve()
+    sending.send_due()
+    verification.updates_verify_due()  # scheduled
+    type(acme).objects.filter(pk=acme.pk).update(active=False)
+    later = timezone.now() + dt.timedelta(hours=2)
+
+    run = verification.updates_verify_due(now=later)
+
+    assert run.checked == 0 and not ProfileRead.objects.filter(update=update).exists()
+    type(acme).objects.filter(pk=acme.pk).update(active=True)
+    assert verification.updates_verify_due(now=later).checked == 1
+
+
 # --- revert ---------------------------------------------------------------------------------------
 
 def test_revert_stages_the_prior_values_and_says_what_it_cannot_undo(

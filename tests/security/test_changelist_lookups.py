@@ -184,3 +184,7 @@ def test_ids_posted_or_in_paths_are_read_without_a_server_error(client, world, v
     assert queue.status_code == 302
     assert client.get(f"{IMPORTS}{value}/change/").status_code in (302, 404)
     assert client.post(f"{UPDATES}{value}/workflow/", {"transition": "submit"}).status_code == 404
+    # The live diff and revert take digits only; anything else falls to the admin's own 302.
+    assert client.get(f"{UPDATES}{value}/live-diff/").status_code in (302, 404)
+    assert client.post(f"{UPDATES}{value}/revert/").status_code in (302, 404)
+    assert client.get(f"{IMPORTS}{value}/status/").status_code in (302, 404)

@@ -55,8 +55,12 @@ def normalise_value(mapping: AttributeMapping, raw) -> str:
         raw = raw.isoformat()
     elif isinstance(raw, float) and raw.is_integer() and mapping.value_type == Type.INTEGER:
         raw = str(int(raw))  # spreadsheets hand integers over as floats
+    elif isinstance(raw, (int, float, Decimal, dt.time, dt.timedelta)):
+        raw = str(raw)  # what a spreadsheet cell or a DataFrame column can hold besides text
     elif not isinstance(raw, str):
-        raw = str(raw)
+        # bytes (perhaps not even UTF-8), lists, dicts…: their repr() is not what anyone meant.
+        raise _bad(mapping, f"a {type(raw).__name__} value is not text, a number or a date; "
+                            "convert it to text first.")
     text = raw.strip() if mapping.trim else raw
     if text != text.strip() and mapping.value_type != Type.TEXT and text.strip():
         # Without the mapping's trim, spaces around a number or date are the operator's to

@@ -71,6 +71,11 @@ class ReadThrottled(Exception):
     """The connection's read rate limit left no room for this read."""
 
 
+class ConnectionInactive(ReadThrottled):
+    """The connection is inactive (perhaps deactivated since the page or batch was loaded): no
+    read is made with its token. A kind of "not now", so callers that wait for room wait."""
+
+
 # --- reading ---------------------------------------------------------------------------------
 
 def make_session() -> requests.Session:
@@ -94,6 +99,10 @@ def profile_read(*, update: ProfileUpdate, purpose: str, by=None, now: dt.dateti
     if purpose not in ProfileRead.Purpose.values:
         raise ValueError(f"unknown read purpose {purpose!r}")
     connection: TargetConnection = update.connection
+    # Fresh: deactivating a connection stops every request with its token, reads included.
+    if not TargetConnection.objects.filter(pk=connection.pk, active=True).exists():
+        raise ConnectionInactive(f"Connection {connection.label} is inactive; Target is not read "
+                                 "for it.")
     if not read_limiter.acquire(connection.pk, wait=wait):
         raise ReadThrottled(f"Reads for {connection.label} are at their rate limit.")
     answer, latency_ms = _fetch(connection, update.identity_type, update.identity, session)
@@ -233,6 +242,8 @@ def update_live_diff(*, update: ProfileUpdate, by, now: dt.datetime | None = Non
         try:
             read = profile_read(update=update, purpose=ProfileRead.Purpose.DIFF, by=by, now=now,
                                 session=session)
+        except ConnectionInactive as inactive:
+            return LiveDiff("error", None, [], str(inactive))
         except ReadThrottled:
             older = latest_read(update)
             if older is None:

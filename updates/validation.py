@@ -183,6 +183,22 @@ def attribute_value_errors(
     return []
 
 
+# A decision's or transition's comment: what the reject form allows, whoever calls the service.
+COMMENT_MAX = 2000
+
+
+def comment_errors(comment) -> list[str]:
+    """Problems with a comment a transition records (decision, audit row): text the database can
+    hold on SQLite and PostgreSQL alike, of a bounded length."""
+    if not isinstance(comment, str):
+        return [f"The comment must be text, not {type(comment).__name__}."]
+    if (why := _unencodable(comment)) is not None:
+        return [f"The comment {why}."]
+    if len(comment) > COMMENT_MAX:
+        return [f"The comment has {len(comment)} characters; at most {COMMENT_MAX} are allowed."]
+    return []
+
+
 def reason_errors(reason) -> list[str]:
     if not isinstance(reason, str):
         return [f"The reason must be text, not {type(reason).__name__}."]

@@ -187,7 +187,8 @@ def updates_verify_due(*, now: dt.datetime | None = None, connection: TargetConn
     _schedule_new(run, now=now, connection=connection)
     limit = setting("VERIFY_BATCH_SIZE") if limit is None else limit
     due = (ProfileUpdate.objects.select_related("connection")
-           .filter(status=S.SENT, verification_state=V.PENDING, verification_next_at__lte=now)
+           .filter(status=S.SENT, verification_state=V.PENDING, verification_next_at__lte=now,
+                   connection__active=True)  # an inactive connection's checks wait for it
            .order_by("verification_next_at", "id"))
     if connection is not None:
         due = due.filter(connection=connection)
@@ -413,7 +414,8 @@ def update_revert(*, update: ProfileUpdate, by, comment: str = "") -> tuple[Prof
         revert = workflow.update_stage(
             connection=update.connection, identity_type=update.identity_type,
             identity=update.identity, attributes=plan.attributes, by=by,
-            reason=(comment.strip() or f"Revert of update #{update.pk}")[:200])
+            # Not cut to fit: a comment longer than a reason holds is refused, not trimmed.
+            reason=comment.strip() or f"Revert of update #{update.pk}")
         note = f"Revert staged as update #{revert.pk}."
         if plan.not_revertible:
             note += " Not revertible: " + "; ".join(

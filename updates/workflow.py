@@ -29,7 +29,7 @@ from django.utils import timezone
 from . import mappings
 from .errors import COMMENT_REQUIRED, IMMUTABLE, OWN_UPDATE, WRONG_STATE, Refused, require_perm
 from .models import AuditEvent, ProfileUpdate, TargetConnection, UpdateStatus
-from .validation import reason_errors, validate_update_content
+from .validation import comment_errors, reason_errors, validate_update_content
 
 S = UpdateStatus
 PERM_STAGE = "updates.add_profileupdate"
@@ -410,8 +410,16 @@ def _clear_decision(update: ProfileUpdate) -> None:
 
 # --- transitions -----------------------------------------------------------------------------
 
+def _check_comment(comment: Any) -> None:
+    # Every transition records its comment; refuse here what the database cannot hold (a NUL
+    # fails PostgreSQL, a lone surrogate both) rather than fail mid-save, whoever calls.
+    if problems := comment_errors(comment):
+        raise ValidationError({"comment": problems})
+
+
 def _transition(update: ProfileUpdate, *, by, transition: Transition, comment: str = "",
                 mutate: Callable[[ProfileUpdate], list[str]] | None = None) -> ProfileUpdate:
+    _check_comment(comment)
     with transaction.atomic():
         current = _locked(update)
         if not transition.allows(current.status):
@@ -474,7 +482,9 @@ def update_approve(*, update: ProfileUpdate, by, comment: str = "") -> ProfileUp
 def update_reject(*, update: ProfileUpdate, by, comment: str) -> ProfileUpdate:
     # Permission first: someone who may not decide learns that, not that a comment is missing.
     _require_for(by, T["reject"])
-    if not (comment or "").strip():
+    comment = "" if comment is None else comment
+    _check_comment(comment)
+    if not comment.strip():
         raise _refuse("A rejection needs a comment saying why.", COMMENT_REQUIRED)
     return _decide(update, by=by, transition=T["reject"], comment=comment.strip())
 

@@ -584,6 +584,27 @@ def test_a_form_post_with_invalid_utf8_is_refused_not_stored_with_replacement_ch
     assert ProfileUpdate.objects.get().identity == "cust-1"
 
 
+@pytest.mark.parametrize("where", ["update page", "queue"])
+def test_a_decision_comment_with_a_nul_is_refused_with_a_message_not_a_500(
+        client, connection, operator, supervisor, where):
+    """Valid UTF-8, so the middleware lets it in; the approve comment is no form field, so only
+    the service stands between it and PostgreSQL, which cannot store a NUL."""
+    update = workflow.update_stage(connection=connection, identity_type="mbox3rdPartyId",
+                                   identity="cust-nul", attributes={"loanStatus": "funded"},
+                                   by=operator)
+    workflow.update_submit(update=update, by=operator)
+    client.force_login(supervisor)
+    if where == "queue":
+        url, data = reverse("updates_queue"), {"decision": "approve", "update": [update.pk]}
+    else:
+        url = reverse("admin:updates_profileupdate_workflow", args=[update.pk])
+        data = {"transition": "approve"}
+    response = client.post(url, {**data, "comment": "looks fine\x00"}, follow=True)
+    assert response.status_code == 200
+    assert any("NUL" in str(m) for m in response.context["messages"])
+    assert ProfileUpdate.objects.get(pk=update.pk).status == "pending"
+
+
 def test_a_multipart_post_with_invalid_utf8_is_refused_too(client, import_connection, operator):
     client.force_login(operator)
     boundary = "BoUnDaRy"

@@ -136,6 +136,61 @@ def test_four_eyes_counts_the_last_editor_too_and_names_the_rule(people, connect
     assert ProfileUpdate.objects.get(pk=update.pk).status == "pending"
 
 
+@pytest.mark.parametrize("value", [b"gold\xff", b"gold", ["gold"], {"tier": "gold"}],
+                         ids=["invalid utf-8 bytes", "bytes", "list", "dict"])
+def test_a_value_that_is_not_text_a_number_or_a_date_is_refused_not_stored_as_its_repr(
+        people, connection, value):
+    result = notebook.as_user("operator").stage(
+        [{"identity_type": "mbox3rdPartyId", "identity": "c-1", "tier": value}], connection="acme")
+
+    assert result.counts["invalid"] == 1
+    assert f"a {type(value).__name__} value is not text" in result.table.loc[0, "errors"]
+    assert not ProfileUpdate.objects.exists()
+
+
+def test_a_dual_role_user_cannot_approve_what_they_staged_through_the_notebook(people, connection):
+    make_user("lead", "Operators", "Supervisors")  # may stage and approve
+    lead = notebook.as_user("lead")
+    staged = lead.stage(rows(2, prefix="lead"), connection="acme", submit=True)
+
+    decisions = lead.approve(ids=staged.ids)
+
+    assert decisions.table["outcome"].eq("refused").all()
+    assert decisions.table["message"].str.contains("four-eyes").all()
+    assert set(ProfileUpdate.objects.filter(pk__in=staged.ids).values_list("status", flat=True)) \
+        == {"pending"}
+    assert notebook.as_user("supervisor").approve(ids=staged.ids).table["outcome"].eq("done").all()
+
+
+def test_a_dual_role_content_editor_stays_barred_after_a_colleague_edits_only_the_reason(
+        people, connection):
+    lead = make_user("lead", "Operators", "Supervisors")
+    update = workflow.update_stage(connection=connection, identity_type="mbox3rdPartyId",
+                                   identity="c-2", attributes={"loanStatus": "applied"},
+                                   by=people["operator"])
+    workflow.update_edit(update=update, by=lead, attributes={"loanStatus": "funded"})
+    workflow.update_edit(update=update, by=people["stager"], reason="clarified")
+    workflow.update_submit(update=update, by=people["operator"])
+
+    for decide in ("approve", "reject"):
+        decisions = getattr(notebook.as_user("lead"), decide)(ids=[update.pk], comment="mine")
+        assert decisions.table.loc[0, "outcome"] == "refused"
+    assert ProfileUpdate.objects.get(pk=update.pk).status == "pending"
+
+
+@pytest.mark.parametrize("comment", ["bad \udcff", "nul \x00", 12345, "x" * 2001],
+                         ids=["surrogate", "nul", "not text", "too long"])
+def test_a_comment_no_database_can_hold_is_refused_per_update_not_raised(
+        people, connection, comment):
+    ids = stage_pending(connection, people["stager"])
+
+    decisions = notebook.as_user("supervisor").reject(ids=ids, comment=comment)
+
+    assert decisions.table.loc[0, "outcome"] == "refused"
+    assert "comment" in decisions.table.loc[0, "message"].lower()
+    assert ProfileUpdate.objects.get(pk=ids[0]).status == "pending"
+
+
 def test_refusals_are_returned_per_update_never_raised_for_the_first(people, connection):
     own = stage_pending(connection, people["admin"], prefix="own")
     others = stage_pending(connection, people["operator"], n=2, prefix="other")

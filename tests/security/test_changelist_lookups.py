@@ -41,6 +41,10 @@ HOSTILE = {
         ("last_error__isnull", "0"),
         ("status__in", "draft,pending"),
         ("not_a_field", "1"),
+        ("verification_state__regex", "(a+)+$"),
+        ("verification_state__in", "verified,pending"),
+        ("prior_values__contains", '{"loanStatus": null}'),
+        ("verification_checks__gt", HUGE),
     ],
     MAPPINGS: [
         ("pattern__regex", "(a+)+$"),
@@ -102,6 +106,8 @@ OFFERED = {
         {"q": "(a+)+$"}, {"q": "x" * 5000}, {"o": "1"}, {"o": "-2.1"}, {"o": "99.x.-"},
         {"o": HUGE}, {"p": "2"}, {"p": HUGE}, {"p": "-1"}, {"p": "x"},
         {"reason": "import #1: updates.csv"}, {"all": ""}, {"e": "1"}, {"_facets": "1"},
+        {"verification_state__exact": "not_applied"}, {"verification_state__exact": "<script>"},
+        {"verification_state__exact": HUGE}, {"verification_state__isnull": "True"},
     ],
     MAPPINGS: [
         {"connection__id__exact": "1"}, {"connection__id__exact": HUGE},
@@ -112,7 +118,8 @@ OFFERED = {
         {"active__exact": "0"}, {"q": "acme"}, {"o": "-1"}, {"p": "1"},
     ],
     IMPORTS: [
-        {"status__exact": "invalid"}, {"connection__id__exact": HUGE}, {"o": "2"}, {"p": HUGE},
+        {"status__exact": "invalid"}, {"status__exact": "checking"},
+        {"connection__id__exact": HUGE}, {"o": "2"}, {"p": HUGE},
     ],
 }
 OFFERED_CASES = [(url, params) for url, cases in OFFERED.items() for params in cases]
@@ -177,3 +184,7 @@ def test_ids_posted_or_in_paths_are_read_without_a_server_error(client, world, v
     assert queue.status_code == 302
     assert client.get(f"{IMPORTS}{value}/change/").status_code in (302, 404)
     assert client.post(f"{UPDATES}{value}/workflow/", {"transition": "submit"}).status_code == 404
+    # The live diff and revert take digits only; anything else falls to the admin's own 302.
+    assert client.get(f"{UPDATES}{value}/live-diff/").status_code in (302, 404)
+    assert client.post(f"{UPDATES}{value}/revert/").status_code in (302, 404)
+    assert client.get(f"{IMPORTS}{value}/status/").status_code in (302, 404)

@@ -72,6 +72,14 @@ def hostile(db):
         identity=payload("id2"), attributes={"callNote": payload("av2")}, reason=payload("rs2"),
         status="failed", decision_comment=payload("dcm"), decided_by=supervisor, decided_at=now,
         last_error=payload("err"), **common)
+    # Sent, with what Target held before (the revert block) — Target's answer is outside text too.
+    sent = ProfileUpdate.objects.create(
+        identity=payload("id3"), attributes={"callNote": payload("av3")}, reason=payload("rs3"),
+        status="sent", prior_values={"callNote": {"value": payload("prv")}}, prior_read_at=now,
+        verification_state="not_applied", **common)
+    AuditEvent.objects.create(
+        at=now, actor=None, action="verification_check", update=sent, connection=conn,
+        comment=payload("vcm"), changes={"at_target": payload("vat")})
     for update in (pending, failed):
         AuditEvent.objects.create(
             at=now, actor=author, action="edited", update=update, connection=conn,
@@ -99,7 +107,7 @@ def hostile(db):
         errors=[{"row": 2, "column": payload("ecl"), "message": payload("emg")}])
     return {"users": {"operator": operator, "supervisor": supervisor, "admin": admin_user},
             "connection": conn, "choice": choice, "note": note, "pending": pending,
-            "failed": failed, "queued": queued, "invalid": invalid}
+            "failed": failed, "sent": sent, "queued": queued, "invalid": invalid}
 
 
 def pages(h) -> list[str]:
@@ -113,6 +121,7 @@ def pages(h) -> list[str]:
         u, f"{u}?q=%3Cscript%3Ealert(1)%3C/script%3E", f"{u}?status__exact=pending",
         f"{u}?reason={payload('qry')}", f"{u}?connection__id__exact={conn}",
         f"{u}{h['pending'].pk}/change/", f"{u}{h['failed'].pk}/change/",
+        f"{u}{h['sent'].pk}/change/", f"{u}?verification_state__exact=not_applied",
         f"{u}{h['pending'].pk}/history/", f"{u}add/", f"{u}add/?connection={conn}",
         m, f"{m}?q={payload('mq')}", f"{m}{h['choice'].pk}/change/",
         f"{m}{h['note'].pk}/change/", f"{m}add/",
@@ -142,6 +151,27 @@ def test_no_admin_page_renders_a_stored_payload_as_html(client, hostile, role):
         shown += any(marker in html for marker in ESCAPED_MARKERS)
     # The payloads did reach the pages (escaped): the test is not looking at empty pages.
     assert shown >= {"operator": 15, "supervisor": 8, "admin": 20}[role], shown
+
+
+@pytest.mark.django_db
+def test_the_values_target_held_and_verification_events_are_escaped_on_the_update_page(
+        client, hostile):
+    client.force_login(hostile["users"]["operator"])
+    html = client.get(f"/admin/updates/profileupdate/{hostile['sent'].pk}/change/").content.decode()
+    assert_no_raw_payload(html, "sent update page")
+    for tag in ("prv", "vcm", "vat", "av3"):
+        assert f"&lt;script&gt;alert(&quot;{tag}&quot;)" in html, tag
+
+
+@pytest.mark.django_db
+def test_the_live_diff_answers_json_a_browser_will_not_run_as_a_page(client, hostile):
+    """The script fills the diff in with textContent only; the answer itself is never HTML."""
+    client.force_login(hostile["users"]["operator"])
+    response = client.get(f"/admin/updates/profileupdate/{hostile['pending'].pk}/live-diff/")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert_no_raw_payload(response.content.decode(), "live diff JSON")
 
 
 @pytest.mark.django_db

@@ -105,6 +105,11 @@ def test_a_normal_form_normalises_to_itself(mapping, raw):
     (m(T.DECIMAL), "1.5 ", "does not trim"),
     (m(T.CHOICE, choices="funded"), " funded", "does not trim"),
     (m(T.TEXT, required=True, send_empty=True), "", "a value is required"),
+    # From a notebook's DataFrame: their repr() ("b'gold\\xff'") would be stored and sent.
+    (m(T.TEXT), b"gold\xff", "a bytes value is not text"),
+    (m(T.TEXT), b"gold", "a bytes value is not text"),
+    (m(T.TEXT), ["gold"], "a list value is not text"),
+    (m(T.TEXT), {"tier": "gold"}, "a dict value is not text"),
 ], ids=lambda v: repr(v)[:40] if not isinstance(v, AttributeMapping) else f"{v.value_type}")
 def test_each_refusal_names_the_field_and_the_reason(mapping, raw, reason):
     with pytest.raises(ValidationError) as caught:

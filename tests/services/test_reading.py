@@ -110,3 +110,18 @@ def test_a_person_must_be_allowed_to_see_the_update(acme, stage, db):
     with pytest.raises(Refused) as refused:
         reading.profile_read(update=stage(), purpose=Purpose.DIFF, by=outsider)
     assert refused.value.code == "permission_denied"
+
+
+def test_an_inactive_connection_is_not_read_even_through_a_copy_loaded_before_it_was_deactivated(
+        acme, stage, faithful_emulator, supervisor):
+    update = stage()  # its connection loaded while active, as a page or a batch holds it
+    type(acme).objects.filter(pk=acme.pk).update(active=False)
+    before = faithful_emulator.stats()["connections_accepted"]
+
+    with pytest.raises(reading.ConnectionInactive, match="inactive"):
+        reading.profile_read(update=update, purpose=Purpose.DIFF)
+    diff = reading.update_live_diff(update=update, by=supervisor)
+
+    assert (diff.state, diff.rows) == ("error", []) and "inactive" in diff.message
+    assert faithful_emulator.stats()["connections_accepted"] == before  # its token never left
+    assert not ProfileRead.objects.exists()

@@ -267,6 +267,21 @@ def test_reading_before_sending_stops_at_its_time_budget(skipping, approve, targ
     assert ProfileRead.objects.count() == 2  # 0.2 s each: the third would start past 0.3 s
 
 
+def test_checks_of_an_inactive_connection_wait_until_it_is_active_again(
+        acme, approve, target):
+    update = approve()
+    sending.send_due()
+    verification.updates_verify_due()  # scheduled
+    type(acme).objects.filter(pk=acme.pk).update(active=False)
+    later = timezone.now() + dt.timedelta(hours=2)
+
+    run = verification.updates_verify_due(now=later)
+
+    assert run.checked == 0 and not ProfileRead.objects.filter(update=update).exists()
+    type(acme).objects.filter(pk=acme.pk).update(active=True)
+    assert verification.updates_verify_due(now=later).checked == 1
+
+
 # --- revert ---------------------------------------------------------------------------------------
 
 def test_revert_stages_the_prior_values_and_says_what_it_cannot_undo(
@@ -291,6 +306,28 @@ def test_revert_stages_the_prior_values_and_says_what_it_cannot_undo(
     target.advance(61)
     assert target.profiles[("mbox3rdPartyId", "c-9")]["attributes"]["loyaltyTier"]["value"] == \
         "silver"
+
+
+def test_a_revert_comment_longer_than_a_reason_is_refused_not_cut_to_fit(
+        skipping, approve, target, operator):
+    target.seed_profile(identity="c-8", attributes={"loyaltyTier": "silver"})
+    update = approve(identity="c-8", attributes={"loyaltyTier": "gold"})
+    sending.send_due()
+    with pytest.raises(ValidationError, match="at most 200"):
+        verification.update_revert(update=fresh(update), by=operator, comment="why " * 60)
+    assert ProfileUpdate.objects.exclude(pk=update.pk).count() == 0
+    assert "revert_staged" not in actions(update)
+
+
+def test_a_revert_whose_prior_values_break_todays_mappings_is_refused_staging_nothing(
+        skipping, approve, target, operator):
+    """The values Target held are outside data: staged only if today's mappings accept them."""
+    target.seed_profile(identity="c-7", attributes={"loanStatus": "archived"})  # not a choice
+    update = approve(identity="c-7", attributes={"loanStatus": "funded"})
+    sending.send_due()
+    with pytest.raises(ValidationError, match="not one of the permitted choices"):
+        verification.update_revert(update=fresh(update), by=operator)
+    assert ProfileUpdate.objects.exclude(pk=update.pk).count() == 0
 
 
 def test_revert_is_refused_without_a_read_from_before_the_send(acme, approve, operator):

@@ -892,3 +892,37 @@ def test_the_migration_backfills_authors_from_creators_and_content_edits(in_stat
     assert authors(note_only) == {operator.username}
     migration.backfill_content_authors(apps, SimpleNamespace(connection=db))  # re-runnable
     assert ProfileUpdate.content_authors.through.objects.count() == 3
+
+
+# --- comments: checked by the service whoever calls it --------------------------------------------
+
+UNSTORABLE_COMMENTS = {
+    "nul": "fine\x00but not storable",  # PostgreSQL refuses NUL in text; SQLite would keep it
+    "surrogate": "half a character \udcff",  # valid in Python, not UTF-8: no database holds it
+    "not text": 12345,
+    "too long": "x" * 2001,
+}
+
+
+@pytest.mark.parametrize("comment", UNSTORABLE_COMMENTS.values(), ids=UNSTORABLE_COMMENTS.keys())
+@pytest.mark.parametrize("decide", [workflow.update_approve, workflow.update_reject],
+                         ids=["approve", "reject"])
+def test_a_comment_the_database_cannot_hold_is_refused_naming_the_comment_and_changes_nothing(
+        in_state, supervisor, decide, comment):
+    update = in_state(S.PENDING)
+    events = AuditEvent.objects.filter(update=update).count()
+    with pytest.raises(ValidationError) as refused:
+        decide(update=update, by=supervisor, comment=comment)
+    assert "comment" in refused.value.message_dict
+    fresh = ProfileUpdate.objects.get(pk=update.pk)
+    assert (fresh.status, fresh.decided_by, fresh.decision_comment) == (S.PENDING, None, "")
+    assert AuditEvent.objects.filter(update=update).count() == events
+
+
+def test_every_transition_checks_its_comment(in_state, operator):
+    draft = in_state(S.DRAFT)
+    for move in (workflow.update_submit, workflow.update_cancel):
+        with pytest.raises(ValidationError, match="NUL"):
+            move(update=draft, by=operator, comment="\x00")
+    assert ProfileUpdate.objects.get(pk=draft.pk).status == S.DRAFT
+    workflow.update_submit(update=draft, by=operator, comment="x" * 2000)  # the limit itself

@@ -249,7 +249,7 @@ def start_fresh(*args: str, **knobs: object):
 
 
 # Committed, not in a test transaction: the process writes its SendRun to this database.
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 @pytest.mark.parametrize("args", (["--help"], []), ids=("help", "a run with nothing due"))
 def test_the_command_starts_without_what_only_the_admin_and_the_import_need(args):
     result = start_fresh(*args)
@@ -257,7 +257,7 @@ def test_the_command_starts_without_what_only_the_admin_and_the_import_need(args
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_the_command_still_refuses_settings_that_cannot_work():
     # It runs only the checks sending depends on; ProfileOps' own settings checks are among them.
     result = start_fresh(SEND_BATCH_SIZE=0)

@@ -22,6 +22,7 @@ Results are also written as JSON to bench/results/ (not versioned). See docs/ben
 from __future__ import annotations
 
 import argparse
+import compileall
 import datetime as dt
 import json
 import os
@@ -151,6 +152,14 @@ def child_env(database_url: str, args: argparse.Namespace, *, concurrency: int |
     if args.batch_size:
         env["PROFILEOPS_SEND_BATCH_SIZE"] = str(args.batch_size)
     return env
+
+
+def compile_project() -> None:
+    """Byte-compile the project's own packages first, as installing them (pip, a container image)
+    does: with PYTHONDONTWRITEBYTECODE set, or a read-only tree, every process would otherwise
+    compile ~30 of the project's modules at start-up (~30 ms CPU) — a cost no deployment pays."""
+    for package in ("profileops", "updates", "target_emulator", "bench", "demo"):
+        compileall.compile_dir(ROOT / package, quiet=1)
 
 
 def migrate(database_url: str, args: argparse.Namespace) -> None:
@@ -421,6 +430,7 @@ def main() -> None:
         sizes["sending"] = args.size
     kinds = ("sqlite", "postgres") if args.database == "both" else (args.database,)
 
+    compile_project()
     mode = "QUICK (small sizes, a smoke check — not the documented figures)" if args.quick else "full"
     print(f"ProfileOps benchmarks — {mode}; databases: {', '.join(kinds)}", flush=True)
     report: dict[str, Any] = {"started": dt.datetime.now(dt.timezone.utc).isoformat(),

@@ -12,12 +12,12 @@ read back — the callers never use them.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
-from django.db import models, router
-from django.db import connections
+from django.db import connections, models, router
 
 
 # Fields whose get_db_prep_save returns a str value unchanged (to_python of a str is the str).
@@ -44,6 +44,8 @@ def insert_rows(model: type[models.Model], rows: Iterable[Mapping[str, Any]]) ->
     fields, table = _columns(model)
     connection = connections[router.db_for_write(model)]
     shortcuts = _shortcuts(model)
+    # A batch's rows mostly share one timestamp: prepare each distinct datetime once.
+    prepared_datetimes: dict[tuple[str, dt.datetime], Any] = {}
     prepared = []
     for row in rows:
         values = []
@@ -51,6 +53,11 @@ def insert_rows(model: type[models.Model], rows: Iterable[Mapping[str, Any]]) ->
             value = row[attname] if attname in row else field.get_default()
             if value is None and plain_none or plain_text and type(value) is str:
                 values.append(value)
+            elif type(value) is dt.datetime:
+                key = (attname, value)
+                if key not in prepared_datetimes:
+                    prepared_datetimes[key] = field.get_db_prep_save(value, connection)
+                values.append(prepared_datetimes[key])
             else:
                 values.append(field.get_db_prep_save(value, connection))
         prepared.append(values)

@@ -252,6 +252,11 @@ def _sending_line(r: dict, out: list[str]) -> None:
         f"{ok(st['send_updates_help_s'] <= 0.3)} wall, {ok(st['send_updates_help_cpu_s'] <= 0.3)} "
         f"CPU]; python -c 'import requests' {st['python_s']:.2f} s / {st['python_cpu_s']:.2f} s "
         f"(×{st['send_updates_help_cpu_s'] / st['python_cpu_s']:.1f} CPU)")
+    if "send_updates_nothing_due_cpu_s" in st:
+        out.append(
+            f"   start-up, median CPU: a whole send_updates run with nothing due (checks, one "
+            f"SendRun) {st['send_updates_nothing_due_cpu_s']:.2f} s; Django's set-up alone "
+            f"(python -c 'import django; django.setup()') {st['django_setup_cpu_s']:.2f} s")
     if "schedule" in r:
         sc = r["schedule"]
         out.append(

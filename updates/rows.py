@@ -2,8 +2,9 @@
 
 The sender writes three rows per update — the claim's audit row, the SendAttempt, the outcome's
 audit row. Through `bulk_create` each is a model instance, and each value goes through the SQL
-compiler's per-value checks for expressions: about a third of the sender's CPU per update on
-the main thread, where it competes with the sender threads for the interpreter lock. Here the
+compiler's per-value checks for expressions: over half of the main thread's CPU in a profile of
+5,000 sends (docs/benchmarks.md), where it competes with the sender threads for the interpreter
+lock. Here the
 statement is built once per table and every value is prepared as bulk_create prepares it (the
 field's own `get_db_prep_save`; the field's default for a field not given), then sent with one
 `executemany`. No model instances, so no signals (bulk_create sends none either) and no ids

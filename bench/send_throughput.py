@@ -106,9 +106,11 @@ def command(conn, limit: int) -> tuple[float, float]:
     return seconds, cpu
 
 
-def startup_seconds(runs: int = 5) -> dict:
-    """Median wall and CPU time of `send_updates --help` and of `python -c "import requests"`
-    (the bare loop's start). On a loaded machine the wall time mostly waits for a core."""
+def startup_seconds(conn, runs: int = 5) -> dict:
+    """Median wall and CPU time of `send_updates --help`, of a whole `send_updates` run with
+    nothing due (system checks, one SendRun), of Django's own set-up with the project's settings
+    (the floor under both), and of `python -c "import requests"` (the bare loop's start). On a
+    loaded machine the wall time mostly waits for a core."""
     def median(command: list[str]) -> tuple[float, float]:
         timings = [timed_process(command)[:2] for _ in range(runs)]
         return (statistics.median(t[0] for t in timings),
@@ -116,8 +118,13 @@ def startup_seconds(runs: int = 5) -> dict:
 
     python_s, python_cpu_s = median([sys.executable, "-c", "import requests"])
     help_s, help_cpu_s = median([sys.executable, "manage.py", "send_updates", "--help"])
+    idle_s, idle_cpu_s = median([sys.executable, "manage.py", "send_updates", "--connection",
+                                 conn.client_code])
+    django_s, django_cpu_s = median([sys.executable, "-c", "import django; django.setup()"])
     return {"python_s": python_s, "python_cpu_s": python_cpu_s,
-            "send_updates_help_s": help_s, "send_updates_help_cpu_s": help_cpu_s}
+            "send_updates_help_s": help_s, "send_updates_help_cpu_s": help_cpu_s,
+            "send_updates_nothing_due_s": idle_s, "send_updates_nothing_due_cpu_s": idle_cpu_s,
+            "django_setup_s": django_s, "django_setup_cpu_s": django_cpu_s}
 
 
 def sending(conn, n: int, concurrency: int, workdir: Path, emulator: EmulatorProcess,
@@ -223,7 +230,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="profileops-send-") as workdir:
             result = sending(conn, n, concurrency, Path(workdir), emulator, ceiling_emulator)
         result["load_average_after_sending"] = os.getloadavg()
-        result["startup"] = startup_seconds()
+        result["startup"] = startup_seconds(conn)
         if args.schedule:
             log("  the schedule's path: one qcluster worker …")
             result["schedule"] = schedule(conn, user, n, result["command_in_run_per_s"])

@@ -46,7 +46,10 @@ ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] i
 CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # The admin without autodiscovery at start-up (profileops/apps.py): profileops/urls.py
+    # registers the admin classes, so they load in the web process, not in send_updates or the
+    # qcluster workers.
+    "profileops.apps.AdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

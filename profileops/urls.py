@@ -7,7 +7,12 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from updates import health
-from updates.admin import dashboard
+
+# The admin's registrations are made here, where the URLconf loads, not at start-up
+# (profileops/apps.py): processes that never route a request (send_updates, qcluster) skip them.
+admin.autodiscover()
+
+from updates.admin import dashboard  # noqa: E402  (after autodiscover, like every admin module)
 
 urlpatterns = [
     # Before admin.site.urls, under the same prefix, so they read as part of the admin.

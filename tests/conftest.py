@@ -16,6 +16,10 @@ from updates.models import AttributeMapping, TargetConnection
 
 pytest_plugins = ["tests.fixtures_emulator"]
 
+# The admin's registrations are made by the URLconf (profileops/apps.py), as in the web process:
+# load it, so every test that reads admin.site sees all of them, whether or not a request ran first.
+importlib.import_module("profileops.urls")
+
 _counter = itertools.count(1)
 
 

@@ -11,4 +11,5 @@ class UpdatesConfig(AppConfig):
 
         from .checks import check_profileops_settings
 
-        checks.register(check_profileops_settings)
+        # Tagged so that a command running only some checks (send_updates) can name these.
+        checks.register(check_profileops_settings, "profileops")

@@ -16,7 +16,7 @@ import logging
 from django.db import transaction
 from django.db.models import F
 
-from . import claims, quota
+from . import claims, quota, rows
 from .delivery import Sent
 from .models import AuditEvent, ProfileUpdate, SendAttempt, SendRun, TargetConnection, UpdateStatus
 from .retry_policy import LAST_ERROR_CHARS, Decision, RetryPolicy, fail
@@ -39,7 +39,7 @@ def record_batch(*, run: SendRun, owner: str, conn: TargetConnection, sent: list
     with transaction.atomic():
         # Lock before inserting attempts (which reference the rows), in id order: no deadlocks.
         mine = set(claims.still_mine(ids, owner=owner))
-        SendAttempt.objects.bulk_create([_attempt(s, conn=conn, owner=owner) for s in sent])
+        rows.insert_rows(SendAttempt, (_attempt(s, conn=conn, owner=owner) for s in sent))
         decisions = _decide_all(sent, unsendable, mine, policy, now)
         lost = len(ids) - len(mine)
         if lost:
@@ -57,14 +57,15 @@ def record_batch(*, run: SendRun, owner: str, conn: TargetConnection, sent: list
         run.save(update_fields=RUN_TOTALS)
 
 
-def _attempt(s: Sent, *, conn: TargetConnection, owner: str) -> SendAttempt:
-    return SendAttempt(
-        update_id=s.update.pk, connection_id=conn.pk, number=s.update.attempts_total + 1,
-        started_at=s.started_at, method=s.method, request_bytes=s.size,
-        http_status=s.answer.http_status, response_body=s.answer.body,
-        latency_ms=s.latency_ms, outcome=s.answer.outcome.value,
-        error=s.answer.error[:LAST_ERROR_CHARS], worker=owner,
-    )
+def _attempt(s: Sent, *, conn: TargetConnection, owner: str) -> dict:
+    """A SendAttempt row (rows.insert_rows)."""
+    return {
+        "update_id": s.update.pk, "connection_id": conn.pk, "number": s.update.attempts_total + 1,
+        "started_at": s.started_at, "method": s.method, "request_bytes": s.size,
+        "http_status": s.answer.http_status, "response_body": s.answer.body,
+        "latency_ms": s.latency_ms, "outcome": s.answer.outcome.value,
+        "error": s.answer.error[:LAST_ERROR_CHARS], "worker": owner,
+    }
 
 
 def _decide_all(sent: list[Sent], unsendable: list[tuple[ProfileUpdate, str]], mine: set[int],
@@ -95,12 +96,12 @@ def _apply(decisions: list[Decision], *, conn: TargetConnection, now: dt.datetim
         "status", "attempt_count", "attempts_total", "next_attempt_at", "lease_owner",
         "lease_expires_at", "last_error",
     ])
-    AuditEvent.objects.bulk_create([
-        AuditEvent(at=now, actor=None, update_id=d.update.pk, connection_id=conn.pk,
-                   action=d.action, from_status=S.SENDING, to_status=d.to_status,
-                   comment=d.comment[:LAST_ERROR_CHARS], changes=d.changes)
+    rows.insert_rows(AuditEvent, (
+        {"at": now, "actor_id": None, "update_id": d.update.pk, "connection_id": conn.pk,
+         "action": d.action, "from_status": S.SENDING, "to_status": d.to_status,
+         "comment": d.comment[:LAST_ERROR_CHARS], "changes": d.changes}
         for d in decisions
-    ])
+    ))
 
 
 def _unexpected_answers_since_requeue(updates: list[ProfileUpdate]) -> dict[int, int]:

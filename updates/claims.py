@@ -18,6 +18,7 @@ import uuid
 from django.db import connection as db, transaction
 from django.db.models import Q, QuerySet
 
+from . import rows
 from .models import AuditEvent, ProfileUpdate, TargetConnection, UpdateStatus
 
 S = UpdateStatus
@@ -103,16 +104,14 @@ def claim(*, conn: TargetConnection, owner: str, size: int, now: dt.datetime,
         ids = [row[0] for row in picked]
         ProfileUpdate.objects.filter(id__in=ids).update(
             status=S.SENDING, lease_owner=owner, lease_expires_at=lease_until)
-        AuditEvent.objects.bulk_create([
-            AuditEvent(
-                at=now, actor=None, update_id=update_id, connection_id=conn.pk,
-                action="claimed" if status == S.APPROVED else "reclaimed",
-                from_status=status, to_status=S.SENDING,
-                comment=(f"Lease of {previous_owner or 'a worker'} ran out; claimed again."
-                         if status != S.APPROVED else ""),
-            )
+        rows.insert_rows(AuditEvent, (
+            {"at": now, "actor_id": None, "update_id": update_id, "connection_id": conn.pk,
+             "action": "claimed" if status == S.APPROVED else "reclaimed",
+             "from_status": status, "to_status": S.SENDING,
+             "comment": (f"Lease of {previous_owner or 'a worker'} ran out; claimed again."
+                         if status != S.APPROVED else "")}
             for update_id, status, previous_owner in picked
-        ])
+        ))
         updates = list(ProfileUpdate.objects.filter(id__in=ids).only(*SENDER_FIELDS).order_by("id"))
     for update in updates:
         update.connection = conn
@@ -134,10 +133,9 @@ def release(updates: list[ProfileUpdate], *, owner: str, now: dt.datetime, reaso
         mine = still_mine([u.pk for u in updates], owner=owner)
         ProfileUpdate.objects.filter(id__in=mine).update(
             status=S.APPROVED, lease_owner="", lease_expires_at=None)
-        AuditEvent.objects.bulk_create([
-            AuditEvent(at=now, actor=None, update_id=update_id,
-                       connection_id=updates[0].connection_id, action="released",
-                       from_status=S.SENDING, to_status=S.APPROVED,
-                       comment=f"Not sent: {reason}.")
+        rows.insert_rows(AuditEvent, (
+            {"at": now, "actor_id": None, "update_id": update_id,
+             "connection_id": updates[0].connection_id, "action": "released",
+             "from_status": S.SENDING, "to_status": S.APPROVED, "comment": f"Not sent: {reason}."}
             for update_id in mine
-        ])
+        ))

@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from .conf import setting
 from .errors import require_perm
-from . import reading, workflow
+from . import reading
 from .models import (
     AuditEvent, ProfileRead, ProfileUpdate, SendAttempt, TargetConnection, UpdateStatus,
     VerificationState,
@@ -404,6 +404,10 @@ def update_revert(*, update: ProfileUpdate, by, comment: str = "") -> tuple[Prof
     """Stage (as a draft by `by`) an update that puts back the values Target held before `update`
     was sent. It goes through submit and approval like any other — so whoever stages a revert
     cannot approve it. Raises ValidationError, staging nothing, when nothing can be reverted."""
+    # Here, not at the top: the sender imports this module for before_send, and staging (with the
+    # mappings and the re2 pattern engine) is no part of sending.
+    from . import workflow
+
     require_perm(by, workflow.PERM_STAGE, "You do not have permission to stage profile updates.")
     plan = revert_plan(ProfileUpdate.objects.get(pk=update.pk))
     if not plan.attributes:

@@ -219,24 +219,48 @@ def test_the_loop_survives_its_database_connection_being_killed(approve, emulato
 
 # --- a lean start ----------------------------------------------------------------------------------
 
-def test_the_command_starts_without_the_spreadsheet_and_import_libraries():
-    # A fresh process, as `manage.py send_updates` starts: what it imports is what it pays for.
-    import os
+# Loaded by the admin, the import and the export, never by sending: a fresh send_updates process
+# that has one of them pays for it at every start (and every qcluster worker with it).
+NOT_FOR_SENDING = ("openpyxl", "tablib", "import_export", "re2", "updates.admin",
+                   "updates.importing", "updates.workflow", "profileops.urls")
+
+PROBE = (
+    "import sys\n"
+    "from django.core.management import execute_from_command_line\n"
+    "try:\n"
+    "    execute_from_command_line(['manage.py', 'send_updates', *sys.argv[1:]])\n"
+    "except SystemExit as stop:\n"
+    "    print('exit', stop.code)\n"
+    f"print(sorted(m for m in {NOT_FOR_SENDING!r} if m in sys.modules))\n"
+)
+
+
+def start_fresh(*args: str, **knobs: object):
+    """`manage.py send_updates ARGS` as a process of its own, against this test's database."""
     import subprocess
     import sys
     from pathlib import Path
 
-    probe = (
-        "import sys\n"
-        "from django.core.management import execute_from_command_line\n"
-        "try:\n"
-        "    execute_from_command_line(['manage.py', 'send_updates', '--help'])\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        "print(sorted(m for m in ('openpyxl', 'tablib', 'import_export') if m in sys.modules))\n"
-    )
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "profileops.settings"}
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                            env=env, cwd=Path(__file__).resolve().parents[2], timeout=60)
+    from tests.reliability.conftest import subprocess_env
+
+    env = {**subprocess_env(**knobs), "DJANGO_SETTINGS_MODULE": "profileops.settings"}
+    return subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True,
+                          env=env, cwd=Path(__file__).resolve().parents[2], timeout=60)
+
+
+# Committed, not in a test transaction: the process writes its SendRun to this database.
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.parametrize("args", (["--help"], []), ids=("help", "a run with nothing due"))
+def test_the_command_starts_without_what_only_the_admin_and_the_import_need(args):
+    result = start_fresh(*args)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_the_command_still_refuses_settings_that_cannot_work():
+    # It runs only the checks sending depends on; ProfileOps' own settings checks are among them.
+    result = start_fresh(SEND_BATCH_SIZE=0)
+    assert "profileops.E002" in result.stderr
+    assert "exit 1" in result.stdout
+    assert "Done:" not in result.stdout

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 
+from django.core import checks
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import InterfaceError, OperationalError, connections
 
@@ -30,6 +31,10 @@ DB_RETRY_MAX_SECONDS = 60.0
 
 class Command(BaseCommand):
     help = "Send due approved profile updates to Target (once, in a loop, or as a dry run)."
+    # The checks a send depends on: the models, and ProfileOps' own settings (profileops.E0nn,
+    # updates/checks.py). Not the URL checks — they load the URLconf and with it every admin
+    # module — nor the templates'; `manage.py check` and the web server run those.
+    requires_system_checks = [checks.Tags.models, "profileops"]
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--connection", metavar="CODE",

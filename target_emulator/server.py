@@ -974,15 +974,19 @@ def _received_html(records: list[dict[str, Any]]) -> str:
             f"<td>{at} UTC</td>"
             "</tr>")
     more = len(records) - len(shown)
-    note = (f"<p>{len(records):,} update requests received"
+    plural = "" if len(records) == 1 else "s"
+    note = (f"<p>{len(records):,} update request{plural} received"
             + (f"; the newest {len(shown):,} are shown" if more else "")
             + ", newest first. <a href='/_emulator/received'>JSON</a> · <a href='/'>emulator</a>"
             "</p>")
     empty = "<tr><td colspan='6'>Nothing received yet.</td></tr>"
     return (
-        "<!doctype html><meta charset='utf-8'><title>Received — Target emulator</title>"
+        "<!doctype html><meta charset='utf-8'><link rel='icon' href='data:,'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        "<title>Received — Target emulator</title>"
         "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top;"
+        "overflow-wrap:anywhere}"
         "ul{margin:0;padding-left:1em}</style>"
         "<h1>Update requests received</h1>" + note +
         "<table><thead><tr><th>Method</th><th>Identity type</th><th>Identity</th>"

@@ -43,7 +43,7 @@ class TableReader(HTMLParser):
 
 
 # Every tag the page itself writes; a value that became markup would add another.
-PAGE_TAGS = {"meta", "title", "style", "h1", "p", "a", "table", "thead", "tbody", "tr", "th",
+PAGE_TAGS = {"meta", "link", "title", "style", "h1", "p", "a", "table", "thead", "tbody", "tr", "th",
              "td", "ul", "li", "code"}
 
 
@@ -82,7 +82,8 @@ def test_the_received_requests_read_as_a_table_newest_first(emulator):
 
 def test_a_refused_request_shows_its_outcome_and_reason(emulator):
     requests.get(f"{emulator.base_url}/m2/acme/profile/update?profile.tier=gold", timeout=5)
-    _, reader = table(emulator)
+    response, reader = table(emulator)
+    assert "1 update request received" in response.text
     [row] = [row for row in reader.rows if row]
     assert row[1:3] == ["—", "—"]
     assert row[4].startswith("refused (HTTP 400)") and "no identity" in row[4]

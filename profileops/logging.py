@@ -1,7 +1,8 @@
 """LOG_FORMAT=json: one JSON object per line, for log shippers that parse rather than grep.
 
 Each line carries time (UTC, ISO 8601), level, logger and message, plus — when the caller passed
-them with ``extra=`` — the connection's client code, the update id and the send run id. No other
+them with ``extra=`` — the connection's client code, the update id, the send run id and the
+import job id. No other
 attribute of the record is copied, so nothing a caller attaches by accident (a request, a
 response, a profile) reaches the log. An exception is reported by its type and its stack of code
 locations (file, line, function — not even the source lines), without its message: messages of HTTP errors can quote the request URL, and that
@@ -16,7 +17,7 @@ import logging
 import traceback
 
 # The only `extra=` keys that are written out; values are stringified ids and codes.
-CONTEXT_FIELDS = ("connection", "update_id", "run_id")
+CONTEXT_FIELDS = ("connection", "update_id", "run_id", "import_job_id")
 
 
 class JsonFormatter(logging.Formatter):

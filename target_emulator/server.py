@@ -820,6 +820,9 @@ class _Handler(BaseHTTPRequestHandler):
             if not since.isdigit():
                 raise _Refused(400, "since must be a non-negative integer")
             self._send_json(200, emulator.received_since(int(since)))
+        elif route == ("GET", "/_emulator/received.html"):
+            self._send(200, _received_html(emulator.received).encode("utf-8"),
+                       "text/html; charset=utf-8")
         elif route == ("GET", "/_emulator/profiles"):
             self._send_json(200, emulator._profiles_json())
         elif route == ("POST", "/_emulator/profiles"):
@@ -931,7 +934,61 @@ def _summary_html(emulator: TargetEmulator) -> str:
         "<h1>Local Adobe Target emulator</h1>"
         "<p>Single Profile Update: <code>/m2/&lt;clientCode&gt;/profile/update</code> · read API: "
         "<code>/rest/v1/profiles/…?client=…</code></p>"
-        "<p><a href='/_emulator/received'>received</a> · <a href='/_emulator/profiles'>profiles</a>"
+        "<p><a href='/_emulator/received.html'>received (table)</a> · "
+        "<a href='/_emulator/received'>received (JSON)</a> · <a href='/_emulator/profiles'>profiles</a>"
         " · <a href='/_emulator/stats'>stats</a> · <a href='/_emulator/config'>config</a></p>"
         f"<h2>Stats</h2><pre>{escape(stats)}</pre><h2>Fault options</h2><pre>{escape(config)}</pre>"
     )
+
+
+RECEIVED_HTML_ROWS = 500  # the newest; the JSON endpoint has them all
+
+
+def _received_html(records: list[dict[str, Any]]) -> str:
+    """The received update requests as a table, newest first, for people watching a demo.
+
+    Every value arrived over the network (identities and attributes are whatever a client
+    sent), so each one is HTML-escaped before it is written out.
+    """
+    from html import escape
+
+    shown = records[-RECEIVED_HTML_ROWS:][::-1]
+    rows = []
+    for record in shown:
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(record["at"]))
+        attributes = "".join(
+            f"<li><code>{escape(str(name))}</code> = {escape(str(value))}</li>"
+            for name, value in sorted(record["attributes"].items()))
+        outcome = str(record["outcome"])
+        if record["status"] is not None:
+            outcome += f" (HTTP {record['status']})"
+        if record["error"]:
+            outcome += f": {record['error']}"
+        rows.append(
+            "<tr>"
+            f"<td>{escape(str(record['method']))}</td>"
+            f"<td>{escape(str(record['identity_type'] or '—'))}</td>"
+            f"<td>{escape(str(record['identity'] or '—'))}</td>"
+            f"<td><ul>{attributes}</ul></td>"
+            f"<td>{escape(outcome)}</td>"
+            f"<td>{at} UTC</td>"
+            "</tr>")
+    more = len(records) - len(shown)
+    plural = "" if len(records) == 1 else "s"
+    note = (f"<p>{len(records):,} update request{plural} received"
+            + (f"; the newest {len(shown):,} are shown" if more else "")
+            + ", newest first. <a href='/_emulator/received'>JSON</a> · <a href='/'>emulator</a>"
+            "</p>")
+    empty = "<tr><td colspan='6'>Nothing received yet.</td></tr>"
+    return (
+        "<!doctype html><meta charset='utf-8'><link rel='icon' href='data:,'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        "<title>Received — Target emulator</title>"
+        "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top;"
+        "overflow-wrap:anywhere}"
+        "ul{margin:0;padding-left:1em}</style>"
+        "<h1>Update requests received</h1>" + note +
+        "<table><thead><tr><th>Method</th><th>Identity type</th><th>Identity</th>"
+        "<th>Attributes</th><th>Outcome</th><th>Time</th></tr></thead><tbody>"
+        + ("".join(rows) or empty) + "</tbody></table>")

@@ -8,6 +8,9 @@ Rules (models.AlertRule) belong to one connection:
                    threshold, e.g. 80 and 95)
     waiting        an update has waited for approval longer than `threshold` hours
     token_refused  Target answered the connection's latest request with HTTP 401 or 403
+    not_applied    ≥ threshold updates whose verification ended "not applied" (Target
+                   acknowledged them but does not show the sent values) in the last
+                   `window_minutes`
 
 `alerts_check` (django-q2 runs it every five minutes; tasks_alerts.py) evaluates every active
 rule. A rule whose state changed gets an AlertEvent — fired, or cleared — written together with
@@ -38,7 +41,8 @@ from django.utils import timezone
 
 from . import attention
 from .selectors import capped_count
-from .models import AlertEvent, AlertRule, ProfileUpdate, SendAttempt, UpdateStatus
+from .models import (AlertEvent, AlertRule, AuditEvent, ProfileUpdate, SendAttempt, UpdateStatus,
+                     VerificationState)
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +105,19 @@ def evaluate(rule: AlertRule, *, now: dt.datetime) -> Reading:
                 f"{latest[1]:%Y-%m-%d %H:%M:%S} UTC. Nothing can be sent until an administrator "
                 "sets a valid token on the connection."))
         return Reading(False, f"{name}: Target accepts the bearer token again.")
+    if rule.kind == Kind.NOT_APPLIED:
+        # The verification writes a "not_applied" audit row when it gives its verdict; an
+        # update still in that state whose verdict fell in the window counts once.
+        since = now - dt.timedelta(minutes=rule.window_minutes)
+        ended = AuditEvent.objects.filter(
+            connection_id=connection.pk, action="not_applied", at__gte=since, at__lte=now,
+            update__verification_state=VerificationState.NOT_APPLIED)
+        n = ended.values("update_id").distinct().count()
+        needed = max(1, int(rule.threshold))
+        return Reading(n >= needed, (
+            f"{name}: {n:,} update{'s' if n != 1 else ''} acknowledged by Target but not "
+            f"applied after verification in the last {rule.window_minutes} minutes (alert at "
+            f"{needed:,})."))
     raise ValueError(f"unknown alert kind {rule.kind!r}")
 
 

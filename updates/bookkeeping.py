@@ -44,7 +44,8 @@ def record_batch(*, run: SendRun, owner: str, conn: TargetConnection, sent: list
         lost = len(ids) - len(mine)
         if lost:
             logger.warning("send run %s: %d update(s) were claimed again by another worker after "
-                           "their lease ran out; their outcome is left to that worker", run.pk, lost)
+                           "their lease ran out; their outcome is left to that worker", run.pk, lost,
+                           extra={"run_id": run.pk, "connection": conn.client_code})
         _apply(decisions, conn=conn, now=now)
         failed = sum(1 for d in decisions if d.to_status == S.FAILED)
         quota.record_daily(rows=[quota.DailyRow(

@@ -645,7 +645,8 @@ def import_job_create(*, connection: TargetConnection, file_name: str, file_data
     job = ImportJob.objects.create(**fields, **_checked_state(result, file_data,
                                                               connection_mappings))
     logger.info("import job %s checked: %s rows, %s problems", job.pk, result.total_rows,
-                result.error_count)
+                result.error_count, extra={"import_job_id": job.pk,
+                                           "connection": connection.client_code})
     return job
 
 
@@ -690,13 +691,15 @@ def import_job_check(*, job: ImportJob) -> ImportJob:
         _fail(job, [f"{m} Nothing was saved." for m in error.messages])
         return job
     except Exception as error:
-        logger.error("import job %s check failed: %s", job.pk, type(error).__name__)
+        logger.error("import job %s check failed: %s", job.pk, type(error).__name__,
+                     extra={"import_job_id": job.pk})
         _fail(job, [f"Checking the file stopped with an unexpected error "
                     f"({type(error).__name__}); nothing was saved."])
         raise
     _reload(job)
     logger.info("import job %s checked: %s rows, %s problems", job.pk, job.total_rows,
-                job.error_count)
+                job.error_count, extra={"import_job_id": job.pk,
+                                        "connection": connection.client_code})
     return job
 
 
@@ -757,7 +760,8 @@ def import_job_run(*, job: ImportJob, progress: Callable[[int, int], None] | Non
         _fail(job, [f"{m} Nothing was saved." for m in error.messages])
     except BaseException as error:  # KeyboardInterrupt / a worker's timeout too: clean up
         # The type only: messages of database errors can quote the values being written.
-        logger.error("import job %s failed: %s", job.pk, type(error).__name__)
+        logger.error("import job %s failed: %s", job.pk, type(error).__name__,
+                     extra={"import_job_id": job.pk})
         _discard_pending(job)
         _fail(job, [f"The import stopped with an unexpected error ({type(error).__name__}); "
                     "nothing was saved."])
@@ -871,7 +875,8 @@ def _run_claimed(job: ImportJob, data: bytes, *, progress: Callable[[int, int], 
             status=ImportJob.Status.DONE, total_rows=rows, processed_rows=rows,
             created_updates=created, errors=[], error_count=0, finished_at=timezone.now())
     _reload(job)
-    logger.info("import job %s done: %s updates created", job.pk, created)
+    logger.info("import job %s done: %s updates created", job.pk, created,
+                extra={"import_job_id": job.pk, "connection": connection.client_code})
 
 
 def import_reason(job: ImportJob) -> str:

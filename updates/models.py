@@ -563,6 +563,7 @@ class AlertRule(models.Model):
         QUOTA_USE = "quota_use", "Quota use crossing a threshold"
         WAITING = "waiting", "Updates waiting for approval too long"
         TOKEN_REFUSED = "token_refused", "Bearer token refused by Target (401/403)"
+        NOT_APPLIED = "not_applied", "Updates not applied after verification"
 
     connection = models.ForeignKey(TargetConnection, on_delete=models.CASCADE,
                                    related_name="alert_rules")
@@ -570,10 +571,10 @@ class AlertRule(models.Model):
     threshold = models.DecimalField(
         max_digits=7, decimal_places=2, default=0,
         help_text="Failure rate and quota use: a percentage (e.g. 20, 80, 95). Waiting: hours. "
-        "Token refused: not used.")
+        "Not applied: a number of updates in the window. Token refused: not used.")
     window_minutes = models.PositiveIntegerField(
         default=60, validators=[MinValueValidator(1), MaxValueValidator(24 * 60)],
-        help_text="Failure rate: the period looked at, in minutes.")
+        help_text="Failure rate and not applied: the period looked at, in minutes.")
     min_requests = models.PositiveIntegerField(
         default=20, help_text="Failure rate: fewer requests than this in the window never fire "
         "(two failures of three requests are not a trend).")

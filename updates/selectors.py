@@ -281,3 +281,31 @@ def dashboard(*, now: dt.datetime | None = None) -> Dashboard:
         last_run=last_send_run(),
         latency=ack_latency(),
     )
+
+
+# --- the admin index's recent actions ---------------------------------------------------------
+
+RECENT_EVENTS_LIMIT = 10
+RECENT_OWN_UPDATES = 50  # the viewer's latest updates whose events by others are shown
+
+
+def recent_workflow_events(*, user, limit: int = RECENT_EVENTS_LIMIT) -> list[AuditEvent]:
+    """The workflow events that concern `user`, newest first: what they did to updates
+    (staged, imported, submitted, approved, rejected, re-queued…) and what happened to their own
+    latest updates (approved by a supervisor, sent, failed, verified…).
+
+    Two bounded queries (the actor's foreign-key index; the audit index by update for the
+    viewer's latest `RECENT_OWN_UPDATES` updates), merged here. Events of updates an unfinished
+    import is still writing are left out — they cannot be opened yet."""
+    if not getattr(user, "pk", None):
+        return []
+    live = {"update__isnull": False, "update__import_pending__isnull": True}
+    own = list(AuditEvent.objects.filter(actor=user, **live)
+               .select_related("actor").order_by("-id")[:limit])
+    latest = list(ProfileUpdate.objects.filter(created_by=user).order_by("-id")
+                  .values_list("id", flat=True)[:RECENT_OWN_UPDATES])
+    others = list(AuditEvent.objects.filter(update_id__in=latest, **live)
+                  .exclude(actor=user).select_related("actor").order_by("-id")[:limit]
+                  ) if latest else []
+    events = {e.pk: e for e in own + others}.values()
+    return sorted(events, key=lambda e: (e.at, e.pk), reverse=True)[:limit]

@@ -175,6 +175,7 @@ class _Run:
     def execute(self, *, connection: TargetConnection | None, limit: int | None) -> None:
         try:
             quota.prune(now=self.clock())
+            self.connection_code = connection.client_code if connection is not None else None
             self._loop(_active_connections(connection), limit)
         except BaseException as error:
             self.run.error = (f"{type(error).__name__}: "
@@ -304,6 +305,7 @@ class _Run:
             "send run %s (%s): claimed %d, requests %d, acknowledged %d, retried %d, failed %d, "
             "deferred by quota %d", run.pk, self.trigger, run.claimed, run.requests_sent,
             run.acknowledged, run.retried, run.failed, run.deferred_by_quota,
+            extra={"run_id": run.pk, "connection": getattr(self, "connection_code", None)},
         )
 
 

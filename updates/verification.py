@@ -226,7 +226,8 @@ def updates_verify_due(*, now: dt.datetime | None = None, connection: TargetConn
     if run.checked or run.started:
         logger.info("verification run: started %d, checked %d, verified %d, not applied %d, "
                     "unverified %d, throttled %d", run.started, run.checked, run.verified,
-                    run.not_applied, run.unverified, run.throttled)
+                    run.not_applied, run.unverified, run.throttled,
+                    extra={"connection": connection.client_code if connection else None})
     return run
 
 

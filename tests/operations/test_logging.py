@@ -109,3 +109,40 @@ def test_sending_at_debug_logs_neither_the_token_nor_identities_nor_values(
         assert update.identity not in text
         assert update.attributes["loyaltyTier"] not in text
     assert "funded" not in text and "loanStatus" not in text
+
+
+@pytest.mark.django_db
+def test_a_send_runs_summary_line_carries_its_run_id_and_connection(
+        json_debug_log, emulator, connection, stage, operator, supervisor):
+    from updates.models import SendRun
+
+    connection.base_url = emulator.base_url
+    connection.save(update_fields=["base_url"])
+    approve_via_workflow(stage, operator, supervisor)
+    sending.send_due(connection=connection)
+
+    [summary] = [json.loads(line) for line in json_debug_log.getvalue().splitlines()
+                 if json.loads(line)["message"].startswith("send run ")]
+    run = SendRun.objects.get()
+    assert (summary["run_id"], summary["connection"]) == (run.pk, connection.client_code)
+    assert "claimed 1, requests 1, acknowledged 1" in summary["message"]
+
+    # A run over every connection names no single one; its id is still there.
+    sending.send_due()
+    last = json.loads(json_debug_log.getvalue().splitlines()[-1])
+    assert last["run_id"] == SendRun.objects.latest("started_at", "id").pk
+    assert "connection" not in last
+
+
+@pytest.mark.django_db
+def test_an_import_jobs_log_lines_carry_its_job_id_and_connection(json_debug_log, connection,
+                                                                  operator):
+    from updates import importing
+
+    data = b"identity_type,identity,loanStatus\nmbox3rdPartyId,customer-1,funded\n"
+    job = importing.import_job_create(connection=connection, by=operator, file_data=data,
+                                      file_name="rows.csv", background=False)
+    entries = [json.loads(line) for line in json_debug_log.getvalue().splitlines()]
+    [checked] = [e for e in entries if e["message"].startswith(f"import job {job.pk} checked")]
+    assert (checked["import_job_id"], checked["connection"]) == (job.pk, connection.client_code)
+    assert "customer-1" not in json_debug_log.getvalue()

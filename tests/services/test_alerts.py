@@ -199,3 +199,51 @@ def test_the_migration_schedules_the_check_every_five_minutes(db):
     from updates.tasks_alerts import check_alerts
 
     assert check_alerts() == "0 alert state changes"
+
+
+def _verdict(update, state, *, at):
+    """What verification.py writes when its last check ends: the state and its audit row."""
+    from updates.models import AuditEvent
+
+    ProfileUpdate.objects.filter(pk=update.pk).update(verification_state=state)
+    AuditEvent.objects.create(at=at, action=state, update=update,
+                              connection_id=update.connection_id, from_status="sent",
+                              to_status="sent", comment="Check 3 of 3: not applied.")
+
+
+def test_updates_not_applied_after_verification_fire_at_the_threshold_and_clear(
+        connection, stage, receiver):
+    rule(connection, Kind.NOT_APPLIED, threshold=2, window_minutes=60,
+         webhook_url=receiver.url)
+    now = timezone.now()
+    first = stage(identity="customer-secret-1", attributes={"loanStatus": "funded"})
+    _verdict(first, "not_applied", at=now - dt.timedelta(minutes=10))
+    _verdict(stage(identity="customer-3"), "verified", at=now)  # applied: does not count
+    assert alerts.alerts_check(now=now) == []  # one is below the threshold of two
+
+    _verdict(stage(identity="customer-2"), "not_applied", at=now)
+    [fired] = alerts.alerts_check(now=now)
+    assert fired.state == AlertEvent.State.FIRING
+    assert "2 updates acknowledged by Target but not applied after verification in the " \
+           "last 60 minutes (alert at 2)" in fired.text
+    assert len(mail.outbox) == 1 and mail.outbox[0].subject.startswith("[ProfileOps] ALERT")
+    assert receiver.bodies == [{"text": fired.text}]
+    assert alerts.alerts_check(now=now + dt.timedelta(minutes=5)) == []  # stays quiet
+
+    # Once the window has moved past both verdicts, it clears — once.
+    later = now + dt.timedelta(minutes=61)
+    [cleared] = alerts.alerts_check(now=later)
+    assert cleared.state == AlertEvent.State.CLEARED
+    assert "0 updates acknowledged by Target but not applied" in cleared.text
+    assert alerts.alerts_check(now=later) == []
+    assert len(mail.outbox) == 2 and len(receiver.bodies) == 2
+    for text in [m.body for m in mail.outbox] + [b["text"] for b in receiver.bodies]:
+        assert "customer-secret-1" not in text and "funded" not in text
+
+
+def test_a_re_sent_update_that_verifies_no_longer_counts_as_not_applied(connection, stage):
+    rule(connection, Kind.NOT_APPLIED, threshold=1, window_minutes=60)
+    update = stage()
+    _verdict(update, "not_applied", at=timezone.now())
+    ProfileUpdate.objects.filter(pk=update.pk).update(verification_state="verified")
+    assert alerts.alerts_check() == []

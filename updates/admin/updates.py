@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
-from django.contrib.admin.widgets import AdminSplitDateTime
+from django.contrib.admin.widgets import AdminDateWidget, AdminSplitDateTime
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
@@ -154,6 +154,30 @@ class LabelledSplitDateTime(AdminSplitDateTime):
         return context
 
 
+class MappingSplitDateTime(LabelledSplitDateTime):
+    """The same date + time inputs for a datetime mapping, so every date and time on the update
+    form looks and works alike. A mapping's value is text, not a datetime: the two inputs are
+    joined as YYYY-MM-DDTHH:MM:SS (UTC, what the mapping parses), and a single posted value (a
+    script posting the field's own name) is taken as it is."""
+
+    def decompress(self, value: Any) -> list[Any]:
+        if isinstance(value, str):
+            date, _, time = value.replace(" ", "T", 1).partition("T")
+            return [date, time.removesuffix("Z")]
+        return super().decompress(value)
+
+    def value_from_datadict(self, data: Any, files: Any, name: str) -> str:
+        if name in data:
+            return data.get(name)
+        date, time = ((part or "").strip()
+                      for part in super().value_from_datadict(data, files, name))
+        return f"{date}T{time}" if date or time else ""
+
+
+# The admin's date widgets for mapping fields (updates.forms gives other callers native inputs).
+ADMIN_MAPPING_WIDGETS = {"date": AdminDateWidget, "datetime": MappingSplitDateTime}
+
+
 class UpdateFormBase(forms.ModelForm):
     """Stage or edit an update: the update's own fields, to which updates.forms adds one field
     per active mapping of the connection. Submitting it calls workflow.update_stage /
@@ -189,6 +213,11 @@ class UpdateFormBase(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.previous_status = self.instance.status if self.instance.pk else None
+        for name, mapping in self.mapping_fields.items():
+            widget_class = ADMIN_MAPPING_WIDGETS.get(mapping.value_type)
+            if widget_class is not None and name in self.fields:
+                self.fields[name].widget = widget_class()
+                self.fields[name].widget.is_required = self.fields[name].required
         if self.instance.pk is None:
             self.instance.connection = self.connection  # shown read-only on the add page
         else:

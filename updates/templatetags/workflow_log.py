@@ -1,0 +1,41 @@
+"""{% recent_workflow_events as events %}: the admin index's *Recent actions* from the audit
+trail (selectors.recent_workflow_events) — workflow events, not only admin form saves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django import template
+from django.urls import reverse
+
+from updates import selectors
+from updates.admin.timeline import _event_title, utc_text
+
+register = template.Library()
+
+
+@dataclass(frozen=True)
+class RecentEvent:
+    words: str  # "approved", "retry scheduled in 43 s", …
+    update_id: int
+    url: str
+    actor: str
+    when: str
+    css: str  # Django's actionlist classes: addlink / changelink / deletelink
+
+
+CSS = {"staged": "addlink", "imported": "addlink", "cancelled": "deletelink",
+       "rejected": "deletelink", "failed": "deletelink"}
+
+
+@register.simple_tag(takes_context=True)
+def recent_workflow_events(context) -> list[RecentEvent]:
+    user = context.get("user")
+    if user is None or not user.has_perm("updates.view_profileupdate"):
+        return []
+    return [RecentEvent(
+        words=_event_title(event), update_id=event.update_id,
+        url=reverse("admin:updates_profileupdate_change", args=[event.update_id]),
+        actor=event.actor.get_username() if event.actor else "the system",
+        when=utc_text(event.at), css=CSS.get(event.action, "changelink"))
+        for event in selectors.recent_workflow_events(user=user)]

@@ -141,3 +141,33 @@ def test_a_visitor_target_does_not_know_is_sent_whole(acme, approve, target):
     assert received["attributes"] == {"loyaltyTier": "gold", "loanStatus": "funded"}
     assert fresh(update).unsent_unchanged == []
 
+
+
+# --- the admin: the option and the update page --------------------------------------------------
+
+def test_the_update_page_says_what_the_connection_leaves_out(acme, approve, target, client,
+                                                               supervisor):
+    from django.urls import reverse
+
+    target.seed_profile(identity="c-6", attributes={"loyaltyTier": "gold", "loanStatus": "open"})
+    update = approve(identity="c-6", attributes={"loyaltyTier": "gold", "loanStatus": "funded"})
+    client.force_login(supervisor)
+    page = reverse("admin:updates_profileupdate_change", args=[update.pk])
+
+    before = client.get(page).content.decode()
+    sending.send_due()
+    after = client.get(page).content.decode()
+
+    assert "leaves out of the request the attributes that Target already holds" in before
+    assert ("Sent without the unchanged attributes <code>profile.loyaltyTier</code>: Target "
+            "already held their value.") in after
+
+
+def test_the_connection_form_offers_the_option_with_its_help(admin_client, acme):
+    from django.urls import reverse
+
+    page = admin_client.get(reverse("admin:updates_targetconnection_change", args=[acme.pk]))
+
+    html = page.content.decode()
+    assert "Leave out unchanged attributes" in html and "Closing the loop with Target" in html
+    assert "Approval and verification still cover every attribute." in html

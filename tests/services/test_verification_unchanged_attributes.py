@@ -143,6 +143,23 @@ def test_a_visitor_target_does_not_know_is_sent_whole(acme, approve, target):
 
 
 
+def test_a_retry_recomputes_what_is_left_out(acme, approve, target):
+    target.seed_profile(identity="c-7", attributes={"loyaltyTier": "gold", "loanStatus": "open"})
+    update = approve(identity="c-7", attributes={"loyaltyTier": "gold", "loanStatus": "funded"})
+    target.configure(error_rate=1.0)  # the first attempt fails and is retried
+    sending.send_due()
+    assert fresh(update).status == S.APPROVED and fresh(update).unsent_unchanged == ["loyaltyTier"]
+    acme.drop_unchanged_attributes = False
+    acme.save(update_fields=["drop_unchanged_attributes"])
+    target.configure(error_rate=0.0)
+
+    sending.send_due(now=fresh(update).next_attempt_at + MINUTE)
+
+    update = fresh(update)
+    assert update.status == S.SENT and update.unsent_unchanged == []
+    assert target.received[-1]["attributes"] == {"loyaltyTier": "gold", "loanStatus": "funded"}
+
+
 # --- the admin: the option and the update page --------------------------------------------------
 
 def test_the_update_page_says_what_the_connection_leaves_out(acme, approve, target, client,

@@ -67,8 +67,8 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 if TYPE_CHECKING:  # imported for annotations only: Django may not be set up yet
     from matplotlib.figure import Figure
 
-__all__ = ["INSTALL_HINT", "Decisions", "Preview", "Result", "SendReport", "Session",
-           "StageResult", "as_user", "close", "connect", "run", "setup"]
+__all__ = ["INSTALL_HINT", "Decisions", "LiveDiff", "Preview", "Result", "Reverts", "SendReport",
+           "Session", "StageResult", "as_user", "close", "connect", "run", "setup"]
 
 T = TypeVar("T")
 DEFAULT_REASON = "staged from a notebook"
@@ -275,6 +275,38 @@ class SendReport(Result):
     title = "Send run"
 
 
+class LiveDiff(Result):
+    """Per (update, attribute): the value Target holds (`at_target`, missing when it has no such
+    attribute or no profile), when it was read, the value to send and whether it `changes`
+    anything; `left_out` marks attributes the connection's drop_unchanged_attributes would leave
+    out of the request. `notes` has one row per update: the read's `state` (found, not_found,
+    error, throttled) and a `message` — e.g. that Target has no profile for the visitor."""
+
+    title = "Live diff"
+
+    def __init__(self, table: pd.DataFrame, notes: pd.DataFrame, **counts: int) -> None:
+        super().__init__(table, **counts)
+        self.notes = notes
+
+    def _extra_html(self) -> str:
+        noted = self.notes[self.notes["message"] != ""]
+        if noted.empty:
+            return ""
+        return noted.to_html(escape=True, index=False, notebook=True)
+
+
+class Reverts(Result):
+    """Per update asked for: `outcome` (done or refused), the staged `revert_update_id` (a draft
+    to submit and have approved like any other), what it puts back, what it cannot undo and
+    why (`not_revertible`), and the refusal `message`. `ids` are the revert updates' ids."""
+
+    title = "Reverts"
+
+    @property
+    def ids(self) -> list[int]:
+        return [int(i) for i in self.table["revert_update_id"].dropna()]
+
+
 # --- tables in, cells out --------------------------------------------------------------------------
 
 _PLAIN = (str, int, float, bool, Decimal, dt.date, dt.datetime, type(None))
@@ -346,7 +378,7 @@ def _ints(frame: pd.DataFrame, *columns: str) -> None:
 def _ids(ids: Any) -> list[int] | None:
     if ids is None:
         return None
-    if isinstance(ids, (StageResult, Decisions)):
+    if isinstance(ids, (StageResult, Decisions, Reverts)):
         return ids.ids
     if isinstance(ids, (int, np.integer)):
         return [int(ids)]
@@ -714,6 +746,184 @@ class Session:
         _utc(table, "started_at", "finished_at")
         _ints(table, "run_id", *totals)
         return SendReport(table, **totals)
+
+    # -- closing the loop with Target: live diff, verification, revert --
+
+    def live_diff(self, *, ids: Any = None, connection: Any = None, status: Any = None,
+                  created_by: str | None = None, reason: str | None = None,
+                  limit: int = 1_000) -> LiveDiff:
+        """What the selected updates would change on the live profile, from Target's profile read
+        API (reading.update_live_diff, as the approval queue shows it): a read no older than
+        DIFF_MAX_READ_AGE_SECONDS is reused, otherwise Target is read now (reads have their own
+        rate limit and never use the update quota; a throttled or failed read says so in
+        `notes`). Needs the view permission.
+
+        Example::
+
+            diff = supervisor.live_diff(ids=result.ids)
+            diff.table[~diff.table["changes"]]       # attributes Target already holds
+            diff.notes[diff.notes["state"] == "not_found"]
+        """
+        return _orm.run(self._live_diff, ids=ids, connection=connection, status=status,
+                        created_by=created_by, reason=reason, limit=limit)
+
+    def _live_diff(self, *, ids, connection, status, created_by, reason, limit) -> LiveDiff:
+        from updates import reading
+
+        user = self._user()
+        self._need(user, "updates.view_profileupdate", "view profile updates")
+        _, qs = self._selection(ids=ids, connection=connection, status=status,
+                                created_by=created_by, reason=reason)
+        rows, notes = [], []
+        for update in qs.select_related("connection")[:limit]:
+            diff = reading.update_live_diff(update=update, by=user)
+            drops = update.connection.drop_unchanged_attributes and diff.changes_count > 0
+            notes.append({"update_id": update.pk, "state": diff.state, "read_at": diff.read_at,
+                          "changes": diff.changes_count, "message": diff.message})
+            rows += [{"update_id": update.pk, "attribute": row.name,
+                      "at_target": row.current_value, "modified_at": row.current_modified_at,
+                      "read_at": diff.read_at, "to_send": row.new_value, "changes": row.changes,
+                      "left_out": bool(drops and not row.changes), "note": diff.message}
+                     for row in diff.rows]
+        table = pd.DataFrame(rows, columns=["update_id", "attribute", "at_target", "modified_at",
+                                            "read_at", "to_send", "changes", "left_out", "note"])
+        notes_table = pd.DataFrame(notes, columns=["update_id", "state", "read_at", "changes",
+                                                   "message"])
+        _ints(table, "update_id")
+        _ints(notes_table, "update_id", "changes")
+        _utc(table, "read_at")
+        _utc(notes_table, "read_at")
+        table["changes"] = table["changes"].astype(bool)
+        table["left_out"] = table["left_out"].astype(bool)
+        return LiveDiff(table, notes_table, updates=len(notes_table),
+                        attributes_changing=int(table["changes"].sum()),
+                        unchanged=int((~table["changes"]).sum()),
+                        without_profile=int((notes_table["state"] == "not_found").sum()))
+
+    def verify(self, *, connection: Any = None, time_budget: float | None = 30.0) -> Result:
+        """Run the verification job now (verification.updates_verify_due, as the "Verify sent
+        updates" schedule and ``verify_updates`` do): newly acknowledged updates get their first
+        check scheduled, and those whose check is due are read back. Needs a part in the
+        workflow, as ``send`` does.
+
+        Example::
+
+            supervisor.verify(connection="demo")
+        """
+        return _orm.run(self._verify, connection=connection, time_budget=time_budget)
+
+    def _verify(self, *, connection, time_budget) -> Result:
+        from updates import verification, workflow
+
+        user = self._user()
+        if not (user.has_perm(workflow.PERM_SUBMIT) or user.has_perm(workflow.PERM_APPROVE)):
+            _refuse_permission(f"{self.username} has no part in the workflow (neither submit nor "
+                               "approve permission), so may not run verification.")
+        conn = None if connection is None else self._connection(connection)
+        run = verification.updates_verify_due(connection=conn, time_budget=time_budget)
+        totals = {"scheduled": run.started, "switched_off": run.switched_off,
+                  "checked": run.checked, "verified": run.verified,
+                  "not_applied": run.not_applied, "unverified": run.unverified,
+                  "throttled": run.throttled}
+        table = pd.DataFrame([totals])
+        _ints(table, *totals)
+        result = Result(table, **totals)
+        result.title = "Verification run"
+        return result
+
+    def verification(self, *, ids: Any = None, connection: Any = None, status: Any = "sent",
+                     created_by: str | None = None, reason: str | None = None,
+                     limit: int = DEFAULT_LIMIT) -> pd.DataFrame:
+        """Where verification stands per update (newest first): `verification_state` (empty:
+        not yet looked at; pending, verified, not_applied, unverified, off), `checks_made` of
+        `checks_planned`, `next_check_at`, `verified_at` (UTC), the values Target held before
+        the send (`prior_values`, read at `prior_read_at`; None for an attribute that did not
+        exist) and the attributes the send left out as unchanged (`left_out`). Needs the view
+        permission. Without ids, sent updates are listed.
+
+        Example::
+
+            nb.verification(ids=result.ids)["verification_state"].value_counts()
+        """
+        return _orm.run(self._verification, ids=ids, connection=connection, status=status,
+                        created_by=created_by, reason=reason, limit=limit)
+
+    def _verification(self, *, ids, connection, status, created_by, reason, limit
+                      ) -> pd.DataFrame:
+        from updates import verification
+        from updates.models import VerificationState
+
+        user = self._user()
+        self._need(user, "updates.view_profileupdate", "view profile updates")
+        status = None if ids is not None and status == "sent" else status
+        _, qs = self._selection(ids=ids, connection=connection, status=status,
+                                created_by=created_by, reason=reason, required=False)
+        fields = {"update_id": "id", "connection": "connection__label", "status": "status",
+                  "acknowledged_at": "acknowledged_at", "verification_state": "verification_state",
+                  "checks_made": "verification_checks", "next_check_at": "verification_next_at",
+                  "verified_at": "verified_at", "prior_read_at": "prior_read_at",
+                  "prior_values": "prior_values", "left_out": "unsent_unchanged"}
+        rows = list(qs.order_by("-id").values_list(*fields.values())[:limit])
+        frame = pd.DataFrame(rows, columns=list(fields))
+        frame.insert(frame.columns.get_loc("checks_made") + 1, "checks_planned",
+                     len(verification.check_delays()))
+        _ints(frame, "update_id", "checks_made", "checks_planned")
+        _utc(frame, "acknowledged_at", "next_check_at", "verified_at", "prior_read_at")
+        frame["verification_state"] = pd.Categorical(
+            frame["verification_state"], categories=["", *VerificationState.values])
+        frame["connection"] = frame["connection"].astype("category")
+        return frame
+
+    def revert(self, *, ids: Any, comment: str = "") -> Reverts:
+        """Stage, per sent update, a revert carrying the values Target held before it was sent
+        (verification.update_revert): a draft by this user, which goes through submit and
+        approval like any other — so whoever stages a revert cannot approve it. An attribute
+        that did not exist before cannot be removed through Target's API; the result says so per
+        attribute. Refusals (not sent, no read from before the send, no permission) come back
+        per update, never raised.
+
+        Example::
+
+            reverts = nb.revert(ids=[41, 42], comment="wrong list")
+            nb.submit(ids=reverts.ids)
+        """
+        return _orm.run(self._revert, ids=ids, comment=comment)
+
+    def _revert(self, *, ids, comment) -> Reverts:
+        from django.core.exceptions import ValidationError
+
+        from updates import verification
+        from updates.models import ProfileUpdate
+
+        user = self._user()
+        wanted = _ids(ids)
+        if not wanted:
+            raise ValueError("Say which updates to revert: ids=….")
+        found = {u.pk: u for u in ProfileUpdate.objects.filter(pk__in=wanted)
+                 .select_related("connection")}
+        rows = []
+        for pk in dict.fromkeys(wanted):
+            update = found.get(pk)
+            row = {"update_id": pk, "outcome": "refused", "revert_update_id": None,
+                   "reverted": {}, "not_revertible": {}, "message": ""}
+            if update is None:
+                row["message"] = f"Update #{pk} does not exist."
+            else:
+                try:
+                    revert, plan = verification.update_revert(update=update, by=user,
+                                                              comment=comment)
+                except ValidationError as error:
+                    row["message"] = " ".join(error.messages)
+                else:
+                    row.update(outcome="done", revert_update_id=revert.pk,
+                               reverted=plan.attributes, not_revertible=plan.not_revertible)
+            rows.append(row)
+        table = pd.DataFrame(rows, columns=["update_id", "outcome", "revert_update_id",
+                                            "reverted", "not_revertible", "message"])
+        _ints(table, "update_id", "revert_update_id")
+        table["outcome"] = pd.Categorical(table["outcome"], categories=["done", "refused"])
+        done = int((table["outcome"] == "done").sum())
+        return Reverts(table, done=done, refused=len(table) - done)
 
     # -- listings --
 

@@ -27,6 +27,7 @@ SENDER_FIELDS = (
     "connection", "identity_type", "identity", "attributes", "approved_hash", "status",
     "attempt_count", "attempts_total", "next_attempt_at", "lease_owner", "lease_expires_at",
     "acknowledged_at", "last_error",
+    "unsent_unchanged",  # verification.before_send clears a retry's left-out list without a query
 )
 # Requests are started only while the lease still covers a full request plus this margin.
 LEASE_SAFETY_SECONDS = 5.0

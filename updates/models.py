@@ -80,6 +80,12 @@ class TargetConnection(models.Model):
         help_text="Before sending, end an update whose every attribute already holds the staged "
         "value at Target as 'unchanged', without a request (no quota used).",
     )
+    drop_unchanged_attributes = models.BooleanField(
+        default=False,
+        help_text="Before sending, leave out of the request the attributes that already hold the "
+        "staged value at Target (per a recent read), when others still change. Approval and "
+        "verification still cover every attribute.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -291,6 +297,9 @@ class ProfileUpdate(models.Model):
     # {"name": None} when the attribute did not exist; empty when no read was on record.
     prior_values = models.JSONField(default=dict, blank=True)
     prior_read_at = models.DateTimeField(null=True, blank=True)
+    # Attributes the last send left out because Target already held their staged value (the
+    # connection's drop_unchanged_attributes); verification still checks them, by value.
+    unsent_unchanged = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-id"]

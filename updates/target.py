@@ -102,7 +102,8 @@ def request_for(update: Any) -> ProfileRequest:
         client_code=connection.client_code,
         identity_type=update.identity_type,
         identity=update.identity,
-        attributes=update.attributes,
+        # before_send may leave out attributes Target already holds (drop_unchanged_attributes).
+        attributes=getattr(update, "send_attributes", None) or update.attributes,
         token=connection.bearer_token,
     )
 

@@ -71,7 +71,8 @@ def before_send(*, updates: list[ProfileUpdate], connection: TargetConnection, o
     now = now or timezone.now()
     latest = _latest_reads([u.pk for u in updates])
     skipped: list[tuple[ProfileUpdate, ProfileRead]] = []
-    if connection.skip_unchanged:
+    fresh: dict[int, ProfileRead] = {}  # reads no older than the max age, for leaving attributes out
+    if connection.skip_unchanged or connection.drop_unchanged_attributes:
         max_age = dt.timedelta(seconds=setting("SKIP_UNCHANGED_MAX_READ_AGE_SECONDS"))
         own_session = session is None and any(
             u.pk not in latest or latest[u.pk].at < now - max_age for u in updates)
@@ -89,16 +90,60 @@ def before_send(*, updates: list[ProfileUpdate], connection: TargetConnection, o
                         continue
                     if read.outcome != ProfileRead.Outcome.ERROR:
                         latest[update.pk] = read
-                if _approved_as_is(update) and reading.changes_nothing(update, read):
+                if read.outcome == ProfileRead.Outcome.ERROR or not _approved_as_is(update):
+                    continue
+                fresh[update.pk] = read
+                if connection.skip_unchanged and reading.changes_nothing(update, read):
                     skipped.append((update, read))
         finally:
             if own_session:
                 session.close()
     _keep_prior_values(updates, latest)
-    if not skipped:
-        return updates
-    ended = _end_unchanged(skipped, owner=owner, connection=connection, now=now)
-    return [u for u in updates if u.pk not in ended]
+    ended = (_end_unchanged(skipped, owner=owner, connection=connection, now=now)
+             if skipped else set())
+    to_send = [u for u in updates if u.pk not in ended]
+    _leave_out_unchanged(to_send, fresh if connection.drop_unchanged_attributes else {},
+                         connection=connection, now=now)
+    return to_send
+
+
+def _leave_out_unchanged(updates: list[ProfileUpdate], fresh: dict[int, ProfileRead], *,
+                         connection: TargetConnection, now: dt.datetime) -> None:
+    """Per update with some attributes already holding the staged value per a fresh read and
+    others still changing: the request carries only the changing ones (`send_attributes`, which
+    target.request_for uses). The approval still covers all of them, and verification checks all
+    of them; which were left out, and why, is kept on the update and the timeline."""
+    left_out: list[tuple[ProfileUpdate, list[str], ProfileRead]] = []
+    cleared: list[ProfileUpdate] = []
+    for update in updates:
+        read = fresh.get(update.pk)
+        unchanged = ([] if read is None or read.outcome != ProfileRead.Outcome.FOUND else
+                     [row.name for row in reading.attribute_diff(update, read) if not row.changes])
+        if unchanged and len(unchanged) < len(update.attributes):
+            update.send_attributes = {name: value for name, value in update.attributes.items()
+                                      if name not in unchanged}
+            update.unsent_unchanged = unchanged
+            left_out.append((update, unchanged, read))
+        else:
+            update.send_attributes = None
+            if update.unsent_unchanged:  # an earlier send left some out; this one sends them all
+                update.unsent_unchanged = []
+                cleared.append(update)
+    if not left_out and not cleared:
+        return
+    with transaction.atomic():
+        ProfileUpdate.objects.bulk_update([u for u, _, _ in left_out] + cleared,
+                                          fields=["unsent_unchanged"])
+        AuditEvent.objects.bulk_create([
+            AuditEvent(at=now, actor=None, update_id=update.pk, connection_id=connection.pk,
+                       action="unchanged_attributes_left_out", from_status=S.SENDING,
+                       to_status=S.SENDING,
+                       comment=f"Sent without unchanged attributes: {', '.join(names)} (Target "
+                       f"already held the staged value, read at {read.at:%Y-%m-%d %H:%M:%S} UTC). "
+                       "Verification still checks them.",
+                       changes={"read_id": read.pk, "left_out": names})
+            for update, names, read in left_out
+        ])
 
 
 def _read_before_send(update: ProfileUpdate, now: dt.datetime,
@@ -303,10 +348,13 @@ def compare_with_sent(update: ProfileUpdate, read: ProfileRead, sent: dt.datetim
     if read.outcome != ProfileRead.Outcome.FOUND:
         return CheckResult(False, read.outcome == ProfileRead.Outcome.NOT_FOUND, [], [])
     matching, differing = [], []
+    # Left out of the request because Target already held the value: it must still hold it, but
+    # its modifiedAt is from before the send.
+    not_sent = set(update.unsent_unchanged or ())
     for name in sorted(update.attributes):
         entry = read.attributes.get(name)
         ok = entry is not None and entry.get("value") == update.attributes[name]
-        if ok and sent is not None:
+        if ok and sent is not None and name not in not_sent:
             modified = parse_modified_at(entry.get("modifiedAt", ""))
             ok = modified is not None and modified >= sent - CLOCK_TOLERANCE
         (matching if ok else differing).append(name)

@@ -39,13 +39,17 @@ class TargetConnectionForm(forms.ModelForm):
 
     class Meta:
         model = TargetConnection
-        fields = ["label", "client_code", "base_url", "quota_limit", "active"]
+        fields = ["label", "client_code", "base_url", "quota_limit", "active", "verify_after_send",
+                  "skip_unchanged", "drop_unchanged_attributes"]
         labels = {
             "label": "Label",
             "client_code": "Client code",
             "base_url": "Base URL",
             "quota_limit": "Quota limit (rolling 24 h)",
             "active": "Active",
+            "verify_after_send": "Verify after sending",
+            "skip_unchanged": "Skip unchanged updates",
+            "drop_unchanged_attributes": "Leave out unchanged attributes",
         }
         help_texts = {
             "client_code": "Target's client code, as in https://{clientCode}.tt.omtrdc.net.",
@@ -85,6 +89,9 @@ class TargetConnectionAdmin(OfferedLookupsAdmin):
             "fields": ["token_status", "new_token", "clear_token"],
             "description": "The token is write-only: it is stored, sent to Target, and never "
                            "displayed, exported or logged.",
+        }),
+        ("Closing the loop with Target", {
+            "fields": ["verify_after_send", "skip_unchanged", "drop_unchanged_attributes"],
         }),
         ("Record", {"classes": ["collapse"], "fields": ["created_at", "updated_at"]}),
     ]

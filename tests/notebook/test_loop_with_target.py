@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError
 
 from profileops import notebook
 from tests.conftest import make_connection, make_mapping, make_user
-from updates import quota, reading, verification, workflow
+from updates import quota, reading, verification
 from updates.models import AuditEvent, ProfileUpdate
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -135,6 +135,14 @@ def open_page(request, browser, live_server, console_errors) -> Iterator[Callabl
             for page in context.pages:
                 screenshot(page, f"FAILED-{request.node.name}-{i}")
     for context in contexts:
+        # Let requests the page's own scripts started (the live diff's reads) finish first: the
+        # live server would otherwise still be writing while the test database is flushed, which
+        # PostgreSQL can answer with a deadlock.
+        for page in context.pages:
+            try:
+                page.wait_for_load_state("networkidle", timeout=10_000)
+            except Exception:  # noqa: BLE001 - a page that never idles is closed all the same
+                pass
         context.close()
     if console_errors:
         pytest.fail("Errors in the browser console:\n" + "\n".join(console_errors),

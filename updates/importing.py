@@ -65,7 +65,7 @@ from django.utils import timezone
 from . import mappings, workflow
 from .conf import setting
 from .errors import NOT_UPLOADER, WRONG_STATE, Refused, require_perm
-from .models import AttributeMapping, ImportJob, ProfileUpdate, TargetConnection
+from .models import AttributeMapping, AuditEvent, ImportJob, ProfileUpdate, TargetConnection
 from .validation import identity_errors
 
 logger = logging.getLogger(__name__)
@@ -864,14 +864,30 @@ def _run_claimed(job: ImportJob, data: bytes, *, progress: Callable[[int, int], 
         if mappings.mappings_fingerprint(locked) != fingerprint:
             raise ValidationError(MAPPINGS_CHANGED.format(label=connection.label),
                                   code="mappings_changed")
-        # Live, all at once: one statement, however many rows.
+        # Live, all at once: one statement, however many rows — and the import's one audit
+        # row in the same transaction (each update references the job: import_job).
+        now = timezone.now()
         ProfileUpdate.with_pending_imports.filter(import_pending_id=job.pk).update(
             import_pending=None)
+        import_job_audit(job=job, by=by, at=now, updates=created, fingerprint=fingerprint)
         ImportJob.objects.filter(pk=job.pk).update(
             status=ImportJob.Status.DONE, total_rows=rows, processed_rows=rows,
-            created_updates=created, errors=[], error_count=0, finished_at=timezone.now())
+            created_updates=created, errors=[], error_count=0, finished_at=now)
     _reload(job)
     logger.info("import job %s done: %s updates created", job.pk, created)
+
+
+def import_job_audit(*, job: ImportJob, by, at: dt.datetime, updates: int,
+                     fingerprint: str) -> AuditEvent:
+    """The one "imported" AuditEvent of a finished import (not one per update): who, when, the
+    file, how many updates and the mapping rules they were checked against. Its `at` is the
+    job's finished_at, by which an update's timeline finds it (selectors.update_timeline)."""
+    transition = workflow.T["import_and_submit" if job.submit_after_import else "import"]
+    return AuditEvent.objects.create(
+        at=at, actor=by, action=transition.action, connection_id=job.connection_id,
+        to_status=transition.target, comment=f"Imported from file {job.file_name}",
+        changes={"import_job": job.pk, "file_name": job.file_name, "updates": updates,
+                 "mappings_fingerprint": fingerprint})
 
 
 def import_reason(job: ImportJob) -> str:

@@ -276,6 +276,13 @@ class ProfileUpdate(models.Model):
     # (see VisibleUpdateManager). Cleared, for all of the import's rows at once, when it ends.
     import_pending = models.ForeignKey("ImportJob", on_delete=models.CASCADE, null=True,
                                        blank=True, editable=False, related_name="+")
+    # The import that created this update, for good. Its one "imported" AuditEvent (connection
+    # level: who, when, the file, the count) plus this update's first state is the update's
+    # "imported" entry on its timeline (selectors.update_timeline) — no audit row per update.
+    # RESTRICT: a job whose updates are live cannot be deleted (its rows not yet live cascade
+    # away through import_pending).
+    import_job = models.ForeignKey("ImportJob", on_delete=models.RESTRICT, null=True,
+                                   blank=True, editable=False, related_name="+")
 
     # Read-back after sending (owned by verification.py); see VerificationState.
     verification_state = models.CharField(

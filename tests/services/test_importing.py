@@ -22,7 +22,7 @@ from django_q.models import OrmQ
 from openpyxl import Workbook
 
 from tests.conftest import approve_via_workflow, make_mapping, make_user
-from updates import importing, mappings, sending, tasks_import
+from updates import importing, mappings, selectors, sending, tasks_import, workflow
 from updates.errors import Refused
 from updates.models import AuditEvent, ImportJob, ProfileUpdate, UpdateStatus
 from updates.resources import ProfileUpdateImportResource
@@ -88,7 +88,52 @@ def test_a_valid_file_is_previewed_without_saving_then_imported_as_the_users_dra
         assert update.status == UpdateStatus.DRAFT
         assert update.created_by == operator and update.last_edited_by == operator
         assert update.reason == f"import #{job.pk}: updates.csv"
-    assert AuditEvent.objects.filter(action="imported", actor=operator, to_status="draft").count() == 3
+    # One audit row for the whole import, not one per update; each update references the job.
+    event = AuditEvent.objects.get(action="imported")
+    assert (event.actor, event.to_status, event.update, event.connection) == (
+        operator, "draft", None, connection)
+    assert event.at == job.finished_at
+    assert event.changes == {"import_job": job.pk, "file_name": "updates.csv", "updates": 3,
+                             "mappings_fingerprint": job.mappings_fingerprint}
+    assert {u.import_job_id for u in updates.values()} == {job.pk}
+
+
+def test_an_imported_updates_timeline_says_which_file_who_and_when_with_the_values_as_imported(
+        connection, operator, other_operator):
+    job = create(connection, operator, csv_bytes("mbox3rdPartyId,c-1,funded,gold,first call"),
+                 name="May leads.csv")
+    importing.import_job_start(job=job, by=operator)
+    job.refresh_from_db()
+    update = ProfileUpdate.objects.get()
+    workflow.update_edit(update=update, by=other_operator, identity="c-1b",
+                         attributes={"loanStatus": "declined"})
+    update.refresh_from_db()
+
+    entries = [e.event for e in selectors.update_timeline(update=update)]
+    assert [e.action for e in entries] == ["imported", "edited"]
+    imported, edited = entries
+    assert (imported.actor, imported.at, imported.to_status) == (operator, job.finished_at,
+                                                                 "draft")
+    assert imported.comment == f"Imported from file May leads.csv (import #{job.pk})"
+    assert imported.changes == {  # as imported, not as edited since
+        "identity_type": {"before": None, "after": "mbox3rdPartyId"},
+        "identity": {"before": None, "after": "c-1"},
+        "attributes": {"before": None, "after": {"loanStatus": "funded", "loyaltyTier": "gold",
+                                                 "callNote": "first call"}}}
+    assert edited.changes["identity"] == {"before": "c-1", "after": "c-1b"}
+
+
+def test_the_importer_and_every_later_editor_are_content_authors_who_cannot_decide(
+        connection, operator, supervisor):
+    both = make_user("operator_and_supervisor", "Operators", "Supervisors")
+    job = create(connection, both, csv_bytes("mbox3rdPartyId,c-1,funded,,",
+                                             "mbox3rdPartyId,c-2,applied,,"), submit=True)
+    importing.import_job_start(job=job, by=both)
+    updates = list(ProfileUpdate.objects.order_by("id"))
+    assert [set(u.content_authors.all()) for u in updates] == [{both}, {both}]
+    outcome = workflow.apply_to_each(workflow.update_approve, updates, by=both)
+    assert outcome.done == [] and len(outcome.refused) == 2
+    assert workflow.apply_to_each(workflow.update_approve, updates, by=supervisor).refused == []
 
 
 def test_submit_at_once_creates_updates_pending_approval(connection, operator):
@@ -496,7 +541,7 @@ def test_a_hundred_thousand_row_file_imports_in_the_background_path(connection, 
     job.refresh_from_db()
     assert (job.status, job.created_updates, job.processed_rows) == ("done", rows, rows)
     assert ProfileUpdate.objects.filter(status="draft", created_by=operator).count() == rows
-    assert AuditEvent.objects.filter(action="imported").count() == rows
+    assert AuditEvent.objects.filter(action="imported", changes__updates=rows).count() == 1
     last = ProfileUpdate.objects.get(identity=f"customer-{rows - 1}")
     assert last.attributes == {"loanStatus": "funded", "loyaltyTier": "gold",
                                "callNote": f"call {rows - 1}"}
@@ -745,7 +790,9 @@ def test_an_import_makes_all_its_rows_live_at_once_at_the_end(connection, operat
     importing.import_job_run(job=job, progress_every=2000)
     assert ProfileUpdate.objects.filter(reason=importing.import_reason(job)).count() == 4500
     assert not ProfileUpdate.with_pending_imports.filter(import_pending__isnull=False).exists()
-    assert AuditEvent.objects.filter(action="imported").count() == 4500
+    # Its one audit row, written with them: {"updates": 4500}.
+    assert AuditEvent.objects.get(action="imported").changes["updates"] == 4500
+    assert ProfileUpdate.objects.filter(import_job=job).count() == 4500
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)

@@ -1,0 +1,19 @@
+import django.db.models.deletion
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ("updates", "0009_import_preview_checks"),
+    ]
+
+    operations = [
+        migrations.AddField(
+            model_name="profileupdate",
+            name="import_job",
+            field=models.ForeignKey(blank=True, editable=False, null=True,
+                                    on_delete=django.db.models.deletion.RESTRICT,
+                                    related_name="+", to="updates.importjob"),
+        ),
+    ]

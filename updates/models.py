@@ -499,6 +499,9 @@ class ImportJob(models.Model):
     # mappings.mappings_fingerprint of the active mappings the preview checked the rows against;
     # the import saves only while the connection's mappings still have it.
     mappings_fingerprint = models.CharField(max_length=64, blank=True, default="", editable=False)
+    # SHA-256 of the file the preview checked; the import saves only that very file (a file
+    # streamed from disk by `import_updates` is not stored, so it could change in between).
+    file_sha256 = models.CharField(max_length=64, blank=True, default="", editable=False)
 
     class Meta:
         ordering = ["-created_at"]

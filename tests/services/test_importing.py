@@ -8,6 +8,7 @@ note (text, at most 1,000) → callNote.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import threading
 import time
@@ -283,6 +284,36 @@ def test_two_rows_for_the_same_visitor_refuse_the_file_naming_both_rows(connecti
                                               "hold one update per visitor; merge the two rows "
                                               "into one.")]
     assert not ProfileUpdate.objects.exists()
+
+
+def test_duplicates_found_in_the_second_pass_keep_every_problem_in_row_order(connection,
+                                                                              operator):
+    job = create(connection, operator, csv_bytes(
+        "mbox3rdPartyId,c-1,funded,,", "mbox3rdPartyId,c-2,paid,,",
+        "mbox3rdPartyId,c-1,funded,,", "mbox3rdPartyId,c-3,paid,,",
+        "mbox3rdPartyId,c-2,funded,,", "mbox3rdPartyId,c-1,funded,,"))
+    assert [(r, c) for r, c, _ in errors_of(job)] == [
+        (3, "loan_status"), (4, "identity"), (5, "loan_status"), (6, "identity"),
+        (7, "identity")]
+    assert [m for r, c, m in errors_of(job) if c == "identity"] == [
+        importing.duplicate_error(2, 4).message, importing.duplicate_error(3, 6).message,
+        importing.duplicate_error(2, 7).message]
+    assert job.error_count == 5
+
+
+def test_a_visitor_hash_seen_again_without_the_same_visitor_is_no_duplicate(connection):
+    # Two different visitors with the same 64-bit hash are all but impossible to build; the
+    # second pass is what tells them apart, so it is given such a suspect directly.
+    data = csv_bytes("mbox3rdPartyId,c-1,funded,,", "mbox3rdPartyId,c-2,funded,,")
+    header, rows = importing.read_table(data, "csv")
+    checker = importing.RowChecker(connection=connection, header=header,
+                                   compact_duplicates=True)
+    for number, cells in rows:
+        assert checker.check(number, cells)[0] == []
+    checker.duplicate_suspects.append((3, hash(("mbox3rdPartyId", "c-2"))))
+    result = importing.CheckResult()
+    importing._add_duplicates(result, checker, data, "csv")
+    assert result.valid
 
 
 def test_one_bad_row_among_many_saves_nothing_and_every_problem_is_listed(connection, operator):
@@ -856,3 +887,69 @@ def test_an_import_whose_worker_died_is_ended_and_its_rows_deleted_at_the_next_u
     assert not ProfileUpdate.with_pending_imports.filter(import_pending=dead).exists()
     assert alive.status == "running"  # within twice the task timeout: it may still be running
     assert ProfileUpdate.with_pending_imports.filter(import_pending=alive).count() == 3
+
+
+# --- a file streamed from disk (manage.py import_updates) ----------------------------------------
+
+def test_a_file_on_disk_is_streamed_checked_and_imported_without_being_stored(
+        connection, operator, tmp_path):
+    path = tmp_path / "leads.csv"
+    path.write_bytes(csv_bytes("mbox3rdPartyId,c-1,funded,gold,", "mbox3rdPartyId,c-2,applied,,"))
+    job = importing.import_job_create(connection=connection, file_name=path.name,
+                                      file_path=path, by=operator)
+    assert (job.status, job.total_rows) == ("queued", 2)
+    stored = ImportJob.objects.get(pk=job.pk)
+    assert bytes(stored.file_data) == b""
+    assert stored.file_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+    importing.import_job_run(job=job, file_path=path)
+    assert job.status == "done", job.errors
+    assert {u.identity: u.attributes for u in ProfileUpdate.objects.all()} == {
+        "c-1": {"loanStatus": "funded", "loyaltyTier": "gold"}, "c-2": {"loanStatus": "applied"}}
+
+
+def test_a_file_on_disk_changed_after_its_check_saves_nothing(connection, operator, tmp_path):
+    path = tmp_path / "leads.csv"
+    path.write_bytes(csv_bytes("mbox3rdPartyId,c-1,funded,,"))
+    job = importing.import_job_create(connection=connection, file_name=path.name,
+                                      file_path=path, by=operator)
+    path.write_bytes(csv_bytes("mbox3rdPartyId,c-1,declined,,"))  # same rows, other values
+    importing.import_job_run(job=job, file_path=path)
+    assert job.status == "error"
+    assert errors_of(job) == [(None, "", f"{importing.FILE_CHANGED} Nothing was saved.")]
+    assert not ProfileUpdate.with_pending_imports.exists()
+
+
+def test_a_file_on_disk_that_is_not_utf8_names_its_row(connection, operator, tmp_path):
+    path = tmp_path / "latin1.csv"
+    rows = [f"mbox3rdPartyId,c-{i},funded,,note" for i in range(5000)] + [
+        "mbox3rdPartyId,c-x,funded,,Zürich"]
+    path.write_bytes(csv_bytes(*rows).decode().encode("latin-1"))
+    job = importing.import_job_create(connection=connection, file_name=path.name,
+                                      file_path=path, by=operator)
+    assert errors_of(job) == [(None, "", "The file is not UTF-8 text (row 5002). Save it as "
+                                         "'CSV UTF-8' or XLSX.")]
+
+
+def test_a_file_on_disk_is_not_bound_by_the_upload_size_limit(connection, operator, tmp_path,
+                                                              monkeypatch):
+    monkeypatch.setattr(importing, "MAX_FILE_BYTES", 100)  # an upload of this size is refused
+    path = tmp_path / "leads.csv"
+    path.write_bytes(csv_bytes(*[f"mbox3rdPartyId,c-{i},funded,," for i in range(20)]))
+    with pytest.raises(ValidationError, match="larger than"):
+        create(connection, operator, path.read_bytes())
+    job = importing.import_job_create(connection=connection, file_name=path.name,
+                                      file_path=path, by=operator)
+    assert (job.status, job.total_rows) == ("queued", 20)
+
+
+def test_an_import_whose_file_stayed_on_disk_cannot_be_started_without_it(connection, operator,
+                                                                          tmp_path):
+    path = tmp_path / "leads.csv"
+    path.write_bytes(csv_bytes("mbox3rdPartyId,c-1,funded,,"))
+    job = importing.import_job_create(connection=connection, file_name=path.name,
+                                      file_path=path, by=operator)
+    importing.import_job_start(job=job, by=operator)  # e.g. from the admin
+    job.refresh_from_db()
+    assert job.status == "error" and "run the import from there" in job.errors[0]["message"]
+    assert not ProfileUpdate.with_pending_imports.exists()

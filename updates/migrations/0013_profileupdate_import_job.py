@@ -16,4 +16,9 @@ class Migration(migrations.Migration):
                                     on_delete=django.db.models.deletion.RESTRICT,
                                     related_name="+", to="updates.importjob"),
         ),
+        migrations.AddField(
+            model_name="importjob",
+            name="file_sha256",
+            field=models.CharField(blank=True, default="", editable=False, max_length=64),
+        ),
     ]

@@ -10,8 +10,10 @@ Every row is checked before anything is saved — the identity, every value thro
 (mappings.normalise_value), then the whole update through workflow.check_content, the same checks
 as staging one update in the admin. Each problem becomes {"row", "column", "message"}; a file
 with any problem saves nothing. A valid file becomes drafts (or pending updates, when asked)
-created by the importing user, with one audit row each (workflow.updates_stage_many), in one
-transaction.
+created by the importing user (workflow.updates_stage_many), each referencing its job
+(ProfileUpdate.import_job), with ONE audit row for the whole job (import_job_audit), written in
+the transaction that makes them all live; an update's timeline rebuilds its "imported" entry
+from that row and the update's first state (selectors.update_timeline).
 
 Two rows for the same visitor (same identity type and identity) in one file are refused — the
 second row's error names both row numbers. Which of two values "wins" depends on the order rows
@@ -19,9 +21,11 @@ were exported in, which nobody checks; merge the rows into one instead.
 
 Files: CSV as UTF-8, with or without a byte-order mark, comma-separated (semicolon- or
 tab-separated files, as some spreadsheet locales save them, are recognised from the header);
-XLSX: the first worksheet. Memory stays bounded: rows are streamed from the stored file, once
-to check (the preview) and once to save, so only the visitor index used to find duplicates
-grows with the file, never a table of every row. Reading stops with a refusal as soon as a file
+XLSX: the first worksheet. Memory stays bounded: rows are streamed from the stored file — or,
+for `manage.py import_updates`, from the file on disk, which is then neither held nor stored
+(so the upload's MAX_FILE_BYTES does not bind it; its SHA-256 is kept instead) — once to check
+(the preview) and once to save. Only a hash per visitor grows with the file (duplicates), never
+a table of every row. Reading stops with a refusal as soon as a file
 crosses an upload limit (import_limit: unpacked size, rows, cells per row, characters per cell).
 The stored file is dropped as soon as the import starts (or at once, when the file is invalid):
 from then on the updates, or the errors, say what it held.

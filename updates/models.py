@@ -280,9 +280,11 @@ class ProfileUpdate(models.Model):
     # level: who, when, the file, the count) plus this update's first state is the update's
     # "imported" entry on its timeline (selectors.update_timeline) — no audit row per update.
     # RESTRICT: a job whose updates are live cannot be deleted (its rows not yet live cascade
-    # away through import_pending).
+    # away through import_pending). No index: it is read from the update, never searched by
+    # (jobs are never deleted), and each index costs every imported row an entry.
     import_job = models.ForeignKey("ImportJob", on_delete=models.RESTRICT, null=True,
-                                   blank=True, editable=False, related_name="+")
+                                   blank=True, editable=False, related_name="+",
+                                   db_index=False)
 
     # Read-back after sending (owned by verification.py); see VerificationState.
     verification_state = models.CharField(

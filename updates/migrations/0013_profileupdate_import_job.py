@@ -12,7 +12,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="profileupdate",
             name="import_job",
-            field=models.ForeignKey(blank=True, editable=False, null=True,
+            field=models.ForeignKey(blank=True, db_index=False, editable=False, null=True,
                                     on_delete=django.db.models.deletion.RESTRICT,
                                     related_name="+", to="updates.importjob"),
         ),

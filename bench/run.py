@@ -5,6 +5,7 @@
                                   [--only sending,import,admin,quota,memory]
                                   [--concurrency N[,N…]] [--batch-size N]
                                   [--size N] [--schedule]
+                                  [--import-rows N] [--import-repeat N]
 
 For each database it creates a scratch database (SQLite: a file in a temporary directory;
 PostgreSQL: `profileops_bench_<pid>` on 127.0.0.1:5432 as user postgres, plus one copy per
@@ -267,24 +268,48 @@ def _sending_line(r: dict, out: list[str]) -> None:
 
 
 def run_import(dbs, args, sizes, emulator: Emulator, out: list[str]) -> dict:
-    result = {}
-    for mode in ("raw", "service"):
-        url = dbs.clone(f"import_{mode}")
-        try:
-            result[mode] = child("import_speed", url, args, "--rows", sizes["import"],
-                                 "--mode", mode)
-        finally:
-            dbs.drop(f"import_{mode}")
+    """raw, service — then, with --import-repeat N, service, raw, raw, service … (N of each,
+    alternated so drifting load weighs on both); each figure is the median of its mode's runs,
+    each on a fresh copy of the database."""
+    runs: dict[str, list[dict]] = {"raw": [], "service": []}
+    order = [("raw", "service") if n % 2 == 0 else ("service", "raw")
+             for n in range(args.import_repeat)]
+    for pair in order:
+        for mode in pair:
+            url = dbs.clone(f"import_{mode}")
+            try:
+                runs[mode].append(child("import_speed", url, args, "--rows", sizes["import"],
+                                        "--mode", mode))
+            finally:
+                dbs.drop(f"import_{mode}")
+
+    def median_run(mode: str) -> dict:
+        ordered = sorted(runs[mode], key=lambda r: r["seconds"])
+        return ordered[(len(ordered) - 1) // 2]
+
+    result: dict[str, Any] = {"raw": median_run("raw"), "service": median_run("service"),
+                              "runs": runs}
     s, r = result["service"], result["raw"]
     ratio = s["seconds"] / r["seconds"]
     result["ratio"] = ratio
+    result["pair_ratios"] = [sv["seconds"] / rw["seconds"]
+                             for sv, rw in zip(runs["service"], runs["raw"])]
+    if args.import_repeat > 1:
+        out.append(
+            f"2. Import, {args.import_repeat} runs of each mode (alternated): service "
+            + ", ".join(f"{x['seconds']:.1f}" for x in runs["service"]) + " s; raw "
+            + ", ".join(f"{x['seconds']:.1f}" for x in runs["raw"]) + " s; ratio per pair "
+            + ", ".join(f"{x:.2f}" for x in result["pair_ratios"]) + "; medians below")
     out.append(
         f"2. Import ({s['rows']:,}-row CSV, {s['file_mb']:.1f} MB): service {s['seconds']:.1f} s "
         f"(preview check {s['preview_seconds']:.1f} s + confirmed import "
         f"{s['seconds'] - s['preview_seconds']:.1f} s), raw bulk_create {r['seconds']:.1f} s, "
-        f"ratio {ratio:.2f}; CPU {s.get('cpu_seconds', 0):.1f} s vs {r.get('cpu_seconds', 0):.1f} s; "
-        f"peak RSS service {s['peak_rss_mb']:.0f} MB, raw {r['peak_rss_mb']:.0f} MB "
-        f"[≤ 2×: {ok(ratio <= 2)}; peak RSS ≤ 150 MB: {ok(s['peak_rss_mb'] <= 150)}]; "
+        f"ratio {ratio:.2f}; CPU {s.get('cpu_seconds', 0):.1f} s vs {r.get('cpu_seconds', 0):.1f} s "
+        f"(×{s.get('cpu_seconds', 0) / max(r.get('cpu_seconds', 0), 1e-9):.2f}); "
+        f"peak RSS service {max(x['peak_rss_mb'] for x in runs['service']):.0f} MB, raw "
+        f"{max(x['peak_rss_mb'] for x in runs['raw']):.0f} MB (highest of the runs) "
+        f"[≤ 2×: {ok(ratio <= 2)}; peak RSS ≤ 150 MB: "
+        f"{ok(max(x['peak_rss_mb'] for x in runs['service']) <= 150)}]; "
         f"load average {s['load_average'][0]:.1f}")
     return result
 
@@ -428,6 +453,9 @@ def main() -> None:
     parser.add_argument("--import-rows", type=int, default=None,
                         help="Rows of the import benchmark's file (default 100,000; 5,000 with "
                              "--quick), e.g. 50000 or 1000000.")
+    parser.add_argument("--import-repeat", type=int, default=1,
+                        help="Runs of each import mode, alternated (raw, service, service, "
+                             "raw …); the figures are medians. Default 1.")
     args = parser.parse_args()
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
     args.concurrency = [int(v) for v in args.concurrency.split(",") if v.strip()]

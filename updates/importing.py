@@ -10,8 +10,10 @@ Every row is checked before anything is saved — the identity, every value thro
 (mappings.normalise_value), then the whole update through workflow.check_content, the same checks
 as staging one update in the admin. Each problem becomes {"row", "column", "message"}; a file
 with any problem saves nothing. A valid file becomes drafts (or pending updates, when asked)
-created by the importing user, with one audit row each (workflow.updates_stage_many), in one
-transaction.
+created by the importing user (workflow.updates_stage_many), each referencing its job
+(ProfileUpdate.import_job), with ONE audit row for the whole job (import_job_audit), written in
+the transaction that makes them all live; an update's timeline rebuilds its "imported" entry
+from that row and the update's first state (selectors.update_timeline).
 
 Two rows for the same visitor (same identity type and identity) in one file are refused — the
 second row's error names both row numbers. Which of two values "wins" depends on the order rows
@@ -19,9 +21,11 @@ were exported in, which nobody checks; merge the rows into one instead.
 
 Files: CSV as UTF-8, with or without a byte-order mark, comma-separated (semicolon- or
 tab-separated files, as some spreadsheet locales save them, are recognised from the header);
-XLSX: the first worksheet. Memory stays bounded: rows are streamed from the stored file, once
-to check (the preview) and once to save, so only the visitor index used to find duplicates
-grows with the file, never a table of every row. Reading stops with a refusal as soon as a file
+XLSX: the first worksheet. Memory stays bounded: rows are streamed from the stored file — or,
+for `manage.py import_updates`, from the file on disk, which is then neither held nor stored
+(so the upload's MAX_FILE_BYTES does not bind it; its SHA-256 is kept instead) — once to check
+(the preview) and once to save. Only a hash per visitor grows with the file (duplicates), never
+a table of every row. Reading stops with a refusal as soon as a file
 crosses an upload limit (import_limit: unpacked size, rows, cells per row, characters per cell).
 The stored file is dropped as soon as the import starts (or at once, when the file is invalid):
 from then on the updates, or the errors, say what it held.
@@ -48,13 +52,16 @@ from __future__ import annotations
 import codecs
 import csv
 import datetime as dt
+import hashlib
 import io
 import itertools
 import logging
+import os
 import re
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -65,7 +72,7 @@ from django.utils import timezone
 from . import mappings, workflow
 from .conf import setting
 from .errors import NOT_UPLOADER, WRONG_STATE, Refused, require_perm
-from .models import AttributeMapping, ImportJob, ProfileUpdate, TargetConnection
+from .models import AttributeMapping, AuditEvent, ImportJob, ProfileUpdate, TargetConnection
 from .validation import identity_errors
 
 logger = logging.getLogger(__name__)
@@ -182,12 +189,19 @@ def detect_format(file_name: str, data: bytes) -> str:
     return "xlsx" if data[:4] == b"PK\x03\x04" else "csv"
 
 
-def read_table(data: bytes, file_format: str) -> tuple[list[str], Iterator[tuple[int, Sequence]]]:
-    """The header names and a stream of (row number, cells) for the data rows."""
+# What a file is read from: its bytes (an upload, stored on its job), or the path of a CSV file
+# that `manage.py import_updates` streams from disk without holding it in memory.
+Source = bytes | os.PathLike
+
+
+def read_table(data: Source, file_format: str, *, digest: Any = None
+               ) -> tuple[list[str], Iterator[tuple[int, Sequence]]]:
+    """The header names and a stream of (row number, cells) for the data rows. `digest` (a
+    hashlib object), when given, is fed every byte of the file as it is read (CSV)."""
     if file_format == "csv":
-        rows = _csv_rows(data)
+        rows = _csv_rows(data, digest)
     elif file_format == "xlsx":
-        rows = _xlsx_rows(data)
+        rows = _xlsx_rows(data if isinstance(data, bytes) else Path(data).read_bytes())
     else:
         raise ImportFileError(f"Unknown file format {file_format!r}; use CSV or XLSX.")
     rows = _bounded(rows)
@@ -249,21 +263,59 @@ def _width_guarded(lines: Iterator[str], delimiter: str) -> Iterator[str]:
         yield line
 
 
-def _csv_rows(data: bytes) -> Iterator[Sequence]:
-    if (bad_row := _first_non_utf8_row(data)) is not None:
-        raise ImportFileError(f"The file is not UTF-8 text (row {bad_row}). "
-                              "Save it as 'CSV UTF-8' or XLSX.")
-    text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="")
-    first = text.readline()
-    if first == "":
-        return  # an empty file: no header
-    delimiter = _delimiter(first)
-    reader = csv.reader(_width_guarded(itertools.chain([first], text), delimiter),
-                        delimiter=delimiter, strict=True)
+def _not_utf8(row: int | None) -> ImportFileError:
+    return ImportFileError(f"The file is not UTF-8 text (row {row}). "
+                           "Save it as 'CSV UTF-8' or XLSX.")
+
+
+class _HashingReader(io.RawIOBase):
+    """A file's bytes as read, fed to a digest on the way (the import checks that it saves the
+    very file its preview checked)."""
+
+    def __init__(self, stream, digest) -> None:
+        self._stream = stream
+        self._digest = digest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        count = self._stream.readinto(buffer)
+        if count and self._digest is not None:
+            self._digest.update(memoryview(buffer)[:count])
+        return count
+
+    def close(self) -> None:
+        self._stream.close()
+        super().close()
+
+
+def _csv_rows(data: Source, digest: Any = None) -> Iterator[Sequence]:
+    if isinstance(data, bytes):
+        if (bad_row := _first_non_utf8_row(_chunks(data))) is not None:
+            raise _not_utf8(bad_row)
+        if digest is not None:
+            digest.update(data)
+        binary = io.BytesIO(data)
+    else:  # streamed from disk: only a buffer of it is in memory at any time
+        binary = io.BufferedReader(_HashingReader(open(data, "rb"), digest), 1 << 16)
+    text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
     number = 0
     try:
+        first = text.readline()
+        if first == "":
+            return  # an empty file: no header
+        delimiter = _delimiter(first)
+        reader = csv.reader(_width_guarded(itertools.chain([first], text), delimiter),
+                            delimiter=delimiter, strict=True)
         for number, row in enumerate(reader, start=1):  # noqa: B007 - read in the handler
             yield row
+    except UnicodeDecodeError:  # a streamed file: find the line, reading it once more
+        if isinstance(data, bytes):
+            raise
+        with open(data, "rb") as again:
+            raise _not_utf8(_first_non_utf8_row(iter(lambda: again.read(1 << 20), b""))
+                            ) from None
     except csv.Error as error:
         if "field larger than field limit" in str(error):
             limit = import_limit("IMPORT_MAX_CELL_CHARS")
@@ -271,19 +323,30 @@ def _csv_rows(data: bytes) -> Iterator[Sequence]:
                                   f"accepts; a cell holds at most {limit:,} characters.",
                                   row=number + 1) from None
         raise ImportFileError(f"Row {number + 1} is not valid CSV: {error}.") from None
+    finally:
+        text.close()
 
 
-def _first_non_utf8_row(data: bytes, chunk: int = 1 << 20) -> int | None:
-    """The line holding the first byte that is not UTF-8, or None — without decoding it all
-    into memory at once."""
+def _chunks(data: bytes, size: int = 1 << 20) -> Iterator[bytes]:
+    return (data[start:start + size] for start in range(0, len(data), size))
+
+
+def _first_non_utf8_row(chunks: Iterator[bytes]) -> int | None:
+    """The line holding the first byte that is not UTF-8, or None — a chunk at a time, without
+    decoding it all into memory at once."""
     decoder = codecs.getincrementaldecoder("utf-8")()
-    for start in range(0, len(data), chunk):
+    line = 1
+    for chunk in chunks:
         held = len(decoder.getstate()[0])  # an unfinished character from the previous chunk
         try:
-            decoder.decode(data[start:start + chunk], final=start + chunk >= len(data))
+            decoder.decode(chunk)
         except UnicodeDecodeError as error:
-            offset = max(0, start - held + error.start)
-            return data.count(b"\n", 0, offset) + 1
+            return line + chunk.count(b"\n", 0, max(0, error.start - held))
+        line += chunk.count(b"\n")
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return line
     return None
 
 
@@ -434,11 +497,20 @@ class RowChecker:
 
     Stateful: it remembers every visitor seen so far, to refuse a second row for the same one.
     Shared by the streaming import below and the django-import-export resource (resources.py).
+
+    compact_duplicates (check_file, for files of a million rows): remember only a hash of each
+    visitor — a set of integers, not of strings and row numbers — and, instead of refusing a row
+    whose hash was seen, note it in `duplicate_suspects`; the caller then reads the file a second
+    time to tell true duplicates from hash collisions and to name both rows (check_file).
     """
 
     def __init__(self, *, connection: TargetConnection, header: Sequence[str],
-                 connection_mappings: list[AttributeMapping] | None = None) -> None:
+                 connection_mappings: list[AttributeMapping] | None = None,
+                 compact_duplicates: bool = False) -> None:
         self.connection = connection
+        self._compact = compact_duplicates
+        self._seen_hashes: set[int] = set()
+        self.duplicate_suspects: list[tuple[int, int]] = []  # (row number, visitor hash)
         self.mappings = (connection_mappings if connection_mappings is not None
                          else mappings.active_mappings(connection))
         self.header = list(header)
@@ -536,12 +608,17 @@ class RowChecker:
             except ValidationError as error:
                 for key, messages in error.message_dict.items():
                     problems.extend(RowError(number, *self._locate(key, m)) for m in messages)
-        if not any(p.column in IDENTITY_COLUMNS for p in problems):
+        if self._compact:
+            if not any(p.column in IDENTITY_COLUMNS for p in problems):
+                visitor = hash((identity_type, identity))
+                if visitor in self._seen_hashes:
+                    self.duplicate_suspects.append((number, visitor))
+                else:
+                    self._seen_hashes.add(visitor)
+        elif not any(p.column in IDENTITY_COLUMNS for p in problems):
             first = self._seen.setdefault((identity_type, identity), number)
             if first != number:
-                problems.append(RowError(number, "identity", (
-                    f"Same visitor as row {first} (rows {first} and {number}): a file may hold "
-                    "one update per visitor; merge the two rows into one.")))
+                problems.append(duplicate_error(first, number))
         if problems:
             return problems, None
         return [], {"identity_type": identity_type, "identity": identity, "attributes": attributes}
@@ -557,6 +634,16 @@ class RowChecker:
                 return source, message
         return "", message
 
+    def visitor(self, cells: Sequence) -> tuple[str, str]:
+        return (cell_text(self._cell(cells, self._type_index)),
+                cell_text(self._cell(cells, self._identity_index)))
+
+
+def duplicate_error(first: int, number: int) -> RowError:
+    return RowError(number, "identity", (
+        f"Same visitor as row {first} (rows {first} and {number}): a file may hold one update "
+        "per visitor; merge the two rows into one."))
+
 
 def _without_prefix(source: str, message: str) -> str:
     # mappings.py names the source in front of its messages; the column says it already.
@@ -564,15 +651,18 @@ def _without_prefix(source: str, message: str) -> str:
     return message[len(prefix):] if message.startswith(prefix) else message
 
 
-def check_file(*, connection: TargetConnection, data: bytes, file_format: str,
+def check_file(*, connection: TargetConnection, data: Source, file_format: str,
                progress: Callable[[int], None] | None = None, progress_every: int = 1000,
-               connection_mappings: list[AttributeMapping] | None = None) -> CheckResult:
-    """Read and check every row; save nothing. `progress(rows_checked)` is called as it goes."""
+               connection_mappings: list[AttributeMapping] | None = None,
+               digest: Any = None) -> CheckResult:
+    """Read and check every row; save nothing. `progress(rows_checked)` is called as it goes.
+    Held in memory: the stored errors and a hash per visitor, never the rows. A row whose
+    visitor hash was seen before is looked at again in a second pass, run only then."""
     result = CheckResult()
     try:
-        header, rows = read_table(data, file_format)
+        header, rows = read_table(data, file_format, digest=digest)
         checker = RowChecker(connection=connection, header=header,
-                             connection_mappings=connection_mappings)
+                             connection_mappings=connection_mappings, compact_duplicates=True)
         for problem in checker.header_errors:
             result.add(problem)
         for number, cells in rows:
@@ -586,16 +676,46 @@ def check_file(*, connection: TargetConnection, data: bytes, file_format: str,
                 progress(result.total_rows)
     except ImportFileError as error:
         result.add(RowError(error.row, error.column, str(error)))
+    else:
+        if checker.duplicate_suspects:
+            _add_duplicates(result, checker, data, file_format)
     if result.valid and result.total_rows == 0:
         result.add(RowError(None, "", "The file has a header but no rows to import."))
     return result
 
 
-def _valid_updates(connection: TargetConnection, data: bytes, file_format: str,
-                   connection_mappings: list[AttributeMapping] | None = None
-                   ) -> Iterator[dict[str, Any]]:
+def _add_duplicates(result: CheckResult, checker: RowChecker, data: Source,
+                    file_format: str) -> None:
+    """The second pass, for files where a visitor's hash came back: for each such row, the
+    first row with the very same visitor (none: a mere hash collision, not a duplicate). The
+    errors are then kept in row order, the first MAX_STORED_ERRORS of them, as in one pass."""
+    suspects = {number for number, _ in checker.duplicate_suspects}
+    hashes = {visitor for _, visitor in checker.duplicate_suspects}
+    first_rows: dict[tuple[str, str], int] = {}  # only visitors whose hash came back
+    found: list[RowError] = []
+    _header, rows = read_table(data, file_format)
+    for number, cells in rows:
+        if all(cell_blank(c) for c in cells):
+            continue
+        visitor = checker.visitor(cells)
+        if hash(visitor) not in hashes:
+            continue
+        first = first_rows.setdefault(visitor, number)
+        if number in suspects and first != number:
+            found.append(duplicate_error(first, number))
+    kept = result.errors
+    result.errors = []
+    dropped = result.error_count - len(kept)
+    result.error_count = dropped
+    for error in sorted(kept + found, key=lambda e: (e.row or 0)):
+        result.add(error)
+
+
+def _valid_updates(connection: TargetConnection, data: Source, file_format: str,
+                   connection_mappings: list[AttributeMapping] | None = None,
+                   digest: Any = None) -> Iterator[dict[str, Any]]:
     """The second pass over an already checked file: each row's update as it will be saved."""
-    header, rows = read_table(data, file_format)
+    header, rows = read_table(data, file_format, digest=digest)
     checker = RowChecker(connection=connection, header=header,
                          connection_mappings=connection_mappings)
     for _number, cells in rows:
@@ -605,7 +725,8 @@ def _valid_updates(connection: TargetConnection, data: bytes, file_format: str,
 
 # --- jobs --------------------------------------------------------------------------------------
 
-def import_job_create(*, connection: TargetConnection, file_name: str, file_data: bytes, by,
+def import_job_create(*, connection: TargetConnection, file_name: str,
+                      file_data: bytes | None = None, file_path: os.PathLike | None = None, by,
                       submit: bool = False, progress: Callable[[int], None] | None = None,
                       background: bool | None = None) -> ImportJob:
     """Check a file and keep it as an ImportJob: queued (awaiting confirmation) if every row is
@@ -614,9 +735,30 @@ def import_job_create(*, connection: TargetConnection, file_name: str, file_data
     A file of more than background_check_bytes() (or background=True) is not checked here: the
     job is stored as "checking" and django-q2 checks it (import_job_check), so an upload
     request never spends minutes reading a large file.
+
+    `file_path` instead of `file_data` (`manage.py import_updates`): a CSV file is streamed
+    from disk, never held in memory nor stored on the job, so MAX_FILE_BYTES (an upload's
+    limit: it is stored in the database) does not apply — the row and cell limits do. The job
+    keeps the file's SHA-256, and import_job_run(file_path=...) saves only that same file. An
+    XLSX file is read whole, as an upload.
     """
     require_import_permission(by, submit=submit)
     import_jobs_interrupted_discard()  # cheap; keeps dead imports from lingering unseen
+    if (file_data is None) == (file_path is None):
+        raise TypeError("give either file_data or file_path")
+    if file_path is not None:
+        with open(file_path, "rb") as opened:
+            start = opened.read(4)
+        try:
+            file_format = detect_format(file_name, start)
+        except ImportFileError as error:
+            raise ValidationError(str(error), code="unreadable") from None
+        if file_format == "xlsx" or background:
+            file_data = Path(file_path).read_bytes()
+        else:
+            return _create_streamed(connection=connection, file_name=file_name,
+                                    file_path=file_path, by=by, submit=submit,
+                                    progress=progress)
     if len(file_data) > MAX_FILE_BYTES:
         raise ValidationError(f"The file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB; "
                               "split it into several imports.", code="too_large")
@@ -639,11 +781,29 @@ def import_job_create(*, connection: TargetConnection, file_name: str, file_data
             timeout=TASK_TIMEOUT_SECONDS))
         return job
     connection_mappings = mappings.active_mappings(connection)
+    digest = hashlib.sha256()
     result = check_file(connection=connection, data=file_data, file_format=file_format,
                         progress=progress, progress_every=10_000,
-                        connection_mappings=connection_mappings)
+                        connection_mappings=connection_mappings, digest=digest)
     job = ImportJob.objects.create(**fields, **_checked_state(result, file_data,
-                                                              connection_mappings))
+                                                              connection_mappings, digest))
+    logger.info("import job %s checked: %s rows, %s problems", job.pk, result.total_rows,
+                result.error_count)
+    return job
+
+
+def _create_streamed(*, connection: TargetConnection, file_name: str, file_path: os.PathLike,
+                     by, submit: bool, progress: Callable[[int], None] | None) -> ImportJob:
+    """import_job_create for a CSV file read from disk: checked here, in one streamed pass."""
+    connection_mappings = mappings.active_mappings(connection)
+    digest = hashlib.sha256()
+    result = check_file(connection=connection, data=Path(file_path), file_format="csv",
+                        progress=progress, progress_every=10_000,
+                        connection_mappings=connection_mappings, digest=digest)
+    job = ImportJob.objects.create(
+        connection=connection, created_by=by, file_name=_storable(file_name or "upload")[:255],
+        file_format="csv", submit_after_import=submit,
+        **_checked_state(result, b"", connection_mappings, digest))
     logger.info("import job %s checked: %s rows, %s problems", job.pk, result.total_rows,
                 result.error_count, extra={"import_job_id": job.pk,
                                            "connection": connection.client_code})
@@ -651,9 +811,10 @@ def import_job_create(*, connection: TargetConnection, file_name: str, file_data
 
 
 def _checked_state(result: CheckResult, file_data: bytes,
-                   connection_mappings: list[AttributeMapping]) -> dict[str, Any]:
+                   connection_mappings: list[AttributeMapping], digest: Any) -> dict[str, Any]:
     """An ImportJob's fields once its file has been checked."""
     return dict(
+        file_sha256=digest.hexdigest() if result.valid else "",
         # The rules the rows passed: the import saves them only while the mappings still have
         # exactly these (a mapping changed between preview and save refuses the file).
         mappings_fingerprint=mappings.mappings_fingerprint(connection_mappings),
@@ -681,12 +842,13 @@ def import_job_check(*, job: ImportJob) -> ImportJob:
         connection = TargetConnection.objects.get(pk=job.connection_id)
         require_import_permission(by, submit=job.submit_after_import)
         connection_mappings = mappings.active_mappings(connection)
+        digest = hashlib.sha256()
         result = check_file(
             connection=connection, data=data, file_format=job.file_format,
             progress=lambda n: ImportJob.objects.filter(pk=job.pk).update(processed_rows=n),
-            progress_every=10_000, connection_mappings=connection_mappings)
+            progress_every=10_000, connection_mappings=connection_mappings, digest=digest)
         ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.CHECKING).update(
-            **_checked_state(result, data, connection_mappings))
+            **_checked_state(result, data, connection_mappings, digest))
     except ValidationError as error:  # refused: rights withdrawn since the upload
         _fail(job, [f"{m} Nothing was saved." for m in error.messages])
         return job
@@ -727,7 +889,8 @@ def import_job_start(*, job: ImportJob, by, background: bool | None = None) -> b
 
 
 def import_job_run(*, job: ImportJob, progress: Callable[[int, int], None] | None = None,
-                   progress_every: int | None = None) -> ImportJob:
+                   progress_every: int | None = None,
+                   file_path: os.PathLike | None = None) -> ImportJob:
     """Save every row of a checked file — or nothing — without holding the database for long.
 
     The rows are written in short transactions (SAVE_CHUNK_ROWS each) as not yet live
@@ -741,6 +904,9 @@ def import_job_run(*, job: ImportJob, progress: Callable[[int, int], None] | Non
     double-click or a re-delivered task returns the job untouched. The claim also empties the
     stored file — a claimed job never runs again, and without megabytes in the row every
     progress update stays cheap (SQLite rewrites a whole row on each update).
+
+    `file_path`: the file of a job created with import_job_create(file_path=...), streamed
+    again; refused at the end (nothing saved) unless it is byte for byte the checked file.
     """
     stored = (ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.QUEUED)
               .values_list("file_data", flat=True).first())
@@ -753,7 +919,8 @@ def import_job_run(*, job: ImportJob, progress: Callable[[int, int], None] | Non
         return job
     _reload(job)
     try:
-        _run_claimed(job, bytes(stored), progress=progress, progress_every=progress_every)
+        _run_claimed(job, Path(file_path) if file_path is not None else bytes(stored),
+                     progress=progress, progress_every=progress_every)
     except ValidationError as error:
         # Refusals of the services (rights withdrawn, connection made inactive): say which.
         _discard_pending(job)
@@ -808,7 +975,7 @@ def _reload(job: ImportJob) -> None:
 
 
 _STATE_FIELDS = ("status", "file_format", "submit_after_import", "total_rows", "processed_rows", "created_updates", "errors",
-                 "error_count", "finished_at", "mappings_fingerprint")
+                 "error_count", "finished_at", "mappings_fingerprint", "file_sha256")
 
 
 MAPPINGS_CHANGED = ("The attribute mappings of {label} changed after this file was checked, so "
@@ -816,8 +983,16 @@ MAPPINGS_CHANGED = ("The attribute mappings of {label} changed after this file w
                     "again to check it against the mappings as they are now.")
 
 
-def _run_claimed(job: ImportJob, data: bytes, *, progress: Callable[[int, int], None] | None,
+FILE_CHANGED = ("The file changed after it was checked, so what would be saved is not what was "
+                "checked; nothing was saved. Run the import again.")
+
+
+def _run_claimed(job: ImportJob, data: Source, *, progress: Callable[[int, int], None] | None,
                  progress_every: int | None) -> None:
+    if isinstance(data, bytes) and not data:
+        raise ValidationError("This import's file was read from disk by `manage.py "
+                              "import_updates` and not stored; run the import from there.",
+                              code="no_file")
     # Fresh rows: rights and the connection may have changed since the preview, and a cached
     # user would answer has_perm from its old permission cache.
     by = get_user_model().objects.get(pk=job.created_by_id)
@@ -850,7 +1025,9 @@ def _run_claimed(job: ImportJob, data: bytes, *, progress: Callable[[int, int], 
                 connection=connection, rows=chunk, by=by, submit=job.submit_after_import,
                 reason=reason, checked_against=fingerprint, import_job=job)
 
-    for update in _valid_updates(connection, data, job.file_format, connection_mappings):
+    digest = hashlib.sha256()
+    for update in _valid_updates(connection, data, job.file_format, connection_mappings,
+                                 digest=digest):
         chunk.append(update)
         rows += 1
         if len(chunk) == SAVE_CHUNK_ROWS:
@@ -860,7 +1037,9 @@ def _run_claimed(job: ImportJob, data: bytes, *, progress: Callable[[int, int], 
             report(rows)
     if chunk:
         created += save(chunk)
-    if rows != total or created != total:  # the stored file cannot change; be sure
+    if job.file_sha256 and digest.hexdigest() != job.file_sha256:
+        raise ValidationError(FILE_CHANGED, code="file_changed")
+    if rows != total or created != total:  # the file is the checked one; be sure
         raise RuntimeError("the second pass over the file saw a different number of rows")
     report(rows)
     with transaction.atomic():
@@ -868,15 +1047,31 @@ def _run_claimed(job: ImportJob, data: bytes, *, progress: Callable[[int, int], 
         if mappings.mappings_fingerprint(locked) != fingerprint:
             raise ValidationError(MAPPINGS_CHANGED.format(label=connection.label),
                                   code="mappings_changed")
-        # Live, all at once: one statement, however many rows.
+        # Live, all at once: one statement, however many rows — and the import's one audit
+        # row in the same transaction (each update references the job: import_job).
+        now = timezone.now()
         ProfileUpdate.with_pending_imports.filter(import_pending_id=job.pk).update(
             import_pending=None)
+        import_job_audit(job=job, by=by, at=now, updates=created, fingerprint=fingerprint)
         ImportJob.objects.filter(pk=job.pk).update(
             status=ImportJob.Status.DONE, total_rows=rows, processed_rows=rows,
-            created_updates=created, errors=[], error_count=0, finished_at=timezone.now())
+            created_updates=created, errors=[], error_count=0, finished_at=now)
     _reload(job)
     logger.info("import job %s done: %s updates created", job.pk, created,
                 extra={"import_job_id": job.pk, "connection": connection.client_code})
+
+
+def import_job_audit(*, job: ImportJob, by, at: dt.datetime, updates: int,
+                     fingerprint: str) -> AuditEvent:
+    """The one "imported" AuditEvent of a finished import (not one per update): who, when, the
+    file, how many updates and the mapping rules they were checked against. Its `at` is the
+    job's finished_at, by which an update's timeline finds it (selectors.update_timeline)."""
+    transition = workflow.T["import_and_submit" if job.submit_after_import else "import"]
+    return AuditEvent.objects.create(
+        at=at, actor=by, action=transition.action, connection_id=job.connection_id,
+        to_status=transition.target, comment=f"Imported from file {job.file_name}",
+        changes={"import_job": job.pk, "file_name": job.file_name, "updates": updates,
+                 "mappings_fingerprint": fingerprint})
 
 
 def import_reason(job: ImportJob) -> str:

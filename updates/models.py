@@ -286,6 +286,15 @@ class ProfileUpdate(models.Model):
     # (see VisibleUpdateManager). Cleared, for all of the import's rows at once, when it ends.
     import_pending = models.ForeignKey("ImportJob", on_delete=models.CASCADE, null=True,
                                        blank=True, editable=False, related_name="+")
+    # The import that created this update, for good. Its one "imported" AuditEvent (connection
+    # level: who, when, the file, the count) plus this update's first state is the update's
+    # "imported" entry on its timeline (selectors.update_timeline) — no audit row per update.
+    # RESTRICT: a job whose updates are live cannot be deleted (its rows not yet live cascade
+    # away through import_pending). No index: it is read from the update, never searched by
+    # (jobs are never deleted), and each index costs every imported row an entry.
+    import_job = models.ForeignKey("ImportJob", on_delete=models.RESTRICT, null=True,
+                                   blank=True, editable=False, related_name="+",
+                                   db_index=False)
 
     # Read-back after sending (owned by verification.py); see VerificationState.
     verification_state = models.CharField(
@@ -505,6 +514,9 @@ class ImportJob(models.Model):
     # mappings.mappings_fingerprint of the active mappings the preview checked the rows against;
     # the import saves only while the connection's mappings still have it.
     mappings_fingerprint = models.CharField(max_length=64, blank=True, default="", editable=False)
+    # SHA-256 of the file the preview checked; the import saves only that very file (a file
+    # streamed from disk by `import_updates` is not stored, so it could change in between).
+    file_sha256 = models.CharField(max_length=64, blank=True, default="", editable=False)
 
     class Meta:
         ordering = ["-created_at"]

@@ -23,6 +23,7 @@ from . import quota, target
 from .models import (
     AuditEvent,
     DailyUsage,
+    ImportJob,
     ProfileUpdate,
     SendAttempt,
     SendRun,
@@ -127,18 +128,57 @@ class TimelineEntry:
 
 
 def update_timeline(*, update: ProfileUpdate, limit: int = TIMELINE_LIMIT) -> list[TimelineEntry]:
-    """Audit events and send attempts of `update`, oldest first (the latest `limit` of each)."""
+    """Audit events and send attempts of `update`, oldest first (the latest `limit` of each).
+
+    An imported update has no audit row of its own for its creation: its "imported" entry is
+    rebuilt from its import job's one AuditEvent (who, when, the file) and the update's first
+    state — the values as imported, even after edits (see _imported_event)."""
     events = list(
         AuditEvent.objects.filter(update=update).select_related("actor")
         .order_by("-at", "-id")[:limit]
     )
+    if update.import_job_id is not None and len(events) < limit:
+        events.append(_imported_event(update))
     attempts = list(SendAttempt.objects.filter(update=update).order_by("-number")[:limit])
     entries = [TimelineEntry(e.at, "event", event=e) for e in events]
     entries += [TimelineEntry(a.started_at, "attempt", attempt=a) for a in attempts]
     # At the same instant an event (e.g. "claimed for sending") comes before the attempt.
     entries.sort(key=lambda e: (e.at, 0 if e.kind == "event" else 1,
-                                e.event.pk if e.event else e.attempt.number))
+                                (e.event.pk or 0) if e.event else e.attempt.number))
     return entries
+
+
+CONTENT_FIELDS = ("identity_type", "identity", "attributes")
+
+
+def _imported_event(update: ProfileUpdate) -> AuditEvent:
+    """The update's "imported" entry (not saved): the job's AuditEvent, found through the
+    (update, at) index at the job's finished_at, with this update's content as imported. The
+    content as imported is the update's first state: each field's "before" in the oldest
+    event that changed it, or its value now if nothing ever did."""
+    job = (ImportJob.objects.filter(pk=update.import_job_id).select_related("created_by")
+           .defer("file_data").get())
+    job_event = (AuditEvent.objects.filter(update__isnull=True, at=job.finished_at,
+                                           changes__import_job=job.pk)
+                 .select_related("actor").first()) if job.finished_at else None
+    first = {field: getattr(update, field) for field in CONTENT_FIELDS}
+    unseen = set(CONTENT_FIELDS)
+    for changes in (AuditEvent.objects.filter(update=update).order_by("at", "id")
+                    .values_list("changes", flat=True).iterator()):
+        for field in [f for f in unseen if isinstance(changes, dict)
+                      and isinstance(changes.get(f), dict) and "before" in changes[f]]:
+            first[field] = changes[field]["before"]
+            unseen.discard(field)
+        if not unseen:
+            break
+    return AuditEvent(
+        at=job_event.at if job_event else (job.finished_at or update.created_at),
+        actor=job_event.actor if job_event else job.created_by,
+        action=job_event.action if job_event else "imported",
+        update=update, connection_id=job.connection_id,
+        to_status=job_event.to_status if job_event else "",
+        comment=f"Imported from file {job.file_name} (import #{job.pk})",
+        changes={field: {"before": None, "after": first[field]} for field in CONTENT_FIELDS})
 
 
 # --- the dashboard -------------------------------------------------------------------------------

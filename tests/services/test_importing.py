@@ -8,6 +8,7 @@ note (text, at most 1,000) → callNote.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import threading
 import time
@@ -22,7 +23,7 @@ from django_q.models import OrmQ
 from openpyxl import Workbook
 
 from tests.conftest import approve_via_workflow, make_mapping, make_user
-from updates import importing, mappings, sending, tasks_import
+from updates import importing, mappings, selectors, sending, tasks_import, workflow
 from updates.errors import Refused
 from updates.models import AuditEvent, ImportJob, ProfileUpdate, UpdateStatus
 from updates.resources import ProfileUpdateImportResource
@@ -88,7 +89,52 @@ def test_a_valid_file_is_previewed_without_saving_then_imported_as_the_users_dra
         assert update.status == UpdateStatus.DRAFT
         assert update.created_by == operator and update.last_edited_by == operator
         assert update.reason == f"import #{job.pk}: updates.csv"
-    assert AuditEvent.objects.filter(action="imported", actor=operator, to_status="draft").count() == 3
+    # One audit row for the whole import, not one per update; each update references the job.
+    event = AuditEvent.objects.get(action="imported")
+    assert (event.actor, event.to_status, event.update, event.connection) == (
+        operator, "draft", None, connection)
+    assert event.at == job.finished_at
+    assert event.changes == {"import_job": job.pk, "file_name": "updates.csv", "updates": 3,
+                             "mappings_fingerprint": job.mappings_fingerprint}
+    assert {u.import_job_id for u in updates.values()} == {job.pk}
+
+
+def test_an_imported_updates_timeline_says_which_file_who_and_when_with_the_values_as_imported(
+        connection, operator, other_operator):
+    job = create(connection, operator, csv_bytes("mbox3rdPartyId,c-1,funded,gold,first call"),
+                 name="May leads.csv")
+    importing.import_job_start(job=job, by=operator)
+    job.refresh_from_db()
+    update = ProfileUpdate.objects.get()
+    workflow.update_edit(update=update, by=other_operator, identity="c-1b",
+                         attributes={"loanStatus": "declined"})
+    update.refresh_from_db()
+
+    entries = [e.event for e in selectors.update_timeline(update=update)]
+    assert [e.action for e in entries] == ["imported", "edited"]
+    imported, edited = entries
+    assert (imported.actor, imported.at, imported.to_status) == (operator, job.finished_at,
+                                                                 "draft")
+    assert imported.comment == f"Imported from file May leads.csv (import #{job.pk})"
+    assert imported.changes == {  # as imported, not as edited since
+        "identity_type": {"before": None, "after": "mbox3rdPartyId"},
+        "identity": {"before": None, "after": "c-1"},
+        "attributes": {"before": None, "after": {"loanStatus": "funded", "loyaltyTier": "gold",
+                                                 "callNote": "first call"}}}
+    assert edited.changes["identity"] == {"before": "c-1", "after": "c-1b"}
+
+
+def test_the_importer_and_every_later_editor_are_content_authors_who_cannot_decide(
+        connection, operator, supervisor):
+    both = make_user("operator_and_supervisor", "Operators", "Supervisors")
+    job = create(connection, both, csv_bytes("mbox3rdPartyId,c-1,funded,,",
+                                             "mbox3rdPartyId,c-2,applied,,"), submit=True)
+    importing.import_job_start(job=job, by=both)
+    updates = list(ProfileUpdate.objects.order_by("id"))
+    assert [set(u.content_authors.all()) for u in updates] == [{both}, {both}]
+    outcome = workflow.apply_to_each(workflow.update_approve, updates, by=both)
+    assert outcome.done == [] and len(outcome.refused) == 2
+    assert workflow.apply_to_each(workflow.update_approve, updates, by=supervisor).refused == []
 
 
 def test_submit_at_once_creates_updates_pending_approval(connection, operator):
@@ -238,6 +284,36 @@ def test_two_rows_for_the_same_visitor_refuse_the_file_naming_both_rows(connecti
                                               "hold one update per visitor; merge the two rows "
                                               "into one.")]
     assert not ProfileUpdate.objects.exists()
+
+
+def test_duplicates_found_in_the_second_pass_keep_every_problem_in_row_order(connection,
+                                                                              operator):
+    job = create(connection, operator, csv_bytes(
+        "mbox3rdPartyId,c-1,funded,,", "mbox3rdPartyId,c-2,paid,,",
+        "mbox3rdPartyId,c-1,funded,,", "mbox3rdPartyId,c-3,paid,,",
+        "mbox3rdPartyId,c-2,funded,,", "mbox3rdPartyId,c-1,funded,,"))
+    assert [(r, c) for r, c, _ in errors_of(job)] == [
+        (3, "loan_status"), (4, "identity"), (5, "loan_status"), (6, "identity"),
+        (7, "identity")]
+    assert [m for r, c, m in errors_of(job) if c == "identity"] == [
+        importing.duplicate_error(2, 4).message, importing.duplicate_error(3, 6).message,
+        importing.duplicate_error(2, 7).message]
+    assert job.error_count == 5
+
+
+def test_a_visitor_hash_seen_again_without_the_same_visitor_is_no_duplicate(connection):
+    # Two different visitors with the same 64-bit hash are all but impossible to build; the
+    # second pass is what tells them apart, so it is given such a suspect directly.
+    data = csv_bytes("mbox3rdPartyId,c-1,funded,,", "mbox3rdPartyId,c-2,funded,,")
+    header, rows = importing.read_table(data, "csv")
+    checker = importing.RowChecker(connection=connection, header=header,
+                                   compact_duplicates=True)
+    for number, cells in rows:
+        assert checker.check(number, cells)[0] == []
+    checker.duplicate_suspects.append((3, hash(("mbox3rdPartyId", "c-2"))))
+    result = importing.CheckResult()
+    importing._add_duplicates(result, checker, data, "csv")
+    assert result.valid
 
 
 def test_one_bad_row_among_many_saves_nothing_and_every_problem_is_listed(connection, operator):
@@ -496,7 +572,7 @@ def test_a_hundred_thousand_row_file_imports_in_the_background_path(connection, 
     job.refresh_from_db()
     assert (job.status, job.created_updates, job.processed_rows) == ("done", rows, rows)
     assert ProfileUpdate.objects.filter(status="draft", created_by=operator).count() == rows
-    assert AuditEvent.objects.filter(action="imported").count() == rows
+    assert AuditEvent.objects.filter(action="imported", changes__updates=rows).count() == 1
     last = ProfileUpdate.objects.get(identity=f"customer-{rows - 1}")
     assert last.attributes == {"loanStatus": "funded", "loyaltyTier": "gold",
                                "callNote": f"call {rows - 1}"}
@@ -745,7 +821,9 @@ def test_an_import_makes_all_its_rows_live_at_once_at_the_end(connection, operat
     importing.import_job_run(job=job, progress_every=2000)
     assert ProfileUpdate.objects.filter(reason=importing.import_reason(job)).count() == 4500
     assert not ProfileUpdate.with_pending_imports.filter(import_pending__isnull=False).exists()
-    assert AuditEvent.objects.filter(action="imported").count() == 4500
+    # Its one audit row, written with them: {"updates": 4500}.
+    assert AuditEvent.objects.get(action="imported").changes["updates"] == 4500
+    assert ProfileUpdate.objects.filter(import_job=job).count() == 4500
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -809,3 +887,69 @@ def test_an_import_whose_worker_died_is_ended_and_its_rows_deleted_at_the_next_u
     assert not ProfileUpdate.with_pending_imports.filter(import_pending=dead).exists()
     assert alive.status == "running"  # within twice the task timeout: it may still be running
     assert ProfileUpdate.with_pending_imports.filter(import_pending=alive).count() == 3
+
+
+# --- a file streamed from disk (manage.py import_updates) ----------------------------------------
+
+def test_a_file_on_disk_is_streamed_checked_and_imported_without_being_stored(
+        connection, operator, tmp_path):
+    path = tmp_path / "leads.csv"
+    path.write_bytes(csv_bytes("mbox3rdPartyId,c-1,funded,gold,", "mbox3rdPartyId,c-2,applied,,"))
+    job = importing.import_job_create(connection=connection, file_name=path.name,
+                                      file_path=path, by=operator)
+    assert (job.status, job.total_rows) == ("queued", 2)
+    stored = ImportJob.objects.get(pk=job.pk)
+    assert bytes(stored.file_data) == b""
+    assert stored.file_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+    importing.import_job_run(job=job, file_path=path)
+    assert job.status == "done", job.errors
+    assert {u.identity: u.attributes for u in ProfileUpdate.objects.all()} == {
+        "c-1": {"loanStatus": "funded", "loyaltyTier": "gold"}, "c-2": {"loanStatus": "applied"}}
+
+
+def test_a_file_on_disk_changed_after_its_check_saves_nothing(connection, operator, tmp_path):
+    path = tmp_path / "leads.csv"
+    path.write_bytes(csv_bytes("mbox3rdPartyId,c-1,funded,,"))
+    job = importing.import_job_create(connection=connection, file_name=path.name,
+                                      file_path=path, by=operator)
+    path.write_bytes(csv_bytes("mbox3rdPartyId,c-1,declined,,"))  # same rows, other values
+    importing.import_job_run(job=job, file_path=path)
+    assert job.status == "error"
+    assert errors_of(job) == [(None, "", f"{importing.FILE_CHANGED} Nothing was saved.")]
+    assert not ProfileUpdate.with_pending_imports.exists()
+
+
+def test_a_file_on_disk_that_is_not_utf8_names_its_row(connection, operator, tmp_path):
+    path = tmp_path / "latin1.csv"
+    rows = [f"mbox3rdPartyId,c-{i},funded,,note" for i in range(5000)] + [
+        "mbox3rdPartyId,c-x,funded,,Zürich"]
+    path.write_bytes(csv_bytes(*rows).decode().encode("latin-1"))
+    job = importing.import_job_create(connection=connection, file_name=path.name,
+                                      file_path=path, by=operator)
+    assert errors_of(job) == [(None, "", "The file is not UTF-8 text (row 5002). Save it as "
+                                         "'CSV UTF-8' or XLSX.")]
+
+
+def test_a_file_on_disk_is_not_bound_by_the_upload_size_limit(connection, operator, tmp_path,
+                                                              monkeypatch):
+    monkeypatch.setattr(importing, "MAX_FILE_BYTES", 100)  # an upload of this size is refused
+    path = tmp_path / "leads.csv"
+    path.write_bytes(csv_bytes(*[f"mbox3rdPartyId,c-{i},funded,," for i in range(20)]))
+    with pytest.raises(ValidationError, match="larger than"):
+        create(connection, operator, path.read_bytes())
+    job = importing.import_job_create(connection=connection, file_name=path.name,
+                                      file_path=path, by=operator)
+    assert (job.status, job.total_rows) == ("queued", 20)
+
+
+def test_an_import_whose_file_stayed_on_disk_cannot_be_started_without_it(connection, operator,
+                                                                          tmp_path):
+    path = tmp_path / "leads.csv"
+    path.write_bytes(csv_bytes("mbox3rdPartyId,c-1,funded,,"))
+    job = importing.import_job_create(connection=connection, file_name=path.name,
+                                      file_path=path, by=operator)
+    importing.import_job_start(job=job, by=operator)  # e.g. from the admin
+    job.refresh_from_db()
+    assert job.status == "error" and "run the import from there" in job.errors[0]["message"]
+    assert not ProfileUpdate.with_pending_imports.exists()

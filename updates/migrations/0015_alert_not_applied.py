@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("updates", "0010_mapping_label_alerts"),
+        ("updates", "0013_profileupdate_import_job"),
     ]
 
     operations = [

@@ -32,8 +32,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, file, connection, user, submit, **options):
         path = Path(file)
-        try:
-            data = path.read_bytes()
+        try:  # streamed from disk by the service, never held whole in memory
+            with path.open("rb"):
+                pass
         except OSError as error:
             raise CommandError(f"Cannot read {file}: {error.strerror or error}.") from None
         try:
@@ -48,7 +49,7 @@ class Command(BaseCommand):
         started = time.monotonic()
         try:
             job = importing.import_job_create(
-                connection=target, file_name=path.name, file_data=data, by=by, submit=submit,
+                connection=target, file_name=path.name, file_path=path, by=by, submit=submit,
                 background=False, progress=lambda n: self.stdout.write(f"  read {n:,} rows …"))
         except ValidationError as error:
             raise CommandError(" ".join(error.messages)) from None
@@ -59,7 +60,7 @@ class Command(BaseCommand):
 
         every = max(1000, job.total_rows // 10)
         job = importing.import_job_run(
-            job=job, progress_every=every,
+            job=job, progress_every=every, file_path=path,
             progress=lambda done, total: self.stdout.write(f"  checked {done:,} of {total:,} rows"))
         if job.status != ImportJob.Status.DONE:
             self._fail(job)

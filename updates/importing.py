@@ -788,7 +788,8 @@ def import_job_create(*, connection: TargetConnection, file_name: str,
     job = ImportJob.objects.create(**fields, **_checked_state(result, file_data,
                                                               connection_mappings, digest))
     logger.info("import job %s checked: %s rows, %s problems", job.pk, result.total_rows,
-                result.error_count)
+                result.error_count, extra={"import_job_id": job.pk,
+                                           "connection": connection.client_code})
     return job
 
 

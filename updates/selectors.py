@@ -165,10 +165,10 @@ def _imported_event(update: ProfileUpdate) -> AuditEvent:
     unseen = set(CONTENT_FIELDS)
     for changes in (AuditEvent.objects.filter(update=update).order_by("at", "id")
                     .values_list("changes", flat=True).iterator()):
-        for field in [f for f in unseen if isinstance(changes, dict)
-                      and isinstance(changes.get(f), dict) and "before" in changes[f]]:
-            first[field] = changes[field]["before"]
-            unseen.discard(field)
+        for name in [f for f in unseen if isinstance(changes, dict)
+                     and isinstance(changes.get(f), dict) and "before" in changes[f]]:
+            first[name] = changes[name]["before"]
+            unseen.discard(name)
         if not unseen:
             break
     return AuditEvent(

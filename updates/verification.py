@@ -144,17 +144,20 @@ def _end_unchanged(skipped: list[tuple[ProfileUpdate, ProfileRead]], *, owner: s
         mine = set(ProfileUpdate.objects.select_for_update()
                    .filter(id__in=ids, status=S.SENDING, lease_owner=owner)
                    .values_list("id", flat=True))
+        skip = workflow.sender_transition("skip_unchanged")
         ProfileUpdate.objects.filter(id__in=mine).update(
-            status=S.UNCHANGED, lease_owner="", lease_expires_at=None, next_attempt_at=None,
+            status=skip.target, lease_owner="", lease_expires_at=None, next_attempt_at=None,
             last_error="")
-        AuditEvent.objects.bulk_create([
-            AuditEvent(at=now, actor=None, update_id=update.pk, connection_id=connection.pk,
-                       action="unchanged", from_status=S.SENDING, to_status=S.UNCHANGED,
-                       comment=f"Not sent: Target already held every staged value (read at "
-                       f"{read.at:%Y-%m-%d %H:%M:%S} UTC). No request, no quota used.",
-                       changes={"read_id": read.pk, "at_target": held_summary(update, read)})
-            for update, read in skipped if update.pk in mine
-        ])
+        ended = [(update, read) for update, read in skipped if update.pk in mine]
+        workflow.audit_rows(
+            [update.pk for update, _ in ended], by=None, action=skip, at=now,
+            connection_id=connection.pk,
+            comments={update.pk: f"Not sent: Target already held every staged value (read at "
+                      f"{read.at:%Y-%m-%d %H:%M:%S} UTC). No request, no quota used."
+                      for update, read in ended},
+            changes_by_update={update.pk: {"read_id": read.pk,
+                                           "at_target": held_summary(update, read)}
+                               for update, read in ended})
     for update, _ in skipped:
         if update.pk in mine:
             update.status = S.UNCHANGED

@@ -96,6 +96,8 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition("acknowledge", (S.SENDING,), S.SENT, (SENDER,), "acknowledged"),
     Transition("retry", (S.SENDING,), S.APPROVED, (SENDER,), "retry_scheduled"),
     Transition("fail", (S.SENDING,), S.FAILED, (SENDER,), "failed"),
+    # Skip-unchanged connections (verification.before_send): Target already holds every value.
+    Transition("skip_unchanged", (S.SENDING,), S.UNCHANGED, (SENDER,), "unchanged"),
 )
 T: Mapping[str, Transition] = {t.name: t for t in TRANSITIONS}
 

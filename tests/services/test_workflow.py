@@ -580,7 +580,7 @@ def test_the_sender_moves_are_declared_and_checked():
     with pytest.raises(ValueError):
         workflow.sender_transition("approve")
     assert {t.name for t in workflow.TRANSITIONS if t.by_sender} == {
-        "claim", "reclaim", "release", "acknowledge", "retry", "fail"}
+        "claim", "reclaim", "release", "acknowledge", "retry", "fail", "skip_unchanged"}
 
 
 def test_audit_rows_writes_one_row_per_update_in_bulk_and_checks_the_table(in_state):

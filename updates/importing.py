@@ -77,8 +77,8 @@ MAX_FILE_BYTES = 50 * 1024 * 1024
 MAX_STORED_ERRORS = 1000
 SAVE_CHUNK_ROWS = 2000
 SAMPLE_ROWS = 5
-TASK_FUNCTION = "updates.tasks_import.run_import_job"
-CHECK_TASK_FUNCTION = "updates.tasks_import.check_import_job"
+TASK_FUNCTION = "updates.tasks.run_import_job"
+CHECK_TASK_FUNCTION = "updates.tasks.check_import_job"
 # A background import must not be cut short by the cluster's default 90 s task timeout.
 TASK_TIMEOUT_SECONDS = 3600
 

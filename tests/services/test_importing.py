@@ -22,7 +22,7 @@ from django_q.models import OrmQ
 from openpyxl import Workbook
 
 from tests.conftest import approve_via_workflow, make_mapping, make_user
-from updates import importing, mappings, sending, tasks_import
+from updates import importing, mappings, sending, tasks
 from updates.errors import Refused
 from updates.models import AuditEvent, ImportJob, ProfileUpdate, UpdateStatus
 from updates.resources import ProfileUpdateImportResource
@@ -472,7 +472,7 @@ def test_a_large_file_is_queued_for_the_cluster_after_commit(
     job.refresh_from_db()
     assert job.status == "queued" and not ProfileUpdate.objects.exists()
 
-    assert tasks_import.run_import_job(job.pk) == f"import #{job.pk}: done, 3 updates created"
+    assert tasks.run_import_job(job.pk) == f"import #{job.pk}: done, 3 updates created"
     assert ProfileUpdate.objects.count() == 3
 
 
@@ -489,7 +489,7 @@ def test_a_hundred_thousand_row_file_imports_in_the_background_path(connection, 
                                    mappings_fingerprint(mappings.active_mappings(connection)))
 
     started = time.perf_counter()
-    tasks_import.run_import_job(job.pk)  # what the django-q2 worker calls
+    tasks.run_import_job(job.pk)  # what the django-q2 worker calls
     elapsed = time.perf_counter() - started
     print(f"\n100,000-row background import: {elapsed:.1f} s")  # reported, never asserted
 
@@ -606,7 +606,7 @@ def test_admin_import_of_a_large_file_runs_in_the_background_with_a_progress_pag
     assert '<meta http-equiv="refresh"' in page
     ImportJob.objects.filter(pk=job.pk).update(status="queued", processed_rows=0)
 
-    tasks_import.run_import_job(job.pk)  # what the worker does with the queued task
+    tasks.run_import_job(job.pk)  # what the worker does with the queued task
     page = client.get(status_url).content.decode()
     assert "Imported: 8 updates created as pending approval" in page
     assert '<meta http-equiv="refresh"' not in page
@@ -682,7 +682,7 @@ def test_a_large_upload_is_stored_for_a_background_check_not_checked_in_the_requ
     assert OrmQ.objects.count() == 1  # the check task, for the cluster
     assert not ProfileUpdate.objects.exists()
 
-    assert tasks_import.check_import_job(job.pk) == (
+    assert tasks.check_import_job(job.pk) == (
         f"import #{job.pk}: queued, 20 rows, 0 problems")  # what the worker calls
     job.refresh_from_db()
     assert (job.status, job.total_rows) == ("queued", 20)

@@ -16,7 +16,7 @@ from updates import exporting, workflow
 from updates.admin.imports import export_selected_csv
 from updates.errors import Refused
 from updates.models import ProfileUpdate, SendAttempt
-from updates.resources import EXPORT_COLUMNS
+from updates.exporting import EXPORT_COLUMNS
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,6 @@ import threading
 import time
 
 import pytest
-import tablib
 from django.contrib.auth.models import AnonymousUser, Permission, User
 from django.core.exceptions import ValidationError
 from django.db import connections
@@ -25,7 +24,6 @@ from tests.conftest import approve_via_workflow, make_mapping, make_user
 from updates import importing, mappings, sending, tasks
 from updates.errors import Refused
 from updates.models import AuditEvent, ImportJob, ProfileUpdate, UpdateStatus
-from updates.resources import ProfileUpdateImportResource
 
 HEADER = "identity_type,identity,loan_status,tier,note"
 
@@ -500,42 +498,6 @@ def test_a_hundred_thousand_row_file_imports_in_the_background_path(connection, 
     last = ProfileUpdate.objects.get(identity=f"customer-{rows - 1}")
     assert last.attributes == {"loanStatus": "funded", "loyaltyTier": "gold",
                                "callNote": f"call {rows - 1}"}
-
-
-# --- the django-import-export resource -------------------------------------------------------
-
-def test_the_import_resource_previews_bad_rows_with_row_column_and_reason(connection, operator):
-    dataset = tablib.Dataset(headers=["identity_type", "identity", "loan_status", "tier"])
-    dataset.append(["mbox3rdPartyId", "c-1", "funded", "gold"])
-    dataset.append(["mbox3rdPartyId", "c-2", "paid", ""])
-    dataset.append(["mbox3rdPartyId", "c-1", "funded", ""])
-    resource = ProfileUpdateImportResource(connection=connection)
-    result = resource.import_data(dataset, dry_run=False, user=operator)
-
-    assert [(r.number, r.field_specific_errors) for r in result.invalid_rows] == [
-        (3, {"loan_status": ["'paid' is not one of the permitted choices: applied, funded, "
-                             "declined."]}),
-        (4, {"identity": ["Same visitor as row 2 (rows 2 and 4): a file may hold one update "
-                          "per visitor; merge the two rows into one."]}),
-    ]
-    assert not ProfileUpdate.objects.exists()  # not a dry run, yet nothing saved
-
-
-def test_the_import_resource_saves_a_valid_dataset_all_at_once(connection, operator, supervisor):
-    dataset = tablib.Dataset(headers=["identity_type", "identity", "loan_status"])
-    dataset.append(["mbox3rdPartyId", "c-1", "funded"])
-    dataset.append(["mbox3rdPartyId", "c-2", "applied"])
-    refused = ProfileUpdateImportResource(connection=connection).import_data(
-        dataset, user=supervisor)
-    assert refused.has_errors() and not ProfileUpdate.objects.exists()
-
-    dry = ProfileUpdateImportResource(connection=connection).import_data(
-        dataset, dry_run=True, user=operator)
-    assert dry.totals["new"] == 2 and not ProfileUpdate.objects.exists()
-    ProfileUpdateImportResource(connection=connection, reason="spring campaign").import_data(
-        dataset, user=operator)
-    assert sorted(ProfileUpdate.objects.values_list("identity", "reason")) == [
-        ("c-1", "spring campaign"), ("c-2", "spring campaign")]
 
 
 # --- the admin pages -------------------------------------------------------------------------

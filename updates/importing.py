@@ -419,12 +419,10 @@ def cell_blank(cell: Any) -> bool:
 
 
 def _column_letter(index: int) -> str:
-    letters = ""
-    index += 1
-    while index:
-        index, rest = divmod(index - 1, 26)
-        letters = chr(65 + rest) + letters
-    return letters
+    """The spreadsheet letters (A … Z, AA …) of the 0-based column `index`."""
+    from openpyxl.utils import get_column_letter
+
+    return get_column_letter(index + 1)
 
 
 # --- checking rows -----------------------------------------------------------------------------
@@ -433,7 +431,7 @@ class RowChecker:
     """Checks one file's rows against one connection's active mappings.
 
     Stateful: it remembers every visitor seen so far, to refuse a second row for the same one.
-    Shared by the streaming import below and the django-import-export resource (resources.py).
+    Used by the streaming import below (the admin, the command, the notebook and the tasks).
     """
 
     def __init__(self, *, connection: TargetConnection, header: Sequence[str],

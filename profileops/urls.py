@@ -7,11 +7,11 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from updates import health
-from updates.admin import dashboard
+from updates.admin import urls as admin_pages
 
 urlpatterns = [
     # Before admin.site.urls, under the same prefix, so they read as part of the admin.
-    path("admin/", include(dashboard.urlpatterns)),
+    path("admin/", include(admin_pages.urlpatterns)),
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

@@ -122,8 +122,8 @@ def test_the_queue_filters_by_connection(client, supervisor, operator, stage):
 
 
 def test_the_queue_paginates(client, supervisor, operator, stage, monkeypatch):
-    from updates.admin import dashboard
-    monkeypatch.setattr(dashboard, "QUEUE_PAGE_SIZE", 2)
+    from updates.admin import queue
+    monkeypatch.setattr(queue, "QUEUE_PAGE_SIZE", 2)
     updates = [pending(stage, operator) for _ in range(3)]
     client = logged_in(client, supervisor)
     first = client.get(reverse(QUEUE)).content.decode()

@@ -13,7 +13,7 @@ from openpyxl import load_workbook
 
 from tests.conftest import make_connection, make_mapping, make_user
 from updates import exporting, workflow
-from updates.admin.imports import export_selected_csv
+from updates.admin.exports import export_selected_csv
 from updates.errors import Refused
 from updates.models import ProfileUpdate, SendAttempt
 from updates.exporting import EXPORT_COLUMNS

@@ -22,11 +22,6 @@ DASHBOARD = "updates_dashboard"
 QUEUE = "updates_queue"
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def texts(response) -> list[str]:
     return [str(m) for m in get_messages(response.wsgi_request)]
 

@@ -24,12 +24,6 @@ S = UpdateStatus
 CHANGELIST = "admin:updates_profileupdate_changelist"
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    # The role fixtures create users with passwords; the default hasher costs ~0.5 s each.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def changelist_url(**params) -> str:
     return reverse(CHANGELIST) + (f"?{urlencode(params)}" if params else "")
 

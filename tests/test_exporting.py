@@ -19,11 +19,6 @@ from updates.models import ProfileUpdate, SendAttempt
 from updates.exporting import EXPORT_COLUMNS
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 DANGEROUS = ["=HYPERLINK(\"http://evil\")", "+cmd", "-2+3", "@SUM(A1)", "\tindent", "\rreturn"]
 
 

@@ -11,11 +11,6 @@ from updates import selectors, workflow
 from updates.models import AuditEvent, DailyUsage, ProfileUpdate, SendAttempt, SendRun
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def identities(qs) -> set[str]:
     return set(qs.values_list("identity", flat=True))
 

@@ -19,7 +19,6 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def quick(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.PROFILEOPS = {**settings.PROFILEOPS, "READ_TIMEOUT": 1.0, "SEND_CONCURRENCY": 4}
 
 

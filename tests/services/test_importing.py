@@ -28,11 +28,6 @@ from updates.models import AuditEvent, ImportJob, ProfileUpdate, UpdateStatus
 HEADER = "identity_type,identity,loan_status,tier,note"
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def csv_bytes(*rows: str, header: str = HEADER, bom: bool = False) -> bytes:
     text = "\r\n".join([header, *rows]) + "\r\n"
     return ("\ufeff" if bom else "").encode() + text.encode("utf-8")

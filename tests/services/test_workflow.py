@@ -27,12 +27,6 @@ from updates.errors import Refused
 pytestmark = pytest.mark.django_db
 
 ALL_STATES = [s.value for s in S]
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    # The users' passwords play no part here; PBKDF2 would make this file several times slower.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 OTHER_CONTENT = {"loanStatus": "declined"}
 CONTENT_EDITS = {
     "identity": {"identity": "customer-edited"},

@@ -7,12 +7,12 @@ import re
 
 import pytest
 from django.contrib.auth.models import User
-from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from tests.conftest import make_connection, make_mapping
+from tests.helpers import logged_in, status_of, texts
 from updates import workflow
 from updates.models import (
     DailyUsage, ProfileUpdate, QuotaMinute, SendAttempt, SendRun, UpdateStatus)
@@ -20,19 +20,6 @@ from updates.models import (
 S = UpdateStatus
 DASHBOARD = "updates_dashboard"
 QUEUE = "updates_queue"
-
-
-def texts(response) -> list[str]:
-    return [str(m) for m in get_messages(response.wsgi_request)]
-
-
-def status_of(update) -> str:
-    return ProfileUpdate.objects.get(pk=update.pk).status
-
-
-def logged_in(client, user):
-    client.force_login(user)
-    return client
 
 
 def pending(stage, by, **kwargs):

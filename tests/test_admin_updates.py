@@ -9,12 +9,12 @@ import re
 from urllib.parse import urlencode
 
 import pytest
-from django.contrib.messages import get_messages
 from django.db import connection as db
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from tests.helpers import logged_in, status_of, texts
 from updates import workflow
 from updates.forms import StagingFormMixin
 from updates.admin import updates as update_admin
@@ -37,22 +37,9 @@ def add_url(connection=None) -> str:
     return f"{url}?connection={connection.pk}" if connection else url
 
 
-def texts(response) -> list[str]:
-    return [str(m) for m in get_messages(response.wsgi_request)]
-
-
 def act(client, action: str, updates, **extra):
     data = {"action": action, "_selected_action": [u.pk for u in updates], "index": 0, **extra}
     return client.post(changelist_url(), data, follow=True)
-
-
-def status_of(update) -> str:
-    return ProfileUpdate.objects.get(pk=update.pk).status
-
-
-def logged_in(client, user):
-    client.force_login(user)
-    return client
 
 
 # --- the list ------------------------------------------------------------------------------

@@ -469,6 +469,7 @@ def test_a_large_file_is_queued_for_the_cluster_after_commit(
     assert ProfileUpdate.objects.count() == 3
 
 
+@pytest.mark.slow  # a minute of CPU; bench/ measures the import's speed, this checks the result
 def test_a_hundred_thousand_row_file_imports_in_the_background_path(connection, operator):
     rows = 100_000
     lines = [HEADER] + [f"mbox3rdPartyId,customer-{i},funded,gold,call {i}" for i in range(rows)]

@@ -38,7 +38,8 @@ def test_an_old_dotted_path_still_runs_the_same_task(old):
 def test_the_migration_renames_old_schedule_rows_and_back():
     from django.apps import apps
 
-    row = Schedule.objects.create(name="An old alert check", func="updates.tasks_alerts.check_alerts")
+    row = Schedule.objects.create(name="An old alert check",
+                                  func="updates.tasks_alerts.check_alerts")
     migration.forwards(apps, None)
     row.refresh_from_db()
     assert row.func == "updates.tasks.check_alerts"

@@ -16,7 +16,7 @@ or date-and-time attribute values as real date cells; whole numbers as numbers.
 
 Formula injection: a spreadsheet runs a cell starting with '=', '+', '-' or '@' as a formula, and
 some also after a leading tab or carriage return. Every such text cell is written with a single
-quote in front (OWASP's advice); django-import-export's own setting covers only '='. CSV files
+quote in front (OWASP's advice; escaping only '=' is not enough). CSV files
 are UTF-8 with a byte-order mark, so spreadsheets detect the encoding; the import reads them back.
 
 Rows are streamed from the database (iterator) into the writer, so memory does not grow with the

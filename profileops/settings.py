@@ -55,10 +55,6 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    # Not "import_export": nothing uses its admin mixins or templates (updates/resources.py
-    # imports the library directly), and as an installed app the admin's autodiscovery imports
-    # its admin module, which loads tablib and openpyxl into every process — +50 ms CPU at the
-    # start of send_updates and of each qcluster worker.
     "django_q",
     "updates",
 ]

@@ -12,11 +12,11 @@ from updates import health
 # (profileops/apps.py): processes that never route a request (send_updates, qcluster) skip them.
 admin.autodiscover()
 
-from updates.admin import dashboard  # noqa: E402  (after autodiscover, like every admin module)
+from updates.admin import urls as admin_pages  # noqa: E402  (after autodiscover)
 
 urlpatterns = [
     # Before admin.site.urls, under the same prefix, so they read as part of the admin.
-    path("admin/", include(dashboard.urlpatterns)),
+    path("admin/", include(admin_pages.urlpatterns)),
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

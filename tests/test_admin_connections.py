@@ -13,11 +13,6 @@ TOKEN = "tok-3f9a1c0d-very-secret-value"
 NEW_TOKEN = "tok-88e1-the-replacement-secret"
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def secured(db):
     return make_connection("secured", bearer_token=TOKEN)

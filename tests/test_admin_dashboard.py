@@ -7,12 +7,12 @@ import re
 
 import pytest
 from django.contrib.auth.models import User
-from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from tests.conftest import make_connection, make_mapping
+from tests.helpers import logged_in, status_of, texts
 from updates import workflow
 from updates.models import (
     DailyUsage, ProfileUpdate, QuotaMinute, SendAttempt, SendRun, UpdateStatus)
@@ -20,24 +20,6 @@ from updates.models import (
 S = UpdateStatus
 DASHBOARD = "updates_dashboard"
 QUEUE = "updates_queue"
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-def texts(response) -> list[str]:
-    return [str(m) for m in get_messages(response.wsgi_request)]
-
-
-def status_of(update) -> str:
-    return ProfileUpdate.objects.get(pk=update.pk).status
-
-
-def logged_in(client, user):
-    client.force_login(user)
-    return client
 
 
 def pending(stage, by, **kwargs):
@@ -122,8 +104,8 @@ def test_the_queue_filters_by_connection(client, supervisor, operator, stage):
 
 
 def test_the_queue_paginates(client, supervisor, operator, stage, monkeypatch):
-    from updates.admin import dashboard
-    monkeypatch.setattr(dashboard, "QUEUE_PAGE_SIZE", 2)
+    from updates.admin import queue
+    monkeypatch.setattr(queue, "QUEUE_PAGE_SIZE", 2)
     updates = [pending(stage, operator) for _ in range(3)]
     client = logged_in(client, supervisor)
     first = client.get(reverse(QUEUE)).content.decode()

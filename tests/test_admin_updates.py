@@ -8,13 +8,12 @@ import datetime as dt
 import re
 from urllib.parse import urlencode
 
-import pytest
-from django.contrib.messages import get_messages
 from django.db import connection as db
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from tests.helpers import logged_in, status_of, texts
 from updates import workflow
 from updates.forms import StagingFormMixin
 from updates.admin import updates as update_admin
@@ -22,12 +21,6 @@ from updates.models import AuditEvent, ProfileUpdate, SendAttempt, UpdateStatus
 
 S = UpdateStatus
 CHANGELIST = "admin:updates_profileupdate_changelist"
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    # The role fixtures create users with passwords; the default hasher costs ~0.5 s each.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def changelist_url(**params) -> str:
@@ -43,22 +36,9 @@ def add_url(connection=None) -> str:
     return f"{url}?connection={connection.pk}" if connection else url
 
 
-def texts(response) -> list[str]:
-    return [str(m) for m in get_messages(response.wsgi_request)]
-
-
 def act(client, action: str, updates, **extra):
     data = {"action": action, "_selected_action": [u.pk for u in updates], "index": 0, **extra}
     return client.post(changelist_url(), data, follow=True)
-
-
-def status_of(update) -> str:
-    return ProfileUpdate.objects.get(pk=update.pk).status
-
-
-def logged_in(client, user):
-    client.force_login(user)
-    return client
 
 
 # --- the list ------------------------------------------------------------------------------

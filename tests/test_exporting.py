@@ -13,15 +13,10 @@ from openpyxl import load_workbook
 
 from tests.conftest import make_connection, make_mapping, make_user
 from updates import exporting, workflow
-from updates.admin.imports import export_selected_csv
+from updates.admin.exports import export_selected_csv
 from updates.errors import Refused
 from updates.models import ProfileUpdate, SendAttempt
-from updates.resources import EXPORT_COLUMNS
-
-
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+from updates.exporting import EXPORT_COLUMNS
 
 
 DANGEROUS = ["=HYPERLINK(\"http://evil\")", "+cmd", "-2+3", "@SUM(A1)", "\tindent", "\rreturn"]

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
 from django.utils import timezone
 
 from updates import selectors, workflow
 from updates.models import AuditEvent, DailyUsage, ProfileUpdate, SendAttempt, SendRun
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def identities(qs) -> set[str]:

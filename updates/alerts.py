@@ -12,7 +12,7 @@ Rules (models.AlertRule) belong to one connection:
                    acknowledged them but does not show the sent values) in the last
                    `window_minutes`
 
-`alerts_check` (django-q2 runs it every five minutes; tasks_alerts.py) evaluates every active
+`alerts_check` (django-q2 runs it every five minutes; tasks.py) evaluates every active
 rule. A rule whose state changed gets an AlertEvent — fired, or cleared — written together with
 the rule's new state in one transaction, and only then is it delivered: by email (Django's mail
 settings, to the rule's addresses) and/or as a JSON POST of {"text": ...} to its webhook

@@ -16,9 +16,9 @@ import logging
 from django.db import transaction
 from django.db.models import F
 
-from . import claims, quota, rows
+from . import claims, quota, rows, workflow
 from .delivery import Sent
-from .models import AuditEvent, ProfileUpdate, SendAttempt, SendRun, TargetConnection, UpdateStatus
+from .models import ProfileUpdate, SendAttempt, SendRun, TargetConnection, UpdateStatus
 from .retry_policy import LAST_ERROR_CHARS, Decision, RetryPolicy, fail
 from .target import Outcome
 
@@ -86,7 +86,8 @@ def _apply(decisions: list[Decision], *, conn: TargetConnection, now: dt.datetim
     acknowledged_ids = [d.update.pk for d in decisions if d.to_status == S.SENT]
     if acknowledged_ids:
         ProfileUpdate.objects.filter(id__in=acknowledged_ids).update(
-            status=S.SENT, acknowledged_at=now, next_attempt_at=None, last_error="",
+            status=workflow.T["acknowledge"].target, acknowledged_at=now, next_attempt_at=None,
+            last_error="",
             attempt_count=F("attempt_count") + 1, attempts_total=F("attempts_total") + 1,
             lease_owner="", lease_expires_at=None)
     others = [d.update for d in decisions if d.to_status != S.SENT]
@@ -97,12 +98,13 @@ def _apply(decisions: list[Decision], *, conn: TargetConnection, now: dt.datetim
         "status", "attempt_count", "attempts_total", "next_attempt_at", "lease_owner",
         "lease_expires_at", "last_error",
     ])
-    rows.insert_rows(AuditEvent, (
-        {"at": now, "actor_id": None, "update_id": d.update.pk, "connection_id": conn.pk,
-         "action": d.action, "from_status": S.SENDING, "to_status": d.to_status,
-         "comment": d.comment[:LAST_ERROR_CHARS], "changes": d.changes}
-        for d in decisions
-    ))
+    for transition in dict.fromkeys(d.transition for d in decisions):
+        decided = [d for d in decisions if d.transition is transition]
+        workflow.audit_rows(
+            [d.update.pk for d in decided], by=None, action=transition, at=now,
+            connection_id=conn.pk,
+            comments={d.update.pk: d.comment[:LAST_ERROR_CHARS] for d in decided},
+            changes_by_update={d.update.pk: d.changes for d in decided}, returning=False)
 
 
 def _unexpected_answers_since_requeue(updates: list[ProfileUpdate]) -> dict[int, int]:

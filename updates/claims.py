@@ -18,8 +18,8 @@ import uuid
 from django.db import connection as db, transaction
 from django.db.models import Q, QuerySet
 
-from . import rows
-from .models import AuditEvent, ProfileUpdate, TargetConnection, UpdateStatus
+from . import workflow
+from .models import ProfileUpdate, TargetConnection, UpdateStatus
 
 S = UpdateStatus
 # What the sender reads and writes of a claimed update (loading the rest costs CPU per row).
@@ -103,16 +103,17 @@ def claim(*, conn: TargetConnection, owner: str, size: int, now: dt.datetime,
         if not picked:
             return []
         ids = [row[0] for row in picked]
+        claim_, reclaim = workflow.sender_transition("claim"), workflow.sender_transition("reclaim")
         ProfileUpdate.objects.filter(id__in=ids).update(
-            status=S.SENDING, lease_owner=owner, lease_expires_at=lease_until)
-        rows.insert_rows(AuditEvent, (
-            {"at": now, "actor_id": None, "update_id": update_id, "connection_id": conn.pk,
-             "action": "claimed" if status == S.APPROVED else "reclaimed",
-             "from_status": status, "to_status": S.SENDING,
-             "comment": (f"Lease of {previous_owner or 'a worker'} ran out; claimed again."
-                         if status != S.APPROVED else "")}
-            for update_id, status, previous_owner in picked
-        ))
+            status=claim_.target, lease_owner=owner, lease_expires_at=lease_until)
+        workflow.audit_rows([i for i, status, _ in picked if status == S.APPROVED], by=None,
+                            action=claim_, at=now, connection_id=conn.pk, returning=False)
+        workflow.audit_rows(
+            [i for i, status, _ in picked if status != S.APPROVED], by=None, action=reclaim,
+            at=now, connection_id=conn.pk,
+            comments={i: f"Lease of {previous_owner or 'a worker'} ran out; claimed again."
+                      for i, status, previous_owner in picked if status != S.APPROVED},
+            returning=False)
         updates = list(ProfileUpdate.objects.filter(id__in=ids).only(*SENDER_FIELDS).order_by("id"))
     for update in updates:
         update.connection = conn
@@ -132,11 +133,9 @@ def release(updates: list[ProfileUpdate], *, owner: str, now: dt.datetime, reaso
     """Claims that were not sent go back to approved, without an attempt."""
     with transaction.atomic():
         mine = still_mine([u.pk for u in updates], owner=owner)
+        release_ = workflow.sender_transition("release")
         ProfileUpdate.objects.filter(id__in=mine).update(
-            status=S.APPROVED, lease_owner="", lease_expires_at=None)
-        rows.insert_rows(AuditEvent, (
-            {"at": now, "actor_id": None, "update_id": update_id,
-             "connection_id": updates[0].connection_id, "action": "released",
-             "from_status": S.SENDING, "to_status": S.APPROVED, "comment": f"Not sent: {reason}."}
-            for update_id in mine
-        ))
+            status=release_.target, lease_owner="", lease_expires_at=None)
+        workflow.audit_rows(mine, by=None, action=release_, at=now,
+                            connection_id=updates[0].connection_id,
+                            comment=f"Not sent: {reason}.", returning=False)

@@ -1,9 +1,9 @@
 """Export profile updates as CSV or XLSX, safe to open in a spreadsheet — and back.
 
 Two layouts:
-- "all": the columns of resources.ProfileUpdateExportResource (status, who and when, attempts,
-  the last attempt's outcome, the acknowledgment — never a connection's token), with the
-  attributes as one column per mapping source name instead of the resource's JSON cell, and
+- "all": the REPORT_COLUMNS below (status, who and when, attempts, the last attempt's outcome,
+  the acknowledgment — never a connection's token), with the attributes as one column per
+  mapping source name instead of one JSON cell, and
   `unmapped_attributes` (JSON) for stored values whose mapping is no longer active.
 - "import": only `identity_type`, `identity` and the source-name columns of one connection —
   exactly what the import reads, so the file can be edited and imported again (new updates).
@@ -16,7 +16,7 @@ or date-and-time attribute values as real date cells; whole numbers as numbers.
 
 Formula injection: a spreadsheet runs a cell starting with '=', '+', '-' or '@' as a formula, and
 some also after a leading tab or carriage return. Every such text cell is written with a single
-quote in front (OWASP's advice); django-import-export's own setting covers only '='. CSV files
+quote in front (OWASP's advice; escaping only '=' is not enough). CSV files
 are UTF-8 with a byte-order mark, so spreadsheets detect the encoding; the import reads them back.
 
 Rows are streamed from the database (iterator) into the writer, so memory does not grow with the
@@ -29,11 +29,12 @@ import csv
 import datetime as dt
 import io
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, BinaryIO
 
 from django.core.exceptions import ValidationError
 from django.db.models import OuterRef, QuerySet, Subquery
+from django.utils.encoding import force_str
 
 from .errors import PERMISSION_DENIED, Refused, require_perm
 from .models import (AttributeMapping, ImportJob, ProfileUpdate, SendAttempt, TargetConnection,
@@ -69,6 +70,76 @@ def escape_formula(value: Any) -> Any:
     return value
 
 
+def _text(value: Any) -> Any:
+    return "" if value is None else force_str(value)
+
+
+def _native(value: Any) -> Any:
+    """Numbers stay numbers (a spreadsheet can sum them); None becomes an empty cell."""
+    return "" if value is None else value
+
+
+def _utc(value: dt.datetime | None) -> str:
+    """A timestamp as ISO-8601 in UTC with a Z, the form the rest of ProfileOps uses."""
+    return "" if value is None else value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _path(attribute: str) -> Callable[[ProfileUpdate], Any]:
+    """Follows `a__b` through related objects; None when any step is None."""
+    def get(update: ProfileUpdate) -> Any:
+        value: Any = update
+        for name in attribute.split("__"):
+            value = getattr(value, name, None)
+            if value is None:
+                return None
+        return value
+    return get
+
+
+def _attributes_json(update: ProfileUpdate) -> str:
+    # Sorted and unescaped: the cell shows exactly the names and values that are sent.
+    return json.dumps(update.attributes, ensure_ascii=False, sort_keys=True)
+
+
+# The "all" layout's columns, in order: (header, what of the update, how the cell is written).
+# Expects the queryset from export_queryset (it annotates the last attempt).
+REPORT_COLUMNS: tuple[tuple[str, Callable[[ProfileUpdate], Any], Callable[[Any], Any]], ...] = (
+    ("id", _path("id"), _native),
+    ("connection", _path("connection__client_code"), _text),
+    ("identity_type", _path("identity_type"), _text),
+    ("identity", _path("identity"), _text),
+    ("attributes", _attributes_json, _text),
+    ("status", _path("status"), _text),
+    ("reason", _path("reason"), _text),
+    ("not_before", _path("not_before"), _utc),
+    ("created_by", _path("created_by__username"), _text),
+    ("created_at", _path("created_at"), _utc),
+    ("last_edited_by", _path("last_edited_by__username"), _text),
+    ("last_edited_at", _path("last_edited_at"), _utc),
+    ("submitted_at", _path("submitted_at"), _utc),
+    ("decided_by", _path("decided_by__username"), _text),
+    ("decided_at", _path("decided_at"), _utc),
+    ("decision_comment", _path("decision_comment"), _text),
+    ("attempts", _path("attempts_total"), _native),
+    ("attempts_since_queued", _path("attempt_count"), _native),
+    ("next_attempt_at", _path("next_attempt_at"), _utc),
+    ("last_attempt_at", _path("last_attempt_at"), _utc),
+    ("last_attempt_outcome", _path("last_attempt_outcome"), _text),
+    ("last_http_status", _path("last_http_status"), _native),
+    ("acknowledged", lambda update: "yes" if update.acknowledged_at else "no", _text),
+    ("acknowledged_at", _path("acknowledged_at"), _utc),
+    ("last_error", _path("last_error"), _text),
+    ("verification_state", _path("verification_state"), _text),
+    ("verified_at", _path("verified_at"), _utc),
+)
+EXPORT_COLUMNS = tuple(header for header, _, _ in REPORT_COLUMNS)
+
+
+def report_cells(update: ProfileUpdate) -> list[Any]:
+    """The REPORT_COLUMNS of one update, every text cell escaped (escape_formula)."""
+    return [escape_formula(write(read(update))) for _, read, write in REPORT_COLUMNS]
+
+
 def require_export_permission(user) -> None:
     if user is COMMAND_LINE:
         return
@@ -79,7 +150,7 @@ def export_queryset(*, queryset: QuerySet | None = None, connection: TargetConne
                     status: str | None = None, created_by=None,
                     created_from: dt.date | None = None,
                     created_to: dt.date | None = None) -> QuerySet:
-    """The updates to export, oldest first, with what the export resource reads in one query.
+    """The updates to export, oldest first, with what REPORT_COLUMNS read in one query.
     `created_from` / `created_to` are inclusive days in UTC."""
     if status and status not in UpdateStatus.values:
         raise ValidationError(f"Unknown status {status!r}; use one of "
@@ -194,11 +265,8 @@ class _Table:
 
     def __init__(self, connections: Sequence[TargetConnection], *, layout: str,
                  typed: bool) -> None:
-        from .resources import ProfileUpdateExportResource  # resources imports escape_formula
-
         self.layout, self.typed = layout, typed
-        self.resource = ProfileUpdateExportResource()
-        report = list(self.resource.get_export_headers())
+        report = list(EXPORT_COLUMNS)
         self._attributes_at = report.index("attributes")
         mappings = _active_mappings(connections)
         # One column per source name; two connections may use the same one for the same column.
@@ -227,7 +295,7 @@ class _Table:
         if self.layout == "import":
             return [escape_formula(update.identity_type), escape_formula(update.identity),
                     *attributes]
-        report = self.resource.export_resource(update)
+        report = report_cells(update)
         del report[self._attributes_at]
         if self.typed:
             for column in TIMESTAMP_COLUMNS:

@@ -84,8 +84,8 @@ MAX_FILE_BYTES = 50 * 1024 * 1024
 MAX_STORED_ERRORS = 1000
 SAVE_CHUNK_ROWS = 2000
 SAMPLE_ROWS = 5
-TASK_FUNCTION = "updates.tasks_import.run_import_job"
-CHECK_TASK_FUNCTION = "updates.tasks_import.check_import_job"
+TASK_FUNCTION = "updates.tasks.run_import_job"
+CHECK_TASK_FUNCTION = "updates.tasks.check_import_job"
 # A background import must not be cut short by the cluster's default 90 s task timeout.
 TASK_TIMEOUT_SECONDS = 3600
 
@@ -482,12 +482,10 @@ def cell_blank(cell: Any) -> bool:
 
 
 def _column_letter(index: int) -> str:
-    letters = ""
-    index += 1
-    while index:
-        index, rest = divmod(index - 1, 26)
-        letters = chr(65 + rest) + letters
-    return letters
+    """The spreadsheet letters (A … Z, AA …) of the 0-based column `index`."""
+    from openpyxl.utils import get_column_letter
+
+    return get_column_letter(index + 1)
 
 
 # --- checking rows -----------------------------------------------------------------------------
@@ -496,7 +494,7 @@ class RowChecker:
     """Checks one file's rows against one connection's active mappings.
 
     Stateful: it remembers every visitor seen so far, to refuse a second row for the same one.
-    Shared by the streaming import below and the django-import-export resource (resources.py).
+    Used by the streaming import below (the admin, the command, the notebook and the tasks).
 
     compact_duplicates (check_file, for files of a million rows): remember only a hash of each
     visitor — a set of integers, not of strings and row numbers — and, instead of refusing a row

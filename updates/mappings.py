@@ -23,8 +23,6 @@ import json
 import re
 from decimal import Decimal, InvalidOperation
 
-import re2
-
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -93,19 +91,22 @@ def normalise_value(mapping: AttributeMapping, raw) -> str:
 # A deterministic engine rather than a time limit: the answer never depends on the machine's
 # load. RE2 refuses look-arounds and back-references; the README says so.
 
-def _pattern_options() -> "re2.Options":
+@functools.cache
+def _re2():
+    """The RE2 module with our options, imported on first use: processes that only send (the
+    sender, qcluster workers) never compile a pattern and need not load it."""
+    import re2
+
     options = re2.Options()
     options.log_errors = False  # a refused pattern is reported to the operator, not to stderr
     options.never_capture = True  # only "does it match": lets RE2 use its DFA throughout
-    return options
-
-
-_OPTIONS = _pattern_options()
+    return re2, options
 
 
 @functools.lru_cache(maxsize=256)
 def _compiled(pattern: str):
-    return re2.compile(pattern, _OPTIONS)
+    re2, options = _re2()
+    return re2.compile(pattern, options)
 
 
 def pattern_error(pattern: str) -> str | None:
@@ -114,7 +115,7 @@ def pattern_error(pattern: str) -> str | None:
         _compiled(pattern)
     except UnicodeError:
         return "Not a valid regular expression: it contains characters that are not valid text."
-    except re2.error as error:
+    except _re2()[0].error as error:
         reason = error.args[0] if error.args else "not a valid regular expression"
         if isinstance(reason, bytes):
             reason = reason.decode("utf-8", "replace")

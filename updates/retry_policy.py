@@ -11,11 +11,11 @@ import datetime as dt
 import random
 from dataclasses import dataclass, field
 
+from . import workflow
 from .delivery import Sent
-from .models import ProfileUpdate, UpdateStatus
+from .models import ProfileUpdate
 from .target import Outcome
 
-S = UpdateStatus
 RETRY_AFTER_CAP = dt.timedelta(hours=24)
 LAST_ERROR_CHARS = 1000
 
@@ -25,10 +25,13 @@ class Decision:
     """The new state of one update after an answer, and the audit row that says why."""
 
     update: ProfileUpdate
-    to_status: str
-    action: str
+    transition: workflow.Transition  # acknowledge, retry or fail (workflow.TRANSITIONS)
     comment: str = ""
     changes: dict = field(default_factory=dict)
+
+    @property
+    def to_status(self) -> str:
+        return self.transition.target
 
 
 @dataclass(frozen=True)
@@ -60,12 +63,12 @@ class RetryPolicy:
             changes["http_status"] = answer.http_status
 
         if answer.outcome == Outcome.ACKNOWLEDGED:
-            update.status = S.SENT
+            acknowledge = workflow.sender_transition("acknowledge")
+            update.status = acknowledge.target
             update.acknowledged_at = now
             update.next_attempt_at = None
             update.last_error = ""
-            return Decision(update, S.SENT, "acknowledged", "Target acknowledged the update.",
-                            changes)
+            return Decision(update, acknowledge, "Target acknowledged the update.", changes)
         if answer.outcome == Outcome.PERMANENT:
             reason = f"Target refused the request ({answer.error})"
             if answer.body.strip():
@@ -82,17 +85,19 @@ class RetryPolicy:
 
     def _retry(self, update: ProfileUpdate, answer, now: dt.datetime, changes: dict) -> Decision:
         delay = self.backoff(attempt=update.attempt_count, retry_after=answer.retry_after_seconds)
-        update.status = S.APPROVED
+        retry = workflow.sender_transition("retry")
+        update.status = retry.target
         update.next_attempt_at = now + delay
         update.last_error = answer.error[:LAST_ERROR_CHARS]
         changes["next_attempt_at"] = update.next_attempt_at.isoformat()
-        return Decision(update, S.APPROVED, "retry_scheduled",
+        return Decision(update, retry,
                         f"{answer.error}; attempt {update.attempt_count} of {self.max_attempts}, "
                         f"next try in {int(delay.total_seconds())} s.", changes)
 
 
 def fail(update: ProfileUpdate, reason: str, changes: dict | None = None) -> Decision:
-    update.status = S.FAILED
+    failed = workflow.sender_transition("fail")
+    update.status = failed.target
     update.next_attempt_at = None
     update.last_error = reason[:LAST_ERROR_CHARS]
-    return Decision(update, S.FAILED, "failed", update.last_error, changes or {})
+    return Decision(update, failed, update.last_error, changes or {})

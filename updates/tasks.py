@@ -1,9 +1,12 @@
-"""django-q2 entry points: nothing but calls into the services."""
+"""django-q2 entry points (schedules and queued tasks): nothing but calls into the services."""
 
 from __future__ import annotations
 
-from . import health, sending
+from . import health, sending, verification
+from .alerts import alerts_check
 from .conf import setting
+from .importing import import_job_check, import_job_run
+from .models import ImportJob
 
 
 def send_due_updates() -> int:
@@ -18,8 +21,24 @@ def send_due_updates() -> int:
 
 def verify_sent_updates() -> int:
     """Run by the "Verify sent updates" schedule every five minutes; returns the reads made."""
-    from . import verification
-
     run = verification.updates_verify_due(
         time_budget=setting("RUN_TIME_BUDGET_SECONDS"))
     return run.checked
+
+
+def check_alerts() -> str:
+    """Run by the "Check alert rules" schedule every five minutes."""
+    events = alerts_check()
+    return f"{len(events)} alert state change{'s' if len(events) != 1 else ''}"
+
+
+def run_import_job(job_id: int) -> str:
+    """Run one confirmed import; a job already claimed by another worker is left alone."""
+    job = import_job_run(job=ImportJob.objects.get(pk=job_id))
+    return f"import #{job.pk}: {job.status}, {job.created_updates} updates created"
+
+
+def check_import_job(job_id: int) -> str:
+    """Check one uploaded file in the background (the preview of a large file)."""
+    job = import_job_check(job=ImportJob.objects.get(pk=job_id))
+    return f"import #{job.pk}: {job.status}, {job.total_rows} rows, {job.error_count} problems"

@@ -1,11 +1,4 @@
-"""django-q2 entry point for the alert check (migration 0010 schedules it every five minutes):
-nothing but a call into alerts.py."""
+"""Old dotted path of a task now in tasks.py: a check_alerts task queued by the schedule before
+migration 0014 renamed its func still names this module. Nothing else imports it."""
 
-from __future__ import annotations
-
-from .alerts import alerts_check
-
-
-def check_alerts() -> str:
-    events = alerts_check()
-    return f"{len(events)} alert state change{'s' if len(events) != 1 else ''}"
+from .tasks import check_alerts  # noqa: F401

@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from .conf import setting
 from .errors import require_perm
-from . import reading
+from . import reading, workflow
 from .models import (
     AuditEvent, ProfileRead, ProfileUpdate, SendAttempt, TargetConnection, UpdateStatus,
     VerificationState,
@@ -189,17 +189,21 @@ def _end_unchanged(skipped: list[tuple[ProfileUpdate, ProfileRead]], *, owner: s
         mine = set(ProfileUpdate.objects.select_for_update()
                    .filter(id__in=ids, status=S.SENDING, lease_owner=owner)
                    .values_list("id", flat=True))
+        skip = workflow.sender_transition("skip_unchanged")
         ProfileUpdate.objects.filter(id__in=mine).update(
-            status=S.UNCHANGED, lease_owner="", lease_expires_at=None, next_attempt_at=None,
+            status=skip.target, lease_owner="", lease_expires_at=None, next_attempt_at=None,
             last_error="")
-        AuditEvent.objects.bulk_create([
-            AuditEvent(at=now, actor=None, update_id=update.pk, connection_id=connection.pk,
-                       action="unchanged", from_status=S.SENDING, to_status=S.UNCHANGED,
-                       comment=f"Not sent: Target already held every staged value (read at "
-                       f"{read.at:%Y-%m-%d %H:%M:%S} UTC). No request, no quota used.",
-                       changes={"read_id": read.pk, "at_target": held_summary(update, read)})
-            for update, read in skipped if update.pk in mine
-        ])
+        ended = [(update, read) for update, read in skipped if update.pk in mine]
+        workflow.audit_rows(
+            [update.pk for update, _ in ended], by=None, action=skip, at=now,
+            connection_id=connection.pk,
+            comments={update.pk: f"Not sent: Target already held every staged value (read at "
+                      f"{read.at:%Y-%m-%d %H:%M:%S} UTC). No request, no quota used."
+                      for update, read in ended},
+            changes_by_update={update.pk: {"read_id": read.pk,
+                                           "at_target": held_summary(update, read)}
+                               for update, read in ended},
+            returning=False)
     for update, _ in skipped:
         if update.pk in mine:
             update.status = S.UNCHANGED
@@ -453,10 +457,6 @@ def update_revert(*, update: ProfileUpdate, by, comment: str = "") -> tuple[Prof
     """Stage (as a draft by `by`) an update that puts back the values Target held before `update`
     was sent. It goes through submit and approval like any other — so whoever stages a revert
     cannot approve it. Raises ValidationError, staging nothing, when nothing can be reverted."""
-    # Here, not at the top: the sender imports this module for before_send, and staging (with the
-    # mappings and the re2 pattern engine) is no part of sending.
-    from . import workflow
-
     require_perm(by, workflow.PERM_STAGE, "You do not have permission to stage profile updates.")
     plan = revert_plan(ProfileUpdate.objects.get(pk=update.pk))
     if not plan.attributes:

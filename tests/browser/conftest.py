@@ -36,13 +36,6 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screensh
 TIMEOUT_MS = 15_000
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    # Every test signs users in; the default hasher costs ~0.5 s per password. The live server
-    # runs in this process, so it sees the same setting.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def _unavailable(reason: str) -> None:
     # A machine without Chromium skips; CI can set PROFILEOPS_REQUIRE_BROWSER=1 so that a failed
     # Chromium install fails the run instead of passing it with the browser tests skipped.

@@ -17,11 +17,6 @@ from updates.models import ImportJob, ProfileUpdate
 HEADER = "identity_type,identity,loan_status,tier,note"
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def write_csv(path, *rows: str):
     path.write_text("\n".join([HEADER, *rows]) + "\n", encoding="utf-8")
     return str(path)

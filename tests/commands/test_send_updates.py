@@ -19,7 +19,6 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def quick(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.PROFILEOPS = {**settings.PROFILEOPS, "READ_TIMEOUT": 1.0, "SEND_CONCURRENCY": 4}
 
 
@@ -222,7 +221,7 @@ def test_the_loop_survives_its_database_connection_being_killed(approve, emulato
 # Loaded by the admin, the import and the export, never by sending: a fresh send_updates process
 # that has one of them pays for it at every start (and every qcluster worker with it).
 NOT_FOR_SENDING = ("openpyxl", "tablib", "import_export", "re2", "updates.admin",
-                   "updates.importing", "updates.workflow", "profileops.urls")
+                   "updates.importing", "profileops.urls")
 
 PROBE = (
     "import sys\n"

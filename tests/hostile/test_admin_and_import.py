@@ -30,7 +30,7 @@ from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
 from profileops.middleware import INVALID_UTF8
 from tests.conftest import make_connection, make_mapping
-from updates import importing, mappings, tasks_import, workflow
+from updates import importing, mappings, tasks, workflow
 from updates.forms import StagingFormMixin
 from updates.models import (AttributeMapping, ImportJob, ProfileUpdate,
                             TargetConnection, UpdateStatus)
@@ -552,7 +552,7 @@ def test_the_admin_upload_page_answers_every_file_with_a_page_never_a_500(
         assert status_page.status_code == 200
         job = ImportJob.objects.latest("id")
         if job.status == ImportJob.Status.CHECKING:  # a large file: checked by the worker
-            tasks_import.check_import_job(job.pk)
+            tasks.check_import_job(job.pk)
             job.refresh_from_db()
             assert client.get(response["Location"]).status_code == 200
         if job.status == ImportJob.Status.QUEUED:
@@ -860,6 +860,6 @@ def test_a_large_upload_answers_at_once_and_its_page_follows_the_background_chec
     assert job.status == ImportJob.Status.CHECKING  # not read in the request
     page = client.get(response["Location"])
     assert b"Checking the file" in page.content and page.context["refresh"]
-    tasks_import.check_import_job(job.pk)
+    tasks.check_import_job(job.pk)
     page = client.get(response["Location"])
     assert b"Every row is valid" in page.content and b"Import 200 updates" in page.content

@@ -195,8 +195,8 @@ def test_the_migration_schedules_the_check_every_five_minutes(db):
     from django_q.models import Schedule
 
     schedule = Schedule.objects.get(name="Check alert rules")
-    assert (schedule.func, schedule.minutes) == ("updates.tasks_alerts.check_alerts", 5)
-    from updates.tasks_alerts import check_alerts
+    assert (schedule.func, schedule.minutes) == ("updates.tasks.check_alerts", 5)
+    from updates.tasks import check_alerts
 
     assert check_alerts() == "0 alert state changes"
 

@@ -19,11 +19,6 @@ from updates.models import AttributeMapping, AuditEvent, ProfileUpdate
 T = AttributeMapping.ValueType
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def m(value_type=T.TEXT, **kwargs) -> AttributeMapping:
     """An unsaved mapping: normalisation needs no database."""
     kwargs.setdefault("source_name", "field")

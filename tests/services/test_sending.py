@@ -33,7 +33,6 @@ threaded = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 @pytest.fixture(autouse=True)
 def quick_sending(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast users
     settings.PROFILEOPS = {
         **settings.PROFILEOPS,
         "SEND_BATCH_SIZE": 50, "SEND_CONCURRENCY": 8, "CONNECT_TIMEOUT": 2.0,

@@ -20,12 +20,6 @@ THIRD_PARTY = "mbox3rdPartyId"
 MBOX_PC = "mboxPC"
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    # The users' passwords play no part here; PBKDF2 would make this file several times slower.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def refused_staging(stage):
     """refused_staging(**overrides) -> {field: [messages]}, after checking nothing was saved."""

@@ -24,6 +24,7 @@ from updates import importing, quota, selectors, workflow
 from updates.models import ImportJob, ProfileUpdate, TargetConnection
 
 from .base import parse_id
+from .pages import forbidden as _forbidden, page as _page
 from .updates import RejectForm, report_outcome
 
 # One batch decision handles at most this many updates (each its own transaction); a bigger
@@ -80,8 +81,6 @@ def recent_imports(limit: int = 20) -> list[ImportJob]:
 
 
 def batch_view(request: HttpRequest) -> HttpResponse:
-    from .dashboard import _forbidden, _page  # the admin pages' shared frame
-
     title = "Decide a batch"
     if not request.user.has_perm(workflow.PERM_APPROVE):
         return _forbidden(request, title, "Deciding on updates needs the permission \"Can "

@@ -1,8 +1,6 @@
-"""The operations dashboard and the approval queue: two admin pages beside the model admins.
+"""The operations dashboard: an admin page beside the model admins (its URL is in urls.py).
 
-Their URLs (`urlpatterns`, included under admin/ by profileops/urls.py) are wrapped in
-`admin.site.admin_view`, so they share the admin's login, staff check, CSRF protection and
-never-cache headers; the pages themselves check the model permissions they need.
+It checks the model permission it needs itself; the quota charts are server-rendered SVG.
 """
 
 from __future__ import annotations
@@ -10,37 +8,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.contrib import admin, messages
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.template.response import TemplateResponse
-from django.urls import path, reverse
-from django.utils import timezone
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
 from django.utils.timesince import timesince
 
 from updates import attention, quota, selectors, verification, workflow
-from updates.models import ProfileUpdate, TargetConnection
 
-from . import batch, live_diff
-from .base import parse_id
-from .updates import BULK_LIMIT, CappedPaginator, RejectForm, bounded, report_outcome
+from .pages import forbidden as _forbidden, page as _page
 
 admin.site.site_header = "ProfileOps"
 admin.site.site_title = "ProfileOps"
 admin.site.index_title = "Administration"
 
-QUEUE_PAGE_SIZE = 25
 PERM_VIEW = "updates.view_profileupdate"
-
-
-def _page(request: HttpRequest, title: str, template: str, context: dict,
-          status: int = 200) -> TemplateResponse:
-    return TemplateResponse(
-        request, template, {**admin.site.each_context(request), "title": title, **context},
-        status=status)
-
-
-def _forbidden(request: HttpRequest, title: str, why: str) -> TemplateResponse:
-    return _page(request, title, "admin/updates/forbidden.html", {"why": why}, status=403)
 
 
 # --- the chart: server-rendered SVG geometry ------------------------------------------------
@@ -245,112 +226,3 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "can_approve": request.user.has_perm(workflow.PERM_APPROVE),
         "verification_days": verification.daily_summary(now=data.now),
     })
-
-
-# --- the approval queue --------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class QueueRow:
-    update: ProfileUpdate
-    attributes: list[tuple[str, str]]
-    request: selectors.RequestPreview
-    own: bool  # the viewer wrote its content
-    may_decide: bool  # workflow.may_decide: False for the viewer's own content
-    blocker: str = ""  # why this viewer may not decide it ("" when they may)
-
-
-def _queue_connection(request: HttpRequest) -> TargetConnection | None:
-    pk = parse_id(request.GET.get("connection"))
-    return TargetConnection.objects.filter(pk=pk).first() if pk is not None else None
-
-
-def queue_view(request: HttpRequest) -> HttpResponse:
-    title = "Approval queue"
-    if not request.user.has_perm(workflow.PERM_APPROVE):
-        return _forbidden(request, title, "The approval queue is for supervisors: approving and "
-                                          "rejecting needs the permission \"Can approve or reject "
-                                          "profile updates\".")
-    if request.method == "POST":
-        return _decide(request)
-    connection = _queue_connection(request)
-    paginator = CappedPaginator(
-        selectors.pending_updates(connection_id=connection.pk if connection else None),
-        QUEUE_PAGE_SIZE)
-    page = paginator.get_page(request.GET.get("p"))
-    # Four eyes, as the service applies it: the viewer's own content gets no decision buttons.
-    authored = workflow.authored_by(request.user, page)
-    rows = [QueueRow(u, selectors.attribute_rows(u), selectors.request_preview(u),
-                     u.pk in authored, workflow.may_decide(u, request.user, authored=authored),
-                     workflow.decision_blocker(u, request.user, authored=authored))
-            for u in page]
-    now = timezone.now()
-    on_page = {r.update.connection_id: r.update.connection for r in rows}
-    headroom = [(c, quota.window_usage(connection=c, now=now), c.quota_limit)
-                for c in on_page.values()]
-    return _page(request, title, "admin/updates/queue.html", {
-        "rows": rows,
-        "page": page,
-        "paginator": paginator,
-        "connections": TargetConnection.objects.order_by("label"),
-        "connection": connection,
-        "headroom": headroom,
-        "page_cost": sum(r.request.quota_cost for r in rows),
-        "reject_form": RejectForm(),
-        "page_query": _query(connection),
-        "now": now,
-        "imports": batch.recent_imports(),
-        "batch_url": reverse("updates_queue_batch") + (
-            f"?connection={connection.pk}" if connection else ""),
-    })
-
-
-def _query(connection: TargetConnection | None) -> str:
-    return f"connection={connection.pk}&" if connection else ""
-
-
-def _decide(request: HttpRequest) -> HttpResponse:
-    back = HttpResponseRedirect(request.get_full_path())
-    if "approve_one" in request.POST or "reject_one" in request.POST:
-        decision = "approve" if "approve_one" in request.POST else "reject"
-        ids = [request.POST.get(f"{decision}_one", "")]
-        # A row's own reason, when given, is that row's rejection comment.
-        row_reason = request.POST.get(f"reason_{ids[0]}", "").strip()
-        if decision == "reject" and row_reason:
-            request.POST = request.POST.copy()
-            request.POST["comment"] = row_reason
-    else:
-        decision = request.POST.get("decision", "")
-        ids = request.POST.getlist("update")
-    if decision not in ("approve", "reject"):
-        messages.error(request, "Choose Approve or Reject; nothing was changed.")
-        return back
-    pks = sorted({pk for pk in map(parse_id, ids) if pk is not None})
-    if not pks:
-        messages.warning(request, "Select at least one update; nothing was changed.")
-        return back
-    comment = request.POST.get("comment", "").strip()
-    if decision == "reject":
-        form = RejectForm({"comment": comment})
-        if not form.is_valid():
-            messages.error(request, "A rejection needs a comment saying why; nothing was rejected.")
-            return back
-        comment = form.cleaned_data["comment"]
-    chosen = bounded(request, ProfileUpdate.objects.filter(pk__in=pks[: BULK_LIMIT + 1]))
-    if chosen is None:
-        return back
-    service = workflow.update_approve if decision == "approve" else workflow.update_reject
-    outcome = workflow.apply_to_each(service, chosen, by=request.user, comment=comment)
-    report_outcome(request, outcome, verb="approved" if decision == "approve" else "rejected")
-    return back
-
-
-urlpatterns = [
-    path("dashboard/", admin.site.admin_view(dashboard_view), name="updates_dashboard"),
-    path("queue/", admin.site.admin_view(queue_view), name="updates_queue"),
-    # Under the update's own admin URL (matched before the admin's <path:object_id>/ routes).
-    path("updates/profileupdate/<int:pk>/live-diff/",
-         admin.site.admin_view(live_diff.live_diff_view), name="updates_live_diff"),
-    path("updates/profileupdate/<int:pk>/revert/", admin.site.admin_view(live_diff.revert_view),
-         name="updates_revert"),
-    path("queue/batch/", batch.batch_urlpattern_view, name="updates_queue_batch"),
-]

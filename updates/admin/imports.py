@@ -1,30 +1,27 @@
-"""Import and export pages of the admin, and the read-only list of import jobs.
+"""The admin's import pages and the read-only list of import jobs (exports.py holds the export).
 
 Import: upload (connection, file, "submit for approval at once") → the file is kept as an
 ImportJob and checked (in the request when small, in django-q2 when large: the page shows the
 rows read so far and refreshes itself) → its page previews every bad row (row, column, reason) or summarises
 what will be created → the uploader starts it. Files of more than
 importing.background_threshold() rows run in django-q2; their page shows progress and refreshes
-itself until the result is there. Export: CSV or XLSX of the chosen updates.
+itself until the result is there.
 
-Thin: importing.py and exporting.py check permissions and do the work; these views only ask and
-show.
+Thin: importing.py checks permissions and does the work; these views only ask and show.
 """
 
 from __future__ import annotations
 
-import tempfile
 from typing import Any
 from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
 from updates import exporting, importing
@@ -55,36 +52,6 @@ class ImportUploadForm(forms.Form):
             raise ValidationError(f"The file is larger than "
                                   f"{importing.MAX_FILE_BYTES // (1024 * 1024)} MB; split it.")
         return upload
-
-
-def export_response(*, by, file_format: str, queryset=None, connection=None,
-                    status: str | None = None) -> FileResponse:
-    """The export as a download; the file is spooled to disk past a few MB, not kept in memory."""
-    spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)
-    exporting.updates_export(by=by, file_format=file_format, out=spool, queryset=queryset,
-                             connection=connection, status=status)
-    spool.seek(0)
-    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-    return FileResponse(spool, as_attachment=True,
-                        filename=f"profile-updates-{stamp}.{file_format}",
-                        content_type=exporting.FORMATS[file_format])
-
-
-def _export_action(file_format: str):
-    def action(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset) -> Any:
-        try:
-            return export_response(by=request.user, file_format=file_format, queryset=queryset)
-        except ValidationError as error:
-            modeladmin.message_user(request, " ".join(error.messages), messages.ERROR)
-            return None
-
-    action.__name__ = f"export_selected_{file_format}"
-    return admin.action(description=f"Export selected updates as {file_format.upper()}")(action)
-
-
-# For ProfileUpdateAdmin.actions; the export service refuses those without the export right.
-export_selected_csv = _export_action("csv")
-export_selected_xlsx = _export_action("xlsx")
 
 
 @admin.register(ImportJob)
@@ -128,7 +95,9 @@ class ImportJobAdmin(OfferedLookupsAdmin):
         view = self.admin_site.admin_view
         return [
             path("import/", view(self.import_view), name="updates_importjob_import"),
-            path("export/", view(self.export_view), name="updates_importjob_export"),
+            # The export pages (exports.py) live under the import jobs' URL, beside the import.
+            path("export/", view(lambda request: exports.export_view(self, request)),
+                 name="updates_importjob_export"),
             path("template/", view(lambda request: exports.template_view(self, request)),
                  name="updates_importjob_template"),
             path("<int:pk>/errors/", view(lambda request, pk: exports.errors_view(self, request, pk)),
@@ -219,11 +188,6 @@ class ImportJobAdmin(OfferedLookupsAdmin):
                                        "shows its progress.", messages.INFO)
             return HttpResponseRedirect(url + "?started=1")
         return HttpResponseRedirect(url)
-
-    # --- export ------------------------------------------------------------------------------
-
-    def export_view(self, request: HttpRequest) -> HttpResponse:
-        return exports.export_view(self, request)
 
 
 def _percent(done: int, total: int) -> int:

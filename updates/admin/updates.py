@@ -30,7 +30,7 @@ from updates.forms import staging_form_class
 
 from . import timeline
 from .base import OfferedLookupsAdmin, parse_id
-from .imports import export_selected_csv, export_selected_xlsx
+from .exports import export_selected_csv, export_selected_xlsx
 from updates.models import ProfileUpdate, TargetConnection, UpdateStatus
 
 S = UpdateStatus

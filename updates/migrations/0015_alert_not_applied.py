@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("updates", "0013_profileupdate_import_job"),
+        ("updates", "0014_tasks_in_one_module"),
     ]
 
     operations = [

@@ -1,0 +1,20 @@
+"""The URLs of the admin's own pages (included under admin/ by profileops/urls.py, before the
+model admins). Each is wrapped in `admin.site.admin_view`, so it shares the admin's login, staff
+check, CSRF protection and never-cache headers; the pages check the model permissions they need.
+"""
+
+from django.contrib import admin
+from django.urls import path
+
+from . import batch, dashboard, live_diff, queue
+
+urlpatterns = [
+    path("dashboard/", admin.site.admin_view(dashboard.dashboard_view), name="updates_dashboard"),
+    path("queue/", admin.site.admin_view(queue.queue_view), name="updates_queue"),
+    # Under the update's own admin URL (matched before the admin's <path:object_id>/ routes).
+    path("updates/profileupdate/<int:pk>/live-diff/",
+         admin.site.admin_view(live_diff.live_diff_view), name="updates_live_diff"),
+    path("updates/profileupdate/<int:pk>/revert/", admin.site.admin_view(live_diff.revert_view),
+         name="updates_revert"),
+    path("queue/batch/", batch.batch_urlpattern_view, name="updates_queue_batch"),
+]

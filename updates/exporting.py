@@ -1,8 +1,8 @@
 """Export profile updates as CSV or XLSX, safe to open in a spreadsheet — and back.
 
 Two layouts:
-- "all": the REPORT_COLUMNS below (status, who and when, attempts, the last attempt's outcome,
-  the acknowledgment — never a connection's token), with the attributes as one column per
+- "all": the columns of ProfileUpdateExportResource below (django-import-export: status, who and
+  when, attempts, the last attempt's outcome, the acknowledgment — never a connection's token), with the attributes as one column per
   mapping source name instead of one JSON cell, and
   `unmapped_attributes` (JSON) for stored values whose mapping is no longer active.
 - "import": only `identity_type`, `identity` and the source-name columns of one connection —
@@ -29,12 +29,13 @@ import csv
 import datetime as dt
 import io
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
 
 from django.core.exceptions import ValidationError
 from django.db.models import OuterRef, QuerySet, Subquery
-from django.utils.encoding import force_str
+from import_export import resources, widgets
+from import_export.fields import Field
 
 from .errors import PERMISSION_DENIED, Refused, require_perm
 from .models import (AttributeMapping, ImportJob, ProfileUpdate, SendAttempt, TargetConnection,
@@ -70,74 +71,92 @@ def escape_formula(value: Any) -> Any:
     return value
 
 
-def _text(value: Any) -> Any:
-    return "" if value is None else force_str(value)
-
-
-def _native(value: Any) -> Any:
-    """Numbers stay numbers (a spreadsheet can sum them); None becomes an empty cell."""
-    return "" if value is None else value
-
-
 def _utc(value: dt.datetime | None) -> str:
     """A timestamp as ISO-8601 in UTC with a Z, the form the rest of ProfileOps uses."""
     return "" if value is None else value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _path(attribute: str) -> Callable[[ProfileUpdate], Any]:
-    """Follows `a__b` through related objects; None when any step is None."""
-    def get(update: ProfileUpdate) -> Any:
-        value: Any = update
-        for name in attribute.split("__"):
-            value = getattr(value, name, None)
-            if value is None:
-                return None
-        return value
-    return get
+class _Utc(widgets.Widget):
+    def render(self, value, obj=None, **kwargs):
+        return _utc(value)
 
 
-def _attributes_json(update: ProfileUpdate) -> str:
-    # Sorted and unescaped: the cell shows exactly the names and values that are sent.
-    return json.dumps(update.attributes, ensure_ascii=False, sort_keys=True)
+class _Native(widgets.Widget):
+    """Numbers stay numbers (a spreadsheet can sum them); None becomes an empty cell."""
+
+    def render(self, value, obj=None, **kwargs):
+        return "" if value is None else value
 
 
-# The "all" layout's columns, in order: (header, what of the update, how the cell is written).
-# Expects the queryset from export_queryset (it annotates the last attempt).
-REPORT_COLUMNS: tuple[tuple[str, Callable[[ProfileUpdate], Any], Callable[[Any], Any]], ...] = (
-    ("id", _path("id"), _native),
-    ("connection", _path("connection__client_code"), _text),
-    ("identity_type", _path("identity_type"), _text),
-    ("identity", _path("identity"), _text),
-    ("attributes", _attributes_json, _text),
-    ("status", _path("status"), _text),
-    ("reason", _path("reason"), _text),
-    ("not_before", _path("not_before"), _utc),
-    ("created_by", _path("created_by__username"), _text),
-    ("created_at", _path("created_at"), _utc),
-    ("last_edited_by", _path("last_edited_by__username"), _text),
-    ("last_edited_at", _path("last_edited_at"), _utc),
-    ("submitted_at", _path("submitted_at"), _utc),
-    ("decided_by", _path("decided_by__username"), _text),
-    ("decided_at", _path("decided_at"), _utc),
-    ("decision_comment", _path("decision_comment"), _text),
-    ("attempts", _path("attempts_total"), _native),
-    ("attempts_since_queued", _path("attempt_count"), _native),
-    ("next_attempt_at", _path("next_attempt_at"), _utc),
-    ("last_attempt_at", _path("last_attempt_at"), _utc),
-    ("last_attempt_outcome", _path("last_attempt_outcome"), _text),
-    ("last_http_status", _path("last_http_status"), _native),
-    ("acknowledged", lambda update: "yes" if update.acknowledged_at else "no", _text),
-    ("acknowledged_at", _path("acknowledged_at"), _utc),
-    ("last_error", _path("last_error"), _text),
-    ("verification_state", _path("verification_state"), _text),
-    ("verified_at", _path("verified_at"), _utc),
-)
-EXPORT_COLUMNS = tuple(header for header, _, _ in REPORT_COLUMNS)
+class ProfileUpdateExportResource(resources.ModelResource):
+    """The "all" layout's report columns (django-import-export): content, state, timestamps,
+    attempts, acknowledgment, verification — no secrets. Every text cell is formula-escaped.
+
+    Expects the queryset from export_queryset (it annotates the last attempt).
+    """
+
+    id = Field(attribute="id", column_name="id", widget=_Native())
+    connection = Field(attribute="connection__client_code", column_name="connection")
+    identity_type = Field(attribute="identity_type", column_name="identity_type")
+    identity = Field(attribute="identity", column_name="identity")
+    attributes = Field(column_name="attributes")
+    status = Field(attribute="status", column_name="status")
+    reason = Field(attribute="reason", column_name="reason")
+    not_before = Field(attribute="not_before", column_name="not_before", widget=_Utc())
+    created_by = Field(attribute="created_by__username", column_name="created_by")
+    created_at = Field(attribute="created_at", column_name="created_at", widget=_Utc())
+    last_edited_by = Field(attribute="last_edited_by__username", column_name="last_edited_by")
+    last_edited_at = Field(attribute="last_edited_at", column_name="last_edited_at", widget=_Utc())
+    submitted_at = Field(attribute="submitted_at", column_name="submitted_at", widget=_Utc())
+    decided_by = Field(attribute="decided_by__username", column_name="decided_by")
+    decided_at = Field(attribute="decided_at", column_name="decided_at", widget=_Utc())
+    decision_comment = Field(attribute="decision_comment", column_name="decision_comment")
+    attempts = Field(attribute="attempts_total", column_name="attempts", widget=_Native())
+    attempts_since_queued = Field(attribute="attempt_count", column_name="attempts_since_queued",
+                                  widget=_Native())
+    next_attempt_at = Field(attribute="next_attempt_at", column_name="next_attempt_at",
+                            widget=_Utc())
+    last_attempt_at = Field(attribute="last_attempt_at", column_name="last_attempt_at",
+                            widget=_Utc())
+    last_attempt_outcome = Field(attribute="last_attempt_outcome",
+                                 column_name="last_attempt_outcome")
+    last_http_status = Field(attribute="last_http_status", column_name="last_http_status",
+                             widget=_Native())
+    acknowledged = Field(column_name="acknowledged")
+    acknowledged_at = Field(attribute="acknowledged_at", column_name="acknowledged_at",
+                            widget=_Utc())
+    last_error = Field(attribute="last_error", column_name="last_error")
+    verification_state = Field(attribute="verification_state", column_name="verification_state")
+    verified_at = Field(attribute="verified_at", column_name="verified_at", widget=_Utc())
+
+    class Meta:
+        model = ProfileUpdate
+        fields = ("id", "connection", "identity_type", "identity", "attributes", "status",
+                  "reason", "not_before", "created_by", "created_at", "last_edited_by",
+                  "last_edited_at", "submitted_at", "decided_by", "decided_at",
+                  "decision_comment", "attempts", "attempts_since_queued", "next_attempt_at",
+                  "last_attempt_at", "last_attempt_outcome", "last_http_status", "acknowledged",
+                  "acknowledged_at", "last_error", "verification_state", "verified_at")
+        export_order = fields
+
+    def dehydrate_attributes(self, update: ProfileUpdate) -> str:
+        # Sorted and unescaped: the cell shows exactly the names and values that are sent.
+        return json.dumps(update.attributes, ensure_ascii=False, sort_keys=True)
+
+    def dehydrate_acknowledged(self, update: ProfileUpdate) -> str:
+        return "yes" if update.acknowledged_at else "no"
+
+    def export_field(self, field, instance, **kwargs):
+        return escape_formula(super().export_field(field, instance, **kwargs))
+
+
+EXPORT_COLUMNS = ProfileUpdateExportResource.Meta.fields
+_REPORT = ProfileUpdateExportResource()
 
 
 def report_cells(update: ProfileUpdate) -> list[Any]:
-    """The REPORT_COLUMNS of one update, every text cell escaped (escape_formula)."""
-    return [escape_formula(write(read(update))) for _, read, write in REPORT_COLUMNS]
+    """The report columns of one update (EXPORT_COLUMNS), every text cell escaped."""
+    return list(_REPORT.export_resource(update))
 
 
 def require_export_permission(user) -> None:
@@ -150,7 +169,7 @@ def export_queryset(*, queryset: QuerySet | None = None, connection: TargetConne
                     status: str | None = None, created_by=None,
                     created_from: dt.date | None = None,
                     created_to: dt.date | None = None) -> QuerySet:
-    """The updates to export, oldest first, with what REPORT_COLUMNS read in one query.
+    """The updates to export, oldest first, with what the export resource reads in one query.
     `created_from` / `created_to` are inclusive days in UTC."""
     if status and status not in UpdateStatus.values:
         raise ValidationError(f"Unknown status {status!r}; use one of "

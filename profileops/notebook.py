@@ -500,19 +500,20 @@ class Session:
 
     def _stage(self, labels, header, rows, *, connection, submit, keep_good, reason
                ) -> StageResult:
-        from django.core.exceptions import PermissionDenied, ValidationError
-        from django.db import transaction
+        from django.core.exceptions import ValidationError
 
-        from updates import importing, workflow
+        from updates import importing, mappings
         from updates.models import ProfileUpdate, UpdateStatus
 
         user = self._user()
         conn = self._connection(connection)
-        try:
-            importing.require_import_permission(user, submit=submit)
-        except PermissionDenied as error:  # older importing.py; the services refuse the other way
-            _refuse_permission(str(error))
-        checker = importing.RowChecker(connection=conn, header=header)
+        importing.require_import_permission(user, submit=submit)
+        # Checked once, against these mappings; the save refuses the lot if they change before it
+        # commits (updates_stage_many compares their fingerprint under lock), as the import does.
+        connection_mappings = mappings.active_mappings(conn)
+        fingerprint = mappings.mappings_fingerprint(connection_mappings)
+        checker = importing.RowChecker(connection=conn, header=header,
+                                       connection_mappings=connection_mappings)
         if checker.header_errors:
             raise ValidationError([
                 f"column {e.column}: {e.message}" if e.column else e.message
@@ -533,22 +534,17 @@ class Session:
         update_ids: list[Any] = [pd.NA] * len(rows)
         if save:
             status = UpdateStatus.PENDING if submit else UpdateStatus.DRAFT
-            with transaction.atomic():
-                before = ProfileUpdate.objects.order_by("-id").values_list("id", flat=True).first()
-                updates = [u for _, u in good]
-                for start in range(0, len(updates), importing.SAVE_CHUNK_ROWS):
-                    workflow.updates_stage_many(
-                        connection=conn, rows=updates[start:start + importing.SAVE_CHUNK_ROWS],
-                        by=user, submit=submit, reason=reason)
-                # updates_stage_many returns a count; find the new ids by visitor, unique within
-                # one call (the checks refuse a second row for the same visitor). Under SQLite's
-                # write lock nothing else can have been inserted meanwhile.
-                created = ProfileUpdate.objects.filter(
-                    pk__gt=before or 0, connection=conn, created_by=user, status=status,
-                    reason=reason).values_list("identity_type", "identity", "id")
-                by_visitor = {(t, i): pk for t, i, pk in created.iterator(chunk_size=5000)}
-                for position, update in good:
-                    update_ids[position] = by_visitor[(update["identity_type"], update["identity"])]
+            # One import, as a file's: written invisibly in short transactions, live together
+            # with one audit row, all or nothing (importing.rows_import).
+            job = importing.rows_import(
+                connection=conn, rows=[u for _, u in good], by=user, fingerprint=fingerprint,
+                name=f"DataFrame staged from a notebook by {user.get_username()}",
+                submit=submit, reason=reason)
+            created = (ProfileUpdate.objects.filter(import_job=job)
+                       .values_list("identity_type", "identity", "id"))
+            by_visitor = {(t, i): pk for t, i, pk in created.iterator(chunk_size=5000)}
+            for position, update in good:
+                update_ids[position] = by_visitor[(update["identity_type"], update["identity"])]
             saved_status = str(status)
         else:
             saved_status = ""
@@ -1018,13 +1014,19 @@ class Session:
                         limit=limit)
 
     def _audit(self, *, ids, connection, actor, action, limit) -> pd.DataFrame:
-        from updates.models import AuditEvent
+        from django.db.models import Q
+
+        from updates.models import AuditEvent, ProfileUpdate
 
         user = self._user()
         self._need(user, "updates.view_profileupdate", "view profile updates")
         qs = AuditEvent.objects.all()
         if (wanted := _ids(ids)) is not None:
-            qs = qs.filter(update_id__in=wanted)
+            # An imported update's creation is its import's one event (update_id empty).
+            jobs = set(ProfileUpdate.objects.filter(pk__in=wanted, import_job__isnull=False)
+                       .values_list("import_job_id", flat=True))
+            qs = qs.filter(Q(update_id__in=wanted)
+                           | Q(update__isnull=True, changes__import_job__in=jobs))
         if connection is not None:
             qs = qs.filter(connection=self._connection(connection))
         if actor is not None:

@@ -1041,23 +1041,58 @@ def _run_claimed(job: ImportJob, data: Source, *, progress: Callable[[int, int],
     if rows != total or created != total:  # the file is the checked one; be sure
         raise RuntimeError("the second pass over the file saw a different number of rows")
     report(rows)
+    _make_live(job, by=by, connection=connection, fingerprint=fingerprint, created=created)
+
+
+def _make_live(job: ImportJob, *, by, connection: TargetConnection, fingerprint: str,
+               created: int) -> None:
+    """End an import whose rows are all written (not yet live): make them live, all at once —
+    one statement, however many rows — with the import's one audit row in the same transaction
+    (each update references the job: import_job), refusing if the mappings changed meanwhile."""
     with transaction.atomic():
         locked = mappings.active_mappings(connection, lock=True)
         if mappings.mappings_fingerprint(locked) != fingerprint:
             raise ValidationError(MAPPINGS_CHANGED.format(label=connection.label),
                                   code="mappings_changed")
-        # Live, all at once: one statement, however many rows — and the import's one audit
-        # row in the same transaction (each update references the job: import_job).
         now = timezone.now()
         ProfileUpdate.with_pending_imports.filter(import_pending_id=job.pk).update(
             import_pending=None)
         import_job_audit(job=job, by=by, at=now, updates=created, fingerprint=fingerprint)
         ImportJob.objects.filter(pk=job.pk).update(
-            status=ImportJob.Status.DONE, total_rows=rows, processed_rows=rows,
+            status=ImportJob.Status.DONE, total_rows=created, processed_rows=created,
             created_updates=created, errors=[], error_count=0, finished_at=now)
     _reload(job)
     logger.info("import job %s done: %s updates created", job.pk, created,
                 extra={"import_job_id": job.pk, "connection": connection.client_code})
+
+
+def rows_import(*, connection: TargetConnection, rows: Sequence[dict[str, Any]], by,
+                fingerprint: str, name: str, submit: bool = False, reason: str = "") -> ImportJob:
+    """Save rows already checked against the mappings with `fingerprint` (RowChecker) as one
+    import — the notebook's DataFrames: an ImportJob named `name`, written in short transactions
+    invisible until the end, then live together with one audit row, exactly as a file's import.
+    All or nothing: on any failure the rows written so far are deleted and the error raised."""
+    require_import_permission(by, submit=submit)
+    job = ImportJob.objects.create(
+        connection=connection, created_by=by, file_name=name[:255], file_format="rows",
+        file_data=b"", submit_after_import=submit, status=ImportJob.Status.RUNNING,
+        total_rows=len(rows), mappings_fingerprint=fingerprint, started_at=timezone.now())
+    try:
+        created = 0
+        for start in range(0, len(rows), SAVE_CHUNK_ROWS):
+            with transaction.atomic():
+                created += workflow.updates_stage_many(
+                    connection=connection, rows=rows[start:start + SAVE_CHUNK_ROWS], by=by,
+                    submit=submit, reason=reason or import_reason(job),
+                    checked_against=fingerprint, import_job=job)
+        _make_live(job, by=by, connection=connection, fingerprint=fingerprint, created=created)
+    except BaseException as error:
+        _discard_pending(job)
+        messages = error.messages if isinstance(error, ValidationError) else [
+            f"The import stopped with an unexpected error ({type(error).__name__})."]
+        _fail(job, [f"{m} Nothing was saved." for m in messages])
+        raise
+    return job
 
 
 def import_job_audit(*, job: ImportJob, by, at: dt.datetime, updates: int,

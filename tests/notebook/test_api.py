@@ -25,7 +25,7 @@ from django.core.exceptions import SynchronousOnlyOperation, ValidationError
 
 from profileops import notebook
 from tests.conftest import make_connection, make_mapping, make_user
-from updates import workflow
+from updates import selectors, workflow
 from updates.models import AuditEvent, ProfileUpdate
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -233,11 +233,17 @@ def test_every_decision_is_audited_as_the_named_person(people, connection):
     result = notebook.as_user("operator").stage(rows(2), connection="acme", submit=True)
     notebook.as_user("supervisor").approve(ids=result.ids, comment="ok")
 
+    # Staging a table is one import: one "imported" event for the lot, then one per decision.
     events = AuditEvent.objects.filter(update_id__in=result.ids).order_by("id")
     assert [(e.actor.username, e.action) for e in events] == [
-        ("operator", "imported"), ("operator", "imported"),
         ("supervisor", "approved"), ("supervisor", "approved")]
+    [imported] = AuditEvent.objects.filter(update=None, action="imported")
+    assert (imported.actor.username, imported.changes["updates"]) == ("operator", 2)
+    for update in ProfileUpdate.objects.filter(pk__in=result.ids):
+        first = selectors.update_timeline(update=update)[0].event
+        assert (first.action, first.actor.username) == ("imported", "operator")
     audit = notebook.as_user("operator").audit(ids=result.ids)
+    assert sorted(audit["action"].astype(str)) == ["approved", "approved", "imported"]
     assert set(audit["actor"]) == {"operator", "supervisor"}
 
 
@@ -354,7 +360,9 @@ def test_keep_good_saves_the_good_rows_with_their_ids_and_audit(people, connecti
     assert sorted(saved) == sorted(result.ids)
     assert saved[int(ids[0])].identity == "cust-0" and saved[int(ids[2])].identity == "cust-2"
     assert {u.reason for u in saved.values()} == {"campaign 7"}
-    assert AuditEvent.objects.filter(update_id__in=result.ids, action="imported").count() == 2
+    [imported] = AuditEvent.objects.filter(update=None, action="imported")
+    assert imported.changes["updates"] == 2
+    assert {u.import_job_id for u in saved.values()} == {imported.changes["import_job"]}
 
 
 def test_a_refused_save_leaves_nothing_half_saved(people, connection):

@@ -386,11 +386,11 @@ def _ids(ids: Any) -> list[int] | None:
 
 
 def _refuse_permission(message: str) -> None:
-    """Refuse as the services do: a ValidationError (workflow.TransitionRefused) whose code is
+    """Refuse as the services do: updates.errors.Refused (a ValidationError) whose code is
     ``permission_denied``, so one ``except ValidationError`` catches every refusal."""
-    from updates.workflow import TransitionRefused
+    from updates.errors import PERMISSION_DENIED, Refused
 
-    raise TransitionRefused(message, code="permission_denied")
+    raise Refused(message, code=PERMISSION_DENIED)
 
 
 # --- the session -------------------------------------------------------------------------------------

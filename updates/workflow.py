@@ -44,10 +44,6 @@ SENDER = "sender"  # the sending service (sending.py), acting as nobody
 CONTENT_FIELDS = ("identity_type", "identity", "attributes")
 EDITABLE_FIELDS = CONTENT_FIELDS + ("reason", "not_before")
 
-# The name services used before errors.Refused, kept so branches written against it still merge:
-# the same class, not a second kind of refusal.
-TransitionRefused = Refused
-
 
 # --- the declared workflow -------------------------------------------------------------------
 

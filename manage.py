@@ -4,9 +4,17 @@ import os
 import sys
 
 
+# Commands that need only the models and the sending services start with just those apps
+# (PROFILEOPS_APPS in profileops/settings.py): every cron or loop start of send_updates pays
+# for Django, requests and ProfileOps, not for the admin or the scheduler.
+SENDING_ONLY_COMMANDS = {'send_updates'}
+
+
 def main():
     """Run administrative tasks."""
     os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'profileops.settings')
+    if sys.argv[1:2] and sys.argv[1] in SENDING_ONLY_COMMANDS:
+        os.environ.setdefault('PROFILEOPS_APPS', 'sending')
     try:
         from django.core.management import execute_from_command_line
     except ImportError as exc:

@@ -256,8 +256,15 @@ def _sending_line(r: dict, out: list[str]) -> None:
     if "send_updates_nothing_due_cpu_s" in st:
         out.append(
             f"   start-up, median CPU: a whole send_updates run with nothing due (checks, one "
-            f"SendRun) {st['send_updates_nothing_due_cpu_s']:.2f} s; Django's set-up alone "
-            f"(python -c 'import django; django.setup()') {st['django_setup_cpu_s']:.2f} s")
+            f"SendRun) {st['send_updates_nothing_due_cpu_s']:.2f} s; Django's set-up with every "
+            f"app (python -c 'import django; django.setup()') {st['django_setup_cpu_s']:.2f} s")
+    if "manage_version_cpu_s" in st:
+        out.append(
+            f"   start-up floors, median CPU, with the apps send_updates loads: manage.py version "
+            f"(Django's own start for any command) {st['manage_version_cpu_s']:.2f} s — "
+            f"send_updates --help ×{st['send_updates_help_cpu_s'] / st['manage_version_cpu_s']:.2f}"
+            f" of it; Django's set-up + import requests {st['libraries_cpu_s']:.2f} s — "
+            f"×{st['send_updates_help_cpu_s'] / st['libraries_cpu_s']:.2f}")
     if "schedule" in r:
         sc = r["schedule"]
         out.append(

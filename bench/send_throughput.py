@@ -108,11 +108,14 @@ def command(conn, limit: int) -> tuple[float, float]:
 
 def startup_seconds(conn, runs: int = 5) -> dict:
     """Median wall and CPU time of `send_updates --help`, of a whole `send_updates` run with
-    nothing due (system checks, one SendRun), of Django's own set-up with the project's settings
-    (the floor under both), and of `python -c "import requests"` (the bare loop's start). On a
-    loaded machine the wall time mostly waits for a core."""
-    def median(command: list[str]) -> tuple[float, float]:
-        timings = [timed_process(command)[:2] for _ in range(runs)]
+    nothing due (system checks, one SendRun), and of the floors under them, all in this run:
+    `manage.py version` with the apps send_updates loads (Django's own start for any management
+    command), Django's set-up with those apps plus `import requests` (the libraries sending
+    cannot do without), Django's set-up with every app, and `python -c "import requests"` (the
+    bare loop's start). On a loaded machine the wall time mostly waits for a core."""
+    def median(command: list[str], **env: str) -> tuple[float, float]:
+        environment = {**os.environ, **env} if env else None
+        timings = [timed_process(command, environment)[:2] for _ in range(runs)]
         return (statistics.median(t[0] for t in timings),
                 statistics.median(t[1] for t in timings))
 
@@ -120,10 +123,18 @@ def startup_seconds(conn, runs: int = 5) -> dict:
     help_s, help_cpu_s = median([sys.executable, "manage.py", "send_updates", "--help"])
     idle_s, idle_cpu_s = median([sys.executable, "manage.py", "send_updates", "--connection",
                                  conn.client_code])
-    django_s, django_cpu_s = median([sys.executable, "-c", "import django; django.setup()"])
+    version_s, version_cpu_s = median([sys.executable, "manage.py", "version"],
+                                      PROFILEOPS_APPS="sending")
+    libraries_s, libraries_cpu_s = median(
+        [sys.executable, "-c", "import requests, django; django.setup()"],
+        PROFILEOPS_APPS="sending")
+    django_s, django_cpu_s = median([sys.executable, "-c", "import django; django.setup()"],
+                                    PROFILEOPS_APPS="all")
     return {"python_s": python_s, "python_cpu_s": python_cpu_s,
             "send_updates_help_s": help_s, "send_updates_help_cpu_s": help_cpu_s,
             "send_updates_nothing_due_s": idle_s, "send_updates_nothing_due_cpu_s": idle_cpu_s,
+            "manage_version_s": version_s, "manage_version_cpu_s": version_cpu_s,
+            "libraries_s": libraries_s, "libraries_cpu_s": libraries_cpu_s,
             "django_setup_s": django_s, "django_setup_cpu_s": django_cpu_s}
 
 

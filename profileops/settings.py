@@ -65,6 +65,18 @@ PROFILEOPS_DEMO = _env_bool("PROFILEOPS_DEMO", DEBUG)
 if PROFILEOPS_DEMO:
     INSTALLED_APPS.append("demo")
 
+# A process that only sends — `manage.py send_updates` starts with PROFILEOPS_APPS=sending —
+# loads the apps the models and the sending services need, and nothing of the web (admin,
+# sessions, messages, static files) or of the scheduler (django-q2, whose configuration alone
+# imports prometheus_client, psutil and multiprocessing): about a fifth of its start-up. The
+# schedule's path runs in qcluster workers, which load every app.
+PROFILEOPS_APPS = os.environ.get("PROFILEOPS_APPS", "all")
+SENDING_APPS = ["django.contrib.auth", "django.contrib.contenttypes", "updates"]
+if PROFILEOPS_APPS == "sending":
+    INSTALLED_APPS = list(SENDING_APPS)
+elif PROFILEOPS_APPS != "all":
+    raise ImproperlyConfigured(f"PROFILEOPS_APPS must be 'all' or 'sending', not {PROFILEOPS_APPS!r}")
+
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Collected static files, compressed and with cache-busting names, straight from the app
@@ -194,7 +206,7 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 PROFILEOPS = {
     name.removeprefix("PROFILEOPS_"): value
     for name, value in os.environ.items()
-    if name.startswith("PROFILEOPS_") and name != "PROFILEOPS_DEMO"
+    if name.startswith("PROFILEOPS_") and name not in {"PROFILEOPS_DEMO", "PROFILEOPS_APPS"}
 }
 
 # --- django-q2 ---------------------------------------------------------------------------------

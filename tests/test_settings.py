@@ -99,3 +99,22 @@ def test_profileops_values_come_from_the_environment_and_defaults_from_updates_c
     loaded = json.loads(result.stdout)
     assert loaded["raw"] == {"SEND_BATCH_SIZE": "7"}  # as text; PROFILEOPS_DEMO is no knob
     assert (loaded["batch"], loaded["lease"]) == (7, 120)
+
+
+SHOW_APPS = ("import django, json; django.setup(); from django.conf import settings as s; "
+             "print(json.dumps({'apps': s.INSTALLED_APPS, 'raw': s.PROFILEOPS}))")
+
+
+def test_every_app_loads_unless_the_process_only_sends():
+    everything = json.loads(run("-c", SHOW_APPS, PROFILEOPS_DEMO="0").stdout)["apps"]
+    assert {"django_q", "django.contrib.sessions", "updates"} <= set(everything)
+    sending = json.loads(run("-c", SHOW_APPS, PROFILEOPS_APPS="sending").stdout)
+    # manage.py sets PROFILEOPS_APPS=sending for send_updates; it is no knob either.
+    assert sending == {"apps": ["django.contrib.auth", "django.contrib.contenttypes", "updates"],
+                       "raw": {}}
+
+
+def test_an_unknown_app_set_is_refused():
+    result = run("-c", SHOW_APPS, PROFILEOPS_APPS="web")
+    assert result.returncode != 0
+    assert "PROFILEOPS_APPS must be 'all' or 'sending', not 'web'" in result.stderr

@@ -218,18 +218,22 @@ def test_the_loop_survives_its_database_connection_being_killed(approve, emulato
 
 # --- a lean start ----------------------------------------------------------------------------------
 
-# Loaded by the admin, the import and the export, never by sending: a fresh send_updates process
-# that has one of them pays for it at every start (and every qcluster worker with it).
+# Loaded by the admin, the import, the export or the scheduler, never by sending: a fresh
+# send_updates process that has one of them pays for it at every start.
 NOT_FOR_SENDING = ("openpyxl", "tablib", "import_export", "re2", "updates.admin",
-                   "updates.importing", "profileops.urls")
+                   "updates.importing", "profileops.urls", "django_q", "prometheus_client",
+                   "django.contrib.admin", "django.contrib.sessions", "django.contrib.messages")
 
+# manage.py as a shell runs it, then what the process loaded.
 PROBE = (
-    "import sys\n"
-    "from django.core.management import execute_from_command_line\n"
+    "import runpy, sys\n"
+    "sys.argv = ['manage.py', 'send_updates', *sys.argv[1:]]\n"
     "try:\n"
-    "    execute_from_command_line(['manage.py', 'send_updates', *sys.argv[1:]])\n"
+    "    runpy.run_path('manage.py', run_name='__main__')\n"
     "except SystemExit as stop:\n"
     "    print('exit', stop.code)\n"
+    "from django.apps import apps\n"
+    "print([app.name for app in apps.get_app_configs()])\n"
     f"print(sorted(m for m in {NOT_FOR_SENDING!r} if m in sys.modules))\n"
 )
 
@@ -250,10 +254,25 @@ def start_fresh(*args: str, **knobs: object):
 # Committed, not in a test transaction: the process writes its SendRun to this database.
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 @pytest.mark.parametrize("args", (["--help"], []), ids=("help", "a run with nothing due"))
-def test_the_command_starts_without_what_only_the_admin_and_the_import_need(args):
+def test_the_command_starts_with_only_what_sending_needs(args):
     result = start_fresh(*args)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    *_, installed, unneeded = result.stdout.strip().splitlines()
+    assert installed == repr(settings.SENDING_APPS)
+    assert unneeded == "[]"
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_lean_process_sends_and_records_like_any_other(approve, emulator):
+    updates = [approve() for _ in range(2)]
+    result = start_fresh("--connection", "acme")
+    assert result.returncode == 0, result.stderr
+    assert "Done: sent 2 request(s) — acknowledged 2" in result.stdout
+    assert {ProfileUpdate.objects.get(pk=u.pk).status for u in updates} == {S.SENT}
+    assert len(emulator.received) == 2
+    run_row = SendRun.objects.get()
+    assert (run_row.trigger, run_row.requests_sent, run_row.acknowledged) == ("command", 2, 2)
+    assert AuditEvent.objects.filter(update__in=updates, to_status=S.SENT).count() == 2
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from .conf import setting
 from .errors import require_perm
-from . import target
+from . import delivery, target
 from .models import ProfileRead, ProfileUpdate, TargetConnection
 
 PERM_VIEW = "updates.view_profileupdate"
@@ -81,7 +81,7 @@ class ConnectionInactive(ReadThrottled):
 def make_session() -> requests.Session:
     session = requests.Session()
     session.headers["User-Agent"] = USER_AGENT
-    session.trust_env = False  # a proxy from the environment must not see identities by surprise
+    delivery.apart_from_the_environment(session)  # as the sender's: no proxy, no netrc
     return session
 
 

@@ -134,6 +134,42 @@ def test_the_bearer_token_of_the_connection_reaches_target(acme, approve, emulat
 
 
 @pytest.mark.django_db
+def test_a_proxy_named_by_the_environment_never_sees_the_requests(acme, approve, emulator,
+                                                                   monkeypatch):
+    # Port 9 (discard) refuses connections here: a request that went through the "proxy" fails.
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    update = approve()
+    assert sending.send_due().acknowledged == 1
+    assert fresh(update).status == S.SENT
+    assert len(emulator.received) == 1
+
+
+@pytest.mark.django_db
+def test_a_netrc_entry_for_the_host_does_not_replace_the_bearer_token(acme, approve, emulator,
+                                                                      monkeypatch, tmp_path):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password not-the-token\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    acme.bearer_token = "tok-123"
+    acme.save(update_fields=["bearer_token"])
+    approve()
+    sending.send_due()
+    assert emulator.received[0]["authorization"] == "Bearer tok-123"
+
+
+def test_a_ca_bundle_named_by_the_environment_is_used_for_tls(monkeypatch):
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/inspecting-proxy.pem")
+    assert sending.make_session(concurrency=2).verify == "/etc/ssl/certs/inspecting-proxy.pem"
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    assert sending.make_session(concurrency=2).verify is True
+
+
+@pytest.mark.django_db
 def test_get_at_exactly_8192_bytes_and_post_one_byte_later_both_acknowledged(
         acme, approve, emulator):
     make_mapping(acme, "long", "longNote", max_length=60_000)

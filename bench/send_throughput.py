@@ -7,8 +7,12 @@ All against the emulator (a process of its own, 50 ms added latency), at the sam
 - command: `manage.py send_updates --limit N` — everything the sender does (claims with leases
   and audit rows, quota reservations, the approval-hash check, SendAttempt rows, state changes,
   daily usage), timed as a whole process, start-up included;
-- ceiling: the bare loop against a second emulator with no added latency — what the emulator
-  itself can answer on this machine (it must be far above the measured rates);
+- bare, no environment: the bare loop with requests' trust_env off, as the sender's session
+  has it — the tuned reference beside requests' defaults (the target's baseline);
+- the emulator's own cost: its process's CPU per request while the four timed runs go, hence
+  its ceiling (one core's worth: it is one Python process) and how busy it was at the measured
+  rate; and the tuned bare loop against a second emulator with no added latency — what the
+  pair can answer on this machine (client-bound when the client's CPU per request is higher);
 - schedule (--schedule): one qcluster worker running the "Send approved updates" schedule;
   its rate while a run is going, and its updates per minute (a run starts every minute and
   starts nothing new after RUN_TIME_BUDGET_SECONDS), against the command's.
@@ -57,6 +61,11 @@ class EmulatorProcess:
             raise SystemExit(f"the emulator did not start: {line!r}")
         self.url = line.rsplit(" ", 1)[1]
 
+    def cpu_seconds(self) -> float:
+        """The emulator process's CPU time so far (user + system, from /proc)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -94,10 +103,11 @@ def write_requests(path: Path, conn, base_url: str) -> None:
                       + "\n")
 
 
-def bare(path: Path, concurrency: int, skip: int, count: int) -> tuple[float, float, dict]:
+def bare(path: Path, concurrency: int, skip: int, count: int, *,
+         no_environment: bool = False) -> tuple[float, float, dict]:
     return timed_process([sys.executable, "-m", "bench.send_bare", "--requests", str(path),
                           "--concurrency", str(concurrency), "--skip", str(skip),
-                          "--count", str(count)])
+                          "--count", str(count)] + (["--no-environment"] if no_environment else []))
 
 
 def command(conn, limit: int) -> tuple[float, float]:
@@ -147,14 +157,18 @@ def sending(conn, n: int, concurrency: int, workdir: Path, emulator: EmulatorPro
     write_requests(ceiling_path, conn, ceiling_emulator.url)
     half = n // 2
     log(f"  concurrency {concurrency}: bare, command, command, bare (whole processes) …")
+    emulator_cpu_before = emulator.cpu_seconds()
     b1 = bare(path, concurrency, 0, half)
     c1 = command(conn, half)
     c2 = command(conn, n - half)
     b2 = bare(path, concurrency, half, n - half)
+    emulator_cpu_ms = (emulator.cpu_seconds() - emulator_cpu_before) / (2 * n) * 1000
     sent = ProfileUpdate.objects.filter(connection=conn, status=UpdateStatus.SENT).count()
     if sent != n:
         raise SystemExit(f"command: only {sent} of {n} updates were sent")
-    ceiling = bare(ceiling_path, concurrency, 0, n)
+    log(f"  concurrency {concurrency}: bare with no environment; the emulator's ceiling …")
+    tuned = bare(path, concurrency, 0, half, no_environment=True)
+    ceiling = bare(ceiling_path, concurrency, 0, n, no_environment=True)
     bare_seconds, bare_cpu = b1[0] + b2[0], b1[1] + b2[1]
     command_seconds, command_cpu = c1[0] + c2[0], c1[1] + c2[1]
     # Inside the processes: the bare loop's own clock, the command's SendRun rows (start-up and
@@ -176,6 +190,11 @@ def sending(conn, n: int, concurrency: int, workdir: Path, emulator: EmulatorPro
         "limit_per_s": concurrency / LATENCY,
         "ceiling_per_s": n / ceiling[0], "ceiling_loop_per_s": n / ceiling[2]["loop_seconds"],
         "ceiling_latency_median_ms": ceiling[2]["latency_median_ms"],
+        "tuned_bare_per_s": half / tuned[0], "tuned_ratio": tuned[0] / half * n / command_seconds,
+        "tuned_bare_cpu_ms_per_update": tuned[1] / half * 1000,
+        "emulator_cpu_ms_per_request": emulator_cpu_ms,
+        "emulator_ceiling_per_s": 1000 / emulator_cpu_ms if emulator_cpu_ms else float("inf"),
+        "emulator_busy_at_bare_rate": n / bare_seconds * emulator_cpu_ms / 1000,
     }
 
 

@@ -274,9 +274,9 @@ def _sending_line(r: dict, out: list[str]) -> None:
         out.append(
             f"   start-up floors, median CPU, with the apps send_updates loads: manage.py version "
             f"(Django's own start for any command) {st['manage_version_cpu_s']:.2f} s — "
-            f"send_updates --help ×{st['send_updates_help_cpu_s'] / st['manage_version_cpu_s']:.2f}"
-            f" of it; Django's set-up + import requests {st['libraries_cpu_s']:.2f} s — "
-            f"×{st['send_updates_help_cpu_s'] / st['libraries_cpu_s']:.2f}")
+            f"send_updates --help ×{st['help_over_manage_version_cpu']:.2f} of it (median of "
+            f"each round's ratio); Django's set-up + import requests {st['libraries_cpu_s']:.2f} s"
+            f" — ×{st['help_over_libraries_cpu']:.2f}")
     if "schedule" in r:
         sc = r["schedule"]
         out.append(

@@ -116,36 +116,40 @@ def command(conn, limit: int) -> tuple[float, float]:
     return seconds, cpu
 
 
-def startup_seconds(conn, runs: int = 5) -> dict:
+def startup_seconds(conn, rounds: int = 9) -> dict:
     """Median wall and CPU time of `send_updates --help`, of a whole `send_updates` run with
     nothing due (system checks, one SendRun), and of the floors under them, all in this run:
     `manage.py version` with the apps send_updates loads (Django's own start for any management
     command), Django's set-up with those apps plus `import requests` (the libraries sending
     cannot do without), Django's set-up with every app, and `python -c "import requests"` (the
-    bare loop's start). On a loaded machine the wall time mostly waits for a core."""
-    def median(command: list[str], **env: str) -> tuple[float, float]:
-        environment = {**os.environ, **env} if env else None
-        timings = [timed_process(command, environment)[:2] for _ in range(runs)]
-        return (statistics.median(t[0] for t in timings),
-                statistics.median(t[1] for t in timings))
-
-    python_s, python_cpu_s = median([sys.executable, "-c", "import requests"])
-    help_s, help_cpu_s = median([sys.executable, "manage.py", "send_updates", "--help"])
-    idle_s, idle_cpu_s = median([sys.executable, "manage.py", "send_updates", "--connection",
-                                 conn.client_code])
-    version_s, version_cpu_s = median([sys.executable, "manage.py", "version"],
-                                      PROFILEOPS_APPS="sending")
-    libraries_s, libraries_cpu_s = median(
-        [sys.executable, "-c", "import requests, django; django.setup()"],
-        PROFILEOPS_APPS="sending")
-    django_s, django_cpu_s = median([sys.executable, "-c", "import django; django.setup()"],
-                                    PROFILEOPS_APPS="all")
-    return {"python_s": python_s, "python_cpu_s": python_cpu_s,
-            "send_updates_help_s": help_s, "send_updates_help_cpu_s": help_cpu_s,
-            "send_updates_nothing_due_s": idle_s, "send_updates_nothing_due_cpu_s": idle_cpu_s,
-            "manage_version_s": version_s, "manage_version_cpu_s": version_cpu_s,
-            "libraries_s": libraries_s, "libraries_cpu_s": libraries_cpu_s,
-            "django_setup_s": django_s, "django_setup_cpu_s": django_cpu_s}
+    bare loop's start). The commands take turns, round after round, and the ratios are the
+    medians of each round's ratio, so the machine's drifting speed weighs on both sides. On a
+    loaded machine the wall time mostly waits for a core."""
+    python = sys.executable
+    commands = {
+        "python": ([python, "-c", "import requests"], {}),
+        "send_updates_help": ([python, "manage.py", "send_updates", "--help"], {}),
+        "send_updates_nothing_due": ([python, "manage.py", "send_updates", "--connection",
+                                      conn.client_code], {}),
+        "manage_version": ([python, "manage.py", "version"], {"PROFILEOPS_APPS": "sending"}),
+        "libraries": ([python, "-c", "import requests, django; django.setup()"],
+                      {"PROFILEOPS_APPS": "sending"}),
+        "django_setup": ([python, "-c", "import django; django.setup()"],
+                         {"PROFILEOPS_APPS": "all"}),
+    }
+    timings: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+    for _ in range(rounds):
+        for name, (command, env) in commands.items():
+            timings[name].append(timed_process(command, {**os.environ, **env})[:2])
+    result = {}
+    for name, runs in timings.items():
+        result[f"{name}_s"] = statistics.median(wall for wall, _ in runs)
+        result[f"{name}_cpu_s"] = statistics.median(cpu for _, cpu in runs)
+    for floor in ("manage_version", "libraries"):
+        result[f"help_over_{floor}_cpu"] = statistics.median(
+            help_cpu / floor_cpu for (_, help_cpu), (_, floor_cpu)
+            in zip(timings["send_updates_help"], timings[floor]))
+    return result
 
 
 def sending(conn, n: int, concurrency: int, workdir: Path, emulator: EmulatorProcess,

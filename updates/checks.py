@@ -7,6 +7,8 @@ Error with an id `profileops.E0nn`, naming the setting and what would make it wo
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from django.conf import settings
 from django.core import checks
 
@@ -74,4 +76,13 @@ def check_profileops_settings(app_configs=None, **kwargs) -> list[checks.Error]:
             14, f"Q_CLUSTER['timeout'] ({task_timeout}) must be less than Q_CLUSTER['retry'] "
                 f"({retry}).",
             "Otherwise the broker hands a still-running send task to a second worker."))
+    proxy = values["TARGET_PROXY"]
+    if proxy:
+        parts = urlsplit(proxy)
+        if parts.scheme not in {"http", "https"} or not parts.hostname or parts.path not in {"", "/"} \
+                or parts.query or parts.fragment:
+            errors.append(_error(
+                15, "PROFILEOPS_TARGET_PROXY must be a proxy's URL, http://host:port or "
+                    "https://host:port (credentials allowed).",
+                "Unset it to send without a proxy."))
     return errors

@@ -30,6 +30,9 @@ KNOBS: dict[str, Knob] = {
     "SEND_CONCURRENCY": Knob(int, 32, "Requests in flight at once."),
     "CONNECT_TIMEOUT": Knob(float, 5.0, "Seconds to connect to Target."),
     "READ_TIMEOUT": Knob(float, 20.0, "Seconds to wait for Target's answer."),
+    "TARGET_PROXY": Knob(
+        str, "", "A forward proxy (http://host:port) for every request to Target, sends and "
+                 "reads; none by default, whatever HTTP(S)_PROXY say."),
     "LEASE_SECONDS": Knob(int, 120, "How long a claim is a worker's before another may take it."),
     "MAX_ATTEMPTS": Knob(int, 8, "Attempts per update before it fails."),
     "MAX_UNEXPECTED_ANSWERS": Knob(int, 3, "Unexpected 2xx answers before an update fails."),

@@ -19,6 +19,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from . import target
+from .conf import setting
 from .models import ProfileUpdate
 
 USER_AGENT = "ProfileOps (Single Profile Update sender)"
@@ -57,11 +58,15 @@ def apart_from_the_environment(session: requests.Session) -> None:
     With `trust_env` on, requests reads the proxy variables and ~/.netrc again for every request
     (a fifth of a request's CPU, bench/send_throughput.py), sends identities and profile values
     through whatever proxy the process's environment names, and lets a ~/.netrc entry for the
-    host replace the connection's bearer token with Basic auth. A deployment that needs a proxy
-    names it in the connection's base URL. REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE (a TLS-inspecting
-    proxy's CA) are honoured as requests honours them, read when the session is made.
+    host replace the connection's bearer token with Basic auth. A deployment that reaches Target
+    through a forward proxy names it in PROFILEOPS_TARGET_PROXY (checked at start, E015).
+    REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE (a TLS-inspecting proxy's CA) are honoured as requests
+    honours them, read when the session is made.
     """
     session.trust_env = False
+    proxy = setting("TARGET_PROXY")
+    if proxy:
+        session.proxies = {"http": proxy, "https": proxy}
     ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
     if ca_bundle:
         session.verify = ca_bundle

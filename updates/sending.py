@@ -123,6 +123,10 @@ def send_due(
 ) -> SendRun:
     """Send what is due; returns the SendRun with its totals.
 
+    `session`: a session to send with instead of the run's own (delivery.make_session). Each
+    request is prepared apart from it (delivery.send_one): its headers, adapters, `verify`,
+    `cert` and `proxies` count; its cookies, auth, params and hooks do not.
+
     `now` fixes the clock for the whole run (tests move time with it instead of sleeping).
     `time_budget` (seconds): no new batch is claimed, and no new request started, after it.
     """

@@ -60,6 +60,21 @@ def test_by_mbox_pc(acme, stage, faithful_emulator):
     assert reading.changes_nothing(update, read)
 
 
+def test_reads_take_no_proxy_from_the_environment_but_the_configured_one(acme, stage, settings,
+                                                                        monkeypatch):
+    # Port 9 (discard) refuses connections here: a read that went through it is an error.
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    update = stage(identity="nobody")
+    assert reading.profile_read(update=update, purpose=Purpose.DIFF).outcome == Outcome.NOT_FOUND
+
+    reading.read_limiter.reset()
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "TARGET_PROXY": "http://127.0.0.1:9"}
+    assert reading.profile_read(update=update, purpose=Purpose.DIFF).outcome == Outcome.ERROR
+
+
 def test_the_bearer_token_is_sent_and_never_logged(acme, stage, emulator_factory, caplog):
     emulator = emulator_factory(faithful=True, token="tok-123",
                                 profiles=[{"identity": "c-1", "attributes": {"callNote": "x"}}])

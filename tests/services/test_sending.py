@@ -148,6 +148,16 @@ def test_a_proxy_named_by_the_environment_never_sees_the_requests(acme, approve,
 
 
 @pytest.mark.django_db
+def test_requests_go_through_the_configured_proxy(acme, approve, emulator, settings):
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "TARGET_PROXY": "http://127.0.0.1:9"}
+    update = approve()
+    run = sending.send_due()
+    assert (run.requests_sent, run.acknowledged, run.retried) == (1, 0, 1)
+    assert emulator.received == []  # it went to the "proxy", which refused the connection
+    assert fresh(update).attempts.get().outcome == SendAttempt.Outcome.TRANSIENT
+
+
+@pytest.mark.django_db
 def test_a_netrc_entry_for_the_host_does_not_replace_the_bearer_token(acme, approve, emulator,
                                                                       monkeypatch, tmp_path):
     netrc = tmp_path / "netrc"

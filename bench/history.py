@@ -88,6 +88,7 @@ def seed(n: int, *, now: dt.datetime, quota_limit: int) -> dict:
                 "", "", 1 if done else 0, 1 if done else 0, None, "", None,
                 created + dt.timedelta(minutes=21) if status == "sent" else None,
                 "HTTP 400" if status == "failed" else "",
+                "", 0, "{}", "[]",  # never verified (a connection without verification)
             )
 
     began = time.perf_counter()
@@ -96,7 +97,8 @@ def seed(n: int, *, now: dt.datetime, quota_limit: int) -> dict:
         "status", "created_by_id", "created_at", "last_edited_by_id", "last_edited_at",
         "submitted_at", "decided_by_id", "decided_at", "decision_comment", "approved_hash",
         "attempt_count", "attempts_total", "next_attempt_at", "lease_owner", "lease_expires_at",
-        "acknowledged_at", "last_error"), update_rows())
+        "acknowledged_at", "last_error", "verification_state", "verification_checks",
+        "prior_values", "unsent_unchanged"), update_rows())
     log(f"  {count:,} updates in {time.perf_counter() - began:.0f} s")
 
     def attempt_rows():
@@ -128,9 +130,10 @@ def seed(n: int, *, now: dt.datetime, quota_limit: int) -> dict:
     ))
     runs = 365 * 24 * 6
     fast_insert(SendRun, ("trigger", "worker", "started_at", "finished_at", "claimed",
-                          "acknowledged", "retried", "failed", "deferred_by_quota", "error"), (
+                          "requests_sent", "acknowledged", "retried", "failed",
+                          "deferred_by_quota", "error"), (
         ("schedule", "history", now - dt.timedelta(minutes=10 * k),
-         now - dt.timedelta(minutes=10 * k) + dt.timedelta(seconds=30), 20, 19, 0, 1, 0, "")
+         now - dt.timedelta(minutes=10 * k) + dt.timedelta(seconds=30), 20, 20, 19, 0, 1, 0, "")
         for k in range(runs, 0, -1)
     ))
     minutes = min(n, 1440)

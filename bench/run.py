@@ -23,6 +23,7 @@ Results are also written as JSON to bench/results/ (not versioned). See docs/ben
 from __future__ import annotations
 
 import argparse
+import atexit
 import compileall
 import datetime as dt
 import json
@@ -146,6 +147,7 @@ def child_env(database_url: str, args: argparse.Namespace, *, concurrency: int |
         "DEBUG": "0", "SECRET_KEY": "profileops-benchmark-only", "SECURE_SSL_REDIRECT": "0",
         "ALLOWED_HOSTS": "testserver,127.0.0.1,localhost", "LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(ROOT), "DJANGO_SETTINGS_MODULE": "profileops.settings",
+        "STATIC_ROOT": str(STATIC_ROOT),
     })
     concurrency = concurrency or (args.concurrency[0] if args.concurrency else None)
     if concurrency:
@@ -153,6 +155,18 @@ def child_env(database_url: str, args: argparse.Namespace, *, concurrency: int |
     if args.batch_size:
         env["PROFILEOPS_SEND_BATCH_SIZE"] = str(args.batch_size)
     return env
+
+
+# Collected static files for the whole run: with DEBUG off the admin's pages name their CSS
+# through the manifest `collectstatic` writes (CompressedManifestStaticFilesStorage), as in
+# production. A directory of its own, removed at exit.
+STATIC_ROOT = Path(tempfile.mkdtemp(prefix="profileops-bench-static-"))
+atexit.register(shutil.rmtree, STATIC_ROOT, True)
+
+
+def collect_static(args: argparse.Namespace) -> None:
+    subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
+                   cwd=ROOT, env=child_env("sqlite:///:memory:", args), check=True)
 
 
 def compile_project() -> None:
@@ -486,6 +500,8 @@ def main() -> None:
     kinds = ("sqlite", "postgres") if args.database == "both" else (args.database,)
 
     compile_project()
+    if "admin" in args.only:
+        collect_static(args)
     mode = "QUICK (small sizes, a smoke check — not the documented figures)" if args.quick else "full"
     print(f"ProfileOps benchmarks — {mode}; databases: {', '.join(kinds)}", flush=True)
     report: dict[str, Any] = {"started": dt.datetime.now(dt.timezone.utc).isoformat(),

@@ -316,10 +316,8 @@ class ProfileUpdate(models.Model):
             models.Index(fields=["status", "-id"], name="upd_status_id"),
             models.Index(fields=["connection", "status", "-id"], name="upd_conn_status_id"),
             models.Index(fields=["created_by", "-id"], name="upd_creator_id"),
-            # With import_pending, so the admin's counts (created since …, an identity prefix)
-            # read the index alone: every listing also asks that the row is not a pending import.
-            models.Index(fields=["created_at", "import_pending"], name="upd_created_at_visible"),
-            models.Index(fields=["identity", "import_pending"], name="upd_identity_visible"),
+            models.Index(fields=["created_at"], name="upd_created_at"),
+            models.Index(fields=["identity"], name="upd_identity"),
             models.Index(fields=["identity_type", "-id"], name="upd_identity_type_id"),
             # The sender's claim: due approved updates, and leases that ran out.
             models.Index(
@@ -334,12 +332,9 @@ class ProfileUpdate(models.Model):
                 fields=["verification_next_at"], condition=Q(verification_state="pending"),
                 name="upd_verification_due",
             ),
-            # The dashboard's verification picture: updates by day of acknowledgment, read from
-            # the index alone (verification.daily_summary). It starts with acknowledged_at and the
-            # query names no status: with `status = 'sent'` SQLite, without statistics, took the
-            # (status, -id) index and read every sent update (~0.5 s at a million).
-            models.Index(fields=["acknowledged_at", "status", "verification_state",
-                                 "import_pending"], name="upd_acknowledged_states"),
+            # The dashboard's verification picture: sent updates by day of acknowledgment.
+            models.Index(fields=["acknowledged_at"], condition=Q(status="sent"),
+                         name="upd_sent_acknowledged"),
         ]
         permissions = [
             ("submit_profileupdate", "Can submit profile updates for approval"),
@@ -381,8 +376,6 @@ class SendAttempt(models.Model):
         indexes = [
             models.Index(fields=["update", "number"], name="att_update_number"),
             models.Index(fields=["connection", "-started_at"], name="att_conn_started"),
-            # The dashboard's and the alerts' request counts over a time window, all connections.
-            models.Index(fields=["-started_at"], name="att_started"),
             models.Index(
                 fields=["-started_at"], condition=Q(outcome="acknowledged"), name="att_acked_recent"
             ),

@@ -337,3 +337,36 @@ def test_revert_is_refused_without_a_read_from_before_the_send(acme, approve, op
         verification.update_revert(update=fresh(update), by=operator)
     with pytest.raises(ValidationError, match="not sent"):
         verification.update_revert(update=approve(), by=operator)
+
+
+# --- the dashboard's verification picture -----------------------------------------------------
+
+@pytest.mark.django_db
+def test_the_daily_summary_counts_each_acknowledgment_on_its_utc_day_by_verification_state(stage):
+    now = dt.datetime(2026, 12, 1, 15, 0, tzinfo=dt.timezone.utc)
+    midnight = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)
+
+    def sent(acknowledged_at, state):
+        update = stage()
+        ProfileUpdate.objects.filter(pk=update.pk).update(
+            status=S.SENT, acknowledged_at=acknowledged_at, verification_state=state)
+
+    sent(midnight, V.VERIFIED)                                     # today, its first instant
+    sent(midnight - dt.timedelta(microseconds=1), V.NOT_APPLIED)   # yesterday, its last
+    sent(midnight - dt.timedelta(hours=5), V.PENDING)
+    sent(midnight - dt.timedelta(days=3), V.UNVERIFIED)
+    sent(midnight - dt.timedelta(days=3), V.OFF)                   # sent, in no column
+    sent(midnight - dt.timedelta(days=6, hours=-1), V.VERIFIED)    # the window's first day
+    sent(midnight - dt.timedelta(days=7), V.VERIFIED)              # a day too old
+    sent(midnight + dt.timedelta(days=1), V.VERIFIED)              # after today: not shown
+    requeued = stage()  # acknowledged once, then back in the workflow: no longer sent
+    ProfileUpdate.objects.filter(pk=requeued.pk).update(
+        status=S.APPROVED, acknowledged_at=midnight, verification_state=V.NOT_APPLIED)
+
+    days = verification.daily_summary(now=now, days=7)
+
+    assert [d.day for d in days] == [dt.date(2026, 12, 1) - dt.timedelta(days=n) for n in range(7)]
+    picture = {d.day.day: (d.sent, d.verified, d.not_applied, d.verifying, d.unverified)
+               for d in days if d.sent}
+    assert picture == {1: (1, 1, 0, 0, 0), 30: (2, 0, 1, 1, 0), 28: (2, 0, 0, 0, 1),
+                       25: (1, 1, 0, 0, 0)}

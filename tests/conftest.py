@@ -31,6 +31,20 @@ def _fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+# Port 9 (discard) refuses connections here: a request that went through it fails.
+REFUSING_PROXY = "http://127.0.0.1:9"
+
+
+@pytest.fixture
+def proxy_in_the_environment(monkeypatch):
+    """The process's environment names a proxy for every host (one that refuses connections)."""
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, REFUSING_PROXY)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    return REFUSING_PROXY
+
+
 def ensure_roles() -> None:
     """(Re)create the role groups as the data migration does: a transactional test before this
     one may have flushed them."""

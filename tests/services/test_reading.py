@@ -60,18 +60,13 @@ def test_by_mbox_pc(acme, stage, faithful_emulator):
     assert reading.changes_nothing(update, read)
 
 
-def test_reads_take_no_proxy_from_the_environment_but_the_configured_one(acme, stage, settings,
-                                                                        monkeypatch):
-    # Port 9 (discard) refuses connections here: a read that went through it is an error.
-    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY"):
-        monkeypatch.setenv(name, "http://127.0.0.1:9")
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
+def test_reads_take_no_proxy_from_the_environment_but_the_configured_one(
+        acme, stage, settings, proxy_in_the_environment):
     update = stage(identity="nobody")
     assert reading.profile_read(update=update, purpose=Purpose.DIFF).outcome == Outcome.NOT_FOUND
 
     reading.read_limiter.reset()
-    settings.PROFILEOPS = {**settings.PROFILEOPS, "TARGET_PROXY": "http://127.0.0.1:9"}
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "TARGET_PROXY": proxy_in_the_environment}
     assert reading.profile_read(update=update, purpose=Purpose.DIFF).outcome == Outcome.ERROR
 
 

@@ -20,7 +20,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_q.models import Schedule
 
-from tests.conftest import approve_via_workflow, make_mapping
+from tests.conftest import REFUSING_PROXY, approve_via_workflow, make_mapping
 from updates import quota, selectors, sending, target, tasks, workflow
 from updates.models import (
     AuditEvent, DailyUsage, ProfileUpdate, QuotaMinute, SendAttempt, SendRun, TargetConnection,
@@ -135,12 +135,7 @@ def test_the_bearer_token_of_the_connection_reaches_target(acme, approve, emulat
 
 @pytest.mark.django_db
 def test_a_proxy_named_by_the_environment_never_sees_the_requests(acme, approve, emulator,
-                                                                   monkeypatch):
-    # Port 9 (discard) refuses connections here: a request that went through the "proxy" fails.
-    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY"):
-        monkeypatch.setenv(name, "http://127.0.0.1:9")
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
+                                                                   proxy_in_the_environment):
     update = approve()
     assert sending.send_due().acknowledged == 1
     assert fresh(update).status == S.SENT
@@ -149,7 +144,7 @@ def test_a_proxy_named_by_the_environment_never_sees_the_requests(acme, approve,
 
 @pytest.mark.django_db
 def test_requests_go_through_the_configured_proxy(acme, approve, emulator, settings):
-    settings.PROFILEOPS = {**settings.PROFILEOPS, "TARGET_PROXY": "http://127.0.0.1:9"}
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "TARGET_PROXY": REFUSING_PROXY}
     update = approve()
     run = sending.send_due()
     assert (run.requests_sent, run.acknowledged, run.retried) == (1, 0, 1)

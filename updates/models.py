@@ -284,8 +284,10 @@ class ProfileUpdate(models.Model):
     last_error = models.TextField(blank=True)
     # Set while the import that created this row is still running: the row is not live yet
     # (see VisibleUpdateManager). Cleared, for all of the import's rows at once, when it ends.
+    # Indexed by upd_import_pending (Meta), over the pending rows only.
     import_pending = models.ForeignKey("ImportJob", on_delete=models.CASCADE, null=True,
-                                       blank=True, editable=False, related_name="+")
+                                       blank=True, editable=False, related_name="+",
+                                       db_index=False)
     # The import that created this update, for good. Its one "imported" AuditEvent (connection
     # level: who, when, the file, the count) plus this update's first state is the update's
     # "imported" entry on its timeline (selectors.update_timeline) — no audit row per update.
@@ -313,8 +315,12 @@ class ProfileUpdate(models.Model):
     class Meta:
         ordering = ["-id"]
         indexes = [
-            models.Index(fields=["status", "-id"], name="upd_status_id"),
-            models.Index(fields=["connection", "status", "-id"], name="upd_conn_status_id"),
+            # Live rows only (every count by status asks import_pending IS NULL): the dashboard's
+            # and the list's counts by status read these indexes alone.
+            models.Index(fields=["status", "-id"], condition=Q(import_pending__isnull=True),
+                         name="upd_status_id"),
+            models.Index(fields=["connection", "status", "-id"],
+                         condition=Q(import_pending__isnull=True), name="upd_conn_status_id"),
             models.Index(fields=["created_by", "-id"], name="upd_creator_id"),
             models.Index(fields=["created_at"], name="upd_created_at"),
             models.Index(fields=["identity"], name="upd_identity"),
@@ -332,9 +338,19 @@ class ProfileUpdate(models.Model):
                 fields=["verification_next_at"], condition=Q(verification_state="pending"),
                 name="upd_verification_due",
             ),
-            # The dashboard's verification picture: sent updates by day of acknowledgment.
-            models.Index(fields=["acknowledged_at"], condition=Q(status="sent"),
-                         name="upd_sent_acknowledged"),
+            # The rows an unfinished import is writing, for making them live or deleting them.
+            # Only those: a full index on the column would hold a million NULLs, and SQLite
+            # without statistics takes `import_pending IS NULL` (asked by every listing) for a
+            # selective equality and reads the whole table through it.
+            models.Index(fields=["import_pending"], condition=Q(import_pending__isnull=False),
+                         name="upd_import_pending"),
+            # The dashboard's verification picture (verification.daily_summary): updates by day
+            # of acknowledgment, read from the index alone. Its query names no status (it
+            # counts the sent ones with a filter): a `status = 'sent'` condition would steer
+            # SQLite without statistics to upd_status_id, read over every sent update.
+            models.Index(fields=["acknowledged_at", "status", "verification_state",
+                                 "import_pending"],
+                         condition=Q(acknowledged_at__isnull=False), name="upd_acknowledged"),
         ]
         permissions = [
             ("submit_profileupdate", "Can submit profile updates for approval"),

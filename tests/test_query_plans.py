@@ -1,0 +1,108 @@
+"""Which index SQLite reads for the admin's and the dashboard's queries, as a deployment has it:
+no ANALYZE statistics (nothing in ProfileOps runs ANALYZE), so the planner goes by the shape of
+each query and its indexes alone. The plans are the specification here, not timings — at a
+million updates each wrong one cost 0.1–0.7 s per page (docs/benchmarks.md, section 0b).
+
+SQLite only: PostgreSQL plans by its statistics (autovacuum keeps them), and a test's handful of
+rows makes it read whole tables either way."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.db import connection as db
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from tests.helpers import logged_in
+from updates import attention, selectors, verification
+from updates.models import ImportJob, ProfileUpdate, UpdateStatus
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _sqlite_only():
+    if db.vendor != "sqlite":
+        pytest.skip("SQLite's planner without statistics; PostgreSQL plans by its statistics")
+
+
+def plan(sql: str) -> str:
+    with db.cursor() as cursor:
+        cursor.execute(f"EXPLAIN QUERY PLAN {sql}")
+        return "\n".join(row[-1] for row in cursor.fetchall())
+
+
+def captured_plans(run) -> dict[str, str]:
+    """SQL -> plan of every SELECT that `run()` sends."""
+    with CaptureQueriesContext(db) as captured:
+        run()
+    return {q["sql"]: plan(q["sql"]) for q in captured.captured_queries
+            if q["sql"].startswith("SELECT")}
+
+
+def test_no_query_over_live_updates_reads_the_index_of_pending_import_rows(admin_user, stage):
+    # `import_pending IS NULL`, which every listing asks, is an equality to SQLite: a full index
+    # on the column looked like the most selective one and was read over every update.
+    for n in range(3):
+        stage(identity=f"cust-12{n}")
+    client = logged_in(Client(), admin_user)
+    changelist = reverse("admin:updates_profileupdate_changelist")
+    since = f"{timezone.now().date().isoformat()}+00%3A00%3A00%2B00%3A00"
+    urls = [changelist, f"{changelist}?status__exact=failed", f"{changelist}?created_at__gte={since}",
+            f"{changelist}?q=cust-12*", reverse("updates_dashboard")]
+
+    plans = captured_plans(lambda: [client.get(url) for url in urls])
+
+    live = {sql: p for sql, p in plans.items() if '"import_pending_id" IS NULL' in sql}
+    assert len(live) > 20
+    assert [sql for sql, p in live.items() if "upd_import_pending" in p] == []
+    by_filter = {'"created_at" >=': "upd_created_at", '"identity" LIKE': "upd_identity"}
+    for condition, index in by_filter.items():
+        counts = [p for sql, p in live.items() if condition in sql and "COUNT(*)" in sql]
+        assert counts and all(f"INDEX {index} " in p for p in counts), (condition, counts)
+
+
+def test_counts_by_status_read_the_status_index_of_live_rows(stage):
+    # The index holds live rows only, so SQLite drops `import_pending IS NULL` and never reads
+    # a table row to count (its plan does not say COVERING: it still names the column).
+    stage()
+
+    plans = captured_plans(lambda: selectors.capped_count(
+        ProfileUpdate.objects.filter(status=UpdateStatus.SENT), cap=10))
+
+    [status_count] = plans.values()
+    assert "INDEX upd_status_id (status=?)" in status_count
+
+
+def test_the_verification_picture_reads_the_acknowledgment_index_alone(stage):
+    ProfileUpdate.objects.filter(pk=stage().pk).update(
+        status=UpdateStatus.SENT, acknowledged_at=timezone.now())
+
+    plans = captured_plans(lambda: verification.daily_summary())
+
+    [by_day] = [p for sql, p in plans.items() if '"acknowledged_at"' in sql]
+    assert "COVERING INDEX upd_acknowledged (acknowledged_at>?)" in by_day
+
+
+def test_request_counts_over_a_window_read_each_connections_range_of_attempts(connection):
+    now = timezone.now()
+
+    plans = captured_plans(lambda: attention.requests_between(
+        since=now - dt.timedelta(days=1), until=now))
+
+    [attempts] = [p for sql, p in plans.items() if "updates_sendattempt" in sql]
+    assert "INDEX att_conn_started (connection_id=? AND started_at>? AND started_at<?)" in attempts
+
+
+def test_an_imports_own_rows_are_found_through_the_index_of_pending_rows(connection, operator):
+    job = ImportJob.objects.create(connection=connection, created_by=operator, file_name="a.csv",
+                                file_format="csv")
+
+    plans = captured_plans(lambda: list(
+        ProfileUpdate.with_pending_imports.filter(import_pending=job).values_list("pk")))
+
+    assert "COVERING INDEX upd_import_pending (import_pending_id=?)" in "".join(plans.values())

@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tests.helpers import logged_in
-from updates import attention, selectors, verification
+from updates import attention, metrics, selectors, verification
 from updates.models import ImportJob, ProfileUpdate, UpdateStatus
 
 pytestmark = pytest.mark.django_db
@@ -110,6 +110,17 @@ def test_request_counts_over_a_window_read_each_connections_range_of_attempts(co
 
     [attempts] = [p for sql, p in plans.items() if "updates_sendattempt" in sql]
     assert "INDEX att_conn_started (connection_id=? AND started_at>? AND started_at<?)" in attempts
+
+
+def test_the_metrics_scrape_reads_only_the_newer_attempts_each_connections_range(connection):
+    totals = metrics._AttemptTotals()
+    totals.read(now=timezone.now())  # the first scrape adds up the settled attempts, once
+
+    plans = captured_plans(lambda: totals.read(now=timezone.now()))
+
+    newer = [p for sql, p in plans.items() if "updates_sendattempt" in sql]
+    assert newer and all("INDEX att_conn_started (connection_id=? AND started_at>?" in p
+                         for p in newer), newer
 
 
 def test_an_imports_own_rows_are_found_through_the_index_of_pending_rows(connection, operator):

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from .models import (AuditEvent, ProfileUpdate, QuotaMinute, SendAttempt, SendRun,
-                     TargetConnection, UpdateStatus)
+from .models import AuditEvent, ProfileUpdate, QuotaMinute, SendAttempt, SendRun, UpdateStatus
 from .quota import MINUTE, WINDOW
 from .selectors import capped_count
 
@@ -87,16 +86,12 @@ class Requests:
 def requests_between(*, since: dt.datetime, until: dt.datetime,
                      connection_id: int | None = None) -> Requests:
     """Attempts and give-ups in (since, until]."""
-    attempts = SendAttempt.objects.filter(started_at__gt=since, started_at__lte=until)
+    attempts = SendAttempt.objects.started_between(since, until)
     events = AuditEvent.objects.filter(action="failed", at__gt=since, at__lte=until,
                                        update__isnull=False)
     if connection_id is not None:
         attempts = attempts.filter(connection_id=connection_id)
         events = events.filter(connection_id=connection_id)
-    else:
-        # Every connection, named, so that the window is read through att_conn_started (one
-        # range per connection) instead of a scan of every attempt ever made.
-        attempts = attempts.filter(connection_id__in=TargetConnection.objects.values("pk"))
     totals = attempts.aggregate(
         first=Count("id", filter=Q(number=1)), retries=Count("id", filter=Q(number__gt=1)),
         acknowledged=Count("id", filter=Q(outcome=SendAttempt.Outcome.ACKNOWLEDGED)),

@@ -12,7 +12,7 @@ What each scrape costs, at a million updates and more:
 - quota: the rolling-window sum over `QuotaMinute` (at most ~1,441 rows per connection);
 - approval queue: one grouped query over the pending updates (through the status index);
 - send attempts by outcome and the latency histogram: aggregated once per process over the
-  attempts older than `SETTLED_AFTER`, then only over the newer ones (the att_conn_started index)
+  attempts older than `SETTLED_AFTER`, then only over the newer ones (one att_conn_started range per connection)
   — attempts are recorded within a batch's lease, so older ones no longer change;
 - updates by status (and by verification state, once updates have one): a GROUP BY over the
   table, recomputed at most every PROFILEOPS_METRICS_STATUS_SECONDS per process.
@@ -106,10 +106,10 @@ class _AttemptTotals:
         with self.lock:
             new_boundary = now - SETTLED_AFTER
             if self.boundary is None:
-                self._add(self.settled, SendAttempt.objects.filter(started_at__lte=new_boundary))
+                self._add(self.settled, SendAttempt.objects.started_between(until=new_boundary))
             elif new_boundary > self.boundary:
-                self._add(self.settled, SendAttempt.objects.filter(
-                    started_at__gt=self.boundary, started_at__lte=new_boundary))
+                self._add(self.settled,
+                          SendAttempt.objects.started_between(self.boundary, new_boundary))
             self.boundary = max(self.boundary or new_boundary, new_boundary)
             totals = self._empty()
             for key, n in self.settled["outcomes"].items():
@@ -117,7 +117,7 @@ class _AttemptTotals:
             for cid, values in self.settled["latency"].items():
                 for key, n in values.items():
                     totals["latency"][cid][key] += n
-            self._add(totals, SendAttempt.objects.filter(started_at__gt=self.boundary))
+            self._add(totals, SendAttempt.objects.started_between(since=self.boundary))
             return totals
 
 

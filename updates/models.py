@@ -6,6 +6,7 @@ State changes go through the services (`workflow.py`, `sending.py`, `quota.py`, 
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 
@@ -369,10 +370,27 @@ class ProfileUpdate(models.Model):
         return content_hash(self.identity_type, self.identity, self.attributes)
 
 
+class SendAttemptQuerySet(models.QuerySet):
+    def started_between(self, since: dt.datetime | None = None,
+                        until: dt.datetime | None = None) -> models.QuerySet:
+        """Attempts started in (since, until], either end open when None. Every connection is
+        named, so the window is read as one range of att_conn_started per connection: a bare
+        time condition cannot use that index, and SQLite then scans every attempt ever made
+        (~0.5 s at a million)."""
+        attempts = self.filter(connection_id__in=TargetConnection.objects.values("pk"))
+        if since is not None:
+            attempts = attempts.filter(started_at__gt=since)
+        if until is not None:
+            attempts = attempts.filter(started_at__lte=until)
+        return attempts
+
+
 class SendAttempt(models.Model):
     """One HTTP request to Target (or one that may have reached it) and what came back."""
 
     Outcome = target.Outcome  # one type for the protocol's answers and the stored rows
+
+    objects = SendAttemptQuerySet.as_manager()
 
     update = models.ForeignKey(ProfileUpdate, on_delete=models.CASCADE, related_name="attempts")
     connection = models.ForeignKey(TargetConnection, on_delete=models.PROTECT, related_name="+")

@@ -16,11 +16,13 @@ from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.core.exceptions import PermissionDenied
+from django.http import (HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect,
+                         JsonResponse)
 from django.urls import reverse
 from django.utils import timezone
 
-from updates import importing, quota, selectors, workflow
+from updates import batch_reads, importing, quota, selectors, workflow
 from updates.models import ImportJob, ProfileUpdate, TargetConnection
 
 from .base import parse_id
@@ -106,8 +108,12 @@ def batch_view(request: HttpRequest) -> HttpResponse:
                 for c in connections.values()]
     chosen = random.sample(summaries, min(sample_size, len(summaries)))
     chosen.sort(key=lambda pair: pair[0].pk)
+    # What each sampled update would do at Target, from reads already fresh enough; the rest
+    # are read by the page's script through the live diff, then the estimate is asked again.
+    verdicts = batch_reads.sample_verdicts([u for u, _ in chosen], now=now)
     sample = [{"update": u, "attributes": selectors.attribute_rows(u), "request": s,
-               "blocker": workflow.decision_blocker(u, user, authored=authored)}
+               "blocker": workflow.decision_blocker(u, user, authored=authored),
+               "verdict": verdicts[u.pk], "verdict_label": batch_reads.label(verdicts[u.pk])}
               for u, s in chosen]
     return _page(request, title, "admin/updates/batch.html", {
         "scope": scope, "count": len(ids), "too_many": too_many, "batch_limit": BATCH_LIMIT,
@@ -116,7 +122,38 @@ def batch_view(request: HttpRequest) -> HttpResponse:
         "sample_size": sample_size, "sample_sizes": SAMPLE_SIZES,
         "reject_form": RejectForm(), "query": scope.query(),
         "queue_url": reverse("updates_queue") + (f"?{scope.query()}" if scope.query() else ""),
+        "estimate": batch_reads.batch_estimate(verdicts, batch_size=len(ids)),
+        "estimate_url": _estimate_url(scope, [u.pk for u, _ in chosen]),
     })
+
+
+def _estimate_url(scope: Scope, sample_ids: list[int]) -> str:
+    sample = urlencode({"sample": ",".join(str(pk) for pk in sample_ids)})
+    return (f"{reverse('updates_queue_batch_estimate')}?"
+            f"{scope.query() + '&' if scope.query() else ''}{sample}")
+
+
+def estimate_view(request: HttpRequest) -> HttpResponse:
+    """GET, JSON: the sample's verdicts and the batch's estimate, from the reads on record (the
+    page's script asks after the live diff has read the sample). Never reads Target."""
+    if request.method != "GET":
+        return HttpResponseNotAllowed(["GET"])
+    if not request.user.has_perm(workflow.PERM_APPROVE):
+        raise PermissionDenied
+    scope = Scope.from_query(request.GET)
+    wanted = [pk for pk in (parse_id(part) for part in
+                            request.GET.get("sample", "").split(",")[:max(SAMPLE_SIZES)])
+              if pk is not None]
+    batch_ids = set(scope.updates().values_list("id", flat=True)[:BATCH_LIMIT])
+    # Only updates of the batch (still pending in it): nothing about any other update.
+    sample = [u for u in ProfileUpdate.objects.filter(pk__in=wanted) if u.pk in batch_ids]
+    verdicts = batch_reads.sample_verdicts(sample)
+    estimate = batch_reads.batch_estimate(verdicts, batch_size=len(batch_ids))
+    # admin_view adds never-cache headers; no profile value is in the answer.
+    return JsonResponse({
+        "rows": {str(pk): {"verdict": v, "label": batch_reads.label(v)}
+                 for pk, v in verdicts.items()},
+        "estimate": estimate.as_json()})
 
 
 def _sample_size(request: HttpRequest) -> int:
@@ -157,3 +194,4 @@ def _decide_batch(request: HttpRequest, scope: Scope) -> HttpResponse:
 
 # Registered in dashboard.urlpatterns, beside the queue.
 batch_urlpattern_view = admin.site.admin_view(batch_view)
+estimate_urlpattern_view = admin.site.admin_view(estimate_view)

@@ -17,4 +17,6 @@ urlpatterns = [
     path("updates/profileupdate/<int:pk>/revert/", admin.site.admin_view(live_diff.revert_view),
          name="updates_revert"),
     path("queue/batch/", batch.batch_urlpattern_view, name="updates_queue_batch"),
+    path("queue/batch/estimate/", batch.estimate_urlpattern_view,
+         name="updates_queue_batch_estimate"),
 ]

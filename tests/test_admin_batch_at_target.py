@@ -120,10 +120,11 @@ def test_values_on_the_batch_page_and_the_estimate_are_escaped(client, superviso
                                                               operator, faithful_emulator):
     hostile = '<img src=x onerror="alert(1)">'
     faithful_emulator.seed_profile(identity=hostile, attributes={"loanStatus": hostile})
-    job = imported(acme, operator, ['"' + hostile.replace('"', '""') + '"'])
+    quoted = '"' + hostile.replace('"', '""') + '"'
+    job = imported(acme, operator, [quoted, quoted.replace("alert(1)", "alert(2)")])
     client = logged_in(client, supervisor)
     page = client.get(reverse(BATCH), {"import": job.pk, "sample": 5})
-    [row] = page.context["sample"]
+    [row, _] = page.context["sample"]
     assert row["update"].identity == hostile
     diff = client.get(reverse(DIFF, args=[row["update"].pk]))
     estimate = client.get(reverse(ESTIMATE), {"import": job.pk, "sample": row["update"].pk})
@@ -131,3 +132,140 @@ def test_values_on_the_batch_page_and_the_estimate_are_escaped(client, superviso
     assert hostile not in content and "&lt;img src=x" in content
     assert "onerror" not in estimate.content.decode()  # no profile value in the estimate
     assert diff["Content-Type"] == "application/json"
+    # The whole-batch read's left-out list (the unknown visitor) and its progress.
+    from updates import batch_reads
+    from updates.models import ProfileUpdate
+
+    read = batch_reads.batch_read_start(
+        update_ids=list(ProfileUpdate.objects.filter(import_job=job).values_list("id", flat=True)),
+        connection=None, import_job=job, by=supervisor, background=False)
+    content = client.get(reverse(BATCH), {"import": job.pk}).content.decode()
+    assert 'id="batch-left-out"' in content and "alert(2)" in content
+    assert "<img" not in content.split('id="batch-read"')[1]
+    status = client.get(reverse("updates_queue_batch_read_status"), {"read": read.pk})
+    assert "onerror" not in status.content.decode()
+
+
+# --- the whole batch, read in the background -------------------------------------------------
+
+READ, READ_STATUS = "updates_queue_batch_read", "updates_queue_batch_read_status"
+
+
+def narrow_form(content: str) -> dict[str, str]:
+    form = re.search(r'<form method="post" class="po-decide" id="batch-narrow-form".*?</form>',
+                     content, re.S).group(0)
+    return dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', form))
+
+
+def test_the_whole_batch_is_read_in_the_background_then_only_changing_rows_are_decided(
+        client, supervisor, operator, batch, django_capture_on_commit_callbacks):
+    from django_q.models import OrmQ
+
+    from updates import tasks, workflow
+    from updates.models import AuditEvent, BatchRead, ProfileUpdate
+
+    client = logged_in(client, supervisor)
+    page = client.get(reverse(BATCH), {"import": batch.pk, "sample": 5}).content.decode()
+    assert "Read the whole batch from Target" in page
+    with django_capture_on_commit_callbacks(execute=True):
+        started = client.post(reverse(READ), {"import": batch.pk})
+    assert started.status_code == 302
+    job = BatchRead.objects.get()
+    assert (job.status, job.total, job.import_job_id) == ("queued", 10, batch.pk)
+    assert OrmQ.objects.count() == 1  # the ORM broker's queue holds the task
+    # A second click while it is queued starts nothing new.
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse(READ), {"import": batch.pk})
+    assert BatchRead.objects.count() == 1 and OrmQ.objects.count() == 1
+
+    waiting = client.get(reverse(BATCH), {"import": batch.pk}).content.decode()
+    assert 'id="batch-read-running"' in waiting
+    assert "0 of 10 read (0%); about 1 s left (waiting for a worker)." in waiting
+    status = client.get(reverse(READ_STATUS), {"read": job.pk}).json()
+    assert (status["status"], status["done"], status["total"]) == ("queued", 0, 10)
+
+    assert tasks.read_batch(job.pk) == f"batch read #{job.pk}: done, 10 of 10 read"  # the worker
+    assert ProfileRead.objects.count() == 10
+    assert client.get(reverse(READ_STATUS), {"read": job.pk}).json()["status"] == "done"
+
+    # One update changes after the read (edited, resubmitted): it is left out, not decided.
+    edited = ProfileUpdate.objects.get(identity="known-2")
+    workflow.update_edit(update=edited, by=operator, attributes={"loanStatus": "declined"})
+    workflow.update_submit(update=edited, by=operator)
+    before = {u.pk: u.status for u in ProfileUpdate.objects.all()}
+    content = client.get(reverse(BATCH), {"import": batch.pk}).content.decode()
+    assert '<strong id="batch-changing">2</strong> of the 10 change something' in content
+    assert '<strong id="batch-left-out-count">8</strong>' in content
+    for identity, why in [("new-0", "no profile at Target: it would be acknowledged but not "
+                                     "applied"),
+                          ("same-0", "unchanged: Target already holds every staged value"),
+                          ("known-2", "its content changed since the read")]:
+        pk = ProfileUpdate.objects.get(identity=identity).pk
+        assert re.search(rf'<tr id="left-out-{pk}">.*?<td>{re.escape(why)}</td></tr>', content)
+    fields = narrow_form(content)
+    changing = {ProfileUpdate.objects.get(identity=f"known-{n}").pk for n in range(2)}
+    assert {int(pk) for pk in fields["only"].split(",")} == changing
+
+    response = client.post(reverse(BATCH), {**fields, "decision": "approve"}, follow=True)
+
+    assert any("Approved 2 updates" in m for m in (str(m) for m in response.context["messages"]))
+    after = {u.pk: u.status for u in ProfileUpdate.objects.all()}
+    assert {pk for pk, status in after.items() if status == "approved"} == changing
+    assert {pk: s for pk, s in after.items() if pk not in changing} == {
+        pk: s for pk, s in before.items() if pk not in changing}  # left out: untouched
+    assert AuditEvent.objects.filter(action="approved").count() == 2
+
+
+def test_a_narrowed_decision_is_refused_when_the_changing_rows_are_not_the_ones_shown(
+        client, supervisor, operator, batch):
+    from updates import batch_reads
+    from updates.models import BatchRead, ProfileUpdate
+
+    client = logged_in(client, supervisor)
+    ids = list(ProfileUpdate.objects.filter(import_job=batch).values_list("id", flat=True))
+    job = batch_reads.batch_read_start(update_ids=ids, connection=None, import_job=batch,
+                                       by=supervisor, background=False)
+    assert job.status == BatchRead.Status.DONE and job.counts == {
+        "no_profile": 6, "changes": 3, "unchanged": 1}
+    fields = narrow_form(client.get(reverse(BATCH), {"import": batch.pk}).content.decode())
+    unchanged = ProfileUpdate.objects.get(identity="same-0").pk
+    for only in (f"{fields['only']},{unchanged}", fields["only"].split(",")[0], ""):
+        response = client.post(reverse(BATCH), {**fields, "only": only, "decision": "approve"},
+                               follow=True)
+        assert any("not the ones the page showed" in str(m) for m in response.context["messages"])
+    assert not ProfileUpdate.objects.exclude(status="pending").exists()
+    # Another batch's read, or one not finished, decides nothing either.
+    other = BatchRead.objects.create(created_by=supervisor, created_at=job.created_at,
+                                     import_job=batch, status=BatchRead.Status.RUNNING)
+    response = client.post(reverse(BATCH), {**fields, "batch_read": other.pk,
+                                            "decision": "approve"}, follow=True)
+    assert any("not finished or not this batch's" in str(m) for m in response.context["messages"])
+    assert not ProfileUpdate.objects.exclude(status="pending").exists()
+
+
+def test_a_whole_batch_read_reuses_fresh_reads_and_marks_updates_decided_meanwhile(
+        client, supervisor, operator, batch, other_supervisor):
+    from updates import batch_reads, workflow
+    from updates.models import ProfileUpdate
+
+    client = logged_in(client, supervisor)
+    first, second = ProfileUpdate.objects.filter(import_job=batch).order_by("id")[:2]
+    client.get(reverse(DIFF, args=[first.pk]))  # a fresh read on record
+    workflow.update_approve(update=second, by=other_supervisor)  # decided before its turn
+    ids = list(ProfileUpdate.objects.filter(import_job=batch).values_list("id", flat=True))
+    ids.append(second.pk) if second.pk not in ids else None
+    job = batch_reads.batch_read_start(update_ids=ids, connection=None, import_job=batch,
+                                       by=supervisor, background=False)
+    assert ProfileRead.objects.count() == 1 + 8  # first's read reused, second not read
+    assert job.verdicts[str(second.pk)][0] == batch_reads.GONE
+    assert job.done == job.total == 10
+
+
+def test_the_read_status_answers_json_to_supervisors_only(client, operator, supervisor, batch):
+    from updates.models import BatchRead
+
+    job = BatchRead.objects.create(created_by=supervisor, created_at=batch.created_at,
+                                   import_job=batch, total=5)
+    assert logged_in(client, operator).get(reverse(READ_STATUS), {"read": job.pk}).status_code == 403
+    assert client.post(reverse(READ), {"import": batch.pk}).status_code == 403
+    assert not BatchRead.objects.exclude(pk=job.pk).exists()

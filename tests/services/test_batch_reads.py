@@ -35,7 +35,7 @@ def test_the_estimate_scales_each_share_to_the_batch_with_its_range():
 
 def test_a_sample_that_is_the_whole_batch_is_exact_and_an_unread_sample_estimates_nothing():
     whole = batch_reads.batch_estimate({1: "changes", 2: "no_profile"}, batch_size=2)
-    assert whole.shares[0].text == ("1 of 2 (50%) would change something at Target — every "
+    assert whole.shares[-1].text == ("1 of 2 (50%) would change something at Target — every "
                                     "update of the batch was read.")
     assert batch_reads.batch_estimate({1: batch_reads.NOT_READ}, batch_size=9).shares == []
 
@@ -61,3 +61,51 @@ def test_verdicts_use_only_reads_younger_than_the_live_diffs_max_age(stage, sett
 
     assert verdicts == {fresh.pk: "no_profile", stale.pk: "not_read", none.pk: "not_read",
                         failed.pk: "not_read", same.pk: "unchanged"}
+
+
+@pytest.mark.django_db
+def test_progress_says_how_far_and_how_long_at_the_rate_so_far(supervisor, settings):
+    from updates.models import BatchRead
+
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "READS_PER_SECOND": 10.0}
+    now = timezone.now()
+    job = BatchRead(created_by=supervisor, created_at=now, total=2000, status="queued")
+    assert batch_reads.batch_read_progress(job, now=now).text == (
+        "0 of 2,000 read (0%); about 4 min left (waiting for a worker).")
+    job.status, job.started_at, job.done = "running", now - dt.timedelta(seconds=50), 500
+    progress = batch_reads.batch_read_progress(job, now=now)
+    assert progress.eta_seconds == 150 and progress.percent == 25
+    assert progress.text == "500 of 2,000 read (25%); about 3 min left."
+    job.status, job.done = "done", 2000
+    assert batch_reads.batch_read_progress(job, now=now).as_json()["eta_seconds"] is None
+
+
+@pytest.mark.django_db
+def test_reading_a_batch_needs_the_approve_permission(operator, stage):
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError) as refused:
+        batch_reads.batch_read_start(update_ids=[stage().pk], connection=None, import_job=None,
+                                     by=operator, background=False)
+    assert refused.value.code == "permission_denied"
+
+
+@pytest.mark.django_db
+def test_a_read_whose_worker_stopped_does_not_block_a_new_one(supervisor, stage):
+    from updates.models import BatchRead
+
+    old = timezone.now() - dt.timedelta(seconds=batch_reads.TASK_TIMEOUT_SECONDS + 60)
+    stuck = BatchRead.objects.create(created_by=supervisor, created_at=old, started_at=old,
+                                     status=BatchRead.Status.RUNNING, total=1)
+    update = stage()
+    recent = BatchRead.objects.create(created_by=supervisor, created_at=timezone.now(),
+                                      connection=update.connection, total=1)
+
+    assert batch_reads.batch_read_start(update_ids=[update.pk], connection=update.connection,
+                                        import_job=None, by=supervisor) == recent
+    fresh = batch_reads.batch_read_start(update_ids=[update.pk], connection=None,
+                                         import_job=None, by=supervisor)
+
+    stuck.refresh_from_db()
+    assert stuck.status == "failed" and "did not finish" in stuck.error
+    assert fresh.pk not in (stuck.pk, recent.pk) and fresh.status == "queued"

@@ -1,7 +1,37 @@
-// The batch page: once the live diff (live_diff.js) has read every sampled update, ask the
+// The batch page: follows a whole-batch read while it runs; and once the live diff (live_diff.js) has read every sampled update, ask the
 // server for each row's verdict and the estimate for the whole batch (updates/batch_reads.py).
 // Everything shown comes from the server as text: textContent only.
 "use strict";
+document.addEventListener("DOMContentLoaded", function () {
+  // A whole-batch read running in the background: its progress every two seconds, then the
+  // page again (with what it found) once it has ended.
+  const running = document.getElementById("batch-read-running");
+  if (running) {
+    const bar = document.getElementById("batch-read-progress");
+    const text = document.getElementById("batch-read-progress-text");
+    const poll = function () {
+      fetch(running.dataset.statusUrl, {credentials: "same-origin", headers: {Accept: "application/json"}})
+        .then(function (response) {
+          return response.ok ? response.json() : Promise.reject(response.status);
+        })
+        .then(function (data) {
+          bar.max = data.total;
+          bar.value = data.done;
+          text.textContent = data.text;
+          if (data.status === "done" || data.status === "failed") {
+            window.location.reload();
+          } else {
+            setTimeout(poll, 2000);
+          }
+        })
+        .catch(function () {
+          setTimeout(poll, 5000);
+        });
+    };
+    setTimeout(poll, 2000);
+  }
+});
+
 document.addEventListener("DOMContentLoaded", function () {
   const section = document.getElementById("batch-estimate");
   const sample = document.getElementById("batch-sample");

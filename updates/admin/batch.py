@@ -6,6 +6,11 @@ same filter, up to the newest id it showed — never ones that arrived since.
 
 Each update still goes through workflow.update_approve / update_reject, in its own transaction,
 with its own audit row and every refusal named.
+
+What Target will do (batch_reads.py): each sampled row's verdict and an estimate for the whole
+batch (JSON, asked by the page's script once the live diff has read the sample); and a read of the
+whole batch in the background, after which the same decision can be narrowed to the updates that
+change something.
 """
 
 from __future__ import annotations

@@ -928,7 +928,9 @@ class Session:
                 limit: int = DEFAULT_LIMIT) -> pd.DataFrame:
         """Updates as a DataFrame (newest first, at most `limit`): ids as Int64, `status` and
         `identity_type` categorical, timestamps timezone-aware (UTC), `attributes` as dicts
-        exactly as they will be sent.
+        exactly as they will be sent. `at_target` (categorical, next to `status`) says what
+        happened at Target: verified, not_applied, checking, unverified, unchanged, off, or ""
+        (nothing sent).
 
         Example::
 
@@ -938,6 +940,7 @@ class Session:
                         created_by=created_by, reason=reason, limit=limit)
 
     def _updates(self, *, ids, connection, status, created_by, reason, limit) -> pd.DataFrame:
+        from updates import verification
         from updates.models import IdentityType, UpdateStatus
 
         user = self._user()
@@ -951,9 +954,15 @@ class Session:
                   "submitted_at": "submitted_at", "decided_by": "decided_by__username",
                   "decided_at": "decided_at", "decision_comment": "decision_comment",
                   "attempts_total": "attempts_total", "next_attempt_at": "next_attempt_at",
-                  "acknowledged_at": "acknowledged_at", "last_error": "last_error"}
+                  "acknowledged_at": "acknowledged_at", "last_error": "last_error",
+                  "verification_state": "verification_state"}
         rows = list(qs.order_by("-id").values_list(*fields.values())[:limit])
         frame = pd.DataFrame(rows, columns=list(fields))
+        # What happened at Target, next to the status (verification.AT_TARGET; "" not sent).
+        frame.insert(list(fields).index("status") + 1, "at_target", pd.Categorical(
+            [verification.at_target(status, state)
+             for status, state in zip(frame["status"], frame.pop("verification_state"))],
+            categories=["", *verification.AT_TARGET]))
         _ints(frame, "id", "attempts_total")
         _utc(frame, "created_at", "submitted_at", "decided_at", "next_attempt_at",
              "acknowledged_at")

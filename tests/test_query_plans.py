@@ -131,3 +131,22 @@ def test_an_imports_own_rows_are_found_through_the_index_of_pending_rows(connect
         ProfileUpdate.with_pending_imports.filter(import_pending=job).values_list("pk")))
 
     assert "COVERING INDEX upd_import_pending (import_pending_id=?)" in "".join(plans.values())
+
+
+def test_the_dashboards_at_target_links_list_through_the_acknowledgment_index(
+        admin_user, stage):
+    # The dashboard's "at Target" tiles add no query (they sum the verification picture); the
+    # list they link to (a verification state and the days sent) reads the range of
+    # upd_acknowledged, which holds the state, for its rows and for its capped count.
+    ProfileUpdate.objects.filter(pk=stage().pk).update(
+        status=UpdateStatus.SENT, acknowledged_at=timezone.now(), verification_state="verified")
+    client = logged_in(Client(), admin_user)
+    dashboard = captured_plans(lambda: client.get(reverse("updates_dashboard")))
+    assert not [sql for sql in dashboard if '"verification_state" =' in sql]
+    tile = client.get(reverse("updates_dashboard")).context["at_target_tiles"][0]
+
+    plans = captured_plans(lambda: client.get(tile.url))
+
+    listing = [p for sql, p in plans.items() if '"verification_state" =' in sql]
+    assert len(listing) >= 2 and all("INDEX upd_acknowledged (acknowledged_at>? AND "
+                                     "acknowledged_at<?)" in p for p in listing), listing

@@ -675,3 +675,42 @@ class AlertEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_state_display()}: {self.text[:60]}"
+
+
+class BatchRead(models.Model):
+    """Reading a whole batch of pending updates from Target in the background (batch_reads.py):
+    what each update would do there, so the batch page can offer to decide only the updates that
+    change something. One row per "Read the whole batch from Target"."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Reading"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
+                                   related_name="+")
+    created_at = models.DateTimeField()
+    # The batch's scope, as on the batch page (both empty: every pending update).
+    connection = models.ForeignKey(TargetConnection, on_delete=models.PROTECT, null=True,
+                                   blank=True, related_name="+")
+    import_job = models.ForeignKey(ImportJob, on_delete=models.PROTECT, null=True, blank=True,
+                                   related_name="+")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
+    # The updates of the batch when the read started, in id order.
+    update_ids = models.JSONField(default=list)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    # {"<update id>": [verdict, content hash read against]}; batch_reads.VERDICTS keys or
+    # "not_read" / "gone" (no longer pending when its turn came).
+    verdicts = models.JSONField(default=dict, blank=True)
+    counts = models.JSONField(default=dict, blank=True)  # verdict -> how many
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"batch read #{self.pk}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import health, sending, verification
+from . import batch_reads, health, sending, verification
 from .alerts import alerts_check
 from .conf import setting
 from .importing import import_job_check, import_job_run
@@ -42,3 +42,10 @@ def check_import_job(job_id: int) -> str:
     """Check one uploaded file in the background (the preview of a large file)."""
     job = import_job_check(job=ImportJob.objects.get(pk=job_id))
     return f"import #{job.pk}: {job.status}, {job.total_rows} rows, {job.error_count} problems"
+
+
+def read_batch(job_id: int) -> str:
+    """Read a whole batch of pending updates from Target (the batch page's "Read the whole
+    batch from Target")."""
+    job = batch_reads.batch_read_run(job_id=job_id)
+    return f"batch read #{job.pk}: {job.status}, {job.done} of {job.total} read"

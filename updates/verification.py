@@ -492,6 +492,7 @@ class VerificationDay:
     verifying: int = 0
     unverified: int = 0
     unchanged: int = 0  # skipped by skip-unchanged: one request of quota saved each
+    off: int = 0  # sent on a connection that does not verify
 
 
 def daily_summary(*, now: dt.datetime | None = None, days: int = 7) -> list[VerificationDay]:
@@ -513,7 +514,7 @@ def daily_summary(*, now: dt.datetime | None = None, days: int = 7) -> list[Veri
             .values("day", "verification_state")
             .annotate(n=Count("id", filter=Q(status=S.SENT))))
     column = {V.VERIFIED: "verified", V.NOT_APPLIED: "not_applied", V.PENDING: "verifying",
-              "": "verifying", V.UNVERIFIED: "unverified"}
+              "": "verifying", V.UNVERIFIED: "unverified", V.OFF: "off"}
     for row in sent:
         entry = table.get(row["day"])
         if entry is None:
@@ -530,3 +531,28 @@ def daily_summary(*, now: dt.datetime | None = None, days: int = 7) -> list[Veri
         if row["day"] in table:
             table[row["day"]].unchanged += row["n"]
     return sorted(table.values(), key=lambda d: d.day, reverse=True)
+
+
+# --- what happened at Target, in one word per update (lists, the notebook, the dashboard) --------
+
+# key -> label, in the order the lists and the dashboard show them. "" (not shown): not sent.
+AT_TARGET = {
+    "verified": "verified",
+    "not_applied": "not applied",
+    "checking": "checking",
+    "unverified": "could not verify",
+    "unchanged": "unchanged",
+    "off": "not verified (off)",
+}
+
+
+def at_target(status: str, verification_state: str) -> str:
+    """The AT_TARGET key of an update with this status and verification state: what its
+    verification found (sent updates), ``unchanged`` (skip-unchanged ended it without a request),
+    or "" (nothing was sent)."""
+    if status == S.UNCHANGED:
+        return "unchanged"
+    if status != S.SENT:
+        return ""
+    return {V.VERIFIED: "verified", V.NOT_APPLIED: "not_applied", V.UNVERIFIED: "unverified",
+            V.OFF: "off"}.get(verification_state, "checking")  # pending, or not yet scheduled

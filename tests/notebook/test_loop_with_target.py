@@ -140,6 +140,30 @@ def test_verification_state_after_sending_and_after_the_checks(people, live, fai
     assert isinstance(state["verification_state"].dtype, pd.CategoricalDtype)
 
 
+def test_updates_say_what_happened_at_target_next_to_the_status(people, live, faithful_emulator):
+    faithful_emulator.seed_profile(identity="known", attributes={"loanStatus": "applied"})
+    known, unknown = staged(people, [{"identity": "known", "loan_status": "funded"},
+                                     {"identity": "unknown", "loan_status": "funded"}])
+    [draft] = staged(people, [{"identity": "later", "loan_status": "funded"}], approve=False)
+    supervisor = notebook.as_user("supervisor")
+    assert supervisor.send(connection="live").counts["acknowledged"] == 2
+    frame = supervisor.updates(ids=[known, unknown, draft]).set_index("id")
+    assert list(frame.columns).index("at_target") == list(frame.columns).index("status") + 1
+    assert frame.loc[known, "at_target"] == frame.loc[unknown, "at_target"] == "checking"
+    assert frame.loc[draft, "at_target"] == ""
+
+    supervisor.verify(connection="live")
+    acked = ProfileUpdate.objects.get(pk=known).acknowledged_at
+    faithful_emulator.advance(61)
+    verification.updates_verify_due(now=acked + 6 * MINUTE)
+
+    frame = supervisor.updates(ids=[known, unknown, draft]).set_index("id")
+    assert frame.loc[known, "at_target"] == "verified"
+    assert frame.loc[unknown, "at_target"] == "not_applied"
+    assert isinstance(frame["at_target"].dtype, pd.CategoricalDtype)
+    assert "verification_state" not in frame.columns
+
+
 def test_revert_stages_the_prior_values_with_refusals_per_update(people, live, faithful_emulator):
     faithful_emulator.seed_profile(identity="known", attributes={"loanStatus": "applied"})
     [sent] = staged(people, [{"identity": "known", "loan_status": "funded", "tier": "gold"}])

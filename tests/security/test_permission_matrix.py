@@ -131,6 +131,11 @@ MATRIX: dict[str, tuple] = {
     "updates_live_diff":                           (LOGIN, 200, 200, 200),
     "updates_revert":                              (LOGIN, 405, 405, 405),  # POST only
     "updates_queue_batch":                         (LOGIN, 403, 200, 200),
+    # The batch page's estimate (JSON, from reads on record)
+    "updates_queue_batch_estimate":                (LOGIN, 403, 200, 200),
+    # The whole-batch read: started by POST, its progress as JSON
+    "updates_queue_batch_read":                    (LOGIN, 405, 405, 405),  # POST only
+    "updates_queue_batch_read_status":             (LOGIN, 403, 404, 404),
 }
 
 def _redirect_target(world: World, name: str) -> str:

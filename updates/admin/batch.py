@@ -6,6 +6,11 @@ same filter, up to the newest id it showed — never ones that arrived since.
 
 Each update still goes through workflow.update_approve / update_reject, in its own transaction,
 with its own audit row and every refusal named.
+
+What Target will do (batch_reads.py): each sampled row's verdict and an estimate for the whole
+batch (JSON, asked by the page's script once the live diff has read the sample); and a read of the
+whole batch in the background, after which the same decision can be narrowed to the updates that
+change something.
 """
 
 from __future__ import annotations
@@ -16,12 +21,15 @@ from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.core.exceptions import PermissionDenied
+from django.http import (HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect,
+                         JsonResponse)
+from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils import timezone
 
-from updates import importing, quota, selectors, workflow
-from updates.models import ImportJob, ProfileUpdate, TargetConnection
+from updates import batch_reads, importing, quota, selectors, workflow
+from updates.models import BatchRead, ImportJob, ProfileUpdate, TargetConnection
 
 from .base import parse_id
 from .pages import forbidden as _forbidden, page as _page
@@ -106,8 +114,12 @@ def batch_view(request: HttpRequest) -> HttpResponse:
                 for c in connections.values()]
     chosen = random.sample(summaries, min(sample_size, len(summaries)))
     chosen.sort(key=lambda pair: pair[0].pk)
+    # What each sampled update would do at Target, from reads already fresh enough; the rest
+    # are read by the page's script through the live diff, then the estimate is asked again.
+    verdicts = batch_reads.sample_verdicts([u for u, _ in chosen], now=now)
     sample = [{"update": u, "attributes": selectors.attribute_rows(u), "request": s,
-               "blocker": workflow.decision_blocker(u, user, authored=authored)}
+               "blocker": workflow.decision_blocker(u, user, authored=authored),
+               "verdict": verdicts[u.pk], "verdict_label": batch_reads.label(verdicts[u.pk])}
               for u, s in chosen]
     return _page(request, title, "admin/updates/batch.html", {
         "scope": scope, "count": len(ids), "too_many": too_many, "batch_limit": BATCH_LIMIT,
@@ -116,7 +128,96 @@ def batch_view(request: HttpRequest) -> HttpResponse:
         "sample_size": sample_size, "sample_sizes": SAMPLE_SIZES,
         "reject_form": RejectForm(), "query": scope.query(),
         "queue_url": reverse("updates_queue") + (f"?{scope.query()}" if scope.query() else ""),
+        "estimate": batch_reads.batch_estimate(verdicts, batch_size=len(ids)),
+        "estimate_url": _estimate_url(scope, [u.pk for u, _ in chosen]),
+        "whole_read": _whole_read(scope, updates, now),
     })
+
+
+def _whole_read(scope: Scope, updates: list[ProfileUpdate], now) -> dict:
+    """The batch's whole-batch read for the page: none yet (with what one would take), its
+    progress, or — finished — the updates that change something and those left out."""
+    job = batch_reads.batch_read_current(
+        connection_id=scope.connection.pk if scope.connection else None,
+        import_job_id=scope.job.pk if scope.job else None)
+    context: dict = {"job": job, "duration": batch_reads.duration_text(
+        batch_reads.read_duration(len(updates)))}
+    if job is not None:
+        context["progress"] = batch_reads.batch_read_progress(job, now=now)
+        context["status_url"] = (reverse("updates_queue_batch_read_status")
+                                 + f"?{urlencode({'read': job.pk})}")
+        context["counts"] = [
+            (name, job.counts.get(key, 0)) for key, name in [
+                *((key, batch_reads.label(key)) for key in batch_reads.VERDICTS),
+                (batch_reads.NOT_READ, "could not be read"),
+                (batch_reads.GONE, "no longer pending")]
+            if job.counts.get(key, 0) or key in batch_reads.VERDICTS]
+        if job.status == job.Status.DONE:
+            narrowed = batch_reads.batch_read_narrow(job, updates)
+            context["narrowed"] = narrowed
+            context["only"] = ",".join(str(pk) for pk in narrowed.changing_ids)
+    return context
+
+
+def read_start_view(request: HttpRequest) -> HttpResponse:
+    """POST: read the whole batch (the page's scope) from Target in the background."""
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    if not request.user.has_perm(workflow.PERM_APPROVE):
+        raise PermissionDenied
+    scope = Scope.from_query(request.POST)
+    ids = list(scope.updates().values_list("id", flat=True)[:BATCH_LIMIT])
+    back = HttpResponseRedirect(reverse("updates_queue_batch") + (
+        f"?{scope.query()}" if scope.query() else ""))
+    if not ids:
+        messages.warning(request, "Nothing is waiting for approval in this batch; nothing to read.")
+        return back
+    job = batch_reads.batch_read_start(update_ids=ids, connection=scope.connection,
+                                       import_job=scope.job, by=request.user)
+    messages.info(request, f"Reading {job.total:,} update{'s' if job.total != 1 else ''} from "
+                           "Target in the background; this page shows the progress.")
+    return back
+
+
+def read_status_view(request: HttpRequest) -> HttpResponse:
+    """GET ?read=<id>, JSON: a whole-batch read's progress (no profile value), polled by the
+    page."""
+    if request.method != "GET":
+        return HttpResponseNotAllowed(["GET"])
+    if not request.user.has_perm(workflow.PERM_APPROVE):
+        raise PermissionDenied
+    job = get_object_or_404(BatchRead.objects.defer("update_ids", "verdicts"),
+                            pk=parse_id(request.GET.get("read")) or -1)
+    return JsonResponse(batch_reads.batch_read_progress(job).as_json())
+
+
+def _estimate_url(scope: Scope, sample_ids: list[int]) -> str:
+    sample = urlencode({"sample": ",".join(str(pk) for pk in sample_ids)})
+    return (f"{reverse('updates_queue_batch_estimate')}?"
+            f"{scope.query() + '&' if scope.query() else ''}{sample}")
+
+
+def estimate_view(request: HttpRequest) -> HttpResponse:
+    """GET, JSON: the sample's verdicts and the batch's estimate, from the reads on record (the
+    page's script asks after the live diff has read the sample). Never reads Target."""
+    if request.method != "GET":
+        return HttpResponseNotAllowed(["GET"])
+    if not request.user.has_perm(workflow.PERM_APPROVE):
+        raise PermissionDenied
+    scope = Scope.from_query(request.GET)
+    wanted = [pk for pk in (parse_id(part) for part in
+                            request.GET.get("sample", "").split(",")[:max(SAMPLE_SIZES)])
+              if pk is not None]
+    batch_ids = set(scope.updates().values_list("id", flat=True)[:BATCH_LIMIT])
+    # Only updates of the batch (still pending in it): nothing about any other update.
+    sample = [u for u in ProfileUpdate.objects.filter(pk__in=wanted) if u.pk in batch_ids]
+    verdicts = batch_reads.sample_verdicts(sample)
+    estimate = batch_reads.batch_estimate(verdicts, batch_size=len(batch_ids))
+    # admin_view adds never-cache headers; no profile value is in the answer.
+    return JsonResponse({
+        "rows": {str(pk): {"verdict": v, "label": batch_reads.label(v)}
+                 for pk, v in verdicts.items()},
+        "estimate": estimate.as_json()})
 
 
 def _sample_size(request: HttpRequest) -> int:
@@ -148,6 +249,10 @@ def _decide_batch(request: HttpRequest, scope: Scope) -> HttpResponse:
                                   f"then, {len(chosen)} now): someone decided or edited some. "
                                   "Check the new figures; nothing was changed.")
         return back
+    if "batch_read" in request.POST:  # "only the rows that change something"
+        chosen = _only_changing(request, scope, chosen)
+        if chosen is None:
+            return back
     service = workflow.update_approve if decision == "approve" else workflow.update_reject
     outcome = workflow.apply_to_each(service, chosen, by=request.user, comment=comment)
     report_outcome(request, outcome, verb="approved" if decision == "approve" else "rejected")
@@ -155,5 +260,29 @@ def _decide_batch(request: HttpRequest, scope: Scope) -> HttpResponse:
         f"?{scope.query()}" if scope.query() else ""))
 
 
+def _only_changing(request: HttpRequest, scope: Scope,
+                   chosen: list[ProfileUpdate]) -> list[ProfileUpdate] | None:
+    """The batch narrowed to the updates its finished whole-batch read found changing — exactly
+    the ids the page listed (`only`), or None (with a message) when they differ now."""
+    job = BatchRead.objects.filter(
+        pk=parse_id(request.POST.get("batch_read")) or -1, status=BatchRead.Status.DONE,
+        connection=scope.connection, import_job=scope.job).first()
+    if job is None:
+        messages.error(request, "That read of the batch is not finished or not this batch's; "
+                                "nothing was changed.")
+        return None
+    narrowed = batch_reads.batch_read_narrow(job, chosen)
+    shown = {parse_id(part) for part in request.POST.get("only", "").split(",") if part}
+    if shown != set(narrowed.changing_ids):
+        messages.warning(request, f"The updates that change something are not the ones the page "
+                                  f"showed ({len(shown)} then, {len(narrowed.changing)} now). "
+                                  "Check the new figures; nothing was changed.")
+        return None
+    return narrowed.changing
+
+
 # Registered in dashboard.urlpatterns, beside the queue.
 batch_urlpattern_view = admin.site.admin_view(batch_view)
+estimate_urlpattern_view = admin.site.admin_view(estimate_view)
+read_start_urlpattern_view = admin.site.admin_view(read_start_view)
+read_status_urlpattern_view = admin.site.admin_view(read_status_view)

@@ -5,8 +5,10 @@ It checks the model permission it needs itself; the quota charts are server-rend
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
@@ -167,6 +169,7 @@ class Tile:
     url: str
     hint: str
     action: tuple[str, str] | None = None  # (label, url)
+    alert: bool = True  # highlighted when its count is not zero
 
     @property
     def count(self) -> int:
@@ -199,12 +202,55 @@ def _tiles(request: HttpRequest, now) -> list[Tile]:
     ]
 
 
+AT_TARGET_HINTS = {
+    "verified": "A later read showed every sent value.",
+    "not_applied": "Acknowledged, but Target has no profile for the visitor or does not show "
+                   "the values.",
+    "checking": "Acknowledged; read back on schedule until verified or the checks run out.",
+    "unverified": "Every read back failed: whether Target applied them is unknown.",
+    "off": "Sent on a connection that does not verify.",
+    "unchanged": "Not sent: Target already held every staged value (skipped in these days; "
+                 "the list shows every unchanged update).",
+}
+# daily_summary's column for each "at Target" state, and the verification state the list filters.
+_AT_TARGET_COLUMNS = {"verified": ("verified", "verified"),
+                      "not_applied": ("not_applied", "not_applied"),
+                      "checking": ("verifying", "pending"),
+                      "unverified": ("unverified", "unverified"), "off": ("off", "off")}
+
+
+def _at_target_tiles(days: list[verification.VerificationDay]) -> list[Tile]:
+    """One tile per "at Target" state over the verification picture's days (updates by day of
+    acknowledgment; no query of its own), each linking to the update list filtered by that
+    state and the same days sent."""
+    listing = reverse("admin:updates_profileupdate_changelist")
+    tiles = []
+    if not days:
+        return tiles
+    since = dt.datetime.combine(days[-1].day, dt.time.min, tzinfo=dt.timezone.utc)
+    until = dt.datetime.combine(days[0].day + dt.timedelta(days=1), dt.time.min,
+                                tzinfo=dt.timezone.utc)
+    sent_in = urlencode({"acknowledged_at__gte": since.isoformat(sep=" "),
+                         "acknowledged_at__lt": until.isoformat(sep=" ")})
+    for key, label in verification.AT_TARGET.items():
+        if key == "unchanged":
+            count, url = sum(d.unchanged for d in days), f"{listing}?status__exact=unchanged"
+        else:
+            column, state = _AT_TARGET_COLUMNS[key]
+            count = sum(getattr(d, column) for d in days)
+            url = f"{listing}?verification_state__exact={state}&{sent_in}"
+        tiles.append(Tile(f"at-target-{key}", label.capitalize(), count, url,
+                          AT_TARGET_HINTS[key], alert=key in ("not_applied", "unverified")))
+    return tiles
+
+
 def dashboard_view(request: HttpRequest) -> HttpResponse:
     title = "Operations dashboard"
     if not request.user.has_perm(PERM_VIEW):
         return _forbidden(request, title, "The dashboard needs permission to view profile updates.")
     data = selectors.dashboard()
     now = data.now
+    verification_days = verification.daily_summary(now=now)
     cards = []
     for p in data.connections:
         hours = attention.window_by_hour(connection_id=p.connection.pk, now=now)
@@ -224,5 +270,6 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "chart_days": selectors.CHART_DAYS,
         "changelist_url": reverse("admin:updates_profileupdate_changelist"),
         "can_approve": request.user.has_perm(workflow.PERM_APPROVE),
-        "verification_days": verification.daily_summary(now=data.now),
+        "verification_days": verification_days,
+        "at_target_tiles": _at_target_tiles(verification_days),
     })

@@ -25,7 +25,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from updates import selectors, workflow
+from updates import selectors, verification, workflow
 from updates.forms import staging_form_class
 
 from . import timeline
@@ -287,11 +287,12 @@ class CreatorFilter(admin.SimpleListFilter):
 
 @admin.register(ProfileUpdate)
 class ProfileUpdateAdmin(OfferedLookupsAdmin):
-    list_display = ("id", "identity_cell", "connection_label", "status_badge", "attribute_names",
-                    "created", "sent_at", "next_attempt")
+    list_display = ("id", "identity_cell", "connection_label", "status_badge", "at_target_cell",
+                    "attribute_names", "created", "sent_at", "next_attempt")
     list_display_links = ("id", "identity_cell")
     list_filter = ("status", "verification_state", "connection", "identity_type", CreatorFilter,
-                   ("created_at", admin.DateFieldListFilter))
+                   ("created_at", admin.DateFieldListFilter),
+                   ("acknowledged_at", admin.DateFieldListFilter))
     list_select_related = ("connection", "created_by")
     search_fields = ("identity",)  # the lookup itself is selectors.search_identity
     changelist_extra_params = ("reason",)  # an import's result page links to ?reason=…
@@ -357,6 +358,14 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
         return format_html('<span class="po-status po-status-{}">{}</span>', obj.status,
                            obj.get_status_display())
 
+    @admin.display(description="at Target")
+    def at_target_cell(self, obj: ProfileUpdate) -> str:
+        key = verification.at_target(obj.status, obj.verification_state)
+        if not key:
+            return "—"
+        return format_html('<span class="po-at-target po-at-target-{}">{}</span>', key,
+                           verification.AT_TARGET[key])
+
     @admin.display(description="created", ordering="created_at")
     def created(self, obj: ProfileUpdate) -> str:
         return format_html(
@@ -392,6 +401,10 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
         # (SQLite took seconds on "this year" of a million rows ordered by id).
         if any(key.startswith("created_at__") for key in request.GET):
             return ("-created_at", "-id")
+        # The same with a sent-date filter (the dashboard's "at Target" tiles link to one): the
+        # range of the upd_acknowledged index, which also holds the verification state.
+        if any(key.startswith("acknowledged_at__") for key in request.GET):
+            return ("-acknowledged_at", "-id")
         return self.ordering
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):

@@ -17,4 +17,9 @@ urlpatterns = [
     path("updates/profileupdate/<int:pk>/revert/", admin.site.admin_view(live_diff.revert_view),
          name="updates_revert"),
     path("queue/batch/", batch.batch_urlpattern_view, name="updates_queue_batch"),
+    path("queue/batch/estimate/", batch.estimate_urlpattern_view,
+         name="updates_queue_batch_estimate"),
+    path("queue/batch/read/", batch.read_start_urlpattern_view, name="updates_queue_batch_read"),
+    path("queue/batch/read/status/", batch.read_status_urlpattern_view,
+         name="updates_queue_batch_read_status"),
 ]

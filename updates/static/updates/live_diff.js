@@ -86,6 +86,11 @@ document.addEventListener("DOMContentLoaded", function () {
       data.changes + " of " + data.rows.length + " attribute(s) change."), "po-muted"));
   }
 
+  // Tells the page (the batch page's estimate, batch.js) that a box has its answer.
+  function done(box) {
+    box.dispatchEvent(new CustomEvent("po-live-diff-done", {bubbles: true}));
+  }
+
   function chain(list, index, tries) {
     if (index >= list.length) {
       return;
@@ -101,10 +106,12 @@ document.addEventListener("DOMContentLoaded", function () {
           return;
         }
         render(box, data);
+        done(box);
         chain(list, index + 1, 0);
       })
       .catch(function () {
         box.textContent = "Target's profile could not be read.";
+        done(box);
         chain(list, index + 1, 0);
       });
   }

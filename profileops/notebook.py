@@ -328,8 +328,70 @@ def _plain(value: Any) -> Any:
 def _column_cells(series: pd.Series) -> list[Any]:
     missing = series.isna().tolist()
     values = series.tolist()  # Python scalars for numeric columns, Timestamps for datetimes
-    return [None if gone else (v if type(v) in _PLAIN else _plain(v))
-            for v, gone in zip(values, missing)]
+    narrow = _narrow_float(series.dtype)
+    return [None if gone else _exact(v, narrow=narrow) for v, gone in zip(values, missing)]
+
+
+# --- numbers and times exactly, or refused -----------------------------------------------------
+# A DataFrame cell is staged only when its type carries the value exactly; otherwise the row is
+# refused for that column with the reason and the fix (nothing is rounded, widened or turned
+# into text that was never in the data).
+
+_FLOAT64_EXACT = 2 ** 53  # every whole number below this, and no longer every one from it, is a float64
+_FLOAT32_EXACT = 2 ** 24
+
+
+class Inexact:
+    """A cell whose type cannot carry its value exactly: staging refuses its row, naming the
+    column and `reason` (which says how to fix the column)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return "Inexact(...)"  # never the value
+
+
+def _narrow_float(dtype: Any) -> bool:
+    """A float column narrower than float64 (float32, float16, pandas' Float32)."""
+    numpy_dtype = getattr(dtype, "numpy_dtype", dtype)
+    return getattr(numpy_dtype, "kind", "") == "f" and numpy_dtype.itemsize < 8
+
+
+def _exact(value: Any, *, narrow: bool = False) -> Any:
+    """`value` as _plain gives it, or an Inexact saying why its type cannot carry it exactly."""
+    if isinstance(value, np.floating) and value.dtype.itemsize < 8:
+        narrow, value = True, float(value)
+    if isinstance(value, (pd.Timedelta, dt.timedelta, np.timedelta64)):
+        return Inexact("a duration (timedelta) is not a value a mapping takes; convert the column "
+                       "to what the mapping expects first, e.g. .dt.total_seconds() or "
+                       ".astype('string')")
+    if isinstance(value, pd.Timestamp) and not pd.isna(value) and value.nanosecond:
+        return Inexact("the timestamp has nanoseconds, which a datetime cannot carry; round the "
+                       "column first, e.g. .dt.floor('s')")
+    if isinstance(value, (float, np.floating)) and not isinstance(value, bool):
+        number = float(value)
+        if number != number:
+            return None  # NaN: missing
+        if number in (float("inf"), float("-inf")):
+            return Inexact(f"{number} is not a finite number; use a missing value (None / NA) "
+                           "or a string column")
+        if narrow:
+            shown = str(np.float32(number))
+            if abs(number) >= _FLOAT32_EXACT or shown != repr(number):
+                return Inexact(f"a float32 cell holds {number!r}, not {shown}: float32 cannot "
+                               "carry most decimals (nor whole numbers from 2**24) exactly; use "
+                               "a float64, Int64 or string column, or Decimal values")
+        elif abs(number) >= _FLOAT64_EXACT:
+            return Inexact(f"{number!r} in a float column: a float carries whole numbers exactly "
+                           "only below 2**53, so the number in your data may have been another "
+                           "(pandas makes an integer column with a missing value float64); read "
+                           "the column as Int64 or string instead, e.g. "
+                           "read_csv(..., dtype={'column': 'Int64'})")
+        return number
+    return value if type(value) in _PLAIN else _plain(value)
 
 
 def _table(data: Any) -> tuple[list[Any], list[str], list[tuple]]:
@@ -351,8 +413,30 @@ def _table(data: Any) -> tuple[list[Any], list[str], list[tuple]]:
             if key not in seen:
                 seen.add(key)
                 header.append(str(key))
-    rows = [tuple(_plain(record.get(name)) for name in header) for record in records]
+    rows = [tuple(_exact(_missing_as_none(record.get(name))) for name in header)
+            for record in records]
     return list(range(len(records))), header, rows
+
+
+def _check_exact(checker, header: list[str], number: int, cells: tuple):
+    """checker.check(number, cells), with a cell whose type cannot carry its value exactly
+    refused for its column (the row's other columns are still checked and named)."""
+    from updates.importing import RowError
+
+    inexact = {index: cell.reason for index, cell in enumerate(cells) if isinstance(cell, Inexact)}
+    if not inexact:
+        return checker.check(number, cells)
+    columns = {header[index] for index in inexact}
+    found, _ = checker.check(number, tuple(None if i in inexact else c
+                                           for i, c in enumerate(cells)))
+    refused = [RowError(number, header[index], reason) for index, reason in inexact.items()]
+    # Without the refused cells the row may set nothing; that is not a problem of its own.
+    return refused + [p for p in found if p.column not in columns
+                      and not p.message.startswith("The row sets no attribute")], None
+
+
+def _missing_as_none(value: Any) -> Any:
+    return None if value is pd.NA or value is pd.NaT else value
 
 
 def _row_numbers(labels: list[Any]) -> list[int]:
@@ -523,7 +607,7 @@ class Session:
         problems: list[tuple[int, str, str]] = []  # (position, column, message)
         row_errors: list[str] = [""] * len(rows)
         for position, (number, cells) in enumerate(zip(numbers, rows)):
-            found, update = checker.check(number, cells)
+            found, update = _check_exact(checker, header, number, cells)
             if found:
                 problems.extend((position, p.column, p.message) for p in found)
                 row_errors[position] = "; ".join(

@@ -439,18 +439,24 @@ class TargetEmulator:
 
     def seed_profile(self, *, identity: str, attributes: dict[str, str],
                      identity_type: str = "mbox3rdPartyId", client: str | None = None,
-                     modified_at: str | None = None) -> None:
+                     modified_at: str | None = None, any_json: bool = False) -> None:
         """Create (or replace) a visitor's profile, as if the visitor had been on the site.
 
         `client`: the client code the profile belongs to (None: any — the first read or update
-        claims it); `modified_at`: ISO-8601 stamp for every attribute (default: now)."""
+        claims it); `modified_at`: ISO-8601 stamp for every attribute (default: now). Values are
+        text, as updates write them; `any_json=True` plays a Target that holds something else:
+        a value may then be any JSON value (an object, a list, a number, true/false), answered
+        as it is."""
         if identity_type not in IDENTITY_PARAMETERS:
             raise ValueError(f"identity_type must be one of {', '.join(IDENTITY_PARAMETERS)}")
         if not isinstance(identity, str) or not identity:
             raise ValueError("identity must be a non-empty string")
         if not isinstance(attributes, dict) or not all(
-                isinstance(k, str) and k and isinstance(v, str) for k, v in attributes.items()):
-            raise ValueError("attributes must map names to string values")
+                isinstance(k, str) and k
+                and isinstance(v, (str, dict, list, int, float) if any_json else str)
+                for k, v in attributes.items()):
+            raise ValueError("attributes must map names to string values (or, with any_json, "
+                             "JSON values)")
         stamp = modified_at or _iso(self._now())
         with self._lock:
             self._profiles[(identity_type, identity)] = {

@@ -421,3 +421,40 @@ def test_templates_and_error_files_check_who_asks(connection, operator):
     exporting.connection_template(by=operator, connection=connection, file_format="csv",
                                   out=io.BytesIO())
     exporting.import_errors_file(by=operator, job=job, file_format="csv", out=io.BytesIO())
+
+
+# --- values checked under yesterday's mapping ------------------------------------------------------
+
+STORED_UNDER_TEXT = {"=HYPERLINK(\"http://evil\",\"x\")": "'=HYPERLINK(\"http://evil\",\"x\")",
+                     "+1": "'+1", "-2+3": "'-2+3", "@me": "'@me", "007": "007", "1.5": "1.5",
+                     "-42": "-42", "12 cats": "12 cats"}
+
+
+@pytest.mark.parametrize("kind", ["integer", "decimal", "date", "datetime"])
+@pytest.mark.parametrize("file_format", ["csv", "xlsx"])
+def test_an_export_escapes_by_the_stored_text_never_by_todays_mapping(db, operator, supervisor,
+                                                                     kind, file_format):
+    """A text mapping changed to another type keeps the values staged under it: the export
+    neither writes a stored formula unquoted nor fails on a value the new type cannot parse."""
+    conn = make_connection("changed")
+    mapping = make_mapping(conn, "code", "code", max_length=100)
+    for number, value in enumerate(STORED_UNDER_TEXT):
+        workflow.update_stage(connection=conn, identity_type="mbox3rdPartyId",
+                              identity=f"c-{number}", attributes={"code": value}, by=operator)
+    type(mapping).objects.filter(pk=mapping.pk).update(value_type=kind)
+
+    for layout in ("all", "import"):
+        raw = export_bytes(supervisor, file_format, connection=conn, layout=layout)
+        if file_format == "csv":
+            rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"), newline="")))
+            cells = [row["code"] for row in rows]
+        else:
+            sheet = load_workbook(io.BytesIO(raw)).active
+            header, *rows = list(sheet.iter_rows())
+            at = [c.value for c in header].index("code")
+            assert all(c.data_type != "f" for row in rows for c in row)
+            cells = [row[at].value for row in rows]
+        expected = list(STORED_UNDER_TEXT.values())
+        if file_format == "xlsx" and kind == "integer":
+            expected[expected.index("-42")] = -42  # its normal form: a number cell
+        assert cells == expected, (layout, cells)

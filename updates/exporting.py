@@ -16,7 +16,11 @@ or date-and-time attribute values as real date cells; whole numbers as numbers.
 
 Formula injection: a spreadsheet runs a cell starting with '=', '+', '-' or '@' as a formula, and
 some also after a leading tab or carriage return. Every such text cell is written with a single
-quote in front (OWASP's advice; escaping only '=' is not enough). CSV files
+quote in front (OWASP's advice; escaping only '=' is not enough). Attribute values are judged
+by their text, never by today's mapping (a value stored under a text mapping that is now an
+integer mapping may be "=HYPERLINK(…)"): only a plain number is written unquoted, and only a value
+in its mapping's exact normal form becomes a number or date cell — anything else is escaped
+text. CSV files
 are UTF-8 with a byte-order mark, so spreadsheets detect the encoding; the import reads them back.
 
 Rows are streamed from the database (iterator) into the writer, so memory does not grow with the
@@ -29,6 +33,7 @@ import csv
 import datetime as dt
 import io
 import json
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
 
@@ -50,7 +55,10 @@ IDENTITY_COLUMNS = ("identity_type", "identity")
 TIMESTAMP_COLUMNS = ("not_before", "created_at", "last_edited_at", "submitted_at", "decided_at",
                      "next_attempt_at", "last_attempt_at", "acknowledged_at")
 UNMAPPED_COLUMN = "unmapped_attributes"
-_NUMERIC_TYPES = (AttributeMapping.ValueType.INTEGER, AttributeMapping.ValueType.DECIMAL)
+# A number as the integer and decimal normal forms write it: the only text written unquoted
+# (whatever the column's mapping says today), since no spreadsheet runs it as a formula.
+_PLAIN_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?\Z")
+_INTEGER_NORMAL = re.compile(r"(0|-?[1-9][0-9]*)\Z")
 
 
 class _CommandLine:
@@ -324,20 +332,40 @@ class _Table:
         return [*report, *attributes, escape_formula(extra)]
 
     def _attribute_cell(self, mapping: AttributeMapping, value: Any) -> Any:
-        kind = mapping.value_type
+        """The cell for a stored value. What is stored was checked against the mapping as it
+        was then, not as it is now (a text mapping changed to integer keeps its old values):
+        so the cell never trusts today's type. Only a plain number goes out unquoted, and only
+        a value in the type's exact normal form becomes a typed cell; anything else is text,
+        formula-escaped."""
         if not isinstance(value, str) or value == "":
-            return value
-        # A numeric normal form cannot run as a formula; writing it unquoted keeps "-42" a
-        # number the import accepts again.
-        if kind in _NUMERIC_TYPES:
-            if self.typed and kind == AttributeMapping.ValueType.INTEGER:
-                return int(value)
-            return value
-        if self.typed and kind == AttributeMapping.ValueType.DATE:
-            return dt.date.fromisoformat(value)
-        if self.typed and kind == AttributeMapping.ValueType.DATETIME:
-            return _naive_utc(dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
-        return escape_formula(value)
+            return escape_formula(value)
+        typed = self._typed_cell(mapping.value_type, value) if self.typed else None
+        if typed is not None:
+            return typed
+        # A plain number cannot run as a formula; writing it unquoted keeps "-42" a number the
+        # import accepts again.
+        return value if _PLAIN_NUMBER.match(value) else escape_formula(value)
+
+    @staticmethod
+    def _typed_cell(kind: str, value: str) -> Any:
+        """An XLSX number or date cell for `value` when it is exactly the normal form of `kind`
+        (so the cell reads back as the same value), else None."""
+        Type = AttributeMapping.ValueType
+        if kind == Type.INTEGER and _INTEGER_NORMAL.match(value):
+            return int(value)
+        if kind == Type.DATE:
+            try:
+                day = dt.date.fromisoformat(value)
+            except ValueError:
+                return None
+            return day if day.isoformat() == value else None
+        if kind == Type.DATETIME:
+            try:
+                moment = dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
+            except ValueError:
+                return None
+            return moment if moment.strftime("%Y-%m-%dT%H:%M:%SZ") == value else None
+        return None
 
 
 def _naive_utc(moment: dt.datetime | None) -> dt.datetime | str:

@@ -267,13 +267,20 @@ def read_profile_answer(status: int, body: str) -> ReadAnswer:
             value, modified = entry.get("value"), entry.get("modifiedAt")
         else:  # tolerate a bare value; Target documents objects
             value, modified = entry, None
-        attributes[str(name)] = {
-            "value": "" if value is None else str(value),
-            "modifiedAt": modified if isinstance(modified, str) else "",
-        }
+        held = {"value": "" if value is None else str(value),
+                "modifiedAt": modified if isinstance(modified, str) else ""}
+        if value is not None and not isinstance(value, str):
+            # Not text: kept as JSON (not Python's repr) and marked, so nothing takes it for
+            # text a person typed (a revert lists it as not restorable).
+            held["value"] = json.dumps(value, ensure_ascii=False, sort_keys=True)
+            held["json_type"] = _JSON_TYPES.get(type(value), "number")
+        attributes[str(name)] = held
     modified_at = payload.get("modifiedAt")
     return ReadAnswer(ReadOutcome.FOUND, status, attributes,
                       modified_at if isinstance(modified_at, str) else "")
+
+
+_JSON_TYPES = {dict: "object", list: "array", bool: "boolean"}
 
 
 def read_transport_failure(error: BaseException) -> ReadAnswer:

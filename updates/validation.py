@@ -60,6 +60,20 @@ def _spoofing(text: str) -> str | None:
     return None
 
 
+def person_typed_problem(text: str) -> str | None:
+    """Why `text` cannot be a value a person typed into the staging form's one-line fields, or
+    None: a NUL or lone surrogate, a control character (C0 or C1: BEL, ESC, a line break …), an
+    invisible formatting character or U+FFFD (_spoofing). Checked where a value comes from
+    outside instead of from a person — a revert staging what Target returned."""
+    if (why := _unencodable(text)) is not None:
+        return why
+    for ch in text:
+        if unicodedata.category(ch) == "Cc":
+            kind = " (a line break)" if ch in "\r\n" else ""
+            return f"contains the control character U+{ord(ch):04X}{kind}"
+    return _spoofing(text)
+
+
 def identity_errors(identity_type: str, identity: str) -> dict[str, list[str]]:
     errors: dict[str, list[str]] = {}
     if identity_type not in IdentityType.values:

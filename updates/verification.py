@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from .conf import setting
 from .errors import require_perm
-from . import reading, workflow
+from . import mappings, reading, validation, workflow
 from .models import (
     AuditEvent, ProfileRead, ProfileUpdate, SendAttempt, TargetConnection, UpdateStatus,
     VerificationState,
@@ -441,6 +441,7 @@ def revert_plan(update: ProfileUpdate) -> RevertPlan:
             f"Update #{update.pk}: no read of Target's profile from before the send is on record, "
             "so the values it replaced are unknown.", code="no_prior_read")
     attributes, not_revertible = {}, {}
+    by_target = {m.target_name: m for m in mappings.active_mappings(update.connection)}
     for name in sorted(update.attributes):
         prior = update.prior_values.get(name)
         if prior is None:
@@ -448,9 +449,40 @@ def revert_plan(update: ProfileUpdate) -> RevertPlan:
                                     "an attribute (only Adobe's Privacy Service deletes data)")
         elif prior.get("value") == update.attributes[name]:
             not_revertible[name] = "already held this value before the update; nothing to undo"
+        elif (why := _not_restorable(prior, by_target.get(name))) is not None:
+            not_revertible[name] = why
         else:
             attributes[name] = prior.get("value", "")
     return RevertPlan(attributes, not_revertible)
+
+
+def _not_restorable(prior: dict, mapping) -> str | None:
+    """Why the value Target held cannot be staged back as it was, or None. What Target returned
+    is outside data: it is staged only if a person could have typed it into the staging form —
+    text, no control or invisible characters, no U+FFFD, and already the mapping's normal form
+    (a revert never rewrites a value into something Target did not hold)."""
+    if prior.get("json_type"):
+        return (f"held a JSON {prior['json_type']}, not text; a mapping accepts only text, so it "
+                "cannot be put back as it was")
+    value = prior.get("value", "")
+    if not isinstance(value, str):
+        return f"held a {type(value).__name__}, not text"
+    if mapping is None:
+        return "has no active mapping on this connection now; an operator must define one first"
+    if (why := validation.person_typed_problem(value)) is not None:
+        return f"held a value that {why}; it is not staged back"
+    try:
+        normal = mappings.normalise_value(mapping, value)
+    except ValidationError as error:
+        return f"held a value its mapping refuses ({error.messages[0]})"
+    if normal != value:
+        return (f"held {value[:50]!r}, which its mapping would send as {normal[:50]!r}; a revert "
+                "puts back exactly what Target held, never a rewritten value")
+    if problems := validation.attribute_value_errors(
+            mapping.target_name, value, max_length=mapping.max_length,
+            allow_empty=mapping.send_empty):
+        return f"held a value that cannot be staged ({problems[0]})"
+    return None
 
 
 def update_revert(*, update: ProfileUpdate, by, comment: str = "") -> tuple[ProfileUpdate, RevertPlan]:

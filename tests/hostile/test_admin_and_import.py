@@ -755,14 +755,15 @@ def test_the_unpacked_bytes_are_counted_while_reading_whatever_the_directory_say
         bounded.read("part.xml")  # 20,000 bytes unpacked in all
 
 
-def test_a_million_empty_rows_are_refused_at_the_row_limit(import_connection, operator):
-    # One real row, then a row numbered 1,000,000: the reader would yield every empty row between.
+def test_a_million_empty_rows_end_the_sheet_after_the_first_thousand(import_connection,
+                                                                      operator):
+    # One real row, then a row numbered 1,000,000: the reader would yield every empty row
+    # between; a sheet ends at the first run of XLSX_EMPTY_ROWS_END empty rows (README).
     data = handmade_xlsx(HEADER_ROW + '<row r="1000000"><c r="A1000000" t="inlineStr"><is><t>'
                          'mbox3rdPartyId</t></is></c></row>')
     with limits(rows=5000):
         assert refused(import_connection, operator, data) == [
-            {"row": 5001, "column": "", "message": "The file has more than 5,000 rows (empty "
-                                                   "rows included); split it into several imports."}]
+            {"row": None, "column": "", "message": "The file has a header but no rows to import."}]
 
 
 def test_a_csv_of_a_million_empty_lines_is_refused_at_the_row_limit(import_connection,

@@ -2,10 +2,13 @@
 everything the queue's filter shows. The page shows the batch's size, its total quota cost
 against the connections' headroom, how many the viewer may not decide (four eyes), and a random
 sample to look at first; the decision then covers exactly the updates the page described — the
-same filter, up to the newest id it showed — never ones that arrived since.
+page posts their ids and content fingerprints (decisions.shown_token), never a count — and
+nothing is decided if any of them left, changed content, or an update the page did not show
+joined the scope since (decisions.updates_decide_shown); ones that arrive later stay pending.
+An import's batch is its updates (`import_job`), never updates that merely carry its reason.
 
-Each update still goes through workflow.update_approve / update_reject, in its own transaction,
-with its own audit row and every refusal named.
+Each update still goes through workflow.update_approve / update_reject, with its own audit row
+and every refusal named.
 """
 
 from __future__ import annotations
@@ -15,17 +18,18 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
 
-from updates import importing, quota, selectors, workflow
+from updates import decisions, quota, selectors, workflow
 from updates.models import ImportJob, ProfileUpdate, TargetConnection
 
 from .base import parse_id
 from .pages import forbidden as _forbidden, page as _page
-from .updates import RejectForm, report_outcome
+from .updates import RejectForm, report_outcome, report_refusal
 
 # One batch decision handles at most this many updates (each its own transaction); a bigger
 # backlog is decided in several batches, narrowed by connection or import.
@@ -51,8 +55,7 @@ class Scope:
     def updates(self) -> QuerySet[ProfileUpdate]:
         qs = selectors.pending_updates(connection_id=self.connection.pk if self.connection else None)
         if self.job is not None:
-            qs = qs.filter(connection_id=self.job.connection_id,
-                           reason=importing.import_reason(self.job))
+            qs = qs.filter(import_job_id=self.job.pk)
         return qs
 
     def query(self) -> str:
@@ -111,7 +114,7 @@ def batch_view(request: HttpRequest) -> HttpResponse:
               for u, s in chosen]
     return _page(request, title, "admin/updates/batch.html", {
         "scope": scope, "count": len(ids), "too_many": too_many, "batch_limit": BATCH_LIMIT,
-        "up_to_id": ids[-1] if ids else 0, "cost": cost, "unsendable": unsendable,
+        "shown": decisions.shown_token(updates, scope=scope.query()), "cost": cost, "unsendable": unsendable,
         "blocked": blocked, "headroom": headroom, "sample": sample,
         "sample_size": sample_size, "sample_sizes": SAMPLE_SIZES,
         "reject_form": RejectForm(), "query": scope.query(),
@@ -128,10 +131,13 @@ def _decide_batch(request: HttpRequest, scope: Scope) -> HttpResponse:
     back = HttpResponseRedirect(reverse("updates_queue_batch") + (
         f"?{scope.query()}" if scope.query() else ""))
     decision = request.POST.get("decision", "")
-    up_to = parse_id(request.POST.get("up_to_id"))
-    expected = parse_id(request.POST.get("count"))
-    if decision not in ("approve", "reject") or up_to is None or expected is None:
+    shown = decisions.read_token(request.POST.get("shown"), scope=scope.query())
+    if decision not in ("approve", "reject"):
         messages.error(request, "Choose Approve all or Reject all; nothing was changed.")
+        return back
+    if not shown:
+        messages.error(request, "The page did not say which updates it showed (reload it and "
+                                "look again); nothing was decided.")
         return back
     comment = request.POST.get("comment", "").strip()
     if decision == "reject":
@@ -141,15 +147,14 @@ def _decide_batch(request: HttpRequest, scope: Scope) -> HttpResponse:
                                     "rejected.")
             return back
         comment = form.cleaned_data["comment"]
-    # Exactly what the page described: the same filter, no update newer than the ones shown.
-    chosen = list(scope.updates().filter(id__lte=up_to)[:BATCH_LIMIT])
-    if len(chosen) != expected:
-        messages.warning(request, f"The batch changed since the page was shown ({expected} "
-                                  f"then, {len(chosen)} now): someone decided or edited some. "
-                                  "Check the new figures; nothing was changed.")
+    # Exactly what the page showed: these ids with this content, and no other of the scope's
+    # updates up to the newest of them; all or nothing.
+    try:
+        outcome = decisions.updates_decide_shown(shown=shown, decision=decision, by=request.user,
+                                                 comment=comment, scope=scope.updates())
+    except ValidationError as error:
+        report_refusal(request, error)
         return back
-    service = workflow.update_approve if decision == "approve" else workflow.update_reject
-    outcome = workflow.apply_to_each(service, chosen, by=request.user, comment=comment)
     report_outcome(request, outcome, verb="approved" if decision == "approve" else "rejected")
     return HttpResponseRedirect(reverse("updates_queue") + (
         f"?{scope.query()}" if scope.query() else ""))

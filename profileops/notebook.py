@@ -929,9 +929,6 @@ class Session:
         frame["verification_state"] = pd.Categorical(
             frame["verification_state"], categories=["", *VerificationState.values])
         frame["connection"] = frame["connection"].astype("category")
-        # What approve()/reject() compare with when given this table (decisions.py).
-        frame["fingerprint"] = [content_hash(t, i, a) for t, i, a in zip(
-            frame["identity_type"].astype(str), frame["identity"], frame["attributes"])]
         return frame
 
     def revert(self, *, ids: Any, comment: str = "") -> Reverts:
@@ -1068,9 +1065,6 @@ class Session:
         _utc(frame, "started_at")
         frame["outcome"] = pd.Categorical(frame["outcome"], categories=[o.value for o in SendAttempt.Outcome])
         frame["connection"] = frame["connection"].astype("category")
-        # What approve()/reject() compare with when given this table (decisions.py).
-        frame["fingerprint"] = [content_hash(t, i, a) for t, i, a in zip(
-            frame["identity_type"].astype(str), frame["identity"], frame["attributes"])]
         return frame
 
     def audit(self, *, ids: Any = None, connection: Any = None, actor: str | None = None,
@@ -1188,9 +1182,6 @@ class Session:
         frame["day"] = pd.to_datetime(frame["day"]).dt.date
         _ints(frame, "requests", "acknowledged", "failed")
         frame["connection"] = frame["connection"].astype("category")
-        # What approve()/reject() compare with when given this table (decisions.py).
-        frame["fingerprint"] = [content_hash(t, i, a) for t, i, a in zip(
-            frame["identity_type"].astype(str), frame["identity"], frame["attributes"])]
         return frame
 
     def _window_minutes(self, conn) -> tuple[pd.DataFrame, dt.datetime]:

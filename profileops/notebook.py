@@ -219,9 +219,13 @@ class StageResult(Result):
 
     title = "Staged"
 
-    def __init__(self, table: pd.DataFrame, errors_table: pd.DataFrame, **counts: int) -> None:
+    def __init__(self, table: pd.DataFrame, errors_table: pd.DataFrame, *,
+                 import_job: int | None = None, **counts: int) -> None:
         super().__init__(table, **counts)
         self.errors_table = errors_table
+        # The import that saved the rows (None when nothing was saved): select its updates
+        # with ``import_job=result`` (or this id), never by their reason text.
+        self.import_job = import_job
 
     @property
     def ok(self) -> bool:
@@ -466,7 +470,29 @@ def _ids(ids: Any) -> list[int] | None:
         return ids.ids
     if isinstance(ids, (int, np.integer)):
         return [int(ids)]
+    if (shown := _shown(ids)) is not None:
+        return list(shown)
+    if isinstance(ids, Preview):
+        ids = ids.table
+    if isinstance(ids, pd.DataFrame):
+        return [int(i) for i in ids["update_id" if "update_id" in ids.columns else "id"]]
     return [int(i) for i in ids]
+
+
+def _shown(ids: Any) -> dict[int, str] | None:
+    """{update id: content fingerprint} when `ids` is what preview() or updates() returned (a
+    table, or records, with an id and a `fingerprint`); None for bare ids."""
+    table = ids.table if isinstance(ids, Preview) else ids
+    if isinstance(table, pd.DataFrame):
+        if "fingerprint" not in table.columns:
+            return None
+        column = "update_id" if "update_id" in table.columns else "id"
+        return {int(pk): str(fp) for pk, fp in zip(table[column], table["fingerprint"])}
+    if isinstance(table, (list, tuple)) and table \
+            and all(isinstance(r, Mapping) and "fingerprint" in r for r in table):
+        return {int(r["update_id"] if "update_id" in r else r["id"]): str(r["fingerprint"])
+                for r in table}
+    return None
 
 
 def _refuse_permission(message: str) -> None:
@@ -531,16 +557,19 @@ class Session:
             _refuse_permission(f"{self.username} does not have permission to {doing}.")
 
     def _selection(self, *, ids, connection, status, created_by, reason,
-                   default_status: str | None = None, required: bool = True):
+                   default_status: str | None = None, required: bool = True,
+                   import_job: Any = None):
         """(the ids asked for, a queryset): `ids`, narrowed by the filters; without ids,
-        `default_status` applies (drafts to submit, pending updates to decide)."""
+        `default_status` applies (drafts to submit, pending updates to decide). `import_job`
+        (an id, or a StageResult) selects the updates that import created — never the ones
+        that merely carry its reason text."""
         from updates.models import ProfileUpdate
 
         wanted = _ids(ids)
         if required and wanted is None and connection is None and created_by is None \
-                and reason is None and status is None:
+                and reason is None and status is None and import_job is None:
             raise ValueError("Say which updates: ids=…, or a filter (connection, status, "
-                             "created_by, reason).")
+                             "created_by, reason, import_job).")
         qs = ProfileUpdate.objects.all()
         if wanted is not None:
             qs = qs.filter(pk__in=wanted)
@@ -553,6 +582,9 @@ class Session:
             qs = qs.filter(created_by__username=created_by)
         if reason is not None:
             qs = qs.filter(reason=reason)
+        if import_job is not None:
+            job = import_job.import_job if isinstance(import_job, StageResult) else import_job
+            qs = qs.filter(import_job_id=int(job)) if job is not None else qs.none()
         return wanted, qs.order_by("id")
 
     # -- staging --
@@ -646,14 +678,15 @@ class Session:
             {"row": [labels[p] for p, _, _ in problems],
              "column": [c for _, c, _ in problems],
              "message": [m for _, _, m in problems]})
-        return StageResult(table, errors_table, rows=len(rows),
+        return StageResult(table, errors_table, import_job=job.pk if save else None,
+                           rows=len(rows),
                            saved=len(good) if save else 0, invalid=len(bad))
 
     # -- review and decisions --
 
     def preview(self, *, ids: Any = None, connection: Any = None, status: Any = None,
                 created_by: str | None = None, reason: str | None = None, due: bool = False,
-                limit: int = DEFAULT_LIMIT) -> Preview:
+                limit: int = DEFAULT_LIMIT, import_job: Any = None) -> Preview:
         """The exact requests for the selected updates — method, URL (with the query for GET),
         form body (POST), headers with the token shown as ``Bearer [redacted]``, size — and
         their quota cost against each connection's rolling-24 h headroom. ``due=True``
@@ -665,9 +698,11 @@ class Session:
             nb.preview(due=True, connection="acme").quota_cost
         """
         return _orm.run(self._preview, ids=ids, connection=connection, status=status,
-                        created_by=created_by, reason=reason, due=due, limit=limit)
+                        created_by=created_by, reason=reason, due=due, limit=limit,
+                        import_job=import_job)
 
-    def _preview(self, *, ids, connection, status, created_by, reason, due, limit) -> Preview:
+    def _preview(self, *, ids, connection, status, created_by, reason, due, limit,
+                 import_job=None) -> Preview:
         from updates import quota, sending, target
         from updates.models import TargetConnection
 
@@ -678,7 +713,7 @@ class Session:
             plan = sending.plan_due(connection=conn, limit=limit)
         else:
             _, qs = self._selection(ids=ids, connection=connection, status=status,
-                                    created_by=created_by, reason=reason)
+                                    created_by=created_by, reason=reason, import_job=import_job)
             plan = []
             for update in qs.select_related("connection")[:limit]:
                 try:
@@ -702,10 +737,11 @@ class Session:
                 "size_bytes": request.size if request else 0,
                 "limit_bytes": (target.GET_LIMIT_BYTES if request and request.method == "GET"
                                 else target.POST_LIMIT_BYTES),
-                "quota_cost": item.quota_cost, "problem": item.problem})
+                "quota_cost": item.quota_cost, "problem": item.problem,
+                "fingerprint": item.update.content_hash})
         table = pd.DataFrame(rows, columns=[
             "update_id", "connection", "status", "method", "url", "body", "headers",
-            "size_bytes", "limit_bytes", "quota_cost", "problem"])
+            "size_bytes", "limit_bytes", "quota_cost", "problem", "fingerprint"])
         _ints(table, "update_id", "size_bytes", "limit_bytes", "quota_cost")
         cost_by_connection = table.groupby("connection")["quota_cost"].sum().to_dict()
         quota_rows = []
@@ -723,38 +759,52 @@ class Session:
                        unsendable=int((table["method"] == "").sum()))
 
     def submit(self, *, ids: Any = None, connection: Any = None, created_by: str | None = None,
-               reason: str | None = None, comment: str = "") -> Decisions:
+               reason: str | None = None, comment: str = "",
+               import_job: Any = None) -> Decisions:
         """Submit drafts for approval (workflow.update_submit, one transaction each). Without
         ids, the filter selects drafts. Refusals come back per update, never raised.
 
         Example::
 
             nb.submit(ids=result.ids)
-            nb.submit(reason="staged from a notebook", created_by="alice")
+            nb.submit(import_job=result)   # the updates that stage() saved, as one import
         """
         from updates import workflow
 
         return self._decide(workflow.update_submit, "draft", ids=ids, connection=connection,
-                            created_by=created_by, reason=reason, comment=comment)
+                            created_by=created_by, reason=reason, import_job=import_job,
+                            comment=comment)
 
     def approve(self, *, ids: Any = None, connection: Any = None, created_by: str | None = None,
-                reason: str | None = None, comment: str = "") -> Decisions:
+                reason: str | None = None, comment: str = "",
+                import_job: Any = None) -> Decisions:
         """Approve pending updates (workflow.update_approve). Four eyes: an update this user
         created or last edited is refused — superusers included — and named in the result.
 
+        A decision covers the content you looked at: pass what ``preview()`` or ``updates()``
+        returned (the Preview, its table, or the DataFrame — anything with an id and a
+        ``fingerprint`` column, or records with those keys) and each row whose update is no
+        longer pending with exactly that content is refused (code ``stale``, its message
+        says so) and left as it is. Bare ids (or a filter) decide whatever is there now.
+
         Example::
 
-            decisions = supervisor.approve(ids=result.ids, comment="checked against CRM")
+            looked_at = supervisor.preview(ids=result.ids)
+            decisions = supervisor.approve(ids=looked_at, comment="checked against CRM")
             decisions.refused   # one row per refusal, with the reason
         """
         from updates import workflow
 
         return self._decide(workflow.update_approve, "pending", ids=ids, connection=connection,
-                            created_by=created_by, reason=reason, comment=comment)
+                            created_by=created_by, reason=reason, import_job=import_job,
+                            comment=comment)
 
     def reject(self, *, ids: Any = None, connection: Any = None, created_by: str | None = None,
-               reason: str | None = None, comment: str) -> Decisions:
+               reason: str | None = None, comment: str,
+               import_job: Any = None) -> Decisions:
         """Reject pending updates (workflow.update_reject); a comment saying why is required.
+        Like approve(), given what preview()/updates() returned it refuses (``stale``) rows
+        whose content changed since; bare ids reject whatever is there now.
 
         Example::
 
@@ -763,7 +813,8 @@ class Session:
         from updates import workflow
 
         return self._decide(workflow.update_reject, "pending", ids=ids, connection=connection,
-                            created_by=created_by, reason=reason, comment=comment)
+                            created_by=created_by, reason=reason, import_job=import_job,
+                            comment=comment)
 
     def _decide(self, service, default_status: str, **selection: Any) -> Decisions:
         comment = selection.pop("comment")
@@ -773,9 +824,19 @@ class Session:
         from updates import workflow
 
         user = self._user()
+        shown = _shown(selection["ids"]) if service in (workflow.update_approve,
+                                                         workflow.update_reject) else None
         wanted, qs = self._selection(status=None, default_status=default_status, **selection)
         updates = list(qs)
-        outcome = workflow.apply_to_each(service, updates, by=user, comment=comment)
+        if shown is None:  # bare ids or a filter: whatever is there now
+            outcome = workflow.apply_to_each(service, updates, by=user, comment=comment)
+        else:  # the content looked at: a row whose update changed since is refused (stale)
+            outcome = workflow.BulkOutcome()
+            for u in updates:
+                part = workflow.apply_to_each(service, [u], by=user, comment=comment,
+                                              shown=shown.get(u.pk, ""))
+                outcome.done += part.done
+                outcome.refused += part.refused
         rows = [{"update_id": u.pk, "outcome": "done", "status": u.status, "message": ""}
                 for u in outcome.done]
         rows += [{"update_id": u.pk, "outcome": "refused", "status": u.status, "message": m}
@@ -1009,7 +1070,7 @@ class Session:
 
     def updates(self, *, ids: Any = None, connection: Any = None, status: Any = None,
                 created_by: str | None = None, reason: str | None = None,
-                limit: int = DEFAULT_LIMIT) -> pd.DataFrame:
+                limit: int = DEFAULT_LIMIT, import_job: Any = None) -> pd.DataFrame:
         """Updates as a DataFrame (newest first, at most `limit`): ids as Int64, `status` and
         `identity_type` categorical, timestamps timezone-aware (UTC), `attributes` as dicts
         exactly as they will be sent. `at_target` (categorical, next to `status`) says what
@@ -1021,16 +1082,19 @@ class Session:
             nb.updates(status="pending", connection="acme")["status"].value_counts()
         """
         return _orm.run(self._updates, ids=ids, connection=connection, status=status,
-                        created_by=created_by, reason=reason, limit=limit)
+                        created_by=created_by, reason=reason, limit=limit,
+                        import_job=import_job)
 
-    def _updates(self, *, ids, connection, status, created_by, reason, limit) -> pd.DataFrame:
+    def _updates(self, *, ids, connection, status, created_by, reason, limit,
+                 import_job=None) -> pd.DataFrame:
         from updates import verification
-        from updates.models import IdentityType, UpdateStatus
+        from updates.models import IdentityType, UpdateStatus, content_hash
 
         user = self._user()
         self._need(user, "updates.view_profileupdate", "view profile updates")
         _, qs = self._selection(ids=ids, connection=connection, status=status,
-                                created_by=created_by, reason=reason, required=False)
+                                created_by=created_by, reason=reason, required=False,
+                                import_job=import_job)
         fields = {"id": "id", "connection": "connection__label", "identity_type": "identity_type",
                   "identity": "identity", "attributes": "attributes", "reason": "reason",
                   "status": "status", "created_by": "created_by__username",
@@ -1054,6 +1118,9 @@ class Session:
         frame["identity_type"] = pd.Categorical(frame["identity_type"],
                                                 categories=IdentityType.values)
         frame["connection"] = frame["connection"].astype("category")
+        # What approve()/reject() compare with when given this table (decisions.py).
+        frame["fingerprint"] = [content_hash(t, i, a) for t, i, a in zip(
+            frame["identity_type"].astype(str), frame["identity"], frame["attributes"])]
         return frame
 
     def attempts(self, *, ids: Any = None, connection: Any = None, outcome: str | None = None,

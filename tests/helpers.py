@@ -21,3 +21,12 @@ def texts(response) -> list[str]:
 def status_of(update) -> str:
     """The update's state as the database has it now."""
     return ProfileUpdate.objects.get(pk=update.pk).status
+
+
+def shown(*updates, scope: str = "") -> str:
+    """The `shown` field a page posts with a decision: these updates' ids and content as the
+    database has them now (decisions.shown_token), as if the page had just been loaded."""
+    from updates import decisions
+
+    return decisions.shown_token(ProfileUpdate.objects.filter(pk__in=[u.pk for u in updates]),
+                                 scope=scope)

@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tests.conftest import make_connection, make_mapping
-from tests.helpers import logged_in, status_of, texts
+from tests.helpers import logged_in, shown, status_of, texts
 from updates import workflow
 from updates.models import (
     DailyUsage, ProfileUpdate, QuotaMinute, SendAttempt, SendRun, UpdateStatus)
@@ -119,8 +119,8 @@ def test_the_queue_approves_many_and_names_the_own_update_refusal(
     theirs = [pending(stage, operator) for _ in range(2)]
     own = pending(stage, admin_user)
     response = logged_in(client, admin_user).post(
-        reverse(QUEUE), {"decision": "approve", "update": [u.pk for u in theirs + [own]]},
-        follow=True)
+        reverse(QUEUE), {"decision": "approve", "update": [u.pk for u in theirs + [own]],
+                         "shown": shown(*theirs, own)}, follow=True)
     assert [status_of(u) for u in theirs] == [S.APPROVED, S.APPROVED]
     assert status_of(own) == S.PENDING  # superuser or not: four eyes
     messages = texts(response)
@@ -139,7 +139,8 @@ def test_the_queue_marks_the_users_own_updates(client, admin_user, operator, sta
 
 def test_a_supervisor_approves_one_update_with_its_row_button(client, supervisor, operator, stage):
     one, other = pending(stage, operator), pending(stage, operator)
-    logged_in(client, supervisor).post(reverse(QUEUE), {"approve_one": one.pk})
+    logged_in(client, supervisor).post(reverse(QUEUE), {"approve_one": one.pk,
+                                                        "shown": shown(one, other)})
     assert status_of(one) == S.APPROVED
     assert status_of(other) == S.PENDING
 
@@ -152,8 +153,8 @@ def test_rejecting_in_the_queue_requires_a_comment(client, supervisor, operator,
     assert status_of(update) == S.PENDING
     assert any("A rejection needs a comment" in m for m in texts(refused))
 
-    done = client.post(reverse(QUEUE), {"reject_one": update.pk, "comment": "wrong visitor"},
-                       follow=True)
+    done = client.post(reverse(QUEUE), {"reject_one": update.pk, "comment": "wrong visitor",
+                                        "shown": shown(update)}, follow=True)
     update.refresh_from_db()
     assert update.status == S.REJECTED and update.decision_comment == "wrong visitor"
     assert any("Rejected 1 update" in m for m in texts(done))
@@ -163,11 +164,13 @@ def test_a_queue_decision_on_an_update_no_longer_pending_names_why(client, super
                                                                    other_supervisor, operator,
                                                                    stage):
     update = pending(stage, operator)
+    page_shown = shown(update)
     workflow.update_approve(update=update, by=other_supervisor)  # someone was quicker
     response = logged_in(client, supervisor).post(
-        reverse(QUEUE), {"decision": "reject", "update": [update.pk], "comment": "no"}, follow=True)
+        reverse(QUEUE), {"decision": "reject", "update": [update.pk], "comment": "no",
+                         "shown": page_shown}, follow=True)
     assert status_of(update) == S.APPROVED
-    assert any(f"Update #{update.pk} is approved" in m for m in texts(response))
+    assert any(f"Update #{update.pk} is approved now" in m for m in texts(response))
 
 
 def test_a_queue_post_without_a_selection_changes_nothing(client, supervisor, operator, stage):
@@ -189,6 +192,7 @@ def test_the_queue_post_is_protected_against_csrf(supervisor, operator, stage):
     page = client.get(reverse(QUEUE))
     token = page.context["csrf_token"]
     genuine = client.post(reverse(QUEUE), {"decision": "approve", "update": [update.pk],
+                                           "shown": page.context["shown"],
                                            "csrfmiddlewaretoken": str(token)})
     assert genuine.status_code == 302
     assert status_of(update) == S.APPROVED
@@ -401,9 +405,8 @@ def test_approving_a_batch_decides_exactly_what_the_page_showed(client, supervis
     job = imported(connection, operator, 12)
     client = logged_in(client, supervisor)
     page = client.get(reverse(BATCH), {"import": job.pk})
-    up_to, count = page.context["up_to_id"], page.context["count"]
     response = client.post(reverse(BATCH), {"import": job.pk, "decision": "approve",
-                                            "up_to_id": up_to, "count": count}, follow=True)
+                                            "shown": page.context["shown"]}, follow=True)
     assert ProfileUpdate.objects.filter(status=S.APPROVED).count() == 12
     assert any(m.startswith("Approved 12 updates") for m in texts(response))
 
@@ -415,15 +418,13 @@ def test_a_batch_that_changed_since_it_was_shown_is_not_decided(client, supervis
     page = client.get(reverse(BATCH))
     workflow.update_approve(update=waiting[0], by=make_other_supervisor())
     response = client.post(reverse(BATCH), {"decision": "reject", "comment": "not today",
-                                            "up_to_id": page.context["up_to_id"],
-                                            "count": page.context["count"]}, follow=True)
-    assert any("The batch changed since the page was shown" in m for m in texts(response))
+                                            "shown": page.context["shown"]}, follow=True)
+    assert any("What you were shown changed" in m and "1 left" in m for m in texts(response))
     assert ProfileUpdate.objects.filter(status=S.PENDING).count() == 2
     # Newer updates than those shown are never part of the decision.
-    later = pending(stage, operator)
     page = client.get(reverse(BATCH))
-    client.post(reverse(BATCH), {"decision": "approve", "up_to_id": later.pk - 1,
-                                 "count": page.context["count"] - 1})
+    later = pending(stage, operator)
+    client.post(reverse(BATCH), {"decision": "approve", "shown": page.context["shown"]})
     assert status_of(later) == S.PENDING
     assert ProfileUpdate.objects.filter(status=S.APPROVED).count() == 3
 
@@ -439,8 +440,7 @@ def test_rejecting_a_batch_needs_a_comment(client, supervisor, operator, stage):
     client = logged_in(client, supervisor)
     page = client.get(reverse(BATCH))
     response = client.post(reverse(BATCH), {"decision": "reject", "comment": " ",
-                                            "up_to_id": page.context["up_to_id"],
-                                            "count": page.context["count"]}, follow=True)
+                                            "shown": page.context["shown"]}, follow=True)
     assert any("A rejection needs a comment" in m for m in texts(response))
     assert ProfileUpdate.objects.filter(status=S.PENDING).count() == 1
 
@@ -473,6 +473,7 @@ def test_queue_rows_show_their_age_and_disable_what_the_viewer_may_not_decide(
 def test_a_rows_own_reject_reason_is_its_comment(client, supervisor, operator, stage):
     update = pending(stage, operator)
     logged_in(client, supervisor).post(reverse(QUEUE), {
-        "reject_one": update.pk, f"reason_{update.pk}": "wrong tier", "comment": ""})
+        "reject_one": update.pk, f"reason_{update.pk}": "wrong tier", "comment": "",
+        "shown": shown(update)})
     update.refresh_from_db()
     assert (update.status, update.decision_comment) == (S.REJECTED, "wrong tier")

@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from tests.helpers import logged_in, status_of, texts
+from tests.helpers import logged_in, shown, status_of, texts
 from updates import workflow
 from updates.forms import StagingFormMixin
 from updates.admin import updates as update_admin
@@ -121,7 +121,12 @@ def test_approve_action_names_the_four_eyes_refusal_of_a_superusers_own_update(
         client, admin_user, operator, stage):
     own = workflow.update_submit(update=stage(by=admin_user), by=admin_user)
     theirs = workflow.update_submit(update=stage(), by=operator)
-    response = act(logged_in(client, admin_user), "approve_selected", [own, theirs])
+    client = logged_in(client, admin_user)
+    ask = act(client, "approve_selected", [own, theirs])  # the list shows no values: look first
+    assert status_of(theirs) == S.PENDING
+    assert f'id="decide-row-{theirs.pk}"' in ask.content.decode()
+    response = act(client, "approve_selected", [own, theirs], apply="1",
+                   shown=ask.context["shown"])
     messages = texts(response)
     assert status_of(own) == S.PENDING
     assert status_of(theirs) == S.APPROVED
@@ -165,6 +170,7 @@ def test_reject_action_asks_for_a_comment_and_requires_one(client, supervisor, o
 
     done = client.post(changelist_url(), {"action": "reject_selected", "apply": "1",
                                           "_selected_action": [pending.pk],
+                                          "shown": ask.context["shown"],
                                           "comment": "wrong customer"}, follow=True)
     assert status_of(pending) == S.REJECTED
     assert ProfileUpdate.objects.get(pk=pending.pk).decision_comment == "wrong customer"
@@ -419,7 +425,8 @@ def test_the_workflow_buttons_go_through_the_services(client, operator, supervis
     refused = client.post(url, {"transition": "reject", "comment": ""}, follow=True)
     assert status_of(update) == S.PENDING
     assert any("needs a comment" in m for m in texts(refused))
-    client.post(url, {"transition": "approve"})
+    client.post(url, {"transition": "approve",
+                      "shown": client.get(change_url(update)).context["shown"]})
     assert status_of(update) == S.APPROVED
 
 
@@ -536,8 +543,8 @@ def test_a_decision_with_unsaved_changes_is_refused_and_the_edits_stay_on_the_pa
         client, operator, supervisor, admin_user, stage, connection):
     pending = workflow.update_submit(update=stage(), by=operator)
     data = change_form_data(connection, pending, loan_status="declined")
-    response = logged_in(client, admin_user).post(workflow_url(pending),
-                                                  {**data, "transition": "approve"})
+    response = logged_in(client, admin_user).post(
+        workflow_url(pending), {**data, "transition": "approve", "shown": shown(pending)})
     assert response.status_code == 200
     page = response.content.decode()
     assert "You have unsaved changes" in page and "was not approved" in page
@@ -625,7 +632,8 @@ def test_rejecting_from_the_update_page_with_unsaved_changes_is_refused(
     pending = workflow.update_submit(update=stage(), by=operator)
     data = change_form_data(connection, pending, tier="edited")
     response = logged_in(client, admin_user).post(
-        workflow_url(pending), {**data, "transition": "reject", "comment": "no"})
+        workflow_url(pending), {**data, "transition": "reject", "comment": "no",
+                                "shown": shown(pending)})
     assert response.status_code == 200 and "You have unsaved changes" in response.content.decode()
     assert status_of(pending) == S.PENDING
     page = client.get(change_url(pending)).content.decode()

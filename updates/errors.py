@@ -18,6 +18,7 @@ WRONG_STATE = "wrong_state"  # not allowed from the update's (or job's) present 
 IMMUTABLE = "immutable"  # sending, sent and cancelled updates never change
 COMMENT_REQUIRED = "comment_required"  # a rejection needs a reason
 NOT_UPLOADER = "not_uploader"  # only the uploader confirms an import
+STALE = "stale"  # a decision named content or a state that is no longer the update's
 
 
 class Refused(ValidationError):

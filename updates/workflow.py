@@ -27,7 +27,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import mappings, rows
-from .errors import COMMENT_REQUIRED, IMMUTABLE, OWN_UPDATE, WRONG_STATE, Refused, require_perm
+from .errors import (COMMENT_REQUIRED, IMMUTABLE, OWN_UPDATE, STALE, WRONG_STATE, Refused,
+                     require_perm)
 from .models import AuditEvent, ProfileUpdate, TargetConnection, UpdateStatus
 from .validation import comment_errors, reason_errors, validate_update_content
 
@@ -418,10 +419,15 @@ def _check_comment(comment: Any) -> None:
 
 
 def _transition(update: ProfileUpdate, *, by, transition: Transition, comment: str = "",
-                mutate: Callable[[ProfileUpdate], list[str]] | None = None) -> ProfileUpdate:
+                mutate: Callable[[ProfileUpdate], list[str]] | None = None,
+                shown: str | None = None) -> ProfileUpdate:
     _check_comment(comment)
     with transaction.atomic():
         current = _locked(update)
+        if shown is not None:
+            if transition.four_eyes:
+                _four_eyes(current, by)  # your own content is refused as such, whatever was shown
+            check_shown(current, transition, shown)
         if not transition.allows(current.status):
             raise _refuse(
                 f"Update #{current.pk} is {current.get_status_display().lower()}; it cannot be "
@@ -435,6 +441,28 @@ def _transition(update: ProfileUpdate, *, by, transition: Transition, comment: s
         _audit(current, by=by, action=transition, from_status=from_status, comment=comment)
     _refresh_caller_copy(update, current)
     return update
+
+
+def check_shown(update: ProfileUpdate, transition: Transition, shown: str) -> None:
+    """Refuse (`stale`) unless `update` is still what the person was shown: in a state
+    `transition` starts from, with the content fingerprint `shown` (ProfileUpdate.content_hash;
+    "" when the page named none — it did not show the update as decidable, so a wrong state is
+    refused as such). `update` is the current row (locked, for a decision)."""
+    if not shown and not transition.allows(update.status):
+        raise _refuse(
+            f"Update #{update.pk} is {update.get_status_display().lower()}; it cannot be "
+            f"{transition.action} from that state.", WRONG_STATE)
+    if not transition.allows(update.status):
+        raise _refuse(f"Update #{update.pk} is {update.get_status_display().lower()} now, not "
+                      f"what you were shown: nothing was {transition.action}. Look at it again.",
+                      STALE)
+    if not shown:
+        raise _refuse(f"Update #{update.pk}: the page you decided from did not show its content: "
+                      f"nothing was {transition.action}. Look at it again.", STALE)
+    if update.content_hash != shown:
+        raise _refuse(f"Update #{update.pk}: its identity or attributes are not the ones you were "
+                      f"shown (changed since the page was loaded): nothing was "
+                      f"{transition.action}. Look at it again.", STALE)
 
 
 def _four_eyes(update: ProfileUpdate, by) -> None:
@@ -459,7 +487,8 @@ def update_submit(*, update: ProfileUpdate, by, comment: str = "") -> ProfileUpd
     return _transition(update, by=by, transition=transition, comment=comment, mutate=mutate)
 
 
-def _decide(update: ProfileUpdate, *, by, transition: Transition, comment: str) -> ProfileUpdate:
+def _decide(update: ProfileUpdate, *, by, transition: Transition, comment: str,
+            shown: str | None = None) -> ProfileUpdate:
     _require_for(by, transition)
 
     def mutate(u: ProfileUpdate) -> list[str]:
@@ -472,21 +501,27 @@ def _decide(update: ProfileUpdate, *, by, transition: Transition, comment: str) 
         return ["decided_by", "decided_at", "decision_comment", "approved_hash", "attempt_count",
                 "next_attempt_at"]
 
-    return _transition(update, by=by, transition=transition, comment=comment, mutate=mutate)
+    return _transition(update, by=by, transition=transition, comment=comment, mutate=mutate,
+                       shown=shown)
 
 
-def update_approve(*, update: ProfileUpdate, by, comment: str = "") -> ProfileUpdate:
-    return _decide(update, by=by, transition=T["approve"], comment=comment)
+def update_approve(*, update: ProfileUpdate, by, comment: str = "",
+                   shown: str | None = None) -> ProfileUpdate:
+    """Approve a pending update. `shown`: the content fingerprint (ProfileUpdate.content_hash)
+    the supervisor saw; the approval is then refused (`stale`) unless the update is still
+    pending with exactly that content. Without it the decision is on whatever is there now."""
+    return _decide(update, by=by, transition=T["approve"], comment=comment, shown=shown)
 
 
-def update_reject(*, update: ProfileUpdate, by, comment: str) -> ProfileUpdate:
+def update_reject(*, update: ProfileUpdate, by, comment: str,
+                  shown: str | None = None) -> ProfileUpdate:
     # Permission first: someone who may not decide learns that, not that a comment is missing.
     _require_for(by, T["reject"])
     comment = "" if comment is None else comment
     _check_comment(comment)
     if not comment.strip():
         raise _refuse("A rejection needs a comment saying why.", COMMENT_REQUIRED)
-    return _decide(update, by=by, transition=T["reject"], comment=comment.strip())
+    return _decide(update, by=by, transition=T["reject"], comment=comment.strip(), shown=shown)
 
 
 def update_cancel(*, update: ProfileUpdate, by, comment: str = "") -> ProfileUpdate:

@@ -82,6 +82,7 @@ def test_with_the_token_from_the_page_the_same_post_goes_through(world):
     page = client.get(reverse("updates_queue"))
     token = page.context["csrf_token"]
     response = client.post(reverse("updates_queue"),
-                           {"approve_one": world.update.pk, "csrfmiddlewaretoken": str(token)})
+                           {"approve_one": world.update.pk, "shown": page.context["shown"],
+                            "csrfmiddlewaretoken": str(token)})
     assert response.status_code == 302
     assert ProfileUpdate.objects.get(pk=world.update.pk).status == "approved"

@@ -213,6 +213,7 @@ def test_messages_and_confirmation_pages_escape_what_they_quote(client, hostile,
     assert_no_raw_payload(confirm.content.decode(), "reject confirmation")
     # A decision from the queue: its outcome messages name the update; its comment is kept.
     decided = client.post("/admin/queue/", {"decision": "reject", "update": [pending.pk],
+                                            "shown": confirm.context["shown"],
                                             "comment": payload("rjc")}, follow=True)
     assert_no_raw_payload(decided.content.decode(), "queue after a decision")
     page = client.get(f"/admin/updates/profileupdate/{pending.pk}/change/").content.decode()

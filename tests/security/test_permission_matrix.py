@@ -23,6 +23,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.test import RequestFactory
 from django.urls import reverse
 
+from tests.helpers import shown
 from updates.models import AuditEvent, ProfileUpdate, UpdateStatus
 
 from .conftest import ROLES, World, client_for, concrete_admin_urls
@@ -300,6 +301,8 @@ def test_a_bulk_action_posted_by_each_role_does_what_the_table_says(client, worl
     data = {"action": action, "_selected_action": [update.pk], "index": 0}
     if action == "reject_selected":
         data.update(apply="1", comment="not this one")
+    if action in ("approve_selected", "reject_selected"):  # as the confirmation page posts
+        data.update(apply="1", shown=shown(update))
     response = client.post(reverse("admin:updates_profileupdate_changelist"), data)
     expected = ACTION_EFFECT[action][ROLES.index(role) - 1]
     status = ProfileUpdate.objects.get(pk=update.pk).status
@@ -377,13 +380,14 @@ def _decided(world):
 
 
 def _approve_in_queue(world):
-    return (reverse("updates_queue"), {"approve_one": world.update.pk},
+    return (reverse("updates_queue"), {"approve_one": world.update.pk,
+                                       "shown": shown(world.update)},
             lambda: _decided(world))
 
 
 def _approve_on_page(world):
     return (reverse("admin:updates_profileupdate_workflow", args=[world.update.pk]),
-            {"transition": "approve"}, lambda: _decided(world))
+            {"transition": "approve", "shown": shown(world.update)}, lambda: _decided(world))
 
 
 def _delete_update(world):

@@ -20,6 +20,7 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from tests.conftest import make_user
+from tests.helpers import shown
 from updates import importing, workflow
 from updates.forms import StagingFormMixin
 from updates.models import AuditEvent, ProfileUpdate, UpdateStatus
@@ -72,8 +73,8 @@ def test_the_bulk_approve_action_refuses_the_superusers_own_update(client, own_p
                                                                    superuser):
     client.force_login(superuser)
     response = client.post(reverse("admin:updates_profileupdate_changelist"), {
-        "action": "approve_selected", "_selected_action": [own_pending.pk], "index": 0},
-        follow=True)
+        "action": "approve_selected", "_selected_action": [own_pending.pk], "index": 0,
+        "apply": "1"}, follow=True)
     assert said_four_eyes(response)
     assert_undecided(own_pending)
 
@@ -156,7 +157,8 @@ def test_a_superuser_cannot_approve_what_they_imported(client, connection, super
     assert imported.status == S.PENDING
     client.force_login(superuser)
     response = client.post(reverse("admin:updates_profileupdate_changelist"), {
-        "action": "approve_selected", "_selected_action": [imported.pk], "index": 0}, follow=True)
+        "action": "approve_selected", "_selected_action": [imported.pk], "index": 0,
+        "apply": "1"}, follow=True)
     assert said_four_eyes(response)
     assert_undecided(imported)
 
@@ -165,7 +167,8 @@ def test_another_superuser_may_decide_so_the_refusals_above_are_about_authorship
         client, own_pending):
     # The control: the same request by a second superuser goes through.
     client.force_login(make_user("root2", superuser=True))
-    client.post(reverse("updates_queue"), {"approve_one": own_pending.pk})
+    client.post(reverse("updates_queue"), {"approve_one": own_pending.pk,
+                                           "shown": shown(own_pending)})
     fresh = ProfileUpdate.objects.get(pk=own_pending.pk)
     assert fresh.status == S.APPROVED and fresh.decided_by.username == "root2"
 
@@ -214,7 +217,7 @@ def test_a_dual_role_content_editor_is_refused_by_the_bulk_action(client, both,
     client.force_login(both)
     response = client.post(reverse("admin:updates_profileupdate_changelist"), {
         "action": "approve_selected", "_selected_action": [content_edited_by_both.pk],
-        "index": 0}, follow=True)
+        "index": 0, "apply": "1"}, follow=True)
     assert said_four_eyes(response)
     assert_undecided(content_edited_by_both)
 
@@ -292,6 +295,6 @@ def test_editing_only_the_reason_or_send_time_leaves_a_dual_role_user_free_to_de
     assert offers_a_decision(page.content.decode())
     assert f'name="approve_one" value="{update.pk}"' in \
         client.get(reverse("updates_queue")).content.decode()
-    client.post(reverse("updates_queue"), {"approve_one": update.pk})
+    client.post(reverse("updates_queue"), {"approve_one": update.pk, "shown": shown(update)})
     fresh = ProfileUpdate.objects.get(pk=update.pk)
     assert fresh.status == S.APPROVED and fresh.decided_by == both

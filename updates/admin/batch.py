@@ -2,15 +2,18 @@
 everything the queue's filter shows. The page shows the batch's size, its total quota cost
 against the connections' headroom, how many the viewer may not decide (four eyes), and a random
 sample to look at first; the decision then covers exactly the updates the page described — the
-same filter, up to the newest id it showed — never ones that arrived since.
+page posts their ids and content fingerprints (decisions.shown_token), never a count — and
+nothing is decided if any of them left, changed content, or an update the page did not show
+joined the scope since (decisions.updates_decide_shown); ones that arrive later stay pending.
+An import's batch is its updates (`import_job`), never updates that merely carry its reason.
 
-Each update still goes through workflow.update_approve / update_reject, in its own transaction,
-with its own audit row and every refusal named.
+Each update still goes through workflow.update_approve / update_reject, with its own audit row
+and every refusal named.
 
 What Target will do (batch_reads.py): each sampled row's verdict and an estimate for the whole
 batch (JSON, asked by the page's script once the live diff has read the sample); and a read of the
 whole batch in the background, after which the same decision can be narrowed to the updates that
-change something.
+change something — still bound to the content the page showed.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.core.exceptions import PermissionDenied
 from django.http import (HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect,
@@ -28,12 +32,12 @@ from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils import timezone
 
-from updates import batch_reads, importing, quota, selectors, workflow
+from updates import batch_reads, decisions, quota, selectors, workflow
 from updates.models import BatchRead, ImportJob, ProfileUpdate, TargetConnection
 
 from .base import parse_id
 from .pages import forbidden as _forbidden, page as _page
-from .updates import RejectForm, report_outcome
+from .updates import RejectForm, report_outcome, report_refusal
 
 # One batch decision handles at most this many updates (each its own transaction); a bigger
 # backlog is decided in several batches, narrowed by connection or import.
@@ -59,8 +63,7 @@ class Scope:
     def updates(self) -> QuerySet[ProfileUpdate]:
         qs = selectors.pending_updates(connection_id=self.connection.pk if self.connection else None)
         if self.job is not None:
-            qs = qs.filter(connection_id=self.job.connection_id,
-                           reason=importing.import_reason(self.job))
+            qs = qs.filter(import_job_id=self.job.pk)
         return qs
 
     def query(self) -> str:
@@ -123,7 +126,7 @@ def batch_view(request: HttpRequest) -> HttpResponse:
               for u, s in chosen]
     return _page(request, title, "admin/updates/batch.html", {
         "scope": scope, "count": len(ids), "too_many": too_many, "batch_limit": BATCH_LIMIT,
-        "up_to_id": ids[-1] if ids else 0, "cost": cost, "unsendable": unsendable,
+        "shown": decisions.shown_token(updates, scope=scope.query()), "cost": cost, "unsendable": unsendable,
         "blocked": blocked, "headroom": headroom, "sample": sample,
         "sample_size": sample_size, "sample_sizes": SAMPLE_SIZES,
         "reject_form": RejectForm(), "query": scope.query(),
@@ -229,10 +232,13 @@ def _decide_batch(request: HttpRequest, scope: Scope) -> HttpResponse:
     back = HttpResponseRedirect(reverse("updates_queue_batch") + (
         f"?{scope.query()}" if scope.query() else ""))
     decision = request.POST.get("decision", "")
-    up_to = parse_id(request.POST.get("up_to_id"))
-    expected = parse_id(request.POST.get("count"))
-    if decision not in ("approve", "reject") or up_to is None or expected is None:
+    shown = decisions.read_token(request.POST.get("shown"), scope=scope.query())
+    if decision not in ("approve", "reject"):
         messages.error(request, "Choose Approve all or Reject all; nothing was changed.")
+        return back
+    if not shown:
+        messages.error(request, "The page did not say which updates it showed (reload it and "
+                                "look again); nothing was decided.")
         return back
     comment = request.POST.get("comment", "").strip()
     if decision == "reject":
@@ -242,28 +248,35 @@ def _decide_batch(request: HttpRequest, scope: Scope) -> HttpResponse:
                                     "rejected.")
             return back
         comment = form.cleaned_data["comment"]
-    # Exactly what the page described: the same filter, no update newer than the ones shown.
-    chosen = list(scope.updates().filter(id__lte=up_to)[:BATCH_LIMIT])
-    if len(chosen) != expected:
-        messages.warning(request, f"The batch changed since the page was shown ({expected} "
-                                  f"then, {len(chosen)} now): someone decided or edited some. "
-                                  "Check the new figures; nothing was changed.")
-        return back
+    # Exactly what the page showed: these ids with this content, and no other of the scope's
+    # updates up to the newest of them; all or nothing.
+    decided_scope = scope.updates()
     if "batch_read" in request.POST:  # "only the rows that change something"
-        chosen = _only_changing(request, scope, chosen)
-        if chosen is None:
+        only = _only_changing(request, scope)
+        if only is None:
             return back
-    service = workflow.update_approve if decision == "approve" else workflow.update_reject
-    outcome = workflow.apply_to_each(service, chosen, by=request.user, comment=comment)
+        # The narrowed ids, with the content the page showed for them; the rest keep their state.
+        shown = {pk: fingerprint for pk, fingerprint in shown.items() if pk in only}
+        if set(shown) != only:
+            messages.warning(request, "The page did not show some of the updates that change "
+                                      "something; reload it and look again. Nothing was changed.")
+            return back
+        decided_scope = None
+    try:
+        outcome = decisions.updates_decide_shown(shown=shown, decision=decision, by=request.user,
+                                                 comment=comment, scope=decided_scope)
+    except ValidationError as error:
+        report_refusal(request, error)
+        return back
     report_outcome(request, outcome, verb="approved" if decision == "approve" else "rejected")
     return HttpResponseRedirect(reverse("updates_queue") + (
         f"?{scope.query()}" if scope.query() else ""))
 
 
-def _only_changing(request: HttpRequest, scope: Scope,
-                   chosen: list[ProfileUpdate]) -> list[ProfileUpdate] | None:
-    """The batch narrowed to the updates its finished whole-batch read found changing — exactly
-    the ids the page listed (`only`), or None (with a message) when they differ now."""
+def _only_changing(request: HttpRequest, scope: Scope) -> set[int] | None:
+    """The ids of the batch narrowed to the updates its finished whole-batch read found
+    changing — exactly the ids the page listed (`only`), or None (with a message) when they
+    differ now."""
     job = BatchRead.objects.filter(
         pk=parse_id(request.POST.get("batch_read")) or -1, status=BatchRead.Status.DONE,
         connection=scope.connection, import_job=scope.job).first()
@@ -271,6 +284,8 @@ def _only_changing(request: HttpRequest, scope: Scope,
         messages.error(request, "That read of the batch is not finished or not this batch's; "
                                 "nothing was changed.")
         return None
+    chosen = list(ProfileUpdate.objects.filter(
+        pk__in=list(scope.updates().values_list("id", flat=True)[:BATCH_LIMIT])))
     narrowed = batch_reads.batch_read_narrow(job, chosen)
     shown = {parse_id(part) for part in request.POST.get("only", "").split(",") if part}
     if shown != set(narrowed.changing_ids):
@@ -278,7 +293,7 @@ def _only_changing(request: HttpRequest, scope: Scope,
                                   f"showed ({len(shown)} then, {len(narrowed.changing)} now). "
                                   "Check the new figures; nothing was changed.")
         return None
-    return narrowed.changing
+    return shown
 
 
 # Registered in dashboard.urlpatterns, beside the queue.

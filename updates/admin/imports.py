@@ -196,4 +196,4 @@ def _percent(done: int, total: int) -> int:
 
 def _updates_url(job: ImportJob) -> str:
     return (reverse("admin:updates_profileupdate_changelist") + "?"
-            + urlencode({"reason": importing.import_reason(job)}))
+            + urlencode({"import_job": job.pk}))  # its updates, not every one with its reason

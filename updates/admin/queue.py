@@ -1,23 +1,27 @@
 """The approval queue: supervisors approve or reject pending updates, one page or a selection at
 a time (a whole import or filter at once is batch.py's page). Four eyes as the service applies
-it: the viewer's own content gets no decision buttons, and the service refuses it anyway."""
+it: the viewer's own content gets no decision buttons, and the service refuses it anyway. A decision covers exactly the content on the page: the
+form carries the rows' ids and content fingerprints (decisions.shown_token), and a selection
+whose content or state changed since is refused as a whole (code `stale`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
 
-from updates import quota, selectors, workflow
+from updates import decisions, quota, selectors, workflow
 from updates.models import ProfileUpdate, TargetConnection
 
 from . import batch
 from .base import parse_id
 from .pages import forbidden as _forbidden, page as _page
-from .updates import BULK_LIMIT, CappedPaginator, RejectForm, bounded, report_outcome
+from .updates import (BULK_LIMIT, CappedPaginator, RejectForm, bounded, report_outcome,
+                      report_refusal)
 
 QUEUE_PAGE_SIZE = 25
 
@@ -62,6 +66,7 @@ def queue_view(request: HttpRequest) -> HttpResponse:
                 for c in on_page.values()]
     return _page(request, title, "admin/updates/queue.html", {
         "rows": rows,
+        "shown": decisions.shown_token(r.update for r in rows),
         "page": page,
         "paginator": paginator,
         "connections": TargetConnection.objects.order_by("label"),
@@ -111,7 +116,14 @@ def _decide(request: HttpRequest) -> HttpResponse:
     chosen = bounded(request, ProfileUpdate.objects.filter(pk__in=pks[: BULK_LIMIT + 1]))
     if chosen is None:
         return back
-    service = workflow.update_approve if decision == "approve" else workflow.update_reject
-    outcome = workflow.apply_to_each(service, chosen, by=request.user, comment=comment)
+    # What the page showed of each chosen row; a row it did not show counts as changed.
+    shown = decisions.read_token(request.POST.get("shown"))
+    try:
+        outcome = decisions.updates_decide_shown(
+            shown={u.pk: shown.get(u.pk, "") for u in chosen}, decision=decision,
+            by=request.user, comment=comment)
+    except ValidationError as error:
+        report_refusal(request, error)
+        return back
     report_outcome(request, outcome, verb="approved" if decision == "approve" else "rejected")
     return back

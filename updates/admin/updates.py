@@ -25,7 +25,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from updates import selectors, verification, workflow
+from updates import decisions, selectors, verification, workflow
 from updates.forms import staging_form_class
 
 from . import timeline
@@ -93,6 +93,14 @@ def report_outcome(request: HttpRequest, outcome: workflow.BulkOutcome, *, verb:
                                     f"{_ids((u for u, _ in rest), limit=200)}.")
     if not outcome.done and not outcome.refused:
         messages.warning(request, f"Nothing was {verb}: no updates were selected.")
+
+
+def report_refusal(request: HttpRequest, error: ValidationError) -> None:
+    """A decision refused as a whole: why, and for a stale one (decisions.StaleBatch) the
+    first updates that differ from what was shown."""
+    messages.warning(request, " ".join(error.messages))
+    for detail in getattr(error, "details", [])[:10]:
+        messages.warning(request, detail)
 
 
 def bounded(request: HttpRequest, updates: QuerySet[ProfileUpdate]) -> list[ProfileUpdate] | None:
@@ -295,7 +303,9 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
                    ("acknowledged_at", admin.DateFieldListFilter))
     list_select_related = ("connection", "created_by")
     search_fields = ("identity",)  # the lookup itself is selectors.search_identity
-    changelist_extra_params = ("reason",)  # an import's result page links to ?reason=…
+    # An import's result page links to ?import_job=<id>: its updates, whatever their reason
+    # (a hand-staged update may carry the same reason text). ?reason=… stays for links by hand.
+    changelist_extra_params = ("reason", "import_job")
     search_help_text = ("Identity, exactly (case matters). End with * to match the beginning, "
                         "e.g. customer-12*; #123 finds update 123.")
     ordering = ("-id",)
@@ -436,32 +446,52 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
     def submit_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._bulk(request, queryset, workflow.update_submit, verb="submitted")
 
-    @admin.action(description="Approve selected updates", permissions=["approve"])
-    def approve_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self._bulk(request, queryset, workflow.update_approve, verb="approved")
+    # The list shows attribute names, not values: approving or rejecting a selection goes
+    # through a page that lists each update's content, and the decision covers exactly that
+    # content (decisions.updates_decide_shown: all or nothing, refused as `stale`).
+
+    @admin.action(description="Approve selected updates (shows their content first)",
+                  permissions=["approve"])
+    def approve_selected(self, request: HttpRequest, queryset: QuerySet):
+        return self._decide_selected(request, queryset, "approve")
 
     @admin.action(description="Reject selected updates (asks for a reason)",
                   permissions=["approve"])
     def reject_selected(self, request: HttpRequest, queryset: QuerySet):
+        return self._decide_selected(request, queryset, "reject")
+
+    def _decide_selected(self, request: HttpRequest, queryset: QuerySet, decision: str):
         chosen = bounded(request, queryset)
         if chosen is None:
             return None
-        form = RejectForm(request.POST if "apply" in request.POST else None)
-        if form.is_bound and form.is_valid():
-            outcome = workflow.apply_to_each(workflow.update_reject, chosen, by=request.user,
-                                             comment=form.cleaned_data["comment"])
-            report_outcome(request, outcome, verb="rejected")
+        applying = "apply" in request.POST
+        form = RejectForm(request.POST if applying else None) if decision == "reject" else None
+        if applying and (form is None or form.is_valid()):
+            shown = decisions.read_token(request.POST.get("shown"))
+            verb = "approved" if decision == "approve" else "rejected"
+            try:
+                outcome = decisions.updates_decide_shown(
+                    shown={u.pk: shown.get(u.pk, "") for u in chosen}, decision=decision,
+                    by=request.user, comment=form.cleaned_data["comment"] if form else "")
+            except ValidationError as error:
+                report_refusal(request, error)
+                return None
+            report_outcome(request, outcome, verb=verb)
             return None
         context = {
             **self.admin_site.each_context(request),
-            "title": "Reject profile updates",
+            "title": f"{decision.capitalize()} profile updates",
             "opts": self.opts,
+            "decision": decision,
             "updates": chosen,
+            "rows": [(u, selectors.attribute_rows(u)) for u in chosen],
+            # Only what may be decided is named: a row shown in another state stays refused.
+            "shown": decisions.shown_token(u for u in chosen if u.status == S.PENDING),
             "form": form,
             "action_checkbox_name": ACTION_CHECKBOX_NAME,
             "media": self.media,
         }
-        return TemplateResponse(request, "admin/updates/profileupdate/reject_confirmation.html",
+        return TemplateResponse(request, "admin/updates/profileupdate/decide_confirmation.html",
                                 context)
 
     @admin.action(description="Cancel selected updates", permissions=["cancel"])
@@ -634,6 +664,8 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
                 transitions=self._transitions(request, obj),
                 own_update=workflow.is_content_author(user, obj),
                 workflow_url=reverse("admin:updates_profileupdate_workflow", args=[obj.pk]),
+                # What this page shows, for a decision to name (decisions.shown_token).
+                shown=decisions.shown_token([obj]),
                 reject_form=RejectForm(),
                 edit_returns_to_draft=(obj.status in workflow.EDITABLE_STATES
                                        and obj.status != S.DRAFT),
@@ -675,10 +707,19 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
         if name in ("approve", "reject") and not self.has_approve_permission(request):
             raise PermissionDenied("Approving and rejecting needs the approve permission.")
         service, verb = self.TRANSITIONS[name]
+        kwargs = {"comment": request.POST.get("comment", "").strip()}
+        if name in ("approve", "reject"):
+            # A decision covers the content this page showed, not whatever is stored now.
+            kwargs["shown"] = decisions.read_token(request.POST.get("shown")).get(update.pk, "")
         edits = self._posted_edits(request, update)
         if edits is not None and edits.has_changed():
+            if "shown" in kwargs:
+                try:  # the fields differ because the stored content changed: say so
+                    workflow.check_shown(update, workflow.T[name], kwargs["shown"])
+                except ValidationError as error:
+                    messages.warning(request, " ".join(error.messages))
+                    return HttpResponseRedirect(self._change_url(update))
             return self._act_on_edited(request, update, edits, name, object_id)
-        kwargs = {"comment": request.POST.get("comment", "").strip()}
         if name == "reject":
             form = RejectForm(request.POST)
             if not form.is_valid():

@@ -208,6 +208,9 @@ PROFILEOPS = {
     for name, value in os.environ.items()
     if name.startswith("PROFILEOPS_") and name not in {"PROFILEOPS_DEMO", "PROFILEOPS_APPS"}
 }
+# Alert webhooks may reach loopback and private addresses in the embedded mode (the demo and the
+# tests post to 127.0.0.1); in production only when set, for an internal relay (updates/webhooks.py).
+PROFILEOPS.setdefault("WEBHOOK_ALLOW_PRIVATE", "1" if DEBUG else "0")
 
 # --- django-q2 ---------------------------------------------------------------------------------
 # ORM broker by default; Redis when Q_REDIS_URL names one. The task timeout stays below `retry`

@@ -119,6 +119,7 @@ MATRIX: dict[str, tuple] = {
     "updates_alertrule_change":                    (LOGIN, 403, 403, 200),
     "updates_alertrule_delete":                    (LOGIN, 403, 403, 200),
     "updates_alertrule_history":                   (LOGIN, 403, 403, 200),
+    "updates_alertrule_test":                      (LOGIN, 405, 405, 405),  # POST only
     "updates_alertevent_changelist":               (LOGIN, 403, 403, 200),
     "updates_alertevent_add":                      (LOGIN, 403, 403, 403),
     "updates_alertevent_change":                   (LOGIN, 403, 403, 200),

@@ -74,8 +74,9 @@ KNOBS: dict[str, Knob] = {
     "DIFF_MAX_READ_AGE_SECONDS": Knob(int, 60, "The live diff reuses a read this recent."),
     # Alerts (updates/webhooks.py).
     "WEBHOOK_ALLOW_PRIVATE": Knob(
-        bool, False, "Webhooks may go to loopback and private addresses (an internal relay). "
-                     "On by default only while DEBUG is on (profileops/settings.py)."),
+        bool, None, "Webhooks may go to loopback and private addresses (an internal relay). "
+                    "Unset (None): on only in the embedded mode (PROFILEOPS_DEMO, which follows "
+                    "DEBUG), where the demo and the tests post to 127.0.0.1 (updates/webhooks.py)."),
 }
 
 

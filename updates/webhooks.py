@@ -9,8 +9,8 @@ alert is delivered (`post_json`):
   cloud metadata service —, ``fe80::/10``, ``0.0.0.0``, ``::``, …), whatever the setting;
 - loopback and private addresses (``127.0.0.0/8``, ``10/8``, ``172.16/12``, ``192.168/16``,
   ``fc00::/7``, ``100.64/10``, ``::1``) only when ``PROFILEOPS_WEBHOOK_ALLOW_PRIVATE`` is on —
-  for an internal relay. It is on in the embedded mode (``DEBUG`` on: the demo and the tests post
-  to 127.0.0.1) and off otherwise (profileops/settings.py).
+  for an internal relay. Unset, it is on in the embedded mode (``PROFILEOPS_DEMO``, which follows
+  ``DEBUG``: the demo and the tests post to 127.0.0.1) and off in production.
 
 At delivery the host name is resolved, every address it resolves to is checked, and the
 connection goes to the checked address (with the host name kept for the ``Host`` header and for
@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from .conf import setting
@@ -81,6 +82,12 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped  # ::ffff:169.254.169.254 is 169.254.169.254
     return ip
+
+
+def private_allowed() -> bool:
+    """PROFILEOPS_WEBHOOK_ALLOW_PRIVATE; unset, it follows the embedded mode (PROFILEOPS_DEMO)."""
+    allowed = setting("WEBHOOK_ALLOW_PRIVATE")
+    return bool(getattr(settings, "PROFILEOPS_DEMO", False)) if allowed is None else allowed
 
 
 def address_problem(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, *,
@@ -128,7 +135,7 @@ def check_url(url: str) -> None:
     target = _parse(url)
     ip = _address(target.host)
     if ip is not None:
-        problem = address_problem(ip, allow_private=setting("WEBHOOK_ALLOW_PRIVATE"))
+        problem = address_problem(ip, allow_private=private_allowed())
         if problem:
             code, reason = problem
             raise ValidationError(f"A webhook may not go to {reason}.", code=code)
@@ -175,7 +182,7 @@ def checked_addresses(host: str, port: int, *, deadline: _Deadline | None = None
     """The addresses `host` resolves to, all of them allowed, or WebhookRefused."""
     deadline = deadline or _Deadline(DEADLINE_SECONDS)
     addresses = _resolve(host, port, deadline)
-    allow_private = setting("WEBHOOK_ALLOW_PRIVATE")
+    allow_private = private_allowed()
     for text in addresses:
         ip = _address(text)
         problem = address_problem(ip, allow_private=allow_private) if ip else (

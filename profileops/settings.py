@@ -57,6 +57,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_q",
     "updates",
+    # Login lockout (see "Logins and sessions" below); never loaded by a sending-only process.
+    "axes",
 ]
 
 # Embedded/demo mode: the demo app (seed data, start_demo, the emulator's command) is installed only
@@ -90,7 +92,11 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into its 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
+if PROFILEOPS_APPS == "sending":
+    MIDDLEWARE.remove("axes.middleware.AxesMiddleware")
 
 ROOT_URLCONF = "profileops.urls"
 
@@ -169,6 +175,56 @@ WHITENOISE_AUTOREFRESH = DEBUG
 
 LOGIN_URL = "admin:login"
 
+
+def _env_whole(name: str, default: int, *, least: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {raw!r}") from None
+    if value < least:
+        raise ImproperlyConfigured(f"{name} must be at least {least}, not {value}")
+    return value
+
+
+# --- Logins and sessions -------------------------------------------------------------------------
+# A session ends after PROFILEOPS_SESSION_IDLE_MINUTES without a request (default a working day,
+# 8 h): every request renews it, so it is an idle limit, not a limit on a working session.
+SESSION_COOKIE_AGE = 60 * _env_whole("PROFILEOPS_SESSION_IDLE_MINUTES", 8 * 60, least=5)
+SESSION_SAVE_EVERY_REQUEST = True
+
+# django-axes counts failed logins (the admin's login form, and any authenticate() given a
+# request) per account and, separately, per client address: PROFILEOPS_LOGIN_FAILURE_LIMIT
+# failures lock that account — from every address — and that address — for every account —
+# for PROFILEOPS_LOGIN_LOCKOUT_MINUTES (0: until an administrator unlocks it; README,
+# "Security guarantees"). Attempts and lockouts are rows an administrator sees under
+# "Axes" in the admin; `manage.py axes_reset_username <name>` / `axes_reset_ip <address>` unlock.
+AUTHENTICATION_BACKENDS = [
+    "profileops.auth.LockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = _env_whole("PROFILEOPS_LOGIN_FAILURE_LIMIT", 10, least=1)
+_lockout_minutes = _env_whole("PROFILEOPS_LOGIN_LOCKOUT_MINUTES", 60, least=0)
+if _lockout_minutes:
+    import datetime as _dt
+
+    AXES_COOLOFF_TIME = _dt.timedelta(minutes=_lockout_minutes)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# A success does not wipe the failures: with it, one valid account would let an address guess
+# another account's password for ever (log in between guesses). Failures expire with the lock-out.
+AXES_RESET_ON_SUCCESS = False
+AXES_ENABLE_ACCESS_FAILURE_LOG = True
+AXES_ENABLE_ADMIN = False  # its pages are registered by updates/admin/logins.py, logs read-only
+AXES_VERBOSE = False  # no start-up banner in every process; failures and lockouts still logged
+# Behind a reverse proxy every request comes from the proxy's address: TRUSTED_PROXY_COUNT=N
+# (default 0: REMOTE_ADDR, no proxy) takes the client's address from X-Forwarded-For, N entries
+# from the right — the ones your own proxies appended; anything further left a client could
+# have sent (profileops/auth.py).
+TRUSTED_PROXY_COUNT = _env_whole("TRUSTED_PROXY_COUNT", 0, least=0)
+AXES_CLIENT_IP_CALLABLE = "profileops.auth.client_address"
+
 # Mail, for alerts (updates/alerts.py). Without EMAIL_HOST, mail is printed to the console.
 if os.environ.get("EMAIL_HOST"):
     EMAIL_HOST = os.environ["EMAIL_HOST"]
@@ -206,7 +262,10 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 PROFILEOPS = {
     name.removeprefix("PROFILEOPS_"): value
     for name, value in os.environ.items()
-    if name.startswith("PROFILEOPS_") and name not in {"PROFILEOPS_DEMO", "PROFILEOPS_APPS"}
+    if name.startswith("PROFILEOPS_") and name not in {"PROFILEOPS_DEMO", "PROFILEOPS_APPS",
+                                                        "PROFILEOPS_SESSION_IDLE_MINUTES",
+                                                        "PROFILEOPS_LOGIN_FAILURE_LIMIT",
+                                                        "PROFILEOPS_LOGIN_LOCKOUT_MINUTES"}
 }
 
 # --- django-q2 ---------------------------------------------------------------------------------

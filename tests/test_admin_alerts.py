@@ -47,3 +47,48 @@ def test_a_rules_page_lists_what_it_sent(client, admin_user, connection, stage):
     assert "refused the bearer token" in listing
     assert client.get(f"/admin/updates/alertevent/{event.pk}/delete/").status_code == 403
     assert AlertEvent.objects.count() == 1
+
+
+def _rule_form(connection, **overrides):
+    data = {"connection": connection.pk, "kind": "token_refused", "threshold": "0",
+            "window_minutes": "60", "min_requests": "20", "email_to": "", "webhook_url": "",
+            "active": "on", "events-TOTAL_FORMS": "0", "events-INITIAL_FORMS": "0",
+            "events-MIN_NUM_FORMS": "0", "events-MAX_NUM_FORMS": "0"}
+    return {**data, **overrides}
+
+
+def test_the_form_refuses_a_webhook_that_may_never_be_delivered_to(client, admin_user,
+                                                                    connection):
+    client.force_login(admin_user)
+    for url in ("ftp://hooks.example.com/SECRET-PART", "http://169.254.169.254/SECRET-PART",
+                "https://user:SECRET-PART@hooks.example.com/x"):
+        response = client.post("/admin/updates/alertrule/add/",
+                               _rule_form(connection, webhook_url=url))
+        assert response.status_code == 200, url
+        page = response.content.decode()
+        assert "errorlist" in page and "SECRET-PART" not in page, url
+    assert not AlertRule.objects.exists()
+
+
+def test_send_a_test_alert_shows_the_receivers_status(client, admin_user, operator, connection):
+    from tests.services.test_alerts import Receiver
+
+    hook = Receiver(status=404)
+    try:
+        rule = AlertRule.objects.create(connection=connection, kind="token_refused",
+                                        webhook_url=hook.url)
+        client.force_login(admin_user)
+        page = client.get(f"/admin/updates/alertrule/{rule.pk}/change/").content.decode()
+        assert "Send a test alert" in page
+        response = client.post(f"/admin/updates/alertrule/{rule.pk}/test/", follow=True)
+        messages = [str(m) for m in response.context["messages"]]
+        assert messages == ["Test alert sent: the webhook answered HTTP 404. Not delivered: "
+                            "webhook: HTTP 404"]
+        assert hook.bodies[0]["text"].startswith("Test alert — ")
+
+        client.force_login(operator)
+        assert client.post(f"/admin/updates/alertrule/{rule.pk}/test/").status_code == 403
+        assert client.get(f"/admin/updates/alertrule/{rule.pk}/test/").status_code == 405
+        assert len(hook.bodies) == 1
+    finally:
+        hook.close()

@@ -118,3 +118,24 @@ def test_an_unknown_app_set_is_refused():
     result = run("-c", SHOW_APPS, PROFILEOPS_APPS="web")
     assert result.returncode != 0
     assert "PROFILEOPS_APPS must be 'all' or 'sending', not 'web'" in result.stderr
+
+
+SHOW_LOGINS = ("import django, json; django.setup(); from django.conf import settings as s; "
+               "print(json.dumps({'age': s.SESSION_COOKIE_AGE, 'renew': s.SESSION_SAVE_EVERY_REQUEST, "
+               "'limit': s.AXES_FAILURE_LIMIT, 'params': s.AXES_LOCKOUT_PARAMETERS, "
+               "'cooloff': str(getattr(s, 'AXES_COOLOFF_TIME', None)), "
+               "'proxies': s.TRUSTED_PROXY_COUNT}))")
+
+
+def test_idle_sessions_and_login_lockouts_come_from_the_environment():
+    defaults = json.loads(run("-c", SHOW_LOGINS, PROFILEOPS_DEMO="0").stdout)
+    assert defaults == {"age": 8 * 3600, "renew": True, "limit": 10,
+                        "params": ["username", "ip_address"], "cooloff": "1:00:00", "proxies": 0}
+    custom = json.loads(run("-c", SHOW_LOGINS, PROFILEOPS_SESSION_IDLE_MINUTES="30",
+                            PROFILEOPS_LOGIN_FAILURE_LIMIT="5", TRUSTED_PROXY_COUNT="1",
+                            PROFILEOPS_LOGIN_LOCKOUT_MINUTES="0").stdout)
+    assert (custom["age"], custom["limit"], custom["cooloff"], custom["proxies"]) == (
+        1800, 5, "None", 1)  # 0 minutes: locked until an administrator unlocks
+    refused = run("-c", SHOW_LOGINS, PROFILEOPS_SESSION_IDLE_MINUTES="forever")
+    assert refused.returncode != 0
+    assert "PROFILEOPS_SESSION_IDLE_MINUTES must be a whole number" in refused.stderr

@@ -16,9 +16,14 @@ Rules (models.AlertRule) belong to one connection:
 rule. A rule whose state changed gets an AlertEvent — fired, or cleared — written together with
 the rule's new state in one transaction, and only then is it delivered: by email (Django's mail
 settings, to the rule's addresses) and/or as a JSON POST of {"text": ...} to its webhook
-(Slack-compatible; a 5 s timeout). So each state change is told once, however often the check
-runs, and a rule that stays firing stays quiet. Delivery results are recorded on the event; a
-failed delivery is not retried (the next state change is told again).
+(Slack-compatible; updates/webhooks.py: one 5 s deadline for the whole call, no redirects, only
+to addresses allowed). So each state change is told once, however often the check runs, and a
+rule that stays firing stays quiet. Delivery results are recorded on the event; a failed delivery
+is not retried (the next state change is told again). A 3xx answer is a failed delivery.
+
+`alert_rule_save` is the one way rules are saved (the model's full validation, including where
+its webhook may go), and `alert_rule_send_test` posts a test alert through the rule's ways and
+says what the receiver answered.
 
 Texts name the connection, counts, rates and times — never an identity or a profile value —
 and the webhook URL (often a secret) never appears in a log or an error text.
@@ -27,19 +32,18 @@ and the webhook URL (often a secret) never appears in a log or an error text.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
-from . import attention
+from . import attention, webhooks
+from .errors import Refused, require_perm
 from .selectors import capped_count
 from .models import (AlertEvent, AlertRule, AuditEvent, ProfileUpdate, SendAttempt, UpdateStatus,
                      VerificationState)
@@ -47,7 +51,8 @@ from .models import (AlertEvent, AlertRule, AuditEvent, ProfileUpdate, SendAttem
 logger = logging.getLogger(__name__)
 
 Kind = AlertRule.Kind
-WEBHOOK_TIMEOUT_SECONDS = 5
+WEBHOOK_TIMEOUT_SECONDS = webhooks.DEADLINE_SECONDS  # for the whole call, not per socket read
+NOTHING_TO_SEND = "nothing_to_send"
 SUBJECT_PREFIX = "[ProfileOps] "
 
 
@@ -154,39 +159,90 @@ def _record_change(rule: AlertRule, reading: Reading, *, now: dt.datetime) -> Al
 
 def deliver(event: AlertEvent) -> None:
     """Email and/or webhook for one event; the outcome is stored on the event."""
-    rule = event.rule
-    problems = []
-    recipients = rule.recipients
-    if recipients:
-        try:
-            event.emailed = send_mail(
-                SUBJECT_PREFIX + event.text.split(":", 1)[0], event.text,
-                settings.DEFAULT_FROM_EMAIL, recipients) and len(recipients)
-        except Exception as error:  # noqa: BLE001 - any mail failure is recorded, not raised
-            problems.append(f"email: {type(error).__name__}: {error}")
-    if rule.webhook_url:
-        try:
-            event.webhook_status = _post_json(rule.webhook_url, {"text": event.text})
-            if not 200 <= event.webhook_status < 300:
-                problems.append(f"webhook: HTTP {event.webhook_status}")
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            # The URL is a secret: name the failure, never the address.
-            reason = getattr(error, "reason", error)
-            problems.append(f"webhook: {type(error).__name__} ({type(reason).__name__})")
-    event.delivery_error = "; ".join(problems)
+    outcome = _send(event.rule, subject=SUBJECT_PREFIX + event.text.split(":", 1)[0],
+                    text=event.text)
+    event.emailed = outcome.emailed
+    event.webhook_status = outcome.webhook_status
+    event.delivery_error = outcome.error
     event.save(update_fields=["emailed", "webhook_status", "delivery_error"])
-    if problems:
+    if outcome.error:
         logger.warning("alert event %s: delivery failed: %s", event.pk, event.delivery_error)
 
 
-def _post_json(url: str, payload: dict) -> int:
-    if not url.startswith(("http://", "https://")):
-        raise ValueError("webhook URLs must be http or https")
-    request = urllib.request.Request(
-        url, data=json.dumps(payload).encode("utf-8"), method="POST",
-        headers={"Content-Type": "application/json", "User-Agent": "ProfileOps alerts"})
+@dataclass(frozen=True)
+class Delivery:
+    """What one alert's delivery did: recipients emailed, the receiver's status, what failed."""
+
+    emailed: int
+    webhook_status: int | None
+    error: str
+
+
+def _send(rule: AlertRule, *, subject: str, text: str) -> Delivery:
+    problems = []
+    emailed = 0
+    status = None
+    recipients = rule.recipients
+    if recipients:
+        try:
+            emailed = send_mail(subject, text, settings.DEFAULT_FROM_EMAIL,
+                                recipients) and len(recipients)
+        except Exception as error:  # noqa: BLE001 - any mail failure is recorded, not raised
+            problems.append(f"email: {type(error).__name__}: {error}")
+    if rule.webhook_url:
+        status, problem = _post_webhook(rule.webhook_url, text)
+        if problem:
+            problems.append(problem)
+    return Delivery(emailed=emailed or 0, webhook_status=status, error="; ".join(problems))
+
+
+def _post_webhook(url: str, text: str) -> tuple[int | None, str]:
+    """(HTTP status or None, problem or ""). The URL is a secret: problems name the failure,
+    never the address."""
     try:
-        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
+        status = webhooks.post_json(url, {"text": text}, deadline_seconds=WEBHOOK_TIMEOUT_SECONDS)
+    except webhooks.DeadlineExceeded as error:
+        return None, f"webhook: deadline exceeded ({error}); the connection was closed"
+    except webhooks.WebhookRefused as error:
+        return None, f"webhook: refused: {error}"
+    except ValidationError as error:
+        return None, f"webhook: refused: {' '.join(error.messages)}"
+    except OSError as error:
+        return None, f"webhook: {type(error).__name__}"
+    if 300 <= status < 400:
+        return status, f"webhook: HTTP {status} (a redirect, not followed)"
+    if not 200 <= status < 300:
+        return status, f"webhook: HTTP {status}"
+    return status, ""
+
+
+# --- rules ---------------------------------------------------------------------------------------
+
+def alert_rule_save(*, rule: AlertRule, by) -> AlertRule:
+    """Save `rule` (new or changed) after the model's full validation — which refuses a webhook
+    that may never be delivered to (updates/webhooks.py). Administrators only."""
+    perm = "updates.change_alertrule" if rule.pk else "updates.add_alertrule"
+    require_perm(by, perm, "Only administrators manage alert rules.")
+    rule.full_clean()
+    rule.save()
+    return rule
+
+
+def alert_rule_send_test(*, rule: AlertRule, by) -> Delivery:
+    """Send a test alert through the rule's email and webhook now, record who did it in the
+    audit, and return what happened (the receiver's HTTP status among it). The rule's state and
+    its events are untouched."""
+    require_perm(by, "updates.change_alertrule", "Only administrators test alert rules.")
+    if not rule.recipients and not rule.webhook_url:
+        raise Refused("This rule has neither email addresses nor a webhook to test.",
+                      code=NOTHING_TO_SEND)
+    connection = rule.connection
+    text = (f"Test alert — {rule.get_kind_display()}: {connection.label} "
+            f"({connection.client_code}). Sent from the admin by {by.get_username()} to check "
+            "that alerts arrive; nothing is wrong.")
+    outcome = _send(rule, subject=f"{SUBJECT_PREFIX}Test alert", text=text)
+    AuditEvent.objects.create(
+        at=timezone.now(), actor=by, action="alert_tested", connection=connection,
+        comment=f"Test alert for rule {rule.pk}: " + (outcome.error or "delivered"),
+        changes={"webhook_status": outcome.webhook_status, "emailed": outcome.emailed})
+    return outcome

@@ -20,7 +20,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 @dataclass(frozen=True)
 class Knob:
-    kind: type  # int, float, str, or tuple (comma-separated positive numbers)
+    kind: type  # int, float, str, bool (1/0, true/false, on/off) or tuple (comma-separated numbers)
     default: Any
     meaning: str
 
@@ -72,6 +72,11 @@ KNOBS: dict[str, Knob] = {
     "SKIP_UNCHANGED_READ_BUDGET_SECONDS": Knob(
         float, 5.0, "Most time one claimed batch spends reading before it is sent."),
     "DIFF_MAX_READ_AGE_SECONDS": Knob(int, 60, "The live diff reuses a read this recent."),
+    # Alerts (updates/webhooks.py).
+    "WEBHOOK_ALLOW_PRIVATE": Knob(
+        bool, None, "Webhooks may go to loopback and private addresses (an internal relay). "
+                    "Unset (None): on only in the embedded mode (PROFILEOPS_DEMO, which follows "
+                    "DEBUG), where the demo and the tests post to 127.0.0.1 (updates/webhooks.py)."),
 }
 
 
@@ -90,6 +95,8 @@ def _coerce(name: str, raw: Any, knob: Knob) -> Any:
         return raw  # never quoted in an error: it may be a secret
     if knob.kind is tuple:
         return _numbers(name, raw)
+    if knob.kind is bool:
+        return _flag(name, raw)
     what = "a whole number" if knob.kind is int else "a number"
     try:
         if isinstance(raw, bool):
@@ -102,6 +109,17 @@ def _coerce(name: str, raw: Any, knob: Knob) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         raise SettingError(f"PROFILEOPS_{name} must be a finite number, not {raw!r}.")
     return value
+
+
+def _flag(name: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off", ""}:
+        return False
+    raise SettingError(f"PROFILEOPS_{name} must be on or off (1/0, true/false), not {raw!r}.")
 
 
 def _numbers(name: str, raw: Any) -> tuple[float, ...]:

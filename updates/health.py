@@ -9,6 +9,11 @@
   carries the check names and one word each (``ok``, ``down``, ``stale``, ``never``,
   ``unknown``) — no host names, exception texts or counts; the reason goes to the log.
 
+While the app is not ready, probes stay quiet: a process logs one ERROR line when its
+readiness changes to "not ready" (or to another set of failing checks), naming the checks and
+why, and one INFO line when it is ready again — not a line per probe, however often an outsider
+calls /readyz (Django's own "Service Unavailable" line for each 503 is left out too).
+
 Both are answered by `ProbeMiddleware` before Django's host check and CSRF, because a load
 balancer probes the server's address, not the public host name (see README, "Running for
 real"); SECURE_SSL_REDIRECT exempts them (settings.SECURE_REDIRECT_EXEMPT), because it probes
@@ -21,6 +26,7 @@ import datetime as dt
 import logging
 import os
 import socket
+import threading
 from typing import Callable
 
 from django.db import connection as db
@@ -51,13 +57,22 @@ def heartbeat_at(*, name: str = SEND_SCHEDULE) -> dt.datetime | None:
 
 # --- the checks ----------------------------------------------------------------------------------
 
-def check_database() -> str:
+def _reason(reasons: list[str] | None, message: str, *args: object) -> None:
+    """Keep why a check failed: in `reasons` when the caller logs them (readyz, once per change
+    of state), else as a warning."""
+    if reasons is None:
+        logger.warning("readiness: " + message, *args)
+    else:
+        reasons.append(message % args)
+
+
+def check_database(*, reasons: list[str] | None = None) -> str:
     try:
         with db.cursor() as cursor:
             cursor.execute("SELECT 1")
             cursor.fetchone()
     except Exception as error:  # any failure means "not ready"; the type is enough to start with
-        logger.warning("readiness: the database check failed (%s)", type(error).__name__)
+        _reason(reasons, "the database check failed (%s)", type(error).__name__)
         return DOWN
     return OK
 
@@ -74,7 +89,7 @@ def _redis_broker():
     return _broker
 
 
-def check_broker() -> str:
+def check_broker(*, reasons: list[str] | None = None) -> str:
     """The broker the cluster uses, as django-q2 itself reads Q_CLUSTER (django_q.conf.Conf)."""
     from django_q.conf import Conf
 
@@ -86,37 +101,61 @@ def check_broker() -> str:
         elif not _redis_broker().ping():
             raise ConnectionError("PING was not answered")
     except Exception as error:
-        logger.warning("readiness: the broker check failed (%s)", type(error).__name__)
+        _reason(reasons, "the broker check failed (%s)", type(error).__name__)
         return DOWN
     return OK
 
 
-def check_scheduler(*, now: dt.datetime | None = None) -> str:
+def check_scheduler(*, now: dt.datetime | None = None, reasons: list[str] | None = None) -> str:
     now = now or timezone.now()
     try:
         beat_at = heartbeat_at()
     except Exception as error:
-        logger.warning("readiness: the heartbeat could not be read (%s)", type(error).__name__)
+        _reason(reasons, "the heartbeat could not be read (%s)", type(error).__name__)
         return UNKNOWN
     if beat_at is None:
         return NEVER
     stale_after = dt.timedelta(seconds=setting("HEARTBEAT_STALE_SECONDS"))
     if now - beat_at > stale_after:
-        logger.warning("readiness: the send schedule last completed a run %d s ago",
-                       (now - beat_at).total_seconds())
+        _reason(reasons, "the send schedule last completed a run %d s ago",
+                (now - beat_at).total_seconds())
         return STALE
     return OK
 
 
-def readiness(*, now: dt.datetime | None = None) -> dict[str, str]:
-    """{check name: result} — ready when every result is "ok"."""
-    database = check_database()
+def readiness(*, now: dt.datetime | None = None,
+              reasons: list[str] | None = None) -> dict[str, str]:
+    """{check name: result} — ready when every result is "ok". With `reasons`, why a check
+    failed is appended there instead of logged."""
+    database = check_database(reasons=reasons)
     return {
         "database": database,
-        "broker": check_broker(),
+        "broker": check_broker(reasons=reasons),
         # Without the database the heartbeat cannot be read: say so instead of guessing.
-        "scheduler": check_scheduler(now=now) if database == OK else UNKNOWN,
+        "scheduler": check_scheduler(now=now, reasons=reasons) if database == OK else UNKNOWN,
     }
+
+
+# The readiness this process last reported: None (ready, as far as anyone was told) or the
+# failing checks with their results. Per process: each gunicorn worker tells its own change once.
+_last_failed: tuple[tuple[str, str], ...] | None = None
+_last_lock = threading.Lock()
+
+
+def _log_change(checks: dict[str, str], reasons: list[str]) -> None:
+    """One log line when readiness changes, none while it stays as it was."""
+    global _last_failed
+    failed = tuple((name, result) for name, result in checks.items() if result != OK) or None
+    with _last_lock:
+        if failed == _last_failed:
+            return
+        _last_failed = failed
+    if failed:
+        logger.error("readiness: not ready — %s%s (logged once until this changes)",
+                     ", ".join(f"{name} {result}" for name, result in failed),
+                     f": {'; '.join(reasons)}" if reasons else "")
+    else:
+        logger.info("readiness: ready again")
 
 
 # --- the views -----------------------------------------------------------------------------------
@@ -132,10 +171,17 @@ def healthz(request: HttpRequest) -> HttpResponse:
 
 
 def readyz(request: HttpRequest) -> HttpResponse:
-    checks = readiness()
+    reasons: list[str] = []
+    checks = readiness(reasons=reasons)
+    _log_change(checks, reasons)
     failed = [name for name, result in checks.items() if result != OK]
     if failed:
-        return _json({"status": "unavailable", "failed": failed, "checks": checks}, status=503)
+        response = _json({"status": "unavailable", "failed": failed, "checks": checks},
+                         status=503)
+        # Django's handler logs every 5xx as an ERROR ("Service Unavailable: /readyz"): the
+        # change was logged above, once; a probe that finds it unchanged adds nothing.
+        response._has_been_logged = True
+        return response
     return _json({"status": "ok", "checks": checks})
 
 

@@ -653,6 +653,19 @@ class AlertRule(models.Model):
     def recipients(self) -> list[str]:
         return [a.strip() for a in self.email_to.replace(",", "\n").splitlines() if a.strip()]
 
+    def clean(self) -> None:
+        # Where a webhook may go (http(s) only, no credentials, no link-local or unspecified
+        # address; private ones only where allowed) is checked here, so every save through
+        # full_clean — the admin's form, alert_rule_save — refuses what delivery would refuse.
+        from .webhooks import check_url
+
+        super().clean()
+        if self.webhook_url:
+            try:
+                check_url(self.webhook_url)
+            except ValidationError as error:
+                raise ValidationError({"webhook_url": error}) from None
+
 
 class AlertEvent(models.Model):
     """One state change of a rule — it fired or it cleared — and how it was delivered."""

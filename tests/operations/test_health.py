@@ -28,8 +28,10 @@ NOTHING_LISTENS = "127.0.0.1:9"
 @pytest.fixture(autouse=True)
 def _fresh_broker():
     health._broker = None
+    health._last_failed = None
     yield
     health._broker = None
+    health._last_failed = None
 
 
 @pytest.fixture
@@ -68,6 +70,31 @@ def test_readyz_names_the_scheduler_when_the_send_schedule_never_ran(client):
     assert response.status_code == 503
     assert response.json() == {"status": "unavailable", "failed": ["scheduler"], "checks": {
         "database": "ok", "broker": "ok", "scheduler": "never"}}
+
+
+@pytest.mark.django_db
+def test_unready_probes_log_the_change_once_not_once_per_probe(client, caplog):
+    # 437 ERROR lines in 3 s from one outsider before: Django logged every 503 it answered.
+    caplog.set_level("INFO")
+    for _ in range(50):
+        assert client.get("/readyz").status_code == 503
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert "scheduler never" in errors[0].getMessage()
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+    caplog.clear()
+    health.heartbeat_beat()
+    for _ in range(5):
+        assert client.get("/readyz").status_code == 200
+    assert [r.getMessage() for r in caplog.records if r.name == "updates.health"] == [
+        "readiness: ready again"]
+
+    caplog.clear()
+    SchedulerHeartbeat.objects.all().delete()
+    for _ in range(5):
+        client.get("/readyz")
+    assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 1  # unready again: once
 
 
 @pytest.mark.django_db

@@ -66,6 +66,16 @@ def world(db, connection) -> World:
         TargetConnection: connection, ImportJob: job, ProfileUpdate: update,
         AttributeMapping: mapping, OrmQ: queued, AlertRule: alert_rule, AlertEvent: alert_event,
     }
+    # Failed logins and lock-outs (django-axes, updates/admin/logins.py).
+    from axes.models import AccessAttempt, AccessFailureLog, AccessLog
+
+    objects[AccessAttempt] = AccessAttempt.objects.create(
+        username="someone", ip_address="203.0.113.7", user_agent="x", path_info="/admin/login/",
+        failures_since_start=1, get_data="", post_data="")
+    objects[AccessFailureLog] = AccessFailureLog.objects.create(
+        username="someone", ip_address="203.0.113.7", user_agent="x", path_info="/admin/login/")
+    objects[AccessLog] = AccessLog.objects.create(
+        username="admin", ip_address="203.0.113.8", user_agent="x", path_info="/admin/login/")
     for model in admin.site._registry:
         if model._meta.label == "django_q.Success":
             objects[model] = success

@@ -120,11 +120,30 @@ MATRIX: dict[str, tuple] = {
     "updates_alertrule_change":                    (LOGIN, 403, 403, 200),
     "updates_alertrule_delete":                    (LOGIN, 403, 403, 200),
     "updates_alertrule_history":                   (LOGIN, 403, 403, 200),
+    "updates_alertrule_test":                      (LOGIN, 405, 405, 405),  # POST only
     "updates_alertevent_changelist":               (LOGIN, 403, 403, 200),
     "updates_alertevent_add":                      (LOGIN, 403, 403, 403),
     "updates_alertevent_change":                   (LOGIN, 403, 403, 200),
     "updates_alertevent_delete":                   (LOGIN, 403, 403, 403),
     "updates_alertevent_history":                  (LOGIN, 403, 403, 200),
+    # Failed logins and lock-outs (django-axes): administrators only; the logs are an audit
+    # trail (read-only), an access attempt may be deleted (that unlocks)
+    "app_list:axes":                               (LOGIN, 404, 404, 200),
+    "axes_accessattempt_changelist":               (LOGIN, 403, 403, 200),
+    "axes_accessattempt_add":                      (LOGIN, 403, 403, 403),
+    "axes_accessattempt_change":                   (LOGIN, 403, 403, 200),
+    "axes_accessattempt_delete":                   (LOGIN, 403, 403, 200),
+    "axes_accessattempt_history":                  (LOGIN, 403, 403, 200),
+    "axes_accessfailurelog_changelist":            (LOGIN, 403, 403, 200),
+    "axes_accessfailurelog_add":                   (LOGIN, 403, 403, 403),
+    "axes_accessfailurelog_change":                (LOGIN, 403, 403, 200),
+    "axes_accessfailurelog_delete":                (LOGIN, 403, 403, 403),
+    "axes_accessfailurelog_history":               (LOGIN, 403, 403, 200),
+    "axes_accesslog_changelist":                   (LOGIN, 403, 403, 200),
+    "axes_accesslog_add":                          (LOGIN, 403, 403, 403),
+    "axes_accesslog_change":                       (LOGIN, 403, 403, 200),
+    "axes_accesslog_delete":                       (LOGIN, 403, 403, 403),
+    "axes_accesslog_history":                      (LOGIN, 403, 403, 200),
     # The operations pages
     "updates_dashboard":                           (LOGIN, 200, 200, 200),
     "updates_queue":                               (LOGIN, 403, 200, 200),
@@ -231,6 +250,9 @@ ACTIONS_OFFERED: dict[tuple[str, str], tuple[bool, bool, bool]] = {
     ("django_q.Failure", "delete_selected"):        (False, False, True),
     ("django_q.Failure", "resubmit_task"):          (False, False, True),
     ("django_q.OrmQ", "delete_selected"):           (False, False, True),
+    # django-axes: deleting access attempts unlocks; the logs cannot be deleted
+    ("axes.AccessAttempt", "delete_selected"):      (False, False, True),
+    ("axes.AccessAttempt", "cleanup_expired_attempts"): (False, False, True),
 }
 
 

@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
+import socketserver
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from django.core import mail
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from updates import alerts, workflow
+from updates import alerts, webhooks, workflow
+from updates.errors import PERMISSION_DENIED, Refused
 from updates.models import AlertEvent, AlertRule, ProfileUpdate, QuotaMinute, SendAttempt
 
 Kind = AlertRule.Kind
@@ -22,19 +27,30 @@ Kind = AlertRule.Kind
 class Receiver:
     """A webhook endpoint: records every JSON body it is sent, answers `status`."""
 
-    def __init__(self, status: int = 200) -> None:
+    def __init__(self, status: int = 200, location: str = "") -> None:
         self.bodies: list[dict] = []
+        self.hosts: list[str] = []
+        self.requests: list[str] = []
         self.status = status
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - the http.server API
+                outer.requests.append(f"POST {self.path}")
                 length = int(self.headers["Content-Length"])
                 outer.bodies.append(json.loads(self.rfile.read(length)))
                 outer.content_type = self.headers["Content-Type"]
+                outer.hosts.append(self.headers["Host"])
                 self.send_response(outer.status)
+                if location:
+                    self.send_header("Location", location)
                 self.end_headers()
                 self.wfile.write(b"ok")
+
+            def do_GET(self):  # noqa: N802 - what a followed redirect would turn the POST into
+                outer.requests.append(f"GET {self.path}")
+                self.send_response(200)
+                self.end_headers()
 
             def log_message(self, *args):
                 pass
@@ -179,7 +195,7 @@ def test_an_unreachable_webhook_is_recorded_and_email_still_goes(connection, sta
                                http_status=401, outcome="permanent")
     [event] = alerts.alerts_check()
     event.refresh_from_db()
-    assert event.delivery_error.startswith("webhook: URLError")
+    assert event.delivery_error.startswith("webhook: ConnectionRefusedError")
     assert "SECRET-PART" not in event.delivery_error and len(mail.outbox) == 1
 
 
@@ -247,3 +263,204 @@ def test_a_re_sent_update_that_verifies_no_longer_counts_as_not_applied(connecti
     _verdict(update, "not_applied", at=timezone.now())
     ProfileUpdate.objects.filter(pk=update.pk).update(verification_state="verified")
     assert alerts.alerts_check() == []
+
+
+# --- where webhooks may go, and how long they may take (issue 22, items 2 and 7) -----------------
+
+class DrippingReceiver:
+    """Reads the request, then answers its status line and headers one byte every 0.5 s."""
+
+    ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+
+    def __init__(self) -> None:
+        outer = self
+        self.stopped = threading.Event()
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                self.request.recv(65536)
+                for byte in outer.ANSWER:
+                    if outer.stopped.is_set():
+                        return
+                    try:
+                        self.request.sendall(bytes([byte]))
+                    except OSError:
+                        return  # the client gave up: good
+                    time.sleep(0.5)
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/SECRET-PART"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _token_refused(connection, stage) -> None:
+    SendAttempt.objects.create(update=stage(), connection=connection, number=1,
+                               started_at=timezone.now(), method="GET", request_bytes=1,
+                               http_status=401, outcome="permanent")
+
+
+def test_a_receiver_dripping_its_headers_cannot_hold_a_delivery_past_its_deadline(
+        connection, stage, monkeypatch):
+    # Before: the 5 s timeout bounded each socket read, and a drip of one byte per 0.5 s held
+    # the delivery for as long as the receiver liked (12-20 s here, ~40 s with these headers).
+    monkeypatch.setattr(alerts, "WEBHOOK_TIMEOUT_SECONDS", 2.0)
+    hook = DrippingReceiver()
+    try:
+        rule(connection, Kind.TOKEN_REFUSED, email_to="", webhook_url=hook.url)
+        _token_refused(connection, stage)
+        started = time.monotonic()
+        [event] = alerts.alerts_check()
+        took = time.monotonic() - started
+    finally:
+        hook.close()
+    assert took < 4.0, f"the delivery took {took:.1f} s with a 2 s deadline"
+    event.refresh_from_db()
+    assert event.webhook_status is None
+    assert event.delivery_error.startswith("webhook: deadline exceeded (no answer within 2 s)")
+    assert "SECRET-PART" not in event.delivery_error
+
+
+def test_a_redirect_is_not_followed_and_is_a_failed_delivery_with_its_status(
+        connection, stage, receiver):
+    # Before: urllib followed the 302, the POST became a GET to wherever the receiver pointed,
+    # and the admin was shown the final 200.
+    hook = Receiver(status=302, location=receiver.url + "/elsewhere")
+    try:
+        rule(connection, Kind.TOKEN_REFUSED, email_to="", webhook_url=hook.url)
+        _token_refused(connection, stage)
+        [event] = alerts.alerts_check()
+    finally:
+        hook.close()
+    event.refresh_from_db()
+    assert event.webhook_status == 302
+    assert event.delivery_error == "webhook: HTTP 302 (a redirect, not followed)"
+    assert receiver.requests == [] and len(hook.requests) == 1
+
+
+REFUSED_AT_SAVE = [
+    ("ftp://hooks.example.com/x", webhooks.SCHEME),
+    ("ftps://hooks.example.com/x", webhooks.SCHEME),
+    ("https://user:S3CRET-PW@hooks.example.com/x", webhooks.CREDENTIALS),
+    ("http://169.254.169.254/latest/meta-data/", webhooks.FORBIDDEN_ADDRESS),
+    ("http://[fe80::1]/x", webhooks.FORBIDDEN_ADDRESS),
+    ("http://0.0.0.0:8080/x", webhooks.FORBIDDEN_ADDRESS),
+    ("http://[::]/x", webhooks.FORBIDDEN_ADDRESS),
+    ("http://[::ffff:169.254.169.254]/x", webhooks.FORBIDDEN_ADDRESS),
+]
+
+
+@pytest.mark.parametrize("url, code", REFUSED_AT_SAVE, ids=[u for u, _ in REFUSED_AT_SAVE])
+def test_a_webhook_that_could_never_go_where_allowed_is_refused_when_the_rule_is_saved(
+        connection, admin_user, url, code):
+    # Before: ftp(s) URLs were saved (and the alerts silently went nowhere), link-local
+    # addresses and user:password URLs were accepted.
+    candidate = AlertRule(connection=connection, kind=Kind.TOKEN_REFUSED, webhook_url=url)
+    with pytest.raises(ValidationError) as refused:
+        alerts.alert_rule_save(rule=candidate, by=admin_user)
+    [error] = refused.value.error_dict["webhook_url"]
+    assert error.code == code
+    assert "S3CRET-PW" not in " ".join(refused.value.messages)
+    assert not AlertRule.objects.exists()
+
+
+def test_private_addresses_are_allowed_only_with_the_setting(connection, admin_user, settings):
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "WEBHOOK_ALLOW_PRIVATE": "0"}
+    for url in ("http://10.1.2.3/hook", "http://127.0.0.1:8080/hook", "http://[::1]/hook",
+                "http://192.168.0.10/hook"):
+        with pytest.raises(ValidationError) as refused:
+            alerts.alert_rule_save(rule=AlertRule(connection=connection, kind=Kind.WAITING,
+                                                  webhook_url=url), by=admin_user)
+        assert refused.value.error_dict["webhook_url"][0].code == webhooks.PRIVATE_ADDRESS
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "WEBHOOK_ALLOW_PRIVATE": "1"}
+    saved = alerts.alert_rule_save(rule=AlertRule(connection=connection, kind=Kind.WAITING,
+                                                  webhook_url="http://10.1.2.3/hook"),
+                                   by=admin_user)
+    assert saved.pk and saved.webhook_url == "http://10.1.2.3/hook"
+
+
+def test_only_administrators_save_rules(connection, operator):
+    with pytest.raises(Refused) as refused:
+        alerts.alert_rule_save(rule=AlertRule(connection=connection, kind=Kind.WAITING),
+                               by=operator)
+    assert refused.value.code == PERMISSION_DENIED
+
+
+def _resolving(monkeypatch, host: str, address: str) -> None:
+    real = socket.getaddrinfo
+
+    def fake(name, port, *args, **kwargs):
+        if name == host:
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+        return real(name, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+
+
+def test_a_host_name_is_resolved_and_checked_at_delivery_so_dns_cannot_point_it_elsewhere(
+        connection, stage, receiver, monkeypatch):
+    # Saved as a harmless-looking name; at delivery DNS answers the metadata address.
+    rule(connection, Kind.TOKEN_REFUSED, email_to="",
+         webhook_url="http://hooks.example.test/services/SECRET-PART")
+    _resolving(monkeypatch, "hooks.example.test", "169.254.169.254")
+    _token_refused(connection, stage)
+    [event] = alerts.alerts_check()
+    event.refresh_from_db()
+    assert event.webhook_status is None
+    assert event.delivery_error == ("webhook: refused: the webhook's host resolves to a "
+                                    "link-local, unspecified, multicast or reserved address "
+                                    "(never allowed)")
+
+
+def test_delivery_connects_to_the_address_it_checked_and_keeps_the_host_name(
+        connection, stage, receiver, monkeypatch):
+    port = receiver.server.server_port
+    rule(connection, Kind.TOKEN_REFUSED, email_to="",
+         webhook_url=f"http://relay.internal.test:{port}/hooks/SECRET-PART")
+    _resolving(monkeypatch, "relay.internal.test", "127.0.0.1")
+    _token_refused(connection, stage)
+    [event] = alerts.alerts_check()
+    event.refresh_from_db()
+    assert (event.webhook_status, event.delivery_error) == (200, "")
+    assert receiver.hosts == [f"relay.internal.test:{port}"]
+    assert receiver.requests == ["POST /hooks/SECRET-PART"]
+
+
+def test_a_private_address_saved_while_allowed_is_refused_at_delivery_once_it_is_not(
+        connection, stage, receiver, settings):
+    rule(connection, Kind.TOKEN_REFUSED, email_to="", webhook_url=receiver.url)
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "WEBHOOK_ALLOW_PRIVATE": "0"}
+    _token_refused(connection, stage)
+    [event] = alerts.alerts_check()
+    event.refresh_from_db()
+    assert event.webhook_status is None and "PROFILEOPS_WEBHOOK_ALLOW_PRIVATE" in \
+        event.delivery_error
+    assert receiver.bodies == []
+
+
+def test_a_test_alert_reports_the_receivers_status_and_is_audited(connection, admin_user,
+                                                                   receiver):
+    from updates.models import AuditEvent
+
+    rule_ = rule(connection, Kind.QUOTA_USE, threshold=80, webhook_url=receiver.url)
+    outcome = alerts.alert_rule_send_test(rule=rule_, by=admin_user)
+    assert (outcome.webhook_status, outcome.emailed, outcome.error) == (200, 2, "")
+    assert receiver.bodies[0]["text"].startswith("Test alert — Quota use")
+    assert mail.outbox[0].subject == "[ProfileOps] Test alert"
+    audit = AuditEvent.objects.get(action="alert_tested")
+    assert audit.actor == admin_user and audit.changes["webhook_status"] == 200
+    assert "SECRET-PART" not in audit.comment
+    rule_.refresh_from_db()
+    assert not rule_.firing and not rule_.events.exists()
+
+
+def test_only_administrators_send_test_alerts(connection, operator, receiver):
+    rule_ = rule(connection, Kind.QUOTA_USE, webhook_url=receiver.url)
+    with pytest.raises(Refused) as refused:
+        alerts.alert_rule_send_test(rule=rule_, by=operator)
+    assert refused.value.code == PERMISSION_DENIED and receiver.bodies == []

@@ -1,5 +1,8 @@
 """Alert rules and the alerts they sent (updates/alerts.py). Administrators set rules up; the
 webhook URL is write-only here, like a connection's token, because it usually holds a secret.
+Rules are saved through `alerts.alert_rule_save` (the model's full validation: where a webhook may
+go), and a rule's page has a *Send a test alert* button (`alerts.alert_rule_send_test`) that shows
+what the receiver answered.
 """
 
 from __future__ import annotations
@@ -7,13 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin
-from django.http import HttpRequest
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
 from django.utils.html import format_html
 
+from updates import alerts
 from updates.models import AlertEvent, AlertRule
 
-from .base import OfferedLookupsAdmin
+from .base import OfferedLookupsAdmin, parse_id
 
 
 class AlertRuleForm(forms.ModelForm):
@@ -38,12 +45,21 @@ class AlertRuleForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self._stored_webhook = self.instance.webhook_url  # before the form touches it
 
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        # The URL the rule will keep, in place before the model's validation (_post_clean
+        # copies it onto the rule and runs AlertRule.clean, which checks where a webhook may
+        # go), so a bad one is refused on its field. The field never renders a value back.
+        if cleaned.get("remove_webhook"):
+            cleaned["webhook_url"] = ""
+        elif not cleaned.get("webhook_url"):
+            cleaned["webhook_url"] = self._stored_webhook
+        self.instance.webhook_url = cleaned.get("webhook_url", self._stored_webhook)
+        return cleaned
+
     def save(self, commit: bool = True) -> AlertRule:
         rule = super().save(commit=False)
-        if self.cleaned_data.get("remove_webhook"):
-            rule.webhook_url = ""
-        else:
-            rule.webhook_url = self.cleaned_data.get("webhook_url") or self._stored_webhook
+        rule.webhook_url = self.cleaned_data.get("webhook_url", self._stored_webhook)
         if commit:
             rule.save()
         return rule
@@ -88,6 +104,47 @@ class AlertRuleAdmin(OfferedLookupsAdmin):
     @admin.display(description="Webhook")
     def webhook_set(self, rule: AlertRule) -> str:
         return "set (hidden)" if rule.webhook_url else "not set"
+
+    def save_model(self, request: HttpRequest, obj: AlertRule, form, change: bool) -> None:
+        alerts.alert_rule_save(rule=obj, by=request.user)  # permission and validation there
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict | None = None) -> HttpResponse:
+        extra = {"can_test_alert": self.has_change_permission(request)}
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
+
+    def get_urls(self):
+        own = [path("<path:object_id>/test/", self.admin_site.admin_view(self.test_view),
+                    name="updates_alertrule_test")]
+        return own + super().get_urls()
+
+    def test_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """POST: send a test alert through the rule's ways now and say what came back."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        rule = get_object_or_404(AlertRule.objects.select_related("connection"),
+                                 pk=parse_id(object_id) or -1)
+        if not self.has_change_permission(request, rule):
+            raise PermissionDenied
+        back = HttpResponseRedirect(reverse("admin:updates_alertrule_change", args=[rule.pk]))
+        try:
+            outcome = alerts.alert_rule_send_test(rule=rule, by=request.user)
+        except ValidationError as error:
+            messages.error(request, " ".join(error.messages))
+            return back
+        told = []
+        if rule.webhook_url:
+            told.append(f"the webhook answered HTTP {outcome.webhook_status}"
+                        if outcome.webhook_status is not None else "the webhook gave no answer")
+        if rule.recipients:
+            told.append(f"email went to {outcome.emailed} address"
+                        f"{'es' if outcome.emailed != 1 else ''}")
+        summary = "Test alert sent: " + "; ".join(told) + "."
+        if outcome.error:
+            messages.error(request, f"{summary} Not delivered: {outcome.error}")
+        else:
+            messages.success(request, summary)
+        return back
 
     class Media:
         css = {"all": ["updates/admin.css"]}

@@ -612,7 +612,7 @@ def test_admin_import_previews_the_bad_row_then_imports_the_corrected_file(
     page = client.get(status_url).content.decode()
     assert "Imported: 10 updates created as drafts" in page
     assert ProfileUpdate.objects.filter(status="draft", created_by=operator).count() == 10
-    updates_link = f"/admin/updates/profileupdate/?reason=import+%23{job.pk}%3A+updates.csv"
+    updates_link = f"/admin/updates/profileupdate/?import_job={job.pk}"
     assert updates_link.replace("&", "&amp;") in page
     assert client.get(updates_link).status_code == 200
 

@@ -39,7 +39,7 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
-from . import attention
+from . import attention, target
 from .selectors import capped_count
 from .models import (AlertEvent, AlertRule, AuditEvent, ProfileUpdate, SendAttempt, UpdateStatus,
                      VerificationState)
@@ -173,7 +173,8 @@ def deliver(event: AlertEvent) -> None:
             # The URL is a secret: name the failure, never the address.
             reason = getattr(error, "reason", error)
             problems.append(f"webhook: {type(error).__name__} ({type(reason).__name__})")
-    event.delivery_error = "; ".join(problems)
+    # Texts from outside (a mail server's error): stored as target.from_outside gives them.
+    event.delivery_error = target.from_outside("; ".join(problems), rule.connection.secrets())
     event.save(update_fields=["emailed", "webhook_status", "delivery_error"])
     if problems:
         logger.warning("alert event %s: delivery failed: %s", event.pk, event.delivery_error)

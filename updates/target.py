@@ -222,6 +222,13 @@ def redact(text: str, secrets: tuple[str, ...] | list[str] = (), *, bearer: bool
     return text
 
 
+def shown_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Our own request's headers as they may be shown (previews, dry runs): the credentials said
+    to be there, never what they are."""
+    return {name: (f"{value.split(' ', 1)[0]} {REDACTED}" if name.lower() == "authorization"
+                   else value) for name, value in headers.items()}
+
+
 def from_outside(text: str, secrets: tuple[str, ...] | list[str] = ()) -> str:
     """Text that came from outside (an answer body, an error message), as it may be stored and
     shown: secrets redacted, NUL and lone surrogates escaped. The one function for that."""

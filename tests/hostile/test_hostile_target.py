@@ -319,3 +319,23 @@ def test_redaction_is_one_function_over_every_secret_of_the_connection(acme):
     assert TOKEN not in shown and shown.endswith("\\u0000")
     # Any bearer token, even one no longer configured, in a body or error text:
     assert target.from_outside("authorization: bearer old-token") == "authorization: bearer [redacted]"
+
+
+def test_an_alert_delivery_error_keeps_no_secret(acme, monkeypatch):
+    from django.utils import timezone
+
+    from updates import alerts
+    from updates.models import AlertEvent, AlertRule
+
+    def echoing_mail_server(*args, **kwargs):
+        raise OSError(f"550 rejected: Authorization: Bearer {TOKEN}")
+
+    monkeypatch.setattr(alerts, "send_mail", echoing_mail_server)
+    rule = AlertRule.objects.create(connection=acme, kind=AlertRule.Kind.TOKEN_REFUSED,
+                                    email_to="ops@example.com")
+    event = AlertEvent.objects.create(rule=rule, at=timezone.now(), state="firing", text="x: y")
+
+    alerts.deliver(event)
+
+    event.refresh_from_db()
+    assert "550 rejected" in event.delivery_error and TOKEN not in event.delivery_error

@@ -109,7 +109,7 @@ def test_the_live_diff_answers_200_showing_such_values_escaped(acme, stage, host
 
 
 def test_skip_unchanged_sends_past_such_values_and_leaves_no_batch_in_sending(
-        acme, approve, hostile):
+        acme, approve, hostile, client, supervisor):
     acme.skip_unchanged = True
     acme.drop_unchanged_attributes = True
     acme.save(update_fields=["skip_unchanged", "drop_unchanged_attributes"])
@@ -129,6 +129,9 @@ def test_skip_unchanged_sends_past_such_values_and_leaves_no_batch_in_sending(
     plan = verification.revert_plan(fresh(bad))
     assert set(plan.not_revertible) == {"loyaltyTier", "callNote"}
     assert "cannot be staged" in plan.not_revertible["loyaltyTier"]
+    client.force_login(supervisor)
+    page = client.get(reverse("admin:updates_profileupdate_change", args=[bad.pk]))
+    assert page.status_code == 200 and "gold\\u0000x" in page.content.decode()
 
 
 def test_a_verification_run_checks_the_updates_after_one_with_such_values(acme, approve, hostile):

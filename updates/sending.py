@@ -101,10 +101,6 @@ def plan_due(
     return plan
 
 
-def _all_secrets() -> list[str]:
-    return [secret for conn in TargetConnection.objects.all() for secret in conn.secrets()]
-
-
 def _active_connections(connection: TargetConnection | None) -> list[TargetConnection]:
     connections = TargetConnection.objects.filter(active=True).order_by("id")
     if connection is not None:
@@ -179,16 +175,20 @@ class _Run:
             session=session or make_session(), concurrency=setting("SEND_CONCURRENCY"),
             timeout=(setting("CONNECT_TIMEOUT"), setting("READ_TIMEOUT")), clock=self.clock)
         self.in_flight: _InFlight | None = None
+        self.connections: list[TargetConnection] = []  # their secrets are redacted from run.error
 
     def execute(self, *, connection: TargetConnection | None, limit: int | None) -> None:
         try:
             quota.prune(now=self.clock())
             self.connection_code = connection.client_code if connection is not None else None
-            self._loop(_active_connections(connection), limit)
+            self.connections = _active_connections(connection)
+            self._loop(self.connections, limit)
         except BaseException as error:
             self.run.error = target.from_outside(
                 f"{type(error).__name__}: {target._redact(str(error))}",
-                _all_secrets())[:LAST_ERROR_CHARS]
+                # No query here: the database may be what failed.
+                [secret for conn in self.connections for secret in conn.secrets()]
+            )[:LAST_ERROR_CHARS]
             if self.in_flight is not None:
                 # Not recorded: its requests not yet started are cancelled below, and its claims
                 # are sent again when their lease runs out. It was claimed all the same.

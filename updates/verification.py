@@ -264,8 +264,10 @@ def updates_verify_due(*, now: dt.datetime | None = None, connection: TargetConn
                 run.throttled += 1
                 continue
             try:
+                # Waiting for the rate limit counts against the budget too.
+                wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
                 read = reading.profile_read(update=update, purpose=ProfileRead.Purpose.VERIFICATION,
-                                            now=now, session=session, wait=1.0)
+                                            now=now, session=session, wait=wait)
                 state = _record_check(update, read, now=now)
             except reading.ReadThrottled:
                 throttled_connections.add(update.connection_id)
@@ -286,10 +288,10 @@ def updates_verify_due(*, now: dt.datetime | None = None, connection: TargetConn
     finally:
         if own_session:
             session.close()
-    if run.checked or run.started:
+    if run.checked or run.started or run.failed:
         logger.info("verification run: started %d, checked %d, verified %d, not applied %d, "
-                    "unverified %d, throttled %d", run.started, run.checked, run.verified,
-                    run.not_applied, run.unverified, run.throttled,
+                    "unverified %d, throttled %d, failed %d", run.started, run.checked,
+                    run.verified, run.not_applied, run.unverified, run.throttled, run.failed,
                     extra={"connection": connection.client_code if connection else None})
     return run
 

@@ -342,3 +342,20 @@ def test_an_alert_delivery_error_keeps_no_secret(acme, monkeypatch):
 
     event.refresh_from_db()
     assert "550 rejected" in event.delivery_error and TOKEN not in event.delivery_error
+
+
+def test_the_emulator_answers_unstorable_values_as_json_escapes_and_takes_hostile_options(
+        emulator_factory):
+    from target_emulator.__main__ import build_parser, emulator_from_options
+
+    emulator = emulator_factory(faithful=True)
+    seed_as_json(emulator, NUL_AND_SURROGATE % "raw")
+    answer = requests.get(f"{emulator.base_url}/rest/v1/profiles/thirdPartyId/raw?client=acme",
+                          timeout=5)
+    assert answer.status_code == 200 and b'"\\ud800"' in answer.content
+    assert json.loads(answer.content)["profileAttributes"]["loyaltyTier"]["value"] == "gold\x00x"
+
+    options = vars(build_parser().parse_args(["--port", "0", "--drip-seconds", "0.5",
+                                              "--echo-headers"]))
+    config = emulator_from_options(options).config
+    assert config["drip_seconds"] == 0.5 and config["echo_headers"] is True

@@ -18,7 +18,8 @@ from django.db.models import F
 
 from . import claims, quota, rows, workflow
 from .delivery import Sent
-from .models import ProfileUpdate, SendAttempt, SendRun, TargetConnection, UpdateStatus
+from .models import (AuditEvent, ProfileUpdate, SendAttempt, SendRun, TargetConnection,
+                     UpdateStatus)
 from .retry_policy import LAST_ERROR_CHARS, Decision, RetryPolicy, fail
 from .target import Outcome
 
@@ -127,8 +128,6 @@ def record_before_send_failure(updates: list[ProfileUpdate], *, owner: str,
     """Reading before sending failed for a claimed batch: the updates still leased to `owner`
     are sent whole (the values Target held are not kept this time), each with an audit row saying
     why. Returns them, in their order."""
-    from .models import AuditEvent
-
     with transaction.atomic():
         mine = set(claims.still_mine([u.pk for u in updates], owner=owner))
         AuditEvent.objects.bulk_create([

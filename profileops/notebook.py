@@ -724,9 +724,7 @@ class Session:
         rows = []
         for item in plan:
             request = item.request
-            headers = {} if request is None else {
-                name: ("Bearer [redacted]" if name.lower() == "authorization" else value)
-                for name, value in request.headers.items()}
+            headers = {} if request is None else target.shown_headers(request.headers)
             rows.append({
                 "update_id": item.update.pk, "connection": item.update.connection.label,
                 "status": item.update.status,

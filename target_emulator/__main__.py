@@ -44,6 +44,12 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profiles", metavar="FILE.json", default=None,
                         help="Seed profiles: a JSON list of {identity, identity_type, "
                         "attributes, client}.")
+    parser.add_argument("--drip-seconds", type=float, default=0.0,
+                        help="Send every update and read answer one byte per this many seconds "
+                        "(a hostile Target that drips).")
+    parser.add_argument("--echo-headers", action="store_true",
+                        help="Echo the request's headers (token included) in update and read "
+                        "answers, as a debugging proxy might.")
     # The bearer token comes from the environment: a command-line argument is visible to
     # every user of the machine (ps).
 
@@ -68,6 +74,8 @@ def emulator_from_options(options: dict) -> TargetEmulator:
         faithful=options.get("faithful", False), apply_delay=options.get("apply_delay", 0.0),
         token=os.environ.get(TOKEN_ENVIRONMENT_VARIABLE) or None,
         profiles=load_profiles(options.get("profiles")),
+        drip_seconds=options.get("drip_seconds", 0.0),
+        echo_headers=options.get("echo_headers", False),
     )
 
 

@@ -25,6 +25,12 @@ Also (documented so nobody relies on it):
   against the quota except those answered 429; an attribute given twice is refused like a doubled
   identity.
 
+Hostile modes (for the tests that show a hostile Target cannot stall, crash or leak):
+``drip_seconds`` sends every update and read answer one byte at a time, and ``echo_headers`` puts
+the request's headers (the bearer token included) into update answers and into an
+``echoedHeaders`` attribute of read answers. A seeded value may hold NUL or a lone surrogate
+(JSON ``"\u0000"``, ``"\ud800"``); a read answers it as JSON escapes.
+
 Privacy: query strings and bodies carry customer data, so nothing here logs a URL, a parameter
 or an exception text — only route names and exception types.
 """
@@ -88,9 +94,13 @@ class FaultConfig:
     quota_window_seconds: float = 86400
     keep_received: bool = True
     read_error_rate: float = 0.0  # share of profile reads answered 503
+    # Hostile Targets: every update and read answer sent one byte per `drip_seconds` (status line
+    # and headers included), and answers that echo the request's headers (a proxy's error page).
+    drip_seconds: float = 0.0
+    echo_headers: bool = False
 
     def validated(self) -> FaultConfig:
-        for name in ("latency", "hang_seconds"):
+        for name in ("latency", "hang_seconds", "drip_seconds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         rates = ("error_rate", "timeout_rate", "drop_rate", "wrong_body_rate")
@@ -191,6 +201,8 @@ class TargetEmulator:
         apply_delay: float = 0.0,
         token: str | None = None,
         profiles: list[dict[str, Any]] | None = None,
+        drip_seconds: float = 0.0,
+        echo_headers: bool = False,
     ) -> None:
         self.host = _loopback_ipv4(host)
         if apply_delay < 0:
@@ -205,6 +217,7 @@ class TargetEmulator:
             latency=latency, error_rate=error_rate, timeout_rate=timeout_rate,
             hang_seconds=hang_seconds, drop_rate=drop_rate, wrong_body_rate=wrong_body_rate,
             quota=quota, quota_window_seconds=quota_window_seconds, keep_received=keep_received,
+            drip_seconds=drip_seconds, echo_headers=echo_headers,
         ).validated()
         self._random = random.Random(seed)
         self._random_lock = threading.Lock()
@@ -600,11 +613,26 @@ class _Handler(BaseHTTPRequestHandler):
         head.extend(f"{name}: {value}" for name, value in headers)
         if self.close_connection:
             head.append("Connection: close")
-        self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        answer = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+        drip = self.server.emulator._config.drip_seconds if self._hostile else 0.0
+        if not drip:
+            self.wfile.write(answer)
+            return
+        for at in range(len(answer)):  # a Target that drips: one byte, then a pause
+            self.wfile.write(answer[at:at + 1])
+            self.wfile.flush()
+            if self.server.emulator._stopping.wait(drip):
+                return
 
     def _send_json(self, status: int, payload: Any) -> None:
-        self._send(status, json.dumps(payload, ensure_ascii=False).encode("utf-8"),
-                   "application/json; charset=utf-8")
+        try:
+            text = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (seeded as "\ud800"): sent as JSON escapes
+            text = json.dumps(payload).encode("ascii")
+        self._send(status, text, "application/json; charset=utf-8")
+
+    def _echoed_headers(self) -> str:
+        return "\n".join(f"{name}: {value}" for name, value in self.headers.items())
 
     def _read_body(self, limit: int) -> tuple[bytes | None, int]:
         """(body, declared length); body is None if over `limit` (then drained or closed)."""
@@ -654,9 +682,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._route("POST")
 
+    _hostile = False  # drip applies to the protocol's answers, not to /_emulator/ inspection
+
     def _route(self, method: str) -> None:
         path, query = self._split_target()
         parts = path.split("/")
+        self._hostile = not path.startswith("/_emulator/") and path != "/"
         try:
             if len(parts) == 5 and parts[1] == "m2" and parts[3:] == ["profile", "update"]:
                 self._profile_update(method, parts[2], query)
@@ -761,6 +792,9 @@ class _Handler(BaseHTTPRequestHandler):
         record.update(status=200, applied=True, outcome=TIMEOUT if fault == TIMEOUT else ACKNOWLEDGED)
         emulator._record(record, apply=True, keep=keep)
         self._wait(config.latency + (config.hang_seconds if fault == TIMEOUT else 0.0))
+        if config.echo_headers:  # what a proxy's debugging page does: the headers, token included
+            self._send(200, (ACKNOWLEDGMENT + "\n" + self._echoed_headers()).encode("utf-8"))
+            return
         self._send(200, ACKNOWLEDGMENT.encode("ascii"))
 
     def _wait(self, seconds: float) -> None:
@@ -808,10 +842,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(404, {"status": 404, "message":
                                   f"No profile found for client {client} with {label}{identity}"})
             return
-        self._send_json(200, {
+        answer = {
             "client": client, "visitorId": identity, "modifiedAt": profile["modifiedAt"],
             "profileAttributes": profile["attributes"],
-        })
+        }
+        if emulator._config.echo_headers:
+            answer["profileAttributes"]["echoedHeaders"] = {
+                "value": self._echoed_headers(), "modifiedAt": profile["modifiedAt"]}
+        self._send_json(200, answer)
 
     # --- inspection for tests, demos and subprocess use -------------------------------------
 

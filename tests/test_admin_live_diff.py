@@ -74,8 +74,8 @@ def test_an_unknown_visitor_is_shown_as_missing_at_target(acme, stage, client, s
     assert data["state"] == "not_found"
     assert data["message"] == ("Target has no profile for this visitor — the update will be "
                                "acknowledged but not applied.")
-    assert data["rows"] == [{"name": "loyaltyTier", "current": None, "current_modified_at": "",
-                             "new": "gold", "changes": True}]
+    assert data["rows"] == [{"name": "loyaltyTier", "current": None, "current_escaped": False,
+                             "current_modified_at": "", "new": "gold", "changes": True}]
 
 
 def test_a_recent_read_is_reused_and_a_failing_read_api_is_reported(

@@ -42,7 +42,7 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
-from . import attention, webhooks
+from . import attention, target, webhooks
 from .errors import Refused, require_perm
 from .selectors import capped_count
 from .models import (AlertEvent, AlertRule, AuditEvent, ProfileUpdate, SendAttempt, UpdateStatus,
@@ -193,7 +193,9 @@ def _send(rule: AlertRule, *, subject: str, text: str) -> Delivery:
         status, problem = _post_webhook(rule.webhook_url, text)
         if problem:
             problems.append(problem)
-    return Delivery(emailed=emailed or 0, webhook_status=status, error="; ".join(problems))
+    # Texts from outside (a mail server's error): stored as target.from_outside gives them.
+    return Delivery(emailed=emailed or 0, webhook_status=status,
+                    error=target.from_outside("; ".join(problems), rule.connection.secrets()))
 
 
 def _post_webhook(url: str, text: str) -> tuple[int | None, str]:

@@ -18,7 +18,8 @@ from django.db.models import F
 
 from . import claims, quota, rows, workflow
 from .delivery import Sent
-from .models import ProfileUpdate, SendAttempt, SendRun, TargetConnection, UpdateStatus
+from .models import (AuditEvent, ProfileUpdate, SendAttempt, SendRun, TargetConnection,
+                     UpdateStatus)
 from .retry_policy import LAST_ERROR_CHARS, Decision, RetryPolicy, fail
 from .target import Outcome
 
@@ -119,3 +120,24 @@ def _unexpected_answers_since_requeue(updates: list[ProfileUpdate]) -> dict[int,
         if number > first_counted[update_id]:
             counts[update_id] += 1
     return counts
+
+
+def record_before_send_failure(updates: list[ProfileUpdate], *, owner: str,
+                               conn: TargetConnection, error: Exception,
+                               now: dt.datetime) -> list[ProfileUpdate]:
+    """Reading before sending failed for a claimed batch: the updates still leased to `owner`
+    are sent whole (the values Target held are not kept this time), each with an audit row saying
+    why. Returns them, in their order."""
+    with transaction.atomic():
+        mine = set(claims.still_mine([u.pk for u in updates], owner=owner))
+        AuditEvent.objects.bulk_create([
+            AuditEvent(at=now, actor=None, update_id=update.pk, connection_id=conn.pk,
+                       action="read_before_send_failed", from_status=S.SENDING,
+                       to_status=S.SENDING,
+                       comment=f"Reading Target before sending failed ({type(error).__name__}); "
+                       "sent with every attribute.")
+            for update in updates if update.pk in mine])
+    kept = [u for u in updates if u.pk in mine]
+    for update in kept:
+        update.send_attributes = None
+    return kept

@@ -7,6 +7,7 @@ Never logged: profile values, URLs with their query, bodies, tokens.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import http.cookiejar
 import os
@@ -16,9 +17,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import requests
-from requests.adapters import HTTPAdapter
 
-from . import target
+from . import deadlines, target
 from .conf import setting
 from .models import ProfileUpdate
 
@@ -43,9 +43,8 @@ def make_session(*, pool_size: int) -> requests.Session:
     from the environment but a CA bundle."""
     session = requests.Session()
     apart_from_the_environment(session)
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(1, pool_size), max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
+    # Connections a wall-clock deadline can end (deadlines.py; send_one bounds each request).
+    deadlines.mount(session, pool_connections=4, pool_maxsize=max(1, pool_size), max_retries=0)
     session.headers["User-Agent"] = USER_AGENT
     # Target may set visitor cookies; one visitor's cookie must never ride along with the next.
     session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
@@ -107,6 +106,9 @@ class Senders:
 
 def send_one(session: requests.Session, update: ProfileUpdate, request: target.ProfileRequest,
              *, timeout: tuple[float, float], clock: Callable[[], dt.datetime]) -> Sent:
+    """One request, ended by its wall-clock deadline — connect and read timeouts together — however
+    slowly the answer drips (an overrun is a timeout: transient). The answer's body and error are
+    kept only as target.from_outside gives them (the connection's secrets redacted)."""
     started_at = clock()
     began = time.perf_counter()
     try:
@@ -117,13 +119,13 @@ def send_one(session: requests.Session, update: ProfileUpdate, request: target.P
         prepared = requests.PreparedRequest()
         prepared.prepare(method=request.method, url=request.url, data=request.body,
                          headers={**session.headers, **request.headers})
-        with session.send(
+        with deadlines.bounded(time.monotonic() + timeout[0] + timeout[1]), session.send(
             prepared, timeout=timeout, allow_redirects=False, stream=True,
             verify=session.verify, proxies=session.proxies, cert=session.cert,
         ) as response:
             body = _read_limited(response)
-            answer = target.read_answer(
-                response.status_code, body, response.headers.get("Retry-After"))
+            status, retry_after = response.status_code, response.headers.get("Retry-After")
+        answer = target.read_answer(status, body, retry_after)
     except requests.exceptions.InvalidHeader:
         # requests quotes the offending header's value in this message — for Authorization, the
         # bearer token, which would then sit in the attempt, the update page and exports. Keep
@@ -136,6 +138,12 @@ def send_one(session: requests.Session, update: ProfileUpdate, request: target.P
             "space or line break in the connection's bearer token?)")
     except Exception as error:  # anything before a full answer: it may have reached Target
         answer = target.transport_failure(error)
+    if answer.body or answer.error:
+        secrets = update.connection.secrets()
+        body = target.from_outside(answer.body, secrets)
+        error_text = target.from_outside(answer.error, secrets)
+        if body is not answer.body or error_text is not answer.error:  # the same text if clean
+            answer = dataclasses.replace(answer, body=body, error=error_text)
     latency_ms = int((time.perf_counter() - began) * 1000)
     return Sent(update, request.method, request.size, started_at, answer, latency_ms)
 

@@ -105,6 +105,11 @@ class TargetConnection(models.Model):
     def has_token(self) -> bool:
         return bool(self.bearer_token)
 
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret of the connection, redacted from whatever comes back from outside before
+        it is stored or shown (target.from_outside). A credential added later belongs here."""
+        return tuple(secret for secret in (self.bearer_token,) if secret)
+
 
 class AttributeMapping(models.Model):
     """How one of our fields (a spreadsheet column, a form field) becomes a Target attribute."""
@@ -596,11 +601,27 @@ class ProfileRead(models.Model):
     http_status = models.PositiveSmallIntegerField(null=True, blank=True)
     error = models.CharField(max_length=300, blank=True)
     attributes = models.JSONField(default=dict, blank=True)
+    # PostgreSQL stores no NUL and no lone surrogate: a read holding one keeps every name and
+    # string escaped (target.escape_unstorable); `held` gives back what Target returned.
+    escaped = models.BooleanField(
+        default=False, help_text="Target returned characters that cannot be stored as they are "
+        "(NUL or a lone surrogate); the stored attributes are escaped.")
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-at", "-id"]
         indexes = [models.Index(fields=["update", "-at"], name="read_update_at")]
+
+    @property
+    def held(self) -> dict[str, dict[str, str]]:
+        """The attributes exactly as Target returned them (escaped ones given back); compare
+        with these, show `attributes` (or target.shown)."""
+        if not self.escaped:
+            return self.attributes
+        cached = getattr(self, "_held", None)
+        if cached is None:
+            cached = self._held = target.unescaped_attributes(self.attributes)
+        return cached
 
     def __str__(self) -> str:
         return f"read of update #{self.update_id} at {self.at:%Y-%m-%d %H:%M:%S}: {self.outcome}"

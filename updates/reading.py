@@ -19,11 +19,12 @@ import time
 from dataclasses import dataclass
 
 import requests
+from django.db import transaction
 from django.utils import timezone
 
 from .conf import setting
 from .errors import require_perm
-from . import delivery, target
+from . import deadlines, delivery, target
 from .models import ProfileRead, ProfileUpdate, TargetConnection
 
 PERM_VIEW = "updates.view_profileupdate"
@@ -82,17 +83,28 @@ def make_session() -> requests.Session:
     session = requests.Session()
     session.headers["User-Agent"] = USER_AGENT
     delivery.apart_from_the_environment(session)  # as the sender's: no proxy, no netrc
+    deadlines.mount(session)  # every read has a wall-clock deadline (read_deadline)
     return session
 
 
+def read_deadline_seconds() -> float:
+    """The most one read may take, from the first byte to the last: its connect and read
+    timeouts together (a server that drips keeps no read open longer)."""
+    return setting("PROFILE_READ_CONNECT_TIMEOUT") + setting("PROFILE_READ_TIMEOUT")
+
+
 def profile_read(*, update: ProfileUpdate, purpose: str, by=None, now: dt.datetime | None = None,
-                 session: requests.Session | None = None, wait: float = 0.0) -> ProfileRead:
+                 session: requests.Session | None = None, wait: float = 0.0,
+                 until: float | None = None) -> ProfileRead:
     """Read the update's visitor from Target and store the read (found, not found or error).
 
     `by`: the person asking (the live diff) — they must be allowed to see the update; None for the
     system (sender, verification). Raises ReadThrottled, storing nothing, when the connection's
     read rate leaves no room within `wait` seconds. Never raises for Target's answers: a failed
-    read is stored with outcome "error".
+    read is stored with outcome "error" — one that ran past its deadline (read_deadline_seconds,
+    or `until` (time.monotonic()) if sooner) too, as are values that could not be stored.
+    Values holding NUL or a lone surrogate are stored escaped (ProfileRead.escaped, `held`), and
+    the connection's secrets are redacted from what is stored.
     """
     if by is not None:
         require_perm(by, PERM_VIEW, "You do not have permission to view profile updates.")
@@ -105,23 +117,41 @@ def profile_read(*, update: ProfileUpdate, purpose: str, by=None, now: dt.dateti
                                  "for it.")
     if not read_limiter.acquire(connection.pk, wait=wait):
         raise ReadThrottled(f"Reads for {connection.label} are at their rate limit.")
-    answer, latency_ms = _fetch(connection, update.identity_type, update.identity, session)
+    deadline = time.monotonic() + read_deadline_seconds()
+    answer, latency_ms = _fetch(connection, update.identity_type, update.identity, session,
+                                deadline if until is None else min(deadline, until))
     if answer.outcome == target.ReadOutcome.FOUND:
         outcome = ProfileRead.Outcome.FOUND
     elif answer.outcome == target.ReadOutcome.NOT_FOUND:
         outcome = ProfileRead.Outcome.NOT_FOUND
     else:
         outcome = ProfileRead.Outcome.ERROR
-    return ProfileRead.objects.create(
+    secrets = connection.secrets()
+    attributes, escaped = target.storable_attributes(answer.attributes, secrets)
+    read = ProfileRead(
         update=update, connection=connection, at=now or timezone.now(), purpose=purpose,
         outcome=outcome, http_status=answer.http_status,
-        error=(f"{answer.outcome.value}: {answer.error}" if answer.error else "")[:300],
-        attributes=answer.attributes, latency_ms=latency_ms,
+        error=target.from_outside(f"{answer.outcome.value}: {answer.error}" if answer.error
+                                  else "", secrets)[:300],
+        attributes=attributes, escaped=escaped, latency_ms=latency_ms,
     )
+    try:
+        with transaction.atomic():
+            read.save(force_insert=True)
+    except Exception as error:  # noqa: BLE001 - one answer must not stop the caller's run
+        # Kept as a failed read, so the caller goes on as for any read that failed. Only the
+        # type: the database's message may quote the values.
+        read = ProfileRead.objects.create(
+            update=update, connection=connection, at=read.at, purpose=purpose,
+            outcome=ProfileRead.Outcome.ERROR, http_status=answer.http_status,
+            error=f"unstorable: the answer could not be stored ({type(error).__name__})",
+            latency_ms=latency_ms)
+    return read
 
 
 def _fetch(connection: TargetConnection, identity_type: str, identity: str,
-           session: requests.Session | None) -> tuple[target.ReadAnswer, int | None]:
+           session: requests.Session | None, until: float
+           ) -> tuple[target.ReadAnswer, int | None]:
     try:
         request = target.build_read_request(
             base_url=connection.effective_base_url, client_code=connection.client_code,
@@ -132,12 +162,13 @@ def _fetch(connection: TargetConnection, identity_type: str, identity: str,
     session = session or make_session()
     began = time.perf_counter()
     try:
-        with session.get(request.url, headers=request.headers, allow_redirects=False, stream=True,
-                         timeout=(setting("PROFILE_READ_CONNECT_TIMEOUT"),
-                                  setting("PROFILE_READ_TIMEOUT"))) as response:
+        with deadlines.bounded(until), session.get(
+                request.url, headers=request.headers, allow_redirects=False, stream=True,
+                timeout=(setting("PROFILE_READ_CONNECT_TIMEOUT"),
+                         setting("PROFILE_READ_TIMEOUT"))) as response:
             raw = response.raw.read(READ_BODY_LIMIT_BYTES, decode_content=True)
-            answer = target.read_profile_answer(response.status_code,
-                                                raw.decode("utf-8", errors="replace"))
+            status = response.status_code
+        answer = target.read_profile_answer(status, raw.decode("utf-8", errors="replace"))
     except requests.exceptions.InvalidHeader:
         # requests would quote the header (the token) in its message.
         answer = target.ReadAnswer(target.ReadOutcome.PERMANENT, None,
@@ -172,13 +203,24 @@ class AttributeDiff:
     current_modified_at: str
     changes: bool
 
+    @property
+    def current_shown(self) -> str | None:
+        """The current value as it may be shown: escaped when it holds NUL or a lone surrogate
+        (a page cannot carry a lone surrogate at all)."""
+        return None if self.current_value is None else target.shown(self.current_value)
+
+    @property
+    def current_escaped(self) -> bool:
+        return self.current_value is not None and target.holds_unstorable(self.current_value)
+
 
 def attribute_diff(update: ProfileUpdate, read: ProfileRead) -> list[AttributeDiff]:
     """Per staged attribute: what Target holds per `read`, what will be sent, whether it changes.
 
-    Values are compared as the exact strings Target stores (names and values are case-sensitive).
+    Values are compared as the exact strings Target stores (names and values are case-sensitive),
+    escaped ones as Target returned them (ProfileRead.held).
     """
-    held = read.attributes if read.outcome == ProfileRead.Outcome.FOUND else {}
+    held = read.held if read.outcome == ProfileRead.Outcome.FOUND else {}
     rows = []
     for name in sorted(update.attributes):
         entry = held.get(name)
@@ -197,9 +239,18 @@ def changes_nothing(update: ProfileUpdate, read: ProfileRead) -> bool:
 
 
 def prior_values(update: ProfileUpdate, read: ProfileRead) -> dict[str, dict | None]:
-    """What Target held for each staged attribute per `read` (None: it did not exist)."""
-    held = read.attributes if read.outcome == ProfileRead.Outcome.FOUND else {}
-    return {name: (dict(held[name]) if name in held else None) for name in update.attributes}
+    """What Target held for each staged attribute per `read` (None: it did not exist). A value
+    holding NUL or a lone surrogate is kept escaped, marked "escaped" (a revert cannot stage it)."""
+    held = read.held if read.outcome == ProfileRead.Outcome.FOUND else {}
+    return {name: (_storable_entry(held[name]) if name in held else None)
+            for name in update.attributes}
+
+
+def _storable_entry(entry: dict) -> dict:
+    if not any(isinstance(v, str) and target.holds_unstorable(v) for v in entry.values()):
+        return dict(entry)
+    return {**{key: target.escape_unstorable(v) if isinstance(v, str) else v
+               for key, v in entry.items()}, "escaped": True}
 
 
 # --- the live diff (approval queue, update page) ----------------------------------------------
@@ -225,7 +276,8 @@ class LiveDiff:
             "read_at": self.read_at.isoformat() if self.read_at else None,
             "message": self.message,
             "changes": self.changes_count,
-            "rows": [{"name": r.name, "current": r.current_value,
+            "rows": [{"name": r.name, "current": r.current_shown,
+                      "current_escaped": r.current_escaped,
                       "current_modified_at": r.current_modified_at, "new": r.new_value,
                       "changes": r.changes} for r in self.rows],
         }

@@ -175,15 +175,20 @@ class _Run:
             session=session or make_session(), concurrency=setting("SEND_CONCURRENCY"),
             timeout=(setting("CONNECT_TIMEOUT"), setting("READ_TIMEOUT")), clock=self.clock)
         self.in_flight: _InFlight | None = None
+        self.connections: list[TargetConnection] = []  # their secrets are redacted from run.error
 
     def execute(self, *, connection: TargetConnection | None, limit: int | None) -> None:
         try:
             quota.prune(now=self.clock())
             self.connection_code = connection.client_code if connection is not None else None
-            self._loop(_active_connections(connection), limit)
+            self.connections = _active_connections(connection)
+            self._loop(self.connections, limit)
         except BaseException as error:
-            self.run.error = (f"{type(error).__name__}: "
-                              f"{target._redact(str(error))}")[:LAST_ERROR_CHARS]
+            self.run.error = target.from_outside(
+                f"{type(error).__name__}: {target._redact(str(error))}",
+                # No query here: the database may be what failed.
+                [secret for conn in self.connections for secret in conn.secrets()]
+            )[:LAST_ERROR_CHARS]
             if self.in_flight is not None:
                 # Not recorded: its requests not yet started are cancelled below, and its claims
                 # are sent again when their lease runs out. It was claimed all the same.
@@ -253,8 +258,7 @@ class _Run:
             return 0, False, None
         claimed = len(updates)  # added to run.claimed with the batch's outcomes, in _finish_batch
         # Keeps Target's prior values; skip-unchanged ends some as "unchanged" before quota is taken.
-        updates = verification.before_send(updates=updates, connection=conn, owner=self.owner,
-                                           now=self.clock())
+        updates = self._before_send(conn, updates)
         reserved_at = self.clock()
         updates, keep_going = self._reserve(conn, updates, reserved_at)
         sendable, unsendable = _prepare(updates)
@@ -263,6 +267,20 @@ class _Run:
             worst_request_seconds=setting("CONNECT_TIMEOUT") + setting("READ_TIMEOUT")))
         return claimed, keep_going, _InFlight(conn, claimed, reserved_at, sendable, unsendable,
                                                futures)
+
+    def _before_send(self, conn: TargetConnection, updates: list[ProfileUpdate]
+                     ) -> list[ProfileUpdate]:
+        """verification.before_send, isolated: if it fails (what Target returned, or our own
+        bug), the batch is sent whole — never left in ``sending`` — and each update's timeline
+        says so. Only the error's type is kept: its message may quote values."""
+        try:
+            return verification.before_send(updates=updates, connection=conn, owner=self.owner,
+                                            now=self.clock(), until=self.deadline)
+        except Exception as error:  # noqa: BLE001 - one bad read must not stop the run
+            logger.warning("send run %s: reading before sending failed (%s); the batch is sent "
+                           "whole", self.run.pk, type(error).__name__)
+            return bookkeeping.record_before_send_failure(
+                updates, owner=self.owner, conn=conn, error=error, now=self.clock())
 
     def _reserve(self, conn: TargetConnection, updates: list[ProfileUpdate],
                  reserved_at: dt.datetime) -> tuple[list[ProfileUpdate], bool]:

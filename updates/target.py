@@ -174,6 +174,96 @@ def read_answer(status: int, body: str, retry_after: str | None = None) -> Answe
     return Answer(Outcome.PERMANENT, status, kept, f"HTTP {status}")
 
 
+# --- what came from outside, made safe to store and show ---------------------------------------
+# PostgreSQL can store neither NUL (in text or jsonb) nor a lone surrogate (which is not even
+# UTF-8); both can arrive from Target inside JSON (\u0000, \ud800). Secrets can arrive too: an
+# endpoint or proxy that echoes the request's headers sends the bearer token back.
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_ESCAPED_CHARACTERS = re.compile("[\\\\\x00\ud800-\udfff]")
+_ESCAPE_SEQUENCE = re.compile(r"\\(\\|u[0-9a-f]{4})")
+_BEARER = re.compile(r"(?i)(bearer)(\s+)[^\s\"',;&<>]+")
+REDACTED = "[redacted]"
+
+
+def holds_unstorable(text: str) -> bool:
+    """NUL or a lone surrogate (in a str, any code point in U+D800–U+DFFF is one)."""
+    return _UNSTORABLE.search(text) is not None
+
+
+def escape_unstorable(text: str) -> str:
+    """A storable, reversible spelling: a backslash is doubled, NUL and lone surrogates become
+    \\uXXXX (unescape_unstorable gives the text back exactly)."""
+    return _ESCAPED_CHARACTERS.sub(
+        lambda m: "\\\\" if m[0] == "\\" else f"\\u{ord(m[0]):04x}", text)
+
+
+def unescape_unstorable(text: str) -> str:
+    return _ESCAPE_SEQUENCE.sub(
+        lambda m: "\\" if m[1] == "\\" else chr(int(m[1][1:], 16)), text)
+
+
+def shown(text: str) -> str:
+    """For display: text holding unstorable characters is shown escaped, other text as is."""
+    return escape_unstorable(text) if holds_unstorable(text) else text
+
+
+def redact(text: str, secrets: tuple[str, ...] | list[str] = (), *, bearer: bool = True) -> str:
+    """`text` without any of `secrets` (the connection's, TargetConnection.secrets()) and, with
+    `bearer`, without whatever follows "Bearer " — any token an answer echoes, even one no longer
+    configured."""
+    if not text:
+        return text
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, REDACTED)
+    if bearer and ("earer" in text or "EARER" in text):
+        text = _BEARER.sub(lambda m: f"{m[1]}{m[2]}{REDACTED}", text)
+    return text
+
+
+def shown_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Our own request's headers as they may be shown (previews, dry runs): the credentials said
+    to be there, never what they are."""
+    return {name: (f"{value.split(' ', 1)[0]} {REDACTED}" if name.lower() == "authorization"
+                   else value) for name, value in headers.items()}
+
+
+def from_outside(text: str, secrets: tuple[str, ...] | list[str] = ()) -> str:
+    """Text that came from outside (an answer body, an error message), as it may be stored and
+    shown: secrets redacted, NUL and lone surrogates escaped. The one function for that."""
+    text = redact(text, secrets)
+    return escape_unstorable(text) if holds_unstorable(text) else text
+
+
+def storable_attributes(attributes: dict[str, dict[str, str]], secrets: tuple[str, ...] | list[str] = ()
+                        ) -> tuple[dict[str, dict[str, str]], bool]:
+    """A read's attributes as they may be stored, and whether they were escaped.
+
+    Secrets are redacted from names and values. If any name or value holds an unstorable
+    character, every name and string in the read is escaped (escape_unstorable), so the stored
+    read maps back to exactly what Target returned (ProfileRead.held) — escaping only some would
+    make an escaped spelling and a real one indistinguishable. Only the secrets themselves are
+    redacted here: a value may well say "bearer" without holding a token."""
+    clean = {redact(name, secrets, bearer=False): {
+                key: redact(value, secrets, bearer=False) if isinstance(value, str) else value
+                                     for key, value in entry.items()}
+             for name, entry in attributes.items()}
+    if not any(holds_unstorable(name) or any(isinstance(v, str) and holds_unstorable(v)
+                                             for v in entry.values())
+               for name, entry in clean.items()):
+        return clean, False
+    return {escape_unstorable(name): {key: escape_unstorable(v) if isinstance(v, str) else v
+                                      for key, v in entry.items()}
+            for name, entry in clean.items()}, True
+
+
+def unescaped_attributes(attributes: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    return {unescape_unstorable(name): {key: unescape_unstorable(v) if isinstance(v, str) else v
+                                        for key, v in entry.items()}
+            for name, entry in attributes.items()}
+
+
 def transport_failure(error: BaseException) -> Answer:
     """A request that failed before an answer arrived: it may still have reached Target."""
     return Answer(Outcome.TRANSIENT, None, "", f"{type(error).__name__}: {_redact(str(error))}")

@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from .conf import setting
 from .errors import require_perm
-from . import mappings, reading, validation, workflow
+from . import mappings, reading, target, validation, workflow
 from .models import (
     AuditEvent, ProfileRead, ProfileUpdate, SendAttempt, TargetConnection, UpdateStatus,
     VerificationState,
@@ -61,11 +61,15 @@ def check_delays() -> list[dt.timedelta]:
 # --- before sending ------------------------------------------------------------------------------
 
 def before_send(*, updates: list[ProfileUpdate], connection: TargetConnection, owner: str,
-                now: dt.datetime | None = None, session: requests.Session | None = None
-                ) -> list[ProfileUpdate]:
+                now: dt.datetime | None = None, session: requests.Session | None = None,
+                until: float | None = None) -> list[ProfileUpdate]:
     """For a batch the sender claimed (status sending, leased to `owner`): keep the values Target
     held, end the ones that would change nothing as ``unchanged`` (skip-unchanged connections
-    only), and return the updates still to send, in their order."""
+    only), and return the updates still to send, in their order.
+
+    Reading takes at most SKIP_UNCHANGED_READ_BUDGET_SECONDS, and nothing past `until` (the run's
+    budget, time.monotonic()): each read's deadline is cut to what is left, and a read that runs
+    out is "not read" (the update is sent whole)."""
     if not updates:
         return updates
     now = now or timezone.now()
@@ -79,13 +83,15 @@ def before_send(*, updates: list[ProfileUpdate], connection: TargetConnection, o
         session = reading.make_session() if own_session else session
         # The claim's lease is running: reading never takes more than this out of it.
         read_until = time.monotonic() + setting("SKIP_UNCHANGED_READ_BUDGET_SECONDS")
+        if until is not None:
+            read_until = min(read_until, until)
         try:
             for update in updates:
                 read = latest.get(update.pk)
                 if read is None or read.at < now - max_age:
                     if time.monotonic() >= read_until:
                         continue  # sent without a read
-                    read = _read_before_send(update, now, session)
+                    read = _read_before_send(update, now, session, read_until)
                     if read is None:
                         continue
                     if read.outcome != ProfileRead.Outcome.ERROR:
@@ -147,12 +153,16 @@ def _leave_out_unchanged(updates: list[ProfileUpdate], fresh: dict[int, ProfileR
 
 
 def _read_before_send(update: ProfileUpdate, now: dt.datetime,
-                      session: requests.Session) -> ProfileRead | None:
+                      session: requests.Session, until: float) -> ProfileRead | None:
     try:
         return reading.profile_read(update=update, purpose=ProfileRead.Purpose.BEFORE_SEND,
-                                    now=now, session=session)
+                                    now=now, session=session, until=until)
     except reading.ReadThrottled:
         return None  # sent without a read: the read rate never holds sending back
+    except Exception as error:  # noqa: BLE001 - a read never stops sending: sent whole
+        logger.warning("skip-unchanged: reading update %s failed (%s); it is sent whole",
+                       update.pk, type(error).__name__)
+        return None
 
 
 def _approved_as_is(update: ProfileUpdate) -> bool:
@@ -221,6 +231,7 @@ class VerificationRun:
     not_applied: int = 0
     unverified: int = 0
     throttled: int = 0  # due, but the read rate limit left no room this run
+    failed: int = 0  # the check itself failed (recorded on the update as a failed read)
     by_connection: dict[int, int] = field(default_factory=dict)
 
 
@@ -253,13 +264,18 @@ def updates_verify_due(*, now: dt.datetime | None = None, connection: TargetConn
                 run.throttled += 1
                 continue
             try:
+                # Waiting for the rate limit counts against the budget too.
+                wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
                 read = reading.profile_read(update=update, purpose=ProfileRead.Purpose.VERIFICATION,
-                                            now=now, session=session, wait=1.0)
+                                            now=now, session=session, wait=wait)
+                state = _record_check(update, read, now=now)
             except reading.ReadThrottled:
                 throttled_connections.add(update.connection_id)
                 run.throttled += 1
                 continue
-            state = _record_check(update, read, now=now)
+            except Exception as error:  # noqa: BLE001 - one update must not stop the run
+                state = _record_failed_check(update, error, now=now)
+                run.failed += 1
             run.checked += 1
             run.by_connection[update.connection_id] = run.by_connection.get(update.connection_id,
                                                                              0) + 1
@@ -272,10 +288,10 @@ def updates_verify_due(*, now: dt.datetime | None = None, connection: TargetConn
     finally:
         if own_session:
             session.close()
-    if run.checked or run.started:
+    if run.checked or run.started or run.failed:
         logger.info("verification run: started %d, checked %d, verified %d, not applied %d, "
-                    "unverified %d, throttled %d", run.started, run.checked, run.verified,
-                    run.not_applied, run.unverified, run.throttled,
+                    "unverified %d, throttled %d, failed %d", run.started, run.checked,
+                    run.verified, run.not_applied, run.unverified, run.throttled, run.failed,
                     extra={"connection": connection.client_code if connection else None})
     return run
 
@@ -330,10 +346,11 @@ def held_summary(update: ProfileUpdate, read: ProfileRead) -> str:
     if read.outcome != ProfileRead.Outcome.FOUND:
         return "read failed"
     parts = []
+    held = read.held
     for name in sorted(update.attributes):
-        entry = read.attributes.get(name)
+        entry = held.get(name)
         parts.append(f"{name}: (not set)" if entry is None else
-                     f"{name}: {entry.get('value', '')!r} (modified {entry.get('modifiedAt') or '?'})")
+                     f"{name}: {entry.get('value', '')!r} (modified {target.shown(entry.get('modifiedAt') or '?')})")
     return "; ".join(parts)
 
 
@@ -355,14 +372,33 @@ def compare_with_sent(update: ProfileUpdate, read: ProfileRead, sent: dt.datetim
     # Left out of the request because Target already held the value: it must still hold it, but
     # its modifiedAt is from before the send.
     not_sent = set(update.unsent_unchanged or ())
+    held = read.held  # the values Target returned, escaped ones given back
     for name in sorted(update.attributes):
-        entry = read.attributes.get(name)
+        entry = held.get(name)
         ok = entry is not None and entry.get("value") == update.attributes[name]
         if ok and sent is not None and name not in not_sent:
             modified = parse_modified_at(entry.get("modifiedAt", ""))
             ok = modified is not None and modified >= sent - CLOCK_TOLERANCE
         (matching if ok else differing).append(name)
     return CheckResult(not differing, False, matching, differing)
+
+
+def _record_failed_check(update: ProfileUpdate, error: Exception, *, now: dt.datetime) -> str:
+    """A check that failed in our code (not in Target's answer) counts as a failed read: kept as
+    one, on the timeline, and the update is checked again later like after any failed read.
+    Only the error's type is kept and logged: its message may quote the values."""
+    logger.warning("verification: the check of update %s failed (%s); going on", update.pk,
+                   type(error).__name__)
+    try:
+        read = ProfileRead.objects.create(
+            update=update, connection_id=update.connection_id, at=now,
+            purpose=ProfileRead.Purpose.VERIFICATION, outcome=ProfileRead.Outcome.ERROR,
+            error=f"the check failed ({type(error).__name__})")
+        return _record_check(update, read, now=now)
+    except Exception as again:  # noqa: BLE001
+        logger.error("verification: update %s could not be marked (%s)", update.pk,
+                     type(again).__name__)
+        return ""
 
 
 def _record_check(update: ProfileUpdate, read: ProfileRead, *, now: dt.datetime) -> str:
@@ -447,6 +483,9 @@ def revert_plan(update: ProfileUpdate) -> RevertPlan:
         if prior is None:
             not_revertible[name] = ("did not exist before the update; Target's API cannot remove "
                                     "an attribute (only Adobe's Privacy Service deletes data)")
+        elif prior.get("escaped"):
+            not_revertible[name] = ("held characters that cannot be staged (NUL or a lone "
+                                    "surrogate); it is shown escaped")
         elif prior.get("value") == update.attributes[name]:
             not_revertible[name] = "already held this value before the update; nothing to undo"
         elif (why := _not_restorable(prior, by_target.get(name))) is not None:

@@ -20,7 +20,7 @@ from django.core import checks
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import InterfaceError, OperationalError, connections
 
-from updates import quota, sending
+from updates import quota, sending, target
 from updates.models import SendRun, TargetConnection
 
 PROGRESS_EVERY_SECONDS = 2.0
@@ -148,9 +148,8 @@ class Command(BaseCommand):
             cost_by_connection[update.connection_id] = (
                 cost_by_connection.get(update.connection_id, 0) + item.quota_cost)
             self.stdout.write(f"  {request.method} {request.url}")
-            for name, value in request.headers.items():
-                # The token is a secret: say that it is sent, never what it is.
-                shown = "Bearer [redacted]" if name.lower() == "authorization" else value
+            # The token is a secret: say that it is sent, never what it is.
+            for name, shown in target.shown_headers(request.headers).items():
                 self.stdout.write(f"  {name}: {shown}")
             if request.body is not None:
                 self.stdout.write(f"  body ({len(request.body)} bytes): "

@@ -50,6 +50,9 @@ document.addEventListener("DOMContentLoaded", function () {
         current.appendChild(element("em", "(not set)"));
       } else {
         current.appendChild(element("span", shown(row.current), "po-value"));
+        if (row.current_escaped) {
+          current.appendChild(element("div", "shown escaped: Target's value holds a NUL or a lone surrogate", "po-muted"));
+        }
         if (row.current_modified_at) {
           current.appendChild(element("div", "modified " + row.current_modified_at, "po-muted"));
         }

@@ -6,6 +6,11 @@ next-attempt time reached, or ``sending`` with a lease that ran out (a crashed w
 PostgreSQL the rows are picked with ``FOR NO KEY UPDATE SKIP LOCKED``, so workers on several
 machines take disjoint batches; on SQLite the IMMEDIATE transaction mode serializes claims.
 Claims that were not sent are released back to ``approved`` without an attempt.
+
+One visitor at a time, in approval order: an approved update is not due while another update of
+the same visitor (connection, identity type, identity) is sending, or approved earlier (by
+decided_at, then id) and still approved — so a visitor never has two updates in flight, and
+its updates reach Target in the order they were approved, whatever their ids (_behind_another).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import socket
 import uuid
 
 from django.db import connection as db, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from . import workflow
 from .models import ProfileUpdate, TargetConnection, UpdateStatus
@@ -47,11 +52,22 @@ def dispatch_deadline(*, claimed_at: float, lease_seconds: float, run_deadline: 
     return lease_bound if run_deadline is None else min(lease_bound, run_deadline)
 
 
+def _behind_another() -> Exists:
+    """Another update of the same visitor is in flight, or was approved earlier and waits."""
+    ahead = (Q(status=S.SENDING)
+             | Q(status=S.APPROVED, decided_at__lt=OuterRef("decided_at"))
+             | Q(status=S.APPROVED, decided_at=OuterRef("decided_at"), id__lt=OuterRef("id")))
+    return Exists(ProfileUpdate.objects.filter(
+        ahead, connection_id=OuterRef("connection_id"), identity_type=OuterRef("identity_type"),
+        identity=OuterRef("identity")).exclude(id=OuterRef("id")))
+
+
 def _due_conditions(now: dt.datetime) -> tuple[Q, Q]:
     approved_and_due = (
         Q(status=S.APPROVED)
         & (Q(not_before__isnull=True) | Q(not_before__lte=now))
         & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        & ~_behind_another()
     )
     lease_ran_out = Q(status=S.SENDING, lease_expires_at__lt=now)
     return approved_and_due, lease_ran_out

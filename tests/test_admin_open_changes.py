@@ -90,7 +90,8 @@ def test_the_import_page_refuses_the_row_or_supersedes_when_ticked(client, opera
     logged_in(client, operator)
 
     def upload(**extra):
-        file = io.BytesIO(b"identity_type,identity,loan_status\r\nmbox3rdPartyId,cust-1,declined\r\n")
+        file = io.BytesIO(b"identity_type,identity,loan_status\r\n"
+                          b"mbox3rdPartyId,cust-1,declined\r\n")
         file.name = "u.csv"
         response = client.post("/admin/updates/importjob/import/",
                                {"connection": connection.pk, "file": file, **extra})

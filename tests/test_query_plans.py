@@ -131,3 +131,19 @@ def test_an_imports_own_rows_are_found_through_the_index_of_pending_rows(connect
         ProfileUpdate.with_pending_imports.filter(import_pending=job).values_list("pk")))
 
     assert "COVERING INDEX upd_import_pending (import_pending_id=?)" in "".join(plans.values())
+
+
+def test_the_claim_looks_up_a_visitors_other_updates_by_identity(connection):
+    # One open change per visitor (claims._behind_another): the check for an update of the same
+    # visitor in flight or approved earlier ran over the connection's whole history per due
+    # update (its foreign key index), or over every update of the identity type.
+    from updates import claims
+
+    now = timezone.now()
+    approved, _expired = claims._due_parts(now=now, connection_id=connection.pk)
+    sql, params = approved.order_by("id").values_list("id")[:100].query.sql_with_params()
+    with db.cursor() as cursor:
+        cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
+        steps = [row[-1] for row in cursor.fetchall()]
+    assert "SEARCH U0 USING INDEX upd_identity (identity=?)" in steps, steps
+    assert steps[0].startswith("SEARCH updates_profileupdate USING INDEX upd_conn_status_id"), steps

@@ -21,7 +21,8 @@ import socket
 import uuid
 
 from django.db import connection as db, transaction
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import CharField, Exists, F, OuterRef, Q, QuerySet, Value
+from django.db.models.functions import Concat
 
 from . import workflow
 from .models import ProfileUpdate, TargetConnection, UpdateStatus
@@ -57,9 +58,16 @@ def _behind_another() -> Exists:
     ahead = (Q(status=S.SENDING)
              | Q(status=S.APPROVED, decided_at__lt=OuterRef("decided_at"))
              | Q(status=S.APPROVED, decided_at=OuterRef("decided_at"), id__lt=OuterRef("id")))
-    return Exists(ProfileUpdate.objects.filter(
-        ahead, connection_id=OuterRef("connection_id"), identity_type=OuterRef("identity_type"),
-        identity=OuterRef("identity")).exclude(id=OuterRef("id")))
+    # Looked up by identity (upd_identity: a handful of rows per visitor). The connection and
+    # the identity type are compared as expressions no index serves: SQLite without statistics
+    # would otherwise walk the connection's whole history (its foreign key index), or every
+    # update of the identity type, for each candidate (tests/test_query_plans.py).
+    return Exists(ProfileUpdate.objects.annotate(
+        connection_plain=F("connection_id") + 0,
+        identity_type_plain=Concat("identity_type", Value(""), output_field=CharField()),
+    ).filter(ahead, connection_plain=OuterRef("connection_id"),
+             identity_type_plain=OuterRef("identity_type"),
+             identity=OuterRef("identity")).exclude(id=OuterRef("id")))
 
 
 def _due_conditions(now: dt.datetime) -> tuple[Q, Q]:

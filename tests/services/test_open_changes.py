@@ -68,7 +68,7 @@ def assert_names(error: ValidationError, update: ProfileUpdate, state: str, who:
     assert f"#{update.pk} ({state}, created by {who})" in message, message
 
 
-# --- stage -------------------------------------------------------------------------------------
+# --- stage ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("state", [S.DRAFT, S.PENDING, S.APPROVED, S.SENDING, S.FAILED])
 def test_staging_the_same_visitor_and_attribute_is_refused_while_an_update_is_open(
@@ -219,7 +219,7 @@ def test_editing_a_rejected_update_back_to_draft_is_refused_while_another_is_ope
     assert ProfileUpdate.objects.get(pk=rejected.pk).status == S.REJECTED
 
 
-# --- submit and re-queue: conflicts staged before the rule --------------------------------------
+# --- submit and re-queue: conflicts staged before the rule ---------------------------------------
 
 def test_submit_refuses_an_older_conflict_unless_superseding(stage_visitor, connection, operator):
     first = stage_visitor()
@@ -261,7 +261,7 @@ def test_requeue_refuses_a_conflict_unless_superseding(
     assert ProfileUpdate.objects.get(pk=legacy.pk).status == S.CANCELLED
 
 
-# --- revert ----------------------------------------------------------------------------------------
+# --- revert --------------------------------------------------------------------------------------
 
 def test_a_revert_is_refused_while_the_visitor_has_an_open_update_of_that_attribute(
         stage_visitor, operator, supervisor, other_operator):
@@ -285,7 +285,7 @@ def test_a_revert_is_refused_while_the_visitor_has_an_open_update_of_that_attrib
     assert superseded_events(newer)[0].changes == {"superseded_by": revert.pk}
 
 
-# --- many rows at once ----------------------------------------------------------------------------
+# --- many rows at once ---------------------------------------------------------------------------
 
 def test_rows_staged_live_at_once_are_refused_on_a_conflict_or_a_repeated_visitor_attribute(
         stage_visitor, connection, operator):
@@ -300,7 +300,7 @@ def test_rows_staged_live_at_once_are_refused_on_a_conflict_or_a_repeated_visito
     assert ProfileUpdate.objects.count() == 1
 
 
-# --- import (file) ---------------------------------------------------------------------------------
+# --- import (file) -------------------------------------------------------------------------------
 
 def csv(*rows: str) -> bytes:
     return ("\r\n".join([HEADER, *rows]) + "\r\n").encode()
@@ -376,7 +376,7 @@ def test_an_import_never_supersedes_a_sending_update(stage_visitor, connection, 
     assert "cannot be superseded" in job.errors[0]["message"]
 
 
-# --- the sender: one in flight per visitor, in approval order ----------------------------------------
+# --- the sender: one in flight per visitor, in approval order ------------------------------------
 
 def test_claim_sends_one_update_per_visitor_in_approval_order(
         stage_visitor, connection, operator, supervisor):
@@ -402,3 +402,24 @@ def test_claim_sends_one_update_per_visitor_in_approval_order(
 def test_every_open_state_but_sending_can_be_superseded():
     assert set(open_changes.OPEN_STATES) == {S.DRAFT, S.PENDING, S.APPROVED, S.SENDING, S.FAILED}
     assert set(workflow.T["supersede"].sources) == set(open_changes.OPEN_STATES) - {S.SENDING}
+
+
+def test_the_import_command_refuses_the_row_or_supersedes_with_its_option(
+        tmp_path, stage_visitor, connection, operator):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    first = stage_visitor()
+    path = tmp_path / "u.csv"
+    path.write_bytes(csv("mbox3rdPartyId,CUST-1,declined,,"))
+    args = ["import_updates", str(path), "--connection", "acme", "--user", "operator"]
+    err = StringIO()
+    with pytest.raises(CommandError, match="1 problem"):
+        call_command(*args, stdout=StringIO(), stderr=err)
+    assert f"#{first.pk} (draft, created by operator)" in err.getvalue()
+
+    call_command(*args, "--supersede", stdout=StringIO(), stderr=StringIO())
+    assert ProfileUpdate.objects.get(pk=first.pk).status == S.CANCELLED
+    assert superseded_events(first)[0].changes == {
+        "superseded_by": ProfileUpdate.objects.get(import_job__isnull=False).pk}

@@ -53,7 +53,8 @@ class Command(BaseCommand):
         try:
             job = importing.import_job_create(
                 connection=target, file_name=path.name, file_path=path, by=by, submit=submit,
-                supersede=supersede, background=False, progress=lambda n: self.stdout.write(f"  read {n:,} rows …"))
+                supersede=supersede, background=False,
+                progress=lambda n: self.stdout.write(f"  read {n:,} rows …"))
         except ValidationError as error:
             raise CommandError(" ".join(error.messages)) from None
         if job.status == ImportJob.Status.INVALID:

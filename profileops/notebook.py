@@ -887,22 +887,23 @@ class Session:
         frame["connection"] = frame["connection"].astype("category")
         return frame
 
-    def revert(self, *, ids: Any, comment: str = "") -> Reverts:
+    def revert(self, *, ids: Any, comment: str = "", supersede: bool = False) -> Reverts:
         """Stage, per sent update, a revert carrying the values Target held before it was sent
         (verification.update_revert): a draft by this user, which goes through submit and
         approval like any other — so whoever stages a revert cannot approve it. An attribute
         that did not exist before cannot be removed through Target's API; the result says so per
         attribute. Refusals (not sent, no read from before the send, no permission) come back
-        per update, never raised.
+        per update, never raised — as is a visitor's open update setting one of the attributes
+        (`open_conflict`, naming it), unless ``supersede=True`` cancels it (as ``stage``).
 
         Example::
 
             reverts = nb.revert(ids=[41, 42], comment="wrong list")
             nb.submit(ids=reverts.ids)
         """
-        return _orm.run(self._revert, ids=ids, comment=comment)
+        return _orm.run(self._revert, ids=ids, comment=comment, supersede=supersede)
 
-    def _revert(self, *, ids, comment) -> Reverts:
+    def _revert(self, *, ids, comment, supersede=False) -> Reverts:
         from django.core.exceptions import ValidationError
 
         from updates import verification
@@ -924,7 +925,8 @@ class Session:
             else:
                 try:
                     revert, plan = verification.update_revert(update=update, by=user,
-                                                              comment=comment)
+                                                              comment=comment,
+                                                              supersede=supersede)
                 except ValidationError as error:
                     row["message"] = " ".join(error.messages)
                 else:

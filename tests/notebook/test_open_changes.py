@@ -77,3 +77,24 @@ def test_supersede_needs_the_cancel_permission(connection, operator):
     assert refused.value.code == "permission_denied"
     assert "cancel" in refused.value.messages[0]
     assert notebook.as_user("importer").stage(frame("CUST-1"), connection="acme").ok
+
+
+def test_a_revert_names_the_open_update_per_row_and_supersedes_with_the_keyword(
+        connection, operator):
+    other = make_user("other", "Operators")
+    supervisor = make_user("supervisor", "Supervisors")
+    sent = open_draft(connection, operator, loyaltyTier="gold")
+    workflow.update_submit(update=sent, by=operator)
+    workflow.update_approve(update=sent, by=supervisor)
+    ProfileUpdate.objects.filter(pk=sent.pk).update(  # as the sender would
+        status=S.SENT, prior_values={"loyaltyTier": {"value": "silver", "modifiedAt": None}})
+    newer = open_draft(connection, operator, loyaltyTier="platinum")
+
+    refused = notebook.as_user("other").revert(ids=[sent.pk])
+    assert list(refused.table["outcome"]) == ["refused"]
+    assert f"#{newer.pk} (draft, created by operator)" in refused.table["message"][0]
+
+    done = notebook.as_user("other").revert(ids=[sent.pk], supersede=True)
+    assert list(done.table["outcome"]) == ["done"]
+    assert ProfileUpdate.objects.get(pk=newer.pk).status == S.CANCELLED
+    assert ProfileUpdate.objects.get(pk=done.ids[0]).created_by == other

@@ -147,3 +147,20 @@ def test_the_claim_looks_up_a_visitors_other_updates_by_identity(connection):
         steps = [row[-1] for row in cursor.fetchall()]
     assert "SEARCH U0 USING INDEX upd_identity (identity=?)" in steps, steps
     assert steps[0].startswith("SEARCH updates_profileupdate USING INDEX upd_conn_status_id"), steps
+
+
+def test_an_import_looks_up_its_rows_visitors_open_updates_by_identity(connection, operator):
+    # importing._resolve_open runs while the import's last transaction holds the lock: one
+    # statement over its rows, each probing its visitor's updates through upd_identity.
+    from updates import open_changes
+
+    job = ImportJob.objects.create(connection=connection, created_by=operator, file_name="f",
+                                   file_format="csv", file_data=b"")
+    pending = ProfileUpdate.with_pending_imports.filter(import_pending_id=job.pk)
+    query = pending.filter(open_changes.has_open_update(connection.pk)).values_list("pk")
+    sql, params = query.query.sql_with_params()
+    with db.cursor() as cursor:
+        cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
+        steps = [row[-1] for row in cursor.fetchall()]
+    assert steps[0].startswith("SEARCH updates_profileupdate USING INDEX upd_import_pending"), steps
+    assert "SEARCH U0 USING INDEX upd_identity (identity=?)" in steps, steps

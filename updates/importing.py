@@ -1138,7 +1138,10 @@ def _resolve_open(job: ImportJob, *, by, connection: TargetConnection, pending: 
         workflow.require_supersede(by)
     problems: list[str] = []
     last = 0
-    while chunk := list(pending.filter(pk__gt=last).order_by("pk").values(
+    # Only the rows whose visitor has an open update come back (usually none): one statement
+    # over the rows, not the rows read here, while the transaction holds the lock.
+    candidates = pending.filter(open_changes.has_open_update(connection.pk))
+    while chunk := list(candidates.filter(pk__gt=last).order_by("pk").values(
             "pk", "identity_type", "identity", "attributes")[:SAVE_CHUNK_ROWS]):
         last = chunk[-1]["pk"]
         for position, found in open_changes.conflicts_for_rows(connection.pk, chunk).items():

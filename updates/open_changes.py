@@ -35,6 +35,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from django.db import connection as db, transaction
+from django.db.models import CharField, Exists, F, OuterRef, Value
+from django.db.models.functions import Concat
 
 from .errors import OPEN_CONFLICT, Refused
 from .models import ProfileUpdate, UpdateStatus, VisitorLock
@@ -91,6 +93,18 @@ def conflicts(*, connection_id: int, identity_type: str, identity: str,
         if shared and update.pk != exclude_pk:
             found.append((update, shared))
     return found
+
+
+def has_open_update(connection_id: int) -> Exists:
+    """For a queryset of updates (an import's rows not yet live): whether their visitor has an
+    open live update — one statement, looked up by identity (upd_identity; the connection and
+    the identity type compared as expressions no index serves, so SQLite without statistics
+    does not walk the connection's history or every update of the type for each row)."""
+    return Exists(ProfileUpdate.objects.annotate(
+        connection_plain=F("connection_id") + 0,
+        identity_type_plain=Concat("identity_type", Value(""), output_field=CharField()),
+    ).filter(connection_plain=connection_id, status__in=OPEN_STATES,
+             identity_type_plain=OuterRef("identity_type"), identity=OuterRef("identity")))
 
 
 def conflicts_for_rows(connection_id: int, rows: Sequence[Mapping[str, Any]]

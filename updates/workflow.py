@@ -434,12 +434,19 @@ def update_edit(*, update: ProfileUpdate, by, supersede: bool = False,
     if unknown:
         raise ValueError(f"not editable: {', '.join(sorted(unknown))}")
     with transaction.atomic():
+        stored = None
         if any(f in new_values for f in CONTENT_FIELDS):
             stored = ProfileUpdate.objects.filter(pk=update.pk).values_list(
                 "identity_type", "identity").first() or ("", "")
             _lock_visitor_of(update, (new_values.get("identity_type", stored[0]),
                                       new_values.get("identity", stored[1])))
         current = _locked(update)
+        if stored is not None and (current.identity_type, current.identity) != stored:
+            # Another edit moved it between the read and the row lock: lock what it is now.
+            open_changes.lock_visitors(current.connection_id, [
+                (current.identity_type, current.identity),
+                (new_values.get("identity_type", current.identity_type),
+                 new_values.get("identity", current.identity))])
         if current.status not in EDITABLE_STATES:
             raise _refuse(f"Update #{current.pk} is {current.get_status_display().lower()} and can no "
                           "longer be changed.", IMMUTABLE)

@@ -97,13 +97,15 @@ def conflicts(*, connection_id: int, identity_type: str, identity: str,
 
 def has_open_update(connection_id: int) -> Exists:
     """For a queryset of updates (an import's rows not yet live): whether their visitor has an
-    open live update — one statement, looked up by identity (upd_identity; the connection and
-    the identity type compared as expressions no index serves, so SQLite without statistics
-    does not walk the connection's history or every update of the type for each row)."""
+    open live update — one statement, looked up by identity (upd_identity; the connection,
+    identity type and status compared as expressions no index serves, so a planner without
+    statistics does not walk the connection's history, every update of the type or every open
+    update for each row)."""
     return Exists(ProfileUpdate.objects.annotate(
         connection_plain=F("connection_id") + 0,
         identity_type_plain=Concat("identity_type", Value(""), output_field=CharField()),
-    ).filter(connection_plain=connection_id, status__in=OPEN_STATES,
+        status_plain=Concat("status", Value(""), output_field=CharField()),
+    ).filter(connection_plain=connection_id, status_plain__in=OPEN_STATES,
              identity_type_plain=OuterRef("identity_type"), identity=OuterRef("identity")))
 
 

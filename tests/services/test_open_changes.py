@@ -423,3 +423,17 @@ def test_the_import_command_refuses_the_row_or_supersedes_with_its_option(
     assert ProfileUpdate.objects.get(pk=first.pk).status == S.CANCELLED
     assert superseded_events(first)[0].changes == {
         "superseded_by": ProfileUpdate.objects.get(import_job__isnull=False).pk}
+
+
+def test_a_claim_looks_past_updates_held_back_to_fill_its_batch(
+        stage_visitor, connection, operator, supervisor):
+    tier = stage_visitor({"loyaltyTier": "gold"})  # the lowest id, held back by `loan`
+    loan = stage_visitor({"loanStatus": "funded"})
+    for update in (loan, tier):
+        workflow.update_submit(update=update, by=operator)
+        workflow.update_approve(update=update, by=supervisor)
+    now = timezone.now()
+    claimed = claims.claim(conn=connection, owner="w", size=1, now=now,
+                           lease_until=now + dt.timedelta(minutes=5))
+    assert [u.pk for u in claimed] == [loan.pk]
+    assert ProfileUpdate.objects.get(pk=tier.pk).status == S.APPROVED

@@ -591,7 +591,7 @@ class Session:
 
     def stage(self, data: pd.DataFrame | Iterable[Mapping[str, Any]], *,
               connection: Any, submit: bool = False, keep_good: bool = False,
-              reason: str = DEFAULT_REASON) -> StageResult:
+              reason: str = DEFAULT_REASON, supersede: bool = False) -> StageResult:
         """Stage one update per row, with the import's columns and checks.
 
         Columns: ``identity_type`` (mboxPC or mbox3rdPartyId), ``identity``, then source names
@@ -600,6 +600,12 @@ class Session:
         saved — unless ``keep_good=True``, which saves the good rows. Needs the import
         permission (and submit, with ``submit=True``); refused as a whole otherwise
         (a ValidationError with code ``permission_denied``, as the services refuse).
+
+        One open change per visitor and attribute: a row setting an attribute that an open
+        update of its visitor sets (draft, pending, approved, sending, failed) is a bad row,
+        its error naming that update — unless ``supersede=True`` (needs the cancel permission):
+        then that update is cancelled, audited as superseded by the row's update, when the rows
+        are saved. A sending update is never superseded.
 
         Example::
 
@@ -612,18 +618,20 @@ class Session:
         """
         labels, header, rows = _table(data)
         return _orm.run(self._stage, labels, header, rows, connection=connection,
-                        submit=submit, keep_good=keep_good, reason=reason)
+                        submit=submit, keep_good=keep_good, reason=reason, supersede=supersede)
 
-    def _stage(self, labels, header, rows, *, connection, submit, keep_good, reason
-               ) -> StageResult:
+    def _stage(self, labels, header, rows, *, connection, submit, keep_good, reason,
+               supersede=False) -> StageResult:
         from django.core.exceptions import ValidationError
 
-        from updates import importing, mappings
+        from updates import importing, mappings, workflow
         from updates.models import ProfileUpdate, UpdateStatus
 
         user = self._user()
         conn = self._connection(connection)
         importing.require_import_permission(user, submit=submit)
+        if supersede:
+            workflow.require_supersede(user)
         # Checked once, against these mappings; the save refuses the lot if they change before it
         # commits (updates_stage_many compares their fingerprint under lock), as the import does.
         connection_mappings = mappings.active_mappings(conn)
@@ -646,6 +654,15 @@ class Session:
                     f"{p.column}: {p.message}" if p.column else p.message for p in found)
             else:
                 good.append((position, update))
+        # Open updates of the rows' visitors (the save looks again, with the visitors locked).
+        conflicting = {problem.row: problem for problem in checker.open_conflict_errors(
+            [(numbers[p], u) for p, u in good], supersede=supersede)}
+        if conflicting:
+            for position, _update in good:
+                if (problem := conflicting.get(numbers[position])) is not None:
+                    problems.append((position, problem.column, problem.message))
+                    row_errors[position] = f"{problem.column}: {problem.message}"
+            good = [(p, u) for p, u in good if numbers[p] not in conflicting]
         save = bool(good) and (keep_good or not problems)
         update_ids: list[Any] = [pd.NA] * len(rows)
         if save:
@@ -655,7 +672,7 @@ class Session:
             job = importing.rows_import(
                 connection=conn, rows=[u for _, u in good], by=user, fingerprint=fingerprint,
                 name=f"DataFrame staged from a notebook by {user.get_username()}",
-                submit=submit, reason=reason)
+                submit=submit, reason=reason, supersede=supersede)
             created = (ProfileUpdate.objects.filter(import_job=job)
                        .values_list("identity_type", "identity", "id"))
             by_visitor = {(t, i): pk for t, i, pk in created.iterator(chunk_size=5000)}
@@ -1013,22 +1030,23 @@ class Session:
         frame["connection"] = frame["connection"].astype("category")
         return frame
 
-    def revert(self, *, ids: Any, comment: str = "") -> Reverts:
+    def revert(self, *, ids: Any, comment: str = "", supersede: bool = False) -> Reverts:
         """Stage, per sent update, a revert carrying the values Target held before it was sent
         (verification.update_revert): a draft by this user, which goes through submit and
         approval like any other — so whoever stages a revert cannot approve it. An attribute
         that did not exist before cannot be removed through Target's API; the result says so per
         attribute. Refusals (not sent, no read from before the send, no permission) come back
-        per update, never raised.
+        per update, never raised — as is a visitor's open update setting one of the attributes
+        (`open_conflict`, naming it), unless ``supersede=True`` cancels it (as ``stage``).
 
         Example::
 
             reverts = nb.revert(ids=[41, 42], comment="wrong list")
             nb.submit(ids=reverts.ids)
         """
-        return _orm.run(self._revert, ids=ids, comment=comment)
+        return _orm.run(self._revert, ids=ids, comment=comment, supersede=supersede)
 
-    def _revert(self, *, ids, comment) -> Reverts:
+    def _revert(self, *, ids, comment, supersede=False) -> Reverts:
         from django.core.exceptions import ValidationError
 
         from updates import verification
@@ -1050,7 +1068,8 @@ class Session:
             else:
                 try:
                     revert, plan = verification.update_revert(update=update, by=user,
-                                                              comment=comment)
+                                                              comment=comment,
+                                                              supersede=supersede)
                 except ValidationError as error:
                     row["message"] = " ".join(error.messages)
                 else:

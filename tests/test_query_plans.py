@@ -150,3 +150,44 @@ def test_the_dashboards_at_target_links_list_through_the_acknowledgment_index(
     listing = [p for sql, p in plans.items() if '"verification_state" =' in sql]
     assert len(listing) >= 2 and all("INDEX upd_acknowledged (acknowledged_at>? AND "
                                      "acknowledged_at<?)" in p for p in listing), listing
+
+
+def test_the_claim_looks_up_its_visitors_other_updates_by_identity(connection, stage, operator,
+                                                                   supervisor):
+    # One update per visitor in flight (claims._one_per_visitor, and `due`'s subquery): looking
+    # for the visitor's other updates read the connection's whole history per due update (its
+    # foreign key index), or every update of the identity type.
+    from updates import claims, workflow
+
+    update = stage()
+    workflow.update_submit(update=update, by=operator)
+    workflow.update_approve(update=update, by=supervisor)
+    now = timezone.now()
+    plans = captured_plans(lambda: claims.claim(conn=connection, owner="w", size=10, now=now,
+                                                lease_until=now + dt.timedelta(minutes=1)))
+    (lookup,) = [p for sql, p in plans.items() if '"identity" IN' in sql]
+    assert lookup.startswith("SEARCH updates_profileupdate USING INDEX upd_identity"), lookup
+
+    sql, params = (claims.due(now=now, connection_id=connection.pk).values_list("id")
+                   .query.sql_with_params())
+    with db.cursor() as cursor:
+        cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
+        steps = [row[-1] for row in cursor.fetchall()]
+    assert "SEARCH U0 USING INDEX upd_identity (identity=?)" in steps, steps
+
+
+def test_an_import_looks_up_its_rows_visitors_open_updates_by_identity(connection, operator):
+    # importing._resolve_open runs while the import's last transaction holds the lock: one
+    # statement over its rows, each probing its visitor's updates through upd_identity.
+    from updates import open_changes
+
+    job = ImportJob.objects.create(connection=connection, created_by=operator, file_name="f",
+                                   file_format="csv", file_data=b"")
+    pending = ProfileUpdate.with_pending_imports.filter(import_pending_id=job.pk)
+    query = pending.filter(open_changes.has_open_update(connection.pk)).values_list("pk")
+    sql, params = query.query.sql_with_params()
+    with db.cursor() as cursor:
+        cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
+        steps = [row[-1] for row in cursor.fetchall()]
+    assert steps[0].startswith("SEARCH updates_profileupdate USING INDEX upd_import_pending"), steps
+    assert "SEARCH U0 USING INDEX upd_identity (identity=?)" in steps, steps

@@ -6,6 +6,11 @@ next-attempt time reached, or ``sending`` with a lease that ran out (a crashed w
 PostgreSQL the rows are picked with ``FOR NO KEY UPDATE SKIP LOCKED``, so workers on several
 machines take disjoint batches; on SQLite the IMMEDIATE transaction mode serializes claims.
 Claims that were not sent are released back to ``approved`` without an attempt.
+
+One visitor at a time, in approval order: an approved update is not due while another update of
+the same visitor (connection, identity type, identity) is sending, or approved earlier (by
+decided_at, then id) and still approved — so a visitor never has two updates in flight, and
+its updates reach Target in the order they were approved, whatever their ids (_one_per_visitor).
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import socket
 import uuid
 
 from django.db import connection as db, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import CharField, Exists, F, OuterRef, Q, QuerySet, Value
+from django.db.models.functions import Concat
 
 from . import workflow
 from .models import ProfileUpdate, TargetConnection, UpdateStatus
@@ -47,6 +53,28 @@ def dispatch_deadline(*, claimed_at: float, lease_seconds: float, run_deadline: 
     return lease_bound if run_deadline is None else min(lease_bound, run_deadline)
 
 
+def _behind_another() -> Exists:
+    """Another update of the same visitor is in flight, or was approved earlier and waits —
+    for `due` (a preview); the claim asks the same in Python (_one_per_visitor), because as a
+    correlated subquery a planner without statistics (SQLite always, PostgreSQL right after a
+    large import) read every approved update for each due one."""
+    ahead = (Q(status=S.SENDING)
+             | Q(status=S.APPROVED, decided_at__lt=OuterRef("decided_at"))
+             | Q(status=S.APPROVED, decided_at=OuterRef("decided_at"), id__lt=OuterRef("id")))
+    return Exists(_by_identity().annotate(  # the type as an expression too: see _by_identity
+        identity_type_plain=Concat("identity_type", Value(""), output_field=CharField()),
+    ).filter(ahead, connection_plain=OuterRef("connection_id"),
+             identity_type_plain=OuterRef("identity_type"),
+             identity=OuterRef("identity")).exclude(id=OuterRef("id")))
+
+
+def _by_identity() -> QuerySet[ProfileUpdate]:
+    """Updates (live or not: an import's rows are never approved or sending) to be looked up by
+    identity, through upd_identity: the connection is compared as an expression no index
+    serves, or a planner without statistics walks the connection's whole history instead."""
+    return ProfileUpdate.with_pending_imports.annotate(connection_plain=F("connection_id") + 0)
+
+
 def _due_conditions(now: dt.datetime) -> tuple[Q, Q]:
     approved_and_due = (
         Q(status=S.APPROVED)
@@ -60,16 +88,40 @@ def _due_conditions(now: dt.datetime) -> tuple[Q, Q]:
 def due(*, now: dt.datetime, connection_id: int) -> QuerySet[ProfileUpdate]:
     """Every update of the connection that a run may claim at `now`."""
     approved_and_due, lease_ran_out = _due_conditions(now)
-    return ProfileUpdate.objects.filter(approved_and_due | lease_ran_out,
+    return ProfileUpdate.objects.filter((approved_and_due & ~_behind_another()) | lease_ran_out,
                                         connection_id=connection_id)
 
 
 def _due_parts(*, now: dt.datetime, connection_id: int) -> list[QuerySet[ProfileUpdate]]:
     """`due` as two queries, each served in id order by the (connection, status, -id) index.
     The claim uses these: with the OR of `due`, SQLite walks every row of the connection —
-    0.5–1.5 s per claim with a million sent updates in the history (bench/quota_check.py)."""
+    0.5–1.5 s per claim with a million sent updates in the history (bench/quota_check.py).
+    They leave out no update behind another of its visitor; the claim does (_one_per_visitor)."""
     return [ProfileUpdate.objects.filter(condition, connection_id=connection_id)
             for condition in _due_conditions(now)]
+
+
+def _one_per_visitor(window: list[tuple], *, connection_id: int) -> list[tuple]:
+    """The rows of `window` (id, status, lease_owner, identity_type, identity, decided_at) that
+    no other update of their visitor holds back: one that is sending, or approved earlier (by
+    decided_at, then id) and still approved. One query for the window, by identity."""
+    approved = [row for row in window if row[1] == S.APPROVED]
+    if not approved:
+        return window
+    others: dict[tuple[str, str], list[tuple]] = {}
+    for other in _by_identity().filter(
+            connection_plain=connection_id, identity__in={row[4] for row in approved},
+            status__in=(S.APPROVED, S.SENDING)).order_by().values_list(
+            "id", "status", "identity_type", "identity", "decided_at"):
+        others.setdefault((other[2], other[3]), []).append(other)
+    floor = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+
+    def held_back(row: tuple) -> bool:
+        mine = (row[5] or floor, row[0])
+        return any(o[0] != row[0] and (o[1] == S.SENDING or (o[4] or floor, o[0]) < mine)
+                   for o in others.get((row[3], row[4]), []))
+
+    return [row for row in window if row[1] != S.APPROVED or not held_back(row)]
 
 
 def count_due(*, now: dt.datetime, connection_id: int, at_most: int) -> int:
@@ -93,13 +145,23 @@ def claim(*, conn: TargetConnection, owner: str, size: int, now: dt.datetime,
           lease_until: dt.datetime) -> list[ProfileUpdate]:
     """Lease the first `size` due updates of `conn` (by id) to `owner`; returns them."""
     with transaction.atomic():
-        # The first `size` due rows by id: the first `size` of each part, merged.
-        picked = sorted(
-            row
-            for part in _due_parts(now=now, connection_id=conn.pk)
-            for row in locking(part, skip_locked=True, no_key=True)
-            .order_by("id").values_list("id", "status", "lease_owner")[:size]
-        )[:size]
+        # The first `size` due rows by id (the first `size` of each part, merged), window after
+        # window, less those another update of their visitor holds back.
+        picked: list[tuple] = []
+        after = 0
+        while len(picked) < size:
+            window = sorted(
+                row
+                for part in _due_parts(now=now, connection_id=conn.pk)
+                for row in locking(part.filter(id__gt=after), skip_locked=True, no_key=True)
+                .order_by("id").values_list("id", "status", "lease_owner", "identity_type",
+                                            "identity", "decided_at")[:size]
+            )[:size]
+            if not window:
+                break
+            after = window[-1][0]
+            picked += _one_per_visitor(window, connection_id=conn.pk)
+        picked = [row[:3] for row in picked[:size]]
         if not picked:
             return []
         ids = [row[0] for row in picked]

@@ -19,6 +19,8 @@ IMMUTABLE = "immutable"  # sending, sent and cancelled updates never change
 COMMENT_REQUIRED = "comment_required"  # a rejection needs a reason
 NOT_UPLOADER = "not_uploader"  # only the uploader confirms an import
 STALE = "stale"  # a decision named content or a state that is no longer the update's
+OPEN_CONFLICT = "open_conflict"  # the visitor has an open update setting the same attribute
+IN_FLIGHT = "in_flight"  # a sending update cannot be superseded: it is on its way to Target
 
 
 class Refused(ValidationError):

@@ -19,6 +19,14 @@ Two rows for the same visitor (same identity type and identity) in one file are 
 second row's error names both row numbers. Which of two values "wins" depends on the order rows
 were exported in, which nobody checks; merge the rows into one instead.
 
+One open change per visitor and attribute (open_changes.py): a row setting an attribute that an
+open update of its visitor sets is refused — by the preview, per row, naming the open update —
+unless the import supersedes (`supersede=True`, ImportJob.supersede_open: the uploader may
+cancel updates): then each such update is cancelled, audited "superseded" by the row's update,
+in the transaction that makes the import live. That transaction locks the import's visitors and
+looks again; whatever turned up since the preview refuses the whole import, or is superseded.
+A sending update is never superseded: its row is refused either way.
+
 Files: CSV as UTF-8, with or without a byte-order mark, comma-separated (semicolon- or
 tab-separated files, as some spreadsheet locales save them, are recognised from the header);
 XLSX: the first worksheet. Memory stays bounded: rows are streamed from the stored file — or,
@@ -69,7 +77,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from . import mappings, workflow
+from . import mappings, open_changes, workflow
 from .conf import setting
 from .errors import NOT_UPLOADER, WRONG_STATE, Refused, require_perm
 from .models import AttributeMapping, AuditEvent, ImportJob, ProfileUpdate, TargetConnection
@@ -663,6 +671,26 @@ class RowChecker:
             return problems, None
         return [], {"identity_type": identity_type, "identity": identity, "attributes": attributes}
 
+    def open_conflict_errors(self, numbered: Sequence[tuple[int, dict[str, Any]]], *,
+                             supersede: bool = False) -> list[RowError]:
+        """One error per checked row (number, update) whose visitor has an open update setting
+        one of its attributes (with `supersede`: only a sending one, which cannot be)."""
+        found = open_changes.conflicts_for_rows(self.connection.pk, [u for _, u in numbered])
+        errors = []
+        for position, hits in sorted(found.items()):
+            number, update = numbered[position]
+            if supersede:
+                hits = [(u, shared) for u, shared in hits if u.status == open_changes.S.SENDING]
+            if not hits:
+                continue
+            message = open_changes.conflict_message(update["identity_type"], update["identity"],
+                                                    hits)
+            if supersede:
+                message += " A sending update cannot be superseded."
+            errors.append(RowError(number, self._source_by_target.get(hits[0][1][0], ""),
+                                   message))
+        return errors
+
     def _locate(self, key: str, message: str) -> tuple[str, str]:
         """(column, message) for a check_content problem: its source column where one is named."""
         if key in IDENTITY_COLUMNS:
@@ -694,11 +722,23 @@ def _without_prefix(source: str, message: str) -> str:
 def check_file(*, connection: TargetConnection, data: Source, file_format: str,
                progress: Callable[[int], None] | None = None, progress_every: int = 1000,
                connection_mappings: list[AttributeMapping] | None = None,
-               digest: Any = None) -> CheckResult:
+               digest: Any = None, supersede: bool = False) -> CheckResult:
     """Read and check every row; save nothing. `progress(rows_checked)` is called as it goes.
     Held in memory: the stored errors and a hash per visitor, never the rows. A row whose
-    visitor hash was seen before is looked at again in a second pass, run only then."""
+    visitor hash was seen before is looked at again in a second pass, run only then. Valid rows
+    are looked up, a few hundred at a time, for open updates of their visitors setting the same
+    attributes (RowChecker.open_conflict_errors; with `supersede` only sending ones refuse)."""
     result = CheckResult()
+    valid: list[tuple[int, dict[str, Any]]] = []
+    conflicts_found = False
+
+    def look_up_open() -> None:
+        nonlocal conflicts_found
+        for problem in checker.open_conflict_errors(valid, supersede=supersede):
+            conflicts_found = True
+            result.add(problem)
+        valid.clear()
+
     try:
         header, rows = read_table(data, file_format, digest=digest)
         checker = RowChecker(connection=connection, header=header,
@@ -710,15 +750,23 @@ def check_file(*, connection: TargetConnection, data: Source, file_format: str,
                 continue
             result.total_rows += 1
             if not checker.header_errors:
-                for problem in checker.check(number, cells)[0]:
+                problems, update = checker.check(number, cells)
+                for problem in problems:
                     result.add(problem)
+                if update is not None:
+                    valid.append((number, update))
+                    if len(valid) == open_changes.LOOKUP_CHUNK:
+                        look_up_open()
             if progress and result.total_rows % progress_every == 0:
                 progress(result.total_rows)
+        look_up_open()
     except ImportFileError as error:
         result.add(RowError(error.row, error.column, str(error)))
     else:
         if checker.duplicate_suspects:
             _add_duplicates(result, checker, data, file_format)
+        elif conflicts_found:
+            result.errors.sort(key=lambda e: e.row or 0)
     if result.valid and result.total_rows == 0:
         result.add(RowError(None, "", "The file has a header but no rows to import."))
     return result
@@ -768,7 +816,7 @@ def _valid_updates(connection: TargetConnection, data: Source, file_format: str,
 def import_job_create(*, connection: TargetConnection, file_name: str,
                       file_data: bytes | None = None, file_path: os.PathLike | None = None, by,
                       submit: bool = False, progress: Callable[[int], None] | None = None,
-                      background: bool | None = None) -> ImportJob:
+                      background: bool | None = None, supersede: bool = False) -> ImportJob:
     """Check a file and keep it as an ImportJob: queued (awaiting confirmation) if every row is
     valid, invalid with its errors otherwise. No update is created here — this is the preview.
 
@@ -781,8 +829,13 @@ def import_job_create(*, connection: TargetConnection, file_name: str,
     limit: it is stored in the database) does not apply — the row and cell limits do. The job
     keeps the file's SHA-256, and import_job_run(file_path=...) saves only that same file. An
     XLSX file is read whole, as an upload.
+
+    `supersede`: rows for a visitor and attribute with an open update cancel it when the import
+    saves (needs the cancel permission); without it such rows are errors of the preview.
     """
     require_import_permission(by, submit=submit)
+    if supersede:
+        workflow.require_supersede(by)
     import_jobs_interrupted_discard()  # cheap; keeps dead imports from lingering unseen
     if (file_data is None) == (file_path is None):
         raise TypeError("give either file_data or file_path")
@@ -798,7 +851,7 @@ def import_job_create(*, connection: TargetConnection, file_name: str,
         else:
             return _create_streamed(connection=connection, file_name=file_name,
                                     file_path=file_path, by=by, submit=submit,
-                                    progress=progress)
+                                    progress=progress, supersede=supersede)
     if len(file_data) > MAX_FILE_BYTES:
         raise ValidationError(f"The file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB; "
                               "split it into several imports.", code="too_large")
@@ -811,7 +864,7 @@ def import_job_create(*, connection: TargetConnection, file_name: str,
                       or declares_large(file_data, file_format))
     fields = dict(connection=connection, created_by=by,
                   file_name=_storable(file_name or "upload")[:255], file_format=file_format,
-                  submit_after_import=submit)
+                  submit_after_import=submit, supersede_open=supersede)
     if background:
         job = ImportJob.objects.create(**fields, file_data=file_data,
                                        status=ImportJob.Status.CHECKING)
@@ -825,7 +878,8 @@ def import_job_create(*, connection: TargetConnection, file_name: str,
     digest = hashlib.sha256()
     result = check_file(connection=connection, data=file_data, file_format=file_format,
                         progress=progress, progress_every=10_000,
-                        connection_mappings=connection_mappings, digest=digest)
+                        connection_mappings=connection_mappings, digest=digest,
+                        supersede=supersede)
     job = ImportJob.objects.create(**fields, **_checked_state(result, file_data,
                                                               connection_mappings, digest))
     logger.info("import job %s checked: %s rows, %s problems", job.pk, result.total_rows,
@@ -835,16 +889,18 @@ def import_job_create(*, connection: TargetConnection, file_name: str,
 
 
 def _create_streamed(*, connection: TargetConnection, file_name: str, file_path: os.PathLike,
-                     by, submit: bool, progress: Callable[[int], None] | None) -> ImportJob:
+                     by, submit: bool, progress: Callable[[int], None] | None,
+                     supersede: bool = False) -> ImportJob:
     """import_job_create for a CSV file read from disk: checked here, in one streamed pass."""
     connection_mappings = mappings.active_mappings(connection)
     digest = hashlib.sha256()
     result = check_file(connection=connection, data=Path(file_path), file_format="csv",
                         progress=progress, progress_every=10_000,
-                        connection_mappings=connection_mappings, digest=digest)
+                        connection_mappings=connection_mappings, digest=digest,
+                        supersede=supersede)
     job = ImportJob.objects.create(
         connection=connection, created_by=by, file_name=_storable(file_name or "upload")[:255],
-        file_format="csv", submit_after_import=submit,
+        file_format="csv", submit_after_import=submit, supersede_open=supersede,
         **_checked_state(result, b"", connection_mappings, digest))
     logger.info("import job %s checked: %s rows, %s problems", job.pk, result.total_rows,
                 result.error_count, extra={"import_job_id": job.pk,
@@ -888,7 +944,8 @@ def import_job_check(*, job: ImportJob) -> ImportJob:
         result = check_file(
             connection=connection, data=data, file_format=job.file_format,
             progress=lambda n: ImportJob.objects.filter(pk=job.pk).update(processed_rows=n),
-            progress_every=10_000, connection_mappings=connection_mappings, digest=digest)
+            progress_every=10_000, connection_mappings=connection_mappings, digest=digest,
+            supersede=job.supersede_open)
         ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.CHECKING).update(
             **_checked_state(result, data, connection_mappings, digest))
     except ValidationError as error:  # refused: rights withdrawn since the upload
@@ -1017,7 +1074,8 @@ def _reload(job: ImportJob) -> None:
 
 
 _STATE_FIELDS = ("status", "file_format", "submit_after_import", "total_rows", "processed_rows", "created_updates", "errors",
-                 "error_count", "finished_at", "mappings_fingerprint", "file_sha256")
+                 "error_count", "finished_at", "mappings_fingerprint", "file_sha256",
+                 "supersede_open")
 
 
 MAPPINGS_CHANGED = ("The attribute mappings of {label} changed after this file was checked, so "
@@ -1091,12 +1149,18 @@ def _make_live(job: ImportJob, *, by, connection: TargetConnection, fingerprint:
                created: int) -> None:
     """End an import whose rows are all written (not yet live): make them live, all at once —
     one statement, however many rows — with the import's one audit row in the same transaction
-    (each update references the job: import_job), refusing if the mappings changed meanwhile."""
+    (each update references the job: import_job), refusing if the mappings changed meanwhile —
+    and, with the import's visitors locked, refusing (or superseding) open updates that set an
+    attribute a row sets (_resolve_open)."""
+    pending = ProfileUpdate.with_pending_imports.filter(import_pending_id=job.pk)
     with transaction.atomic():
+        open_changes.lock_visitors(connection.pk, pending.values_list(
+            "identity_type", "identity").iterator(chunk_size=SAVE_CHUNK_ROWS))
         locked = mappings.active_mappings(connection, lock=True)
         if mappings.mappings_fingerprint(locked) != fingerprint:
             raise ValidationError(MAPPINGS_CHANGED.format(label=connection.label),
                                   code="mappings_changed")
+        _resolve_open(job, by=by, connection=connection, pending=pending)
         now = timezone.now()
         ProfileUpdate.with_pending_imports.filter(import_pending_id=job.pk).update(
             import_pending=None)
@@ -1109,16 +1173,48 @@ def _make_live(job: ImportJob, *, by, connection: TargetConnection, fingerprint:
                 extra={"import_job_id": job.pk, "connection": connection.client_code})
 
 
+def _resolve_open(job: ImportJob, *, by, connection: TargetConnection, pending: Any) -> None:
+    """In _make_live's transaction, the visitors locked: the open (live) updates that set an
+    attribute one of the job's rows sets are superseded by that row's update when the job
+    supersedes, and refuse the whole import (`open_conflict`, each one named) otherwise."""
+    if job.supersede_open:
+        workflow.require_supersede(by)
+    problems: list[str] = []
+    last = 0
+    # Only the rows whose visitor has an open update come back (usually none): one statement
+    # over the rows, not the rows read here, while the transaction holds the lock.
+    candidates = pending.filter(open_changes.has_open_update(connection.pk))
+    while chunk := list(candidates.filter(pk__gt=last).order_by("pk").values(
+            "pk", "identity_type", "identity", "attributes")[:SAVE_CHUNK_ROWS]):
+        last = chunk[-1]["pk"]
+        for position, found in open_changes.conflicts_for_rows(connection.pk, chunk).items():
+            row = chunk[position]
+            if job.supersede_open:
+                workflow.supersede_open([u for u, _ in found], by=by,
+                                        new=ProfileUpdate(pk=row["pk"]))
+            else:
+                problems.append(open_changes.conflict_message(row["identity_type"],
+                                                              row["identity"], found))
+    if problems:
+        raise ValidationError([ValidationError(p, code=open_changes.OPEN_CONFLICT)
+                               for p in problems[:MAX_STORED_ERRORS]])
+
+
 def rows_import(*, connection: TargetConnection, rows: Sequence[dict[str, Any]], by,
-                fingerprint: str, name: str, submit: bool = False, reason: str = "") -> ImportJob:
+                fingerprint: str, name: str, submit: bool = False, reason: str = "",
+                supersede: bool = False) -> ImportJob:
     """Save rows already checked against the mappings with `fingerprint` (RowChecker) as one
     import — the notebook's DataFrames: an ImportJob named `name`, written in short transactions
     invisible until the end, then live together with one audit row, exactly as a file's import.
-    All or nothing: on any failure the rows written so far are deleted and the error raised."""
+    All or nothing: on any failure the rows written so far are deleted and the error raised.
+    `supersede`: as import_job_create's."""
     require_import_permission(by, submit=submit)
+    if supersede:
+        workflow.require_supersede(by)
     job = ImportJob.objects.create(
         connection=connection, created_by=by, file_name=name[:255], file_format="rows",
-        file_data=b"", submit_after_import=submit, status=ImportJob.Status.RUNNING,
+        file_data=b"", submit_after_import=submit, supersede_open=supersede,
+        status=ImportJob.Status.RUNNING,
         total_rows=len(rows), mappings_fingerprint=fingerprint, started_at=timezone.now())
     try:
         created = 0

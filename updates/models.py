@@ -556,12 +556,27 @@ class ImportJob(models.Model):
     # SHA-256 of the file the preview checked; the import saves only that very file (a file
     # streamed from disk by `import_updates` is not stored, so it could change in between).
     file_sha256 = models.CharField(max_length=64, blank=True, default="", editable=False)
+    # The uploader chose to supersede: a row for a visitor and attribute with an open update
+    # cancels that update (audited "superseded") instead of refusing the file (open_changes.py).
+    supersede_open = models.BooleanField(default=False, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"import #{self.pk} {self.file_name}"
+
+
+class VisitorLock(models.Model):
+    """One of a fixed number of lock rows; a visitor (connection, identity type, identity) hashes
+    to one. Every service that creates or reopens an update locks its visitor's row first, so
+    two changes of one visitor never check for open updates at the same time (open_changes.py
+    says why a lock and not an index)."""
+
+    stripe = models.PositiveIntegerField(primary_key=True)
+
+    def __str__(self) -> str:
+        return f"visitor lock {self.stripe}"
 
 
 class SchedulerHeartbeat(models.Model):

@@ -524,10 +524,13 @@ def _not_restorable(prior: dict, mapping) -> str | None:
     return None
 
 
-def update_revert(*, update: ProfileUpdate, by, comment: str = "") -> tuple[ProfileUpdate, RevertPlan]:
+def update_revert(*, update: ProfileUpdate, by, comment: str = "",
+                  supersede: bool = False) -> tuple[ProfileUpdate, RevertPlan]:
     """Stage (as a draft by `by`) an update that puts back the values Target held before `update`
     was sent. It goes through submit and approval like any other — so whoever stages a revert
-    cannot approve it. Raises ValidationError, staging nothing, when nothing can be reverted."""
+    cannot approve it. Raises ValidationError, staging nothing, when nothing can be reverted —
+    or (`open_conflict`) when the visitor has an open update setting one of those attributes,
+    unless `supersede` (workflow.update_stage)."""
     require_perm(by, workflow.PERM_STAGE, "You do not have permission to stage profile updates.")
     plan = revert_plan(ProfileUpdate.objects.get(pk=update.pk))
     if not plan.attributes:
@@ -539,7 +542,7 @@ def update_revert(*, update: ProfileUpdate, by, comment: str = "") -> tuple[Prof
             connection=update.connection, identity_type=update.identity_type,
             identity=update.identity, attributes=plan.attributes, by=by,
             # Not cut to fit: a comment longer than a reason holds is refused, not trimmed.
-            reason=comment.strip() or f"Revert of update #{update.pk}")
+            reason=comment.strip() or f"Revert of update #{update.pk}", supersede=supersede)
         note = f"Revert staged as update #{revert.pk}."
         if plan.not_revertible:
             note += " Not revertible: " + "; ".join(

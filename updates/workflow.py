@@ -26,9 +26,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from . import mappings, rows
-from .errors import (COMMENT_REQUIRED, IMMUTABLE, OWN_UPDATE, STALE, WRONG_STATE, Refused,
-                     require_perm)
+from . import mappings, open_changes, rows
+from .errors import (COMMENT_REQUIRED, IMMUTABLE, IN_FLIGHT, OWN_UPDATE, STALE, WRONG_STATE,
+                     Refused, require_perm)
 from .models import AuditEvent, ProfileUpdate, TargetConnection, UpdateStatus
 from .validation import comment_errors, reason_errors, validate_update_content
 
@@ -87,6 +87,10 @@ TRANSITIONS: tuple[Transition, ...] = (
                "Re-queue for approval"),
     Transition("cancel", (S.DRAFT, S.PENDING, S.APPROVED), S.CANCELLED, (PERM_CANCEL,),
                "cancelled", "Cancel update"),
+    # One open change per visitor and attribute (open_changes.py): a new update that sets an
+    # attribute an open one sets cancels it when its author supersedes it. Not a sending one.
+    Transition("supersede", (S.DRAFT, S.PENDING, S.APPROVED, S.FAILED), S.CANCELLED,
+               (PERM_CANCEL,), "superseded"),
     Transition("claim", (S.APPROVED,), S.SENDING, (SENDER,), "claimed"),
     Transition("reclaim", (S.SENDING,), S.SENDING, (SENDER,), "reclaimed"),
     Transition("release", (S.SENDING,), S.APPROVED, (SENDER,), "released"),
@@ -326,20 +330,86 @@ def _add_author(update: ProfileUpdate, user) -> None:
     update.content_authors.add(user)
 
 
+# --- one open change per visitor and attribute (open_changes.py) -----------------------------
+
+def _lock_visitor_of(update: ProfileUpdate, *also: tuple[str, str]) -> None:
+    """Lock the visitor `update` is stored with (and `also`), before its row: every service
+    takes the visitor lock first, then update rows, then mappings — one order, no deadlock."""
+    stored = (ProfileUpdate.objects.filter(pk=update.pk)
+              .values_list("connection_id", "identity_type", "identity").first())
+    if stored is not None:
+        open_changes.lock_visitors(stored[0], [stored[1:], *also])
+
+
+def _open_conflicts(*, connection_id: int, identity_type: str, identity: str,
+                    attributes: Iterable[str], by, supersede: bool,
+                    exclude_pk: int | None = None) -> list[ProfileUpdate]:
+    """Under the visitor's lock: refuse (`open_conflict`) when another open update of the
+    visitor sets one of `attributes`, unless `supersede`; then return those updates, for
+    supersede_open once the new one is saved (refused, `in_flight`, if one is sending)."""
+    found = open_changes.conflicts(connection_id=connection_id, identity_type=identity_type,
+                                   identity=identity, attributes=attributes,
+                                   exclude_pk=exclude_pk)
+    if not found:
+        return []
+    if not supersede:
+        raise open_changes.refuse(identity_type, identity, found)
+    require_supersede(by)
+    for update, _shared in found:
+        if update.status == S.SENDING:
+            raise _in_flight(update)
+    return [update for update, _shared in found]
+
+
+def require_supersede(by) -> None:
+    """Superseding cancels other updates: it needs the right to (T["supersede"])."""
+    _require_for(by, T["supersede"])
+
+
+def _in_flight(update: ProfileUpdate) -> Refused:
+    return _refuse(f"Update #{update.pk} is being sent to Target now and cannot be superseded; "
+                   "wait until it is sent or fails.", IN_FLIGHT)
+
+
+def supersede_open(older: Iterable[ProfileUpdate], *, by, new: ProfileUpdate) -> None:
+    """Cancel each of `older` as superseded by `new`, audited with its id, in the caller's
+    transaction (which holds the visitor's lock). A claim may have taken one meanwhile: its
+    row is locked here, so that is seen and refused (`in_flight`)."""
+    transition = T["supersede"]
+    for update in older:
+        current = _locked(update)
+        if current.status == S.SENDING:
+            raise _in_flight(current)
+        if not transition.allows(current.status):
+            continue  # no longer open: nothing to supersede
+        from_status = current.status
+        current.status = transition.target
+        current.save(update_fields=["status"])
+        _audit(current, by=by, action=transition, from_status=from_status,
+               comment=f"Superseded by update #{new.pk}.", changes={"superseded_by": new.pk})
+
+
 def update_stage(*, connection: TargetConnection, identity_type: str, identity: str,
                  attributes: dict[str, str], by, reason: str = "",
-                 not_before: dt.datetime | None = None) -> ProfileUpdate:
-    """Create a draft. Raises ValidationError (per field) and saves nothing if anything is wrong."""
+                 not_before: dt.datetime | None = None,
+                 supersede: bool = False) -> ProfileUpdate:
+    """Create a draft. Raises ValidationError (per field) and saves nothing if anything is wrong.
+    Refused (`open_conflict`) when the visitor has an open update setting one of the same
+    attributes, unless `supersede`: then that update is cancelled, superseded by this one."""
     transition = T["stage"]
     _require_for(by, transition)
     now = timezone.now()
     with transaction.atomic():
+        open_changes.lock_visitors(connection.pk, [(identity_type, identity)])
         # Checked inside the saving transaction against locked mappings: what is saved is what
         # passed the rules as they are when it is saved, not as they were when the form loaded.
         _refresh_active(connection)
         check_content(connection=connection, identity_type=identity_type, identity=identity,
                       attributes=attributes, reason=reason,
                       connection_mappings=mappings.active_mappings(connection, lock=True))
+        older = _open_conflicts(connection_id=connection.pk, identity_type=identity_type,
+                                identity=identity, attributes=attributes, by=by,
+                                supersede=supersede)
         update = ProfileUpdate.objects.create(
             connection=connection, identity_type=identity_type, identity=identity,
             attributes=dict(attributes), reason=reason, not_before=not_before,
@@ -349,19 +419,34 @@ def update_stage(*, connection: TargetConnection, identity_type: str, identity: 
         _add_author(update, by)
         _audit(update, by=by, action=transition, from_status="", at=now, changes={
             f: {"before": None, "after": _json(getattr(update, f))} for f in EDITABLE_FIELDS})
+        supersede_open(older, by=by, new=update)
     return update
 
 
-def update_edit(*, update: ProfileUpdate, by, **new_values: Any) -> ProfileUpdate:
+def update_edit(*, update: ProfileUpdate, by, supersede: bool = False,
+                **new_values: Any) -> ProfileUpdate:
     """Change fields of an update. Changing its identity or attributes makes `by` one of its
     content authors and, after submission, sends it back to draft and clears its approval;
-    sent, sending and cancelled updates never change."""
+    sent, sending and cancelled updates never change. New content that sets an attribute
+    another open update of the visitor sets is refused (`open_conflict`) unless `supersede`."""
     _require_for(by, T["edit_content"])
     unknown = set(new_values) - set(EDITABLE_FIELDS)
     if unknown:
         raise ValueError(f"not editable: {', '.join(sorted(unknown))}")
     with transaction.atomic():
+        stored = None
+        if any(f in new_values for f in CONTENT_FIELDS):
+            stored = ProfileUpdate.objects.filter(pk=update.pk).values_list(
+                "identity_type", "identity").first() or ("", "")
+            _lock_visitor_of(update, (new_values.get("identity_type", stored[0]),
+                                      new_values.get("identity", stored[1])))
         current = _locked(update)
+        if stored is not None and (current.identity_type, current.identity) != stored:
+            # Another edit moved it between the read and the row lock: lock what it is now.
+            open_changes.lock_visitors(current.connection_id, [
+                (current.identity_type, current.identity),
+                (new_values.get("identity_type", current.identity_type),
+                 new_values.get("identity", current.identity))])
         if current.status not in EDITABLE_STATES:
             raise _refuse(f"Update #{current.pk} is {current.get_status_display().lower()} and can no "
                           "longer be changed.", IMMUTABLE)
@@ -380,6 +465,10 @@ def update_edit(*, update: ProfileUpdate, by, **new_values: Any) -> ProfileUpdat
         elif "reason" in changes and (problems := reason_errors(new_values["reason"])):
             # A reason-only edit is not blocked by content that later became invalid.
             raise ValidationError({"reason": problems})
+        older = _open_conflicts(
+            connection_id=current.connection_id, identity_type=merged["identity_type"],
+            identity=merged["identity"], attributes=merged["attributes"], by=by,
+            supersede=supersede, exclude_pk=current.pk) if content_changed else []
         from_status = current.status
         for f, v in new_values.items():
             setattr(current, f, v)
@@ -397,6 +486,7 @@ def update_edit(*, update: ProfileUpdate, by, **new_values: Any) -> ProfileUpdat
             _add_author(current, by)
         _audit(current, by=by, action=T["edit_content"] if back_to_draft else "edited",
                from_status=from_status, changes=changes, at=current.last_edited_at)
+        supersede_open(older, by=by, new=current)
     _refresh_caller_copy(update, current)
     return update
 
@@ -420,9 +510,14 @@ def _check_comment(comment: Any) -> None:
 
 def _transition(update: ProfileUpdate, *, by, transition: Transition, comment: str = "",
                 mutate: Callable[[ProfileUpdate], list[str]] | None = None,
-                shown: str | None = None) -> ProfileUpdate:
+                shown: str | None = None, supersede: bool | None = None) -> ProfileUpdate:
+    """`shown`: the content fingerprint the person saw (decisions), refused as `stale` when it
+    differs. `supersede`: None for moves that need no look at the visitor's other open updates;
+    True/False for those that queue an update (submit, re-queue): see _open_conflicts."""
     _check_comment(comment)
     with transaction.atomic():
+        if supersede is not None:
+            _lock_visitor_of(update)
         current = _locked(update)
         if shown is not None:
             if transition.four_eyes:
@@ -434,11 +529,16 @@ def _transition(update: ProfileUpdate, *, by, transition: Transition, comment: s
                 f"{transition.action} from that state.", WRONG_STATE)
         if transition.four_eyes:
             _four_eyes(current, by)
+        older = [] if supersede is None else _open_conflicts(
+            connection_id=current.connection_id, identity_type=current.identity_type,
+            identity=current.identity, attributes=current.attributes, by=by,
+            supersede=supersede, exclude_pk=current.pk)
         from_status = current.status
         fields = mutate(current) if mutate else []
         current.status = transition.target
         current.save(update_fields=["status", *fields])
         _audit(current, by=by, action=transition, from_status=from_status, comment=comment)
+        supersede_open(older, by=by, new=current)
     _refresh_caller_copy(update, current)
     return update
 
@@ -476,7 +576,10 @@ def _own_update_message(update: ProfileUpdate) -> str:
             "someone else must decide on it (four-eyes rule).")
 
 
-def update_submit(*, update: ProfileUpdate, by, comment: str = "") -> ProfileUpdate:
+def update_submit(*, update: ProfileUpdate, by, comment: str = "",
+                  supersede: bool = False) -> ProfileUpdate:
+    """Draft → pending; refused (`open_conflict`) while another open update of the visitor sets
+    one of its attributes (one staged before the rule), unless `supersede`."""
     transition = T["submit"]
     _require_for(by, transition)
 
@@ -484,7 +587,8 @@ def update_submit(*, update: ProfileUpdate, by, comment: str = "") -> ProfileUpd
         u.submitted_at = timezone.now()
         return ["submitted_at"]
 
-    return _transition(update, by=by, transition=transition, comment=comment, mutate=mutate)
+    return _transition(update, by=by, transition=transition, comment=comment, mutate=mutate,
+                       supersede=supersede)
 
 
 def _decide(update: ProfileUpdate, *, by, transition: Transition, comment: str,
@@ -537,11 +641,15 @@ def _requeue_transition(update: ProfileUpdate) -> Transition:
     return T["requeue"] if keeps_approval else T["requeue_for_approval"]
 
 
-def update_requeue(*, update: ProfileUpdate, by, comment: str = "") -> ProfileUpdate:
+def update_requeue(*, update: ProfileUpdate, by, comment: str = "",
+                   supersede: bool = False) -> ProfileUpdate:
     """A failed update gets a fresh attempt budget, keeping its approval when its content is
-    what was approved (see _requeue_transition); its content authors stay its authors."""
+    what was approved (see _requeue_transition); its content authors stay its authors.
+    Refused (`open_conflict`) while another open update of the visitor sets one of its
+    attributes, unless `supersede`."""
     _require_for(by, T["requeue"])
     with transaction.atomic():
+        _lock_visitor_of(update)
         transition = _requeue_transition(_locked(update))
 
         def mutate(u: ProfileUpdate) -> list[str]:
@@ -556,10 +664,30 @@ def update_requeue(*, update: ProfileUpdate, by, comment: str = "") -> ProfileUp
                            "submitted_at"]
             return fields
 
-        return _transition(update, by=by, transition=transition, comment=comment, mutate=mutate)
+        return _transition(update, by=by, transition=transition, comment=comment, mutate=mutate,
+                           supersede=supersede)
 
 
 # --- many at once (admin actions, queue, commands) -------------------------------------------
+
+def _refuse_open_rows(connection: TargetConnection, rows: list[dict[str, Any]]) -> None:
+    """Refuse (`open_conflict`) rows setting an attribute of a visitor that an open update or
+    an earlier row sets."""
+    problems = []
+    first: dict[tuple[str, str, str], int] = {}
+    for number, r in enumerate(rows, start=1):
+        for name in r["attributes"]:
+            seen = first.setdefault((r["identity_type"], r["identity"], name), number)
+            if seen != number:
+                problems.append(f"Row {number}: sets profile.{name} of the same visitor as row "
+                                f"{seen}; one open change per visitor and attribute.")
+    for position, found in open_changes.conflicts_for_rows(connection.pk, rows).items():
+        r = rows[position]
+        problems.append(f"Row {position + 1}: "
+                        + open_changes.conflict_message(r["identity_type"], r["identity"], found))
+    if problems:
+        raise Refused(" ".join(problems), code=open_changes.OPEN_CONFLICT)
+
 
 @dataclass
 class BulkOutcome:
@@ -595,6 +723,9 @@ def updates_stage_many(*, connection: TargetConnection, rows: list[dict[str, Any
     import writes the job's one "imported" AuditEvent in the transaction that makes them all
     live (importing.py), and the timeline shows it for each of them with the update's first
     state (selectors.update_timeline). Content authors are written either way (four eyes).
+    Rows written live (no `import_job`) are refused (`open_conflict`) when a visitor has an open
+    update setting one of the same attributes, or two rows set one visitor's attribute; an
+    import looks when it makes its rows live (importing.py), where it may supersede.
     """
     transition = T["import_and_submit"] if submit else T["import"]
     _require_for(by, transition)
@@ -610,6 +741,9 @@ def updates_stage_many(*, connection: TargetConnection, rows: list[dict[str, Any
     Author = ProfileUpdate.content_authors.through
     created = 0
     with transaction.atomic():
+        if import_job is None:
+            open_changes.lock_visitors(connection.pk,
+                                       ((r["identity_type"], r["identity"]) for r in rows))
         _refresh_active(connection)
         if not connection.active:
             raise ValidationError({"connection": [f"Connection {connection.label} is inactive."]})
@@ -627,6 +761,8 @@ def updates_stage_many(*, connection: TargetConnection, rows: list[dict[str, Any
                 f"The attribute mappings of {connection.label} changed after these rows were "
                 "checked; check them again against the mappings as they are now.",
                 code="mappings_changed")
+        if import_job is None:
+            _refuse_open_rows(connection, rows)
         for start in range(0, len(rows), 2000):
             chunk = rows[start:start + 2000]
             objs = ProfileUpdate.objects.bulk_create([

@@ -45,6 +45,11 @@ class ImportUploadForm(forms.Form):
     submit = forms.BooleanField(
         required=False, label="Submit for approval at once",
         help_text="Otherwise the updates are created as drafts for you to review and submit.")
+    supersede = forms.BooleanField(
+        required=False, label="Cancel the open update(s) and replace them",
+        help_text="A row for a visitor with an open update setting one of the same attributes "
+                  "is refused unless this is ticked; then that update is cancelled (audited as "
+                  "superseded by the row's update) when the import saves. Never a sending one.")
 
     def clean_file(self):
         upload = self.cleaned_data["file"]
@@ -133,7 +138,8 @@ class ImportJobAdmin(OfferedLookupsAdmin):
             try:
                 job = importing.import_job_create(
                     connection=form.cleaned_data["connection"], file_name=upload.name,
-                    file_data=upload.read(), by=request.user, submit=form.cleaned_data["submit"])
+                    file_data=upload.read(), by=request.user, submit=form.cleaned_data["submit"],
+                    supersede=form.cleaned_data["supersede"])
             except ValidationError as error:
                 form.add_error("file", error)
             else:

@@ -32,7 +32,8 @@ def revert_view(request: HttpRequest, pk: int) -> HttpResponse:
     back = HttpResponseRedirect(reverse("admin:updates_profileupdate_change", args=[update.pk]))
     try:
         revert, plan = verification.update_revert(update=update, by=request.user,
-                                                  comment=request.POST.get("comment", ""))
+                                                  comment=request.POST.get("comment", ""),
+                                                  supersede=request.POST.get("supersede") == "1")
     except ValidationError as error:
         messages.error(request, " ".join(error.messages))
         return back

@@ -196,6 +196,13 @@ class UpdateFormBase(forms.ModelForm):
     identity = forms.CharField(
         max_length=256, strip=False, label="Visitor identity",
         help_text="Exactly as Target knows it: case matters and nothing is trimmed for you.")
+    # One open change per visitor and attribute (updates/open_changes.py): without this, a
+    # visitor's open update setting one of the same attributes refuses the save, named.
+    supersede = forms.BooleanField(
+        required=False, label="Cancel the open update(s) and replace them",
+        help_text="Only if this visitor has an open update setting one of these attributes: "
+                  "that update is cancelled (audited as superseded by this one). This one "
+                  "needs its own approval.")
 
     user: Any = None  # set per request by ProfileUpdateAdmin.get_form
     # Set per request when the posted form must be shown again, not saved (a workflow button
@@ -241,6 +248,7 @@ class UpdateFormBase(forms.ModelForm):
         if self._errors:
             return
         values = self.service_kwargs()
+        values["supersede"] = bool(self.cleaned_data.get("supersede"))
         try:
             if self.instance.pk is None:
                 self.instance = workflow.update_stage(connection=self.connection, by=self.user,
@@ -562,7 +570,7 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
                 "description": "One field per active attribute mapping of this connection. "
                                "Values are normalised as each mapping says (see the help under "
                                "each field); the stored update holds the normalised values."}),
-            ("Why and when", {"fields": ["reason", "not_before"]}),
+            ("Why and when", {"fields": ["reason", "not_before", "supersede"]}),
         ]
         return fieldsets + ([life] if obj is not None else [])
 

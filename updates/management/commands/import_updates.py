@@ -1,4 +1,4 @@
-"""manage.py import_updates FILE --connection CODE --user USERNAME [--submit]
+"""manage.py import_updates FILE --connection CODE --user USERNAME [--submit] [--supersede]
 
 The admin's import from the command line, through the same service (importing.py): check every
 row, then save all of them in one transaction or nothing. A bad file prints each problem
@@ -29,8 +29,11 @@ class Command(BaseCommand):
                             help="Who imports: the drafts are theirs, and their rights apply.")
         parser.add_argument("--submit", action="store_true",
                             help="Submit the imported updates for approval at once.")
+        parser.add_argument("--supersede", action="store_true",
+                            help="Cancel open updates that set an attribute a row sets (audited "
+                                 "as superseded) instead of refusing those rows.")
 
-    def handle(self, *args, file, connection, user, submit, **options):
+    def handle(self, *args, file, connection, user, submit, supersede=False, **options):
         path = Path(file)
         try:  # streamed from disk by the service, never held whole in memory
             with path.open("rb"):
@@ -50,7 +53,8 @@ class Command(BaseCommand):
         try:
             job = importing.import_job_create(
                 connection=target, file_name=path.name, file_path=path, by=by, submit=submit,
-                background=False, progress=lambda n: self.stdout.write(f"  read {n:,} rows …"))
+                supersede=supersede, background=False,
+                progress=lambda n: self.stdout.write(f"  read {n:,} rows …"))
         except ValidationError as error:
             raise CommandError(" ".join(error.messages)) from None
         if job.status == ImportJob.Status.INVALID:

@@ -42,6 +42,7 @@ class Bar:
 class Tick:
     position: float
     label: str
+    anchor: str = "middle"  # SVG text-anchor: "end" keeps a label at the right edge in view
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,8 @@ def usage_chart(days: list[selectors.DayUsage], *, width: int = CHART_WIDTH,
     y_ticks = [Tick(round(axis_y - plot_h * f, 2), _short_label(peak * f)) for f in fractions]
     x_ticks = [Tick(round(left + (i + 0.5) * slot, 2), f"{d.day:%m-%d}")
                for i, d in enumerate(days) if (len(days) - 1 - i) % 7 == 0]
+    if x_ticks:  # today's label ends at the plot's right edge instead of running past it
+        x_ticks[-1] = Tick(width - right, x_ticks[-1].label, "end")
     total = sum(d.requests for d in days)
     description = (f"Requests, acknowledgments and failures per day from {days[0].day:%Y-%m-%d} "
                    f"to {days[-1].day:%Y-%m-%d}; {total:,} requests in all.") if days else ""

@@ -125,6 +125,8 @@ def test_a_retrying_update_says_so_in_the_status_cell(client, supervisor, waitin
     assert (f'<span class="po-waiting po-waiting-retrying">· retrying (attempt 3, next '
             f'<span class="po-nowrap">{when:%Y-%m-%d %H:%M} UTC</span>)</span>') in content
     assert "HTTP 503 Service Unavailable" in content
+    # Phones show the status beside the identity (the status column is hidden there).
+    assert "po-phone-status\">Approved · retrying</span>" in content
 
 
 def test_the_deferred_list_marks_its_rows(client, supervisor, waiting):

@@ -305,6 +305,15 @@ class WaitingFilter(admin.SimpleListFilter):
         return chosen
 
 
+def _waiting_word(obj: ProfileUpdate) -> str:
+    """" · retrying" / " · deferred" after an approved update's status where the phone shows it."""
+    if obj.status != S.APPROVED:
+        return ""
+    if obj.next_attempt_at is not None:
+        return " · retrying"
+    return " · deferred" if getattr(obj, "waiting_for_quota", False) else ""
+
+
 # Characters of the last error shown in a failed or retrying row (the change page has it all).
 REASON_CHARS = 140
 
@@ -372,8 +381,9 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
         # The type as the parameter name itself: short, and what Target receives. The status is
         # repeated here for phones, where the status column is out of sight (admin.css).
         return format_html('<span class="po-value">{}</span><br><span class="po-muted">{}</span>'
-                           ' <span class="po-status po-status-{} po-phone-status">{}</span>',
-                           obj.identity, obj.identity_type, obj.status, obj.get_status_display())
+                           ' <span class="po-status po-status-{} po-phone-status">{}{}</span>',
+                           obj.identity, obj.identity_type, obj.status, obj.get_status_display(),
+                           _waiting_word(obj))
 
     @admin.display(description="connection", ordering="connection__label")
     def connection_label(self, obj: ProfileUpdate) -> str:

@@ -372,6 +372,17 @@ def test_the_window_chart_is_scaled_to_what_is_used_and_states_a_limit_off_the_s
     assert [t.label for t in chart.y_ticks] == ["0", "1,000", "2,000"]
 
 
+def test_the_window_scale_is_a_nice_maximum_above_what_is_used():
+    from updates.admin.dashboard import _short_label, window_scale
+    assert window_scale(used=3088, limit=1_000_000) == 5000  # the 3,088: visible
+    assert window_scale(used=199_999, limit=1_000_000) == 200_000
+    assert window_scale(used=200_000, limit=1_000_000) == 1_000_000  # a fifth: limit in scale
+    assert window_scale(used=1_200_000, limit=1_000_000) == 2_000_000  # after a limit cut
+    assert window_scale(used=0, limit=1_000_000) == 10
+    assert [_short_label(v) for v in (0, 2500, 5000, 50_000, 250_000, 1_000_000, 1_500_000)] == [
+        "0", "2,500", "5,000", "50k", "250k", "1M", "1.5M"]
+
+
 def test_the_limit_line_shows_once_the_window_nears_it(client, supervisor, db):
     conn = make_connection("near", quota_limit=1000)
     now = timezone.now()

@@ -116,11 +116,13 @@ def usage_chart(days: list[selectors.DayUsage], *, width: int = CHART_WIDTH,
 
 def _short_label(value: float) -> str:
     """An axis label that fits a phone's column: 2,500 / 50k / 1M."""
-    for size, suffix in ((1_000_000, "M"), (10_000, "k")):
-        if value >= size:
-            scaled = value / (size if suffix == "M" else 1000)
-            return f"{scaled:,.0f}{suffix}" if float(scaled).is_integer() else f"{scaled:,.1f}{suffix}"
-    return _tick_label(value)
+    if value >= 1_000_000:
+        scaled, suffix = value / 1_000_000, "M"
+    elif value >= 10_000:
+        scaled, suffix = value / 1000, "k"
+    else:
+        return _tick_label(value)
+    return _tick_label(scaled) + suffix
 
 
 # The window chart is drawn to the limit once the window holds this share of it; below, it is

@@ -315,9 +315,9 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
     verification_days = verification.daily_summary(now=now)
     cards = []
     for p in data.connections:
-        # One read of the window's minute rows: the figures, the chart, the bar and the
-        # "frees up" line all come from it, so they agree.
-        window = quota.window_picture(connection=p.connection, now=now)
+        # The picture's one read of the window's minute rows: the figures, the chart, the bar
+        # and the "frees up" line all come from it, so they agree.
+        window = p.window
         chart = window_chart(attention.hours_of(window.minutes, now=now), limit=window.limit)
         cards.append({
             "picture": p, "chart": usage_chart(p.days), "window": window,

@@ -144,18 +144,9 @@ class Hour:
         return self.start + HOUR + WINDOW
 
 
-def window_by_hour(*, connection_id: int, now: dt.datetime | None = None) -> list[Hour]:
-    """The rolling 24 hours of `connection_id` as 25 clock hours (the first and last partly
-    inside the window), oldest first, from the quota minute rows."""
-    now = now or timezone.now()
-    rows = (QuotaMinute.objects.filter(connection_id=connection_id,
-                                       minute__gt=now - WINDOW - MINUTE)
-            .values_list("minute", "requests"))
-    return hours_of(rows, now=now)
-
-
 def hours_of(rows, *, now: dt.datetime) -> list[Hour]:
-    """(minute, requests) rows of the window at `now` as its 25 clock hours (window_by_hour)."""
+    """(minute, requests) rows of the window at `now` (quota.window_picture) as its 25 clock
+    hours, the first and last partly inside the window, oldest first."""
     first_hour = (now - WINDOW - MINUTE).replace(minute=0, second=0, microsecond=0)
     buckets = {first_hour + HOUR * i: 0 for i in range(25)}
     for minute, requests in rows:

@@ -352,7 +352,8 @@ def test_the_dashboard_charts_the_rolling_window_by_hour_with_the_limit_and_when
     # The 900 requests of 23 hours ago leave the window 24 hours and a minute after their minute.
     frees = (history["now"].replace(second=0, microsecond=0) - dt.timedelta(hours=23)
              + dt.timedelta(hours=24, minutes=1))
-    assert f"900 on <time datetime=\"{frees.isoformat()}\">{frees:%Y-%m-%d}</time> at {frees:%H:%M} UTC" in card
+    assert (f"900 on <time datetime=\"{frees.isoformat()}\">{frees:%Y-%m-%d}</time> "
+            f"at {frees:%H:%M} UTC") in card
 
 
 def test_the_window_chart_is_scaled_to_what_is_used_and_states_a_limit_off_the_scale(

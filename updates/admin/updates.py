@@ -325,7 +325,8 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
     list_display = ("id", "identity_cell", "connection_label", "status_badge", "at_target_cell",
                     "attribute_names", "created", "sent_at", "next_attempt")
     list_display_links = ("id", "identity_cell")
-    list_filter = ("status", WaitingFilter, "verification_state", "connection", "identity_type", CreatorFilter,
+    list_filter = ("status", WaitingFilter, "verification_state", "connection", "identity_type",
+                   CreatorFilter,
                    ("created_at", admin.DateFieldListFilter),
                    ("acknowledged_at", admin.DateFieldListFilter))
     list_select_related = ("connection", "created_by")

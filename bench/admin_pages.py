@@ -40,6 +40,8 @@ def pages() -> list[tuple[str, str]]:
         ("list: created in the last 7 days", f"{changelist}?created_at__gte=__WEEK__"),
         ("list: search exact identity", f"{changelist}?q={middle}"),
         ("list: search identity prefix", f"{changelist}?q=cust-12*"),
+        ("list: waiting = retrying", f"{changelist}?waiting=retrying"),
+        ("list: waiting = deferred by quota", f"{changelist}?waiting=deferred"),
         ("dashboard", reverse("updates_dashboard")),
     ]
 

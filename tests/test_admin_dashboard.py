@@ -352,11 +352,90 @@ def test_the_dashboard_charts_the_rolling_window_by_hour_with_the_limit_and_when
     content = squash(logged_in(client, supervisor).get(reverse(DASHBOARD)).content.decode())
     card = content[content.index(f'id="connection-{connection.pk}"'):]
     assert 'class="po-chart po-window-chart"' in card
-    assert 'class="po-limit-line"' in card
     assert "1,234 of the 1,000,000 limit" in card
-    frees = (history["now"].replace(minute=0, second=0, microsecond=0)
-             - dt.timedelta(hours=23) + dt.timedelta(hours=25))
-    assert f"900 at {frees:%H:%M} UTC" in card
+    # The 900 requests of 23 hours ago leave the window 24 hours and a minute after their minute.
+    frees = (history["now"].replace(second=0, microsecond=0) - dt.timedelta(hours=23)
+             + dt.timedelta(hours=24, minutes=1))
+    assert (f"900 on <time datetime=\"{frees.isoformat()}\">{frees:%Y-%m-%d}</time> "
+            f"at {frees:%H:%M} UTC") in card
+
+
+def test_the_window_chart_is_scaled_to_what_is_used_and_states_a_limit_off_the_scale(
+        client, supervisor, history, connection):
+    # 1,234 of 1,000,000: on a 0-1,000,000 scale the bars were under a pixel high.
+    response = logged_in(client, supervisor).get(reverse(DASHBOARD))
+    [card] = response.context["cards"]
+    chart, bar = card["window_chart"], card["usage_bar"]
+    assert chart.peak == 2000 and not chart.limit_in_scale
+    assert max(b.height for b in chart.bars) > (chart.bottom - chart.top) * 0.6
+    assert bar.used_percent == 61.7 and bar.limit_percent is None
+    content = squash(response.content.decode())
+    card_html = content[content.index(f'id="connection-{connection.pk}"'):]
+    assert 'class="po-limit-line"' not in card_html
+    assert "limit 1,000,000 — off the scale" in card_html
+    assert "Scale 0–2,000;" in card_html
+    assert [t.label for t in chart.y_ticks] == ["0", "1,000", "2,000"]
+
+
+def test_the_window_scale_is_a_nice_maximum_above_what_is_used():
+    from updates.admin.dashboard import _short_label, window_scale
+    assert window_scale(used=3088, limit=1_000_000) == 5000  # the issue's 3,088: visible
+    assert window_scale(used=199_999, limit=1_000_000) == 200_000
+    assert window_scale(used=200_000, limit=1_000_000) == 1_000_000  # a fifth: limit in scale
+    assert window_scale(used=1_200_000, limit=1_000_000) == 2_000_000  # after a limit cut
+    assert window_scale(used=0, limit=1_000_000) == 10
+    assert [_short_label(v) for v in (0, 2500, 5000, 50_000, 250_000, 1_000_000, 1_500_000)] == [
+        "0", "2,500", "5,000", "50k", "250k", "1M", "1.5M"]
+
+
+def test_the_limit_line_shows_once_the_window_nears_it(client, supervisor, db):
+    conn = make_connection("near", quota_limit=1000)
+    now = timezone.now()
+    QuotaMinute.objects.create(connection=conn, minute=now.replace(second=0, microsecond=0)
+                               - dt.timedelta(hours=2), requests=700)
+    response = logged_in(client, supervisor).get(reverse(DASHBOARD))
+    [card] = response.context["cards"]
+    chart, bar = card["window_chart"], card["usage_bar"]
+    assert chart.peak == 1000 and chart.limit_in_scale
+    assert chart.limit_y == chart.top  # the limit is the top of the scale
+    assert bar.used_percent == 70.0 and bar.limit_percent == 100.0
+    content = squash(response.content.decode())
+    assert 'class="po-limit-line"' in content and "off the scale" not in content
+    assert '<strong class="po-window-requests">700</strong>' in content and "300 left" in content
+
+
+def test_quota_frees_up_with_dates_and_agrees_with_the_oldest_request_line(
+        client, supervisor, connection):
+    now = timezone.now().replace(minute=30)
+    minute = now.replace(second=0, microsecond=0)
+    for ago, requests in ((dt.timedelta(hours=23, minutes=20), 2000),
+                          (dt.timedelta(hours=23, minutes=5), 31),
+                          (dt.timedelta(hours=3), 57)):
+        QuotaMinute.objects.create(connection=connection, minute=minute - ago, requests=requests)
+    from updates import quota
+    window = quota.window_picture(connection=connection, now=now)
+    [first, second] = window.releases()
+    oldest = minute - dt.timedelta(hours=23, minutes=20) + dt.timedelta(hours=24, minutes=1)
+    assert window.oldest_leaves_at == first.first == oldest
+    assert (first.requests, first.last) == (2031, oldest + dt.timedelta(minutes=15))
+    assert second.requests == 57 and window.used == 2088
+
+    content = squash(logged_in(client, supervisor).get(reverse(DASHBOARD)).content.decode())
+    card = content[content.index(f'id="connection-{connection.pk}"'):]
+    shown = [m.group(1) for m in re.finditer(r'<time datetime="([^"]+)"', card)]
+    # The line above the chart and the first release name the same moment, with its date.
+    assert shown[0] == shown[1] == oldest.isoformat()
+    assert (f"2,031 on <time datetime=\"{oldest.isoformat()}\">{oldest:%Y-%m-%d}</time> from "
+            f"{oldest:%H:%M} to {oldest + dt.timedelta(minutes=15):%H:%M} UTC") in card
+    assert '<strong class="po-window-requests">2,088</strong>' in card
+
+
+def test_the_verification_table_scrolls_inside_its_card(client, supervisor, db):
+    content = squash(logged_in(client, supervisor).get(reverse(DASHBOARD)).content.decode())
+    section = content[content.index('id="verification"'):]
+    assert re.search(r'<div class="po-scroll"[^>]*> <table class="po-verification-table">',
+                     section)
+    assert 'updates/dashboard.css' in content
 
 
 def test_the_dashboard_says_as_of_when_and_refreshes_itself(client, supervisor):

@@ -9,6 +9,7 @@ rows makes it read whole tables either way."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 from django.db import connection as db
@@ -191,3 +192,28 @@ def test_an_import_looks_up_its_rows_visitors_open_updates_by_identity(connectio
         steps = [row[-1] for row in cursor.fetchall()]
     assert steps[0].startswith("SEARCH updates_profileupdate USING INDEX upd_import_pending"), steps
     assert "SEARCH U0 USING INDEX upd_identity (identity=?)" in steps, steps
+
+
+def test_the_waiting_lists_and_tiles_read_the_status_indexes_and_each_windows_minutes(
+        admin_user, stage, connection):
+    # ?waiting=retrying / ?waiting=deferred and the dashboard's tiles share attention.retrying
+    # and attention.deferred_by_quota: approved rows through a status index, never a scan of the
+    # updates; a full window is found by summing each connection's minute rows in range.
+    stage()
+    client = logged_in(Client(), admin_user)
+    changelist = reverse("admin:updates_profileupdate_changelist")
+
+    plans = captured_plans(lambda: [client.get(f"{changelist}?waiting={key}")
+                                    for key in attention.WAITING]
+                           + [attention.needs_attention()])
+
+    approved = {sql: p for sql, p in plans.items()
+                if "\"status\" = 'approved'" in sql and "updates_profileupdate" in sql}
+    assert len(approved) >= 4
+    for sql, p in approved.items():
+        assert "SCAN updates_profileupdate" not in p, (sql, p)
+        assert re.search(r"SEARCH updates_profileupdate USING INDEX upd_(conn_)?status_id", p), p
+    deferred = [p for sql, p in approved.items() if "updates_quotaminute" in sql]
+    assert deferred and all(
+        "INDEX sqlite_autoindex_updates_quotaminute_1 (connection_id=? AND minute>?)" in p
+        for p in deferred)

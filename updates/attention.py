@@ -10,9 +10,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
+from . import claims, quota
 from .models import AuditEvent, ProfileUpdate, QuotaMinute, SendAttempt, SendRun, UpdateStatus
 from .quota import MINUTE, WINDOW
 from .selectors import capped_count
@@ -31,11 +32,39 @@ class Tally:
         return self.count > 0
 
 
+# --- approved, but waiting: the dashboard's tiles and the update list's "waiting" filter ------
+# Both count and list through these two functions, so a tile's count is its list's length.
+
+WAITING = {"retrying": "Retrying", "deferred": "Deferred by quota"}
+
+
+def retrying(updates: QuerySet[ProfileUpdate]) -> QuerySet[ProfileUpdate]:
+    """Approved, with a retry scheduled after a temporary error: the retry policy sets
+    next_attempt_at (and last_error); an acknowledgment, a give-up and a re-queue clear it."""
+    return updates.filter(status=S.APPROVED, next_attempt_at__isnull=False)
+
+
+def deferred_by_quota(updates: QuerySet[ProfileUpdate], *,
+                      now: dt.datetime | None = None) -> QuerySet[ProfileUpdate]:
+    """Approved and due now (what a run would claim: claims.approved_and_due), on an active
+    connection whose rolling window is full (quota.full_connections): they wait for requests to
+    leave the window. A retry whose time has come counts here too, and as retrying."""
+    now = now or timezone.now()
+    return updates.filter(claims.approved_and_due(now),
+                          connection_id__in=quota.full_connections(now=now))
+
+
+def waiting(updates: QuerySet[ProfileUpdate], key: str, *,
+            now: dt.datetime | None = None) -> QuerySet[ProfileUpdate]:
+    """`updates` narrowed to one of WAITING's keys."""
+    return retrying(updates) if key == "retrying" else deferred_by_quota(updates, now=now)
+
+
 @dataclass(frozen=True)
 class Attention:
     failed: Tally          # gave up: need a re-queue (or a cancel)
     retrying: Tally        # approved with a retry scheduled
-    deferred_by_quota: int  # in the latest send run
+    deferred_by_quota: Tally  # approved and due, their connection's window full
     pending: Tally         # waiting for approval
     oldest_pending_since: dt.datetime | None
     last_run: SendRun | None
@@ -45,7 +74,8 @@ def _count(queryset) -> Tally:
     return Tally(*capped_count(queryset, cap=TILE_CAP))
 
 
-def needs_attention(*, connection_id: int | None = None) -> Attention:
+def needs_attention(*, connection_id: int | None = None,
+                    now: dt.datetime | None = None) -> Attention:
     updates = ProfileUpdate.objects.all()
     if connection_id is not None:
         updates = updates.filter(connection_id=connection_id)
@@ -54,8 +84,8 @@ def needs_attention(*, connection_id: int | None = None) -> Attention:
               .values_list("submitted_at", "created_at").first())
     return Attention(
         failed=_count(updates.filter(status=S.FAILED)),
-        retrying=_count(updates.filter(status=S.APPROVED, next_attempt_at__isnull=False)),
-        deferred_by_quota=last_run.deferred_by_quota if last_run else 0,
+        retrying=_count(retrying(updates)),
+        deferred_by_quota=_count(deferred_by_quota(updates, now=now)),
         pending=_count(updates.filter(status=S.PENDING)),
         oldest_pending_since=(oldest[0] or oldest[1]) if oldest else None,
         last_run=last_run,
@@ -114,15 +144,11 @@ class Hour:
         return self.start + HOUR + WINDOW
 
 
-def window_by_hour(*, connection_id: int, now: dt.datetime | None = None) -> list[Hour]:
-    """The rolling 24 hours of `connection_id` as 25 clock hours (the first and last partly
-    inside the window), oldest first, from the quota minute rows."""
-    now = now or timezone.now()
+def hours_of(rows, *, now: dt.datetime) -> list[Hour]:
+    """(minute, requests) rows of the window at `now` (quota.window_picture) as its 25 clock
+    hours, the first and last partly inside the window, oldest first."""
     first_hour = (now - WINDOW - MINUTE).replace(minute=0, second=0, microsecond=0)
     buckets = {first_hour + HOUR * i: 0 for i in range(25)}
-    rows = (QuotaMinute.objects.filter(connection_id=connection_id,
-                                       minute__gt=now - WINDOW - MINUTE)
-            .values_list("minute", "requests"))
     for minute, requests in rows:
         hour = minute.replace(minute=0, second=0, microsecond=0)
         if hour in buckets:

@@ -85,6 +85,13 @@ def _due_conditions(now: dt.datetime) -> tuple[Q, Q]:
     return approved_and_due, lease_ran_out
 
 
+def approved_and_due(now: dt.datetime) -> Q:
+    """Approved updates a run may claim at `now` (the earliest send time and the next-attempt
+    time reached): also what the dashboard and the list call "deferred by quota" when their
+    connection's window is full (attention.deferred_by_quota)."""
+    return _due_conditions(now)[0]
+
+
 def due(*, now: dt.datetime, connection_id: int) -> QuerySet[ProfileUpdate]:
     """Every update of the connection that a run may claim at `now`."""
     approved_and_due, lease_ran_out = _due_conditions(now)

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Sum
+from django.db.models import F, OuterRef, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .models import DailyUsage, QuotaMinute, TargetConnection
@@ -80,6 +81,79 @@ def oldest_counted_at(
         .first()
     )
     return None if oldest is None else oldest + WINDOW + MINUTE
+
+
+def full_connections(*, now: dt.datetime | None = None) -> QuerySet[TargetConnection]:
+    """Active connections whose rolling window holds their limit or more: the sender claims
+    nothing for them (no headroom) until requests leave the window. One query, summing each
+    connection's ~1,441 minute rows at most; usable as a subquery (`connection__in=`)."""
+    now = now or timezone.now()
+    used = (QuotaMinute.objects.filter(connection_id=OuterRef("pk"), minute__gt=_window_start(now))
+            .order_by().values("connection_id").annotate(total=Sum("requests")).values("total"))
+    return (TargetConnection.objects.filter(active=True)
+            .annotate(window_used=Coalesce(Subquery(used), 0))
+            .filter(window_used__gte=F("quota_limit")).values("pk"))
+
+
+@dataclass(frozen=True)
+class Release:
+    """Requests of the window that leave it in one clock hour: the first of them at `first`,
+    the last at `last` (each minute's requests leave 24 hours and one minute after it)."""
+
+    first: dt.datetime
+    last: dt.datetime
+    requests: int
+
+
+@dataclass(frozen=True)
+class WindowPicture:
+    """One read of a connection's rolling window: what it holds, by minute, and when it frees."""
+
+    now: dt.datetime
+    limit: int
+    minutes: list[tuple[dt.datetime, int]]  # (minute, requests), oldest first, requests > 0
+
+    @property
+    def used(self) -> int:
+        return sum(n for _, n in self.minutes)
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.used)
+
+    @property
+    def percent_used(self) -> float:
+        return 100.0 * self.used / self.limit if self.limit else 0.0
+
+    @property
+    def oldest_leaves_at(self) -> dt.datetime | None:
+        """When the oldest counted request leaves (as `oldest_counted_at`); None if none."""
+        return self.minutes[0][0] + WINDOW + MINUTE if self.minutes else None
+
+    def releases(self) -> list[Release]:
+        """When the counted requests come back, grouped by the clock hour they were reserved in
+        (the window chart's bars), in order: the first release starts at `oldest_leaves_at`."""
+        grouped: dict[dt.datetime, list] = {}
+        for minute, requests in self.minutes:
+            leaves = minute + WINDOW + MINUTE
+            hour = minute.replace(minute=0, second=0, microsecond=0)
+            if hour in grouped:
+                grouped[hour][1] = leaves
+                grouped[hour][2] += requests
+            else:
+                grouped[hour] = [leaves, leaves, requests]
+        return [Release(first, last, n) for first, last, n in grouped.values()]
+
+
+def window_picture(*, connection: TargetConnection, now: dt.datetime | None = None
+                   ) -> WindowPicture:
+    """The connection's window as one read of its minute rows (at most ~1,441): the dashboard's
+    figures, chart and "frees up" line all come from it, so they agree."""
+    now = now or timezone.now()
+    rows = (QuotaMinute.objects.filter(connection_id=connection.pk, minute__gt=_window_start(now),
+                                       requests__gt=0)
+            .order_by("minute").values_list("minute", "requests"))
+    return WindowPicture(now=now, limit=connection.quota_limit, minutes=list(rows))
 
 
 def reserve(*, connection: TargetConnection, wanted: int, now: dt.datetime | None = None) -> int:

@@ -194,18 +194,30 @@ class DayUsage:
 @dataclass
 class ConnectionPicture:
     connection: TargetConnection
-    window_requests: int
-    limit: int
-    oldest_leaves_at: dt.datetime | None
+    # One read of the rolling window (its minute rows): the figures, the hourly chart and when
+    # quota frees up all come from it, so they agree.
+    window: quota.WindowPicture
     days: list[DayUsage] = field(default_factory=list)
 
     @property
+    def window_requests(self) -> int:
+        return self.window.used
+
+    @property
+    def limit(self) -> int:
+        return self.window.limit
+
+    @property
+    def oldest_leaves_at(self) -> dt.datetime | None:
+        return self.window.oldest_leaves_at
+
+    @property
     def remaining(self) -> int:
-        return max(0, self.limit - self.window_requests)
+        return self.window.remaining
 
     @property
     def percent_used(self) -> float:
-        return 100.0 * self.window_requests / self.limit if self.limit else 0.0
+        return self.window.percent_used
 
     @property
     def totals(self) -> DayUsage:
@@ -305,12 +317,7 @@ def dashboard(*, now: dt.datetime | None = None) -> Dashboard:
     usage = daily_usage(connection_ids=[c.pk for c in connections], today=now.date())
     pictures = [
         ConnectionPicture(
-            connection=c,
-            window_requests=quota.window_usage(connection=c, now=now),
-            limit=c.quota_limit,
-            oldest_leaves_at=quota.oldest_counted_at(connection=c, now=now),
-            days=usage[c.pk],
-        )
+            connection=c, window=quota.window_picture(connection=c, now=now), days=usage[c.pk])
         for c in connections
     ]
     return Dashboard(

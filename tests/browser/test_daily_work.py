@@ -324,3 +324,44 @@ def test_an_administrator_sees_which_alert_fired_and_what_it_said(open_page, acm
     expect(page.get_by_text("refused the bearer token (HTTP 401)")).to_be_visible()
     screenshot(page, f"daily-10-alert-rule-{name}")
     assert "customer-a" not in page.content()
+
+
+# Each chart text's size in CSS px as drawn: its font-size times the SVG's scale.
+_CHART_LABEL_SIZES_JS = """() => [...document.querySelectorAll('svg.po-chart')].flatMap(svg => {
+  const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+  return [...svg.querySelectorAll('text')].map(
+    t => [t.textContent.trim(), parseFloat(t.getAttribute('font-size')) * scale]);
+})"""
+
+
+def test_the_dashboard_fits_a_phone_with_readable_chart_labels(open_page, acme):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from tests.browser.conftest import PHONE
+    from updates.models import QuotaMinute
+
+    supervisor = make_user("sam", "Supervisors")
+    now = timezone.now().replace(second=0, microsecond=0)
+    for hours_ago, n in ((20, 2031), (8, 1000), (1, 57)):  # 3,088 of 1,000,000
+        QuotaMinute.objects.create(connection=acme, minute=now - dt.timedelta(hours=hours_ago),
+                                   requests=n)
+    sent = workflow.update_stage(connection=acme, identity_type="mbox3rdPartyId",
+                                 identity="customer-s", attributes={"loanStatus": "funded"},
+                                 by=make_user("olivia", "Operators"))
+    ProfileUpdate.objects.filter(pk=sent.pk).update(status=S.SENT, acknowledged_at=now)
+
+    page = open_page(PHONE)
+    login(page, supervisor)
+    page.goto("/admin/dashboard/")
+    chart = page.locator(".po-window-chart").first
+    expect(chart).to_be_visible()
+    expect(chart.locator(".po-limit-off")).to_have_text("limit 1,000,000 — off the scale")
+    assert chart.bounding_box()["height"] >= 150
+    sizes = page.evaluate(_CHART_LABEL_SIZES_JS)
+    assert sizes and min(size for _, size in sizes) >= 11, sizes
+    expect(page.locator(".po-frees-up").first).to_contain_text("2,031 on ")
+    expect(page.locator("#verification .po-scroll table")).to_be_visible()
+    screenshot(page, "daily-07-dashboard-quota-phone")
+    assert sideways_overflow(page) == []

@@ -155,3 +155,32 @@ def test_a_reservation_counts_in_the_days_usage_at_once_and_a_release_gives_it_b
 
     assert DailyUsage.objects.get(connection=small, day=T0.date()).requests == 4
     assert quota.window_usage(connection=small, now=T0) == 4
+
+
+def test_the_window_picture_agrees_with_the_window_check_and_the_oldest_request(small):
+    # The dashboard's one read (window_picture) counts what reserve's check counts, at the edges
+    # of the window too, and its oldest request leaves when oldest_counted_at says.
+    now = at()
+    for minutes_ago, n in ((24 * 60 + 1, 7), (24 * 60, 3), (24 * 60 - 5, 2), (90, 4), (0, 1)):
+        QuotaMinute.objects.create(connection=small, minute=now - dt.timedelta(minutes=minutes_ago),
+                                   requests=n)
+    QuotaMinute.objects.create(connection=small, minute=now - dt.timedelta(minutes=30), requests=0)
+    for later in (dt.timedelta(0), dt.timedelta(seconds=59), dt.timedelta(minutes=1),
+                  dt.timedelta(minutes=6)):
+        picture = quota.window_picture(connection=small, now=now + later)
+        assert picture.used == quota.window_usage(connection=small, now=now + later)
+        assert picture.oldest_leaves_at == quota.oldest_counted_at(connection=small,
+                                                                   now=now + later)
+        assert picture.remaining == quota.headroom(connection=small, now=now + later)
+        assert sum(r.requests for r in picture.releases()) == picture.used
+        assert picture.releases()[0].first == picture.oldest_leaves_at
+
+
+def test_a_full_window_makes_its_connection_full(small):
+    now = at()
+    assert list(quota.full_connections(now=now)) == []
+    QuotaMinute.objects.create(connection=small, minute=now, requests=small.quota_limit - 1)
+    assert list(quota.full_connections(now=now)) == []
+    QuotaMinute.objects.filter(connection=small).update(requests=small.quota_limit)
+    assert [row["pk"] for row in quota.full_connections(now=now)] == [small.pk]
+    assert list(quota.full_connections(now=now + dt.timedelta(hours=24, minutes=1))) == []

@@ -18,14 +18,16 @@ from django.contrib.admin.widgets import AdminDateWidget, AdminSplitDateTime
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db.models import QuerySet
+from django.db.models import BooleanField, QuerySet, Value
 from django.http import HttpRequest, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+from django.utils.text import Truncator
 
-from updates import decisions, selectors, verification, workflow
+from updates import attention, decisions, selectors, verification, workflow
 from updates.forms import staging_form_class
 
 from . import timeline
@@ -299,6 +301,39 @@ class CreatorFilter(admin.SimpleListFilter):
         return queryset
 
 
+class WaitingFilter(admin.SimpleListFilter):
+    """Approved updates that wait for something: a scheduled retry, or room in the quota
+    window. The dashboard's tiles count through the same functions (attention.WAITING)."""
+
+    title = "waiting"
+    parameter_name = "waiting"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [(key, label) for key, label in attention.WAITING.items()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        if value not in attention.WAITING:
+            return queryset.none() if value else queryset
+        chosen = attention.waiting(queryset, value)
+        if value == "deferred":  # each row of this list is marked in its status cell
+            chosen = chosen.annotate(waiting_for_quota=Value(True, output_field=BooleanField()))
+        return chosen
+
+
+def _waiting_word(obj: ProfileUpdate) -> str:
+    """" · retrying" / " · deferred" after an approved update's status where the phone shows it."""
+    if obj.status != S.APPROVED:
+        return ""
+    if obj.next_attempt_at is not None:
+        return " · retrying"
+    return " · deferred" if getattr(obj, "waiting_for_quota", False) else ""
+
+
+# Characters of the last error shown in a failed or retrying row (the change page has it all).
+REASON_CHARS = 140
+
+
 # --- the admin -----------------------------------------------------------------------------
 
 @admin.register(ProfileUpdate)
@@ -306,7 +341,8 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
     list_display = ("id", "identity_cell", "connection_label", "status_badge", "at_target_cell",
                     "attribute_names", "created", "sent_at", "next_attempt")
     list_display_links = ("id", "identity_cell")
-    list_filter = ("status", "verification_state", "connection", "identity_type", CreatorFilter,
+    list_filter = ("status", WaitingFilter, "verification_state", "connection", "identity_type",
+                   CreatorFilter,
                    ("created_at", admin.DateFieldListFilter),
                    ("acknowledged_at", admin.DateFieldListFilter))
     list_select_related = ("connection", "created_by")
@@ -364,8 +400,9 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
         # The type as the parameter name itself: short, and what Target receives. The status is
         # repeated here for phones, where the status column is out of sight (admin.css).
         return format_html('<span class="po-value">{}</span><br><span class="po-muted">{}</span>'
-                           ' <span class="po-status po-status-{} po-phone-status">{}</span>',
-                           obj.identity, obj.identity_type, obj.status, obj.get_status_display())
+                           ' <span class="po-status po-status-{} po-phone-status">{}{}</span>',
+                           obj.identity, obj.identity_type, obj.status, obj.get_status_display(),
+                           _waiting_word(obj))
 
     @admin.display(description="connection", ordering="connection__label")
     def connection_label(self, obj: ProfileUpdate) -> str:
@@ -373,8 +410,24 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
 
     @admin.display(description="status")
     def status_badge(self, obj: ProfileUpdate) -> str:
-        return format_html('<span class="po-status po-status-{}">{}</span>', obj.status,
-                           obj.get_status_display())
+        """The status, and for what waits or failed, why: a retry's attempt and time, a quota
+        deferral (in the "deferred by quota" list), a failure's reason — all from the row."""
+        badge = format_html('<span class="po-status po-status-{}">{}</span>', obj.status,
+                            obj.get_status_display())
+        notes = []
+        if obj.status == S.APPROVED and obj.next_attempt_at is not None:
+            notes.append(format_html(
+                '<span class="po-waiting po-waiting-retrying">· retrying (attempt {}, next '
+                '<span class="po-nowrap">{} UTC</span>)</span>', obj.attempt_count + 1,
+                obj.next_attempt_at.strftime("%Y-%m-%d %H:%M")))
+        if obj.status == S.APPROVED and getattr(obj, "waiting_for_quota", False):
+            notes.append(mark_safe('<span class="po-waiting po-waiting-deferred">· deferred '
+                                   'by quota (the window is full)</span>'))
+        if obj.status in (S.FAILED, S.APPROVED) and obj.last_error:
+            short = Truncator(" ".join(obj.last_error.split())).chars(REASON_CHARS)
+            notes.append(format_html('<span class="po-reason po-muted" title="{}">{}</span>',
+                                     obj.last_error, short))
+        return format_html("{}{}", badge, format_html_join("", "<br>{}", ((n,) for n in notes)))
 
     @admin.display(description="at Target")
     def at_target_cell(self, obj: ProfileUpdate) -> str:

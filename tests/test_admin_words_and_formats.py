@@ -56,8 +56,12 @@ def test_outcome_events_are_numbered_like_the_attempts_after_a_requeue(client, a
             started_at=AT + dt.timedelta(minutes=number), method="GET", request_bytes=300,
             http_status=200 if number == 4 else 503,
             outcome="acknowledged" if number == 4 else "transient")
-    # The sender counts attempts since the last re-queue: the fourth attempt is its first.
-    AuditEvent.objects.create(at=AT + dt.timedelta(minutes=4, seconds=1), action="acknowledged",
+    # The sender counts attempts since the last re-queue: the fourth attempt is its first. The
+    # outcome event is written at the attempt's own instant (listed before it).
+    AuditEvent.objects.create(at=AT + dt.timedelta(minutes=3, seconds=30), action="requeued",
+                              update=update, connection_id=update.connection_id,
+                              from_status="failed", to_status="approved")
+    AuditEvent.objects.create(at=AT + dt.timedelta(minutes=4), action="acknowledged",
                               update=update, connection_id=update.connection_id,
                               from_status="sending", to_status="sent", changes={"attempt": 1})
     lines = timeline.timeline_lines(update_timeline(update=update))

@@ -179,15 +179,24 @@ def _event_title(event, attempt_number: int | None = None) -> str:
     return words
 
 
+# Events after which the sender counts its attempts from 1 again (workflow.py sets
+# attempt_count = 0 on approval and on re-queue); the attempts themselves count over the update's
+# life (SendAttempt.number).
+_ATTEMPT_COUNT_RESETS = {"approved", "requeued"}
+
+
 def timeline_lines(entries: list[TimelineEntry]) -> list[Line]:
     lines = []
-    last_attempt = None  # entries are oldest first: the attempt an outcome event answers
+    seen = 0  # the highest attempt number so far (entries are oldest first)
+    base = 0  # attempts made before the sender's count last restarted
     for entry in entries:
         if entry.kind == "event":
             e = entry.event
             rows = _change_rows(e.changes)
-            number = (last_attempt.number if last_attempt is not None
-                      and (e.changes or {}).get("attempt") else None)
+            if e.action in _ATTEMPT_COUNT_RESETS:
+                base = seen
+            counted = (e.changes or {}).get("attempt")
+            number = base + counted if isinstance(counted, int) else None
             lines.append(Line(
                 at=e.at, when=utc_text(e.at), title=_event_title(e, number), kind="event",
                 actor=e.actor.get_username() if e.actor else "the system",
@@ -196,7 +205,8 @@ def timeline_lines(entries: list[TimelineEntry]) -> list[Line]:
                 comment=e.comment, changes=rows,
                 has_before=any(r.before is not None for r in rows)))
         else:
-            a = last_attempt = entry.attempt
+            a = entry.attempt
+            seen = max(seen, a.number)
             lines.append(Line(at=a.started_at, when=utc_text(a.started_at),
                               title=f"attempt {a.number}", kind="attempt", attempt=a))
     return lines

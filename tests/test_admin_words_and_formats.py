@@ -119,3 +119,18 @@ def test_django_pages_write_dates_in_the_apps_format(client, admin_user, connect
     page = logged_in(client, admin_user).get(url).content.decode()
     assert f"{timezone.now():%Y-%m-%d}" in page and " UTC" in page
     assert "a.m." not in page and "p.m." not in page
+
+
+def test_recent_actions_number_attempts_like_the_update_page(client, operator, stage):
+    update = stage()
+    for number in (1, 2):
+        SendAttempt.objects.create(
+            update=update, connection_id=update.connection_id, number=number,
+            started_at=timezone.now(), method="GET", request_bytes=300, http_status=200,
+            outcome="acknowledged")
+    AuditEvent.objects.create(at=timezone.now(), action="acknowledged", update=update,
+                              connection_id=update.connection_id, from_status="sending",
+                              to_status="sent", changes={"attempt": 1})
+    html = logged_in(client, operator).get(reverse("admin:index")).content.decode()
+    assert "acknowledged by Target (attempt 2)" in html
+    assert "acknowledged by Target (attempt 1)" not in html

@@ -85,6 +85,7 @@ def test_lists_use_one_date_format_and_thousands_separators(client, admin_user, 
                                                             operator):
     connection.quota_limit = 1_000_000
     connection.save(update_fields=["quota_limit"])
+    connection.mappings.filter(source_name="note").update(max_length=10_000)
     job = importing.import_job_create(
         connection=connection, file_name="bulk.csv", by=operator,
         file_data=b"identity_type,identity,loan_status\nmbox3rdPartyId,c-1,funded\n")
@@ -94,7 +95,9 @@ def test_lists_use_one_date_format_and_thousands_separators(client, admin_user, 
     AlertEvent.objects.create(rule=rule, at=AT, state="firing", text="Failure rate 20%.")
     client = logged_in(client, admin_user)
     pages = {name: client.get(reverse(f"admin:updates_{name}_changelist")).content.decode()
-             for name in ("targetconnection", "importjob", "alertevent", "alertrule")}
+             for name in ("targetconnection", "importjob", "alertevent", "alertrule",
+                          "attributemapping")}
+    assert "10,000" in pages["attributemapping"]
     assert "1,000,000" in pages["targetconnection"] and "1000000" not in pages["targetconnection"]
     assert "12,345" in pages["importjob"]
     assert "2026-12-07 01:53:16 UTC" in pages["importjob"]

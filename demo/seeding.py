@@ -25,13 +25,16 @@ DEMO_USERS = (
     ("admin", None, True),
 )
 DEMO_MAPPINGS = (
-    dict(source_name="loan_status", target_name="loanStatus", value_type="choice",
-         choices="applied\nfunded\ndeclined", help_text="Where the customer's loan stands."),
-    dict(source_name="loyalty_tier", target_name="loyaltyTier", value_type="choice",
+    dict(source_name="loan_status", target_name="loanStatus", label="Loan status",
+         value_type="choice", choices="applied\nfunded\ndeclined", help_text="Where the customer's loan stands."),
+    dict(source_name="loyalty_tier", target_name="loyaltyTier", label="Loyalty tier",
+         value_type="choice",
          choices="bronze\nsilver\ngold", case_transform="lower", help_text="Card tier in store."),
-    dict(source_name="last_call", target_name="lastCallDate", value_type="date",
+    dict(source_name="last_call", target_name="lastCallDate", label="Last call-centre contact",
+         value_type="date",
          help_text="Date of the customer's last call-centre contact."),
-    dict(source_name="store_visits", target_name="storeVisits", value_type="integer",
+    dict(source_name="store_visits", target_name="storeVisits", label="Store visits this year",
+         value_type="integer",
          help_text="Visits with the loyalty card this year."),
 )
 
@@ -95,6 +98,10 @@ def seed_demo(*, emulator_url: str) -> DemoSeed:
             if not AttributeMapping.objects.filter(connection=connection,
                                                    source_name=spec["source_name"]).exists():
                 AttributeMapping.objects.create(connection=connection, **spec)
+            else:  # seeded before the demo had labels: give them one, keep any set since
+                AttributeMapping.objects.filter(
+                    connection=connection, source_name=spec["source_name"], label="",
+                ).update(label=spec["label"])
 
         created = 0
         if not ProfileUpdate.objects.filter(connection=connection).exists():

@@ -153,6 +153,11 @@ AUTH_PASSWORD_VALIDATORS = [
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
+# One date format everywhere (2026-12-07 01:53:16 UTC), Django's own lists and pages included:
+# profileops/formats/en/formats.py. Thousands separators are added where numbers are shown
+# (display methods, |floatformat:"g"), not by USE_THOUSAND_SEPARATOR: that would also write
+# "1,234" into ids in URLs, hidden inputs and chart coordinates.
+FORMAT_MODULE_PATH = ["profileops.formats"]
 USE_I18N = True
 USE_TZ = True
 

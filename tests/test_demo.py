@@ -43,3 +43,16 @@ def test_demo_seed_refuses_outside_debug(settings):
     with pytest.raises(CommandError, match="embedded mode"):
         call_command("seed_demo")
     assert not User.objects.filter(username="operator").exists()
+
+
+@pytest.mark.django_db
+def test_demo_mappings_have_labels_also_when_seeded_before_labels_existed():
+    # Issue 24: the staging form showed `last_call`, `loan_status` — the README advertises labels.
+    seed_demo(emulator_url="http://127.0.0.1:8765")
+    assert all(AttributeMapping.objects.values_list("label", flat=True))
+    AttributeMapping.objects.update(label="")
+    AttributeMapping.objects.filter(source_name="loan_status").update(label="Chosen by an admin")
+    seed_demo(emulator_url="http://127.0.0.1:8765")
+    labels = dict(AttributeMapping.objects.values_list("source_name", "label"))
+    assert labels["loan_status"] == "Chosen by an admin"
+    assert labels["last_call"] == "Last call-centre contact"

@@ -555,6 +555,13 @@ def update_revert(*, update: ProfileUpdate, by, comment: str = "",
     return revert, plan
 
 
+def reverted_update_id(update: ProfileUpdate) -> int | None:
+    """The id of the update that `update` was staged to revert (update_revert's audit row on the
+    original names the draft), or None when `update` is no revert."""
+    return (AuditEvent.objects.filter(action="revert_staged", changes__revert_update=update.pk)
+            .values_list("update_id", flat=True).first())
+
+
 # --- the dashboard's picture -----------------------------------------------------------------------
 
 @dataclass

@@ -42,6 +42,14 @@ def test_import_updates_imports_a_file_as_the_users_drafts_with_progress_and_sum
     assert ImportJob.objects.get().status == "done"
 
 
+def test_import_updates_says_one_row_and_one_update_in_the_singular(tmp_path, connection,
+                                                                    operator):
+    path = write_csv(tmp_path / "one.csv", "mbox3rdPartyId,c-1,funded,gold,")
+    out, _ = run("import_updates", path, "--connection", "acme", "--user", "operator")
+    assert "Checked 1 row: all valid." in out
+    assert "Imported 1 update as drafts" in out
+
+
 def test_import_updates_submit_sends_them_for_approval(tmp_path, connection, operator):
     path = write_csv(tmp_path / "u.csv", "mbox3rdPartyId,c-1,funded,,")
     out, _ = run("import_updates", path, "--connection", "acme", "--user", "operator", "--submit")

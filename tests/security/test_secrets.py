@@ -281,7 +281,7 @@ def test_the_token_appears_in_no_output_of_the_commands(approve, emulator, secur
     call_command("send_updates")
     call_command("send_updates", "--connection", "secured", "--limit", "5")
     output = capsys.readouterr()
-    assert "Imported 1 updates" in output.out and "acknowledged 1" in output.out
+    assert "Imported 1 update as" in output.out and "acknowledged 1" in output.out
     assert leaks(output.out + output.err + root_at_debug.text, TOKEN) == []
 
 

@@ -46,8 +46,28 @@ class OfferedLookupsChangeList(ChangeList):
         return filter_specs, has_filters, remaining, may_have_duplicates, has_active
 
 
+# What an empty list says to do (templates/admin/updates/_empty_list.html), per model.
+EMPTY_HINTS = {
+    "alertrule": "No alert rules yet. Add one to be told by email or webhook when sending fails, "
+                 "the quota runs low, updates wait too long for approval, Target refuses the "
+                 "token or updates are not applied.",
+    "alertevent": "No alert has fired yet. Each time an alert rule fires or clears it is listed "
+                  "here; set the rules up under Alert rules.",
+    "attributemapping": "No mappings yet. Add one per attribute operators may stage: its name in "
+                        "files and forms, its Target attribute, and its checks.",
+    "targetconnection": "No connections yet. Add one with Target's client code and bearer token "
+                        "(or the emulator's URL to try things out).",
+    "importjob": "No imports yet. Import a CSV or XLSX file of updates from the Import page.",
+    "profileupdate": "No profile updates yet. Stage one with Add, or import a file of them.",
+}
+
+
 class OfferedLookupsAdmin(admin.ModelAdmin):
     """Base of every ModelAdmin in updates/admin/."""
+
+    def empty_hint(self) -> str:
+        """What the list says when it has nothing to show and no filter is applied."""
+        return EMPTY_HINTS.get(self.model._meta.model_name, "")
 
     # Query parameters (exact lookups on local fields) the page itself links to, besides its
     # list filters: e.g. ProfileUpdateAdmin's `reason`, used by an import's result page.

@@ -74,7 +74,7 @@ class TargetConnectionAdmin(OfferedLookupsAdmin):
     whoever an administrator grants them to explicitly)."""
 
     form = TargetConnectionForm
-    list_display = ("label", "client_code", "endpoint", "quota_limit", "token_status", "active")
+    list_display = ("label", "client_code", "endpoint", "quota", "token_status", "active")
 
     class Media:
         css = {"all": ["updates/admin.css"]}  # e.g. a quota field wide enough for 1,000,000
@@ -95,6 +95,10 @@ class TargetConnectionAdmin(OfferedLookupsAdmin):
         }),
         ("Record", {"classes": ["collapse"], "fields": ["created_at", "updated_at"]}),
     ]
+
+    @admin.display(description="quota limit", ordering="quota_limit")
+    def quota(self, obj: TargetConnection) -> str:
+        return f"{obj.quota_limit:,}"  # 1,000,000: a list's numbers carry thousands separators
 
     @admin.display(description="token")
     def token_status(self, obj: TargetConnection | None) -> str:

@@ -62,7 +62,7 @@ class ImportUploadForm(forms.Form):
 @admin.register(ImportJob)
 class ImportJobAdmin(OfferedLookupsAdmin):
     list_display = ("job_link", "file_name", "connection", "created_by", "created_at",
-                    "status", "progress", "created_updates", "error_count")
+                    "status", "progress", "updates_created", "problems")
     list_filter = ("status", "connection")
     list_select_related = ("connection", "created_by")
     ordering = ("-created_at", "-id")
@@ -89,6 +89,14 @@ class ImportJobAdmin(OfferedLookupsAdmin):
     def job_link(self, job: ImportJob) -> str:
         return format_html('<a href="{}">#{}</a>', reverse("admin:updates_importjob_status",
                                                             args=[job.pk]), job.pk)
+
+    @admin.display(description="Created updates", ordering="created_updates")
+    def updates_created(self, job: ImportJob) -> str:
+        return f"{job.created_updates:,}"
+
+    @admin.display(description="Problems", ordering="error_count")
+    def problems(self, job: ImportJob) -> str:
+        return f"{job.error_count:,}"
 
     @admin.display(description="Rows")
     def progress(self, job: ImportJob) -> str:

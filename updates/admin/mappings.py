@@ -65,7 +65,7 @@ class AttributeMappingAdmin(OfferedLookupsAdmin):
     class Media:
         css = {"all": ["updates/admin.css"]}  # long names wrap instead of being clipped
 
-    list_display = ("source_name", "target_display", "value_type", "required", "max_length",
+    list_display = ("source_code", "target_display", "value_type", "required", "max_chars",
                     "send_empty", "active", "connection", "updated_at")
     list_filter = ("connection", "active", "value_type")
     list_select_related = ("connection",)
@@ -94,7 +94,16 @@ class AttributeMappingAdmin(OfferedLookupsAdmin):
 
     @admin.display(description="Target attribute", ordering="target_name")
     def target_display(self, obj: AttributeMapping) -> str:
-        return f"profile.{obj.target_name}"
+        # Identifiers as code: they may wrap anywhere, the list's words never do.
+        return format_html("<code>profile.{}</code>", obj.target_name)
+
+    @admin.display(description="Max length", ordering="max_length")
+    def max_chars(self, obj: AttributeMapping) -> str:
+        return f"{obj.max_length:,}"
+
+    @admin.display(description="Source name", ordering="source_name")
+    def source_code(self, obj: AttributeMapping) -> str:
+        return format_html("<code>{}</code>", obj.source_name)
 
     @admin.display(description="Changes")
     def audit_trail(self, obj: AttributeMapping | None) -> str:

@@ -8,6 +8,7 @@ Presentation only: selectors.update_timeline decides what belongs on the timelin
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +42,19 @@ FIELD_WORDS = {
     "attempt": "attempt",
     "http_status": "HTTP status",
     "next_attempt_at": "next attempt",
+    # Verification and unchanged-attribute events (verification.py)
+    "matching": "shows the sent value",
+    "differing": "does not show the sent value",
+    "at_target": "at Target",
+    "left_out": "left out (unchanged at Target)",
+    "revert_update": "revert staged as update",
+    "not_revertible": "not revertible",
 }
+# Bookkeeping in an event's changes that a reader does not need: the read's row id, the check's
+# number and the read's outcome are said in the event's comment already.
+HIDDEN_FIELDS = {"attempt", "http_status", "next_attempt_at", "read_id", "check", "read_outcome"}
+# An ISO 8601 moment inside a text (Target's modifiedAt, stored summaries): shown as utc_text.
+_ISO_MOMENT = re.compile(r"\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?")
 
 
 def utc_text(moment: dt.datetime | None) -> str:
@@ -63,14 +76,34 @@ def _parse_time(value: Any) -> dt.datetime | None:
     return None
 
 
-def _cell(name: str, value: Any) -> str:
+def _cell(name: str, value: Any, *, words: bool = True) -> str:
+    """One value of an event's changes as text. `words=False` for attribute values: shown
+    exactly as stored and sent (a date-time value is not rewritten)."""
     if value is None:
         return "—"
+    if not words:
+        return "(empty)" if value == "" else str(value)
     if name in ("not_before", "next_attempt_at") and (moment := _parse_time(value)):
         return utc_text(moment)
     if value == "":
         return "(empty)"
-    return str(value)
+    if isinstance(value, (list, tuple)):  # attribute names: matching, differing, left out
+        return ", ".join(str(v) for v in value) if value else "none"
+    if isinstance(value, dict):  # e.g. not_revertible: {attribute: why}
+        return "; ".join(f"{k}: {v}" for k, v in value.items()) if value else "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return iso_moments_as_utc(str(value))
+
+
+def iso_moments_as_utc(text: str) -> str:
+    """`text` with every ISO 8601 moment in it written in the page's one format (utc_text)."""
+    def _one(match: re.Match) -> str:
+        moment = _parse_time(match.group(0))
+        return utc_text(moment) if moment is not None else match.group(0)
+    return _ISO_MOMENT.sub(_one, text)
 
 
 @dataclass
@@ -103,8 +136,10 @@ def _attribute_rows(before: Any, after: Any) -> list[ChangeRow]:
         old, new = before.get(name), after.get(name)
         if old == new and before:
             continue  # unchanged attributes of an edit are noise
-        rows.append(ChangeRow(f"profile.{name}", None if old is None else _cell(name, old),
-                              "(removed)" if new is None and name in before else _cell(name, new),
+        rows.append(ChangeRow(f"profile.{name}",
+                              None if old is None else _cell(name, old, words=False),
+                              "(removed)" if new is None and name in before
+                              else _cell(name, new, words=False),
                               code=True))
     return rows
 
@@ -120,17 +155,19 @@ def _change_rows(changes: dict) -> list[ChangeRow]:
             rows.append(ChangeRow(FIELD_WORDS.get(name, name.replace("_", " ")),
                                   None if before is None else _cell(name, before),
                                   _cell(name, after)))
-        elif name not in ("attempt", "http_status", "next_attempt_at"):  # said in the title
+        elif name not in HIDDEN_FIELDS:  # said in the title or the comment
             rows.append(ChangeRow(FIELD_WORDS.get(name, name.replace("_", " ")), None,
                                   _cell(name, change)))
     return rows
 
 
-def _event_title(event) -> str:
+def _event_title(event, attempt_number: int | None = None) -> str:
+    """`attempt_number`: the send attempt this event answers, numbered as the attempts are (over
+    the update's life); the event's own "attempt" counts since the last re-queue."""
     changes = event.changes or {}
     if event.action == "retry_scheduled":
         moment = _parse_time(changes.get("next_attempt_at"))
-        attempt = changes.get("attempt")
+        attempt = attempt_number or changes.get("attempt")
         head = f"attempt {attempt} not acknowledged; " if attempt else ""
         if moment is not None:
             seconds = max(0, int((moment - event.at).total_seconds()))
@@ -138,18 +175,30 @@ def _event_title(event) -> str:
         return f"{head}retry scheduled"
     words = ACTION_WORDS.get(event.action, event.action.replace("_", " "))
     if event.action in ("acknowledged", "failed") and changes.get("attempt"):
-        words += f" (attempt {changes['attempt']})"
+        words += f" (attempt {attempt_number or changes['attempt']})"
     return words
+
+
+# Events after which the sender counts its attempts from 1 again (workflow.py sets
+# attempt_count = 0 on approval and on re-queue); the attempts themselves count over the update's
+# life (SendAttempt.number).
+_ATTEMPT_COUNT_RESETS = {"approved", "requeued"}
 
 
 def timeline_lines(entries: list[TimelineEntry]) -> list[Line]:
     lines = []
+    seen = 0  # the highest attempt number so far (entries are oldest first)
+    base = 0  # attempts made before the sender's count last restarted
     for entry in entries:
         if entry.kind == "event":
             e = entry.event
             rows = _change_rows(e.changes)
+            if e.action in _ATTEMPT_COUNT_RESETS:
+                base = seen
+            counted = (e.changes or {}).get("attempt")
+            number = base + counted if isinstance(counted, int) else None
             lines.append(Line(
-                at=e.at, when=utc_text(e.at), title=_event_title(e), kind="event",
+                at=e.at, when=utc_text(e.at), title=_event_title(e, number), kind="event",
                 actor=e.actor.get_username() if e.actor else "the system",
                 transition=((e.from_status or "—", e.to_status or "—")
                             if (e.from_status or e.to_status) else None),
@@ -157,6 +206,7 @@ def timeline_lines(entries: list[TimelineEntry]) -> list[Line]:
                 has_before=any(r.before is not None for r in rows)))
         else:
             a = entry.attempt
+            seen = max(seen, a.number)
             lines.append(Line(at=a.started_at, when=utc_text(a.started_at),
                               title=f"attempt {a.number}", kind="attempt", attempt=a))
     return lines

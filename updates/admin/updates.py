@@ -731,6 +731,8 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
                 edit_returns_to_draft=(obj.status in workflow.EDITABLE_STATES
                                        and obj.status != S.DRAFT),
             )
+            extra.update(unsaved_note=unsaved_note(extra["transitions"]),
+                         reverts_update_id=verification.reverted_update_id(obj))
         return super().change_view(request, object_id, form_url, extra)
 
     def _transitions(self, request: HttpRequest, obj: ProfileUpdate) -> list[tuple[str, str]]:
@@ -835,3 +837,26 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
 
     def _change_url(self, update: ProfileUpdate) -> str:
         return reverse("admin:updates_profileupdate_change", args=[update.pk])
+
+
+# Buttons that save the page's unsaved edits before they act (ProfileUpdateAdmin.workflow_view).
+_SAVING_TRANSITIONS = {"submit", "requeue", "requeue_for_approval"}
+
+
+def unsaved_note(transitions: list[tuple[str, str]]) -> str:
+    """The update page's unsaved-changes note, naming only the buttons the page shows."""
+    def names(labels: list[str]) -> str:
+        quoted = [f"“{label}”" for label in labels]
+        return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
+    saving = [label for name, label in transitions if name in _SAVING_TRANSITIONS]
+    others = [label for name, label in transitions if name not in _SAVING_TRANSITIONS]
+    parts = []
+    if saving:
+        parts.append(f"{names(saving)} {'saves' if len(saving) == 1 else 'save'} them first")
+    if others:
+        parts.append(f"{names(others)} {'needs' if len(others) == 1 else 'need'} them saved "
+                     "(Save below) or the page reloaded")
+    if not parts:
+        return "You have unsaved changes: save them with the buttons below."
+    return "You have unsaved changes: " + "; ".join(parts) + "."

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django import template
+from django.db.models import Max
 from django.urls import reverse
 
 from updates import selectors
@@ -34,8 +35,19 @@ def recent_workflow_events(context) -> list[RecentEvent]:
     if user is None or not user.has_perm("updates.view_profileupdate"):
         return []
     return [RecentEvent(
-        words=_event_title(event), update_id=event.update_id,
+        words=_event_title(event, _attempt_number(event)), update_id=event.update_id,
         url=reverse("admin:updates_profileupdate_change", args=[event.update_id]),
         actor=event.actor.get_username() if event.actor else "the system",
         when=utc_text(event.at), css=CSS.get(event.action, "changelink"))
         for event in selectors.recent_workflow_events(user=user)]
+
+
+def _attempt_number(event) -> int | None:
+    """The number of the send attempt an outcome event answers, as the update page numbers it:
+    the event's own count restarts at each re-queue. One small query per such event (the list
+    shows a handful)."""
+    if not isinstance((event.changes or {}).get("attempt"), int):
+        return None
+    from updates.models import SendAttempt
+    return (SendAttempt.objects.filter(update_id=event.update_id, started_at__lte=event.at)
+            .aggregate(n=Max("number"))["n"])

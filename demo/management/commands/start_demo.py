@@ -73,7 +73,8 @@ class Command(BaseCommand):
         self.stdout.write("Demo users (passwords are new on every start; embedded demo mode only):")
         for username, password in seed.passwords.items():
             self.stdout.write(f"  {username:<11} {password}")
-        self.stdout.write(f"Target emulator: {emulator_url}/  (what it received: {emulator_url}/_emulator/received)")
+        self.stdout.write(f"Target emulator: {emulator_url}/  (what it received: "
+                          f"{emulator_url}/_emulator/received.html)")
         self.stdout.write("The scheduler sends approved updates every minute and reads them back "
                           f"after {DEMO_VERIFY_SCHEDULE_MINUTES} minutes (verified / not applied); "
                           "Target applies an update "

@@ -13,6 +13,7 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
+from django.utils.translation import ngettext
 
 from updates import importing
 from updates.models import ImportJob, TargetConnection
@@ -59,7 +60,8 @@ class Command(BaseCommand):
             raise CommandError(" ".join(error.messages)) from None
         if job.status == ImportJob.Status.INVALID:
             self._fail(job)
-        self.stdout.write(f"Checked {job.total_rows:,} rows: all valid. "
+        rows = ngettext("row", "rows", job.total_rows)
+        self.stdout.write(f"Checked {job.total_rows:,} {rows}: all valid. "
                           f"Importing (job #{job.pk}) …")
 
         every = max(1000, job.total_rows // 10)
@@ -70,7 +72,8 @@ class Command(BaseCommand):
             self._fail(job)
         kind = "pending approval" if job.submit_after_import else "drafts"
         self.stdout.write(self.style.SUCCESS(
-            f"Imported {job.created_updates:,} updates as {kind} for {target.label} "
+            f"Imported {job.created_updates:,} {ngettext('update', 'updates', job.created_updates)}"
+            f" as {kind} for {target.label} "
             f"(import #{job.pk}) in {time.monotonic() - started:.1f} s."))
 
     def _fail(self, job: ImportJob) -> None:

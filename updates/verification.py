@@ -24,9 +24,12 @@ Never logged: identities and values.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 
 import requests
@@ -53,9 +56,15 @@ CLOCK_TOLERANCE = dt.timedelta(seconds=1)
 
 
 def check_delays() -> list[dt.timedelta]:
-    """Delays after the acknowledgment at which an update is read back (sorted, at least one)."""
+    """Delays after the acknowledgment at which an update is read back (sorted, at least one):
+    VERIFY_FIRST_CHECK_SECONDS first (unless 0), then the VERIFY_SCHEDULE_MINUTES after it."""
     minutes = sorted(int(m) for m in setting("VERIFY_SCHEDULE_MINUTES") if int(m) >= 0)
-    return [dt.timedelta(minutes=m) for m in minutes] or [dt.timedelta(minutes=5)]
+    delays = [dt.timedelta(minutes=m) for m in minutes] or [dt.timedelta(minutes=5)]
+    # Placed after Target's typical apply delay, the first read finds most updates applied.
+    first = dt.timedelta(seconds=max(0, setting("VERIFY_FIRST_CHECK_SECONDS")))
+    if first:
+        delays = [first] + [delay for delay in delays if delay > first]
+    return delays
 
 
 # --- before sending ------------------------------------------------------------------------------
@@ -240,8 +249,13 @@ def updates_verify_due(*, now: dt.datetime | None = None, connection: TargetConn
                        time_budget: float | None = None) -> VerificationRun:
     """Start verifying newly acknowledged updates and read back those whose check is due.
 
-    `now` fixes the clock (tests shift it instead of waiting); `time_budget` (seconds) stops
-    starting new reads after it."""
+    Reads run concurrently (VERIFY_CONCURRENCY threads over one pooled session, like the sender),
+    each at a slot of the connection's shared read rate limit; the main thread hands out the
+    slots, claims the updates and does all the database bookkeeping, one transaction per group of
+    finished reads (reader threads never touch the ORM). `now` fixes the clock (tests shift it
+    instead of waiting); `time_budget` (seconds) stops handing out reads after it, and no slot
+    later than it is taken. The run takes no lock the sender holds and uses no quota."""
+    fixed_now = now
     now = now or timezone.now()
     run = VerificationRun()
     _schedule_new(run, now=now, connection=connection)
@@ -253,28 +267,126 @@ def updates_verify_due(*, now: dt.datetime | None = None, connection: TargetConn
     if connection is not None:
         due = due.filter(connection=connection)
     deadline = None if time_budget is None else time.monotonic() + time_budget
+    concurrency = max(1, setting("VERIFY_CONCURRENCY"))
     own_session = session is None
-    session = session or reading.make_session()
-    throttled_connections: set[int] = set()
+    session = session or reading.make_session(pool_size=concurrency)
+    readers = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="profileops-verify")
     try:
-        for update in due[:limit]:
+        _read_concurrently(run, list(due[:limit]), readers=readers, session=session,
+                           concurrency=concurrency, deadline=deadline, now=now,
+                           clock=(lambda: fixed_now) if fixed_now else timezone.now)
+    finally:
+        readers.shutdown(wait=True, cancel_futures=True)
+        if own_session:
+            session.close()
+    if run.checked or run.started or run.failed:
+        logger.info("verification run: started %d, checked %d, verified %d, not applied %d, "
+                    "unverified %d, throttled %d, failed %d", run.started, run.checked,
+                    run.verified, run.not_applied, run.unverified, run.throttled, run.failed,
+                    extra={"connection": connection.client_code if connection else None})
+    return run
+
+
+# A claimed update is not handed to another run for this long; a run that dies leaves its claims
+# to be read again after it.
+CLAIM = dt.timedelta(minutes=10)
+
+
+def _read_concurrently(run: VerificationRun, due: list[ProfileUpdate], *,
+                       readers: ThreadPoolExecutor, session: requests.Session, concurrency: int,
+                       deadline: float | None, now: dt.datetime,
+                       clock) -> None:
+    """The run's loop: hand out up to 2 × concurrency reads (slot, claim, submit), record the
+    finished ones in the main thread, again until nothing is due or the budget is spent."""
+    ahead = 2 * concurrency
+    queue = collections.deque(due)
+    in_flight: collections.deque[tuple[ProfileUpdate, Future]] = collections.deque()
+    throttled: set[int] = set()
+    active: set[int] = set()
+    while queue or in_flight:
+        group: list[tuple[ProfileUpdate, float]] = []
+        while queue and len(in_flight) + len(group) < ahead:
             if deadline is not None and time.monotonic() >= deadline:
+                queue.clear()  # the budget is spent: what is left waits for the next run
                 break
-            if update.connection_id in throttled_connections:
+            update = queue.popleft()
+            if update.connection_id in throttled:
                 run.throttled += 1
                 continue
+            slot = _slot_for(update, active, ahead=ahead, deadline=deadline)
+            if slot is None:
+                throttled.add(update.connection_id)
+                run.throttled += 1
+                continue
+            group.append((update, slot))
+        claimed = _claim([u.pk for u, _ in group], now=now)
+        for update, slot in group:
+            if update.pk in claimed:  # another run took the others
+                in_flight.append((update, readers.submit(_read_at, update, slot, session)))
+        if not in_flight:
+            continue
+        # Wait for the oldest; record it with whatever else has finished, in one transaction.
+        futures_wait([in_flight[0][1]])
+        finished = [item for item in in_flight if item[1].done()]
+        for item in finished:
+            in_flight.remove(item)
+        _record_group(run, finished, at=clock())
+
+
+def _slot_for(update: ProfileUpdate, active: set[int], *, ahead: int,
+              deadline: float | None) -> float | None:
+    """A slot of the connection's shared read rate for this update's read, or None (rate limit,
+    or the connection was deactivated: its reads wait). Reads handed out ahead of the threads
+    wait for their slot, so the wait allowed covers them; never past the budget."""
+    try:
+        if update.connection_id not in active:
+            reading.require_active(update.connection)
+            active.add(update.connection_id)
+    except reading.ConnectionInactive:
+        return None
+    rate = max(0.001, float(setting("READS_PER_SECOND")))
+    wait = 1.0 + ahead / rate
+    if deadline is not None:
+        wait = min(wait, max(0.0, deadline - time.monotonic()))
+    return reading.read_limiter.slot(update.connection_id, wait=wait)
+
+
+def _claim(ids: list[int], *, now: dt.datetime) -> set[int]:
+    """Move the updates' next check past CLAIM, so that a run overlapping this one does not read
+    them too; the ids still due and not taken by another run."""
+    if not ids:
+        return set()
+    with transaction.atomic():
+        mine = set(ProfileUpdate.objects.select_for_update(skip_locked=True, of=("self",))
+                   .filter(id__in=ids, status=S.SENT, verification_state=V.PENDING,
+                           verification_next_at__lte=now)
+                   .values_list("id", flat=True))
+        ProfileUpdate.objects.filter(id__in=mine).update(verification_next_at=now + CLAIM)
+    return mine
+
+
+def _read_at(update: ProfileUpdate, slot: float,
+             session: requests.Session) -> tuple[target.ReadAnswer, int | None]:
+    """In a reader thread: wait for the slot, then read (HTTP only, no database)."""
+    pause = slot - time.time()
+    if pause > 0:
+        time.sleep(pause)
+    return reading.fetch(update, session=session)
+
+
+def _record_group(run: VerificationRun, finished: list[tuple[ProfileUpdate, Future]], *,
+                  at: dt.datetime) -> None:
+    """Keep the finished reads and record their checks, in the main thread, one transaction (each
+    update in its own savepoint, so one that fails is recorded as a failed check alone)."""
+    with transaction.atomic():
+        for update, future in finished:
             try:
-                # Waiting for the rate limit counts against the budget too.
-                wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
-                read = reading.profile_read(update=update, purpose=ProfileRead.Purpose.VERIFICATION,
-                                            now=now, session=session, wait=wait)
-                state = _record_check(update, read, now=now)
-            except reading.ReadThrottled:
-                throttled_connections.add(update.connection_id)
-                run.throttled += 1
-                continue
+                answer, latency_ms = future.result()
+                read = reading.store_read(update=update, purpose=ProfileRead.Purpose.VERIFICATION,
+                                          answer=answer, latency_ms=latency_ms, now=at)
+                state = _record_check(update, read, now=at)
             except Exception as error:  # noqa: BLE001 - one update must not stop the run
-                state = _record_failed_check(update, error, now=now)
+                state = _record_failed_check(update, error, now=at)
                 run.failed += 1
             run.checked += 1
             run.by_connection[update.connection_id] = run.by_connection.get(update.connection_id,
@@ -285,15 +397,6 @@ def updates_verify_due(*, now: dt.datetime | None = None, connection: TargetConn
                 run.not_applied += 1
             elif state == V.UNVERIFIED:
                 run.unverified += 1
-    finally:
-        if own_session:
-            session.close()
-    if run.checked or run.started or run.failed:
-        logger.info("verification run: started %d, checked %d, verified %d, not applied %d, "
-                    "unverified %d, throttled %d, failed %d", run.started, run.checked,
-                    run.verified, run.not_applied, run.unverified, run.throttled, run.failed,
-                    extra={"connection": connection.client_code if connection else None})
-    return run
 
 
 def _schedule_new(run: VerificationRun, *, now: dt.datetime,

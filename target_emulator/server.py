@@ -319,13 +319,13 @@ class TargetEmulator:
             self._quota.clear()
             self._pending.clear()
 
-    @property
     def read_times(self) -> list[float]:
         """When each profile read arrived (time.time(), before the latency), oldest first: the
         read rate Target saw (tests of the shared read limit)."""
         with self._lock:
             return list(self._read_times)
 
+    @property
     def received(self) -> list[dict[str, Any]]:
         """Snapshot of the update requests received, oldest first (empty if keep_received=False)."""
         with self._lock:

@@ -213,6 +213,28 @@ def store_read(*, update: ProfileUpdate, purpose: str, answer: target.ReadAnswer
     """Keep a fetched answer as a ProfileRead (found, not found or error), the connection's secrets
     redacted and unstorable characters escaped; an answer that cannot be stored is kept as a
     failed read."""
+    read = _read_row(update=update, purpose=purpose, answer=answer, latency_ms=latency_ms, now=now)
+    return _save_read(read)
+
+
+def store_reads(items: list[tuple[ProfileUpdate, target.ReadAnswer, int | None]], *, purpose: str,
+                now: dt.datetime | None = None) -> list[ProfileRead]:
+    """store_read for many answers, in one INSERT when they can all be stored (verification's
+    groups); otherwise one by one, each as store_read keeps it."""
+    reads = [_read_row(update=update, purpose=purpose, answer=answer, latency_ms=latency_ms,
+                       now=now) for update, answer, latency_ms in items]
+    try:
+        with transaction.atomic():
+            return ProfileRead.objects.bulk_create(reads)
+    except Exception:  # noqa: BLE001 - one unstorable answer: each alone, it kept as an error
+        for read in reads:
+            read.pk = None
+            read._state.adding = True
+        return [_save_read(read) for read in reads]
+
+
+def _read_row(*, update: ProfileUpdate, purpose: str, answer: target.ReadAnswer,
+              latency_ms: int | None, now: dt.datetime | None) -> ProfileRead:
     connection: TargetConnection = update.connection
     if answer.outcome == target.ReadOutcome.FOUND:
         outcome = ProfileRead.Outcome.FOUND
@@ -229,6 +251,10 @@ def store_read(*, update: ProfileUpdate, purpose: str, answer: target.ReadAnswer
                                   else "", secrets)[:300],
         attributes=attributes, escaped=escaped, latency_ms=latency_ms,
     )
+    return read
+
+
+def _save_read(read: ProfileRead) -> ProfileRead:
     try:
         with transaction.atomic():
             read.save(force_insert=True)
@@ -236,10 +262,10 @@ def store_read(*, update: ProfileUpdate, purpose: str, answer: target.ReadAnswer
         # Kept as a failed read, so the caller goes on as for any read that failed. Only the
         # type: the database's message may quote the values.
         read = ProfileRead.objects.create(
-            update=update, connection=connection, at=read.at, purpose=purpose,
-            outcome=ProfileRead.Outcome.ERROR, http_status=answer.http_status,
+            update=read.update, connection=read.connection, at=read.at, purpose=read.purpose,
+            outcome=ProfileRead.Outcome.ERROR, http_status=read.http_status,
             error=f"unstorable: the answer could not be stored ({type(error).__name__})",
-            latency_ms=latency_ms)
+            latency_ms=read.latency_ms)
     return read
 
 

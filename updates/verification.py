@@ -378,25 +378,35 @@ def _record_group(run: VerificationRun, finished: list[tuple[ProfileUpdate, Futu
                   at: dt.datetime) -> None:
     """Keep the finished reads and record their checks, in the main thread, one transaction (each
     update in its own savepoint, so one that fails is recorded as a failed check alone)."""
+    answered, failed = [], []
+    for update, future in finished:
+        try:
+            answered.append((update, *future.result()))
+        except Exception as error:  # noqa: BLE001 - one update must not stop the run
+            failed.append((update, error))
+    states: dict[int, str] = {}
     with transaction.atomic():
-        for update, future in finished:
-            try:
-                answer, latency_ms = future.result()
-                read = reading.store_read(update=update, purpose=ProfileRead.Purpose.VERIFICATION,
-                                          answer=answer, latency_ms=latency_ms, now=at)
-                state = _record_check(update, read, now=at)
-            except Exception as error:  # noqa: BLE001 - one update must not stop the run
-                state = _record_failed_check(update, error, now=at)
-                run.failed += 1
-            run.checked += 1
-            run.by_connection[update.connection_id] = run.by_connection.get(update.connection_id,
-                                                                             0) + 1
-            if state == V.VERIFIED:
-                run.verified += 1
-            elif state == V.NOT_APPLIED:
-                run.not_applied += 1
-            elif state == V.UNVERIFIED:
-                run.unverified += 1
+        try:
+            reads = reading.store_reads(answered, purpose=ProfileRead.Purpose.VERIFICATION, now=at)
+            checked, failing = _record_checks(
+                [(update, read) for (update, _, _), read in zip(answered, reads)], now=at)
+            states.update(checked)
+            failed += failing
+        except Exception as error:  # noqa: BLE001 - the group's bookkeeping failed: each alone
+            failed += [(update, error) for update, _, _ in answered]
+    for update, error in failed:
+        states[update.pk] = _record_failed_check(update, error, now=at)
+        run.failed += 1
+    for update, _ in finished:
+        state = states.get(update.pk, "")
+        run.checked += 1
+        run.by_connection[update.connection_id] = run.by_connection.get(update.connection_id, 0) + 1
+        if state == V.VERIFIED:
+            run.verified += 1
+        elif state == V.NOT_APPLIED:
+            run.not_applied += 1
+        elif state == V.UNVERIFIED:
+            run.unverified += 1
 
 
 def _schedule_new(run: VerificationRun, *, now: dt.datetime,
@@ -505,61 +515,104 @@ def _record_failed_check(update: ProfileUpdate, error: Exception, *, now: dt.dat
 
 
 def _record_check(update: ProfileUpdate, read: ProfileRead, *, now: dt.datetime) -> str:
+    return _record_checks([(update, read)], now=now)[0].get(update.pk, "")
+
+
+def _record_checks(checks: list[tuple[ProfileUpdate, ProfileRead]], *, now: dt.datetime
+                   ) -> tuple[dict[int, str], list[tuple[ProfileUpdate, Exception]]]:
+    """Record a group of checks in one transaction: the updates locked, changed and their audit
+    rows written in bulk. Returns the state each update is left in ("" when another run got there
+    first) and the checks that failed in our code (recorded by the caller as failed checks)."""
     delays = check_delays()
-    result = compare_with_sent(update, read, sent_at(update))
+    sent = _sent_at_many([update for update, _ in checks])
+    states: dict[int, str] = {}
+    failed: list[tuple[ProfileUpdate, Exception]] = []
+    fields = ["verification_state", "verification_checks", "verification_next_at", "verified_at"]
     with transaction.atomic():
-        current = (ProfileUpdate.objects.select_for_update()
-                   .filter(pk=update.pk, status=S.SENT, verification_state=V.PENDING).first())
-        if current is None:  # another run got there first
-            return ""
-        check = current.verification_checks + 1
-        last = check >= len(delays)
-        total = len(delays)
-        fields = ["verification_state", "verification_checks", "verification_next_at"]
-        current.verification_checks = check
-        current.verification_next_at = None
-        if result.applied:
-            current.verification_state = V.VERIFIED
-            current.verified_at = now
-            fields.append("verified_at")
-            action = "verified"
-            comment = (f"Check {check} of {total}: Target shows every sent value "
-                       f"({len(result.matching)} attribute(s)), modified after the send.")
-        elif result.no_profile:
-            current.verification_state = V.NOT_APPLIED
-            action = "not_applied"
-            comment = (f"Check {check} of {total}: Target has no profile for this visitor — the "
-                       "update was acknowledged but not applied.")
-        elif read.outcome == ProfileRead.Outcome.ERROR:
-            current.verification_state = V.UNVERIFIED if last else V.PENDING
-            action = "unverified" if last else "verification_read"
-            comment = f"Check {check} of {total}: the read failed ({read.error})."
-            if last:
-                comment += " No more checks: whether Target applied the update is unknown."
-        else:
-            current.verification_state = V.NOT_APPLIED if last else V.PENDING
-            action = "not_applied" if last else "verification_read"
-            comment = (f"Check {check} of {total}: {len(result.differing)} of "
-                       f"{len(update.attributes)} attribute(s) do not show the sent value yet: "
-                       f"{', '.join(result.differing)}.")
-            if last:
-                comment += " No more checks: not applied."
-        if current.verification_state == V.PENDING:
-            current.verification_next_at = max(
-                now, (current.acknowledged_at or now) + delays[check])
-            comment += f" Next check at {current.verification_next_at:%Y-%m-%d %H:%M} UTC."
-        current.save(update_fields=fields)
-        AuditEvent.objects.create(
-            at=now, actor=None, action=action, update=current, connection_id=current.connection_id,
-            from_status=S.SENT, to_status=S.SENT, comment=comment,
-            changes={"read_id": read.pk, "check": check, "read_outcome": read.outcome,
-                     "matching": result.matching, "differing": result.differing,
-                     "at_target": held_summary(update, read)})
-    update.verification_state = current.verification_state
-    update.verification_checks = current.verification_checks
-    update.verification_next_at = current.verification_next_at
-    update.verified_at = current.verified_at
-    return current.verification_state
+        current = {row.pk: row for row in ProfileUpdate.objects.select_for_update(of=("self",))
+                   .filter(pk__in=[update.pk for update, _ in checks], status=S.SENT,
+                           verification_state=V.PENDING)}
+        changed, events = [], []
+        for update, read in checks:
+            row = current.pop(update.pk, None)
+            if row is None:  # another run got there first
+                states[update.pk] = ""
+                continue
+            try:
+                events.append(_check_change(row, update, read, sent=sent.get(update.pk),
+                                            now=now, delays=delays))
+            except Exception as error:  # noqa: BLE001 - recorded as a failed check by the caller
+                failed.append((update, error))
+                continue
+            changed.append(row)
+            states[update.pk] = row.verification_state
+            update.verification_state = row.verification_state
+            update.verification_checks = row.verification_checks
+            update.verification_next_at = row.verification_next_at
+            update.verified_at = row.verified_at
+        if changed:
+            ProfileUpdate.objects.bulk_update(changed, fields=fields)
+            AuditEvent.objects.bulk_create(events)
+    return states, failed
+
+
+def _sent_at_many(updates: list[ProfileUpdate]) -> dict[int, dt.datetime | None]:
+    """sent_at for many updates in one query."""
+    started: dict[int, dt.datetime] = {}
+    for update_id, at in (SendAttempt.objects
+                          .filter(update_id__in=[u.pk for u in updates],
+                                  outcome=SendAttempt.Outcome.ACKNOWLEDGED)
+                          .order_by("update_id", "-number").values_list("update_id", "started_at")):
+        started.setdefault(update_id, at)
+    return {u.pk: started.get(u.pk) or u.acknowledged_at for u in updates}
+
+
+def _check_change(current: ProfileUpdate, update: ProfileUpdate, read: ProfileRead, *,
+                  sent: dt.datetime | None, now: dt.datetime,
+                  delays: list[dt.timedelta]) -> AuditEvent:
+    """What one check does to its (locked) update: its verification fields changed in place, and
+    the audit row saying so (unsaved)."""
+    result = compare_with_sent(update, read, sent)
+    check = current.verification_checks + 1
+    last = check >= len(delays)
+    total = len(delays)
+    current.verification_checks = check
+    current.verification_next_at = None
+    if result.applied:
+        current.verification_state = V.VERIFIED
+        current.verified_at = now
+        action = "verified"
+        comment = (f"Check {check} of {total}: Target shows every sent value "
+                   f"({len(result.matching)} attribute(s)), modified after the send.")
+    elif result.no_profile:
+        current.verification_state = V.NOT_APPLIED
+        action = "not_applied"
+        comment = (f"Check {check} of {total}: Target has no profile for this visitor — the "
+                   "update was acknowledged but not applied.")
+    elif read.outcome == ProfileRead.Outcome.ERROR:
+        current.verification_state = V.UNVERIFIED if last else V.PENDING
+        action = "unverified" if last else "verification_read"
+        comment = f"Check {check} of {total}: the read failed ({read.error})."
+        if last:
+            comment += " No more checks: whether Target applied the update is unknown."
+    else:
+        current.verification_state = V.NOT_APPLIED if last else V.PENDING
+        action = "not_applied" if last else "verification_read"
+        comment = (f"Check {check} of {total}: {len(result.differing)} of "
+                   f"{len(update.attributes)} attribute(s) do not show the sent value yet: "
+                   f"{', '.join(result.differing)}.")
+        if last:
+            comment += " No more checks: not applied."
+    if current.verification_state == V.PENDING:
+        current.verification_next_at = max(
+            now, (current.acknowledged_at or now) + delays[check])
+        comment += f" Next check at {current.verification_next_at:%Y-%m-%d %H:%M} UTC."
+    return AuditEvent(
+        at=now, actor=None, action=action, update=current, connection_id=current.connection_id,
+        from_status=S.SENT, to_status=S.SENT, comment=comment,
+        changes={"read_id": read.pk, "check": check, "read_outcome": read.outcome,
+                 "matching": result.matching, "differing": result.differing,
+                 "at_target": held_summary(update, read)})
 
 
 # --- revert --------------------------------------------------------------------------------------

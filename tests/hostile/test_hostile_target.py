@@ -160,14 +160,14 @@ def test_a_check_that_fails_is_recorded_on_its_update_and_the_run_goes_on(
     updates = [approve(identity=f"w-{n}", attributes={"loyaltyTier": "gold"}) for n in range(3)]
     sending.send_due()
     acked = fresh(updates[0]).acknowledged_at
-    real = verification._record_check
+    real = verification._check_change
 
-    def failing_for_the_first(update, read, *, now):
+    def failing_for_the_first(current, update, read, **kwargs):
         if update.pk == updates[0].pk and read.outcome != ProfileRead.Outcome.ERROR:
             raise ValueError("A string literal cannot contain NUL (0x00) characters.")
-        return real(update, read, now=now)
+        return real(current, update, read, **kwargs)
 
-    monkeypatch.setattr(verification, "_record_check", failing_for_the_first)
+    monkeypatch.setattr(verification, "_check_change", failing_for_the_first)
     run = verification.updates_verify_due(now=acked + 6 * MINUTE)
 
     assert run.failed == 1 and run.verified == 2

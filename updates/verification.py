@@ -9,10 +9,12 @@ profile for is acknowledged and dropped, and updates apply within an hour, somet
   value — per a read no older than SKIP_UNCHANGED_MAX_READ_AGE_SECONDS, read now if there is none —
   ends ``unchanged`` without a request, so no quota is used. A read that fails or is throttled
   never holds anything back: the update is simply sent.
-- **After sending** (`updates_verify_due`, the "Verify sent updates" schedule and the
-  ``verify_updates`` command): each acknowledged update is read back at VERIFY_SCHEDULE_MINUTES
-  after its acknowledgment until every sent attribute holds the sent value with a ``modifiedAt``
-  not before the send (``verified``). No profile at Target means the update was dropped
+- **After sending** (`updates_verify_due`, the "Verify sent updates" schedule every minute and
+  the ``verify_updates`` command): each acknowledged update is read back first
+  VERIFY_FIRST_CHECK_SECONDS after its acknowledgment (Target's typical apply delay), then at the
+  later VERIFY_SCHEDULE_MINUTES, until every sent attribute holds the sent value with a
+  ``modifiedAt`` not before the send (``verified``). Reads run concurrently at the connection's
+  shared read rate; the bookkeeping stays in the run's main thread. No profile at Target means the update was dropped
   (``not applied``); values still different after the last check are ``not applied`` too; reads
   that kept failing leave it ``unverified``. Every read is kept (ProfileRead) and on the timeline.
 - **Revert** (`update_revert`): stages a new update carrying the prior values, through the

@@ -154,3 +154,14 @@ def test_a_read_that_cannot_wait_for_its_slot_is_throttled_and_takes_none(acme, 
     began = time.monotonic()
     assert other.acquire(acme.pk, wait=1.5)  # the next slot, a second after the first
     assert 0.5 < time.monotonic() - began < 1.5
+
+
+def test_the_verify_schedule_runs_every_minute_within_its_budget(db):
+    from django_q.models import Schedule
+
+    from updates import tasks
+
+    schedule = Schedule.objects.get(name="Verify sent updates")  # migration 0020
+    assert (schedule.func, schedule.schedule_type, schedule.minutes) == (
+        "updates.tasks.verify_sent_updates", Schedule.MINUTES, 1)
+    assert tasks.verify_sent_updates() == 0  # nothing due: a run that reads nothing

@@ -89,6 +89,11 @@ class SharedReadLimiter:
                 return slots.popleft()
             return None
 
+    def lateness_allowed(self) -> float:
+        """How long after its time a slot may still start a read."""
+        rate = self._rate()
+        return max(0.0, (max(1.0, rate) - 1) / rate) + LATE_TOLERANCE_SECONDS
+
     def acquire(self, connection_id: int, *, wait: float = 0.0) -> bool:
         """Take one read, waiting for its slot (at most `wait` seconds). False if none came in
         time."""

@@ -324,7 +324,8 @@ def _read_concurrently(run: VerificationRun, due: list[ProfileUpdate], *,
         claimed = _claim([u.pk for u, _ in group], now=now)
         for update, slot in group:
             if update.pk in claimed:  # another run took the others
-                in_flight.append((update, readers.submit(_read_at, update, slot, session)))
+                future = readers.submit(_read_at, update, slot, time.time(), session)
+                in_flight.append((update, future))
         if not in_flight:
             continue
         # Wait for the oldest; record it with whatever else has finished, in one transaction.
@@ -332,7 +333,7 @@ def _read_concurrently(run: VerificationRun, due: list[ProfileUpdate], *,
         finished = [item for item in in_flight if item[1].done()]
         for item in finished:
             in_flight.remove(item)
-        _record_group(run, finished, at=clock())
+        _record_group(run, finished, at=clock(), claimed_at=now)
 
 
 def _slot_for(update: ProfileUpdate, active: set[int], *, ahead: int,
@@ -367,25 +368,39 @@ def _claim(ids: list[int], *, now: dt.datetime) -> set[int]:
     return mine
 
 
-def _read_at(update: ProfileUpdate, slot: float,
-             session: requests.Session) -> tuple[target.ReadAnswer, int | None]:
-    """In a reader thread: wait for the slot, then read (HTTP only, no database)."""
-    pause = slot - time.time()
-    if pause > 0:
-        time.sleep(pause)
+def _read_at(update: ProfileUpdate, slot: float, handed_out: float, session: requests.Session
+             ) -> tuple[target.ReadAnswer, int | None] | None:
+    """In a reader thread: wait for the slot, then read (HTTP only, no database). None, without
+    reading, when a thread came to it long after the slot and its hand-out (every reader was
+    busy: a slow Target) — reads then would crowd the slots of later reads and other processes."""
+    now = time.time()
+    if slot > now:
+        time.sleep(slot - now)
+    elif now - max(slot, handed_out) > reading.read_limiter.lateness_allowed():
+        return None
     return reading.fetch(update, session=session)
 
 
 def _record_group(run: VerificationRun, finished: list[tuple[ProfileUpdate, Future]], *,
-                  at: dt.datetime) -> None:
+                  at: dt.datetime, claimed_at: dt.datetime) -> None:
     """Keep the finished reads and record their checks, in the main thread, one transaction (each
     update in its own savepoint, so one that fails is recorded as a failed check alone)."""
-    answered, failed = [], []
+    answered, failed, unread = [], [], []
     for update, future in finished:
         try:
-            answered.append((update, *future.result()))
+            result = future.result()
         except Exception as error:  # noqa: BLE001 - one update must not stop the run
             failed.append((update, error))
+            continue
+        if result is None:
+            unread.append(update)
+        else:
+            answered.append((update, *result))
+    if unread:  # their slot passed unused: due again, for this run's successor
+        ProfileUpdate.objects.filter(pk__in=[u.pk for u in unread]).update(
+            verification_next_at=claimed_at)
+        run.throttled += len(unread)
+        finished = [(update, future) for update, future in finished if update not in unread]
     states: dict[int, str] = {}
     with transaction.atomic():
         try:

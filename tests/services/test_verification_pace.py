@@ -165,3 +165,22 @@ def test_the_verify_schedule_runs_every_minute_within_its_budget(db):
     assert (schedule.func, schedule.schedule_type, schedule.minutes) == (
         "updates.tasks.verify_sent_updates", Schedule.MINUTES, 1)
     assert tasks.verify_sent_updates() == 0  # nothing due: a run that reads nothing
+
+
+def test_a_read_whose_slot_passed_while_every_reader_was_busy_is_left_for_later(
+        acme, approve, faithful_emulator, settings):
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "VERIFY_CONCURRENCY": 1, "READS_PER_SECOND": 2}
+    updates = [approve(identity=f"l-{n}") for n in range(3)]
+    sending.send_due()
+    acked = ProfileUpdate.objects.get(pk=updates[0].pk).acknowledged_at
+    faithful_emulator.configure(latency=1.0)  # one reader, busy a second per read
+    before = len(faithful_emulator.read_times())
+
+    run = verification.updates_verify_due(now=acked + 6 * MINUTE)
+
+    # The reads Target saw are the checks made; the others were not read late in a crowd.
+    assert len(faithful_emulator.read_times()) - before == run.checked
+    assert run.throttled >= 1 and run.checked + run.throttled == 3
+    unread = ProfileUpdate.objects.filter(pk__in=[u.pk for u in updates], verification_checks=0)
+    assert unread.count() == run.throttled
+    assert all(u.verification_next_at <= acked + 6 * MINUTE for u in unread)  # due again

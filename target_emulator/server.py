@@ -224,6 +224,8 @@ class TargetEmulator:
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._received: list[dict[str, Any]] = []
+        # When each profile read arrived (time.time()), the latest 100,000.
+        self._read_times: collections.deque[float] = collections.deque(maxlen=100_000)
         self._profiles: dict[tuple[str, str], dict[str, Any]] = {}
         self._acknowledged: Counter[str] = Counter()
         self._counts: Counter[str] = Counter()
@@ -308,6 +310,7 @@ class TargetEmulator:
         """Forget received requests, profiles, counters and quota usage (fault options stay)."""
         with self._lock:
             self._received.clear()
+            self._read_times.clear()
             self._profiles.clear()
             self._acknowledged.clear()
             self._counts.clear()
@@ -315,6 +318,12 @@ class TargetEmulator:
             self._outcome_counts.clear()
             self._quota.clear()
             self._pending.clear()
+
+    def read_times(self) -> list[float]:
+        """When each profile read arrived (time.time(), before the latency), oldest first: the
+        read rate Target saw (tests of the shared read limit)."""
+        with self._lock:
+            return list(self._read_times)
 
     @property
     def received(self) -> list[dict[str, Any]]:
@@ -816,6 +825,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _profile_read(self, rest: list[str], query: str) -> None:
         emulator = self.server.emulator
+        with emulator._lock:
+            emulator._read_times.append(time.time())
         self._wait(emulator._config.latency)
         if not emulator._authorized(self.headers.get("Authorization")):
             self._send_json(401, {"status": 401, "message": "Authentication required"})

@@ -158,7 +158,8 @@ def narrow_form(content: str) -> dict[str, str]:
 
 
 def test_the_whole_batch_is_read_in_the_background_then_only_changing_rows_are_decided(
-        client, supervisor, operator, batch, django_capture_on_commit_callbacks):
+        client, supervisor, operator, batch, django_capture_on_commit_callbacks, settings):
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "READS_PER_SECOND": 10}  # 10 reads: 1 s
     from django_q.models import OrmQ
 
     from updates import tasks, workflow

@@ -51,6 +51,7 @@ def test_the_check_is_registered_with_django():
     ({"RUN_TIME_BUDGET_SECONDS": 0}, "profileops.E011"),
     ({"RUN_TIME_BUDGET_SECONDS": 90}, "profileops.E012"),
     ({"IMPORT_BACKGROUND_ROWS": 0}, "profileops.E013"),
+    ({"VERIFY_CONCURRENCY": 0}, "profileops.E016"),
     ({"TARGET_PROXY": "proxy.example:3128"}, "profileops.E015"),
     ({"TARGET_PROXY": "socks5://proxy.example:1080"}, "profileops.E015"),
     ({"TARGET_PROXY": "http://proxy.example:3128/path"}, "profileops.E015"),

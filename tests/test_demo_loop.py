@@ -19,7 +19,8 @@ S, V = UpdateStatus, VerificationState
 
 @pytest.mark.django_db
 def test_the_demo_shows_unchanged_verified_and_not_applied(emulator_factory, settings):
-    settings.PROFILEOPS = {**settings.PROFILEOPS, "VERIFY_SCHEDULE_MINUTES": [1, 2, 5, 15]}
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "VERIFY_SCHEDULE_MINUTES": [1, 2, 5, 15],
+                           "VERIFY_FIRST_CHECK_SECONDS": 0}
     reading.read_limiter.reset()
     emulator = emulator_factory(faithful=True, apply_delay=DEMO_APPLY_DELAY_SECONDS,
                                 profiles=json.loads(demo_profiles_json()))

@@ -70,6 +70,7 @@ def check_profileops_settings(app_configs=None, **kwargs) -> list[checks.Error]:
             "A send run still claiming when django-q2 kills the task leaves its claims to "
             "expire; keep the budget well inside the timeout."))
     at_least_one(13, "IMPORT_BACKGROUND_ROWS", "Imports above this many rows run in django-q2.")
+    at_least_one(16, "VERIFY_CONCURRENCY", "A verification run reads this many profiles at once.")
     retry = (getattr(settings, "Q_CLUSTER", None) or {}).get("retry")
     if task_timeout is not None and retry is not None and task_timeout >= retry:
         errors.append(_error(

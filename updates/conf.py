@@ -60,13 +60,19 @@ KNOBS: dict[str, Knob] = {
         float, 60.0, "Updates by status are counted at most this often per process."),
     # Reading profiles back (updates/reading.py, updates/verification.py).
     "READS_PER_SECOND": Knob(
-        float, 10.0, "Profile reads per second per connection (per process); never quota."),
+        float, 40.0, "Profile reads per second per connection, shared by every process (the "
+                     "ReadRateSlot row); never quota."),
     "PROFILE_READ_CONNECT_TIMEOUT": Knob(float, 2.0, "Seconds to connect for one profile read."),
     "PROFILE_READ_TIMEOUT": Knob(float, 3.0, "Seconds to wait for one profile read's answer."),
     "VERIFY_SCHEDULE_MINUTES": Knob(
         tuple, (5, 15, 60, 240, 1440), "Minutes after the acknowledgment at which an update is "
         "read back; after the last, it is 'not applied' if Target still shows other values."),
-    "VERIFY_BATCH_SIZE": Knob(int, 400, "Most updates one verification run reads."),
+    "VERIFY_FIRST_CHECK_SECONDS": Knob(
+        int, 3600, "The first read-back comes this long after the acknowledgment (Target applies "
+                   "usually within an hour); earlier VERIFY_SCHEDULE_MINUTES entries are skipped. "
+                   "0: the schedule alone."),
+    "VERIFY_BATCH_SIZE": Knob(int, 5000, "Most updates one verification run reads."),
+    "VERIFY_CONCURRENCY": Knob(int, 16, "Profile reads in flight at once in a verification run."),
     "SKIP_UNCHANGED_MAX_READ_AGE_SECONDS": Knob(
         int, 300, "Skip-unchanged trusts a read this recent; otherwise it reads again."),
     "SKIP_UNCHANGED_READ_BUDGET_SECONDS": Knob(

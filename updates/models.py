@@ -590,6 +590,19 @@ class SchedulerHeartbeat(models.Model):
         return f"{self.name} at {self.beat_at:%Y-%m-%d %H:%M:%S}"
 
 
+class ReadRateSlot(models.Model):
+    """The read rate limit of one connection, shared by every process (updates/reading.py): the
+    time (Unix seconds) from which the next read slot is free. A process takes several slots per
+    round trip, so the row is written about twice a second at most, not once per read."""
+
+    connection = models.OneToOneField(TargetConnection, on_delete=models.CASCADE,
+                                      primary_key=True, related_name="+")
+    next_free_at = models.FloatField(default=0.0)
+
+    def __str__(self) -> str:
+        return f"reads of connection {self.connection_id} free from {self.next_free_at:.3f}"
+
+
 class ProfileRead(models.Model):
     """One read of a visitor's profile from Target's read API, kept as evidence with its time.
 

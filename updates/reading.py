@@ -4,28 +4,33 @@ Used by the live diff at approval, by skip-unchanged before sending and by verif
 sending. Reads are not metered against the update quota (Target's reference §3), so nothing here
 touches quota.py; they have their own rate limit per connection instead.
 
-The rate limit is per process (a token bucket per connection): with N processes reading, Target
-sees at most N × READS_PER_SECOND. That is the documented trade-off for a limiter that costs no
-database write per read; keep the setting conservative.
+The rate limit is per connection and shared by every process (SharedReadLimiter, one ReadRateSlot
+row per connection in the database — the embedded deployment has no Redis): adding workers shares
+READS_PER_SECOND, it does not multiply it. Every reader goes through it: the live diff, the batch
+read, skip-unchanged before sending, verification.
 
 Never logged: identities, URLs (they hold the identity), values read, tokens.
 """
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
+import math
 import threading
 import time
 from dataclasses import dataclass
 
 import requests
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import F, Value
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from .conf import setting
 from .errors import require_perm
 from . import deadlines, delivery, target
-from .models import ProfileRead, ProfileUpdate, TargetConnection
+from .models import ProfileRead, ProfileUpdate, ReadRateSlot, TargetConnection
 
 PERM_VIEW = "updates.view_profileupdate"
 USER_AGENT = "ProfileOps (profile reader)"
@@ -35,37 +40,103 @@ READ_BODY_LIMIT_BYTES = 256 * 1024  # a whole profile's external data is capped 
 
 # --- rate limit ----------------------------------------------------------------------------------
 
-class _ReadLimiter:
-    """A token bucket per connection: `rate` reads a second, bursts of at most `rate`."""
+# Slots a process takes per round trip to the ReadRateSlot row: as many as the rate gives in this
+# many seconds (one when the caller will not wait), so the row is written ~twice a second at most.
+RESERVE_SECONDS = 0.5
+# A slot handed out this late is still used (a thread wakes a little after its slot).
+LATE_TOLERANCE_SECONDS = 0.05
+
+
+class SharedReadLimiter:
+    """The read rate limit of a connection, shared by every process through its ReadRateSlot row:
+    READS_PER_SECOND reads a second, bursts of at most that many (at least one).
+
+    The row holds the time from which the next slot is free (a "next free slot" limiter, GCRA).
+    A process takes k slots in one UPDATE — ``next = max(next, now - burst) + k / rate``, which
+    takes the row's lock (PostgreSQL) or the write lock (SQLite) before it reads, so two processes
+    never get the same slot — and hands them out locally, each read waiting for its slot. A slot
+    not used within the burst window after its time is dropped (reading less than allowed, never
+    more): in any window of T seconds every process together starts at most rate × T + burst reads.
+    Slots are only taken when the next one is free within the caller's `wait`.
+
+    Database calls happen in the calling thread; verification calls it from its main thread only
+    and hands the slots to its reader threads (updates/verification.py).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._buckets: dict[int, tuple[float, float]] = {}  # connection id -> (tokens, at)
+        self._slots: dict[int, collections.deque[float]] = {}  # connection id -> slot times
+
+    @staticmethod
+    def _rate() -> float:
+        return max(0.001, float(setting("READS_PER_SECOND")))
+
+    def slot(self, connection_id: int, *, wait: float = 0.0) -> float | None:
+        """A slot (time.time()) for one read, no later than `wait` seconds from now; None if none
+        is free by then. The caller starts its read no earlier than the slot."""
+        rate = self._rate()
+        window = max(0.0, (max(1.0, rate) - 1) / rate)  # a full burst's slots may lie behind now
+        with self._lock:
+            now = time.time()
+            slots = self._slots.setdefault(connection_id, collections.deque())
+            while slots and slots[0] + window + LATE_TOLERANCE_SECONDS < now:
+                slots.popleft()  # not used in time: dropped
+            if not slots:
+                count = max(1, math.ceil(rate * min(max(wait, 0.0), RESERVE_SECONDS)))
+                slots.extend(_reserve(connection_id, count, rate=rate, now=now, wait=wait,
+                                      window=window))
+            if slots and slots[0] <= now + wait:
+                return slots.popleft()
+            return None
+
+    def lateness_allowed(self) -> float:
+        """How long after its time a slot may still start a read."""
+        rate = self._rate()
+        return max(0.0, (max(1.0, rate) - 1) / rate) + LATE_TOLERANCE_SECONDS
 
     def acquire(self, connection_id: int, *, wait: float = 0.0) -> bool:
-        """Take one read; wait at most `wait` seconds for one. False if none came in time."""
-        deadline = time.monotonic() + wait
-        while True:
-            rate = max(0.001, float(setting("READS_PER_SECOND")))
-            with self._lock:
-                now = time.monotonic()
-                tokens, at = self._buckets.get(connection_id, (rate, now))
-                tokens = min(rate, tokens + (now - at) * rate)
-                if tokens >= 1:
-                    self._buckets[connection_id] = (tokens - 1, now)
-                    return True
-                self._buckets[connection_id] = (tokens, now)
-                needed = (1 - tokens) / rate
-            if now + needed > deadline:
-                return False
-            time.sleep(needed)
+        """Take one read, waiting for its slot (at most `wait` seconds). False if none came in
+        time."""
+        at = self.slot(connection_id, wait=wait)
+        if at is None:
+            return False
+        pause = at - time.time()
+        if pause > 0:
+            time.sleep(pause)
+        return True
 
     def reset(self) -> None:
+        """Forget this process's slots (tests; the shared row is the database's)."""
         with self._lock:
-            self._buckets.clear()
+            self._slots.clear()
 
 
-read_limiter = _ReadLimiter()
+def _reserve(connection_id: int, count: int, *, rate: float, now: float, wait: float,
+             window: float) -> list[float]:
+    """Take `count` consecutive slots from the connection's ReadRateSlot row, if the first is free
+    by now + wait; their times, or [] if not."""
+    step = 1.0 / rate
+    for _ in range(2):
+        with transaction.atomic():
+            taken = (ReadRateSlot.objects
+                     .filter(connection_id=connection_id, next_free_at__lte=now + wait)
+                     .update(next_free_at=Greatest(F("next_free_at"), Value(now - window))
+                             + Value(count * step)))
+            if taken:
+                end = ReadRateSlot.objects.filter(connection_id=connection_id).values_list(
+                    "next_free_at", flat=True).get()
+                return [end - (count - i) * step for i in range(count)]
+            if ReadRateSlot.objects.filter(connection_id=connection_id).exists():
+                return []  # the next free slot is later than the caller waits
+        try:
+            with transaction.atomic():
+                ReadRateSlot.objects.create(connection_id=connection_id, next_free_at=0.0)
+        except IntegrityError:
+            pass  # another process made it first
+    return []
+
+
+read_limiter = SharedReadLimiter()
 
 
 class ReadThrottled(Exception):
@@ -79,11 +150,16 @@ class ConnectionInactive(ReadThrottled):
 
 # --- reading ---------------------------------------------------------------------------------
 
-def make_session() -> requests.Session:
+def make_session(*, pool_size: int = 1) -> requests.Session:
+    """A session for reads; `pool_size`: the reader threads sharing it (verification)."""
     session = requests.Session()
     session.headers["User-Agent"] = USER_AGENT
     delivery.apart_from_the_environment(session)  # as the sender's: no proxy, no netrc
-    deadlines.mount(session)  # every read has a wall-clock deadline (read_deadline)
+    # Every read has a wall-clock deadline (read_deadline_seconds).
+    if pool_size > 1:
+        deadlines.mount(session, pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+    else:
+        deadlines.mount(session)
     return session
 
 
@@ -111,15 +187,60 @@ def profile_read(*, update: ProfileUpdate, purpose: str, by=None, now: dt.dateti
     if purpose not in ProfileRead.Purpose.values:
         raise ValueError(f"unknown read purpose {purpose!r}")
     connection: TargetConnection = update.connection
-    # Fresh: deactivating a connection stops every request with its token, reads included.
+    require_active(connection)
+    if not read_limiter.acquire(connection.pk, wait=wait):
+        raise ReadThrottled(f"Reads for {connection.label} are at their rate limit.")
+    answer, latency_ms = fetch(update, session=session, until=until)
+    return store_read(update=update, purpose=purpose, answer=answer, latency_ms=latency_ms,
+                      now=now)
+
+
+def require_active(connection: TargetConnection) -> None:
+    """Raise ConnectionInactive unless the connection is active now (read fresh: deactivating a
+    connection stops every request with its token, reads included)."""
     if not TargetConnection.objects.filter(pk=connection.pk, active=True).exists():
         raise ConnectionInactive(f"Connection {connection.label} is inactive; Target is not read "
                                  "for it.")
-    if not read_limiter.acquire(connection.pk, wait=wait):
-        raise ReadThrottled(f"Reads for {connection.label} are at their rate limit.")
+
+
+def fetch(update: ProfileUpdate, *, session: requests.Session | None = None,
+          until: float | None = None) -> tuple[target.ReadAnswer, int | None]:
+    """The HTTP half of a read: Target's answer and the latency, within the read's deadline (or
+    `until`, time.monotonic(), if sooner). No database access (given an update whose connection
+    is loaded): reader threads call it."""
     deadline = time.monotonic() + read_deadline_seconds()
-    answer, latency_ms = _fetch(connection, update.identity_type, update.identity, session,
-                                deadline if until is None else min(deadline, until))
+    return _fetch(update.connection, update.identity_type, update.identity, session,
+                  deadline if until is None else min(deadline, until))
+
+
+def store_read(*, update: ProfileUpdate, purpose: str, answer: target.ReadAnswer,
+               latency_ms: int | None, now: dt.datetime | None = None) -> ProfileRead:
+    """Keep a fetched answer as a ProfileRead (found, not found or error), the connection's secrets
+    redacted and unstorable characters escaped; an answer that cannot be stored is kept as a
+    failed read."""
+    read = _read_row(update=update, purpose=purpose, answer=answer, latency_ms=latency_ms, now=now)
+    return _save_read(read)
+
+
+def store_reads(items: list[tuple[ProfileUpdate, target.ReadAnswer, int | None]], *, purpose: str,
+                now: dt.datetime | None = None) -> list[ProfileRead]:
+    """store_read for many answers, in one INSERT when they can all be stored (verification's
+    groups); otherwise one by one, each as store_read keeps it."""
+    reads = [_read_row(update=update, purpose=purpose, answer=answer, latency_ms=latency_ms,
+                       now=now) for update, answer, latency_ms in items]
+    try:
+        with transaction.atomic():
+            return ProfileRead.objects.bulk_create(reads)
+    except Exception:  # noqa: BLE001 - one unstorable answer: each alone, it kept as an error
+        for read in reads:
+            read.pk = None
+            read._state.adding = True
+        return [_save_read(read) for read in reads]
+
+
+def _read_row(*, update: ProfileUpdate, purpose: str, answer: target.ReadAnswer,
+              latency_ms: int | None, now: dt.datetime | None) -> ProfileRead:
+    connection: TargetConnection = update.connection
     if answer.outcome == target.ReadOutcome.FOUND:
         outcome = ProfileRead.Outcome.FOUND
     elif answer.outcome == target.ReadOutcome.NOT_FOUND:
@@ -135,6 +256,10 @@ def profile_read(*, update: ProfileUpdate, purpose: str, by=None, now: dt.dateti
                                   else "", secrets)[:300],
         attributes=attributes, escaped=escaped, latency_ms=latency_ms,
     )
+    return read
+
+
+def _save_read(read: ProfileRead) -> ProfileRead:
     try:
         with transaction.atomic():
             read.save(force_insert=True)
@@ -142,10 +267,10 @@ def profile_read(*, update: ProfileUpdate, purpose: str, by=None, now: dt.dateti
         # Kept as a failed read, so the caller goes on as for any read that failed. Only the
         # type: the database's message may quote the values.
         read = ProfileRead.objects.create(
-            update=update, connection=connection, at=read.at, purpose=purpose,
-            outcome=ProfileRead.Outcome.ERROR, http_status=answer.http_status,
+            update=read.update, connection=read.connection, at=read.at, purpose=read.purpose,
+            outcome=ProfileRead.Outcome.ERROR, http_status=read.http_status,
             error=f"unstorable: the answer could not be stored ({type(error).__name__})",
-            latency_ms=latency_ms)
+            latency_ms=read.latency_ms)
     return read
 
 

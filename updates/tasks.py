@@ -20,7 +20,8 @@ def send_due_updates() -> int:
 
 
 def verify_sent_updates() -> int:
-    """Run by the "Verify sent updates" schedule every five minutes; returns the reads made."""
+    """Run by the "Verify sent updates" schedule every minute, apart from the sender's task
+    (it takes none of the sender's locks and no quota); returns the reads made."""
     run = verification.updates_verify_due(
         time_budget=setting("RUN_TIME_BUDGET_SECONDS"))
     return run.checked

@@ -9,10 +9,12 @@ profile for is acknowledged and dropped, and updates apply within an hour, somet
   value — per a read no older than SKIP_UNCHANGED_MAX_READ_AGE_SECONDS, read now if there is none —
   ends ``unchanged`` without a request, so no quota is used. A read that fails or is throttled
   never holds anything back: the update is simply sent.
-- **After sending** (`updates_verify_due`, the "Verify sent updates" schedule and the
-  ``verify_updates`` command): each acknowledged update is read back at VERIFY_SCHEDULE_MINUTES
-  after its acknowledgment until every sent attribute holds the sent value with a ``modifiedAt``
-  not before the send (``verified``). No profile at Target means the update was dropped
+- **After sending** (`updates_verify_due`, the "Verify sent updates" schedule every minute and
+  the ``verify_updates`` command): each acknowledged update is read back first
+  VERIFY_FIRST_CHECK_SECONDS after its acknowledgment (Target's typical apply delay), then at the
+  later VERIFY_SCHEDULE_MINUTES, until every sent attribute holds the sent value with a
+  ``modifiedAt`` not before the send (``verified``). Reads run concurrently at the connection's
+  shared read rate; the bookkeeping stays in the run's main thread. No profile at Target means the update was dropped
   (``not applied``); values still different after the last check are ``not applied`` too; reads
   that kept failing leave it ``unverified``. Every read is kept (ProfileRead) and on the timeline.
 - **Revert** (`update_revert`): stages a new update carrying the prior values, through the
@@ -24,9 +26,12 @@ Never logged: identities and values.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 
 import requests
@@ -53,9 +58,15 @@ CLOCK_TOLERANCE = dt.timedelta(seconds=1)
 
 
 def check_delays() -> list[dt.timedelta]:
-    """Delays after the acknowledgment at which an update is read back (sorted, at least one)."""
+    """Delays after the acknowledgment at which an update is read back (sorted, at least one):
+    VERIFY_FIRST_CHECK_SECONDS first (unless 0), then the VERIFY_SCHEDULE_MINUTES after it."""
     minutes = sorted(int(m) for m in setting("VERIFY_SCHEDULE_MINUTES") if int(m) >= 0)
-    return [dt.timedelta(minutes=m) for m in minutes] or [dt.timedelta(minutes=5)]
+    delays = [dt.timedelta(minutes=m) for m in minutes] or [dt.timedelta(minutes=5)]
+    # Placed after Target's typical apply delay, the first read finds most updates applied.
+    first = dt.timedelta(seconds=max(0, setting("VERIFY_FIRST_CHECK_SECONDS")))
+    if first:
+        delays = [first] + [delay for delay in delays if delay > first]
+    return delays
 
 
 # --- before sending ------------------------------------------------------------------------------
@@ -240,8 +251,13 @@ def updates_verify_due(*, now: dt.datetime | None = None, connection: TargetConn
                        time_budget: float | None = None) -> VerificationRun:
     """Start verifying newly acknowledged updates and read back those whose check is due.
 
-    `now` fixes the clock (tests shift it instead of waiting); `time_budget` (seconds) stops
-    starting new reads after it."""
+    Reads run concurrently (VERIFY_CONCURRENCY threads over one pooled session, like the sender),
+    each at a slot of the connection's shared read rate limit; the main thread hands out the
+    slots, claims the updates and does all the database bookkeeping, one transaction per group of
+    finished reads (reader threads never touch the ORM). `now` fixes the clock (tests shift it
+    instead of waiting); `time_budget` (seconds) stops handing out reads after it, and no slot
+    later than it is taken. The run takes no lock the sender holds and uses no quota."""
+    fixed_now = now
     now = now or timezone.now()
     run = VerificationRun()
     _schedule_new(run, now=now, connection=connection)
@@ -253,39 +269,16 @@ def updates_verify_due(*, now: dt.datetime | None = None, connection: TargetConn
     if connection is not None:
         due = due.filter(connection=connection)
     deadline = None if time_budget is None else time.monotonic() + time_budget
+    concurrency = max(1, setting("VERIFY_CONCURRENCY"))
     own_session = session is None
-    session = session or reading.make_session()
-    throttled_connections: set[int] = set()
+    session = session or reading.make_session(pool_size=concurrency)
+    readers = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="profileops-verify")
     try:
-        for update in due[:limit]:
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-            if update.connection_id in throttled_connections:
-                run.throttled += 1
-                continue
-            try:
-                # Waiting for the rate limit counts against the budget too.
-                wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
-                read = reading.profile_read(update=update, purpose=ProfileRead.Purpose.VERIFICATION,
-                                            now=now, session=session, wait=wait)
-                state = _record_check(update, read, now=now)
-            except reading.ReadThrottled:
-                throttled_connections.add(update.connection_id)
-                run.throttled += 1
-                continue
-            except Exception as error:  # noqa: BLE001 - one update must not stop the run
-                state = _record_failed_check(update, error, now=now)
-                run.failed += 1
-            run.checked += 1
-            run.by_connection[update.connection_id] = run.by_connection.get(update.connection_id,
-                                                                             0) + 1
-            if state == V.VERIFIED:
-                run.verified += 1
-            elif state == V.NOT_APPLIED:
-                run.not_applied += 1
-            elif state == V.UNVERIFIED:
-                run.unverified += 1
+        _read_concurrently(run, list(due[:limit]), readers=readers, session=session,
+                           concurrency=concurrency, deadline=deadline, now=now,
+                           clock=(lambda: fixed_now) if fixed_now else timezone.now)
     finally:
+        readers.shutdown(wait=True, cancel_futures=True)
         if own_session:
             session.close()
     if run.checked or run.started or run.failed:
@@ -294,6 +287,143 @@ def updates_verify_due(*, now: dt.datetime | None = None, connection: TargetConn
                     run.verified, run.not_applied, run.unverified, run.throttled, run.failed,
                     extra={"connection": connection.client_code if connection else None})
     return run
+
+
+# A claimed update is not handed to another run for this long; a run that dies leaves its claims
+# to be read again after it.
+CLAIM = dt.timedelta(minutes=10)
+
+
+def _read_concurrently(run: VerificationRun, due: list[ProfileUpdate], *,
+                       readers: ThreadPoolExecutor, session: requests.Session, concurrency: int,
+                       deadline: float | None, now: dt.datetime,
+                       clock) -> None:
+    """The run's loop: hand out up to 2 × concurrency reads (slot, claim, submit), record the
+    finished ones in the main thread, again until nothing is due or the budget is spent."""
+    ahead = 2 * concurrency
+    queue = collections.deque(due)
+    in_flight: collections.deque[tuple[ProfileUpdate, Future]] = collections.deque()
+    throttled: set[int] = set()
+    active: set[int] = set()
+    while queue or in_flight:
+        group: list[tuple[ProfileUpdate, float]] = []
+        while queue and len(in_flight) + len(group) < ahead:
+            if deadline is not None and time.monotonic() >= deadline:
+                queue.clear()  # the budget is spent: what is left waits for the next run
+                break
+            update = queue.popleft()
+            if update.connection_id in throttled:
+                run.throttled += 1
+                continue
+            slot = _slot_for(update, active, ahead=ahead, deadline=deadline)
+            if slot is None:
+                throttled.add(update.connection_id)
+                run.throttled += 1
+                continue
+            group.append((update, slot))
+        claimed = _claim([u.pk for u, _ in group], now=now)
+        for update, slot in group:
+            if update.pk in claimed:  # another run took the others
+                future = readers.submit(_read_at, update, slot, time.time(), session)
+                in_flight.append((update, future))
+        if not in_flight:
+            continue
+        # Wait for the oldest; record it with whatever else has finished, in one transaction.
+        futures_wait([in_flight[0][1]])
+        finished = [item for item in in_flight if item[1].done()]
+        for item in finished:
+            in_flight.remove(item)
+        _record_group(run, finished, at=clock(), claimed_at=now)
+
+
+def _slot_for(update: ProfileUpdate, active: set[int], *, ahead: int,
+              deadline: float | None) -> float | None:
+    """A slot of the connection's shared read rate for this update's read, or None (rate limit,
+    or the connection was deactivated: its reads wait). Reads handed out ahead of the threads
+    wait for their slot, so the wait allowed covers them; never past the budget."""
+    try:
+        if update.connection_id not in active:
+            reading.require_active(update.connection)
+            active.add(update.connection_id)
+    except reading.ConnectionInactive:
+        return None
+    rate = max(0.001, float(setting("READS_PER_SECOND")))
+    wait = 1.0 + ahead / rate
+    if deadline is not None:
+        wait = min(wait, max(0.0, deadline - time.monotonic()))
+    return reading.read_limiter.slot(update.connection_id, wait=wait)
+
+
+def _claim(ids: list[int], *, now: dt.datetime) -> set[int]:
+    """Move the updates' next check past CLAIM, so that a run overlapping this one does not read
+    them too; the ids still due and not taken by another run."""
+    if not ids:
+        return set()
+    with transaction.atomic():
+        mine = set(ProfileUpdate.objects.select_for_update(skip_locked=True, of=("self",))
+                   .filter(id__in=ids, status=S.SENT, verification_state=V.PENDING,
+                           verification_next_at__lte=now)
+                   .values_list("id", flat=True))
+        ProfileUpdate.objects.filter(id__in=mine).update(verification_next_at=now + CLAIM)
+    return mine
+
+
+def _read_at(update: ProfileUpdate, slot: float, handed_out: float, session: requests.Session
+             ) -> tuple[target.ReadAnswer, int | None] | None:
+    """In a reader thread: wait for the slot, then read (HTTP only, no database). None, without
+    reading, when a thread came to it long after the slot and its hand-out (every reader was
+    busy: a slow Target) — reads then would crowd the slots of later reads and other processes."""
+    now = time.time()
+    if slot > now:
+        time.sleep(slot - now)
+    elif now - max(slot, handed_out) > reading.read_limiter.lateness_allowed():
+        return None
+    return reading.fetch(update, session=session)
+
+
+def _record_group(run: VerificationRun, finished: list[tuple[ProfileUpdate, Future]], *,
+                  at: dt.datetime, claimed_at: dt.datetime) -> None:
+    """Keep the finished reads and record their checks, in the main thread, one transaction (each
+    update in its own savepoint, so one that fails is recorded as a failed check alone)."""
+    answered, failed, unread = [], [], []
+    for update, future in finished:
+        try:
+            result = future.result()
+        except Exception as error:  # noqa: BLE001 - one update must not stop the run
+            failed.append((update, error))
+            continue
+        if result is None:
+            unread.append(update)
+        else:
+            answered.append((update, *result))
+    if unread:  # their slot passed unused: due again, for this run's successor
+        ProfileUpdate.objects.filter(pk__in=[u.pk for u in unread]).update(
+            verification_next_at=claimed_at)
+        run.throttled += len(unread)
+        finished = [(update, future) for update, future in finished if update not in unread]
+    states: dict[int, str] = {}
+    with transaction.atomic():
+        try:
+            reads = reading.store_reads(answered, purpose=ProfileRead.Purpose.VERIFICATION, now=at)
+            checked, failing = _record_checks(
+                [(update, read) for (update, _, _), read in zip(answered, reads)], now=at)
+            states.update(checked)
+            failed += failing
+        except Exception as error:  # noqa: BLE001 - the group's bookkeeping failed: each alone
+            failed += [(update, error) for update, _, _ in answered]
+    for update, error in failed:
+        states[update.pk] = _record_failed_check(update, error, now=at)
+        run.failed += 1
+    for update, _ in finished:
+        state = states.get(update.pk, "")
+        run.checked += 1
+        run.by_connection[update.connection_id] = run.by_connection.get(update.connection_id, 0) + 1
+        if state == V.VERIFIED:
+            run.verified += 1
+        elif state == V.NOT_APPLIED:
+            run.not_applied += 1
+        elif state == V.UNVERIFIED:
+            run.unverified += 1
 
 
 def _schedule_new(run: VerificationRun, *, now: dt.datetime,
@@ -402,61 +532,104 @@ def _record_failed_check(update: ProfileUpdate, error: Exception, *, now: dt.dat
 
 
 def _record_check(update: ProfileUpdate, read: ProfileRead, *, now: dt.datetime) -> str:
+    return _record_checks([(update, read)], now=now)[0].get(update.pk, "")
+
+
+def _record_checks(checks: list[tuple[ProfileUpdate, ProfileRead]], *, now: dt.datetime
+                   ) -> tuple[dict[int, str], list[tuple[ProfileUpdate, Exception]]]:
+    """Record a group of checks in one transaction: the updates locked, changed and their audit
+    rows written in bulk. Returns the state each update is left in ("" when another run got there
+    first) and the checks that failed in our code (recorded by the caller as failed checks)."""
     delays = check_delays()
-    result = compare_with_sent(update, read, sent_at(update))
+    sent = _sent_at_many([update for update, _ in checks])
+    states: dict[int, str] = {}
+    failed: list[tuple[ProfileUpdate, Exception]] = []
+    fields = ["verification_state", "verification_checks", "verification_next_at", "verified_at"]
     with transaction.atomic():
-        current = (ProfileUpdate.objects.select_for_update()
-                   .filter(pk=update.pk, status=S.SENT, verification_state=V.PENDING).first())
-        if current is None:  # another run got there first
-            return ""
-        check = current.verification_checks + 1
-        last = check >= len(delays)
-        total = len(delays)
-        fields = ["verification_state", "verification_checks", "verification_next_at"]
-        current.verification_checks = check
-        current.verification_next_at = None
-        if result.applied:
-            current.verification_state = V.VERIFIED
-            current.verified_at = now
-            fields.append("verified_at")
-            action = "verified"
-            comment = (f"Check {check} of {total}: Target shows every sent value "
-                       f"({len(result.matching)} attribute(s)), modified after the send.")
-        elif result.no_profile:
-            current.verification_state = V.NOT_APPLIED
-            action = "not_applied"
-            comment = (f"Check {check} of {total}: Target has no profile for this visitor — the "
-                       "update was acknowledged but not applied.")
-        elif read.outcome == ProfileRead.Outcome.ERROR:
-            current.verification_state = V.UNVERIFIED if last else V.PENDING
-            action = "unverified" if last else "verification_read"
-            comment = f"Check {check} of {total}: the read failed ({read.error})."
-            if last:
-                comment += " No more checks: whether Target applied the update is unknown."
-        else:
-            current.verification_state = V.NOT_APPLIED if last else V.PENDING
-            action = "not_applied" if last else "verification_read"
-            comment = (f"Check {check} of {total}: {len(result.differing)} of "
-                       f"{len(update.attributes)} attribute(s) do not show the sent value yet: "
-                       f"{', '.join(result.differing)}.")
-            if last:
-                comment += " No more checks: not applied."
-        if current.verification_state == V.PENDING:
-            current.verification_next_at = max(
-                now, (current.acknowledged_at or now) + delays[check])
-            comment += f" Next check at {current.verification_next_at:%Y-%m-%d %H:%M} UTC."
-        current.save(update_fields=fields)
-        AuditEvent.objects.create(
-            at=now, actor=None, action=action, update=current, connection_id=current.connection_id,
-            from_status=S.SENT, to_status=S.SENT, comment=comment,
-            changes={"read_id": read.pk, "check": check, "read_outcome": read.outcome,
-                     "matching": result.matching, "differing": result.differing,
-                     "at_target": held_summary(update, read)})
-    update.verification_state = current.verification_state
-    update.verification_checks = current.verification_checks
-    update.verification_next_at = current.verification_next_at
-    update.verified_at = current.verified_at
-    return current.verification_state
+        current = {row.pk: row for row in ProfileUpdate.objects.select_for_update(of=("self",))
+                   .filter(pk__in=[update.pk for update, _ in checks], status=S.SENT,
+                           verification_state=V.PENDING)}
+        changed, events = [], []
+        for update, read in checks:
+            row = current.pop(update.pk, None)
+            if row is None:  # another run got there first
+                states[update.pk] = ""
+                continue
+            try:
+                events.append(_check_change(row, update, read, sent=sent.get(update.pk),
+                                            now=now, delays=delays))
+            except Exception as error:  # noqa: BLE001 - recorded as a failed check by the caller
+                failed.append((update, error))
+                continue
+            changed.append(row)
+            states[update.pk] = row.verification_state
+            update.verification_state = row.verification_state
+            update.verification_checks = row.verification_checks
+            update.verification_next_at = row.verification_next_at
+            update.verified_at = row.verified_at
+        if changed:
+            ProfileUpdate.objects.bulk_update(changed, fields=fields)
+            AuditEvent.objects.bulk_create(events)
+    return states, failed
+
+
+def _sent_at_many(updates: list[ProfileUpdate]) -> dict[int, dt.datetime | None]:
+    """sent_at for many updates in one query."""
+    started: dict[int, dt.datetime] = {}
+    for update_id, at in (SendAttempt.objects
+                          .filter(update_id__in=[u.pk for u in updates],
+                                  outcome=SendAttempt.Outcome.ACKNOWLEDGED)
+                          .order_by("update_id", "-number").values_list("update_id", "started_at")):
+        started.setdefault(update_id, at)
+    return {u.pk: started.get(u.pk) or u.acknowledged_at for u in updates}
+
+
+def _check_change(current: ProfileUpdate, update: ProfileUpdate, read: ProfileRead, *,
+                  sent: dt.datetime | None, now: dt.datetime,
+                  delays: list[dt.timedelta]) -> AuditEvent:
+    """What one check does to its (locked) update: its verification fields changed in place, and
+    the audit row saying so (unsaved)."""
+    result = compare_with_sent(update, read, sent)
+    check = current.verification_checks + 1
+    last = check >= len(delays)
+    total = len(delays)
+    current.verification_checks = check
+    current.verification_next_at = None
+    if result.applied:
+        current.verification_state = V.VERIFIED
+        current.verified_at = now
+        action = "verified"
+        comment = (f"Check {check} of {total}: Target shows every sent value "
+                   f"({len(result.matching)} attribute(s)), modified after the send.")
+    elif result.no_profile:
+        current.verification_state = V.NOT_APPLIED
+        action = "not_applied"
+        comment = (f"Check {check} of {total}: Target has no profile for this visitor — the "
+                   "update was acknowledged but not applied.")
+    elif read.outcome == ProfileRead.Outcome.ERROR:
+        current.verification_state = V.UNVERIFIED if last else V.PENDING
+        action = "unverified" if last else "verification_read"
+        comment = f"Check {check} of {total}: the read failed ({read.error})."
+        if last:
+            comment += " No more checks: whether Target applied the update is unknown."
+    else:
+        current.verification_state = V.NOT_APPLIED if last else V.PENDING
+        action = "not_applied" if last else "verification_read"
+        comment = (f"Check {check} of {total}: {len(result.differing)} of "
+                   f"{len(update.attributes)} attribute(s) do not show the sent value yet: "
+                   f"{', '.join(result.differing)}.")
+        if last:
+            comment += " No more checks: not applied."
+    if current.verification_state == V.PENDING:
+        current.verification_next_at = max(
+            now, (current.acknowledged_at or now) + delays[check])
+        comment += f" Next check at {current.verification_next_at:%Y-%m-%d %H:%M} UTC."
+    return AuditEvent(
+        at=now, actor=None, action=action, update=current, connection_id=current.connection_id,
+        from_status=S.SENT, to_status=S.SENT, comment=comment,
+        changes={"read_id": read.pk, "check": check, "read_outcome": read.outcome,
+                 "matching": result.matching, "differing": result.differing,
+                 "at_target": held_summary(update, read)})
 
 
 # --- revert --------------------------------------------------------------------------------------

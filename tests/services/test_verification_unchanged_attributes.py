@@ -22,7 +22,8 @@ MINUTE = dt.timedelta(minutes=1)
 @pytest.fixture(autouse=True)
 def quick(settings):
     settings.PROFILEOPS = {**settings.PROFILEOPS, "SEND_CONCURRENCY": 2,
-                           "VERIFY_SCHEDULE_MINUTES": [5, 15, 60]}
+                           "VERIFY_SCHEDULE_MINUTES": [5, 15, 60],
+                           "VERIFY_FIRST_CHECK_SECONDS": 0}
     reading.read_limiter.reset()
 
 

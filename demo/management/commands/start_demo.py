@@ -58,7 +58,8 @@ class Command(BaseCommand):
                                          delete=False, encoding="utf-8") as profiles:
             profiles.write(demo_profiles_json())
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
-        env = {**os.environ, "PROFILEOPS_VERIFY_SCHEDULE_MINUTES": DEMO_VERIFY_SCHEDULE_MINUTES}
+        env = {**os.environ, "PROFILEOPS_VERIFY_SCHEDULE_MINUTES": DEMO_VERIFY_SCHEDULE_MINUTES,
+               "PROFILEOPS_VERIFY_FIRST_CHECK_SECONDS": "0"}  # the demo's schedule alone
         children = {
             "emulator": subprocess.Popen(manage + [
                 "target_emulator", "--port", str(emulator_port), "--faithful",

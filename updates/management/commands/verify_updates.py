@@ -1,5 +1,5 @@
 """Read acknowledged updates back from Target now — the job the "Verify sent updates" schedule
-runs every five minutes.
+runs every minute.
 
     python manage.py verify_updates                    # checks that are due, all connections
     python manage.py verify_updates --connection acme --limit 50

@@ -19,7 +19,7 @@ def every_five_minutes(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("updates", "0019_profileread_escaped"),
+        ("updates", "0020_visitor_locks"),
         ("django_q", "0019_alter_task_options_alter_ormq_key_alter_ormq_lock_and_more"),
     ]
 

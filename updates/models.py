@@ -727,3 +727,51 @@ class BatchRead(models.Model):
 
     def __str__(self) -> str:
         return f"batch read #{self.pk}"
+
+
+class DecisionJob(models.Model):
+    """A batch decision too large for one request (batch_decisions.py): the updates a batch page
+    showed — their ids and content fingerprints, kept here when the page was rendered — decided
+    in the background by django-q2, chunk by chunk, each chunk all or nothing. One row per large
+    batch page shown; it becomes a decision when the page's Approve or Reject is clicked."""
+
+    class Status(models.TextChoices):
+        SHOWN = "shown", "Shown, not decided"
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Deciding"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
+                                   related_name="+")
+    created_at = models.DateTimeField()
+    # The batch's scope, as on the batch page (both empty: every pending update).
+    connection = models.ForeignKey(TargetConnection, on_delete=models.PROTECT, null=True,
+                                   blank=True, related_name="+")
+    import_job = models.ForeignKey(ImportJob, on_delete=models.PROTECT, null=True, blank=True,
+                                   related_name="+")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.SHOWN)
+    decision = models.CharField(max_length=8, blank=True)  # "approve" or "reject"
+    comment = models.TextField(blank=True)
+    # What the page showed: zlib-compressed JSON [[id, content fingerprint], ...] in id order,
+    # and the SHA-256 of it the page posts back (batch_decisions.snapshot_digest).
+    snapshot = models.BinaryField()
+    digest = models.CharField(max_length=64)
+    total = models.PositiveIntegerField(default=0)
+    chunks = models.PositiveIntegerField(default=0)
+    chunks_done = models.PositiveIntegerField(default=0)  # decided or refused, so far
+    decided = models.PositiveIntegerField(default=0)
+    refused = models.PositiveIntegerField(default=0)  # updates not decided: stale chunks, own
+    # One entry per chunk handled: {"chunk", "first", "last", "size", "outcome" ("decided" or
+    # "refused"), "decided", "own", "why"}.
+    report = models.JSONField(default=list, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)  # the click
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"batch decision #{self.pk}"

@@ -71,7 +71,8 @@ def _unpack(data) -> list[tuple[int, str]]:
 
 
 def decision_job_show(*, pairs: list[tuple[int, str]], by, connection: TargetConnection | None,
-                      import_job: ImportJob | None, scope: str = "") -> tuple[DecisionJob, str]:
+                      import_job: ImportJob | None, scope: str = "",
+                      check_joined: bool = True) -> tuple[DecisionJob, str]:
     """Keep what a batch page shows (its pairs, in id order); returns the job and the token the
     page posts back. Snapshots shown more than SNAPSHOT_KEEP ago and never decided go."""
     now = timezone.now()
@@ -80,7 +81,7 @@ def decision_job_show(*, pairs: list[tuple[int, str]], by, connection: TargetCon
     digest = snapshot_digest(pairs)
     job = DecisionJob.objects.create(
         created_by=by, created_at=now, connection=connection, import_job=import_job,
-        snapshot=_pack(pairs), digest=digest, total=len(pairs),
+        check_joined=check_joined, snapshot=_pack(pairs), digest=digest, total=len(pairs),
         chunks=-(-len(pairs) // setwise.CHUNK))
     return job, job_token(job, scope=scope)
 
@@ -184,7 +185,8 @@ def _decide_chunk(job: DecisionJob, chunk: Mapping[int, str], *, after: int | No
         transition, comment = _check_decision(job.decision, by, job.comment)
         with transaction.atomic():
             result = setwise.decide_set(shown=chunk, transition=transition, by=by,
-                                        comment=comment, scope=_scope(job), after=after,
+                                        comment=comment, after=after,
+                                        scope=_scope(job) if job.check_joined else None,
                                         strict=True)
     except StaleBatch as stale:
         return {"outcome": "refused", "decided": 0, "own": 0, "why": " ".join(stale.messages),

@@ -750,6 +750,9 @@ class DecisionJob(models.Model):
                                    blank=True, related_name="+")
     import_job = models.ForeignKey(ImportJob, on_delete=models.PROTECT, null=True, blank=True,
                                    related_name="+")
+    # Whether an update of the scope that joined a chunk's id range refuses the chunk (the
+    # whole batch: yes; "only the rows that change something": no, the rest stay pending).
+    check_joined = models.BooleanField(default=True)
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.SHOWN)
     decision = models.CharField(max_length=8, blank=True)  # "approve" or "reject"
     comment = models.TextField(blank=True)

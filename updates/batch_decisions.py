@@ -7,7 +7,8 @@ job's id and digest, signed for the page's scope (`job_token`). Clicking Approve
 (`decision_job_start`) checks what a single decision checks first (permission, comment), binds
 the job to the decision and queues it for django-q2 (`decisions_run_job`).
 
-The task (`decision_job_run`) decides the snapshot in chunks of setwise.CHUNK updates, in id
+The task (`decision_job_run`) decides the snapshot (a ShownSnapshot row of its own, removed when
+the job has run) in chunks of setwise.CHUNK updates, in id
 order, each chunk in its own transaction and all or nothing (setwise.decide_set, strict): a
 chunk in which any update left, changed content, or had an update of the batch's scope join its
 id range is refused whole as `stale` and changes nothing; the other chunks go on. The viewer's
@@ -37,7 +38,7 @@ from django.utils import timezone
 
 from . import setwise
 from .decisions import StaleBatch, _check_decision
-from .models import DecisionJob, ImportJob, ProfileUpdate, TargetConnection
+from .models import DecisionJob, ImportJob, ProfileUpdate, ShownSnapshot, TargetConnection
 
 logger = logging.getLogger(__name__)
 
@@ -79,10 +80,12 @@ def decision_job_show(*, pairs: list[tuple[int, str]], by, connection: TargetCon
     DecisionJob.objects.filter(status=DecisionJob.Status.SHOWN,
                                created_at__lt=now - SNAPSHOT_KEEP).delete()
     digest = snapshot_digest(pairs)
-    job = DecisionJob.objects.create(
-        created_by=by, created_at=now, connection=connection, import_job=import_job,
-        check_joined=check_joined, snapshot=_pack(pairs), digest=digest, total=len(pairs),
-        chunks=-(-len(pairs) // setwise.CHUNK))
+    with transaction.atomic():
+        job = DecisionJob.objects.create(
+            created_by=by, created_at=now, connection=connection, import_job=import_job,
+            check_joined=check_joined, digest=digest, total=len(pairs),
+            chunks=-(-len(pairs) // setwise.CHUNK))
+        ShownSnapshot.objects.create(job=job, pairs=_pack(pairs))
     return job, job_token(job, scope=scope)
 
 
@@ -111,8 +114,7 @@ def decision_job_start(*, job_id: int, digest: str, decision: str, by, comment: 
 
     _, comment = _check_decision(decision, by, comment)
     with transaction.atomic():
-        job = (DecisionJob.objects.select_for_update().defer("snapshot")
-               .filter(pk=job_id).first())
+        job = DecisionJob.objects.select_for_update().filter(pk=job_id).first()
         if job is None or job.created_by_id != by.pk or job.digest != digest:
             raise Refused("The page did not say which updates it showed (reload it and look "
                           "again); nothing was decided.", code=STALE)
@@ -153,7 +155,8 @@ def decision_job_run(*, job_id: int) -> DecisionJob:
     job = DecisionJob.objects.get(pk=job_id)
     fields = ["chunks_done", "decided", "refused", "report"]
     try:
-        pairs = _unpack(job.snapshot)
+        kept = ShownSnapshot.objects.filter(job=job).first()
+        pairs = _unpack(kept.pairs) if kept is not None else []
         if snapshot_digest(pairs) != job.digest:
             raise ValueError("the kept snapshot does not match its digest")
         job.report, job.chunks_done, job.decided, job.refused = [], 0, 0, 0
@@ -175,6 +178,7 @@ def decision_job_run(*, job_id: int) -> DecisionJob:
         job.error = f"The decision stopped: {type(error).__name__}."
     job.finished_at = timezone.now()
     job.save(update_fields=[*fields, "status", "finished_at", "error"])
+    ShownSnapshot.objects.filter(job=job).delete()  # decided: the report says what was done
     return job
 
 

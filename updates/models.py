@@ -731,7 +731,7 @@ class BatchRead(models.Model):
 
 class DecisionJob(models.Model):
     """A batch decision too large for one request (batch_decisions.py): the updates a batch page
-    showed — their ids and content fingerprints, kept here when the page was rendered — decided
+    showed — their ids and content fingerprints, kept (ShownSnapshot) when it was rendered — decided
     in the background by django-q2, chunk by chunk, each chunk all or nothing. One row per large
     batch page shown; it becomes a decision when the page's Approve or Reject is clicked."""
 
@@ -756,9 +756,9 @@ class DecisionJob(models.Model):
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.SHOWN)
     decision = models.CharField(max_length=8, blank=True)  # "approve" or "reject"
     comment = models.TextField(blank=True)
-    # What the page showed: zlib-compressed JSON [[id, content fingerprint], ...] in id order,
-    # and the SHA-256 of it the page posts back (batch_decisions.snapshot_digest).
-    snapshot = models.BinaryField()
+    # The SHA-256 of what the page showed (batch_decisions.snapshot_digest), which it posts
+    # back; the pairs themselves are the job's ShownSnapshot (a row of its own, so that saving
+    # the progress never rewrites them), removed once the job has run.
     digest = models.CharField(max_length=64)
     total = models.PositiveIntegerField(default=0)
     chunks = models.PositiveIntegerField(default=0)
@@ -778,3 +778,12 @@ class DecisionJob(models.Model):
 
     def __str__(self) -> str:
         return f"batch decision #{self.pk}"
+
+
+class ShownSnapshot(models.Model):
+    """What a large batch page showed, for its DecisionJob: zlib-compressed JSON
+    [[id, content fingerprint], ...] in id order (batch_decisions._pack)."""
+
+    job = models.OneToOneField(DecisionJob, on_delete=models.CASCADE, primary_key=True,
+                               related_name="shown")
+    pairs = models.BinaryField()

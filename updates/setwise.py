@@ -93,9 +93,10 @@ def decide_set(*, shown: Mapping[int, str] | None, transition: workflow.Transiti
     # 3. Four eyes: the viewer's own updates, one query.
     authored = {pk for pk, row in rows.items() if by is not None and row[4] == by.pk}
     if by is not None and by.pk is not None:
+        # By id range (the viewer's few authored rows), not a list of thousands of ids.
         authored |= set(ProfileUpdate.content_authors.through.objects.filter(
-            profileupdate_id__in=list(rows), user_id=by.pk)
-            .values_list("profileupdate_id", flat=True))
+            profileupdate_id__gte=wanted[0], profileupdate_id__lte=wanted[-1], user_id=by.pk)
+            .values_list("profileupdate_id", flat=True)) & set(rows)
     # 4. What was shown, still there?
     left: list[int] = []
     changed: list[int] = []
@@ -191,7 +192,11 @@ def _write(decided: dict[int, tuple[str, int]], *, transition: workflow.Transiti
         raise StaleBatch(left=[], joined=[], changed=sorted(decided),
                          details=[f"{len(decided) - written} of the updates changed while they "
                                   "were being decided."])
-    updates = [ProfileUpdate(pk=pk, connection_id=connection_id)
-               for pk, (_, connection_id) in decided.items()]
-    workflow.audit_rows(updates, by=by, action=transition, from_status=workflow.S.PENDING,
-                        at=now, comment=comment, returning=False)
+    # Ids per connection (no model instances: a batch is mostly one connection).
+    by_connection: dict[int, list[int]] = {}
+    for pk, (_, connection_id) in decided.items():
+        by_connection.setdefault(connection_id, []).append(pk)
+    for connection_id, ids in by_connection.items():
+        workflow.audit_rows(ids, by=by, action=transition, from_status=workflow.S.PENDING,
+                            at=now, comment=comment, connection_id=connection_id,
+                            returning=False)

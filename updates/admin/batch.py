@@ -208,7 +208,7 @@ def _large_batch_view(request: HttpRequest, scope: Scope, title: str) -> HttpRes
 
 def _recent_decisions(scope: Scope, limit: int = 3) -> list[dict]:
     """This scope's latest batch decisions in the background, with their progress and report."""
-    jobs = (DecisionJob.objects.defer("snapshot")
+    jobs = (DecisionJob.objects
             .filter(connection=scope.connection, import_job=scope.job)
             .exclude(status=DecisionJob.Status.SHOWN).select_related("created_by")
             .order_by("-id")[:limit])
@@ -224,7 +224,7 @@ def _decision_context(job: DecisionJob) -> dict:
 
 def _decision_page(request: HttpRequest, scope: Scope) -> HttpResponse:
     """GET ?decision=<id>: one batch decision's progress and report (polled while it runs)."""
-    job = get_object_or_404(DecisionJob.objects.defer("snapshot").select_related("created_by"),
+    job = get_object_or_404(DecisionJob.objects.select_related("created_by"),
                             pk=parse_id(request.GET.get("decision")) or -1)
     return _page(request, f"Batch decision #{job.pk}", "admin/updates/batch_decision.html", {
         "scope": scope, "d": _decision_context(job), "chunk": setwise.CHUNK,
@@ -240,7 +240,7 @@ def decision_status_view(request: HttpRequest) -> HttpResponse:
         return HttpResponseNotAllowed(["GET"])
     if not request.user.has_perm(workflow.PERM_APPROVE):
         raise PermissionDenied
-    job = get_object_or_404(DecisionJob.objects.defer("snapshot"),
+    job = get_object_or_404(DecisionJob.objects,
                             pk=parse_id(request.GET.get("decision")) or -1)
     return JsonResponse(batch_decisions.decision_job_progress(job).as_json())
 

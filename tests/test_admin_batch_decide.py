@@ -72,7 +72,9 @@ def test_a_large_batch_page_keeps_its_pairs_server_side_and_decides_in_the_backg
 def test_a_kept_batch_is_bound_to_its_scope_and_viewer(client, supervisor, other_supervisor,
                                                        operator, stage, connection, large):
     waiting(stage, operator, 6)
-    page = logged_in(client, supervisor).get(reverse(BATCH))
+    logged_in(client, supervisor).get(reverse(BATCH))
+    page = client.get(reverse(BATCH))  # reloaded: the first page's copy is gone
+    assert DecisionJob.objects.count() == 1
     token = page.context["shown_job"]
     other = logged_in(client, other_supervisor)
     response = other.post(reverse(BATCH), {"decision": "approve", "shown_job": token},

@@ -75,10 +75,14 @@ def decision_job_show(*, pairs: list[tuple[int, str]], by, connection: TargetCon
                       import_job: ImportJob | None, scope: str = "",
                       check_joined: bool = True) -> tuple[DecisionJob, str]:
     """Keep what a batch page shows (its pairs, in id order); returns the job and the token the
-    page posts back. Snapshots shown more than SNAPSHOT_KEEP ago and never decided go."""
+    page posts back. Snapshots never decided go when they are more than SNAPSHOT_KEEP old, or
+    when the same person is shown the same scope again (reloading does not pile them up; an
+    older tab's decision is then refused as not knowing what it showed)."""
     now = timezone.now()
     DecisionJob.objects.filter(status=DecisionJob.Status.SHOWN,
                                created_at__lt=now - SNAPSHOT_KEEP).delete()
+    DecisionJob.objects.filter(status=DecisionJob.Status.SHOWN, created_by=by,
+                               connection=connection, import_job=import_job).delete()
     digest = snapshot_digest(pairs)
     with transaction.atomic():
         job = DecisionJob.objects.create(

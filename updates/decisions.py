@@ -13,7 +13,9 @@ stays a few hundred kilobytes), and the decision is made on them:
   changed content, or (for a batch) an update joined the batch's scope that the page did not
   show, nothing is decided and the refusal (`StaleBatch`, code `stale`) says how many of each.
   Four-eyes refusals do not stop the rest: the viewer's own updates are refused one by one and
-  stay pending, as the page said they would.
+  stay pending, as the page said they would. The decision is made set-wise (setwise.py), at
+  most one chunk (setwise.CHUNK updates) in one transaction; a larger batch is decided in the
+  background, chunk by chunk, each chunk all or nothing (batch_decisions.py).
 """
 
 from __future__ import annotations

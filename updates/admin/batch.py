@@ -224,8 +224,11 @@ def _decision_context(job: DecisionJob) -> dict:
 
 def _decision_page(request: HttpRequest, scope: Scope) -> HttpResponse:
     """GET ?decision=<id>: one batch decision's progress and report (polled while it runs)."""
-    job = get_object_or_404(DecisionJob.objects.select_related("created_by"),
+    job = get_object_or_404(DecisionJob.objects.select_related("created_by", "connection"),
                             pk=parse_id(request.GET.get("decision")) or -1)
+    # The decision's batch, whatever the query says.
+    scope = Scope(job.connection, ImportJob.objects.defer("file_data")
+                  .filter(pk=job.import_job_id).first() if job.import_job_id else None)
     return _page(request, f"Batch decision #{job.pk}", "admin/updates/batch_decision.html", {
         "scope": scope, "d": _decision_context(job), "chunk": setwise.CHUNK,
         "batch_url": reverse("updates_queue_batch") + (

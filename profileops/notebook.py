@@ -10,7 +10,9 @@ One line sets it up and names the person acting::
 
 **The same rules as the admin, no bypass.** Every call runs the services the admin, the import and
 the commands run — ``importing.RowChecker`` and ``workflow.updates_stage_many`` to stage,
-``workflow.update_submit/approve/reject`` through ``workflow.apply_to_each`` to decide,
+``workflow.update_submit`` through ``workflow.apply_to_each`` and, to approve or reject, the
+same decision set-wise (``setwise.decide_set``: the services' checks, messages and rows, a
+chunk of updates per transaction),
 ``sending.send_due`` to send — as the named user, so permissions, the four-eyes rule, the model's
 validation and the audit rows are exactly theirs. The user is read afresh from the database on
 every call, so a permission withdrawn meanwhile counts at once. (Whoever holds the database
@@ -843,15 +845,11 @@ class Session:
                                                          workflow.update_reject) else None
         wanted, qs = self._selection(status=None, default_status=default_status, **selection)
         updates = list(qs)
-        if shown is None:  # bare ids or a filter: whatever is there now
+        if service in (workflow.update_approve, workflow.update_reject):
+            outcome = self._decide_set_wise(user, "approve" if service is workflow.update_approve
+                                            else "reject", updates, shown, comment)
+        else:
             outcome = workflow.apply_to_each(service, updates, by=user, comment=comment)
-        else:  # the content looked at: a row whose update changed since is refused (stale)
-            outcome = workflow.BulkOutcome()
-            for u in updates:
-                part = workflow.apply_to_each(service, [u], by=user, comment=comment,
-                                              shown=shown.get(u.pk, ""))
-                outcome.done += part.done
-                outcome.refused += part.refused
         rows = [{"update_id": u.pk, "outcome": "done", "status": u.status, "message": ""}
                 for u in outcome.done]
         rows += [{"update_id": u.pk, "outcome": "refused", "status": u.status, "message": m}
@@ -865,6 +863,38 @@ class Session:
         _ints(table, "update_id")
         table["outcome"] = pd.Categorical(table["outcome"], categories=["done", "refused"])
         return Decisions(table, done=len(outcome.done), refused=len(rows) - len(outcome.done))
+
+    @staticmethod
+    def _decide_set_wise(user, decision: str, updates: list, shown: dict[int, str] | None,
+                         comment: str):
+        """Approve or reject set-wise (updates/setwise.py), setwise.CHUNK updates a transaction:
+        the single services' checks, messages and rows, refusals per row (never raised). With
+        `shown` (what preview()/updates() returned) a row whose update changed since, or left,
+        is refused (``stale``) and the rest are decided; without, whatever is there now."""
+        from django.core.exceptions import ValidationError
+        from django.db import transaction
+
+        from updates import decisions, setwise, workflow
+
+        outcome = workflow.BulkOutcome()
+        try:
+            transition, comment = decisions._check_decision(decision, user, comment)
+        except ValidationError as error:  # the permission, the comment: every row, as before
+            outcome.refused = [(u, " ".join(error.messages)) for u in updates]
+            return outcome
+        by_id = {u.pk: u for u in updates}
+        ids = sorted(by_id)
+        for start in range(0, len(ids), setwise.CHUNK):
+            chunk = ids[start:start + setwise.CHUNK]
+            with transaction.atomic():
+                result = setwise.decide_set(
+                    shown=None if shown is None else {pk: shown.get(pk, "") for pk in chunk},
+                    ids=chunk, transition=transition, by=user, comment=comment, strict=False)
+            for pk in result.done:
+                by_id[pk].status = transition.target
+                outcome.done.append(by_id[pk])
+            outcome.refused += [(by_id[pk], message) for pk, message in result.refused]
+        return outcome
 
     # -- sending --
 

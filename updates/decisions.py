@@ -13,14 +13,15 @@ stays a few hundred kilobytes), and the decision is made on them:
   changed content, or (for a batch) an update joined the batch's scope that the page did not
   show, nothing is decided and the refusal (`StaleBatch`, code `stale`) says how many of each.
   Four-eyes refusals do not stop the rest: the viewer's own updates are refused one by one and
-  stay pending, as the page said they would.
+  stay pending, as the page said they would. The decision is made set-wise (setwise.py), at
+  most one chunk (setwise.CHUNK updates) in one transaction; a larger batch is decided in the
+  background, chunk by chunk, each chunk all or nothing (batch_decisions.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from django.core import signing
-from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import QuerySet
 
@@ -75,7 +76,21 @@ class StaleBatch(Refused):
                          + ". Nothing was decided; look again.", code=STALE)
 
 
-_SERVICES = {"approve": workflow.update_approve, "reject": workflow.update_reject}
+def _check_decision(decision: str, by, comment: str | None) -> tuple[workflow.Transition, str]:
+    """The checks made before anything is looked at, in the order a single decision makes
+    them: the decision, the permission, a storable comment, a rejection's comment. Returns the
+    transition and the comment as it is stored (a rejection's stripped, as update_reject)."""
+    if decision not in ("approve", "reject"):
+        raise ValueError(f"unknown decision {decision!r}")
+    transition = workflow.T[decision]
+    workflow._require_for(by, transition)
+    comment = "" if comment is None else comment
+    workflow._check_comment(comment)
+    if decision == "reject":
+        if not comment.strip():
+            raise Refused("A rejection needs a comment saying why.", code=COMMENT_REQUIRED)
+        comment = comment.strip()
+    return transition, comment
 
 
 def updates_decide_shown(*, shown: Mapping[int, str], decision: str, by, comment: str = "",
@@ -84,54 +99,29 @@ def updates_decide_shown(*, shown: Mapping[int, str], decision: str, by, comment
 
     With `scope` (the pending updates the page described, e.g. one import), an update now in
     it with an id up to the newest shown, but not shown, has joined: refused too. Updates that
-    arrive later (higher ids) are not part of the batch and stay pending. Each update still goes
-    through update_approve / update_reject (permission, four eyes, its audit row), in one
-    transaction for the whole decision; raises StaleBatch (code `stale`) and changes nothing
-    when anything differs from what was shown.
+    arrive later (higher ids) are not part of the batch and stay pending. The decision is made
+    set-wise (setwise.decide_set: the checks of update_approve / update_reject — permission,
+    four eyes, the content shown, the state — and the same fields and audit rows), in one
+    transaction; raises StaleBatch (code `stale`) and changes nothing when anything differs
+    from what was shown. At most setwise.CHUNK updates: a larger batch is a DecisionJob
+    (batch_decisions.py), decided chunk by chunk in the background.
     """
-    if decision not in _SERVICES:
-        raise ValueError(f"unknown decision {decision!r}")
-    transition = workflow.T[decision]
-    workflow._require_for(by, transition)
-    comment = "" if comment is None else comment
-    workflow._check_comment(comment)
-    if decision == "reject" and not comment.strip():
-        raise Refused("A rejection needs a comment saying why.", code=COMMENT_REQUIRED)
-    service = _SERVICES[decision]
+    from . import setwise
+
+    transition, comment = _check_decision(decision, by, comment)
     outcome = workflow.BulkOutcome()
     if not shown:
         return outcome
+    if len(shown) > setwise.CHUNK:
+        raise ValueError(f"{len(shown)} updates: more than one chunk ({setwise.CHUNK}); "
+                         "decide them with batch_decisions.decision_job_start")
     with transaction.atomic():
-        joined: list[int] = []
-        if scope is not None:
-            in_scope = set(scope.filter(id__lte=max(shown)).values_list("id", flat=True))
-            joined = sorted(in_scope - set(shown))
-            out_of_scope = sorted(set(shown) - in_scope)
-        else:
-            out_of_scope = []
-        found = {u.pk: u for u in ProfileUpdate.objects.filter(pk__in=list(shown))
-                 .select_related("connection").order_by("id")}
-        left = [pk for pk in sorted(shown) if pk not in found]
-        changed: list[int] = []
-        details: list[str] = []
-        for pk in sorted(found):
-            update = found[pk]
-            try:
-                with transaction.atomic():
-                    outcome.done.append(service(update=update, by=by, comment=comment,
-                                                shown=shown[pk]))
-            except Refused as error:
-                if error.code != STALE:
-                    outcome.refused.append((update, " ".join(error.messages)))
-                    continue
-                update.refresh_from_db(fields=["status", "identity_type", "identity",
-                                               "attributes"])
-                (left if not transition.allows(update.status) else changed).append(pk)
-                details.append(" ".join(error.messages))
-            except ValidationError as error:
-                outcome.refused.append((update, " ".join(error.messages)))
-        left = sorted(set(left) | {pk for pk in out_of_scope if pk not in changed})
-        if left or joined or changed:
-            raise StaleBatch(left=left, joined=joined, changed=changed, details=details)
+        result = setwise.decide_set(shown=shown, transition=transition, by=by, comment=comment,
+                                    scope=scope, strict=True)
+    done = {u.pk: u for u in ProfileUpdate.objects.filter(pk__in=result.done)
+            .select_related("connection")}
+    outcome.done = [done[pk] for pk in result.done if pk in done]
+    refused = {u.pk: u for u in ProfileUpdate.objects.filter(
+        pk__in=[pk for pk, _ in result.refused]).select_related("connection")}
+    outcome.refused = [(refused[pk], message) for pk, message in result.refused if pk in refused]
     return outcome
-

@@ -776,3 +776,63 @@ class BatchRead(models.Model):
 
     def __str__(self) -> str:
         return f"batch read #{self.pk}"
+
+
+class DecisionJob(models.Model):
+    """A batch decision too large for one request (batch_decisions.py): the updates a batch page
+    showed — their ids and content fingerprints, kept (ShownSnapshot) when it was rendered — decided
+    in the background by django-q2, chunk by chunk, each chunk all or nothing. One row per large
+    batch page shown; it becomes a decision when the page's Approve or Reject is clicked."""
+
+    class Status(models.TextChoices):
+        SHOWN = "shown", "Shown, not decided"
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Deciding"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
+                                   related_name="+")
+    created_at = models.DateTimeField()
+    # The batch's scope, as on the batch page (both empty: every pending update).
+    connection = models.ForeignKey(TargetConnection, on_delete=models.PROTECT, null=True,
+                                   blank=True, related_name="+")
+    import_job = models.ForeignKey(ImportJob, on_delete=models.PROTECT, null=True, blank=True,
+                                   related_name="+")
+    # Whether an update of the scope that joined a chunk's id range refuses the chunk (the
+    # whole batch: yes; "only the rows that change something": no, the rest stay pending).
+    check_joined = models.BooleanField(default=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.SHOWN)
+    decision = models.CharField(max_length=8, blank=True)  # "approve" or "reject"
+    comment = models.TextField(blank=True)
+    # The SHA-256 of what the page showed (batch_decisions.snapshot_digest), which it posts
+    # back; the pairs themselves are the job's ShownSnapshot (a row of its own, so that saving
+    # the progress never rewrites them), removed once the job has run.
+    digest = models.CharField(max_length=64)
+    total = models.PositiveIntegerField(default=0)
+    chunks = models.PositiveIntegerField(default=0)
+    chunks_done = models.PositiveIntegerField(default=0)  # decided or refused, so far
+    decided = models.PositiveIntegerField(default=0)
+    refused = models.PositiveIntegerField(default=0)  # updates not decided: stale chunks, own
+    # One entry per chunk handled: {"chunk", "first", "last", "size", "outcome" ("decided" or
+    # "refused"), "decided", "own", "why"}.
+    report = models.JSONField(default=list, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)  # the click
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"batch decision #{self.pk}"
+
+
+class ShownSnapshot(models.Model):
+    """What a large batch page showed, for its DecisionJob: zlib-compressed JSON
+    [[id, content fingerprint], ...] in id order (batch_decisions._pack)."""
+
+    job = models.OneToOneField(DecisionJob, on_delete=models.CASCADE, primary_key=True,
+                               related_name="shown")
+    pairs = models.BinaryField()

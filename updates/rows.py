@@ -31,12 +31,22 @@ def _columns(model: type[models.Model]) -> tuple[tuple[models.Field, ...], str]:
     return fields, model._meta.db_table
 
 
+def _integer(field: models.Field) -> bool:
+    """An integer column (a foreign key to an integer key included): get_db_prep_save of an int
+    is the int."""
+    if isinstance(field, models.ForeignKey):
+        field = field.target_field
+    return isinstance(field, models.IntegerField)
+
+
 @lru_cache(maxsize=None)
-def _shortcuts(model: type[models.Model]) -> tuple[tuple[models.Field, str, bool, bool], ...]:
-    """Per field: (field, attname, a str passes as is, None passes as is). The same values as
-    get_db_prep_save gives, without its calls for the values that are most of the row."""
-    return tuple((f, f.attname, type(f) in _PLAIN_TEXT, not isinstance(f, models.JSONField))
-                 for f in _columns(model)[0])
+def _shortcuts(model: type[models.Model]) -> tuple[tuple[models.Field, str, bool, bool, bool],
+                                                   ...]:
+    """Per field: (field, attname, a str passes as is, None passes as is, an int passes as
+    is). The same values as get_db_prep_save gives, without its calls for the values that are
+    most of the row."""
+    return tuple((f, f.attname, type(f) in _PLAIN_TEXT, not isinstance(f, models.JSONField),
+                  _integer(f)) for f in _columns(model)[0])
 
 
 def insert_rows(model: type[models.Model], rows: Iterable[Mapping[str, Any]]) -> int:
@@ -50,9 +60,10 @@ def insert_rows(model: type[models.Model], rows: Iterable[Mapping[str, Any]]) ->
     prepared = []
     for row in rows:
         values = []
-        for field, attname, plain_text, plain_none in shortcuts:
+        for field, attname, plain_text, plain_none, plain_int in shortcuts:
             value = row[attname] if attname in row else field.get_default()
-            if value is None and plain_none or plain_text and type(value) is str:
+            if (value is None and plain_none or plain_text and type(value) is str
+                    or plain_int and type(value) is int):
                 values.append(value)
             elif type(value) is dt.datetime:
                 key = (attname, value)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import batch_reads, health, sending, verification
+from . import batch_decisions, batch_reads, health, sending, verification
 from .alerts import alerts_check
 from .conf import setting
 from .importing import import_job_check, import_job_run
@@ -50,3 +50,11 @@ def read_batch(job_id: int) -> str:
     batch from Target")."""
     job = batch_reads.batch_read_run(job_id=job_id)
     return f"batch read #{job.pk}: {job.status}, {job.done} of {job.total} read"
+
+
+def decide_batch(job_id: int) -> str:
+    """Decide a batch larger than one chunk (the batch page's Approve or Reject), chunk by
+    chunk."""
+    job = batch_decisions.decision_job_run(job_id=job_id)
+    return (f"batch decision #{job.pk}: {job.status}, {job.decided} of {job.total} decided in "
+            f"{job.chunks_done} of {job.chunks} chunks")

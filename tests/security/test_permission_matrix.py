@@ -156,6 +156,8 @@ MATRIX: dict[str, tuple] = {
     # The whole-batch read: started by POST, its progress as JSON
     "updates_queue_batch_read":                    (LOGIN, 405, 405, 405),  # POST only
     "updates_queue_batch_read_status":             (LOGIN, 403, 404, 404),
+    # A batch decision in the background: its progress as JSON
+    "updates_queue_batch_decision_status":         (LOGIN, 403, 404, 404),
 }
 
 def _redirect_target(world: World, name: str) -> str:

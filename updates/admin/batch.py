@@ -7,8 +7,13 @@ nothing is decided if any of them left, changed content, or an update the page d
 joined the scope since (decisions.updates_decide_shown); ones that arrive later stay pending.
 An import's batch is its updates (`import_job`), never updates that merely carry its reason.
 
-Each update still goes through workflow.update_approve / update_reject, with its own audit row
-and every refusal named.
+The decision is made set-wise (setwise.py: the checks and rows of update_approve /
+update_reject, one UPDATE and one audit INSERT per chunk of setwise.CHUNK updates). A batch of
+one chunk is decided in the request, all or nothing; a larger one becomes a DecisionJob
+(batch_decisions.py) decided by django-q2 chunk by chunk, each chunk all or nothing, with its
+progress and report on this page. A page of more than INLINE_LIMIT updates does not post their
+fingerprints: it keeps them server side when it is rendered (one values_list query) and posts
+the job's id and digest.
 
 What Target will do (batch_reads.py): each sampled row's verdict and an estimate for the whole
 batch (JSON, asked by the page's script once the live diff has read the sample); and a read of the
@@ -32,16 +37,24 @@ from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils import timezone
 
-from updates import batch_reads, decisions, quota, selectors, workflow
-from updates.models import BatchRead, ImportJob, ProfileUpdate, TargetConnection
+from updates import batch_decisions, batch_reads, decisions, quota, selectors, setwise, target, \
+    workflow
+from updates.models import (BatchRead, DecisionJob, ImportJob, ProfileUpdate, TargetConnection,
+                            content_hash)
 
 from .base import parse_id
 from .pages import forbidden as _forbidden, page as _page
 from .updates import RejectForm, report_outcome, report_refusal
 
-# One batch decision handles at most this many updates (each its own transaction); a bigger
-# backlog is decided in several batches, narrowed by connection or import.
-BATCH_LIMIT = 10_000
+# One batch decision covers at most this many updates (decided set-wise, setwise.CHUNK at a
+# time; more than one chunk in the background); a bigger backlog is decided in several batches.
+BATCH_LIMIT = 1_000_000
+# Up to this many, the page posts the (id, fingerprint) pairs it shows (decisions.shown_token,
+# ~55 bytes an update) and describes every update (cost, unsendable); above it, the page keeps
+# the pairs server side (batch_decisions.decision_job_show) and works from one values_list.
+INLINE_LIMIT = 10_000
+# The whole-batch read (batch_reads.py) reads each visitor at the read rate: offered up to this.
+READ_LIMIT = 10_000
 SAMPLE_SIZES = (5, 10, 25, 50)
 DEFAULT_SAMPLE = 10
 
@@ -99,9 +112,12 @@ def batch_view(request: HttpRequest) -> HttpResponse:
     scope = Scope.from_query(request.POST if request.method == "POST" else request.GET)
     if request.method == "POST":
         return _decide_batch(request, scope)
-    ids = list(scope.updates().values_list("id", flat=True)[: BATCH_LIMIT + 1])
-    too_many = len(ids) > BATCH_LIMIT
-    ids = ids[:BATCH_LIMIT]
+    if "decision" in request.GET:
+        return _decision_page(request, scope)
+    ids = list(scope.updates().values_list("id", flat=True)[: INLINE_LIMIT + 1])
+    if len(ids) > INLINE_LIMIT:
+        return _large_batch_view(request, scope, title)
+    too_many = False
     sample_size = _sample_size(request)
     updates = list(ProfileUpdate.objects.filter(pk__in=ids)
                    .select_related("connection", "created_by", "last_edited_by").order_by("id"))
@@ -126,6 +142,7 @@ def batch_view(request: HttpRequest) -> HttpResponse:
               for u, s in chosen]
     return _page(request, title, "admin/updates/batch.html", {
         "scope": scope, "count": len(ids), "too_many": too_many, "batch_limit": BATCH_LIMIT,
+        "decision_jobs": _recent_decisions(scope),
         "shown": decisions.shown_token(updates, scope=scope.query()), "cost": cost, "unsendable": unsendable,
         "blocked": blocked, "headroom": headroom, "sample": sample,
         "sample_size": sample_size, "sample_sizes": SAMPLE_SIZES,
@@ -135,6 +152,100 @@ def batch_view(request: HttpRequest) -> HttpResponse:
         "estimate_url": _estimate_url(scope, [u.pk for u, _ in chosen]),
         "whole_read": _whole_read(scope, updates, now),
     })
+
+
+def _large_batch_view(request: HttpRequest, scope: Scope, title: str) -> HttpResponse:
+    """A batch of more than INLINE_LIMIT updates: its pairs from one values_list query, kept
+    server side; the four-eyes count in one query; the sample's rows loaded alone."""
+    user = request.user
+    rows = list(scope.updates().order_by("id").values_list(
+        "id", "identity_type", "identity", "attributes", "created_by_id",
+        "connection_id")[: BATCH_LIMIT + 1])
+    too_many = len(rows) > BATCH_LIMIT
+    rows = rows[:BATCH_LIMIT]
+    pairs = [(pk, content_hash(t, i, a)) for pk, t, i, a, _, _ in rows]
+    last = rows[-1][0]
+    # Four eyes, for the whole batch in one query: created by the viewer, or a content author.
+    authored_ids = set(ProfileUpdate.content_authors.through.objects.filter(
+        user_id=user.pk, profileupdate__in=scope.updates().filter(id__lte=last))
+        .values_list("profileupdate_id", flat=True))
+    blocked = sum(1 for pk, *_, creator, _ in rows if creator == user.pk or pk in authored_ids)
+    job, token = batch_decisions.decision_job_show(
+        pairs=pairs, by=user, connection=scope.connection, import_job=scope.job,
+        scope=scope.query())
+    sample_size = _sample_size(request)
+    chosen_ids = sorted(random.sample([pk for pk, _ in pairs], min(sample_size, len(pairs))))
+    chosen = list(ProfileUpdate.objects.filter(pk__in=chosen_ids)
+                  .select_related("connection", "created_by", "last_edited_by").order_by("id"))
+    authored = workflow.authored_by(user, chosen)
+    summaries = [(u, selectors.request_preview(u)) for u in chosen]
+    now = timezone.now()
+    connections = TargetConnection.objects.filter(pk__in={row[5] for row in rows})
+    headroom = [(c, quota.window_usage(connection=c, now=now), c.quota_limit)
+                for c in connections]
+    verdicts = batch_reads.sample_verdicts(chosen, now=now)
+    sample = [{"update": u, "attributes": selectors.attribute_rows(u), "request": s,
+               "blocker": workflow.decision_blocker(u, user, authored=authored),
+               "verdict": verdicts[u.pk], "verdict_label": batch_reads.label(verdicts[u.pk])}
+              for u, s in summaries]
+    return _page(request, title, "admin/updates/batch.html", {
+        "scope": scope, "count": len(pairs), "too_many": too_many, "batch_limit": BATCH_LIMIT,
+        "shown_job": token, "shown": "", "large": True, "chunk": setwise.CHUNK,
+        "chunks": job.chunks, "inline_limit": INLINE_LIMIT,
+        # Every update costs one request; the sample says whether some cannot be sent.
+        "cost": len(pairs) * target.REQUEST_QUOTA_COST,
+        "unsendable": sum(1 for _, s in summaries if s.problem), "unsendable_in_sample": True,
+        "blocked": blocked, "headroom": headroom, "sample": sample,
+        "sample_size": sample_size, "sample_sizes": SAMPLE_SIZES,
+        "reject_form": RejectForm(), "query": scope.query(),
+        "queue_url": reverse("updates_queue") + (f"?{scope.query()}" if scope.query() else ""),
+        "estimate": batch_reads.batch_estimate(verdicts, batch_size=len(pairs)),
+        "estimate_url": _estimate_url(scope, chosen_ids),
+        "whole_read": {"too_large": True, "read_limit": READ_LIMIT},
+        "decision_jobs": _recent_decisions(scope),
+    })
+
+
+def _recent_decisions(scope: Scope, limit: int = 3) -> list[dict]:
+    """This scope's latest batch decisions in the background, with their progress and report."""
+    jobs = (DecisionJob.objects
+            .filter(connection=scope.connection, import_job=scope.job)
+            .exclude(status=DecisionJob.Status.SHOWN).select_related("created_by")
+            .order_by("-id")[:limit])
+    return [_decision_context(job) for job in jobs]
+
+
+def _decision_context(job: DecisionJob) -> dict:
+    return {"job": job, "progress": batch_decisions.decision_job_progress(job),
+            "running": job.status in (DecisionJob.Status.QUEUED, DecisionJob.Status.RUNNING),
+            "status_url": (reverse("updates_queue_batch_decision_status")
+                           + f"?{urlencode({'decision': job.pk})}")}
+
+
+def _decision_page(request: HttpRequest, scope: Scope) -> HttpResponse:
+    """GET ?decision=<id>: one batch decision's progress and report (polled while it runs)."""
+    job = get_object_or_404(DecisionJob.objects.select_related("created_by", "connection"),
+                            pk=parse_id(request.GET.get("decision")) or -1)
+    # The decision's batch, whatever the query says.
+    scope = Scope(job.connection, ImportJob.objects.defer("file_data")
+                  .filter(pk=job.import_job_id).first() if job.import_job_id else None)
+    return _page(request, f"Batch decision #{job.pk}", "admin/updates/batch_decision.html", {
+        "scope": scope, "d": _decision_context(job), "chunk": setwise.CHUNK,
+        "batch_url": reverse("updates_queue_batch") + (
+            f"?{scope.query()}" if scope.query() else ""),
+        "queue_url": reverse("updates_queue") + (f"?{scope.query()}" if scope.query() else "")})
+
+
+def decision_status_view(request: HttpRequest) -> HttpResponse:
+    """GET ?decision=<id>, JSON: a batch decision's progress and per-chunk report (ids and
+    counts, no profile value), polled by the page."""
+    if request.method != "GET":
+        return HttpResponseNotAllowed(["GET"])
+    if not request.user.has_perm(workflow.PERM_APPROVE):
+        raise PermissionDenied
+    job = get_object_or_404(DecisionJob.objects,
+                            pk=parse_id(request.GET.get("decision")) or -1)
+    return JsonResponse(batch_decisions.decision_job_progress(job).as_json())
 
 
 def _whole_read(scope: Scope, updates: list[ProfileUpdate], now) -> dict:
@@ -169,7 +280,7 @@ def read_start_view(request: HttpRequest) -> HttpResponse:
     if not request.user.has_perm(workflow.PERM_APPROVE):
         raise PermissionDenied
     scope = Scope.from_query(request.POST)
-    ids = list(scope.updates().values_list("id", flat=True)[:BATCH_LIMIT])
+    ids = list(scope.updates().values_list("id", flat=True)[:READ_LIMIT])
     back = HttpResponseRedirect(reverse("updates_queue_batch") + (
         f"?{scope.query()}" if scope.query() else ""))
     if not ids:
@@ -211,11 +322,12 @@ def estimate_view(request: HttpRequest) -> HttpResponse:
     wanted = [pk for pk in (parse_id(part) for part in
                             request.GET.get("sample", "").split(",")[:max(SAMPLE_SIZES)])
               if pk is not None]
-    batch_ids = set(scope.updates().values_list("id", flat=True)[:BATCH_LIMIT])
     # Only updates of the batch (still pending in it): nothing about any other update.
-    sample = [u for u in ProfileUpdate.objects.filter(pk__in=wanted) if u.pk in batch_ids]
+    batch = scope.updates()
+    sample = list(batch.filter(pk__in=wanted))
+    batch_size, _ = selectors.capped_count(batch, cap=BATCH_LIMIT)
     verdicts = batch_reads.sample_verdicts(sample)
-    estimate = batch_reads.batch_estimate(verdicts, batch_size=len(batch_ids))
+    estimate = batch_reads.batch_estimate(verdicts, batch_size=batch_size)
     # admin_view adds never-cache headers; no profile value is in the answer.
     return JsonResponse({
         "rows": {str(pk): {"verdict": v, "label": batch_reads.label(v)}
@@ -233,10 +345,11 @@ def _decide_batch(request: HttpRequest, scope: Scope) -> HttpResponse:
         f"?{scope.query()}" if scope.query() else ""))
     decision = request.POST.get("decision", "")
     shown = decisions.read_token(request.POST.get("shown"), scope=scope.query())
+    kept = batch_decisions.read_job_token(request.POST.get("shown_job"), scope=scope.query())
     if decision not in ("approve", "reject"):
         messages.error(request, "Choose Approve all or Reject all; nothing was changed.")
         return back
-    if not shown:
+    if not shown and kept is None:
         messages.error(request, "The page did not say which updates it showed (reload it and "
                                 "look again); nothing was decided.")
         return back
@@ -248,6 +361,9 @@ def _decide_batch(request: HttpRequest, scope: Scope) -> HttpResponse:
                                     "rejected.")
             return back
         comment = form.cleaned_data["comment"]
+    if kept is not None:  # a large batch: the page's pairs were kept when it was shown
+        return _decide_in_background(request, scope, decision=decision, comment=comment,
+                                     job_id=kept[0], digest=kept[1])
     # Exactly what the page showed: these ids with this content, and no other of the scope's
     # updates up to the newest of them; all or nothing.
     decided_scope = scope.updates()
@@ -262,6 +378,12 @@ def _decide_batch(request: HttpRequest, scope: Scope) -> HttpResponse:
                                       "something; reload it and look again. Nothing was changed.")
             return back
         decided_scope = None
+    if len(shown) > setwise.CHUNK:  # more than one chunk: in the background, chunk by chunk
+        job, _ = batch_decisions.decision_job_show(
+            pairs=sorted(shown.items()), by=request.user, connection=scope.connection,
+            import_job=scope.job, check_joined=decided_scope is not None)
+        return _decide_in_background(request, scope, decision=decision, comment=comment,
+                                     job_id=job.pk, digest=job.digest)
     try:
         outcome = decisions.updates_decide_shown(shown=shown, decision=decision, by=request.user,
                                                  comment=comment, scope=decided_scope)
@@ -271,6 +393,24 @@ def _decide_batch(request: HttpRequest, scope: Scope) -> HttpResponse:
     report_outcome(request, outcome, verb="approved" if decision == "approve" else "rejected")
     return HttpResponseRedirect(reverse("updates_queue") + (
         f"?{scope.query()}" if scope.query() else ""))
+
+
+def _decide_in_background(request: HttpRequest, scope: Scope, *, decision: str, comment: str,
+                          job_id: int, digest: str) -> HttpResponse:
+    back = HttpResponseRedirect(reverse("updates_queue_batch") + (
+        f"?{scope.query()}" if scope.query() else ""))
+    try:
+        job = batch_decisions.decision_job_start(job_id=job_id, digest=digest,
+                                                 decision=decision, by=request.user,
+                                                 comment=comment)
+    except ValidationError as error:
+        report_refusal(request, error)
+        return back
+    messages.info(request, f"Deciding {job.total:,} updates in the background, {job.chunks:,} "
+                           f"chunk{'s' if job.chunks != 1 else ''} of at most "
+                           f"{setwise.CHUNK:,}; this page shows the progress.")
+    query = f"{scope.query()}&" if scope.query() else ""
+    return HttpResponseRedirect(reverse("updates_queue_batch") + f"?{query}decision={job.pk}")
 
 
 def _only_changing(request: HttpRequest, scope: Scope) -> set[int] | None:
@@ -285,7 +425,7 @@ def _only_changing(request: HttpRequest, scope: Scope) -> set[int] | None:
                                 "nothing was changed.")
         return None
     chosen = list(ProfileUpdate.objects.filter(
-        pk__in=list(scope.updates().values_list("id", flat=True)[:BATCH_LIMIT])))
+        pk__in=list(scope.updates().values_list("id", flat=True)[:READ_LIMIT])))
     narrowed = batch_reads.batch_read_narrow(job, chosen)
     shown = {parse_id(part) for part in request.POST.get("only", "").split(",") if part}
     if shown != set(narrowed.changing_ids):
@@ -301,3 +441,4 @@ batch_urlpattern_view = admin.site.admin_view(batch_view)
 estimate_urlpattern_view = admin.site.admin_view(estimate_view)
 read_start_urlpattern_view = admin.site.admin_view(read_start_view)
 read_status_urlpattern_view = admin.site.admin_view(read_status_view)
+decision_status_urlpattern_view = admin.site.admin_view(decision_status_view)

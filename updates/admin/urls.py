@@ -22,4 +22,6 @@ urlpatterns = [
     path("queue/batch/read/", batch.read_start_urlpattern_view, name="updates_queue_batch_read"),
     path("queue/batch/read/status/", batch.read_status_urlpattern_view,
          name="updates_queue_batch_read_status"),
+    path("queue/batch/decision/status/", batch.decision_status_urlpattern_view,
+         name="updates_queue_batch_decision_status"),
 ]

@@ -32,6 +32,37 @@ document.addEventListener("DOMContentLoaded", function () {
   }
 });
 
+// A batch decision running in the background (updates/batch_decisions.py): its progress every
+// two seconds, then the page again (with each chunk's outcome) once it has ended.
+document.addEventListener("DOMContentLoaded", function () {
+  const running = document.getElementById("batch-decision-running");
+  if (!running) {
+    return;
+  }
+  const bar = document.getElementById("batch-decision-progress");
+  const text = document.getElementById("batch-decision-progress-text");
+  const poll = function () {
+    fetch(running.dataset.statusUrl, {credentials: "same-origin", headers: {Accept: "application/json"}})
+      .then(function (response) {
+        return response.ok ? response.json() : Promise.reject(response.status);
+      })
+      .then(function (data) {
+        bar.max = data.chunks;
+        bar.value = data.chunks_done;
+        text.textContent = data.text;
+        if (data.status === "done" || data.status === "failed") {
+          window.location.reload();
+        } else {
+          setTimeout(poll, 2000);
+        }
+      })
+      .catch(function () {
+        setTimeout(poll, 5000);
+      });
+  };
+  setTimeout(poll, 2000);
+});
+
 document.addEventListener("DOMContentLoaded", function () {
   const section = document.getElementById("batch-estimate");
   const sample = document.getElementById("batch-sample");

@@ -33,9 +33,11 @@ nothing is switched off, and the thread keeps one database connection for the se
 waits for the result, so the notebook still reads top to bottom. Use ``notebook.run(fn)`` for
 your own ORM code.
 
-Results are plain pandas DataFrames (listings) or small result objects with a ``.table``
-DataFrame and an escaped ``_repr_html_``; their ``repr()`` shows counts only — never a profile
-value, an identity or a token. Nothing here logs values.
+Results are pandas DataFrames (listings; ``Frame``, which only displays timestamps to the second
+and text in full) or small result objects with a ``.table`` DataFrame (also ``.rows``) and an
+escaped ``_repr_html_`` — the counts per outcome and the first few problem rows, not every row;
+their ``repr()`` shows counts only — never a profile value, an identity or a token. Nothing here
+logs values, and ``setup()`` keeps the app's INFO log lines out of the cells.
 
 Needs the ``[notebook]`` extra: ``pip install -e .[notebook]``.
 """

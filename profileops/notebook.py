@@ -35,9 +35,11 @@ nothing is switched off, and the thread keeps one database connection for the se
 waits for the result, so the notebook still reads top to bottom. Use ``notebook.run(fn)`` for
 your own ORM code.
 
-Results are plain pandas DataFrames (listings) or small result objects with a ``.table``
-DataFrame and an escaped ``_repr_html_``; their ``repr()`` shows counts only — never a profile
-value, an identity or a token. Nothing here logs values.
+Results are pandas DataFrames (listings; ``Frame``, which only displays timestamps to the second
+and text in full) or small result objects with a ``.table`` DataFrame (also ``.rows``) and an
+escaped ``_repr_html_`` — the counts per outcome and the first few problem rows, not every row;
+their ``repr()`` shows counts only — never a profile value, an identity or a token. Nothing here
+logs values, and ``setup()`` keeps the app's INFO log lines out of the cells.
 
 Needs the ``[notebook]`` extra: ``pip install -e .[notebook]``.
 """
@@ -47,6 +49,7 @@ from __future__ import annotations
 import atexit
 import datetime as dt
 import html
+import logging
 import os
 import sys
 import threading
@@ -69,12 +72,15 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 if TYPE_CHECKING:  # imported for annotations only: Django may not be set up yet
     from matplotlib.figure import Figure
 
-__all__ = ["INSTALL_HINT", "Decisions", "LiveDiff", "Preview", "Result", "Reverts", "SendReport",
-           "Session", "StageResult", "as_user", "close", "connect", "run", "setup"]
+__all__ = ["INSTALL_HINT", "Decisions", "Frame", "LiveDiff", "Preview", "Result", "Reverts",
+           "SendReport", "Session", "StageResult", "as_user", "close", "connect", "run", "setup"]
 
 T = TypeVar("T")
 DEFAULT_REASON = "staged from a notebook"
 DEFAULT_LIMIT = 10_000
+SYSTEM_ACTOR = "system"  # audit(): the actor of events no person caused (the sender, the jobs)
+NOT_STARTED = "not_started"  # verification(): no check made or scheduled yet (blank in the model)
+SHOWN_PROBLEMS = 10  # result objects display at most this many problem rows; the rest on request
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -120,8 +126,15 @@ _orm = _OrmThread()
 atexit.register(_orm.close)
 
 
-def setup(*, settings_module: str | None = None) -> None:
+def setup(*, settings_module: str | None = None, log_level: int | str = logging.WARNING) -> None:
     """Configure Django from the environment, as the app does. Safe to call more than once.
+
+    The app's logging writes INFO lines (sends, claims, verification) to the process's stderr,
+    which in Jupyter is the cell's output. For a notebook session the console handlers the
+    settings attach (stream handlers on the root logger) are raised to `log_level` (WARNING by
+    default), so cells show results, not log noise; warnings and errors still print. The loggers
+    themselves are left as configured, so other handlers (and the test suite's) see every record.
+    ``notebook.setup(log_level="INFO")`` brings the lines back.
 
     Example::
 
@@ -135,6 +148,14 @@ def setup(*, settings_module: str | None = None) -> None:
 
     if not apps.ready:
         django.setup()  # loads settings and apps; no database query
+    _quiet_console(log_level)
+
+
+def _quiet_console(level: int | str) -> None:
+    """Set the level of the root logger's console handlers (settings.LOGGING "console")."""
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler:  # not FileHandler, not pytest's capture
+            handler.setLevel(level)
 
 
 def run(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
@@ -171,18 +192,55 @@ def _session_for(username: str) -> Session:
     return session
 
 
-def connect(*, as_user: str) -> Session:
+def connect(*, as_user: str, log_level: int | str = logging.WARNING) -> Session:
     """setup() and as_user() in one line.
 
     Example::
 
         nb = notebook.connect(as_user="alice")
     """
-    setup()
+    setup(log_level=log_level)
     return _session_for(as_user)
 
 
 # --- result objects ------------------------------------------------------------------------------
+
+class Frame(pd.DataFrame):
+    """A pandas DataFrame (every listing and result table of this module) that *displays* for
+    people: timestamps to the second (floored: ``01:53:16`` for ``01:53:16.912345``) and text in
+    full (no ``...`` cutting a message before its tail, e.g. the permitted choices). Only the
+    display changes: the values are exact (``frame["at"]`` keeps its microseconds) and every
+    DataFrame operation works as usual; ``pd.DataFrame(frame)`` gives a plain one."""
+
+    @property
+    def _constructor(self):
+        return Frame
+
+    def shown(self) -> pd.DataFrame:
+        """A plain copy as displayed: timestamp columns floored to the second."""
+        plain = pd.DataFrame(self, copy=True)
+        for column in plain.columns[[pd.api.types.is_datetime64_any_dtype(t)
+                                     for t in plain.dtypes]]:
+            plain[column] = plain[column].dt.floor("s")
+        return plain
+
+    def __repr__(self) -> str:
+        # Every column (wrapped at display.width rather than elided as "...").
+        with pd.option_context("display.max_colwidth", None, "display.max_columns", None):
+            return repr(self.shown())
+
+    def _repr_html_(self) -> str | None:
+        with pd.option_context("display.max_colwidth", None):
+            return self.shown()._repr_html_()
+
+    def to_html(self, *args: Any, **kwargs: Any) -> str:
+        with pd.option_context("display.max_colwidth", None):
+            return pd.DataFrame.to_html(self.shown(), *args, **kwargs)
+
+
+def _frame(table: pd.DataFrame) -> Frame:
+    return table if isinstance(table, Frame) else Frame(table)
+
 
 class Result:
     """A table with a one-line summary. `repr()` gives counts only; Jupyter shows the table,
@@ -191,8 +249,13 @@ class Result:
     title = "Result"
 
     def __init__(self, table: pd.DataFrame, **counts: int) -> None:
-        self.table = table
+        self.table = _frame(table)
         self.counts = counts
+
+    @property
+    def rows(self) -> Frame:
+        """Every row (the same as `.table`)."""
+        return self.table
 
     def summary(self) -> str:
         return ", ".join(f"{count:,} {name.replace('_', ' ')}" for name, count in self.counts.items())
@@ -213,7 +276,30 @@ class Result:
                 + self.table.to_html(max_rows=max_rows, escape=True, notebook=True))
 
 
-class StageResult(Result):
+class _SummaryFirst(Result):
+    """A result of one row per update (or input row): Jupyter shows the counts per outcome and
+    the first few problem rows, never the whole table; `.rows` (or `.table`) has every row."""
+
+    problem_label = "refused"
+
+    def _problems(self) -> pd.DataFrame:
+        return self.table[self.table["outcome"] == "refused"]
+
+    def _repr_html_(self) -> str:
+        problems = self._problems()
+        parts = [f"<p><strong>{html.escape(self.title)}</strong>: "
+                 f"{html.escape(self.summary())}</p>"]
+        if not problems.empty:
+            shown = min(len(problems), SHOWN_PROBLEMS)
+            parts.append(f"<p>{html.escape(self.problem_label.capitalize())}: the first "
+                         f"{shown:,} of {len(problems):,}</p>"
+                         + _frame(problems.head(SHOWN_PROBLEMS)).to_html(
+                             escape=True, notebook=True, index=False))
+        parts.append(f"<p>All {len(self.table):,} rows: <code>.rows</code></p>")
+        return "".join(parts)
+
+
+class StageResult(_SummaryFirst):
     """What `Session.stage` did, one row per input row (same index): `update_id` (when saved),
     `status` (draft, pending, invalid, or not saved because another row is invalid) and
     `errors`. `errors_table` has one row per problem: row (the input's index label), column,
@@ -224,7 +310,7 @@ class StageResult(Result):
     def __init__(self, table: pd.DataFrame, errors_table: pd.DataFrame, *,
                  import_job: int | None = None, **counts: int) -> None:
         super().__init__(table, **counts)
-        self.errors_table = errors_table
+        self.errors_table = _frame(errors_table)
         # The import that saved the rows (None when nothing was saved): select its updates
         # with ``import_job=result`` (or this id), never by their reason text.
         self.import_job = import_job
@@ -237,14 +323,13 @@ class StageResult(Result):
     def ids(self) -> list[int]:
         return [int(i) for i in self.table["update_id"].dropna()]
 
-    def _extra_html(self) -> str:
-        if self.errors_table.empty:
-            return ""
-        return ("<p>Problems, by row (the DataFrame's index label) and column:</p>"
-                + self.errors_table.to_html(escape=True, index=False, notebook=True))
+    problem_label = "problems, by row (the DataFrame's index label) and column"
+
+    def _problems(self) -> pd.DataFrame:
+        return self.errors_table
 
 
-class Decisions(Result):
+class Decisions(_SummaryFirst):
     """Per update: `outcome` (done or refused), its `status` after, and the refusal `message`."""
 
     title = "Decisions"
@@ -265,7 +350,7 @@ class Preview(Result):
 
     def __init__(self, table: pd.DataFrame, quota_table: pd.DataFrame, **counts: int) -> None:
         super().__init__(table, **counts)
-        self.quota_table = quota_table
+        self.quota_table = _frame(quota_table)
 
     @property
     def quota_cost(self) -> int:
@@ -292,7 +377,7 @@ class LiveDiff(Result):
 
     def __init__(self, table: pd.DataFrame, notes: pd.DataFrame, **counts: int) -> None:
         super().__init__(table, **counts)
-        self.notes = notes
+        self.notes = _frame(notes)
 
     def _extra_html(self) -> str:
         noted = self.notes[self.notes["message"] != ""]
@@ -301,7 +386,7 @@ class LiveDiff(Result):
         return noted.to_html(escape=True, index=False, notebook=True)
 
 
-class Reverts(Result):
+class Reverts(_SummaryFirst):
     """Per update asked for: `outcome` (done or refused), the staged `revert_update_id` (a draft
     to submit and have approved like any other), what it puts back, what it cannot undo and
     why (`not_revertible`), and the refusal `message`. `ids` are the revert updates' ids."""
@@ -1020,8 +1105,8 @@ class Session:
     def verification(self, *, ids: Any = None, connection: Any = None, status: Any = "sent",
                      created_by: str | None = None, reason: str | None = None,
                      limit: int = DEFAULT_LIMIT) -> pd.DataFrame:
-        """Where verification stands per update (newest first): `verification_state` (empty:
-        not yet looked at; pending, verified, not_applied, unverified, off), `checks_made` of
+        """Where verification stands per update (newest first): `verification_state` (not_started:
+        no check made or scheduled yet — blank in the model; pending, verified, not_applied, unverified, off), `checks_made` of
         `checks_planned`, `next_check_at`, `verified_at` (UTC), the values Target held before
         the send (`prior_values`, read at `prior_read_at`; None for an attribute that did not
         exist) and the attributes the send left out as unchanged (`left_out`). Needs the view
@@ -1055,10 +1140,13 @@ class Session:
                      len(verification.check_delays()))
         _ints(frame, "update_id", "checks_made", "checks_planned")
         _utc(frame, "acknowledged_at", "next_check_at", "verified_at", "prior_read_at")
+        # Blank in the model (not sent, or the first check not yet scheduled) is named here, so
+        # value_counts() has no blank-named row.
         frame["verification_state"] = pd.Categorical(
-            frame["verification_state"], categories=["", *VerificationState.values])
+            frame["verification_state"].replace("", NOT_STARTED),
+            categories=[NOT_STARTED, *VerificationState.values])
         frame["connection"] = frame["connection"].astype("category")
-        return frame
+        return Frame(frame)
 
     def revert(self, *, ids: Any, comment: str = "", supersede: bool = False) -> Reverts:
         """Stage, per sent update, a revert carrying the values Target held before it was sent
@@ -1168,7 +1256,7 @@ class Session:
         # What approve()/reject() compare with when given this table (decisions.py).
         frame["fingerprint"] = [content_hash(t, i, a) for t, i, a in zip(
             frame["identity_type"].astype(str), frame["identity"], frame["attributes"])]
-        return frame
+        return Frame(frame)
 
     def attempts(self, *, ids: Any = None, connection: Any = None, outcome: str | None = None,
                  limit: int = DEFAULT_LIMIT) -> pd.DataFrame:
@@ -1205,7 +1293,7 @@ class Session:
         _utc(frame, "started_at")
         frame["outcome"] = pd.Categorical(frame["outcome"], categories=[o.value for o in SendAttempt.Outcome])
         frame["connection"] = frame["connection"].astype("category")
-        return frame
+        return Frame(frame)
 
     def audit(self, *, ids: Any = None, connection: Any = None, actor: str | None = None,
               action: str | None = None, limit: int = DEFAULT_LIMIT) -> pd.DataFrame:
@@ -1248,9 +1336,11 @@ class Session:
         frame = pd.DataFrame(rows, columns=list(fields))
         _ints(frame, "id", "update_id", "mapping_id")
         _utc(frame, "at")
+        # No person: the sender, the verification job, the schedules. Said, not NaN.
+        frame["actor"] = frame["actor"].fillna(SYSTEM_ACTOR).astype(object)
         for column in ("action", "connection"):
             frame[column] = frame[column].astype("category")
-        return frame
+        return Frame(frame)
 
     # -- quota --
 
@@ -1289,7 +1379,7 @@ class Session:
                                             "oldest_leaves_at", "as_of"])
         _ints(frame, "window_requests", "limit", "remaining")
         _utc(frame, "oldest_leaves_at", "as_of")
-        return frame
+        return Frame(frame)
 
     def daily_usage(self, *, connection: Any = None, days: int = 30) -> pd.DataFrame:
         """Requests, acknowledged and failed per connection and UTC day for the last `days` days
@@ -1322,7 +1412,7 @@ class Session:
         frame["day"] = pd.to_datetime(frame["day"]).dt.date
         _ints(frame, "requests", "acknowledged", "failed")
         frame["connection"] = frame["connection"].astype("category")
-        return frame
+        return Frame(frame)
 
     def _window_minutes(self, conn) -> tuple[pd.DataFrame, dt.datetime]:
         from django.utils import timezone

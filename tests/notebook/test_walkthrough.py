@@ -74,6 +74,13 @@ def test_the_walkthrough_runs_top_to_bottom(notebook_env, emulator_url):
     # The plot was drawn as an image, and the result objects rendered as HTML tables.
     assert any("image/png" in o.get("data", {}) for o in outputs)
     assert any("<table" in o.get("data", {}).get("text/html", "") for o in outputs)
+    # No log lines in the cells (notebook.setup quiets the console handler to WARNING), and
+    # the 1,000 approvals show as counts, not 1,000 rows (issue 24, item 8).
+    logged = [o.text for o in outputs if o.output_type == "stream" and " INFO " in o.text]
+    assert not logged, logged[:3]
+    approved = next(cell for cell in notebook.cells if "approved = supervisor.approve" in cell.source)
+    [shown] = [o.data["text/html"] for o in approved.outputs if "text/html" in o.get("data", {})]
+    assert "1,000 done, 0 refused" in shown and "<tr" not in shown
     # The emulator really received the updates: 1,000 staged plus the administrator's one.
     with urllib.request.urlopen(f"{emulator_url}/_emulator/stats", timeout=10) as answer:
         stats = json.load(answer)

@@ -144,8 +144,9 @@ def evaluate(rule: AlertRule, *, now: dt.datetime) -> Reading:
         firing = seen.total >= rule.min_requests and rate >= float(rule.threshold)
         return Reading(firing, (
             f"{name}: {rate:.1f} % of {seen.total:,} requests in the last "
-            f"{rule.window_minutes} minutes were not acknowledged ({seen.failed_requests:,}; "
-            f"alerts at {threshold_words(rule)})."))
+            f"{rule.window_minutes} minutes were not acknowledged "
+            f"({_plural(seen.failed_requests, 'failed request')}; alerts at "
+            f"{threshold_words(rule)})."))
     if rule.kind == Kind.QUOTA_USE:
         use = 100 * attention.quota_use(connection_id=connection.pk,
                                         limit=connection.quota_limit, now=now)

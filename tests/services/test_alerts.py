@@ -95,7 +95,8 @@ def test_a_failure_rate_alert_fires_once_and_says_when_it_clears(connection, sta
 
     [fired] = alerts.alerts_check(now=now)
     assert fired.state == AlertEvent.State.FIRING
-    assert "30.0 % of 10 requests in the last 60 minutes" in fired.text
+    assert ("30.0 % of 10 requests in the last 60 minutes were not acknowledged (3 failed "
+            "requests; alerts at 20 % of at least 5 requests in 60 minutes)") in fired.text
     assert len(mail.outbox) == 1 and mail.outbox[0].to == ["ops@example.com", "lead@example.com"]
     assert mail.outbox[0].subject.startswith("[ProfileOps] ALERT")
     assert receiver.bodies == [{"text": fired.text}]  # Slack-compatible

@@ -92,3 +92,54 @@ def test_send_a_test_alert_shows_the_receivers_status(client, admin_user, operat
         assert len(hook.bodies) == 1
     finally:
         hook.close()
+
+
+def test_the_rule_list_gives_thresholds_with_their_unit(client, admin_user, connection):
+    # Before: "10.00" without a unit.
+    AlertRule.objects.create(connection=connection, kind="failure_rate", threshold=10,
+                             min_requests=5000, window_minutes=30)
+    AlertRule.objects.create(connection=connection, kind="waiting", threshold=4)
+    client.force_login(admin_user)
+    listing = client.get("/admin/updates/alertrule/").content.decode()
+    assert "10 % of at least 5,000 requests in 30 minutes" in listing
+    assert "waiting 4 hours" in listing and "10.00" not in listing
+
+
+def test_a_rule_saved_from_the_form_with_an_empty_threshold_takes_the_kinds_default(
+        client, admin_user, connection):
+    client.force_login(admin_user)
+    add = client.get("/admin/updates/alertrule/add/").content.decode()
+    assert 'name="threshold" value="0' not in add  # nothing pre-filled that would fire at once
+    response = client.post("/admin/updates/alertrule/add/",
+                           _rule_form(connection, kind="failure_rate", threshold=""))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert AlertRule.objects.get().threshold == 10
+
+
+def test_a_supervisor_sees_rules_and_events_read_only(client, supervisor, connection, stage):
+    rule = AlertRule.objects.create(connection=connection, kind="token_refused",
+                                    webhook_url=SECRET_URL, email_to="ops@example.com")
+    SendAttempt.objects.create(update=stage(), connection=connection, number=1,
+                               started_at=timezone.now(), method="GET", request_bytes=1,
+                               http_status=401, outcome="permanent")
+    [event] = alerts.alerts_check()
+    client.force_login(supervisor)
+    listing = client.get("/admin/updates/alertrule/").content.decode()
+    assert "any refusal (HTTP 401 or 403)" in listing
+    assert "/admin/updates/alertrule/add/" not in listing  # no add button
+    page = client.get(f"/admin/updates/alertrule/{rule.pk}/change/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "refused the bearer token (HTTP 401)" in html  # the events, inline
+    assert "SECRET-PART" not in html and "set (hidden)" in html
+    assert 'name="_save"' not in html and 'name="webhook_url"' not in html
+    assert "Send a test alert" not in html and f"/{rule.pk}/test/" not in html
+    events = client.get("/admin/updates/alertevent/").content.decode()
+    assert "refused the bearer token" in events
+    assert client.get(f"/admin/updates/alertevent/{event.pk}/change/").status_code == 200
+    # Nothing changes through the admin either.
+    before = AlertRule.objects.values().get(pk=rule.pk)
+    assert client.post(f"/admin/updates/alertrule/{rule.pk}/change/",
+                       _rule_form(connection, threshold="50")).status_code == 403
+    assert client.post(f"/admin/updates/alertrule/{rule.pk}/test/").status_code == 403
+    assert AlertRule.objects.values().get(pk=rule.pk) == before

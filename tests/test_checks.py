@@ -55,6 +55,9 @@ def test_the_check_is_registered_with_django():
     ({"TARGET_PROXY": "proxy.example:3128"}, "profileops.E015"),
     ({"TARGET_PROXY": "socks5://proxy.example:1080"}, "profileops.E015"),
     ({"TARGET_PROXY": "http://proxy.example:3128/path"}, "profileops.E015"),
+    ({"SITE_URL": "profileops.example.com"}, "profileops.E016"),
+    ({"SITE_URL": "https://profileops.example.com/?next=/"}, "profileops.E016"),
+    ({"SITE_URL": "javascript:alert(1)"}, "profileops.E016"),
 ], ids=lambda v: str(v))
 def test_each_impossible_value_or_combination_is_one_error(values, expected):
     assert ids(**values) == [expected]
@@ -64,7 +67,8 @@ def test_the_combinations_just_inside_the_limits_pass():
     assert ids(LEASE_SECONDS=26, CONNECT_TIMEOUT=5, READ_TIMEOUT=20, BACKOFF_BASE_SECONDS=60,
                BACKOFF_MAX_SECONDS=60, RUN_TIME_BUDGET_SECONDS=89, SEND_BATCH_SIZE=1,
                SEND_CONCURRENCY=1, MAX_ATTEMPTS=1, MAX_UNEXPECTED_ANSWERS=1,
-               IMPORT_BACKGROUND_ROWS=1, TARGET_PROXY="http://user:pw@proxy.example:3128") == []
+               IMPORT_BACKGROUND_ROWS=1, TARGET_PROXY="http://user:pw@proxy.example:3128",
+               SITE_URL="https://profileops.example.com/ops/") == []
 
 
 def test_a_task_timeout_that_is_not_below_the_retry_delay_is_refused():

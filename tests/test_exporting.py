@@ -458,3 +458,82 @@ def test_an_export_escapes_by_the_stored_text_never_by_todays_mapping(db, operat
         if file_format == "xlsx" and kind == "integer":
             expected[expected.index("-42")] = -42  # its normal form: a number cell
         assert cells == expected, (layout, cells)
+
+
+# --- exports open well (issue 24, item 9) --------------------------------------------------------
+
+def test_xlsx_columns_fit_their_dates_and_values_and_the_header_has_a_filter(connection, stage,
+                                                                            supervisor):
+    # Before: every column at the default width (dates showed as "########"), no filter.
+    update = stage(identity="a-rather-long-customer-identity-0001",
+                   attributes={"loanStatus": "funded", "callNote": "x" * 200})
+    ProfileUpdate.objects.filter(pk=update.pk).update(
+        status="sent", acknowledged_at=dt.datetime(2024, 5, 1, 10, 30, 5, tzinfo=dt.timezone.utc))
+    stage(identity="c-2")
+    out = io.BytesIO()
+    exporting.updates_export(by=supervisor, file_format="xlsx", out=out)
+    sheet = load_workbook(io.BytesIO(out.getvalue())).active
+    header = [c.value for c in sheet[1]]
+    letter = {name: sheet.cell(row=1, column=i + 1).column_letter for i, name in enumerate(header)}
+
+    def width(name: str) -> float:
+        return sheet.column_dimensions[letter[name]].width
+
+    assert width("acknowledged_at") >= len("2024-05-01 10:30:05")
+    assert width("identity") >= len("a-rather-long-customer-identity-0001")
+    assert width("note") == exporting.MAX_COLUMN_WIDTH  # capped; the cell keeps all 200
+    assert width("id") >= len("id") + 2 and width("id") < 12
+    assert sheet.auto_filter.ref == f"A1:{letter[header[-1]]}3"  # the header, over every row
+    assert sheet.freeze_panes == "A2"
+
+
+def test_an_empty_xlsx_template_still_has_widths_and_a_filter(connection, operator):
+    out = io.BytesIO()
+    exporting.connection_template(by=operator, connection=connection, file_format="xlsx",
+                                  out=out)
+    sheet = load_workbook(io.BytesIO(out.getvalue())).active
+    assert sheet.auto_filter.ref == "A1:E1"
+    assert sheet.column_dimensions["B"].width >= len("identity") + 2
+
+
+def test_the_export_page_says_the_kept_filters_in_words(client, connection, stage, supervisor):
+    from urllib.parse import urlencode
+
+    client.force_login(supervisor)
+    filters = urlencode({"status__exact": "approved", "connection__id__exact": connection.pk,
+                         "waiting": "retrying", "q": "<b>alpha*</b>", "o": "2"})
+    page = client.get("/admin/updates/importjob/export/",
+                      {"_changelist_filters": filters}).content.decode()
+    note = page[page.index('id="po-export-list-filters"'):]
+    note = note[:note.index("</div>")]
+    assert "<strong>status: Approved</strong>" in note
+    assert f"<strong>connection: {connection}</strong>" in note
+    assert "<strong>waiting: Retrying</strong>" in note
+    assert "search: &quot;&lt;b&gt;alpha*&lt;/b&gt;&quot;" in note  # escaped, never markup
+    assert "<b>alpha" not in page
+    words = note.split(">", 1)[1].split("<a ")[0]  # before the links back
+    assert "status__exact" not in words and "=" not in words
+
+
+def test_the_export_page_says_a_date_filter_with_its_days(client, stage, supervisor):
+    import datetime as _dt
+
+    today = _dt.date.today()
+    since, until = today - _dt.timedelta(days=7), today + _dt.timedelta(days=1)
+    from urllib.parse import urlencode
+    filters = urlencode({"acknowledged_at__gte": f"{since} 00:00:00+00:00",
+                         "acknowledged_at__lt": f"{until} 00:00:00+00:00"})
+    client.force_login(supervisor)
+    page = client.get("/admin/updates/importjob/export/",
+                      {"_changelist_filters": filters}).content.decode()
+    assert f"Past 7 days ({since} to before {until})" in page
+
+
+def test_the_export_page_uses_the_admins_date_widget(client, supervisor):
+    client.force_login(supervisor)
+    page = client.get("/admin/updates/importjob/export/").content.decode()
+    assert 'type="date"' not in page  # the browser's mm/dd/yyyy input is gone
+    assert 'name="created_from" class="vDateField"' in page or (
+        'class="vDateField"' in page and 'name="created_from"' in page)
+    assert "admin/js/calendar.js" in page and "admin/js/admin/DateTimeShortcuts.js" in page
+    assert "/admin/jsi18n/" in page

@@ -1,4 +1,4 @@
-"""The roles (updates/migrations/0002_roles.py): two groups with exactly the documented
+"""The roles (updates/migrations/0002_roles.py, and 0021 for the alert pages): two groups with exactly the documented
 permissions (README, "Roles"); connections are for administrators."""
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ SUPERVISORS = {
     "export_profileupdate",
     # attribute mappings and send attempts: view
     "view_attributemapping", "view_sendattempt",
+    # alert rules and the alerts they sent: view (migration 0021)
+    "view_alertrule", "view_alertevent",
 }
 
 
@@ -69,5 +71,8 @@ def test_re_running_the_migration_resets_both_groups_to_their_definition():
     migration = importlib.import_module("updates.migrations.0002_roles")
     state_apps = MigrationLoader(db_connection).project_state(("updates", "0002_roles")).apps
     migration.create_roles(state_apps, None)
+    alert_views = importlib.import_module("updates.migrations.0021_alert_defaults")
+    alert_views.grant(MigrationLoader(db_connection).project_state(
+        ("updates", "0021_alert_defaults")).apps, None)
     assert permissions_of("Operators") == {f"updates.{c}" for c in OPERATORS}
     assert permissions_of("Supervisors") == {f"updates.{c}" for c in SUPERVISORS}

@@ -21,8 +21,16 @@ to addresses allowed). So each state change is told once, however often the chec
 rule that stays firing stays quiet. Delivery results are recorded on the event; a failed delivery
 is not retried (the next state change is told again). A 3xx answer is a failed delivery.
 
+A rule saved without a threshold takes its kind's default (DEFAULT_THRESHOLDS: failure rate
+10 % of at least 20 requests, quota use 80 %, waiting 4 hours, not applied 1 update; token
+refused has none), never 0 — a failure-rate rule at 0 would fire on any failure. Lists and texts
+give thresholds with their unit (`threshold_words`: "alerts at 10 % of at least 20 requests in
+60 minutes"). Every text ends with a link to the admin page to act on (`action_url`), absolute
+from PROFILEOPS_SITE_URL; without that setting there is no link (a relative one is no use in an
+email).
+
 `alert_rule_save` is the one way rules are saved (the model's full validation, including where
-its webhook may go), and `alert_rule_send_test` posts a test alert through the rule's ways and
+its webhook may go; administrators only — supervisors see rules and events read-only), and `alert_rule_send_test` posts a test alert through the rule's ways and
 says what the receiver answered.
 
 Texts name the connection, counts, rates and times — never an identity or a profile value —
@@ -40,9 +48,11 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
 
 from . import attention, target, webhooks
+from .conf import setting
 from .errors import Refused, require_perm
 from .selectors import capped_count
 from .models import (AlertEvent, AlertRule, AuditEvent, ProfileUpdate, SendAttempt, UpdateStatus,
@@ -64,8 +74,64 @@ class Reading:
     text: str
 
 
+# What an empty threshold becomes, per kind (models.AlertRule holds the table).
+DEFAULT_THRESHOLDS = AlertRule.DEFAULT_THRESHOLDS
+
+
+def default_threshold(kind: str) -> Decimal:
+    return DEFAULT_THRESHOLDS.get(kind, Decimal(0))
+
+
 def _percent(value: Decimal | float) -> str:
     return f"{float(value):g} %"
+
+
+def _plural(n: float, one: str, many: str | None = None) -> str:
+    number = f"{int(n):,}" if float(n).is_integer() else f"{float(n):,}"
+    return f"{number} {one if n == 1 else (many or one + 's')}"
+
+
+def threshold_words(rule: AlertRule) -> str:
+    """The rule's threshold with its unit, as the list and the texts say it: "10 % of at least
+    20 requests in 60 minutes", "80 % of the quota", "4 hours", "1 update in 60 minutes"."""
+    threshold = rule.threshold if rule.threshold is not None else default_threshold(rule.kind)
+    window = _plural(rule.window_minutes, "minute")
+    if rule.kind == Kind.FAILURE_RATE:
+        return (f"{_percent(threshold)} of at least {_plural(rule.min_requests, 'request')} "
+                f"in {window}")
+    if rule.kind == Kind.QUOTA_USE:
+        return f"{_percent(threshold)} of the quota"
+    if rule.kind == Kind.WAITING:
+        return f"waiting {_plural(float(threshold), 'hour')}"
+    if rule.kind == Kind.NOT_APPLIED:
+        return f"{_plural(max(1, int(threshold)), 'update')} in {window}"
+    return "any refusal (HTTP 401 or 403)"
+
+
+def action_url(rule: AlertRule) -> str:
+    """The absolute address of the admin page to act on for `rule`'s alerts, or "" when
+    PROFILEOPS_SITE_URL is not set."""
+    site = setting("SITE_URL").rstrip("/")
+    if not site:
+        return ""
+    on = f"?connection__id__exact={rule.connection_id}"
+    if rule.kind == Kind.FAILURE_RATE:
+        path = reverse("admin:updates_profileupdate_changelist") + on + "&waiting=retrying"
+    elif rule.kind == Kind.QUOTA_USE:
+        path = reverse("updates_dashboard")
+    elif rule.kind == Kind.WAITING:
+        path = reverse("admin:updates_profileupdate_changelist") + on + "&status__exact=pending"
+    elif rule.kind == Kind.TOKEN_REFUSED:
+        path = reverse("admin:updates_targetconnection_change", args=[rule.connection_id])
+    else:
+        path = (reverse("admin:updates_profileupdate_changelist") + on
+                + "&verification_state__exact=not_applied")
+    return site + path
+
+
+def _with_link(rule: AlertRule, text: str) -> str:
+    url = action_url(rule)
+    return f"{text} Open: {url}" if url else text
 
 
 def evaluate(rule: AlertRule, *, now: dt.datetime) -> Reading:
@@ -78,14 +144,15 @@ def evaluate(rule: AlertRule, *, now: dt.datetime) -> Reading:
         firing = seen.total >= rule.min_requests and rate >= float(rule.threshold)
         return Reading(firing, (
             f"{name}: {rate:.1f} % of {seen.total:,} requests in the last "
-            f"{rule.window_minutes} minutes were not acknowledged ({seen.failed_requests:,}; "
-            f"alert at {_percent(rule.threshold)} with at least {rule.min_requests} requests)."))
+            f"{rule.window_minutes} minutes were not acknowledged "
+            f"({_plural(seen.failed_requests, 'failed request')}; alerts at "
+            f"{threshold_words(rule)})."))
     if rule.kind == Kind.QUOTA_USE:
         use = 100 * attention.quota_use(connection_id=connection.pk,
                                         limit=connection.quota_limit, now=now)
         return Reading(use >= float(rule.threshold), (
             f"{name}: {use:.1f} % of the {connection.quota_limit:,}-request rolling-24-hour "
-            f"quota is in use (alert at {_percent(rule.threshold)})."))
+            f"quota is in use (alerts at {threshold_words(rule)})."))
     if rule.kind == Kind.WAITING:
         hours = float(rule.threshold)
         limit = now - dt.timedelta(hours=hours)
@@ -121,8 +188,8 @@ def evaluate(rule: AlertRule, *, now: dt.datetime) -> Reading:
         needed = max(1, int(rule.threshold))
         return Reading(n >= needed, (
             f"{name}: {n:,} update{'s' if n != 1 else ''} acknowledged by Target but not "
-            f"applied after verification in the last {rule.window_minutes} minutes (alert at "
-            f"{needed:,})."))
+            f"applied after verification in the last {rule.window_minutes} minutes (alerts at "
+            f"{_plural(needed, 'update')})."))
     raise ValueError(f"unknown alert kind {rule.kind!r}")
 
 
@@ -152,7 +219,7 @@ def _record_change(rule: AlertRule, reading: Reading, *, now: dt.datetime) -> Al
         head = "ALERT" if reading.firing else "Cleared"
         event = AlertEvent.objects.create(
             rule=current, at=now, state=state,
-            text=f"{head} — {current.get_kind_display()}: {reading.text}")
+            text=_with_link(current, f"{head} — {current.get_kind_display()}: {reading.text}"))
     event.rule = current
     return event
 
@@ -225,6 +292,8 @@ def alert_rule_save(*, rule: AlertRule, by) -> AlertRule:
     that may never be delivered to (updates/webhooks.py). Administrators only."""
     perm = "updates.change_alertrule" if rule.pk else "updates.add_alertrule"
     require_perm(by, perm, "Only administrators manage alert rules.")
+    if rule.threshold is None:
+        rule.threshold = default_threshold(rule.kind)
     rule.full_clean()
     rule.save()
     return rule
@@ -242,6 +311,7 @@ def alert_rule_send_test(*, rule: AlertRule, by) -> Delivery:
     text = (f"Test alert — {rule.get_kind_display()}: {connection.label} "
             f"({connection.client_code}). Sent from the admin by {by.get_username()} to check "
             "that alerts arrive; nothing is wrong.")
+    text = _with_link(rule, text)
     outcome = _send(rule, subject=f"{SUBJECT_PREFIX}Test alert", text=text)
     AuditEvent.objects.create(
         at=timezone.now(), actor=by, action="alert_tested", connection=connection,

@@ -86,4 +86,13 @@ def check_profileops_settings(app_configs=None, **kwargs) -> list[checks.Error]:
                 15, "PROFILEOPS_TARGET_PROXY must be a proxy's URL, http://host:port or "
                     "https://host:port (credentials allowed).",
                 "Unset it to send without a proxy."))
+    site = values["SITE_URL"]
+    if site:
+        parts = urlsplit(site)
+        if parts.scheme not in {"http", "https"} or not parts.hostname or parts.query \
+                or parts.fragment or parts.username or parts.password:
+            errors.append(_error(
+                16, "PROFILEOPS_SITE_URL must be the address the admin is served at, "
+                    "https://host[:port][/path], without credentials, query or fragment.",
+                "Unset it to send alerts without a link."))
     return errors

@@ -78,7 +78,10 @@ KNOBS: dict[str, Knob] = {
     "SKIP_UNCHANGED_READ_BUDGET_SECONDS": Knob(
         float, 5.0, "Most time one claimed batch spends reading before it is sent."),
     "DIFF_MAX_READ_AGE_SECONDS": Knob(int, 60, "The live diff reuses a read this recent."),
-    # Alerts (updates/webhooks.py).
+    # Alerts (updates/alerts.py, updates/webhooks.py).
+    "SITE_URL": Knob(
+        str, "", "The address people open the admin at (https://profileops.example.com), for "
+                 "the link in every alert; unset: alerts carry no link."),
     "WEBHOOK_ALLOW_PRIVATE": Knob(
         bool, None, "Webhooks may go to loopback and private addresses (an internal relay). "
                     "Unset (None): on only in the embedded mode (PROFILEOPS_DEMO, which follows "

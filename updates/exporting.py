@@ -11,7 +11,8 @@ Either way the source-name columns hold the values as they are sent (each mappin
 form), which the import accepts unchanged. `connection_template` writes an empty file with the
 import's headers for a connection, `import_errors_file` the problems of a refused import.
 
-XLSX files have a frozen header row, and timestamps (UTC; the spreadsheet has no zone) and date
+XLSX files have a frozen header row with a filter button on each header cell, column widths
+fitted to the header and the first 1,000 rows (capped at 50 characters), and timestamps (UTC; the spreadsheet has no zone) and date
 or date-and-time attribute values as real date cells; whole numbers as numbers.
 
 Formula injection: a spreadsheet runs a cell starting with '=', '+', '-' or '@' as a formula, and
@@ -33,6 +34,7 @@ import csv
 import datetime as dt
 import io
 import json
+import itertools
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
@@ -394,10 +396,17 @@ def _write_xlsx(out: BinaryIO, headers: list[str], rows: Iterator[list[Any]]) ->
     from openpyxl.cell import WriteOnlyCell
     from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
     from openpyxl.styles import Font
+    from openpyxl.utils import get_column_letter
 
     workbook = Workbook(write_only=True)  # streams rows to disk instead of holding cells
     sheet = workbook.create_sheet("updates")
     sheet.freeze_panes = "A2"  # the header stays in view while scrolling
+    # Column widths must be written before the first row (the sheet is streamed): they are
+    # measured on the header and the first WIDTH_SAMPLE_ROWS rows, held back for that.
+    rows = iter(rows)
+    sample = list(itertools.islice(rows, WIDTH_SAMPLE_ROWS))
+    for letter, width in _column_widths(headers, sample).items():
+        sheet.column_dimensions[letter].width = width
     bold = Font(bold=True)
     header_cells = []
     for header in headers:
@@ -421,7 +430,39 @@ def _write_xlsx(out: BinaryIO, headers: list[str], rows: Iterator[list[Any]]) ->
         return value
 
     count = 0
-    for count, row in enumerate(rows, start=1):  # noqa: B007 - the count is returned
+    for count, row in enumerate(itertools.chain(sample, rows), start=1):  # noqa: B007
         sheet.append([cell(v) for v in row])
+    if headers:  # a filter button on every header cell, over all the rows written
+        sheet.auto_filter.ref = f"A1:{get_column_letter(len(headers))}{count + 1}"
     workbook.save(out)
     return count
+
+
+# XLSX column widths (in characters): fitted to the longest text of the header and the first
+# rows, so dates never show as "########", but capped so one long text does not push the other
+# columns off the screen (the cell keeps all of it).
+WIDTH_SAMPLE_ROWS = 1000
+MIN_COLUMN_WIDTH = 6
+MAX_COLUMN_WIDTH = 50
+
+
+def _shown_length(value: Any) -> int:
+    if isinstance(value, dt.datetime):
+        return len("2026-12-07 01:53:16")  # the number format "yyyy-mm-dd hh:mm:ss"
+    if isinstance(value, dt.date):
+        return len("2026-12-07")
+    if value is None:
+        return 0
+    return max((len(line) for line in str(value).splitlines()), default=0)
+
+
+def _column_widths(headers: list[str], rows: list[list[Any]]) -> dict[str, float]:
+    from openpyxl.utils import get_column_letter
+
+    widths = {}
+    for index, header in enumerate(headers):
+        longest = max([_shown_length(header) + 2]  # bold, and the filter button
+                      + [_shown_length(row[index]) for row in rows if index < len(row)])
+        widths[get_column_letter(index + 1)] = float(
+            min(MAX_COLUMN_WIDTH, max(MIN_COLUMN_WIDTH, longest + 2)))
+    return widths

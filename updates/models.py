@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -673,9 +675,11 @@ class AlertRule(models.Model):
                                    related_name="alert_rules")
     kind = models.CharField(max_length=16, choices=Kind.choices)
     threshold = models.DecimalField(
-        max_digits=7, decimal_places=2, default=0,
+        max_digits=7, decimal_places=2, blank=True,
         help_text="Failure rate and quota use: a percentage (e.g. 20, 80, 95). Waiting: hours. "
-        "Not applied: a number of updates in the window. Token refused: not used.")
+        "Not applied: a number of updates in the window. Token refused: not used. Left empty: "
+        "the kind's default (failure rate 10 %, quota use 80 %, waiting 4 hours, not applied "
+        "1 update).")
     window_minutes = models.PositiveIntegerField(
         default=60, validators=[MinValueValidator(1), MaxValueValidator(24 * 60)],
         help_text="Failure rate and not applied: the period looked at, in minutes.")
@@ -692,11 +696,26 @@ class AlertRule(models.Model):
     firing = models.BooleanField(default=False, editable=False)
     changed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
+    # What an empty threshold becomes, per kind, in the kind's unit (alerts.threshold_words):
+    # never 0, at which a failure-rate rule would fire on any failure.
+    DEFAULT_THRESHOLDS = {
+        Kind.FAILURE_RATE: Decimal(10),   # % of the requests in the window not acknowledged
+        Kind.QUOTA_USE: Decimal(80),      # % of the rolling-24-hour limit in use
+        Kind.WAITING: Decimal(4),         # hours an update has waited for approval
+        Kind.TOKEN_REFUSED: Decimal(0),   # not used: any 401/403 fires
+        Kind.NOT_APPLIED: Decimal(1),     # updates not applied in the window
+    }
+
     class Meta:
         ordering = ["connection", "kind", "threshold"]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} ({self.connection.label})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.threshold is None:  # left empty: the kind's default, however it is saved
+            self.threshold = self.DEFAULT_THRESHOLDS.get(self.kind, Decimal(0))
+        super().save(*args, **kwargs)
 
     @property
     def recipients(self) -> list[str]:

@@ -139,7 +139,7 @@ def test_export_updates_writes_to_standard_output_with_the_summary_on_standard_e
     stdout.flush()
     assert raw.getvalue().decode("utf-8-sig").splitlines() == [
         "identity_type,identity,loan_status,note,tier", "mbox3rdPartyId,c-1,funded,,"]
-    assert "Exported 1 updates to standard output." in err.getvalue()
+    assert "Exported 1 update to standard output." in err.getvalue()  # not "1 updates"
 
 
 def test_export_updates_filters_by_creator_and_dates_and_as_user_is_not_a_filter(

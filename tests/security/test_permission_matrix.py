@@ -113,19 +113,19 @@ MATRIX: dict[str, tuple] = {
     # An empty import file needs ?connection=<id> (404 without); the errors of the uploader's job
     "updates_importjob_template":                  (LOGIN, 404, 404, 404),
     "updates_importjob_errors":                    (LOGIN, 200, 403, 200),
-    # Alert rules and the alerts they sent: administrators only; alerts are never added,
-    # changed or deleted by hand
-    "updates_alertrule_changelist":                (LOGIN, 403, 403, 200),
+    # Alert rules and the alerts they sent: administrators manage, supervisors read (migration
+    # 0021); alerts are never added, changed or deleted by hand
+    "updates_alertrule_changelist":                (LOGIN, 403, 200, 200),
     "updates_alertrule_add":                       (LOGIN, 403, 403, 200),
-    "updates_alertrule_change":                    (LOGIN, 403, 403, 200),
+    "updates_alertrule_change":                    (LOGIN, 403, 200, 200),
     "updates_alertrule_delete":                    (LOGIN, 403, 403, 200),
-    "updates_alertrule_history":                   (LOGIN, 403, 403, 200),
+    "updates_alertrule_history":                   (LOGIN, 403, 200, 200),
     "updates_alertrule_test":                      (LOGIN, 405, 405, 405),  # POST only
-    "updates_alertevent_changelist":               (LOGIN, 403, 403, 200),
+    "updates_alertevent_changelist":               (LOGIN, 403, 200, 200),
     "updates_alertevent_add":                      (LOGIN, 403, 403, 403),
-    "updates_alertevent_change":                   (LOGIN, 403, 403, 200),
+    "updates_alertevent_change":                   (LOGIN, 403, 200, 200),
     "updates_alertevent_delete":                   (LOGIN, 403, 403, 403),
-    "updates_alertevent_history":                  (LOGIN, 403, 403, 200),
+    "updates_alertevent_history":                  (LOGIN, 403, 200, 200),
     # Failed logins and lock-outs (django-axes): administrators only; the logs are an audit
     # trail (read-only), an access attempt may be deleted (that unlocks)
     "app_list:axes":                               (LOGIN, 404, 404, 200),

@@ -95,7 +95,8 @@ def test_a_failure_rate_alert_fires_once_and_says_when_it_clears(connection, sta
 
     [fired] = alerts.alerts_check(now=now)
     assert fired.state == AlertEvent.State.FIRING
-    assert "30.0 % of 10 requests in the last 60 minutes" in fired.text
+    assert ("30.0 % of 10 requests in the last 60 minutes were not acknowledged (3 failed "
+            "requests; alerts at 20 % of at least 5 requests in 60 minutes)") in fired.text
     assert len(mail.outbox) == 1 and mail.outbox[0].to == ["ops@example.com", "lead@example.com"]
     assert mail.outbox[0].subject.startswith("[ProfileOps] ALERT")
     assert receiver.bodies == [{"text": fired.text}]  # Slack-compatible
@@ -241,7 +242,7 @@ def test_updates_not_applied_after_verification_fire_at_the_threshold_and_clear(
     [fired] = alerts.alerts_check(now=now)
     assert fired.state == AlertEvent.State.FIRING
     assert "2 updates acknowledged by Target but not applied after verification in the " \
-           "last 60 minutes (alert at 2)" in fired.text
+           "last 60 minutes (alerts at 2 updates)" in fired.text
     assert len(mail.outbox) == 1 and mail.outbox[0].subject.startswith("[ProfileOps] ALERT")
     assert receiver.bodies == [{"text": fired.text}]
     assert alerts.alerts_check(now=now + dt.timedelta(minutes=5)) == []  # stays quiet
@@ -464,3 +465,90 @@ def test_only_administrators_send_test_alerts(connection, operator, receiver):
     with pytest.raises(Refused) as refused:
         alerts.alert_rule_send_test(rule=rule_, by=operator)
     assert refused.value.code == PERMISSION_DENIED and receiver.bodies == []
+
+
+# --- defaults, units, links, who may change (issue 24, item 7) -----------------------------------
+
+@pytest.mark.parametrize("kind, expected", [
+    (Kind.FAILURE_RATE, 10), (Kind.QUOTA_USE, 80), (Kind.WAITING, 4), (Kind.NOT_APPLIED, 1),
+    (Kind.TOKEN_REFUSED, 0)])
+def test_an_empty_threshold_takes_the_kinds_default(connection, admin_user, kind, expected):
+    # Before: 0 for every kind — a failure-rate rule saved as is fired on any failure.
+    saved = alerts.alert_rule_save(rule=AlertRule(connection=connection, kind=kind),
+                                   by=admin_user)
+    saved.refresh_from_db()
+    assert saved.threshold == expected
+    # A threshold that was given is kept, 0 included.
+    kept = alerts.alert_rule_save(rule=AlertRule(connection=connection, kind=kind, threshold=0),
+                                  by=admin_user)
+    kept.refresh_from_db()
+    assert kept.threshold == 0
+
+
+def test_a_failure_rate_rule_at_its_default_does_not_fire_on_one_failure(
+        connection, admin_user, stage):
+    alerts.alert_rule_save(rule=AlertRule(connection=connection, kind=Kind.FAILURE_RATE,
+                                          min_requests=5), by=admin_user)
+    attempts(stage(), connection, ["transient"] + ["acknowledged"] * 19)
+    assert alerts.alerts_check() == []  # 5 % < 10 %
+
+
+@pytest.mark.parametrize("kind, kwargs, words", [
+    (Kind.FAILURE_RATE, {"threshold": 10, "min_requests": 5000, "window_minutes": 30},
+     "10 % of at least 5,000 requests in 30 minutes"),
+    (Kind.QUOTA_USE, {"threshold": "95.5"}, "95.5 % of the quota"),
+    (Kind.WAITING, {"threshold": 1}, "waiting 1 hour"),
+    (Kind.NOT_APPLIED, {"threshold": 1, "window_minutes": 60}, "1 update in 60 minutes"),
+    (Kind.NOT_APPLIED, {"threshold": 3, "window_minutes": 1}, "3 updates in 1 minute"),
+    (Kind.TOKEN_REFUSED, {}, "any refusal (HTTP 401 or 403)"),
+])
+def test_thresholds_are_said_with_their_unit(connection, kind, kwargs, words):
+    assert alerts.threshold_words(rule(connection, kind, **kwargs)) == words
+
+
+def test_texts_give_the_threshold_in_words_and_link_to_the_page_to_act_on(
+        connection, stage, settings):
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "SITE_URL": "https://ops.example.com/"}
+    rule(connection, Kind.NOT_APPLIED, threshold=1, window_minutes=60)
+    now = timezone.now()
+    _verdict(stage(identity="customer-1"), "not_applied", at=now)
+    [fired] = alerts.alerts_check(now=now)
+    assert "(alerts at 1 update)" in fired.text and "alert at 1)" not in fired.text
+    assert fired.text.endswith(
+        f" Open: https://ops.example.com/admin/updates/profileupdate/?connection__id__exact="
+        f"{connection.pk}&verification_state__exact=not_applied")
+    assert mail.outbox[0].body == fired.text
+
+
+@pytest.mark.parametrize("kind, path", [
+    (Kind.FAILURE_RATE, "/admin/updates/profileupdate/?connection__id__exact={pk}"
+                        "&waiting=retrying"),
+    (Kind.QUOTA_USE, "/admin/dashboard/"),
+    (Kind.WAITING, "/admin/updates/profileupdate/?connection__id__exact={pk}"
+                   "&status__exact=pending"),
+    (Kind.TOKEN_REFUSED, "/admin/updates/targetconnection/{pk}/change/"),
+])
+def test_each_kind_links_to_its_page_and_no_link_without_a_site_url(
+        connection, settings, client, admin_user, kind, path):
+    made = rule(connection, kind)
+    assert alerts.action_url(made) == ""  # unset: no link (a relative one is no use in mail)
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "SITE_URL": "https://ops.example.com"}
+    url = alerts.action_url(made)
+    assert url == "https://ops.example.com" + path.format(pk=connection.pk)
+    client.force_login(admin_user)
+    assert client.get(url.removeprefix("https://ops.example.com")).status_code == 200
+
+
+def test_a_supervisor_cannot_save_a_rule(connection, supervisor, admin_user):
+    existing = alerts.alert_rule_save(rule=AlertRule(connection=connection, kind=Kind.WAITING),
+                                      by=admin_user)
+    assert supervisor.has_perm("updates.view_alertrule")  # they may read rules (0021)
+    for candidate in (AlertRule(connection=connection, kind=Kind.QUOTA_USE), existing):
+        candidate.threshold = 1
+        with pytest.raises(Refused) as refused:
+            alerts.alert_rule_save(rule=candidate, by=supervisor)
+        assert refused.value.code == PERMISSION_DENIED
+    with pytest.raises(Refused):
+        alerts.alert_rule_send_test(rule=existing, by=supervisor)
+    existing.refresh_from_db()
+    assert existing.threshold == 4 and AlertRule.objects.count() == 1

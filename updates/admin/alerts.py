@@ -1,5 +1,6 @@
 """Alert rules and the alerts they sent (updates/alerts.py). Administrators set rules up; the
 webhook URL is write-only here, like a connection's token, because it usually holds a secret.
+Supervisors see rules and events read-only (no webhook field, no add, save or test button).
 Rules are saved through `alerts.alert_rule_save` (the model's full validation: where a webhook may
 go), and a rule's page has a *Send a test alert* button (`alerts.alert_rule_send_test`) that shows
 what the receiver answered.
@@ -78,7 +79,7 @@ class AlertEventInline(admin.TabularInline):
 @admin.register(AlertRule)
 class AlertRuleAdmin(OfferedLookupsAdmin):
     form = AlertRuleForm
-    list_display = ("kind", "connection", "threshold", "state", "changed_at", "delivery", "active")
+    list_display = ("kind", "connection", "alert_at", "state", "changed_at", "delivery", "active")
     list_filter = ("connection", "kind", "firing", "active")
     list_select_related = ("connection",)
     readonly_fields = ("firing", "changed_at", "webhook_set")
@@ -89,6 +90,19 @@ class AlertRuleAdmin(OfferedLookupsAdmin):
         ("Who is told", {"fields": ("email_to", "webhook_set", "webhook_url", "remove_webhook")}),
         ("State", {"fields": ("firing", "changed_at")}),
     )
+
+    @admin.display(description="alerts at", ordering="threshold")
+    def alert_at(self, rule: AlertRule) -> str:
+        return alerts.threshold_words(rule)
+
+    def get_fieldsets(self, request: HttpRequest, obj: AlertRule | None = None):
+        if self.has_change_permission(request, obj):
+            return self.fieldsets
+        # Read-only (supervisors): the webhook's address is a secret even to readers; only
+        # whether one is set is shown.
+        return tuple((name, {**options, "fields": [f for f in options["fields"]
+                                                  if f not in ("webhook_url", "remove_webhook")]})
+                     for name, options in self.fieldsets)
 
     @admin.display(description="state", ordering="firing")
     def state(self, rule: AlertRule) -> str:

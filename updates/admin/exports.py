@@ -13,8 +13,9 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.widgets import AdminDateWidget
 from django.contrib.auth import get_user_model
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied, ValidationError
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -51,11 +52,13 @@ class ExportForm(forms.Form):
         queryset=get_user_model().objects.filter(is_staff=True).order_by("username"),
         required=False, empty_label="Anyone", label="Created by",
         help_text="Only the updates this person staged.")
+    # The admin's own date input (YYYY-MM-DD, a calendar and a "Today" shortcut), as on every
+    # other page — not the browser's, whose mm/dd/yyyy differs by locale.
     created_from = forms.DateField(
-        required=False, label="Created from", widget=forms.DateInput(attrs={"type": "date"}),
+        required=False, label="Created from", widget=AdminDateWidget,
         help_text="First day (UTC), inclusive.")
     created_to = forms.DateField(
-        required=False, label="Created until", widget=forms.DateInput(attrs={"type": "date"}),
+        required=False, label="Created until", widget=AdminDateWidget,
         help_text="Last day (UTC), inclusive.")
     _changelist_filters = forms.CharField(required=False, widget=forms.HiddenInput)
 
@@ -84,9 +87,73 @@ def _list_queryset(request: HttpRequest, filters: str):
     return changelist.get_queryset(listing)
 
 
-def _filter_summary(filters: str) -> list[tuple[str, str]]:
-    return [(key, value) for key, values in QueryDict(filters).lists() for value in values
-            if key not in ("o", "p")]
+# Query parameters of the list that are not filters (order, page) or are said otherwise.
+_NOT_FILTERS = {"o", "p", "q", "_changelist_filters"}
+_EXTRA_WORDS = {"import_job": "import", "reason": "reason"}
+
+
+def _day(value: str) -> str:
+    return value[:10]  # "2026-12-07 00:00:00+00:00" → "2026-12-07"
+
+
+def _parameter_words(key: str, values: list[str]) -> str:
+    """A parameter the sidebar does not show (a filter with one choice, an import's link):
+    the field's name and the values as the list would show them."""
+    label = _EXTRA_WORDS.get(key) or key.replace("__exact", "").replace("__", " ") \
+        .replace("_", " ")
+    try:
+        field = ProfileUpdate._meta.get_field(key.split("__")[0])
+    except FieldDoesNotExist:
+        return f"{label}: {', '.join(values)}"
+    shown = values
+    if field.is_relation and key.endswith(("__id__exact", "__exact")) or key == field.attname:
+        ids = [v for v in values if v.isdigit()]
+        found = {str(o.pk): str(o) for o in field.related_model._default_manager.filter(pk__in=ids)}
+        shown = [found.get(v, v) for v in values]
+        label = _EXTRA_WORDS.get(key) or str(field.verbose_name)
+    elif field.choices and key in (field.name, f"{field.name}__exact"):
+        shown = [str(dict(field.flatchoices).get(v, v)) for v in values]
+        label = str(field.verbose_name)
+    return f"{label}: {', '.join(shown)}"
+
+
+def filter_words(request: HttpRequest, filters: str) -> list[str]:
+    """The list's filters as people read them in the list's own sidebar — "status: Approved",
+    "connection: Demo (demo)", "acknowledged at: Past 7 days (2026-11-30 to before
+    2026-12-08)", 'search: "alpha*"' — never raw query parameters. Plain text: the template
+    escapes it."""
+    if not filters:
+        return []
+    given = QueryDict(filters)
+    words: list[str] = []
+    said: set[str] = set(_NOT_FILTERS)
+    model_admin = admin.site._registry[ProfileUpdate]
+    listing = copy.copy(request)
+    listing.GET = given
+    try:
+        changelist = model_admin.get_changelist_instance(listing)
+    except IncorrectLookupParameters:
+        changelist = None
+    for spec in changelist.filter_specs if changelist else []:
+        expected = [p for p in spec.expected_parameters() if p in given]
+        if not expected:
+            continue
+        chosen = [str(c["display"]) for c in spec.choices(changelist) if c["selected"]]
+        if not chosen:
+            continue  # no choice of the sidebar matches: said as the parameters below
+        text = f"{spec.title}: {', '.join(chosen)}"
+        since = next((given[p] for p in expected if p.endswith("__gte")), "")
+        until = next((given[p] for p in expected if p.endswith("__lt")), "")
+        if since and until:
+            text += f" ({_day(since)} to before {_day(until)})"
+        words.append(text)
+        said.update(expected)
+    for key, values in given.lists():
+        if key not in said:
+            words.append(_parameter_words(key, values))
+    if given.get("q"):
+        words.append(f'search: "{given["q"]}"')
+    return words
 
 
 def export_view(model_admin: admin.ModelAdmin, request: HttpRequest) -> HttpResponse:
@@ -119,7 +186,8 @@ def export_view(model_admin: admin.ModelAdmin, request: HttpRequest) -> HttpResp
     return TemplateResponse(request, "admin/updates/import/export.html", {
         **model_admin.admin_site.each_context(request), "opts": ImportJob._meta,
         "title": "Export profile updates", "form": form,
-        "list_filters": _filter_summary(filters),
+        "list_filters": filter_words(request, filters),
+        "media": model_admin.media + form.media,
         "list_url": reverse("admin:updates_profileupdate_changelist") + (
             f"?{filters}" if filters else ""),
         "templates": [(c, {f: reverse("admin:updates_importjob_template")

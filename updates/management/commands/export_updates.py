@@ -77,7 +77,7 @@ class Command(BaseCommand):
                    "created_to": _day(created_to) if created_to else None}
         if output == "-":
             count = self._export(by, file_format, self._binary_stdout(), filters)
-            self.stderr.write(f"Exported {count:,} updates to standard output.")
+            self.stderr.write(f"Exported {_updates(count)} to standard output.")
             return
         path = Path(output)
         partial = path.with_name(path.name + ".partial")
@@ -91,7 +91,7 @@ class Command(BaseCommand):
         except OSError as error:
             partial.unlink(missing_ok=True)
             raise CommandError(f"Cannot write {output}: {error.strerror or error}.") from None
-        self.stdout.write(self.style.SUCCESS(f"Exported {count:,} updates to {output}."))
+        self.stdout.write(self.style.SUCCESS(f"Exported {_updates(count)} to {output}."))
 
     def _export(self, by, file_format, out, filters) -> int:
         try:
@@ -114,3 +114,7 @@ class Command(BaseCommand):
             return get_user_model().objects.get(username=username)
         except get_user_model().DoesNotExist:
             raise CommandError(f"No user {username!r}.") from None
+
+
+def _updates(count: int) -> str:
+    return f"{count:,} update{'' if count == 1 else 's'}"

@@ -217,3 +217,18 @@ def test_the_waiting_lists_and_tiles_read_the_status_indexes_and_each_windows_mi
     assert deferred and all(
         "INDEX sqlite_autoindex_updates_quotaminute_1 (connection_id=? AND minute>?)" in p
         for p in deferred)
+
+
+def test_the_queues_identity_prefix_search_and_pending_counts_per_import_read_indexes(
+        connection, operator, stage):
+    # The queue at 2,000+ rows (issue 24, item 6): a prefix search over pending updates and the
+    # import picker's grouped count never scan the updates table.
+    plans = captured_plans(lambda: (
+        list(selectors.queue_updates(identity="cust-12*", reason="spring")[:25]),
+        selectors.imports_waiting()))
+    pending_reads = [p for sql, p in plans.items() if "updates_profileupdate" in sql
+                     and "'pending'" in sql]
+    assert len(pending_reads) == 2, plans
+    for p in pending_reads:
+        assert not re.search(r"SCAN updates_profileupdate\b(?! USING)", p), p
+        assert re.search(r"updates_profileupdate USING (COVERING )?INDEX upd_", p), p

@@ -77,7 +77,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from . import mappings, open_changes, workflow
+from . import mappings, open_changes, quota, target, workflow
 from .conf import setting
 from .errors import NOT_UPLOADER, WRONG_STATE, Refused, require_perm
 from .models import AttributeMapping, AuditEvent, ImportJob, ProfileUpdate, TargetConnection
@@ -563,6 +563,9 @@ class RowChecker:
                          else mappings.active_mappings(connection))
         self.header = list(header)
         self.header_errors: list[RowError] = []
+        # Columns no active mapping knows: the file is refused for them, but its rows are still
+        # checked against the known columns (rows_checkable), so one preview says everything.
+        self.unknown_columns: list[str] = []
         self._seen: dict[tuple[str, str], int] = {}
         by_source = {m.source_name: m for m in self.mappings}
         self._source_by_target = {m.target_name: m.source_name for m in self.mappings}
@@ -589,6 +592,7 @@ class RowChecker:
                 self._mapped.append((index, name))
             else:
                 known = ", ".join(sorted(by_source)) or "none yet"
+                self.unknown_columns.append(name)
                 self.header_errors.append(RowError(1, name, (
                     f"Unknown column: no active mapping of {connection.label} has this source "
                     f"name (active source names: {known}).")))
@@ -607,6 +611,12 @@ class RowChecker:
                 f"Connection {connection.label} has no active attribute mappings; define them "
                 "before importing.")))
 
+    @property
+    def rows_checkable(self) -> bool:
+        """Whether the rows can be checked despite the header's problems: when those are only
+        unknown columns, which the row checks ignore (the file stays refused for them)."""
+        return len(self.header_errors) == len(self.unknown_columns)
+
     def normalise(self, cells: Sequence) -> dict[str, Any]:
         """The update a row stands for: identity and {Target name: value as sent}."""
         values = {name: (cells[i] if i < len(cells) else None) for i, name in self._mapped}
@@ -620,7 +630,8 @@ class RowChecker:
         return cells[index] if 0 <= index < len(cells) else None
 
     def check(self, number: int, cells: Sequence) -> tuple[list[RowError], dict[str, Any] | None]:
-        """(problems, the normalised update or None). Call only when header_errors is empty."""
+        """(problems, the normalised update or None). Call only when rows_checkable; the values
+        of unknown columns are not looked at."""
         problems: list[RowError] = []
         typed = [RowError(number, name, (
             f"Row {number}, column {_column_letter(index)} ({name}): a {kind} cell — format "
@@ -749,7 +760,7 @@ def check_file(*, connection: TargetConnection, data: Source, file_format: str,
             if all(cell_blank(c) for c in cells):
                 continue
             result.total_rows += 1
-            if not checker.header_errors:
+            if checker.rows_checkable:
                 problems, update = checker.check(number, cells)
                 for problem in problems:
                     result.add(problem)
@@ -1265,3 +1276,28 @@ def job_sample(job: ImportJob, *, rows: int = SAMPLE_ROWS) -> list[dict[str, Any
     except ImportFileError:
         return []
     return sample
+
+
+@dataclass(frozen=True)
+class QuotaCost:
+    """What a checked import will cost against its connection's rolling-24 h quota: one request
+    per row (target.REQUEST_QUOTA_COST), set beside what the window holds now."""
+
+    cost: int
+    used: int
+    limit: int
+    remaining: int
+    frees_at: dt.datetime | None  # when the oldest counted request leaves the window
+
+    @property
+    def fits(self) -> bool:
+        return self.cost <= self.remaining
+
+
+def job_quota_cost(job: ImportJob, *, now: dt.datetime | None = None) -> QuotaCost:
+    """The preview's quota line: the job's rows as requests against the connection's headroom
+    now (quota.window_picture: one read of the window's minutes)."""
+    picture = quota.window_picture(connection=job.connection, now=now)
+    return QuotaCost(cost=job.total_rows * target.REQUEST_QUOTA_COST, used=picture.used,
+                     limit=picture.limit, remaining=picture.remaining,
+                     frees_at=picture.oldest_leaves_at)

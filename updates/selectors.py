@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from django.db import connection as db
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from . import quota, target
@@ -109,6 +109,31 @@ def pending_updates(*, connection_id: int | None = None) -> QuerySet[ProfileUpda
     if connection_id is not None:
         qs = qs.filter(connection_id=connection_id)
     return qs.select_related("connection", "created_by", "last_edited_by").order_by("id")
+
+
+def queue_updates(*, connection_id: int | None = None, identity: str = "",
+                  reason: str = "") -> QuerySet[ProfileUpdate]:
+    """The queue's rows: pending_updates narrowed by identity (search_identity: exact, a prefix
+    ending in '*' as an index range, '#123') and by a reason containing `reason` (any case;
+    read among the pending rows only, which the status index picks out)."""
+    queryset = search_identity(pending_updates(connection_id=connection_id), identity)
+    reason = reason.strip()
+    return queryset.filter(reason__icontains=reason) if reason else queryset
+
+
+def imports_waiting(*, connection_id: int | None = None, limit: int = 20
+                    ) -> list[tuple[ImportJob, int]]:
+    """(import, how many of its updates still wait for a decision), newest import first, only
+    imports with at least one pending update: one grouped count over the pending rows, then one
+    read of those imports — never a count per import."""
+    pending = ProfileUpdate.objects.filter(status=S.PENDING, import_job__isnull=False)
+    if connection_id is not None:
+        pending = pending.filter(connection_id=connection_id)
+    counts = {row["import_job"]: row["n"] for row in pending.order_by().values("import_job")
+              .annotate(n=Count("id")).order_by("-import_job")[:limit]}
+    jobs = (ImportJob.objects.defer("file_data", "errors").select_related("connection")
+            .filter(pk__in=counts).order_by("-id"))
+    return [(job, counts[job.pk]) for job in jobs]
 
 
 def capped_count(queryset: QuerySet, *, cap: int) -> tuple[int, bool]:

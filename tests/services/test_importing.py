@@ -258,6 +258,42 @@ def test_an_unknown_column_refuses_the_file_at_its_header(connection, operator):
                               "source name (active source names: loan_status, note, tier).")
 
 
+def test_an_unknown_column_and_every_row_problem_are_reported_in_one_preview(connection,
+                                                                            operator):
+    # Before: the unknown column was reported alone; the row problems only once it was removed.
+    job = create(connection, operator, csv_bytes(
+        "mbox3rdPartyId,c-1,paid,blue,",  # a bad choice; the unknown column's value is ignored
+        "mbox3rdPartyId,c-2,funded,,",  # valid against the known columns
+        "nope,c-3,funded,red,",
+        "mbox3rdPartyId,,funded,,",
+        "mbox3rdPartyId,c-2,declined,,",
+        "mbox3rdPartyId,c-6,,green,",  # sets no known attribute: colour is not one
+        header="identity_type,identity,loan_status,colour,tier"))
+    assert job.status == "invalid"
+    found = [(row, column) for row, column, _ in errors_of(job)]
+    assert found[0] == (1, "colour")
+    assert set(found[1:]) >= {(2, "loan_status"), (4, "identity_type"), (5, "identity"),
+                              (6, "identity"), (7, "")}
+    assert "colour" not in {column for row, column in found[1:]}
+    assert job.total_rows == 6
+    assert not ProfileUpdate.objects.exists()
+
+
+def test_an_xlsx_with_an_unknown_column_reports_its_row_problems_too(connection, operator):
+    job = create(connection, operator, xlsx_bytes([
+        ["identity_type", "identity", "colour", "loan_status"],
+        ["mbox3rdPartyId", "c-1", "blue", "paid"]]), name="u.xlsx")
+    assert [(row, column) for row, column, _ in errors_of(job)] == [
+        (1, "colour"), (2, "loan_status")]
+
+
+def test_a_file_whose_only_problem_is_an_unknown_column_is_still_refused(connection, operator):
+    job = create(connection, operator, csv_bytes("mbox3rdPartyId,c-1,funded,blue",
+                                                 header="identity_type,identity,loan_status,colour"))
+    assert (job.status, job.error_count, job.total_rows) == ("invalid", 1, 1)
+    assert not ProfileUpdate.objects.exists()
+
+
 def test_missing_identity_columns_and_required_mapping_columns_are_named(connection, operator):
     make_mapping(connection, "branch", "branch", required=True)
     job = create(connection, operator, csv_bytes("c-1,funded", header="identity,loan_status"))

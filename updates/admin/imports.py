@@ -156,7 +156,8 @@ class ImportJobAdmin(OfferedLookupsAdmin):
         return TemplateResponse(request, "admin/updates/import/upload.html", self._context(
             request, "Import profile updates", form=form,
             threshold=importing.background_threshold(),
-            mappings_url=reverse("admin:updates_attributemapping_changelist")))
+            mappings_url=reverse("admin:updates_attributemapping_changelist"),
+            templates=_template_links()))
 
     def status_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         # The stored file is read only for the preview's first rows, not on every refresh.
@@ -175,6 +176,8 @@ class ImportJobAdmin(OfferedLookupsAdmin):
             background=job.total_rows > importing.background_threshold(),
             sample=(importing.job_sample(job)
                     if job.status == ImportJob.Status.QUEUED and not started else []),
+            quota_cost=(importing.job_quota_cost(job)
+                        if job.status == ImportJob.Status.QUEUED and not started else None),
             percent=_percent(job.processed_rows, job.total_rows),
             saving=(job.status == ImportJob.Status.RUNNING and job.total_rows
                     and job.processed_rows >= job.total_rows),
@@ -202,6 +205,13 @@ class ImportJobAdmin(OfferedLookupsAdmin):
                                        "shows its progress.", messages.INFO)
             return HttpResponseRedirect(url + "?started=1")
         return HttpResponseRedirect(url)
+
+
+def _template_links() -> list[tuple[TargetConnection, dict[str, str]]]:
+    """Per active connection, its empty import file (exports.template_view) in each format."""
+    return [(c, {f: reverse("admin:updates_importjob_template")
+                 + f"?connection={c.pk}&format={f}" for f in exporting.FORMATS})
+            for c in TargetConnection.objects.filter(active=True).order_by("label")]
 
 
 def _percent(done: int, total: int) -> int:

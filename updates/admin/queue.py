@@ -7,6 +7,7 @@ whose content or state changed since is refused as a whole (code `stale`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
@@ -17,13 +18,13 @@ from django.utils import timezone
 from updates import decisions, quota, selectors, workflow
 from updates.models import ProfileUpdate, TargetConnection
 
-from . import batch
 from .base import parse_id
 from .pages import forbidden as _forbidden, page as _page
 from .updates import (BULK_LIMIT, CappedPaginator, RejectForm, bounded, report_outcome,
                       report_refusal)
 
 QUEUE_PAGE_SIZE = 25
+MAX_SEARCH_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,11 @@ def queue_view(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         return _decide(request)
     connection = _queue_connection(request)
+    identity = request.GET.get("q", "").strip()[:MAX_SEARCH_CHARS]
+    reason = request.GET.get("reason", "").strip()[:MAX_SEARCH_CHARS]
     paginator = CappedPaginator(
-        selectors.pending_updates(connection_id=connection.pk if connection else None),
+        selectors.queue_updates(connection_id=connection.pk if connection else None,
+                                identity=identity, reason=reason),
         QUEUE_PAGE_SIZE)
     page = paginator.get_page(request.GET.get("p"))
     # Four eyes, as the service applies it: the viewer's own content gets no decision buttons.
@@ -74,16 +78,24 @@ def queue_view(request: HttpRequest) -> HttpResponse:
         "headroom": headroom,
         "page_cost": sum(r.request.quota_cost for r in rows),
         "reject_form": RejectForm(),
-        "page_query": _query(connection),
+        "page_query": _query(connection, identity=identity, reason=reason),
         "now": now,
-        "imports": batch.recent_imports(),
+        "identity": identity,
+        "reason": reason,
+        "searching": bool(identity or reason),
+        # What still waits per import, not its file's row count; fully decided imports drop out.
+        "imports": selectors.imports_waiting(connection_id=connection.pk if connection else None),
         "batch_url": reverse("updates_queue_batch") + (
             f"?connection={connection.pk}" if connection else ""),
     })
 
 
-def _query(connection: TargetConnection | None) -> str:
-    return f"connection={connection.pk}&" if connection else ""
+def _query(connection: TargetConnection | None, *, identity: str = "", reason: str = "") -> str:
+    """The filters as a query string prefix for the page links ("" or "…&")."""
+    params = {key: value for key, value in (
+        ("connection", connection.pk if connection else ""), ("q", identity),
+        ("reason", reason)) if value}
+    return f"{urlencode(params)}&" if params else ""
 
 
 def _decide(request: HttpRequest) -> HttpResponse:

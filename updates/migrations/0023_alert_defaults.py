@@ -33,7 +33,7 @@ def revoke(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("updates", "0020_visitor_locks"),
+        ("updates", "0022_decision_jobs"),
     ]
 
     operations = [

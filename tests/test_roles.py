@@ -71,8 +71,8 @@ def test_re_running_the_migration_resets_both_groups_to_their_definition():
     migration = importlib.import_module("updates.migrations.0002_roles")
     state_apps = MigrationLoader(db_connection).project_state(("updates", "0002_roles")).apps
     migration.create_roles(state_apps, None)
-    alert_views = importlib.import_module("updates.migrations.0021_alert_defaults")
+    alert_views = importlib.import_module("updates.migrations.0023_alert_defaults")
     alert_views.grant(MigrationLoader(db_connection).project_state(
-        ("updates", "0021_alert_defaults")).apps, None)
+        ("updates", "0023_alert_defaults")).apps, None)
     assert permissions_of("Operators") == {f"updates.{c}" for c in OPERATORS}
     assert permissions_of("Supervisors") == {f"updates.{c}" for c in SUPERVISORS}

@@ -97,13 +97,6 @@ class Scope:
             "every pending update"
 
 
-def recent_imports(limit: int = 20) -> list[ImportJob]:
-    """Finished imports, newest first: the queue offers them as batches."""
-    return list(ImportJob.objects.defer("file_data").filter(status=ImportJob.Status.DONE,
-                                                             created_updates__gt=0)
-                .select_related("connection").order_by("-id")[:limit])
-
-
 def batch_view(request: HttpRequest) -> HttpResponse:
     title = "Decide a batch"
     if not request.user.has_perm(workflow.PERM_APPROVE):

@@ -55,9 +55,9 @@ def test_the_check_is_registered_with_django():
     ({"TARGET_PROXY": "proxy.example:3128"}, "profileops.E015"),
     ({"TARGET_PROXY": "socks5://proxy.example:1080"}, "profileops.E015"),
     ({"TARGET_PROXY": "http://proxy.example:3128/path"}, "profileops.E015"),
-    ({"SITE_URL": "profileops.example.com"}, "profileops.E016"),
-    ({"SITE_URL": "https://profileops.example.com/?next=/"}, "profileops.E016"),
-    ({"SITE_URL": "javascript:alert(1)"}, "profileops.E016"),
+    ({"SITE_URL": "profileops.example.com"}, "profileops.E017"),
+    ({"SITE_URL": "https://profileops.example.com/?next=/"}, "profileops.E017"),
+    ({"SITE_URL": "javascript:alert(1)"}, "profileops.E017"),
 ], ids=lambda v: str(v))
 def test_each_impossible_value_or_combination_is_one_error(values, expected):
     assert ids(**values) == [expected]

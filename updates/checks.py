@@ -92,7 +92,7 @@ def check_profileops_settings(app_configs=None, **kwargs) -> list[checks.Error]:
         if parts.scheme not in {"http", "https"} or not parts.hostname or parts.query \
                 or parts.fragment or parts.username or parts.password:
             errors.append(_error(
-                16, "PROFILEOPS_SITE_URL must be the address the admin is served at, "
+                17, "PROFILEOPS_SITE_URL must be the address the admin is served at, "
                     "https://host[:port][/path], without credentials, query or fragment.",
                 "Unset it to send alerts without a link."))
     return errors

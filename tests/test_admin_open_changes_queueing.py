@@ -187,5 +187,6 @@ def test_the_list_actions_never_supersede_and_point_to_the_update_page(
     assert any(f"#{other.pk} (draft, created by operator)" in m for m in messages), messages
     assert any(f'<a href="{change_url(chosen)}">#{chosen.pk}</a>' in m and OFFER in m
                for m in messages), messages
+    assert f'<a href="{change_url(chosen)}">#{chosen.pk}</a>' in response.content.decode()
     assert status_of(other) == S.DRAFT
     assert status_of(chosen) in (S.DRAFT, S.FAILED)

@@ -26,8 +26,8 @@ def legacy(connection, by, status=S.DRAFT, **fields) -> ProfileUpdate:
     now = timezone.now()
     fields.setdefault("attributes", {"loanStatus": "declined"})
     update = ProfileUpdate.objects.create(
-        connection=connection, identity_type="mbox3rdPartyId", identity="cust-1", created_by=by, created_at=now, last_edited_by=by,
-        last_edited_at=now, status=status, **fields)
+        connection=connection, identity_type="mbox3rdPartyId", identity="cust-1", created_by=by,
+        created_at=now, last_edited_by=by, last_edited_at=now, status=status, **fields)
     update.content_authors.add(by)
     return update
 

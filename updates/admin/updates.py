@@ -898,7 +898,7 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
 # Moves that put an update in the queue: refused (`open_conflict`) while another open update of
 # the visitor sets one of the same attributes, unless the person supersedes it — on the update
 # page, with "Cancel the open update(s) and replace them" (ProfileUpdateAdmin._supersede_offer)
-# or the form's checkbox of that name. The list's actions never supersede (queueing_action).
+# or the form's checkbox of that name. The list's actions never supersede (_queueing_bulk).
 QUEUEING = {"submit", "requeue", "requeue_for_approval"}
 
 

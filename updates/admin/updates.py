@@ -27,7 +27,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
-from updates import attention, decisions, selectors, verification, workflow
+from updates import attention, decisions, open_changes, selectors, verification, workflow
+from updates.errors import OPEN_CONFLICT
 from updates.forms import staging_form_class
 
 from . import timeline
@@ -503,9 +504,38 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
             report_outcome(request, workflow.apply_to_each(service, chosen, by=request.user,
                                                            **kwargs), verb=verb)
 
+    def _queueing_bulk(self, request: HttpRequest, queryset: QuerySet,
+                       service: Callable[..., Any], *, verb: str) -> None:
+        """Submit or re-queue the selection, never superseding: a list shows no values, and
+        cancelling another person's update is a choice made on one update's page. Updates
+        refused for an open conflict are then linked to their page, where the person may
+        choose "Cancel the open update(s) and replace them"."""
+        chosen = bounded(request, queryset)
+        if chosen is None:
+            return
+        conflicted: list[ProfileUpdate] = []
+
+        def queue(*, update: ProfileUpdate, by: Any) -> ProfileUpdate:
+            try:
+                return service(update=update, by=by)
+            except ValidationError as error:
+                if getattr(error, "code", None) == OPEN_CONFLICT:
+                    conflicted.append(update)
+                raise
+
+        report_outcome(request, workflow.apply_to_each(queue, chosen, by=request.user), verb=verb)
+        if conflicted:
+            links = format_html_join(", ", '<a href="{}">#{}</a>', (
+                (self._change_url(u), u.pk) for u in conflicted[:REFUSALS_LISTED]))
+            more = len(conflicted) - REFUSALS_LISTED
+            messages.info(request, format_html(
+                "A list action never cancels other updates. To replace the open update(s), "
+                "open the update refused for it — {}{} — and choose “Cancel the open update(s) "
+                "and replace them” there.", links, f" and {more} more" if more > 0 else ""))
+
     @admin.action(description="Submit selected updates for approval", permissions=["submit"])
     def submit_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self._bulk(request, queryset, workflow.update_submit, verb="submitted")
+        self._queueing_bulk(request, queryset, workflow.update_submit, verb="submitted")
 
     # The list shows attribute names, not values: approving or rejecting a selection goes
     # through a page that lists each update's content, and the decision covers exactly that
@@ -561,7 +591,7 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
 
     @admin.action(description="Re-queue selected failed updates", permissions=["requeue"])
     def requeue_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self._bulk(request, queryset, workflow.update_requeue, verb="re-queued")
+        self._queueing_bulk(request, queryset, workflow.update_requeue, verb="re-queued")
 
     # --- add: choose the connection, then one field per active mapping ----------------
 
@@ -732,13 +762,36 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
                                        and obj.status != S.DRAFT),
             )
             extra.update(unsaved_note=unsaved_note(extra["transitions"]),
-                         reverts_update_id=verification.reverted_update_id(obj))
+                         reverts_update_id=verification.reverted_update_id(obj),
+                         supersede_offer=self._supersede_offer(request, obj,
+                                                               extra["transitions"]))
         return super().change_view(request, object_id, form_url, extra)
 
     def _transitions(self, request: HttpRequest, obj: ProfileUpdate) -> list[tuple[str, str]]:
         """(name, button label) of the moves this user may make now — the workflow's answer,
         four eyes included (an author of the content is offered no Approve/Reject)."""
         return [(t.name, t.label) for t in workflow.available_transitions(obj, request.user)]
+
+    def _supersede_offer(self, request: HttpRequest, obj: ProfileUpdate,
+                         transitions: list[tuple[str, str]]) -> dict[str, Any] | None:
+        """When this page offers Submit or Re-queue and another open update of the visitor sets
+        one of the same attributes (open_changes.py), which the move would be refused for: that
+        conflict, named, and the moves that may supersede it (posted with supersede=1; the
+        service checks the cancel permission again, and refuses a sending one as in flight)."""
+        queueing = [(name, label) for name, label in transitions if name in QUEUEING]
+        if not queueing:
+            return None
+        found = open_changes.conflicts(
+            connection_id=obj.connection_id, identity_type=obj.identity_type,
+            identity=obj.identity, attributes=obj.attributes or {}, exclude_pk=obj.pk)
+        if not found:
+            return None
+        return {
+            "message": open_changes.conflict_message(obj.identity_type, obj.identity, found),
+            "transitions": queueing,
+            "in_flight": [u.pk for u, _shared in found if u.status == S.SENDING],
+            "may_supersede": self.has_cancel_permission(request),
+        }
 
     def get_urls(self):
         urls = super().get_urls()
@@ -774,6 +827,8 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
         if name in ("approve", "reject"):
             # A decision covers the content this page showed, not whatever is stored now.
             kwargs["shown"] = decisions.read_token(request.POST.get("shown")).get(update.pk, "")
+        if name in QUEUEING:
+            kwargs["supersede"] = wants_supersede(request)
         edits = self._posted_edits(request, update)
         if edits is not None and edits.has_changed():
             if "shown" in kwargs:
@@ -826,7 +881,8 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
                                     "errors (below). Nothing was saved.")
             return self.change_view(request, object_id, form_url=self._change_url(update))
         update.refresh_from_db()
-        outcome = workflow.apply_to_each(service, [update], by=request.user)
+        extra = {"supersede": wants_supersede(request)} if name in QUEUEING else {}
+        outcome = workflow.apply_to_each(service, [update], by=request.user, **extra)
         if outcome.done:
             messages.success(request, f"Saved your changes to update #{update.pk} and {verb} it.")
         else:
@@ -837,6 +893,20 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
 
     def _change_url(self, update: ProfileUpdate) -> str:
         return reverse("admin:updates_profileupdate_change", args=[update.pk])
+
+
+# Moves that put an update in the queue: refused (`open_conflict`) while another open update of
+# the visitor sets one of the same attributes, unless the person supersedes it — on the update
+# page, with "Cancel the open update(s) and replace them" (ProfileUpdateAdmin._supersede_offer)
+# or the form's checkbox of that name. The list's actions never supersede (_queueing_bulk).
+QUEUEING = {"submit", "requeue", "requeue_for_approval"}
+
+
+def wants_supersede(request: HttpRequest) -> bool:
+    """Whether the person chose to supersede: the update form's checkbox (posted "on"), a
+    script's supersede=1, or the page's confirm button (its formaction carries ?supersede=1)."""
+    return (request.POST.get("supersede") in ("1", "on")
+            or request.GET.get("supersede") == "1")
 
 
 # Buttons that save the page's unsaved edits before they act (ProfileUpdateAdmin.workflow_view).

@@ -2,53 +2,24 @@
 // server for each row's verdict and the estimate for the whole batch (updates/batch_reads.py).
 // Everything shown comes from the server as text: textContent only.
 "use strict";
-document.addEventListener("DOMContentLoaded", function () {
-  // A whole-batch read running in the background: its progress every two seconds, then the
-  // page again (with what it found) once it has ended.
-  const running = document.getElementById("batch-read-running");
-  if (running) {
-    const bar = document.getElementById("batch-read-progress");
-    const text = document.getElementById("batch-read-progress-text");
-    const poll = function () {
-      fetch(running.dataset.statusUrl, {credentials: "same-origin", headers: {Accept: "application/json"}})
-        .then(function (response) {
-          return response.ok ? response.json() : Promise.reject(response.status);
-        })
-        .then(function (data) {
-          bar.max = data.total;
-          bar.value = data.done;
-          text.textContent = data.text;
-          if (data.status === "done" || data.status === "failed") {
-            window.location.reload();
-          } else {
-            setTimeout(poll, 2000);
-          }
-        })
-        .catch(function () {
-          setTimeout(poll, 5000);
-        });
-    };
-    setTimeout(poll, 2000);
-  }
-});
-
-// A batch decision running in the background (updates/batch_decisions.py): its progress every
-// two seconds, then the page again (with each chunk's outcome) once it has ended.
-document.addEventListener("DOMContentLoaded", function () {
-  const running = document.getElementById("batch-decision-running");
+// A job running in the background — a whole-batch read (batch_reads.py) or a batch decision
+// (batch_decisions.py): its progress every two seconds, then the page again (with what it found,
+// or each chunk's outcome) once it has ended.
+function followProgress(id, totalKey, doneKey) {
+  const running = document.getElementById(id);
   if (!running) {
     return;
   }
-  const bar = document.getElementById("batch-decision-progress");
-  const text = document.getElementById("batch-decision-progress-text");
+  const bar = document.getElementById(id.replace("-running", "-progress"));
+  const text = document.getElementById(id.replace("-running", "-progress-text"));
   const poll = function () {
     fetch(running.dataset.statusUrl, {credentials: "same-origin", headers: {Accept: "application/json"}})
       .then(function (response) {
         return response.ok ? response.json() : Promise.reject(response.status);
       })
       .then(function (data) {
-        bar.max = data.chunks;
-        bar.value = data.chunks_done;
+        bar.max = data[totalKey];
+        bar.value = data[doneKey];
         text.textContent = data.text;
         if (data.status === "done" || data.status === "failed") {
           window.location.reload();
@@ -61,6 +32,11 @@ document.addEventListener("DOMContentLoaded", function () {
       });
   };
   setTimeout(poll, 2000);
+}
+
+document.addEventListener("DOMContentLoaded", function () {
+  followProgress("batch-read-running", "total", "done");
+  followProgress("batch-decision-running", "chunks", "chunks_done");
 });
 
 document.addEventListener("DOMContentLoaded", function () {

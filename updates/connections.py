@@ -14,7 +14,14 @@ from django.utils import timezone
 from .errors import require_perm
 from .models import AuditEvent, TargetConnection, validate_bearer_token
 
-_AUDITED_FIELDS = ("label", "client_code", "base_url", "quota_limit", "active")
+# Secrets are audited as set / replaced / cleared, never by value.
+_SECRET_FIELDS = frozenset({"bearer_token"})
+# Every field an administrator can change is audited, derived from the model so that no field
+# added later (verify_after_send, skip_unchanged and drop_unchanged_attributes once were) can
+# change what a connection does with customer data without an audit row.
+_AUDITED_FIELDS = tuple(field.name for field in TargetConnection._meta.concrete_fields
+                        if field.editable and not field.primary_key
+                        and field.name not in _SECRET_FIELDS)
 
 
 def connection_save(*, connection: TargetConnection, by, new_token: str = "",

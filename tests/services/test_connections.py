@@ -52,6 +52,31 @@ def test_a_change_records_before_and_after_and_no_change_writes_nothing(admin_us
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("field", ["verify_after_send", "skip_unchanged",
+                                   "drop_unchanged_attributes"])
+def test_what_a_connection_does_with_customer_data_is_audited_when_changed(admin_user, field):
+    # These three were once left out of a hand-kept list of audited fields.
+    conn = connection_save(connection=TargetConnection(label="Acme", client_code="acme"),
+                           by=admin_user)
+    before = getattr(conn, field)
+    setattr(conn, field, not before)
+    connection_save(connection=conn, by=admin_user)
+
+    (event,) = AuditEvent.objects.filter(connection=conn, action="connection_changed")
+    assert event.changes == {field: {"before": before, "after": not before}}
+
+
+def test_every_field_an_administrator_can_change_is_audited():
+    # Derived from the model: a field added later is audited without anyone remembering to.
+    from updates import connections
+
+    editable = {f.name for f in TargetConnection._meta.concrete_fields
+                if f.editable and not f.primary_key}
+    assert set(connections._AUDITED_FIELDS) == editable - {"bearer_token"}
+    assert "bearer_token" not in connections._AUDITED_FIELDS  # audited as set/cleared, by name
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("role", ["operator", "supervisor"])
 def test_operators_and_supervisors_may_not_manage_connections(request, role):
     user = request.getfixturevalue(role)

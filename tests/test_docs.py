@@ -6,6 +6,7 @@
 - The configuration page documents every setting of `updates.conf.KNOBS` by its environment
   name, `PROFILEOPS_<NAME>`, and names no `PROFILEOPS_` setting that neither conf nor
   profileops/settings.py reads.
+- The README stays a front door (at most 200 lines) whose links to docs/ resolve.
 - Every test the docs and the README cite (`tests/….py`, `::test_…`) exists.
 The workflow table, the architecture tree and the production recipe are compared with the code
 by tests/services/test_workflow.py, tests/test_architecture.py and tests/operations/.
@@ -53,6 +54,16 @@ def test_a_broken_link_or_anchor_fails_the_build(tmp_path, link):
     result = build(tmp_path / "mkdocs.yml", tmp_path / "site")
     assert result.returncode != 0
     assert link.split("#")[-1] in result.stdout + result.stderr
+
+
+def test_the_readme_is_a_front_door_whose_links_lead_somewhere():
+    """README.md is outside the site, so mkdocs does not check it: its links are checked here."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 200
+    assert "./dev start" in text and "./dev test" in text
+    targets = [t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", text)
+               if not t.startswith(("http://", "https://", "#"))]
+    assert targets and {t for t in targets if not (ROOT / t).exists()} == set()
 
 
 def test_every_page_in_docs_is_in_the_nav():

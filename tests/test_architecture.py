@@ -1,4 +1,4 @@
-"""The README's architecture tree matches the code, and the production app's imports stay tidy.
+"""The architecture tree (docs/reference/architecture.md) matches the code, and the production app's imports stay tidy.
 
 - Every module of updates/ and updates/admin/ is named in the tree (package __init__ files and
   migrations are not modules to describe), and every .py file the tree names exists.
@@ -20,9 +20,12 @@ UPDATES = ROOT / "updates"
 TREE_MARKER = "<!-- architecture-tree -->"
 
 
-def readme_tree() -> set[str]:
-    """The paths (relative to the repository) that the README's tree names."""
-    block = (ROOT / "README.md").read_text().split(TREE_MARKER)[1]
+ARCHITECTURE_PAGE = ROOT / "docs" / "reference" / "architecture.md"
+
+
+def docs_tree() -> set[str]:
+    """The paths (relative to the repository) that the architecture page's tree names."""
+    block = ARCHITECTURE_PAGE.read_text(encoding="utf-8").split(TREE_MARKER)[1]
     named: set[str] = set()
     folders: list[tuple[int, str]] = []  # (indent, path) of the open folders
     for line in block.splitlines():
@@ -46,12 +49,12 @@ def updates_modules() -> set[str]:
             for p in folder.glob("*.py") if p.name != "__init__.py"}
 
 
-def test_every_module_of_updates_is_in_the_readme_tree():
-    assert updates_modules() - readme_tree() == set()
+def test_every_module_of_updates_is_in_the_docs_tree():
+    assert updates_modules() - docs_tree() == set()
 
 
-def test_every_module_the_readme_tree_names_exists():
-    named = readme_tree()
+def test_every_module_the_docs_tree_names_exists():
+    named = docs_tree()
     assert {p for p in named if p.endswith(".py") and not (ROOT / p).is_file()} == set()
     assert {p for p in named if p.endswith("/") and not (ROOT / p).is_dir()} == set()
 

@@ -1,5 +1,5 @@
 """The roles (updates/migrations/0002_roles.py, and 0021 for the alert pages): two groups with exactly the documented
-permissions (README, "Roles"); connections are for administrators."""
+permissions (docs/user-guide/approving.md, "Roles"); connections are for administrators."""
 
 from __future__ import annotations
 

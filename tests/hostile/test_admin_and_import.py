@@ -758,7 +758,7 @@ def test_the_unpacked_bytes_are_counted_while_reading_whatever_the_directory_say
 def test_a_million_empty_rows_end_the_sheet_after_the_first_thousand(import_connection,
                                                                       operator):
     # One real row, then a row numbered 1,000,000: the reader would yield every empty row
-    # between; a sheet ends at the first run of XLSX_EMPTY_ROWS_END empty rows (README).
+    # between; a sheet ends at the first run of XLSX_EMPTY_ROWS_END empty rows (docs/user-guide/imports-exports.md).
     data = handmade_xlsx(HEADER_ROW + '<row r="1000000"><c r="A1000000" t="inlineStr"><is><t>'
                          'mbox3rdPartyId</t></is></c></row>')
     with limits(rows=5000):

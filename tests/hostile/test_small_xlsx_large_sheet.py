@@ -95,7 +95,7 @@ def test_a_small_file_whose_sheet_declares_two_million_rows_is_checked_in_the_ba
 
 
 def test_a_sheet_ends_at_the_first_run_of_a_thousand_empty_rows(create):
-    """Rows below such a gap are not read (README, Import and export): the preview's count says
+    """Rows below such a gap are not read (docs/user-guide/imports-exports.md): the preview's count says
     what was read. A gap is not padded row by row into work either."""
     gap = importing.XLSX_EMPTY_ROWS_END
     below = row(5 + gap, "mbox3rdPartyId", "c-below", "funded")  # after rows 5 … 4 + gap

@@ -1,4 +1,4 @@
-"""The README's production recipe ("Running for real"), followed as written, works end to end.
+"""The production recipe (docs/operations/running-for-real.md), followed as written, works end to end.
 
 With DEBUG=0, a fresh random SECRET_KEY, a PostgreSQL database of its own (created here and
 dropped afterwards) and django-q2's Redis broker (database 11 of the local Redis under a cluster
@@ -53,8 +53,8 @@ GUNICORN = Path(sys.executable).with_name("gunicorn")
 METRICS_TOKEN = secrets.token_urlsafe(32)
 IDENTITY = f"smoke-{uuid.uuid4().hex[:10]}"
 
-# The README's recipe, command for command (tests/operations/test_readme_recipe.py holds the
-# README to this list): prepared in this order, then the two long-running processes.
+# The recipe page's commands, one for one (tests/operations/test_recipe_page.py holds the
+# page to this list): prepared in this order, then the two long-running processes.
 RECIPE_PREPARE = [
     "python manage.py check --deploy --fail-level WARNING",
     "python manage.py migrate",
@@ -173,7 +173,7 @@ def test_the_production_recipe_serves_a_styled_admin_sends_through_the_schedule_
     app = f"http://127.0.0.1:{port}"
     passwords = {name: secrets.token_urlsafe(16) for name in ("admin", "olivia", "sam")}
 
-    # --- the environment, as the README's recipe sets it --------------------------------------
+    # --- the environment, as the recipe page sets it -----------------------------------------
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PROFILEOPS_", "Q_", "DJANGO_", "GUNICORN_"))
            and k not in {"DATABASE_URL", "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "LOG_LEVEL",

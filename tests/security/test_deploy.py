@@ -1,6 +1,6 @@
 """Running for real: the production settings pass Django's deployment check, the demo (with its
-printed passwords) refuses to run outside the embedded mode, and the README says how to run
-for real.
+printed passwords) refuses to run outside the embedded mode, and the docs say how to run
+for real (docs/operations/running-for-real.md).
 
 Covered elsewhere, not repeated here:
 - `check --deploy --fail-level WARNING` is clean with production settings, and fails on a weak
@@ -26,7 +26,7 @@ from django.core.management import CommandError, call_command
 from updates.models import TargetConnection
 
 BASE_DIR = Path(__file__).resolve().parents[2]
-README = BASE_DIR / "README.md"
+RECIPE_PAGE = BASE_DIR / "docs" / "operations" / "running-for-real.md"
 
 
 def production_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -80,19 +80,19 @@ def test_with_log_level_debug_urllib3_still_logs_at_warning_only(tmp_path):
     assert urllib3 >= 30 and pool >= 30  # … and urllib3 stays at WARNING
 
 
-# --- the README says how to run for real --------------------------------------------------------
+# --- the docs say how to run for real ----------------------------------------------------------
 
 def _section(text: str, heading: str) -> str:
     match = re.search(rf"^(#+) {re.escape(heading)}\s*$", text, flags=re.MULTILINE)
-    assert match, f"README has no '{heading}' heading"
+    assert match, f"{RECIPE_PAGE.name} has no '{heading}' heading"
     level = len(match.group(1))
     rest = text[match.end():]
     end = re.search(rf"^#{{1,{level}}} ", rest, flags=re.MULTILINE)
     return rest[: end.start()] if end else rest
 
 
-def test_the_readme_has_a_running_for_real_section_that_says_what_to_set_and_run():
-    section = _section(README.read_text(encoding="utf-8"), "Running for real")
+def test_the_docs_have_a_running_for_real_page_that_says_what_to_set_and_run():
+    section = _section(RECIPE_PAGE.read_text(encoding="utf-8"), "Running for real")
     for needed in ("DEBUG=0", "SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL",
                    "check --deploy", "migrate", "createsuperuser", "qcluster"):
         assert needed in section, needed

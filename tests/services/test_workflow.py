@@ -590,16 +590,16 @@ def test_audit_rows_writes_one_row_per_update_in_bulk_and_checks_the_table(in_st
                             from_status=S.APPROVED)
 
 
-def _readme_workflow_table() -> list[tuple[str, ...]]:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    section = readme.split("<!-- workflow-table -->", 2)[1]
+def _docs_workflow_table() -> list[tuple[str, ...]]:
+    page = Path(__file__).resolve().parents[2] / "docs" / "reference" / "workflow.md"
+    section = page.read_text(encoding="utf-8").split("<!-- workflow-table -->", 2)[1]
     lines = [line.strip() for line in section.strip().splitlines() if line.strip()]
     cells = [tuple(c.strip().strip("`") for c in line.strip("|").split("|")) for line in lines]
     return [c for c in cells[2:]]  # without the header and the |---| line
 
 
-def test_the_readme_shows_the_declared_workflow_table():
-    assert _readme_workflow_table() == workflow.transition_table_rows()
+def test_the_docs_show_the_declared_workflow_table():
+    assert _docs_workflow_table() == workflow.transition_table_rows()
 
 
 # --- editing ---------------------------------------------------------------------------------

@@ -42,7 +42,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, port: int, emulator_port: int, **options):
         if not settings.DEBUG:
-            raise CommandError("start_demo is the embedded demo mode; see README 'Running for real'.")
+            raise CommandError("start_demo is the embedded demo mode; see 'Running for real' "
+                               "(docs/operations/running-for-real.md).")
         for p, what in ((port, "web admin"), (emulator_port, "emulator")):
             if not _port_free(p):
                 raise CommandError(f"Port {p} for the {what} is in use; pass --port/--emulator-port.")

@@ -40,7 +40,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from . import workflow
-from .errors import OWN_UPDATE, STALE, WRONG_STATE
+from .errors import OWN_UPDATE, STALE, WRONG_STATE, StaleBatch
 from .models import ProfileUpdate, content_hash
 
 CHUNK = 5_000  # updates decided in one transaction (a few hundred milliseconds)
@@ -75,9 +75,7 @@ def decide_set(*, shown: Mapping[int, str] | None, transition: workflow.Transiti
     """Decide the updates `shown` ({id: fingerprint}), or `ids` as they are now (shown=None),
     in the caller's transaction (see the module's steps). `after`: with `scope`, the newest id
     of the previous chunk (an update joins only in this chunk's id range). Raises
-    decisions.StaleBatch (strict) before writing anything."""
-    from .decisions import StaleBatch
-
+    errors.StaleBatch (strict) before writing anything."""
     wanted = sorted(shown) if shown is not None else sorted(set(ids or []))
     result = SetResult()
     if not wanted:
@@ -171,8 +169,6 @@ def decide_set(*, shown: Mapping[int, str] | None, transition: workflow.Transiti
 def _write(decided: dict[int, tuple[str, int]], *, transition: workflow.Transition, by,
            comment: str) -> None:
     """Steps 5 and 6: one UPDATE, one INSERT of the audit rows."""
-    from .decisions import StaleBatch
-
     now = timezone.now()
     approving = transition.target == workflow.S.APPROVED
     connection = connections[router.db_for_write(ProfileUpdate)]

@@ -161,3 +161,19 @@ def test_the_import_graph_counts_imports_inside_functions(tmp_path, monkeypatch)
     monkeypatch.setitem(globals(), "UPDATES", package)
     monkeypatch.setitem(globals(), "PROFILEOPS", tmp_path / "profileops")
     assert find_cycle(_import_graph()) == ["updates.a", "updates.b", "updates.a"]
+
+
+def test_only_the_model_compares_content_with_its_approval():
+    """"The content is what was approved" has one home, ProfileUpdate.matches_approval: no other
+    module compares `approved_hash` with anything."""
+    offenders = []
+    for folder in (UPDATES, PROFILEOPS):
+        for path in folder.rglob("*.py"):
+            if "migrations" in path.parts or path == UPDATES / "models.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if isinstance(node, ast.Compare) and any(
+                        isinstance(side, ast.Attribute) and side.attr == "approved_hash"
+                        for side in [node.left, *node.comparators]):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert offenders == []

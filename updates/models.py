@@ -379,6 +379,14 @@ class ProfileUpdate(models.Model):
     def content_hash(self) -> str:
         return content_hash(self.identity_type, self.identity, self.attributes)
 
+    def matches_approval(self, *, unapproved: bool = False) -> bool:
+        """Whether the content is exactly what was approved: the approval keeps the content's
+        fingerprint (`approved_hash`). An update that carries none (never approved, or written
+        straight into the database without an approval) answers `unapproved`."""
+        if not self.approved_hash:
+            return unapproved
+        return self.approved_hash == self.content_hash
+
 
 class SendAttemptQuerySet(models.QuerySet):
     def started_between(self, since: dt.datetime | None = None,

@@ -178,7 +178,7 @@ def _read_before_send(update: ProfileUpdate, now: dt.datetime,
 
 def _approved_as_is(update: ProfileUpdate) -> bool:
     # The sender fails an update whose content differs from its approval; leave that to it.
-    return not update.approved_hash or update.approved_hash == update.content_hash
+    return update.matches_approval(unapproved=True)
 
 
 def _latest_reads(update_ids: list[int]) -> dict[int, ProfileRead]:

@@ -637,8 +637,7 @@ def update_cancel(*, update: ProfileUpdate, by, comment: str = "") -> ProfileUpd
 def _requeue_transition(update: ProfileUpdate) -> Transition:
     """Failed → approved if the approved content is unchanged; otherwise back to pending
     approval, because what would be sent is not what was approved."""
-    keeps_approval = bool(update.approved_hash) and update.approved_hash == update.content_hash
-    return T["requeue"] if keeps_approval else T["requeue_for_approval"]
+    return T["requeue"] if update.matches_approval() else T["requeue_for_approval"]
 
 
 def update_requeue(*, update: ProfileUpdate, by, comment: str = "",

@@ -105,6 +105,8 @@ T: Mapping[str, Transition] = {t.name: t for t in TRANSITIONS}
 # Editing keeps the state when only the reason or the send time changes; content edits of a
 # submitted update send it back to draft ("edit_content"). These states never change.
 EDITABLE_STATES = {S.DRAFT, *T["edit_content"].sources}
+# The rest are read-only (sending, sent, cancelled, unchanged): the admin shows them, edits none.
+READ_ONLY_STATES = set(S) - EDITABLE_STATES
 CANCELLABLE_STATES = set(T["cancel"].sources)
 _REQUEUES = (T["requeue"], T["requeue_for_approval"])  # one service, two outcomes
 

@@ -37,7 +37,6 @@ from .exports import export_selected_csv, export_selected_xlsx
 from updates.models import ProfileUpdate, TargetConnection, UpdateStatus
 
 S = UpdateStatus
-READ_ONLY_STATES = {S.SENDING, S.SENT, S.CANCELLED, S.UNCHANGED}
 # One bulk action or queue decision handles at most this many updates: each is its own
 # transaction, and a request must finish in reasonable time even with "select all" over 1M rows.
 BULK_LIMIT = 1000
@@ -374,7 +373,7 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
     # --- permissions (the services check again) -----------------------------------------
 
     def _editable(self, obj: ProfileUpdate | None) -> bool:
-        return obj is None or obj.status not in READ_ONLY_STATES
+        return obj is None or obj.status not in workflow.READ_ONLY_STATES
 
     def has_change_permission(self, request: HttpRequest, obj: ProfileUpdate | None = None) -> bool:
         return super().has_change_permission(request, obj) and self._editable(obj)
@@ -751,7 +750,7 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
                 request_preview=selectors.request_preview(obj),
                 timeline_lines=timeline.timeline_lines(selectors.update_timeline(update=obj)),
                 # Nothing left to edit: what happened matters more than the read-only form.
-                timeline_first=obj.status in READ_ONLY_STATES,
+                timeline_first=obj.status in workflow.READ_ONLY_STATES,
                 transitions=self._transitions(request, obj),
                 own_update=workflow.is_content_author(user, obj),
                 workflow_url=reverse("admin:updates_profileupdate_workflow", args=[obj.pk]),
@@ -862,7 +861,7 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
         request (a button from elsewhere) or this user may not edit the update."""
         if "identity" not in request.POST or not self.has_change_permission(request, update):
             return None
-        if update.status in READ_ONLY_STATES:
+        if update.status in workflow.READ_ONLY_STATES:
             return None
         form_class = self.get_form(request, update, change=True)
         return form_class(request.POST, request.FILES, instance=update)

@@ -69,6 +69,8 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
         f"profileops.notebook needs pandas (missing: {error.name}); install the notebook extra: "
         f"{INSTALL_HINT}") from error
 
+from updates import permissions  # codenames only: needs no Django set-up
+
 if TYPE_CHECKING:  # imported for annotations only: Django may not be set up yet
     from matplotlib.figure import Figure
 
@@ -811,7 +813,7 @@ class Session:
         from updates.models import TargetConnection
 
         user = self._user()
-        self._need(user, "updates.view_profileupdate", "view profile updates")
+        self._need(user, permissions.PERM_VIEW, permissions.DOING[permissions.PERM_VIEW])
         if due:
             conn = None if connection is None else self._connection(connection)
             plan = sending.plan_due(connection=conn, limit=limit)
@@ -1000,10 +1002,8 @@ class Session:
     def _send(self, *, connection, limit, time_budget) -> SendReport:
         from updates import sending
 
-        from updates import workflow
-
         user = self._user()
-        if not (user.has_perm(workflow.PERM_SUBMIT) or user.has_perm(workflow.PERM_APPROVE)):
+        if not (user.has_perm(permissions.PERM_SUBMIT) or user.has_perm(permissions.PERM_APPROVE)):
             _refuse_permission(f"{self.username} has no part in the workflow (neither submit nor "
                                "approve permission), so may not start a send run.")
         conn = None if connection is None else self._connection(connection)
@@ -1042,7 +1042,7 @@ class Session:
         from updates import reading
 
         user = self._user()
-        self._need(user, "updates.view_profileupdate", "view profile updates")
+        self._need(user, permissions.PERM_VIEW, permissions.DOING[permissions.PERM_VIEW])
         _, qs = self._selection(ids=ids, connection=connection, status=status,
                                 created_by=created_by, reason=reason)
         rows, notes = [], []
@@ -1084,10 +1084,10 @@ class Session:
         return _orm.run(self._verify, connection=connection, time_budget=time_budget)
 
     def _verify(self, *, connection, time_budget) -> Result:
-        from updates import verification, workflow
+        from updates import verification
 
         user = self._user()
-        if not (user.has_perm(workflow.PERM_SUBMIT) or user.has_perm(workflow.PERM_APPROVE)):
+        if not (user.has_perm(permissions.PERM_SUBMIT) or user.has_perm(permissions.PERM_APPROVE)):
             _refuse_permission(f"{self.username} has no part in the workflow (neither submit nor "
                                "approve permission), so may not run verification.")
         conn = None if connection is None else self._connection(connection)
@@ -1125,7 +1125,7 @@ class Session:
         from updates.models import VerificationState
 
         user = self._user()
-        self._need(user, "updates.view_profileupdate", "view profile updates")
+        self._need(user, permissions.PERM_VIEW, permissions.DOING[permissions.PERM_VIEW])
         status = None if ids is not None and status == "sent" else status
         _, qs = self._selection(ids=ids, connection=connection, status=status,
                                 created_by=created_by, reason=reason, required=False)
@@ -1226,7 +1226,7 @@ class Session:
         from updates.models import IdentityType, UpdateStatus, content_hash
 
         user = self._user()
-        self._need(user, "updates.view_profileupdate", "view profile updates")
+        self._need(user, permissions.PERM_VIEW, permissions.DOING[permissions.PERM_VIEW])
         _, qs = self._selection(ids=ids, connection=connection, status=status,
                                 created_by=created_by, reason=reason, required=False,
                                 import_job=import_job)
@@ -1274,7 +1274,7 @@ class Session:
         from updates.models import SendAttempt
 
         user = self._user()
-        self._need(user, "updates.view_profileupdate", "view profile updates")
+        self._need(user, permissions.PERM_VIEW, permissions.DOING[permissions.PERM_VIEW])
         qs = SendAttempt.objects.all()
         if (wanted := _ids(ids)) is not None:
             qs = qs.filter(update_id__in=wanted)
@@ -1314,7 +1314,7 @@ class Session:
         from updates.models import AuditEvent, ProfileUpdate
 
         user = self._user()
-        self._need(user, "updates.view_profileupdate", "view profile updates")
+        self._need(user, permissions.PERM_VIEW, permissions.DOING[permissions.PERM_VIEW])
         qs = AuditEvent.objects.all()
         if (wanted := _ids(ids)) is not None:
             # An imported update's creation is its import's one event (update_id empty).
@@ -1361,7 +1361,7 @@ class Session:
         from updates.models import TargetConnection
 
         user = self._user()
-        self._need(user, "updates.view_profileupdate", "view the quota")
+        self._need(user, permissions.PERM_VIEW, "view the quota")
         now = timezone.now()
         connections = ([self._connection(connection)] if connection is not None
                        else list(TargetConnection.objects.filter(active=True)))
@@ -1398,7 +1398,7 @@ class Session:
         from updates.models import TargetConnection
 
         user = self._user()
-        self._need(user, "updates.view_profileupdate", "view the quota")
+        self._need(user, permissions.PERM_VIEW, "view the quota")
         connections = ([self._connection(connection)] if connection is not None
                        else list(TargetConnection.objects.filter(active=True)))
         labels = {c.pk: c.label for c in connections}
@@ -1445,7 +1445,7 @@ class Session:
 
         def gather():
             user = self._user()
-            self._need(user, "updates.view_profileupdate", "view the quota")
+            self._need(user, permissions.PERM_VIEW, "view the quota")
             conn = self._connection(connection)
             return conn.label, conn.quota_limit, *self._window_minutes(conn)
 

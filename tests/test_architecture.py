@@ -4,6 +4,8 @@
   migrations are not modules to describe), and every .py file the tree names exists.
 - Nothing under updates/ imports target_emulator or demo — not even inside a function — so a
   production install does not need them.
+- Permission codenames are written in updates/permissions.py only; "the content is what was
+  approved" is answered by ProfileUpdate.matches_approval only.
 - updates' and profileops' modules import each other without a cycle, counting every import:
   one inside a function (a "lazy" import) hides a circle rather than breaking it, so it counts
   as much as one at module level.
@@ -176,4 +178,20 @@ def test_only_the_model_compares_content_with_its_approval():
                         isinstance(side, ast.Attribute) and side.attr == "approved_hash"
                         for side in [node.left, *node.comparators]):
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert offenders == []
+
+
+def test_permission_codenames_are_written_only_in_permissions_py():
+    """Every "updates.<action>_<model>" codename the code checks is a constant of
+    updates/permissions.py; services, admin, template tags and the notebook import it."""
+    codename = re.compile(r"updates\.[a-z]+_[a-z_]+")
+    offenders = []
+    for folder in (UPDATES, PROFILEOPS):
+        for path in folder.rglob("*.py"):
+            if "migrations" in path.parts or path == UPDATES / "permissions.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                        and codename.fullmatch(node.value)):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value}")
     assert offenders == []

@@ -26,7 +26,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 
 from . import setwise, workflow
-from .errors import COMMENT_REQUIRED, Refused, StaleBatch
+from .errors import COMMENT_REQUIRED, Refused
 from .models import ProfileUpdate
 
 _SALT = "updates.decisions.shown"

@@ -81,11 +81,11 @@ from . import mappings, open_changes, quota, target, workflow
 from .conf import setting
 from .errors import NOT_UPLOADER, WRONG_STATE, Refused, require_perm
 from .models import AttributeMapping, AuditEvent, ImportJob, ProfileUpdate, TargetConnection
+from .permissions import PERM_IMPORT, PERM_STAGE, PERM_SUBMIT, refusal
 from .validation import identity_errors
 
 logger = logging.getLogger(__name__)
 
-PERM_IMPORT = "updates.import_profileupdate"
 IDENTITY_COLUMNS = ("identity_type", "identity")
 MAX_FILE_BYTES = 50 * 1024 * 1024
 # ImportJob.errors keeps this many problems (error_count has them all); enough to fix a file.
@@ -213,10 +213,10 @@ class CheckResult:
 
 def require_import_permission(user, *, submit: bool = False) -> None:
     """Importing stages updates (and submits them, when asked): it needs all of those rights."""
-    require_perm(user, PERM_IMPORT, "You do not have permission to import profile updates.")
-    require_perm(user, workflow.PERM_STAGE, "You do not have permission to stage profile updates.")
+    require_perm(user, PERM_IMPORT, refusal(PERM_IMPORT))
+    require_perm(user, PERM_STAGE, refusal(PERM_STAGE))
     if submit:
-        require_perm(user, workflow.PERM_SUBMIT,
+        require_perm(user, PERM_SUBMIT,
                      "You do not have permission to submit profile updates for approval.")
 
 

@@ -26,20 +26,15 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from . import mappings, open_changes, rows
+from . import mappings, open_changes, permissions, rows
 from .errors import (COMMENT_REQUIRED, IMMUTABLE, IN_FLIGHT, OWN_UPDATE, STALE, WRONG_STATE,
                      Refused, require_perm)
 from .models import AuditEvent, ProfileUpdate, TargetConnection, UpdateStatus
+from .permissions import (PERM_APPROVE, PERM_CANCEL, PERM_EDIT, PERM_IMPORT, PERM_REQUEUE,
+                          PERM_STAGE, PERM_SUBMIT)
 from .validation import comment_errors, reason_errors, validate_update_content
 
 S = UpdateStatus
-PERM_STAGE = "updates.add_profileupdate"
-PERM_EDIT = "updates.change_profileupdate"
-PERM_SUBMIT = "updates.submit_profileupdate"
-PERM_APPROVE = "updates.approve_profileupdate"
-PERM_CANCEL = "updates.cancel_profileupdate"
-PERM_REQUEUE = "updates.requeue_profileupdate"
-PERM_IMPORT = "updates.import_profileupdate"
 SENDER = "sender"  # the sending service (sending.py), acting as nobody
 
 CONTENT_FIELDS = ("identity_type", "identity", "attributes")
@@ -194,7 +189,7 @@ def decision_blocker(update: ProfileUpdate, user, *,
     if own:
         return _own_update_message(update)
     if not all(_may(user, T[name]) for name in ("approve", "reject")):
-        return f"You do not have permission to {_DOING[PERM_APPROVE]}."
+        return permissions.refusal(PERM_APPROVE)
     return (f"Update #{update.pk} is {update.get_status_display().lower()}; only pending "
             "updates are decided.")
 
@@ -203,10 +198,6 @@ def decision_blocker(update: ProfileUpdate, user, *,
 
 def _refuse(message: str, code: str) -> Refused:
     return Refused(message, code=code)
-
-
-def _require(user, perm: str, doing: str) -> None:
-    require_perm(user, perm, f"You do not have permission to {doing}.")
 
 
 def _json(value: Any) -> Any:
@@ -311,21 +302,12 @@ def check_content(*, connection: TargetConnection, identity_type: str, identity:
 
 # --- staging and editing ---------------------------------------------------------------------
 
-_DOING = {
-    PERM_STAGE: "stage profile updates",
-    PERM_EDIT: "edit profile updates",
-    PERM_SUBMIT: "submit profile updates",
-    PERM_APPROVE: "approve or reject profile updates",
-    PERM_CANCEL: "cancel profile updates",
-    PERM_REQUEUE: "re-queue failed profile updates",
-    PERM_IMPORT: "import profile updates",
-}
 
 
 def _require_for(user, transition: Transition) -> None:
     """The permissions the table names for `transition`, in its order."""
     for perm in transition.who:
-        _require(user, perm, _DOING[perm])
+        require_perm(user, perm, permissions.refusal(perm))
 
 
 def _add_author(update: ProfileUpdate, user) -> None:

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import approve_via_workflow, make_connection
-from updates import health, metrics, sending, workflow
+from updates import metrics, sending, workflow
 from updates.models import SchedulerHeartbeat, SendAttempt
 
 TOKEN = "metrics-token-for-tests"

@@ -27,7 +27,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
-from updates import attention, decisions, open_changes, selectors, verification, workflow
+from updates import (attention, decisions, open_changes, permissions, selectors, verification,
+                     workflow)
 from updates.errors import OPEN_CONFLICT
 from updates.forms import staging_form_class
 
@@ -98,7 +99,7 @@ def report_outcome(request: HttpRequest, outcome: workflow.BulkOutcome, *, verb:
 
 
 def report_refusal(request: HttpRequest, error: ValidationError) -> None:
-    """A decision refused as a whole: why, and for a stale one (decisions.StaleBatch) the
+    """A decision refused as a whole: why, and for a stale one (errors.StaleBatch) the
     first updates that differ from what was shown."""
     messages.warning(request, " ".join(error.messages))
     for detail in getattr(error, "details", [])[:10]:
@@ -382,16 +383,16 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
         return False  # an update's history is kept: cancel it instead
 
     def has_submit_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm(workflow.PERM_SUBMIT)
+        return request.user.has_perm(permissions.PERM_SUBMIT)
 
     def has_approve_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm(workflow.PERM_APPROVE)
+        return request.user.has_perm(permissions.PERM_APPROVE)
 
     def has_cancel_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm(workflow.PERM_CANCEL)
+        return request.user.has_perm(permissions.PERM_CANCEL)
 
     def has_requeue_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm(workflow.PERM_REQUEUE)
+        return request.user.has_perm(permissions.PERM_REQUEUE)
 
     # --- list ----------------------------------------------------------------------------
 

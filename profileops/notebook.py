@@ -511,6 +511,50 @@ def _table(data: Any) -> tuple[list[Any], list[str], list[tuple]]:
     return list(range(len(records))), header, rows
 
 
+def _checked_rows(checker, header, labels, rows, *, supersede: bool):
+    """Each row checked as the import checks a file's: (the good rows as (position, update),
+    the problems as (position, column, message), each row's errors in one text). Then the open
+    updates of the good rows' visitors (the save looks again, with the visitors locked)."""
+    numbers = _row_numbers(labels)
+    good: list[tuple[int, dict[str, Any]]] = []
+    problems: list[tuple[int, str, str]] = []
+    row_errors: list[str] = [""] * len(rows)
+    for position, (number, cells) in enumerate(zip(numbers, rows)):
+        found, update = _check_exact(checker, header, number, cells)
+        if found:
+            problems.extend((position, p.column, p.message) for p in found)
+            row_errors[position] = "; ".join(
+                f"{p.column}: {p.message}" if p.column else p.message for p in found)
+        else:
+            good.append((position, update))
+    conflicting = {problem.row: problem for problem in checker.open_conflict_errors(
+        [(numbers[p], u) for p, u in good], supersede=supersede)}
+    if conflicting:
+        for position, _update in good:
+            if (problem := conflicting.get(numbers[position])) is not None:
+                problems.append((position, problem.column, problem.message))
+                row_errors[position] = f"{problem.column}: {problem.message}"
+        good = [(p, u) for p, u in good if numbers[p] not in conflicting]
+    return good, problems, row_errors
+
+
+def _stage_frames(labels, problems, row_errors, update_ids, statuses):
+    """StageResult's two tables: one row per staged row (its update id, status and errors),
+    and one per problem."""
+    index = pd.Index(labels) if labels else pd.RangeIndex(0)
+    table = pd.DataFrame({
+        "update_id": pd.array(update_ids, dtype="Int64"),
+        "status": pd.Categorical(statuses, categories=["draft", "pending", "invalid",
+                                                       "not saved"]),
+        "errors": row_errors,
+    }, index=index)
+    errors_table = pd.DataFrame(
+        {"row": [labels[p] for p, _, _ in problems],
+         "column": [c for _, c, _ in problems],
+         "message": [m for _, _, m in problems]})
+    return table, errors_table
+
+
 def _check_exact(checker, header: list[str], number: int, cells: tuple):
     """checker.check(number, cells), with a cell whose type cannot carry its value exactly
     refused for its column (the row's other columns are still checked and named)."""
@@ -731,27 +775,8 @@ class Session:
             raise ValidationError([
                 f"column {e.column}: {e.message}" if e.column else e.message
                 for e in checker.header_errors])
-        numbers = _row_numbers(labels)
-        good: list[tuple[int, dict[str, Any]]] = []
-        problems: list[tuple[int, str, str]] = []  # (position, column, message)
-        row_errors: list[str] = [""] * len(rows)
-        for position, (number, cells) in enumerate(zip(numbers, rows)):
-            found, update = _check_exact(checker, header, number, cells)
-            if found:
-                problems.extend((position, p.column, p.message) for p in found)
-                row_errors[position] = "; ".join(
-                    f"{p.column}: {p.message}" if p.column else p.message for p in found)
-            else:
-                good.append((position, update))
-        # Open updates of the rows' visitors (the save looks again, with the visitors locked).
-        conflicting = {problem.row: problem for problem in checker.open_conflict_errors(
-            [(numbers[p], u) for p, u in good], supersede=supersede)}
-        if conflicting:
-            for position, _update in good:
-                if (problem := conflicting.get(numbers[position])) is not None:
-                    problems.append((position, problem.column, problem.message))
-                    row_errors[position] = f"{problem.column}: {problem.message}"
-            good = [(p, u) for p, u in good if numbers[p] not in conflicting]
+        good, problems, row_errors = _checked_rows(checker, header, labels, rows,
+                                                   supersede=supersede)
         save = bool(good) and (keep_good or not problems)
         update_ids: list[Any] = [pd.NA] * len(rows)
         if save:
@@ -773,17 +798,7 @@ class Session:
         bad = {p for p, _, _ in problems}
         statuses = ["invalid" if p in bad else (saved_status if save else "not saved")
                     for p in range(len(rows))]
-        index = pd.Index(labels) if labels else pd.RangeIndex(0)
-        table = pd.DataFrame({
-            "update_id": pd.array(update_ids, dtype="Int64"),
-            "status": pd.Categorical(statuses, categories=["draft", "pending", "invalid",
-                                                           "not saved"]),
-            "errors": row_errors,
-        }, index=index)
-        errors_table = pd.DataFrame(
-            {"row": [labels[p] for p, _, _ in problems],
-             "column": [c for _, c, _ in problems],
-             "message": [m for _, _, m in problems]})
+        table, errors_table = _stage_frames(labels, problems, row_errors, update_ids, statuses)
         return StageResult(table, errors_table, import_job=job.pk if save else None,
                            rows=len(rows),
                            saved=len(good) if save else 0, invalid=len(bad))

@@ -6,6 +6,7 @@
   production install does not need them.
 - Permission codenames are written in updates/permissions.py only; "the content is what was
   approved" is answered by ProfileUpdate.matches_approval only.
+- No function in updates/ or profileops/ (migrations aside) is longer than 60 lines.
 - updates' and profileops' modules import each other without a cycle, counting every import:
   one inside a function (a "lazy" import) hides a circle rather than breaking it, so it counts
   as much as one at module level.
@@ -194,4 +195,23 @@ def test_permission_codenames_are_written_only_in_permissions_py():
                 if (isinstance(node, ast.Constant) and isinstance(node.value, str)
                         and codename.fullmatch(node.value)):
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value}")
+    assert offenders == []
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_function_in_updates_or_profileops_is_longer_than_60_lines():
+    """A longer function is split into named steps (docstring and comments count as lines)."""
+    offenders = []
+    for folder in (UPDATES, PROFILEOPS):
+        for path in folder.rglob("*.py"):
+            if "migrations" in path.parts:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    length = node.end_lineno - node.lineno + 1
+                    if length > MAX_FUNCTION_LINES:
+                        offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} "
+                                         f"({length} lines)")
     assert offenders == []

@@ -69,6 +69,8 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
         f"profileops.notebook needs pandas (missing: {error.name}); install the notebook extra: "
         f"{INSTALL_HINT}") from error
 
+from updates import permissions  # codenames only: needs no Django set-up
+
 if TYPE_CHECKING:  # imported for annotations only: Django may not be set up yet
     from matplotlib.figure import Figure
 
@@ -509,6 +511,50 @@ def _table(data: Any) -> tuple[list[Any], list[str], list[tuple]]:
     return list(range(len(records))), header, rows
 
 
+def _checked_rows(checker, header, labels, rows, *, supersede: bool):
+    """Each row checked as the import checks a file's: (the good rows as (position, update),
+    the problems as (position, column, message), each row's errors in one text). Then the open
+    updates of the good rows' visitors (the save looks again, with the visitors locked)."""
+    numbers = _row_numbers(labels)
+    good: list[tuple[int, dict[str, Any]]] = []
+    problems: list[tuple[int, str, str]] = []
+    row_errors: list[str] = [""] * len(rows)
+    for position, (number, cells) in enumerate(zip(numbers, rows)):
+        found, update = _check_exact(checker, header, number, cells)
+        if found:
+            problems.extend((position, p.column, p.message) for p in found)
+            row_errors[position] = "; ".join(
+                f"{p.column}: {p.message}" if p.column else p.message for p in found)
+        else:
+            good.append((position, update))
+    conflicting = {problem.row: problem for problem in checker.open_conflict_errors(
+        [(numbers[p], u) for p, u in good], supersede=supersede)}
+    if conflicting:
+        for position, _update in good:
+            if (problem := conflicting.get(numbers[position])) is not None:
+                problems.append((position, problem.column, problem.message))
+                row_errors[position] = f"{problem.column}: {problem.message}"
+        good = [(p, u) for p, u in good if numbers[p] not in conflicting]
+    return good, problems, row_errors
+
+
+def _stage_frames(labels, problems, row_errors, update_ids, statuses):
+    """StageResult's two tables: one row per staged row (its update id, status and errors),
+    and one per problem."""
+    index = pd.Index(labels) if labels else pd.RangeIndex(0)
+    table = pd.DataFrame({
+        "update_id": pd.array(update_ids, dtype="Int64"),
+        "status": pd.Categorical(statuses, categories=["draft", "pending", "invalid",
+                                                       "not saved"]),
+        "errors": row_errors,
+    }, index=index)
+    errors_table = pd.DataFrame(
+        {"row": [labels[p] for p, _, _ in problems],
+         "column": [c for _, c, _ in problems],
+         "message": [m for _, _, m in problems]})
+    return table, errors_table
+
+
 def _check_exact(checker, header: list[str], number: int, cells: tuple):
     """checker.check(number, cells), with a cell whose type cannot carry its value exactly
     refused for its column (the row's other columns are still checked and named)."""
@@ -729,27 +775,8 @@ class Session:
             raise ValidationError([
                 f"column {e.column}: {e.message}" if e.column else e.message
                 for e in checker.header_errors])
-        numbers = _row_numbers(labels)
-        good: list[tuple[int, dict[str, Any]]] = []
-        problems: list[tuple[int, str, str]] = []  # (position, column, message)
-        row_errors: list[str] = [""] * len(rows)
-        for position, (number, cells) in enumerate(zip(numbers, rows)):
-            found, update = _check_exact(checker, header, number, cells)
-            if found:
-                problems.extend((position, p.column, p.message) for p in found)
-                row_errors[position] = "; ".join(
-                    f"{p.column}: {p.message}" if p.column else p.message for p in found)
-            else:
-                good.append((position, update))
-        # Open updates of the rows' visitors (the save looks again, with the visitors locked).
-        conflicting = {problem.row: problem for problem in checker.open_conflict_errors(
-            [(numbers[p], u) for p, u in good], supersede=supersede)}
-        if conflicting:
-            for position, _update in good:
-                if (problem := conflicting.get(numbers[position])) is not None:
-                    problems.append((position, problem.column, problem.message))
-                    row_errors[position] = f"{problem.column}: {problem.message}"
-            good = [(p, u) for p, u in good if numbers[p] not in conflicting]
+        good, problems, row_errors = _checked_rows(checker, header, labels, rows,
+                                                   supersede=supersede)
         save = bool(good) and (keep_good or not problems)
         update_ids: list[Any] = [pd.NA] * len(rows)
         if save:
@@ -771,17 +798,7 @@ class Session:
         bad = {p for p, _, _ in problems}
         statuses = ["invalid" if p in bad else (saved_status if save else "not saved")
                     for p in range(len(rows))]
-        index = pd.Index(labels) if labels else pd.RangeIndex(0)
-        table = pd.DataFrame({
-            "update_id": pd.array(update_ids, dtype="Int64"),
-            "status": pd.Categorical(statuses, categories=["draft", "pending", "invalid",
-                                                           "not saved"]),
-            "errors": row_errors,
-        }, index=index)
-        errors_table = pd.DataFrame(
-            {"row": [labels[p] for p, _, _ in problems],
-             "column": [c for _, c, _ in problems],
-             "message": [m for _, _, m in problems]})
+        table, errors_table = _stage_frames(labels, problems, row_errors, update_ids, statuses)
         return StageResult(table, errors_table, import_job=job.pk if save else None,
                            rows=len(rows),
                            saved=len(good) if save else 0, invalid=len(bad))
@@ -811,7 +828,7 @@ class Session:
         from updates.models import TargetConnection
 
         user = self._user()
-        self._need(user, "updates.view_profileupdate", "view profile updates")
+        self._need(user, permissions.PERM_VIEW, permissions.DOING[permissions.PERM_VIEW])
         if due:
             conn = None if connection is None else self._connection(connection)
             plan = sending.plan_due(connection=conn, limit=limit)
@@ -1000,10 +1017,8 @@ class Session:
     def _send(self, *, connection, limit, time_budget) -> SendReport:
         from updates import sending
 
-        from updates import workflow
-
         user = self._user()
-        if not (user.has_perm(workflow.PERM_SUBMIT) or user.has_perm(workflow.PERM_APPROVE)):
+        if not (user.has_perm(permissions.PERM_SUBMIT) or user.has_perm(permissions.PERM_APPROVE)):
             _refuse_permission(f"{self.username} has no part in the workflow (neither submit nor "
                                "approve permission), so may not start a send run.")
         conn = None if connection is None else self._connection(connection)
@@ -1042,7 +1057,7 @@ class Session:
         from updates import reading
 
         user = self._user()
-        self._need(user, "updates.view_profileupdate", "view profile updates")
+        self._need(user, permissions.PERM_VIEW, permissions.DOING[permissions.PERM_VIEW])
         _, qs = self._selection(ids=ids, connection=connection, status=status,
                                 created_by=created_by, reason=reason)
         rows, notes = [], []
@@ -1084,10 +1099,10 @@ class Session:
         return _orm.run(self._verify, connection=connection, time_budget=time_budget)
 
     def _verify(self, *, connection, time_budget) -> Result:
-        from updates import verification, workflow
+        from updates import verification
 
         user = self._user()
-        if not (user.has_perm(workflow.PERM_SUBMIT) or user.has_perm(workflow.PERM_APPROVE)):
+        if not (user.has_perm(permissions.PERM_SUBMIT) or user.has_perm(permissions.PERM_APPROVE)):
             _refuse_permission(f"{self.username} has no part in the workflow (neither submit nor "
                                "approve permission), so may not run verification.")
         conn = None if connection is None else self._connection(connection)
@@ -1125,7 +1140,7 @@ class Session:
         from updates.models import VerificationState
 
         user = self._user()
-        self._need(user, "updates.view_profileupdate", "view profile updates")
+        self._need(user, permissions.PERM_VIEW, permissions.DOING[permissions.PERM_VIEW])
         status = None if ids is not None and status == "sent" else status
         _, qs = self._selection(ids=ids, connection=connection, status=status,
                                 created_by=created_by, reason=reason, required=False)
@@ -1226,7 +1241,7 @@ class Session:
         from updates.models import IdentityType, UpdateStatus, content_hash
 
         user = self._user()
-        self._need(user, "updates.view_profileupdate", "view profile updates")
+        self._need(user, permissions.PERM_VIEW, permissions.DOING[permissions.PERM_VIEW])
         _, qs = self._selection(ids=ids, connection=connection, status=status,
                                 created_by=created_by, reason=reason, required=False,
                                 import_job=import_job)
@@ -1274,7 +1289,7 @@ class Session:
         from updates.models import SendAttempt
 
         user = self._user()
-        self._need(user, "updates.view_profileupdate", "view profile updates")
+        self._need(user, permissions.PERM_VIEW, permissions.DOING[permissions.PERM_VIEW])
         qs = SendAttempt.objects.all()
         if (wanted := _ids(ids)) is not None:
             qs = qs.filter(update_id__in=wanted)
@@ -1314,7 +1329,7 @@ class Session:
         from updates.models import AuditEvent, ProfileUpdate
 
         user = self._user()
-        self._need(user, "updates.view_profileupdate", "view profile updates")
+        self._need(user, permissions.PERM_VIEW, permissions.DOING[permissions.PERM_VIEW])
         qs = AuditEvent.objects.all()
         if (wanted := _ids(ids)) is not None:
             # An imported update's creation is its import's one event (update_id empty).
@@ -1361,7 +1376,7 @@ class Session:
         from updates.models import TargetConnection
 
         user = self._user()
-        self._need(user, "updates.view_profileupdate", "view the quota")
+        self._need(user, permissions.PERM_VIEW, "view the quota")
         now = timezone.now()
         connections = ([self._connection(connection)] if connection is not None
                        else list(TargetConnection.objects.filter(active=True)))
@@ -1398,7 +1413,7 @@ class Session:
         from updates.models import TargetConnection
 
         user = self._user()
-        self._need(user, "updates.view_profileupdate", "view the quota")
+        self._need(user, permissions.PERM_VIEW, "view the quota")
         connections = ([self._connection(connection)] if connection is not None
                        else list(TargetConnection.objects.filter(active=True)))
         labels = {c.pk: c.label for c in connections}
@@ -1445,7 +1460,7 @@ class Session:
 
         def gather():
             user = self._user()
-            self._need(user, "updates.view_profileupdate", "view the quota")
+            self._need(user, permissions.PERM_VIEW, "view the quota")
             conn = self._connection(connection)
             return conn.label, conn.quota_limit, *self._window_minutes(conn)
 

@@ -4,9 +4,12 @@
   migrations are not modules to describe), and every .py file the tree names exists.
 - Nothing under updates/ imports target_emulator or demo — not even inside a function — so a
   production install does not need them.
-- updates' modules import each other without a cycle. Only imports that run when a module is
-  loaded count (module level, class bodies, module-level if/try); an import inside a function
-  runs when it is called, after every module is loaded, and is left out.
+- Permission codenames are written in updates/permissions.py only; "the content is what was
+  approved" is answered by ProfileUpdate.matches_approval only.
+- No function in updates/ or profileops/ (migrations aside) is longer than 60 lines.
+- updates' and profileops' modules import each other without a cycle, counting every import:
+  one inside a function (a "lazy" import) hides a circle rather than breaking it, so it counts
+  as much as one at module level.
 """
 
 from __future__ import annotations
@@ -98,14 +101,19 @@ def test_nothing_in_updates_imports_the_emulator_or_the_demo():
     assert {path: names for path, names in offenders.items() if names} == {}
 
 
+PROFILEOPS = ROOT / "profileops"
+
+
 def _import_graph() -> dict[str, set[str]]:
-    """Which of updates' modules each one imports when it is loaded. `from pkg import mod`
-    leads to pkg.mod (a submodule), `from mod import name` to mod."""
-    modules = {_module_name(p): p for p in UPDATES.rglob("*.py") if "migrations" not in p.parts}
+    """Which of updates' and profileops' modules each one imports, at module level or inside a
+    function. `from pkg import mod` leads to pkg.mod (a submodule), `from mod import name` to
+    mod."""
+    modules = {_module_name(p): p for folder in (UPDATES, PROFILEOPS)
+               for p in folder.rglob("*.py") if "migrations" not in p.parts}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         imported: set[str] = set()
-        for base, names in _imports(path, in_functions=False):
+        for base, names in _imports(path, in_functions=True):
             submodules = {f"{base}.{n}" for n in names} & modules.keys()
             imported |= submodules or ({base} & modules.keys())
         graph[name] = imported - {name}
@@ -141,4 +149,72 @@ def test_the_cycle_finder_finds_a_cycle():
 def test_updates_modules_import_each_other_without_a_cycle():
     graph = _import_graph()
     assert "updates.workflow" in graph["updates.claims"]  # the graph sees relative imports
+    assert "profileops.notebook" in graph  # and profileops, which imports updates
     assert find_cycle(graph) == []
+
+
+def test_the_import_graph_counts_imports_inside_functions(tmp_path, monkeypatch):
+    """A lazy import (inside a function or a method) is an edge like any other: the circle
+    health ↔ metrics ran through one in ProbeMiddleware's /metrics probe."""
+    package = tmp_path / "updates"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from .b import thing\n")
+    (package / "b.py").write_text(
+        "thing = 1\n\nclass Probe:\n    def __call__(self):\n"
+        "        from .a import thing\n        return thing\n")
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)
+    monkeypatch.setitem(globals(), "UPDATES", package)
+    monkeypatch.setitem(globals(), "PROFILEOPS", tmp_path / "profileops")
+    assert find_cycle(_import_graph()) == ["updates.a", "updates.b", "updates.a"]
+
+
+def test_only_the_model_compares_content_with_its_approval():
+    """"The content is what was approved" has one home, ProfileUpdate.matches_approval: no other
+    module compares `approved_hash` with anything."""
+    offenders = []
+    for folder in (UPDATES, PROFILEOPS):
+        for path in folder.rglob("*.py"):
+            if "migrations" in path.parts or path == UPDATES / "models.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if isinstance(node, ast.Compare) and any(
+                        isinstance(side, ast.Attribute) and side.attr == "approved_hash"
+                        for side in [node.left, *node.comparators]):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert offenders == []
+
+
+def test_permission_codenames_are_written_only_in_permissions_py():
+    """Every "updates.<action>_<model>" codename the code checks is a constant of
+    updates/permissions.py; services, admin, template tags and the notebook import it."""
+    codename = re.compile(r"updates\.[a-z]+_[a-z_]+")
+    offenders = []
+    for folder in (UPDATES, PROFILEOPS):
+        for path in folder.rglob("*.py"):
+            if "migrations" in path.parts or path == UPDATES / "permissions.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                        and codename.fullmatch(node.value)):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value}")
+    assert offenders == []
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_function_in_updates_or_profileops_is_longer_than_60_lines():
+    """A longer function is split into named steps (docstring and comments count as lines)."""
+    offenders = []
+    for folder in (UPDATES, PROFILEOPS):
+        for path in folder.rglob("*.py"):
+            if "migrations" in path.parts:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    length = node.end_lineno - node.lineno + 1
+                    if length > MAX_FUNCTION_LINES:
+                        offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} "
+                                         f"({length} lines)")
+    assert offenders == []

@@ -54,6 +54,7 @@ from django.utils import timezone
 from . import attention, target, webhooks
 from .conf import setting
 from .errors import Refused, require_perm
+from .permissions import PERM_ADD_ALERT_RULE, PERM_CHANGE_ALERT_RULE
 from .selectors import capped_count
 from .models import (AlertEvent, AlertRule, AuditEvent, ProfileUpdate, SendAttempt, UpdateStatus,
                      VerificationState)
@@ -290,7 +291,7 @@ def _post_webhook(url: str, text: str) -> tuple[int | None, str]:
 def alert_rule_save(*, rule: AlertRule, by) -> AlertRule:
     """Save `rule` (new or changed) after the model's full validation — which refuses a webhook
     that may never be delivered to (updates/webhooks.py). Administrators only."""
-    perm = "updates.change_alertrule" if rule.pk else "updates.add_alertrule"
+    perm = PERM_CHANGE_ALERT_RULE if rule.pk else PERM_ADD_ALERT_RULE
     require_perm(by, perm, "Only administrators manage alert rules.")
     if rule.threshold is None:
         rule.threshold = default_threshold(rule.kind)
@@ -303,7 +304,7 @@ def alert_rule_send_test(*, rule: AlertRule, by) -> Delivery:
     """Send a test alert through the rule's email and webhook now, record who did it in the
     audit, and return what happened (the receiver's HTTP status among it). The rule's state and
     its events are untouched."""
-    require_perm(by, "updates.change_alertrule", "Only administrators test alert rules.")
+    require_perm(by, PERM_CHANGE_ALERT_RULE, "Only administrators test alert rules.")
     if not rule.recipients and not rule.webhook_url:
         raise Refused("This rule has neither email addresses nor a webhook to test.",
                       code=NOTHING_TO_SEND)

@@ -37,7 +37,8 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from . import setwise
-from .decisions import StaleBatch, _check_decision
+from .decisions import _check_decision
+from .errors import StaleBatch
 from .models import DecisionJob, ImportJob, ProfileUpdate, ShownSnapshot, TargetConnection
 
 logger = logging.getLogger(__name__)

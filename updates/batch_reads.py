@@ -30,6 +30,7 @@ from . import reading
 from .conf import setting
 from .errors import require_perm
 from .models import BatchRead, ImportJob, ProfileRead, ProfileUpdate, TargetConnection, UpdateStatus
+from .permissions import PERM_APPROVE
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +156,6 @@ def batch_estimate(verdicts: dict[int, str], *, batch_size: int) -> Estimate:
 
 # --- the whole batch, read in the background ---------------------------------------------------
 
-PERM_APPROVE = "updates.approve_profileupdate"  # as workflow.PERM_APPROVE: the batch page's
 TASK_FUNCTION = "updates.tasks.read_batch"
 TASK_TIMEOUT_SECONDS = 3600  # 10,000 reads at 10 a second take about 17 minutes
 SAVE_EVERY_SECONDS = 2.0  # progress written at most this often (and at the end)

@@ -20,6 +20,14 @@ def _error(id_: int, message: str, hint: str) -> checks.Error:
 
 
 def check_profileops_settings(app_configs=None, **kwargs) -> list[checks.Error]:
+    values, errors = _read_values()
+    if errors:
+        return errors  # the combinations below need every value
+    return _sending_errors(values) + _background_errors(values) + _address_errors(values)
+
+
+def _read_values() -> tuple[dict[str, int | float], list[checks.Error]]:
+    """Every knob's value, and an error for each that is not a number."""
     errors: list[checks.Error] = []
     values: dict[str, int | float] = {}
     for name in KNOBS:
@@ -28,23 +36,28 @@ def check_profileops_settings(app_configs=None, **kwargs) -> list[checks.Error]:
         except SettingError as error:
             errors.append(_error(1, str(error), f"Set PROFILEOPS_{name} to a number, or unset it "
                                                 f"for the default ({KNOBS[name].default})."))
-    if errors:
-        return errors  # the combinations below need every value
+    return values, errors
 
-    def at_least_one(id_: int, name: str, hint: str) -> None:
-        if values[name] < 1:
-            errors.append(_error(id_, f"PROFILEOPS_{name} is {values[name]}; it must be at "
-                                      "least 1.", hint))
 
-    def positive(id_: int, name: str) -> None:
-        if values[name] <= 0:
-            errors.append(_error(id_, f"PROFILEOPS_{name} is {values[name]}; it must be more "
-                                      "than 0 seconds.", KNOBS[name].meaning))
+def _at_least_one(values: dict, id_: int, name: str, hint: str) -> list[checks.Error]:
+    if values[name] < 1:
+        return [_error(id_, f"PROFILEOPS_{name} is {values[name]}; it must be at least 1.", hint)]
+    return []
 
-    at_least_one(2, "SEND_BATCH_SIZE", "A batch claims this many updates at a time.")
-    at_least_one(3, "SEND_CONCURRENCY", "This many requests are sent at once.")
-    positive(4, "CONNECT_TIMEOUT")
-    positive(5, "READ_TIMEOUT")
+
+def _positive(values: dict, id_: int, name: str) -> list[checks.Error]:
+    if values[name] <= 0:
+        return [_error(id_, f"PROFILEOPS_{name} is {values[name]}; it must be more than 0 "
+                            "seconds.", KNOBS[name].meaning)]
+    return []
+
+
+def _sending_errors(values: dict) -> list[checks.Error]:
+    """The sender's knobs: batches, concurrency, timeouts against the lease, retries."""
+    errors = (_at_least_one(values, 2, "SEND_BATCH_SIZE",
+                            "A batch claims this many updates at a time.")
+              + _at_least_one(values, 3, "SEND_CONCURRENCY", "This many requests are sent at once.")
+              + _positive(values, 4, "CONNECT_TIMEOUT") + _positive(values, 5, "READ_TIMEOUT"))
     worst_request = values["CONNECT_TIMEOUT"] + values["READ_TIMEOUT"]
     if values["LEASE_SECONDS"] <= worst_request:
         errors.append(_error(
@@ -52,15 +65,22 @@ def check_profileops_settings(app_configs=None, **kwargs) -> list[checks.Error]:
                f"PROFILEOPS_CONNECT_TIMEOUT + PROFILEOPS_READ_TIMEOUT ({worst_request:g}).",
             "A claim must outlast one request, or another worker takes the update while it is "
             "still being sent; raise the lease or lower the timeouts."))
-    at_least_one(7, "MAX_ATTEMPTS", "An update is tried at least once.")
-    at_least_one(8, "MAX_UNEXPECTED_ANSWERS", "An update may see at least one unexpected answer.")
-    positive(9, "BACKOFF_BASE_SECONDS")
+    errors += _at_least_one(values, 7, "MAX_ATTEMPTS", "An update is tried at least once.")
+    errors += _at_least_one(values, 8, "MAX_UNEXPECTED_ANSWERS",
+                            "An update may see at least one unexpected answer.")
+    errors += _positive(values, 9, "BACKOFF_BASE_SECONDS")
     if values["BACKOFF_BASE_SECONDS"] > values["BACKOFF_MAX_SECONDS"]:
         errors.append(_error(
             10, f"PROFILEOPS_BACKOFF_BASE_SECONDS ({values['BACKOFF_BASE_SECONDS']:g}) is more "
                 f"than PROFILEOPS_BACKOFF_MAX_SECONDS ({values['BACKOFF_MAX_SECONDS']:g}).",
             "The first retry delay cannot exceed the longest one."))
-    positive(11, "RUN_TIME_BUDGET_SECONDS")
+    return errors + _positive(values, 11, "RUN_TIME_BUDGET_SECONDS")
+
+
+def _background_errors(values: dict) -> list[checks.Error]:
+    """What runs in django-q2: the send run's budget against the task timeout, the sizes of
+    background imports and verification runs, the timeout against the broker's retry."""
+    errors: list[checks.Error] = []
     task_timeout = (getattr(settings, "Q_CLUSTER", None) or {}).get("timeout")
     if task_timeout is not None and values["RUN_TIME_BUDGET_SECONDS"] >= task_timeout:
         errors.append(_error(
@@ -69,14 +89,22 @@ def check_profileops_settings(app_configs=None, **kwargs) -> list[checks.Error]:
                 f"{task_timeout}).",
             "A send run still claiming when django-q2 kills the task leaves its claims to "
             "expire; keep the budget well inside the timeout."))
-    at_least_one(13, "IMPORT_BACKGROUND_ROWS", "Imports above this many rows run in django-q2.")
-    at_least_one(16, "VERIFY_CONCURRENCY", "A verification run reads this many profiles at once.")
+    errors += _at_least_one(values, 13, "IMPORT_BACKGROUND_ROWS",
+                            "Imports above this many rows run in django-q2.")
+    errors += _at_least_one(values, 16, "VERIFY_CONCURRENCY",
+                            "A verification run reads this many profiles at once.")
     retry = (getattr(settings, "Q_CLUSTER", None) or {}).get("retry")
     if task_timeout is not None and retry is not None and task_timeout >= retry:
         errors.append(_error(
             14, f"Q_CLUSTER['timeout'] ({task_timeout}) must be less than Q_CLUSTER['retry'] "
                 f"({retry}).",
             "Otherwise the broker hands a still-running send task to a second worker."))
+    return errors
+
+
+def _address_errors(values: dict) -> list[checks.Error]:
+    """The proxy's and the site's URLs."""
+    errors: list[checks.Error] = []
     proxy = values["TARGET_PROXY"]
     if proxy:
         parts = urlsplit(proxy)

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from .errors import require_perm
 from .models import AuditEvent, TargetConnection, validate_bearer_token
+from .permissions import PERM_ADD_CONNECTION, PERM_CHANGE_CONNECTION
 
 # Secrets are audited as set / replaced / cleared, never by value.
 _SECRET_FIELDS = frozenset({"bearer_token"})
@@ -28,7 +29,7 @@ def connection_save(*, connection: TargetConnection, by, new_token: str = "",
                     clear_token: bool = False) -> TargetConnection:
     """Save `connection` (new or changed); `new_token` replaces the token, `clear_token`
     removes it. Only holders of the connection permissions (administrators) may."""
-    perm = "updates.change_targetconnection" if connection.pk else "updates.add_targetconnection"
+    perm = PERM_CHANGE_CONNECTION if connection.pk else PERM_ADD_CONNECTION
     require_perm(by, perm, "Only administrators manage Target connections.")
     if new_token and clear_token:
         raise ValueError("either a new token or clearing it, not both")

@@ -25,8 +25,8 @@ from django.core import signing
 from django.db import transaction
 from django.db.models import QuerySet
 
-from . import workflow
-from .errors import COMMENT_REQUIRED, STALE, Refused
+from . import setwise, workflow
+from .errors import COMMENT_REQUIRED, Refused
 from .models import ProfileUpdate
 
 _SALT = "updates.decisions.shown"
@@ -52,28 +52,6 @@ def read_token(token: str | None, *, scope: str = "") -> dict[int, str]:
         return {int(pk): str(fp) for pk, fp in pairs}
     except (TypeError, ValueError):
         return {}
-
-
-def _listed(ids: list[int], limit: int = 20) -> str:
-    shown = ", ".join(f"#{pk}" for pk in ids[:limit])
-    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
-
-
-class StaleBatch(Refused):
-    """A decision on several updates refused as a whole: what differs from what was shown —
-    `left` (no longer pending), `joined` (in the batch's scope now, not shown), `changed`
-    (pending still, with other content); lists of update ids."""
-
-    def __init__(self, *, left: list[int], joined: list[int], changed: list[int],
-                 details: list[str] | None = None) -> None:
-        self.left, self.joined, self.changed = left, joined, changed
-        self.details = details or []  # the per-update refusals behind `left` and `changed`
-        parts = [f"{len(ids)} {what} ({_listed(ids)})" for ids, what in (
-            (left, "left (decided, cancelled or sent back to draft since)"),
-            (joined, "joined (submitted since, older than the newest shown)"),
-            (changed, "changed content")) if ids]
-        super().__init__("What you were shown changed before you decided: " + ", ".join(parts)
-                         + ". Nothing was decided; look again.", code=STALE)
 
 
 def _check_decision(decision: str, by, comment: str | None) -> tuple[workflow.Transition, str]:
@@ -106,8 +84,6 @@ def updates_decide_shown(*, shown: Mapping[int, str], decision: str, by, comment
     from what was shown. At most setwise.CHUNK updates: a larger batch is a DecisionJob
     (batch_decisions.py), decided chunk by chunk in the background.
     """
-    from . import setwise
-
     transition, comment = _check_decision(decision, by, comment)
     outcome = workflow.BulkOutcome()
     if not shown:

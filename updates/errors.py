@@ -34,3 +34,25 @@ def require_perm(user, perm: str, message: str) -> None:
     """Refuse (`permission_denied`) unless `user` is an active user holding `perm`."""
     if user is None or not getattr(user, "is_active", False) or not user.has_perm(perm):
         raise Refused(message, code=PERMISSION_DENIED)
+
+
+def _listed(ids: list[int], limit: int = 20) -> str:
+    shown = ", ".join(f"#{pk}" for pk in ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+class StaleBatch(Refused):
+    """A decision on several updates (decisions.py, setwise.py) refused as a whole: what differs
+    from what was shown — `left` (no longer pending), `joined` (in the batch's scope now, not
+    shown), `changed` (pending still, with other content); lists of update ids."""
+
+    def __init__(self, *, left: list[int], joined: list[int], changed: list[int],
+                 details: list[str] | None = None) -> None:
+        self.left, self.joined, self.changed = left, joined, changed
+        self.details = details or []  # the per-update refusals behind `left` and `changed`
+        parts = [f"{len(ids)} {what} ({_listed(ids)})" for ids, what in (
+            (left, "left (decided, cancelled or sent back to draft since)"),
+            (joined, "joined (submitted since, older than the newest shown)"),
+            (changed, "changed content")) if ids]
+        super().__init__("What you were shown changed before you decided: " + ", ".join(parts)
+                         + ". Nothing was decided; look again.", code=STALE)

@@ -45,10 +45,10 @@ from import_export import resources, widgets
 from import_export.fields import Field
 
 from .errors import PERMISSION_DENIED, Refused, require_perm
+from .permissions import PERM_EXPORT, PERM_IMPORT, PERM_VIEW_IMPORT_JOB, refusal
 from .models import (AttributeMapping, ImportJob, ProfileUpdate, SendAttempt, TargetConnection,
                      UpdateStatus)
 
-PERM_EXPORT = "updates.export_profileupdate"
 FORMATS = {"csv": "text/csv; charset=utf-8",
            "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -172,7 +172,7 @@ def report_cells(update: ProfileUpdate) -> list[Any]:
 def require_export_permission(user) -> None:
     if user is COMMAND_LINE:
         return
-    require_perm(user, PERM_EXPORT, "You do not have permission to export profile updates.")
+    require_perm(user, PERM_EXPORT, refusal(PERM_EXPORT))
 
 
 def export_queryset(*, queryset: QuerySet | None = None, connection: TargetConnection | None = None,
@@ -247,7 +247,7 @@ def connection_template(*, by, connection: TargetConnection, file_format: str,
     import or export."""
     if by is not COMMAND_LINE and not (
             getattr(by, "is_active", False)
-            and (by.has_perm(PERM_EXPORT) or by.has_perm("updates.import_profileupdate"))):
+            and (by.has_perm(PERM_EXPORT) or by.has_perm(PERM_IMPORT))):
         raise Refused("You may neither import nor export profile updates.", code=PERMISSION_DENIED)
     _check_format(file_format)
     headers = [*IDENTITY_COLUMNS, *(m.source_name for m in _active_mappings([connection]))]
@@ -265,7 +265,7 @@ def import_errors_file(*, by, job: ImportJob, file_format: str, out: BinaryIO) -
     spreadsheet row number, as in the preview."""
     if by is not COMMAND_LINE and not (
             getattr(by, "is_active", False)
-            and (job.created_by_id == by.pk or by.has_perm("updates.view_importjob"))):
+            and (job.created_by_id == by.pk or by.has_perm(PERM_VIEW_IMPORT_JOB))):
         raise Refused("Only the uploader, or those who may view import jobs, may download its "
                       "problems.", code=PERMISSION_DENIED)
     _check_format(file_format)

@@ -4,8 +4,8 @@
   touches nothing else, so a load balancer may call it as often as it likes.
 - ``/readyz`` checks what serving and sending need: the database (``SELECT 1``), the django-q2
   broker (ORM broker: a query on its queue table; Redis: PING through django-q2's own broker)
-  and the send schedule's heartbeat, which ``updates.tasks.send_due_updates`` writes after every
-  completed run. 200 when all are fine; otherwise 503 naming the checks that failed. The answer
+  and the send schedule's heartbeat (``SchedulerHeartbeat.beat``), which
+  ``updates.tasks.send_due_updates`` writes after every completed run. 200 when all are fine; otherwise 503 naming the checks that failed. The answer
   carries the check names and one word each (``ok``, ``down``, ``stale``, ``never``,
   ``unknown``) — no host names, exception texts or counts; the reason goes to the log.
 
@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import socket
 import threading
 from typing import Callable
 
@@ -34,25 +32,12 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 
 from .conf import setting
+from .metrics import metrics_view
 from .models import SchedulerHeartbeat
 
 logger = logging.getLogger(__name__)
 
-SEND_SCHEDULE = "send_schedule"
 OK, DOWN, STALE, NEVER, UNKNOWN = "ok", "down", "stale", "never", "unknown"
-
-
-# --- the heartbeat -------------------------------------------------------------------------------
-
-def heartbeat_beat(*, name: str = SEND_SCHEDULE, now: dt.datetime | None = None) -> None:
-    """Record that the scheduled job `name` has just completed a run."""
-    worker = f"{socket.gethostname()}:{os.getpid()}"[:64]
-    SchedulerHeartbeat.objects.update_or_create(
-        name=name, defaults={"beat_at": now or timezone.now(), "worker": worker})
-
-
-def heartbeat_at(*, name: str = SEND_SCHEDULE) -> dt.datetime | None:
-    return SchedulerHeartbeat.objects.filter(name=name).values_list("beat_at", flat=True).first()
 
 
 # --- the checks ----------------------------------------------------------------------------------
@@ -109,7 +94,7 @@ def check_broker(*, reasons: list[str] | None = None) -> str:
 def check_scheduler(*, now: dt.datetime | None = None, reasons: list[str] | None = None) -> str:
     now = now or timezone.now()
     try:
-        beat_at = heartbeat_at()
+        beat_at = SchedulerHeartbeat.last_beat_at()
     except Exception as error:
         _reason(reasons, "the heartbeat could not be read (%s)", type(error).__name__)
         return UNKNOWN
@@ -185,16 +170,10 @@ def readyz(request: HttpRequest) -> HttpResponse:
     return _json({"status": "ok", "checks": checks})
 
 
-def _metrics(request: HttpRequest) -> HttpResponse:
-    from .metrics import metrics_view
-
-    return metrics_view(request)
-
-
 PROBES: dict[str, Callable[[HttpRequest], HttpResponse]] = {
     "/healthz": healthz,
     "/readyz": readyz,
-    "/metrics": _metrics,
+    "/metrics": metrics_view,
 }
 
 

@@ -81,11 +81,11 @@ from . import mappings, open_changes, quota, target, workflow
 from .conf import setting
 from .errors import NOT_UPLOADER, WRONG_STATE, Refused, require_perm
 from .models import AttributeMapping, AuditEvent, ImportJob, ProfileUpdate, TargetConnection
+from .permissions import PERM_IMPORT, PERM_STAGE, PERM_SUBMIT, refusal
 from .validation import identity_errors
 
 logger = logging.getLogger(__name__)
 
-PERM_IMPORT = "updates.import_profileupdate"
 IDENTITY_COLUMNS = ("identity_type", "identity")
 MAX_FILE_BYTES = 50 * 1024 * 1024
 # ImportJob.errors keeps this many problems (error_count has them all); enough to fix a file.
@@ -213,10 +213,10 @@ class CheckResult:
 
 def require_import_permission(user, *, submit: bool = False) -> None:
     """Importing stages updates (and submits them, when asked): it needs all of those rights."""
-    require_perm(user, PERM_IMPORT, "You do not have permission to import profile updates.")
-    require_perm(user, workflow.PERM_STAGE, "You do not have permission to stage profile updates.")
+    require_perm(user, PERM_IMPORT, refusal(PERM_IMPORT))
+    require_perm(user, PERM_STAGE, refusal(PERM_STAGE))
     if submit:
-        require_perm(user, workflow.PERM_SUBMIT,
+        require_perm(user, PERM_SUBMIT,
                      "You do not have permission to submit profile updates for approval.")
 
 
@@ -853,11 +853,7 @@ def import_job_create(*, connection: TargetConnection, file_name: str,
     if file_path is not None:
         with open(file_path, "rb") as opened:
             start = opened.read(4)
-        try:
-            file_format = detect_format(file_name, start)
-        except ImportFileError as error:
-            raise ValidationError(str(error), code="unreadable") from None
-        if file_format == "xlsx" or background:
+        if _readable_format(file_name, start) == "xlsx" or background:
             file_data = Path(file_path).read_bytes()
         else:
             return _create_streamed(connection=connection, file_name=file_name,
@@ -866,10 +862,7 @@ def import_job_create(*, connection: TargetConnection, file_name: str,
     if len(file_data) > MAX_FILE_BYTES:
         raise ValidationError(f"The file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB; "
                               "split it into several imports.", code="too_large")
-    try:
-        file_format = detect_format(file_name, file_data)
-    except ImportFileError as error:
-        raise ValidationError(str(error), code="unreadable") from None
+    file_format = _readable_format(file_name, file_data)
     if background is None:
         background = (len(file_data) > background_check_bytes()
                       or declares_large(file_data, file_format))
@@ -877,20 +870,41 @@ def import_job_create(*, connection: TargetConnection, file_name: str,
                   file_name=_storable(file_name or "upload")[:255], file_format=file_format,
                   submit_after_import=submit, supersede_open=supersede)
     if background:
-        job = ImportJob.objects.create(**fields, file_data=file_data,
-                                       status=ImportJob.Status.CHECKING)
-        from django_q.tasks import async_task
+        return _create_for_background_check(fields, file_data)
+    return _create_checked(fields, file_data, progress=progress)
 
-        transaction.on_commit(lambda: async_task(
-            CHECK_TASK_FUNCTION, job.pk, task_name=f"import-check-{job.pk}",
-            timeout=TASK_TIMEOUT_SECONDS))
-        return job
+
+def _readable_format(file_name: str, start: bytes) -> str:
+    """The file's format ("csv" or "xlsx") from its name and first bytes; refused (code
+    `unreadable`) when it is neither."""
+    try:
+        return detect_format(file_name, start)
+    except ImportFileError as error:
+        raise ValidationError(str(error), code="unreadable") from None
+
+
+def _create_for_background_check(fields: dict, file_data: bytes) -> ImportJob:
+    """A "checking" job that django-q2 checks (import_job_check) once the caller commits."""
+    job = ImportJob.objects.create(**fields, file_data=file_data,
+                                   status=ImportJob.Status.CHECKING)
+    from django_q.tasks import async_task
+
+    transaction.on_commit(lambda: async_task(
+        CHECK_TASK_FUNCTION, job.pk, task_name=f"import-check-{job.pk}",
+        timeout=TASK_TIMEOUT_SECONDS))
+    return job
+
+
+def _create_checked(fields: dict, file_data: bytes, *,
+                    progress: Callable[[int], None] | None) -> ImportJob:
+    """The file checked here and now, kept as a queued or invalid job."""
+    connection = fields["connection"]
     connection_mappings = mappings.active_mappings(connection)
     digest = hashlib.sha256()
-    result = check_file(connection=connection, data=file_data, file_format=file_format,
+    result = check_file(connection=connection, data=file_data, file_format=fields["file_format"],
                         progress=progress, progress_every=10_000,
                         connection_mappings=connection_mappings, digest=digest,
-                        supersede=supersede)
+                        supersede=fields["supersede_open"])
     job = ImportJob.objects.create(**fields, **_checked_state(result, file_data,
                                                               connection_mappings, digest))
     logger.info("import job %s checked: %s rows, %s problems", job.pk, result.total_rows,

@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from .errors import require_perm
 from .models import AttributeMapping, AuditEvent, TargetConnection
+from .permissions import PERM_ADD_MAPPING, PERM_CHANGE_MAPPING
 from .validation import attribute_name_errors
 
 Type = AttributeMapping.ValueType
@@ -321,7 +322,7 @@ def mapping_validate(mapping: AttributeMapping) -> None:
 
 def mapping_save(*, mapping: AttributeMapping, by) -> AttributeMapping:
     """Create or change a mapping; the audit row records before/after of every changed field."""
-    perm = "updates.change_attributemapping" if mapping.pk else "updates.add_attributemapping"
+    perm = PERM_CHANGE_MAPPING if mapping.pk else PERM_ADD_MAPPING
     require_perm(by, perm, "You may not define or change attribute mappings.")
     mapping_validate(mapping)
     with transaction.atomic():

@@ -42,8 +42,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from . import quota
 from .conf import setting
-from .health import SEND_SCHEDULE, heartbeat_at
-from .models import DailyUsage, ProfileUpdate, SendAttempt, TargetConnection, UpdateStatus
+from .models import (
+    DailyUsage, ProfileUpdate, SchedulerHeartbeat, SendAttempt, TargetConnection, UpdateStatus,
+)
 
 Outcome = SendAttempt.Outcome
 # Upper bounds in milliseconds (the histogram reports seconds): Target answers in tens to
@@ -202,7 +203,7 @@ class ProfileOpsCollector:
         yield from self._queue_metrics(now, connections)
         yield from self._update_metrics(connections)
 
-        beat_at = heartbeat_at(name=SEND_SCHEDULE)
+        beat_at = SchedulerHeartbeat.last_beat_at(name=SchedulerHeartbeat.SEND_SCHEDULE)
         heartbeat = GaugeMetricFamily(
             "profileops_send_schedule_last_run_timestamp_seconds",
             "When the send schedule last completed a run (Unix time; absent before the first).")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
+import socket
 from decimal import Decimal
 from typing import Any
 
@@ -19,6 +21,7 @@ from django.core.validators import (
 )
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from . import target
 
@@ -376,6 +379,14 @@ class ProfileUpdate(models.Model):
     def content_hash(self) -> str:
         return content_hash(self.identity_type, self.identity, self.attributes)
 
+    def matches_approval(self, *, unapproved: bool = False) -> bool:
+        """Whether the content is exactly what was approved: the approval keeps the content's
+        fingerprint (`approved_hash`). An update that carries none (never approved, or written
+        straight into the database without an approval) answers `unapproved`."""
+        if not self.approved_hash:
+            return unapproved
+        return self.approved_hash == self.content_hash
+
 
 class SendAttemptQuerySet(models.QuerySet):
     def started_between(self, since: dt.datetime | None = None,
@@ -584,12 +595,25 @@ class VisitorLock(models.Model):
 class SchedulerHeartbeat(models.Model):
     """When a scheduled job last completed a run (one row per job), for /readyz and /metrics."""
 
+    SEND_SCHEDULE = "send_schedule"
+
     name = models.CharField(max_length=64, unique=True)
     beat_at = models.DateTimeField()
     worker = models.CharField(max_length=64, blank=True)
 
     def __str__(self) -> str:
         return f"{self.name} at {self.beat_at:%Y-%m-%d %H:%M:%S}"
+
+    @classmethod
+    def beat(cls, *, name: str = SEND_SCHEDULE, now: dt.datetime | None = None) -> None:
+        """Record that the scheduled job `name` has just completed a run."""
+        worker = f"{socket.gethostname()}:{os.getpid()}"[:64]
+        cls.objects.update_or_create(
+            name=name, defaults={"beat_at": now or timezone.now(), "worker": worker})
+
+    @classmethod
+    def last_beat_at(cls, *, name: str = SEND_SCHEDULE) -> dt.datetime | None:
+        return cls.objects.filter(name=name).values_list("beat_at", flat=True).first()
 
 
 class ReadRateSlot(models.Model):

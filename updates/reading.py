@@ -31,8 +31,8 @@ from .conf import setting
 from .errors import require_perm
 from . import deadlines, delivery, target
 from .models import ProfileRead, ProfileUpdate, ReadRateSlot, TargetConnection
+from .permissions import PERM_VIEW, refusal
 
-PERM_VIEW = "updates.view_profileupdate"
 USER_AGENT = "ProfileOps (profile reader)"
 READ_BODY_LIMIT_BYTES = 256 * 1024  # a whole profile's external data is capped at 64 KB
 
@@ -183,7 +183,7 @@ def profile_read(*, update: ProfileUpdate, purpose: str, by=None, now: dt.dateti
     the connection's secrets are redacted from what is stored.
     """
     if by is not None:
-        require_perm(by, PERM_VIEW, "You do not have permission to view profile updates.")
+        require_perm(by, PERM_VIEW, refusal(PERM_VIEW))
     if purpose not in ProfileRead.Purpose.values:
         raise ValueError(f"unknown read purpose {purpose!r}")
     connection: TargetConnection = update.connection
@@ -428,7 +428,7 @@ def update_live_diff(*, update: ProfileUpdate, by, now: dt.datetime | None = Non
                                 "trying again shortly.")
             read = older
     elif by is not None:
-        require_perm(by, PERM_VIEW, "You do not have permission to view profile updates.")
+        require_perm(by, PERM_VIEW, refusal(PERM_VIEW))
     if read.outcome == ProfileRead.Outcome.ERROR:
         return LiveDiff("error", read.at, [], f"Target's profile could not be read ({read.error}). "
                         "Sending does not depend on it.")

@@ -356,6 +356,6 @@ def _prepare(updates: list[ProfileUpdate]
 def _why_not_sendable(update: ProfileUpdate) -> str:
     # The four-eyes guarantee, checked once more at the last moment: what goes out is what was
     # approved. (Updates written straight into the database without an approval carry no hash.)
-    if update.approved_hash and update.approved_hash != update.content_hash:
+    if not update.matches_approval(unapproved=True):
         return "The content differs from what was approved; it was not sent."
     return ""

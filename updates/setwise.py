@@ -40,7 +40,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from . import workflow
-from .errors import OWN_UPDATE, STALE, WRONG_STATE
+from .errors import OWN_UPDATE, STALE, WRONG_STATE, StaleBatch
 from .models import ProfileUpdate, content_hash
 
 CHUNK = 5_000  # updates decided in one transaction (a few hundred milliseconds)
@@ -75,82 +75,39 @@ def decide_set(*, shown: Mapping[int, str] | None, transition: workflow.Transiti
     """Decide the updates `shown` ({id: fingerprint}), or `ids` as they are now (shown=None),
     in the caller's transaction (see the module's steps). `after`: with `scope`, the newest id
     of the previous chunk (an update joins only in this chunk's id range). Raises
-    decisions.StaleBatch (strict) before writing anything."""
-    from .decisions import StaleBatch
-
+    errors.StaleBatch (strict) before writing anything."""
     wanted = sorted(shown) if shown is not None else sorted(set(ids or []))
     result = SetResult()
     if not wanted:
         return result
     if len(wanted) > CHUNK:
         raise ValueError(f"at most {CHUNK} updates at once, not {len(wanted)}")
-    # 2. The rows, locked, in id order.
-    rows = {pk: (status, identity_type, identity, attributes, creator, connection_id)
-            for pk, status, identity_type, identity, attributes, creator, connection_id in
-            ProfileUpdate.objects.select_for_update().filter(pk__in=wanted).order_by("id")
-            .values_list("id", "status", "identity_type", "identity", "attributes",
-                         "created_by_id", "connection_id")}
-    # 3. Four eyes: the viewer's own updates, one query.
-    authored = {pk for pk, row in rows.items() if by is not None and row[4] == by.pk}
-    if by is not None and by.pk is not None:
-        # By id range (the viewer's few authored rows), not a list of thousands of ids.
-        authored |= set(ProfileUpdate.content_authors.through.objects.filter(
-            profileupdate_id__gte=wanted[0], profileupdate_id__lte=wanted[-1], user_id=by.pk)
-            .values_list("profileupdate_id", flat=True)) & set(rows)
+    rows = _locked_rows(wanted)
+    authored = _authored(rows, wanted, by)
     # 4. What was shown, still there?
     left: list[int] = []
     changed: list[int] = []
     details: list[str] = []
     decided: dict[int, tuple[str, int]] = {}  # id -> (fingerprint, connection id)
-    action = transition.action
 
     def refuse(pk: int, message: str, code: str) -> None:
         result.refused.append((pk, message))
         result.codes[pk] = code
 
     for pk in wanted:
-        row = rows.get(pk)
-        if row is None:
-            if shown is None:
-                continue  # not an update (the caller reports ids that do not exist)
-            left.append(pk)
-            details.append(f"Update #{pk} no longer exists: nothing was {action}.")
-            if not strict:
-                refuse(pk, details[-1], STALE)
-            continue
-        status, identity_type, identity, attributes, _, connection_id = row
+        if pk not in rows and shown is None:
+            continue  # not an update (the caller reports ids that do not exist)
         said = None if shown is None else shown[pk]
-        state = workflow.S(status).label.lower()
-        wrong_state = (f"Update #{pk} is {state}; it cannot be {action} from that state.")
-        # The single service's order: with content shown, four eyes first; without, the state.
-        if said is None and not transition.allows(status):
-            refuse(pk, wrong_state, WRONG_STATE)
-            continue
-        if pk in authored:
-            refuse(pk, workflow._own_update_message(ProfileUpdate(pk=pk)), OWN_UPDATE)
-            continue
-        if not transition.allows(status):
-            if not said:  # a page that did not show it as decidable
-                refuse(pk, wrong_state, WRONG_STATE)
-                continue
-            left.append(pk)
-            details.append(f"Update #{pk} is {state} now, not what you were shown: nothing was "
-                           f"{action}. Look at it again.")
+        found, text = _check(pk, rows.get(pk), said, transition, authored)
+        if found == "decide":
+            decided[pk] = (text, rows[pk][5])
+        elif found in (WRONG_STATE, OWN_UPDATE):
+            refuse(pk, text, found)
+        else:
+            (left if found == "left" else changed).append(pk)
+            details.append(text)
             if not strict:
-                refuse(pk, details[-1], STALE)
-            continue
-        fingerprint = content_hash(identity_type, identity, attributes)
-        if said is not None and said != fingerprint:
-            changed.append(pk)
-            details.append(
-                f"Update #{pk}: the page you decided from did not show its content: nothing was "
-                f"{action}. Look at it again." if not said else
-                f"Update #{pk}: its identity or attributes are not the ones you were shown "
-                f"(changed since the page was loaded): nothing was {action}. Look at it again.")
-            if not strict:
-                refuse(pk, details[-1], STALE)
-            continue
-        decided[pk] = (fingerprint, connection_id)
+                refuse(pk, text, STALE)
     joined: list[int] = []
     if scope is not None and shown is not None:
         in_range = scope.filter(id__lte=wanted[-1])
@@ -168,11 +125,61 @@ def decide_set(*, shown: Mapping[int, str] | None, transition: workflow.Transiti
     return result
 
 
+def _locked_rows(wanted: list[int]) -> dict[int, tuple]:
+    """Step 2: the rows, locked, in id order: id -> (status, identity type, identity,
+    attributes, creator id, connection id)."""
+    return {pk: (status, identity_type, identity, attributes, creator, connection_id)
+            for pk, status, identity_type, identity, attributes, creator, connection_id in
+            ProfileUpdate.objects.select_for_update().filter(pk__in=wanted).order_by("id")
+            .values_list("id", "status", "identity_type", "identity", "attributes",
+                         "created_by_id", "connection_id")}
+
+
+def _authored(rows: dict[int, tuple], wanted: list[int], by) -> set[int]:
+    """Step 3, four eyes: the viewer's own updates, one query."""
+    authored = {pk for pk, row in rows.items() if by is not None and row[4] == by.pk}
+    if by is not None and by.pk is not None:
+        # By id range (the viewer's few authored rows), not a list of thousands of ids.
+        authored |= set(ProfileUpdate.content_authors.through.objects.filter(
+            profileupdate_id__gte=wanted[0], profileupdate_id__lte=wanted[-1], user_id=by.pk)
+            .values_list("profileupdate_id", flat=True)) & set(rows)
+    return authored
+
+
+def _check(pk: int, row: tuple | None, said: str | None, transition: workflow.Transition,
+           authored: set[int]) -> tuple[str, str]:
+    """Step 4 for one update: ("decide", its fingerprint); (WRONG_STATE or OWN_UPDATE, the
+    message) for a refusal of this update alone; ("left" or "changed", the detail) where it
+    differs from what was shown."""
+    action = transition.action
+    if row is None:
+        return "left", f"Update #{pk} no longer exists: nothing was {action}."
+    status, identity_type, identity, attributes, _, _ = row
+    state = workflow.S(status).label.lower()
+    wrong_state = (f"Update #{pk} is {state}; it cannot be {action} from that state.")
+    # The single service's order: with content shown, four eyes first; without, the state.
+    if said is None and not transition.allows(status):
+        return WRONG_STATE, wrong_state
+    if pk in authored:
+        return OWN_UPDATE, workflow._own_update_message(ProfileUpdate(pk=pk))
+    if not transition.allows(status):
+        if not said:  # a page that did not show it as decidable
+            return WRONG_STATE, wrong_state
+        return "left", (f"Update #{pk} is {state} now, not what you were shown: nothing was "
+                        f"{action}. Look at it again.")
+    fingerprint = content_hash(identity_type, identity, attributes)
+    if said is not None and said != fingerprint:
+        return "changed", (
+            f"Update #{pk}: the page you decided from did not show its content: nothing was "
+            f"{action}. Look at it again." if not said else
+            f"Update #{pk}: its identity or attributes are not the ones you were shown "
+            f"(changed since the page was loaded): nothing was {action}. Look at it again.")
+    return "decide", fingerprint
+
+
 def _write(decided: dict[int, tuple[str, int]], *, transition: workflow.Transition, by,
            comment: str) -> None:
     """Steps 5 and 6: one UPDATE, one INSERT of the audit rows."""
-    from .decisions import StaleBatch
-
     now = timezone.now()
     approving = transition.target == workflow.S.APPROVED
     connection = connections[router.db_for_write(ProfileUpdate)]

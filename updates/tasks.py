@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from . import batch_decisions, batch_reads, health, sending, verification
+from . import batch_decisions, batch_reads, sending, verification
 from .alerts import alerts_check
 from .conf import setting
 from .importing import import_job_check, import_job_run
-from .models import ImportJob
+from .models import ImportJob, SchedulerHeartbeat
 
 
 def send_due_updates() -> int:
@@ -15,7 +15,7 @@ def send_due_updates() -> int:
         trigger="schedule", time_budget=setting("RUN_TIME_BUDGET_SECONDS")
     )
     # Only a run that completed counts: a schedule that keeps failing makes /readyz go stale.
-    health.heartbeat_beat(name=health.SEND_SCHEDULE)
+    SchedulerHeartbeat.beat(name=SchedulerHeartbeat.SEND_SCHEDULE)
     return run.pk
 
 

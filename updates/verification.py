@@ -42,6 +42,7 @@ from django.utils import timezone
 
 from .conf import setting
 from .errors import require_perm
+from .permissions import PERM_STAGE, refusal
 from . import mappings, reading, target, validation, workflow
 from .models import (
     AuditEvent, ProfileRead, ProfileUpdate, SendAttempt, TargetConnection, UpdateStatus,
@@ -178,7 +179,7 @@ def _read_before_send(update: ProfileUpdate, now: dt.datetime,
 
 def _approved_as_is(update: ProfileUpdate) -> bool:
     # The sender fails an update whose content differs from its approval; leave that to it.
-    return not update.approved_hash or update.approved_hash == update.content_hash
+    return update.matches_approval(unapproved=True)
 
 
 def _latest_reads(update_ids: list[int]) -> dict[int, ProfileRead]:
@@ -704,7 +705,7 @@ def update_revert(*, update: ProfileUpdate, by, comment: str = "",
     cannot approve it. Raises ValidationError, staging nothing, when nothing can be reverted —
     or (`open_conflict`) when the visitor has an open update setting one of those attributes,
     unless `supersede` (workflow.update_stage)."""
-    require_perm(by, workflow.PERM_STAGE, "You do not have permission to stage profile updates.")
+    require_perm(by, PERM_STAGE, refusal(PERM_STAGE))
     plan = revert_plan(ProfileUpdate.objects.get(pk=update.pk))
     if not plan.attributes:
         reasons = "; ".join(f"{name}: {why}" for name, why in plan.not_revertible.items())

@@ -26,20 +26,15 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from . import mappings, open_changes, rows
+from . import mappings, open_changes, permissions, rows
 from .errors import (COMMENT_REQUIRED, IMMUTABLE, IN_FLIGHT, OWN_UPDATE, STALE, WRONG_STATE,
                      Refused, require_perm)
 from .models import AuditEvent, ProfileUpdate, TargetConnection, UpdateStatus
+from .permissions import (PERM_APPROVE, PERM_CANCEL, PERM_EDIT, PERM_IMPORT, PERM_REQUEUE,
+                          PERM_STAGE, PERM_SUBMIT)
 from .validation import comment_errors, reason_errors, validate_update_content
 
 S = UpdateStatus
-PERM_STAGE = "updates.add_profileupdate"
-PERM_EDIT = "updates.change_profileupdate"
-PERM_SUBMIT = "updates.submit_profileupdate"
-PERM_APPROVE = "updates.approve_profileupdate"
-PERM_CANCEL = "updates.cancel_profileupdate"
-PERM_REQUEUE = "updates.requeue_profileupdate"
-PERM_IMPORT = "updates.import_profileupdate"
 SENDER = "sender"  # the sending service (sending.py), acting as nobody
 
 CONTENT_FIELDS = ("identity_type", "identity", "attributes")
@@ -105,6 +100,8 @@ T: Mapping[str, Transition] = {t.name: t for t in TRANSITIONS}
 # Editing keeps the state when only the reason or the send time changes; content edits of a
 # submitted update send it back to draft ("edit_content"). These states never change.
 EDITABLE_STATES = {S.DRAFT, *T["edit_content"].sources}
+# The rest are read-only (sending, sent, cancelled, unchanged): the admin shows them, edits none.
+READ_ONLY_STATES = set(S) - EDITABLE_STATES
 CANCELLABLE_STATES = set(T["cancel"].sources)
 _REQUEUES = (T["requeue"], T["requeue_for_approval"])  # one service, two outcomes
 
@@ -192,7 +189,7 @@ def decision_blocker(update: ProfileUpdate, user, *,
     if own:
         return _own_update_message(update)
     if not all(_may(user, T[name]) for name in ("approve", "reject")):
-        return f"You do not have permission to {_DOING[PERM_APPROVE]}."
+        return permissions.refusal(PERM_APPROVE)
     return (f"Update #{update.pk} is {update.get_status_display().lower()}; only pending "
             "updates are decided.")
 
@@ -201,10 +198,6 @@ def decision_blocker(update: ProfileUpdate, user, *,
 
 def _refuse(message: str, code: str) -> Refused:
     return Refused(message, code=code)
-
-
-def _require(user, perm: str, doing: str) -> None:
-    require_perm(user, perm, f"You do not have permission to {doing}.")
 
 
 def _json(value: Any) -> Any:
@@ -309,21 +302,12 @@ def check_content(*, connection: TargetConnection, identity_type: str, identity:
 
 # --- staging and editing ---------------------------------------------------------------------
 
-_DOING = {
-    PERM_STAGE: "stage profile updates",
-    PERM_EDIT: "edit profile updates",
-    PERM_SUBMIT: "submit profile updates",
-    PERM_APPROVE: "approve or reject profile updates",
-    PERM_CANCEL: "cancel profile updates",
-    PERM_REQUEUE: "re-queue failed profile updates",
-    PERM_IMPORT: "import profile updates",
-}
 
 
 def _require_for(user, transition: Transition) -> None:
     """The permissions the table names for `transition`, in its order."""
     for perm in transition.who:
-        _require(user, perm, _DOING[perm])
+        require_perm(user, perm, permissions.refusal(perm))
 
 
 def _add_author(update: ProfileUpdate, user) -> None:
@@ -434,19 +418,7 @@ def update_edit(*, update: ProfileUpdate, by, supersede: bool = False,
     if unknown:
         raise ValueError(f"not editable: {', '.join(sorted(unknown))}")
     with transaction.atomic():
-        stored = None
-        if any(f in new_values for f in CONTENT_FIELDS):
-            stored = ProfileUpdate.objects.filter(pk=update.pk).values_list(
-                "identity_type", "identity").first() or ("", "")
-            _lock_visitor_of(update, (new_values.get("identity_type", stored[0]),
-                                      new_values.get("identity", stored[1])))
-        current = _locked(update)
-        if stored is not None and (current.identity_type, current.identity) != stored:
-            # Another edit moved it between the read and the row lock: lock what it is now.
-            open_changes.lock_visitors(current.connection_id, [
-                (current.identity_type, current.identity),
-                (new_values.get("identity_type", current.identity_type),
-                 new_values.get("identity", current.identity))])
+        current = _locked_for_edit(update, new_values)
         if current.status not in EDITABLE_STATES:
             raise _refuse(f"Update #{current.pk} is {current.get_status_display().lower()} and can no "
                           "longer be changed.", IMMUTABLE)
@@ -489,6 +461,25 @@ def update_edit(*, update: ProfileUpdate, by, supersede: bool = False,
         supersede_open(older, by=by, new=current)
     _refresh_caller_copy(update, current)
     return update
+
+
+def _locked_for_edit(update: ProfileUpdate, new_values: dict[str, Any]) -> ProfileUpdate:
+    """The update's row, locked; for a content edit, after the visitor locks of what it is and
+    what it becomes (open_changes.py)."""
+    stored = None
+    if any(f in new_values for f in CONTENT_FIELDS):
+        stored = ProfileUpdate.objects.filter(pk=update.pk).values_list(
+            "identity_type", "identity").first() or ("", "")
+        _lock_visitor_of(update, (new_values.get("identity_type", stored[0]),
+                                  new_values.get("identity", stored[1])))
+    current = _locked(update)
+    if stored is not None and (current.identity_type, current.identity) != stored:
+        # Another edit moved it between the read and the row lock: lock what it is now.
+        open_changes.lock_visitors(current.connection_id, [
+            (current.identity_type, current.identity),
+            (new_values.get("identity_type", current.identity_type),
+             new_values.get("identity", current.identity))])
+    return current
 
 
 def _clear_decision(update: ProfileUpdate) -> None:
@@ -637,8 +628,7 @@ def update_cancel(*, update: ProfileUpdate, by, comment: str = "") -> ProfileUpd
 def _requeue_transition(update: ProfileUpdate) -> Transition:
     """Failed → approved if the approved content is unchanged; otherwise back to pending
     approval, because what would be sent is not what was approved."""
-    keeps_approval = bool(update.approved_hash) and update.approved_hash == update.content_hash
-    return T["requeue"] if keeps_approval else T["requeue_for_approval"]
+    return T["requeue"] if update.matches_approval() else T["requeue_for_approval"]
 
 
 def update_requeue(*, update: ProfileUpdate, by, comment: str = "",
@@ -729,16 +719,8 @@ def updates_stage_many(*, connection: TargetConnection, rows: list[dict[str, Any
     """
     transition = T["import_and_submit"] if submit else T["import"]
     _require_for(by, transition)
-    # Cheap, and the one column check_content does not cover; PostgreSQL would otherwise fail
-    # the whole batch on an over-long reason that SQLite silently stores.
-    if problems := reason_errors(reason):
-        raise ValidationError({"reason": problems})
-    for number, r in enumerate(rows, start=1):
-        if "reason" in r and (problems := reason_errors(r["reason"])):
-            raise ValidationError({"reason": [f"Row {number}: {p}" for p in problems]})
+    _check_reasons(reason, rows)
     now = timezone.now()
-    status = transition.target
-    Author = ProfileUpdate.content_authors.through
     created = 0
     with transaction.atomic():
         if import_job is None:
@@ -747,35 +729,13 @@ def updates_stage_many(*, connection: TargetConnection, rows: list[dict[str, Any
         _refresh_active(connection)
         if not connection.active:
             raise ValidationError({"connection": [f"Connection {connection.label} is inactive."]})
-        locked = mappings.active_mappings(connection, lock=True)
-        if checked_against is None:
-            for number, r in enumerate(rows, start=1):
-                try:
-                    check_content(connection=connection, identity_type=r["identity_type"],
-                                  identity=r["identity"], attributes=r["attributes"],
-                                  connection_mappings=locked)
-                except ValidationError as error:
-                    raise ValidationError([f"Row {number}: {m}" for m in error.messages]) from None
-        elif mappings.mappings_fingerprint(locked) != checked_against:
-            raise ValidationError(
-                f"The attribute mappings of {connection.label} changed after these rows were "
-                "checked; check them again against the mappings as they are now.",
-                code="mappings_changed")
+        _check_rows_against_locked_mappings(connection, rows, checked_against)
         if import_job is None:
             _refuse_open_rows(connection, rows)
         for start in range(0, len(rows), 2000):
-            chunk = rows[start:start + 2000]
-            objs = ProfileUpdate.objects.bulk_create([
-                ProfileUpdate(
-                    connection=connection, identity_type=r["identity_type"], identity=r["identity"],
-                    attributes=r["attributes"], reason=r.get("reason", reason),
-                    not_before=r.get("not_before"), status=status, created_by=by, created_at=now,
-                    last_edited_by=by, last_edited_at=now, submitted_at=now if submit else None,
-                    import_pending=import_job, import_job=import_job)
-                for r in chunk
-            ])
-            Author.objects.bulk_create([Author(profileupdate_id=u.pk, user_id=by.pk)
-                                        for u in objs])
+            objs = _create_rows(connection, rows[start:start + 2000], by=by, reason=reason,
+                                status=transition.target, submit=submit, now=now,
+                                import_job=import_job)
             created += len(objs)
             if import_job is not None:
                 continue  # audited once for the whole job, when its rows go live
@@ -785,3 +745,50 @@ def updates_stage_many(*, connection: TargetConnection, rows: list[dict[str, Any
                        "attributes": {"before": None, "after": u.attributes}}
                 for u in objs})
     return created
+
+
+def _check_reasons(reason: str, rows: list[dict[str, Any]]) -> None:
+    # Cheap, and the one column check_content does not cover; PostgreSQL would otherwise fail
+    # the whole batch on an over-long reason that SQLite silently stores.
+    if problems := reason_errors(reason):
+        raise ValidationError({"reason": problems})
+    for number, r in enumerate(rows, start=1):
+        if "reason" in r and (problems := reason_errors(r["reason"])):
+            raise ValidationError({"reason": [f"Row {number}: {p}" for p in problems]})
+
+
+def _check_rows_against_locked_mappings(connection: TargetConnection, rows: list[dict[str, Any]],
+                                        checked_against: str | None) -> None:
+    """Lock and re-read the connection's active mappings; check every row against them, or
+    refuse (`mappings_changed`) if they are not the ones the caller checked against."""
+    locked = mappings.active_mappings(connection, lock=True)
+    if checked_against is None:
+        for number, r in enumerate(rows, start=1):
+            try:
+                check_content(connection=connection, identity_type=r["identity_type"],
+                              identity=r["identity"], attributes=r["attributes"],
+                              connection_mappings=locked)
+            except ValidationError as error:
+                raise ValidationError([f"Row {number}: {m}" for m in error.messages]) from None
+    elif mappings.mappings_fingerprint(locked) != checked_against:
+        raise ValidationError(
+            f"The attribute mappings of {connection.label} changed after these rows were "
+            "checked; check them again against the mappings as they are now.",
+            code="mappings_changed")
+
+
+def _create_rows(connection: TargetConnection, chunk: list[dict[str, Any]], *, by, reason: str,
+                 status: str, submit: bool, now: dt.datetime, import_job) -> list[ProfileUpdate]:
+    """One chunk of the rows as updates, with their creator as content author."""
+    objs = ProfileUpdate.objects.bulk_create([
+        ProfileUpdate(
+            connection=connection, identity_type=r["identity_type"], identity=r["identity"],
+            attributes=r["attributes"], reason=r.get("reason", reason),
+            not_before=r.get("not_before"), status=status, created_by=by, created_at=now,
+            last_edited_by=by, last_edited_at=now, submitted_at=now if submit else None,
+            import_pending=import_job, import_job=import_job)
+        for r in chunk
+    ])
+    Author = ProfileUpdate.content_authors.through
+    Author.objects.bulk_create([Author(profileupdate_id=u.pk, user_id=by.pk) for u in objs])
+    return objs

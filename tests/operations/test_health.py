@@ -57,7 +57,7 @@ def test_healthz_answers_ok_without_touching_the_database(client):
 
 @pytest.mark.django_db
 def test_readyz_is_ready_when_database_broker_and_a_recent_heartbeat_are_there(client):
-    health.heartbeat_beat(now=timezone.now() - dt.timedelta(seconds=30))
+    SchedulerHeartbeat.beat(now=timezone.now() - dt.timedelta(seconds=30))
     response = client.get("/readyz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "checks": {
@@ -84,7 +84,7 @@ def test_unready_probes_log_the_change_once_not_once_per_probe(client, caplog):
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
     caplog.clear()
-    health.heartbeat_beat()
+    SchedulerHeartbeat.beat()
     for _ in range(5):
         assert client.get("/readyz").status_code == 200
     assert [r.getMessage() for r in caplog.records if r.name == "updates.health"] == [
@@ -100,9 +100,9 @@ def test_unready_probes_log_the_change_once_not_once_per_probe(client, caplog):
 @pytest.mark.django_db
 def test_readyz_calls_a_heartbeat_older_than_the_setting_stale(client, settings):
     settings.PROFILEOPS = {**settings.PROFILEOPS, "HEARTBEAT_STALE_SECONDS": 180}
-    health.heartbeat_beat(now=timezone.now() - dt.timedelta(seconds=170))
+    SchedulerHeartbeat.beat(now=timezone.now() - dt.timedelta(seconds=170))
     assert client.get("/readyz").status_code == 200
-    health.heartbeat_beat(now=timezone.now() - dt.timedelta(seconds=190))
+    SchedulerHeartbeat.beat(now=timezone.now() - dt.timedelta(seconds=190))
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["failed"] == ["scheduler"]
@@ -111,7 +111,7 @@ def test_readyz_calls_a_heartbeat_older_than_the_setting_stale(client, settings)
 
 @pytest.mark.django_db
 def test_readyz_pings_the_redis_broker_and_names_it_when_redis_is_down(client, redis_broker):
-    health.heartbeat_beat()
+    SchedulerHeartbeat.beat()
     redis_broker(f"redis://{NOTHING_LISTENS}/0")
     response = client.get("/readyz")
     assert response.status_code == 503
@@ -130,7 +130,7 @@ def test_readyz_pings_a_redis_broker_that_answers(client, redis_broker):
         redis.from_url(url, socket_connect_timeout=2).ping()
     except redis.RedisError:
         pytest.skip("no Redis at 127.0.0.1:6379")
-    health.heartbeat_beat()
+    SchedulerHeartbeat.beat()
     redis_broker(url)
     assert client.get("/readyz").json()["checks"]["broker"] == "ok"
 
@@ -160,10 +160,10 @@ def test_the_send_task_writes_the_heartbeat_after_each_completed_run(
     before = timezone.now()
     tasks.send_due_updates()
     assert ProfileUpdate.objects.get(pk=update.pk).status == UpdateStatus.SENT
-    first = health.heartbeat_at()
+    first = SchedulerHeartbeat.last_beat_at()
     assert first is not None and first >= before
     tasks.send_due_updates()  # nothing due: the schedule still ran
-    assert health.heartbeat_at() > first
+    assert SchedulerHeartbeat.last_beat_at() > first
     assert SchedulerHeartbeat.objects.count() == 1
 
 
@@ -175,7 +175,7 @@ def test_a_send_run_that_fails_writes_no_heartbeat(monkeypatch):
     monkeypatch.setattr(tasks.sending, "send_due", broken)
     with pytest.raises(RuntimeError):
         tasks.send_due_updates()
-    assert health.heartbeat_at() is None
+    assert SchedulerHeartbeat.last_beat_at() is None
 
 
 # --- in a process of its own ---------------------------------------------------------------------

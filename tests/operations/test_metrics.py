@@ -13,8 +13,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import approve_via_workflow, make_connection
-from updates import health, metrics, sending, workflow
-from updates.models import SendAttempt
+from updates import metrics, sending, workflow
+from updates.models import SchedulerHeartbeat, SendAttempt
 
 TOKEN = "metrics-token-for-tests"
 Outcome = SendAttempt.Outcome
@@ -81,7 +81,7 @@ def test_a_real_send_shows_in_requests_acknowledgments_quota_attempts_latency_an
     waiting = stage()
     workflow.update_submit(update=waiting, by=operator)
     sending.send_due()
-    health.heartbeat_beat()
+    SchedulerHeartbeat.beat()
 
     text, found = scrape(client)
     assert found[c("profileops_requests_total")] == 3

@@ -8,7 +8,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from updates import decisions, workflow
-from updates.errors import STALE, WRONG_STATE
+from updates.errors import STALE, WRONG_STATE, StaleBatch
 from updates.models import AuditEvent, ProfileUpdate, UpdateStatus
 
 S = UpdateStatus
@@ -95,7 +95,7 @@ def test_a_set_with_one_changed_update_decides_nothing_and_says_what_changed(
     workflow.update_submit(update=smuggled, by=operator)
     workflow.update_edit(update=waiting[1], by=operator, attributes=EVIL)
     workflow.update_submit(update=waiting[1], by=operator)
-    with pytest.raises(decisions.StaleBatch) as refused:
+    with pytest.raises(StaleBatch) as refused:
         decisions.updates_decide_shown(shown=shown, decision="approve", by=supervisor,
                                        scope=scope)
     stale = refused.value

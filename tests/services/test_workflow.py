@@ -920,3 +920,23 @@ def test_every_transition_checks_its_comment(in_state, operator):
             move(update=draft, by=operator, comment="\x00")
     assert ProfileUpdate.objects.get(pk=draft.pk).status == S.DRAFT
     workflow.update_submit(update=draft, by=operator, comment="x" * 2000)  # the limit itself
+
+
+def test_matches_approval_is_the_content_the_approval_fingerprinted(in_state):
+    """The one answer to "is the content what was approved" (sender, verifier, re-queue)."""
+    update = in_state(S.APPROVED)
+    assert update.approved_hash == update.content_hash
+    assert update.matches_approval() and update.matches_approval(unapproved=True)
+    update.attributes = {**update.attributes, **OTHER_CONTENT}
+    assert not update.matches_approval() and not update.matches_approval(unapproved=True)
+    update.approved_hash = ""  # never approved, or written straight into the database
+    assert not update.matches_approval() and update.matches_approval(unapproved=True)
+
+
+def test_read_only_states_are_those_no_person_moves_an_update_out_of():
+    """The admin's read-only states follow from the transition table: an update in one of
+    them is moved only by the sender, or not at all; every other state is editable."""
+    moved_by_people = {s for t in workflow.TRANSITIONS if not t.by_sender for s in t.sources}
+    assert workflow.EDITABLE_STATES == moved_by_people
+    assert workflow.READ_ONLY_STATES == set(S) - moved_by_people
+    assert workflow.READ_ONLY_STATES == {S.SENDING, S.SENT, S.CANCELLED, S.UNCHANGED}

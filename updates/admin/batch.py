@@ -37,8 +37,8 @@ from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils import timezone
 
-from updates import batch_decisions, batch_reads, decisions, quota, selectors, setwise, target, \
-    workflow
+from updates import batch_decisions, batch_reads, decisions, permissions, quota, selectors, \
+    setwise, target, workflow
 from updates.models import (BatchRead, DecisionJob, ImportJob, ProfileUpdate, TargetConnection,
                             content_hash)
 
@@ -99,7 +99,7 @@ class Scope:
 
 def batch_view(request: HttpRequest) -> HttpResponse:
     title = "Decide a batch"
-    if not request.user.has_perm(workflow.PERM_APPROVE):
+    if not request.user.has_perm(permissions.PERM_APPROVE):
         return _forbidden(request, title, "Deciding on updates needs the permission \"Can "
                                           "approve or reject profile updates\".")
     scope = Scope.from_query(request.POST if request.method == "POST" else request.GET)
@@ -234,7 +234,7 @@ def decision_status_view(request: HttpRequest) -> HttpResponse:
     counts, no profile value), polled by the page."""
     if request.method != "GET":
         return HttpResponseNotAllowed(["GET"])
-    if not request.user.has_perm(workflow.PERM_APPROVE):
+    if not request.user.has_perm(permissions.PERM_APPROVE):
         raise PermissionDenied
     job = get_object_or_404(DecisionJob.objects,
                             pk=parse_id(request.GET.get("decision")) or -1)
@@ -270,7 +270,7 @@ def read_start_view(request: HttpRequest) -> HttpResponse:
     """POST: read the whole batch (the page's scope) from Target in the background."""
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
-    if not request.user.has_perm(workflow.PERM_APPROVE):
+    if not request.user.has_perm(permissions.PERM_APPROVE):
         raise PermissionDenied
     scope = Scope.from_query(request.POST)
     ids = list(scope.updates().values_list("id", flat=True)[:READ_LIMIT])
@@ -291,7 +291,7 @@ def read_status_view(request: HttpRequest) -> HttpResponse:
     page."""
     if request.method != "GET":
         return HttpResponseNotAllowed(["GET"])
-    if not request.user.has_perm(workflow.PERM_APPROVE):
+    if not request.user.has_perm(permissions.PERM_APPROVE):
         raise PermissionDenied
     job = get_object_or_404(BatchRead.objects.defer("update_ids", "verdicts"),
                             pk=parse_id(request.GET.get("read")) or -1)
@@ -309,7 +309,7 @@ def estimate_view(request: HttpRequest) -> HttpResponse:
     page's script asks after the live diff has read the sample). Never reads Target."""
     if request.method != "GET":
         return HttpResponseNotAllowed(["GET"])
-    if not request.user.has_perm(workflow.PERM_APPROVE):
+    if not request.user.has_perm(permissions.PERM_APPROVE):
         raise PermissionDenied
     scope = Scope.from_query(request.GET)
     wanted = [pk for pk in (parse_id(part) for part in

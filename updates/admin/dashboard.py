@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.timesince import timesince
 
-from updates import attention, quota, selectors, verification, workflow
+from updates import attention, permissions, quota, selectors, verification
 
 from .pages import forbidden as _forbidden, page as _page
 
@@ -23,7 +23,6 @@ admin.site.site_header = "ProfileOps"
 admin.site.site_title = "ProfileOps"
 admin.site.index_title = "Administration"
 
-PERM_VIEW = "updates.view_profileupdate"
 
 
 # --- the chart: server-rendered SVG geometry ------------------------------------------------
@@ -244,14 +243,14 @@ class Tile:
 def _tiles(request: HttpRequest, now) -> list[Tile]:
     seen = attention.needs_attention(now=now)
     listing = reverse("admin:updates_profileupdate_changelist")
-    can_approve = request.user.has_perm(workflow.PERM_APPROVE)
+    can_approve = request.user.has_perm(permissions.PERM_APPROVE)
     waited = (f"the oldest for {timesince(seen.oldest_pending_since, now)}"
               if seen.oldest_pending_since else "nothing waiting")
     return [
         Tile("failed", "Failed", seen.failed, f"{listing}?status__exact=failed",
              "Target refused them or the sender gave up: fix and re-queue, or cancel.",
              ("Re-queue from the list", f"{listing}?status__exact=failed")
-             if request.user.has_perm(workflow.PERM_REQUEUE) else None),
+             if request.user.has_perm(permissions.PERM_REQUEUE) else None),
         Tile("retrying", "Retrying", seen.retrying, f"{listing}?waiting=retrying",
              "Approved, with a retry scheduled after a temporary error."),
         Tile("deferred", "Deferred by quota", seen.deferred_by_quota,
@@ -308,7 +307,7 @@ def _at_target_tiles(days: list[verification.VerificationDay]) -> list[Tile]:
 
 def dashboard_view(request: HttpRequest) -> HttpResponse:
     title = "Operations dashboard"
-    if not request.user.has_perm(PERM_VIEW):
+    if not request.user.has_perm(permissions.PERM_VIEW):
         return _forbidden(request, title, "The dashboard needs permission to view profile updates.")
     data = selectors.dashboard()
     now = data.now
@@ -334,7 +333,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "refresh_seconds": REFRESH_SECONDS,
         "chart_days": selectors.CHART_DAYS,
         "changelist_url": reverse("admin:updates_profileupdate_changelist"),
-        "can_approve": request.user.has_perm(workflow.PERM_APPROVE),
+        "can_approve": request.user.has_perm(permissions.PERM_APPROVE),
         "verification_days": verification_days,
         "at_target_tiles": _at_target_tiles(verification_days),
     })

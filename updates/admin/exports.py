@@ -23,7 +23,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
 
-from updates import exporting, importing
+from updates import exporting, permissions
 from updates.models import ImportJob, ProfileUpdate, TargetConnection, UpdateStatus
 
 from .base import parse_id
@@ -157,7 +157,7 @@ def filter_words(request: HttpRequest, filters: str) -> list[str]:
 
 
 def export_view(model_admin: admin.ModelAdmin, request: HttpRequest) -> HttpResponse:
-    if not request.user.has_perm(exporting.PERM_EXPORT):
+    if not request.user.has_perm(permissions.PERM_EXPORT):
         raise PermissionDenied
     bound = "format" in request.GET
     form = ExportForm(request.GET if bound else None,
@@ -206,8 +206,8 @@ def _requested_format(request: HttpRequest) -> str:
 def template_view(model_admin: admin.ModelAdmin, request: HttpRequest) -> HttpResponse:
     """?connection=<id>&format=csv|xlsx: an empty import file for one connection — its
     headers, from the active mappings."""
-    if not (request.user.has_perm(importing.PERM_IMPORT)
-            or request.user.has_perm(exporting.PERM_EXPORT)):
+    if not (request.user.has_perm(permissions.PERM_IMPORT)
+            or request.user.has_perm(permissions.PERM_EXPORT)):
         raise PermissionDenied
     pk = parse_id(request.GET.get("connection"))
     connection = get_object_or_404(TargetConnection, pk=pk if pk is not None else -1, active=True)

@@ -24,7 +24,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from updates import exporting, importing
+from updates import exporting, importing, permissions
 from updates.models import ImportJob, TargetConnection
 
 from . import exports
@@ -127,8 +127,8 @@ class ImportJobAdmin(OfferedLookupsAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
-        extra = {"can_import": request.user.has_perm(importing.PERM_IMPORT),
-                 "can_export": request.user.has_perm(exporting.PERM_EXPORT)}
+        extra = {"can_import": request.user.has_perm(permissions.PERM_IMPORT),
+                 "can_export": request.user.has_perm(permissions.PERM_EXPORT)}
         return super().changelist_view(request, {**(extra_context or {}), **extra})
 
     def _context(self, request: HttpRequest, title: str, **kwargs: Any) -> dict[str, Any]:
@@ -138,7 +138,7 @@ class ImportJobAdmin(OfferedLookupsAdmin):
     # --- import ------------------------------------------------------------------------------
 
     def import_view(self, request: HttpRequest) -> HttpResponse:
-        if not request.user.has_perm(importing.PERM_IMPORT):
+        if not request.user.has_perm(permissions.PERM_IMPORT):
             raise PermissionDenied
         form = ImportUploadForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():

@@ -9,14 +9,14 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpR
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 
-from updates import reading, verification
+from updates import permissions, reading, verification
 from updates.models import ProfileUpdate
 
 
 def live_diff_view(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method != "GET":
         return HttpResponseNotAllowed(["GET"])
-    if not request.user.has_perm(reading.PERM_VIEW):
+    if not request.user.has_perm(permissions.PERM_VIEW):
         raise PermissionDenied
     update = get_object_or_404(ProfileUpdate.objects.select_related("connection"), pk=pk)
     diff = reading.update_live_diff(update=update, by=request.user)

@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
 
-from updates import decisions, quota, selectors, workflow
+from updates import decisions, permissions, quota, selectors, workflow
 from updates.models import ProfileUpdate, TargetConnection
 
 from .base import parse_id
@@ -44,7 +44,7 @@ def _queue_connection(request: HttpRequest) -> TargetConnection | None:
 
 def queue_view(request: HttpRequest) -> HttpResponse:
     title = "Approval queue"
-    if not request.user.has_perm(workflow.PERM_APPROVE):
+    if not request.user.has_perm(permissions.PERM_APPROVE):
         return _forbidden(request, title, "The approval queue is for supervisors: approving and "
                                           "rejecting needs the permission \"Can approve or reject "
                                           "profile updates\".")

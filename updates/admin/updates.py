@@ -27,7 +27,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
-from updates import attention, decisions, open_changes, selectors, verification, workflow
+from updates import (attention, decisions, open_changes, permissions, selectors, verification,
+                     workflow)
 from updates.errors import OPEN_CONFLICT
 from updates.forms import staging_form_class
 
@@ -37,7 +38,6 @@ from .exports import export_selected_csv, export_selected_xlsx
 from updates.models import ProfileUpdate, TargetConnection, UpdateStatus
 
 S = UpdateStatus
-READ_ONLY_STATES = {S.SENDING, S.SENT, S.CANCELLED, S.UNCHANGED}
 # One bulk action or queue decision handles at most this many updates: each is its own
 # transaction, and a request must finish in reasonable time even with "select all" over 1M rows.
 BULK_LIMIT = 1000
@@ -99,7 +99,7 @@ def report_outcome(request: HttpRequest, outcome: workflow.BulkOutcome, *, verb:
 
 
 def report_refusal(request: HttpRequest, error: ValidationError) -> None:
-    """A decision refused as a whole: why, and for a stale one (decisions.StaleBatch) the
+    """A decision refused as a whole: why, and for a stale one (errors.StaleBatch) the
     first updates that differ from what was shown."""
     messages.warning(request, " ".join(error.messages))
     for detail in getattr(error, "details", [])[:10]:
@@ -374,7 +374,7 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
     # --- permissions (the services check again) -----------------------------------------
 
     def _editable(self, obj: ProfileUpdate | None) -> bool:
-        return obj is None or obj.status not in READ_ONLY_STATES
+        return obj is None or obj.status not in workflow.READ_ONLY_STATES
 
     def has_change_permission(self, request: HttpRequest, obj: ProfileUpdate | None = None) -> bool:
         return super().has_change_permission(request, obj) and self._editable(obj)
@@ -383,16 +383,16 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
         return False  # an update's history is kept: cancel it instead
 
     def has_submit_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm(workflow.PERM_SUBMIT)
+        return request.user.has_perm(permissions.PERM_SUBMIT)
 
     def has_approve_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm(workflow.PERM_APPROVE)
+        return request.user.has_perm(permissions.PERM_APPROVE)
 
     def has_cancel_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm(workflow.PERM_CANCEL)
+        return request.user.has_perm(permissions.PERM_CANCEL)
 
     def has_requeue_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm(workflow.PERM_REQUEUE)
+        return request.user.has_perm(permissions.PERM_REQUEUE)
 
     # --- list ----------------------------------------------------------------------------
 
@@ -751,7 +751,7 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
                 request_preview=selectors.request_preview(obj),
                 timeline_lines=timeline.timeline_lines(selectors.update_timeline(update=obj)),
                 # Nothing left to edit: what happened matters more than the read-only form.
-                timeline_first=obj.status in READ_ONLY_STATES,
+                timeline_first=obj.status in workflow.READ_ONLY_STATES,
                 transitions=self._transitions(request, obj),
                 own_update=workflow.is_content_author(user, obj),
                 workflow_url=reverse("admin:updates_profileupdate_workflow", args=[obj.pk]),
@@ -862,7 +862,7 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
         request (a button from elsewhere) or this user may not edit the update."""
         if "identity" not in request.POST or not self.has_change_permission(request, update):
             return None
-        if update.status in READ_ONLY_STATES:
+        if update.status in workflow.READ_ONLY_STATES:
             return None
         form_class = self.get_form(request, update, change=True)
         return form_class(request.POST, request.FILES, instance=update)

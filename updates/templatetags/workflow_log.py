@@ -9,7 +9,7 @@ from django import template
 from django.db.models import Max
 from django.urls import reverse
 
-from updates import selectors
+from updates import permissions, selectors
 from updates.admin.timeline import _event_title, utc_text
 
 register = template.Library()
@@ -32,7 +32,7 @@ CSS = {"staged": "addlink", "imported": "addlink", "cancelled": "deletelink",
 @register.simple_tag(takes_context=True)
 def recent_workflow_events(context) -> list[RecentEvent]:
     user = context.get("user")
-    if user is None or not user.has_perm("updates.view_profileupdate"):
+    if user is None or not user.has_perm(permissions.PERM_VIEW):
         return []
     return [RecentEvent(
         words=_event_title(event, _attempt_number(event)), update_id=event.update_id,

@@ -120,9 +120,10 @@ def background_check_bytes() -> int:
 # this many times the background byte threshold, or its first sheet declares (its <dimension>)
 # more rows than background_threshold().
 XLSX_UNPACKED_FACTOR = 4
-# An XLSX sheet ends at the first run of this many consecutive empty rows: nothing below such a
-# gap is read (openpyxl would otherwise turn every missing or empty row of a hostile file into
-# work, 2,000,000 of them in a few KB).
+# An XLSX sheet ends at the first run of this many consecutive empty rows: its rows below are not
+# read (openpyxl would otherwise turn every missing or empty row of a hostile file into work,
+# 2,000,000 of them in a few KB), but a value below the gap refuses the file, naming its row
+# (_refuse_data_below_the_end): nothing in a file is silently left out.
 XLSX_EMPTY_ROWS_END = 1000
 
 
@@ -483,9 +484,10 @@ def _xlsx_rows(data: bytes) -> Iterator[Sequence]:
         # Stored dimensions are often wrong in files written by other tools; read what is there.
         sheet.reset_dimensions()
         empty_run = 0
-        for row in sheet.iter_rows(values_only=True):
+        for number, row in enumerate(sheet.iter_rows(values_only=True), start=1):
             empty_run = empty_run + 1 if all(cell_blank(cell) for cell in row) else 0
             if empty_run >= XLSX_EMPTY_ROWS_END:
+                _refuse_data_below_the_end(data, sheet, limit, gap_start=number - empty_run + 1)
                 return  # the sheet's end: see XLSX_EMPTY_ROWS_END
             yield row
     except _UnpackedTooLarge:
@@ -496,6 +498,41 @@ def _xlsx_rows(data: bytes) -> Iterator[Sequence]:
         raise ImportFileError(f"Not a readable XLSX file ({type(error).__name__}).") from None
     finally:
         workbook.close()
+
+
+# In a sheet's XML: a row's start tag (its attributes, for r="N"), or the end of a cell's value
+# (<v>) or inline text (<t>); any namespace prefix.
+_ROW_OR_VALUE = re.compile(rb'<(?:[\w.-]+:)?row\b([^>]*)>|</(?:[\w.-]+:)?[vt]>')
+_ROW_NUMBER = re.compile(rb'\br="(\d+)"')
+
+
+def _refuse_data_below_the_end(data: bytes, sheet, limit: int, *, gap_start: int) -> None:
+    """A sheet ends at XLSX_EMPTY_ROWS_END empty rows, but a row with a value below them is
+    never silently left out: the file is refused, naming the row. The rest of the sheet is not
+    parsed row by row (that is what a hostile file of millions of empty rows makes slow): its XML
+    is scanned once, streamed, for the last row holding a value."""
+    last = 0
+    row = 0
+    tail = b""
+    with _BoundedZip(io.BytesIO(data), limit) as archive, \
+            archive.open(sheet._worksheet_path) as part:
+        while chunk := part.read(1 << 20):
+            buffer = tail + chunk
+            cut = buffer.rfind(b"<")  # a tag may continue in the next chunk
+            cut = len(buffer) if cut == -1 else cut
+            for match in _ROW_OR_VALUE.finditer(buffer, 0, cut):
+                if match.group(1) is None:
+                    last = row
+                elif numbered := _ROW_NUMBER.search(match.group(1)):
+                    row = int(numbered.group(1))
+                else:
+                    row += 1
+            tail = buffer[cut:]
+    if last >= gap_start + XLSX_EMPTY_ROWS_END:
+        raise ImportFileError(
+            f"Row {last:,} holds data below {XLSX_EMPTY_ROWS_END:,} empty rows (from row "
+            f"{gap_start:,}), where the sheet is taken to end; delete the empty rows and import "
+            "the file again.", row=last)
 
 
 def cell_text(cell: Any) -> str:

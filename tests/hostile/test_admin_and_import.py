@@ -755,15 +755,18 @@ def test_the_unpacked_bytes_are_counted_while_reading_whatever_the_directory_say
         bounded.read("part.xml")  # 20,000 bytes unpacked in all
 
 
-def test_a_million_empty_rows_end_the_sheet_after_the_first_thousand(import_connection,
-                                                                      operator):
-    # One real row, then a row numbered 1,000,000: the reader would yield every empty row
-    # between; a sheet ends at the first run of XLSX_EMPTY_ROWS_END empty rows (docs/user-guide/imports-exports.md).
+def test_a_row_numbered_a_million_below_empty_rows_is_named_not_dropped(import_connection,
+                                                                        operator):
+    # One real row, then a row numbered 1,000,000: the reader would pad every empty row between.
+    # The sheet ends at the first run of XLSX_EMPTY_ROWS_END empty rows, and the value below it
+    # refuses the file, named — never silently left out (docs, Import and export).
     data = handmade_xlsx(HEADER_ROW + '<row r="1000000"><c r="A1000000" t="inlineStr"><is><t>'
                          'mbox3rdPartyId</t></is></c></row>')
     with limits(rows=5000):
-        assert refused(import_connection, operator, data) == [
-            {"row": None, "column": "", "message": "The file has a header but no rows to import."}]
+        (error,) = refused(import_connection, operator, data)
+    assert error["row"] == 1_000_000
+    assert error["message"].startswith("Row 1,000,000 holds data below 1,000 empty rows (from "
+                                       "row 2)")
 
 
 def test_a_csv_of_a_million_empty_lines_is_refused_at_the_row_limit(import_connection,

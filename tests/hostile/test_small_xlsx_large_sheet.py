@@ -15,7 +15,7 @@ import zipfile
 import pytest
 
 from updates import importing
-from updates.models import ImportJob
+from updates.models import ImportJob, ProfileUpdate
 
 _MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
 _RELS = "http://schemas.openxmlformats.org/package/2006/relationships"
@@ -95,13 +95,35 @@ def test_a_small_file_whose_sheet_declares_two_million_rows_is_checked_in_the_ba
 
 
 def test_a_sheet_ends_at_the_first_run_of_a_thousand_empty_rows(create):
-    """Rows below such a gap are not read (docs/user-guide/imports-exports.md): the preview's count says
-    what was read. A gap is not padded row by row into work either."""
+    """Empty rows below the data end the sheet without being read one by one (README, Import
+    and export); a row just inside the run is read as usual."""
     gap = importing.XLSX_EMPTY_ROWS_END
-    below = row(5 + gap, "mbox3rdPartyId", "c-below", "funded")  # after rows 5 … 4 + gap
-    job = create(xlsx(HEADER + DATA + below))
-    assert (job.status, job.total_rows) == (ImportJob.Status.QUEUED, 3)
-
     just_inside = row(4 + gap - 1, "mbox3rdPartyId", "c-inside", "funded")
     job = create(xlsx(HEADER + DATA + just_inside))
     assert (job.status, job.total_rows) == (ImportJob.Status.QUEUED, 4)
+
+    trailing = "".join(f'<row r="{n}"><c r="A{n}" s="1"/></row>' for n in range(5, 5 + 3 * gap))
+    job = create(xlsx(HEADER + DATA + trailing))  # formatted, empty: the sheet's end
+    assert (job.status, job.total_rows) == (ImportJob.Status.QUEUED, 3)
+
+
+@pytest.mark.parametrize("numbered", [True, False], ids=["r-attributes", "counted-rows"])
+def test_a_value_below_the_gap_refuses_the_file_naming_its_row(connection, operator,
+                                                               numbered):
+    """Never silently left out: a row with a value below the empty run is named, and the file is
+    refused (nothing is staged); the rest of the sheet is scanned, not parsed row by row."""
+    gap = importing.XLSX_EMPTY_ROWS_END
+    below = 5 + gap + 10
+    if numbered:
+        sheet = HEADER + DATA + row(below, "mbox3rdPartyId", "c-below", "funded")
+    else:  # rows without r="N" count one by one, as the reader counts them
+        empty = "<row><c/><c/><c/></row>" * (below - 5)
+        sheet = HEADER + DATA + empty + ('<row><c t="inlineStr"><is><t>mbox3rdPartyId</t></is>'
+                                         '</c></row>')
+    job = importing.import_job_create(connection=connection, file_name="gap.xlsx",
+                                      file_data=xlsx(sheet), by=operator, background=False)
+    assert job.status == ImportJob.Status.INVALID
+    assert job.errors == [{"row": below, "column": "", "message": (
+        f"Row {below:,} holds data below 1,000 empty rows (from row 5), where the sheet is taken "
+        "to end; delete the empty rows and import the file again.")}]
+    assert not ProfileUpdate.objects.exists()

@@ -5,6 +5,7 @@ Every test talks to a real database (SQLite by default; PostgreSQL when DATABASE
 
 from __future__ import annotations
 
+import functools
 import importlib
 import itertools
 
@@ -125,6 +126,22 @@ def stage(connection, operator):
         return workflow.update_stage(**kwargs)
 
     return _stage
+
+
+@pytest.fixture
+def acme(connection, faithful_emulator):
+    """The conftest connection, pointed at the faithful emulator. A module that needs it pointed
+    elsewhere (the plain or a hostile emulator) or configured otherwise defines its own `acme`."""
+    connection.base_url = faithful_emulator.base_url
+    connection.save(update_fields=["base_url"])
+    return connection
+
+
+@pytest.fixture
+def approve(acme, stage, operator, supervisor):
+    """approve(**stage_overrides) -> an update approved through the workflow, sent to `acme` (the
+    module's own where it defines one)."""
+    return functools.partial(approve_via_workflow, stage, operator, supervisor)
 
 
 def approve_via_workflow(stage, operator, supervisor, **stage_overrides):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 from io import StringIO
 
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
 
-from tests.conftest import approve_via_workflow, make_connection, make_mapping
+from tests.conftest import make_connection, make_mapping
 from updates.management.commands import send_updates as command_module
 from updates.models import AuditEvent, ProfileUpdate, QuotaMinute, SendRun, UpdateStatus
 
@@ -28,12 +27,6 @@ def acme(connection, emulator):
     connection.bearer_token = "tok-very-secret"
     connection.save(update_fields=["base_url", "bearer_token"])
     return connection
-
-
-@pytest.fixture
-def approve(acme, stage, operator, supervisor):
-    """approve(**stage_overrides) -> an update approved through the workflow, sent to `acme`."""
-    return functools.partial(approve_via_workflow, stage, operator, supervisor)
 
 
 def run(*args: str) -> tuple[str, str]:

@@ -7,7 +7,6 @@ PostgreSQL, whose jsonb and text refuse NUL and lone surrogates."""
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import time
 
@@ -15,7 +14,6 @@ import pytest
 import requests
 from django.urls import reverse
 
-from tests.conftest import approve_via_workflow
 from updates import reading, sending, target, verification
 from updates.models import (
     AuditEvent, ProfileRead, ProfileUpdate, SendAttempt, SendRun, UpdateStatus, VerificationState,
@@ -48,11 +46,6 @@ def acme(connection, hostile):
     connection.bearer_token = TOKEN
     connection.save(update_fields=["base_url", "bearer_token"])
     return connection
-
-
-@pytest.fixture
-def approve(acme, stage, operator, supervisor):
-    return functools.partial(approve_via_workflow, stage, operator, supervisor)
 
 
 def fresh(update: ProfileUpdate) -> ProfileUpdate:

@@ -217,7 +217,7 @@ def test_the_update_page_refuses_a_decision_on_content_that_changed(
 
 def test_the_update_page_says_stale_not_unsaved_when_the_stored_content_changed(
         client, supervisor, operator, board, connection):
-    from tests.test_admin_updates import change_form_data
+    from tests.admin.test_updates import change_form_data
 
     _, waiting = board
     target = waiting[1]

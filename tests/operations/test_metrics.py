@@ -119,7 +119,7 @@ def _attempt(update, *, outcome, http_status=None, latency_ms=None, started_at=N
 def test_failures_are_counted_by_class(client, stage):
     update = stage()
     # The attempts as the sender records them (how it classifies answers is
-    # tests/services/test_sending.py's and tests/test_target.py's subject).
+    # tests/services/test_sending.py's and tests/services/test_target.py's subject).
     for outcome, status in [(Outcome.TRANSIENT, None), (Outcome.TRANSIENT, None),
                             (Outcome.TRANSIENT, 429), (Outcome.TRANSIENT, 503),
                             (Outcome.PERMANENT, 400), (Outcome.PERMANENT, 302),

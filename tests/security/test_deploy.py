@@ -4,10 +4,10 @@ for real (docs/operations/running-for-real.md).
 
 Covered elsewhere, not repeated here:
 - `check --deploy --fail-level WARNING` is clean with production settings, and fails on a weak
-  key: tests/test_settings.py::test_the_deployment_check_reports_nothing_with_production_values
+  key: tests/operations/test_settings.py::test_the_deployment_check_reports_nothing_with_production_values
   and ::test_the_deployment_check_fails_on_a_weak_secret_key.
 - `seed_demo` refuses with DEBUG off and creates no user:
-  tests/test_demo.py::test_demo_seed_refuses_outside_debug.
+  tests/demo/test_demo.py::test_demo_seed_refuses_outside_debug.
 """
 
 from __future__ import annotations

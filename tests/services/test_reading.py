@@ -22,13 +22,6 @@ def _fresh_read_limiter():
     reading.read_limiter.reset()
 
 
-@pytest.fixture
-def acme(connection, faithful_emulator):
-    connection.base_url = faithful_emulator.base_url
-    connection.save(update_fields=["base_url"])
-    return connection
-
-
 def test_a_known_visitor_reads_as_found_with_values_and_modified_at(acme, stage, faithful_emulator):
     faithful_emulator.seed_profile(identity="c 1?&#%", attributes={"loyaltyTier": "silver"},
                                    modified_at="2026-01-01T00:00:00.000Z")

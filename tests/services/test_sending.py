@@ -8,7 +8,6 @@ migrations create, which a transactional test's flush would otherwise remove.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import threading
 from importlib import import_module
 
@@ -20,7 +19,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_q.models import Schedule
 
-from tests.conftest import REFUSING_PROXY, approve_via_workflow, make_mapping
+from tests.conftest import REFUSING_PROXY, make_mapping
 from updates import quota, selectors, sending, target, tasks, workflow
 from updates.models import (
     AuditEvent, DailyUsage, ProfileUpdate, QuotaMinute, SendAttempt, SendRun, TargetConnection,
@@ -47,12 +46,6 @@ def acme(connection, emulator):
     connection.base_url = emulator.base_url
     connection.save(update_fields=["base_url"])
     return connection
-
-
-@pytest.fixture
-def approve(acme, stage, operator, supervisor):
-    """approve(**stage_overrides) -> an update approved through the workflow, sent to `acme`."""
-    return functools.partial(approve_via_workflow, stage, operator, supervisor)
 
 
 def fresh(update: ProfileUpdate) -> ProfileUpdate:

@@ -5,7 +5,6 @@ emulator's); nothing sleeps."""
 from __future__ import annotations
 
 import datetime as dt
-import functools
 from importlib import import_module
 from io import StringIO
 
@@ -16,7 +15,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from django_q.models import Schedule
 
-from tests.conftest import approve_via_workflow, make_user
+from tests.conftest import make_user
 from updates import quota, reading, sending, tasks, verification, workflow
 from updates.models import (
     AuditEvent, DailyUsage, ProfileRead, ProfileUpdate, UpdateStatus, VerificationState,
@@ -33,23 +32,6 @@ def quick(settings):
                            "VERIFY_SCHEDULE_MINUTES": [5, 15, 60],
                            "VERIFY_FIRST_CHECK_SECONDS": 0}
     reading.read_limiter.reset()
-
-
-@pytest.fixture
-def target(faithful_emulator):
-    return faithful_emulator
-
-
-@pytest.fixture
-def acme(connection, target):
-    connection.base_url = target.base_url
-    connection.save(update_fields=["base_url"])
-    return connection
-
-
-@pytest.fixture
-def approve(acme, stage, operator, supervisor):
-    return functools.partial(approve_via_workflow, stage, operator, supervisor)
 
 
 def fresh(update: ProfileUpdate) -> ProfileUpdate:

@@ -6,13 +6,11 @@ limiter sharing the database. Real HTTP against the faithful emulator."""
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import time
 
 import pytest
 from django.db import transaction
 
-from tests.conftest import approve_via_workflow
 from updates import reading, sending, verification
 from updates.models import AuditEvent, ProfileRead, ProfileUpdate, VerificationState
 
@@ -28,18 +26,6 @@ def quick(settings):
     reading.read_limiter.reset()
     yield
     reading.read_limiter.reset()
-
-
-@pytest.fixture
-def acme(connection, faithful_emulator):
-    connection.base_url = faithful_emulator.base_url
-    connection.save(update_fields=["base_url"])
-    return connection
-
-
-@pytest.fixture
-def approve(acme, stage, operator, supervisor):
-    return functools.partial(approve_via_workflow, stage, operator, supervisor)
 
 
 def _outcomes(updates: list[ProfileUpdate]) -> dict[str, tuple]:

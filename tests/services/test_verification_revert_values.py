@@ -4,7 +4,6 @@ seeded with values a broken or hostile Target could hold."""
 
 from __future__ import annotations
 
-import functools
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -19,11 +18,6 @@ from updates.models import AuditEvent, ProfileUpdate, UpdateStatus
 def quick(settings):
     settings.PROFILEOPS = {**settings.PROFILEOPS, "SEND_CONCURRENCY": 2}
     reading.read_limiter.reset()
-
-
-@pytest.fixture
-def target(faithful_emulator):
-    return faithful_emulator
 
 
 @pytest.fixture

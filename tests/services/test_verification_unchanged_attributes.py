@@ -6,11 +6,9 @@ cover every attribute."""
 from __future__ import annotations
 
 import datetime as dt
-import functools
 
 import pytest
 
-from tests.conftest import approve_via_workflow
 from updates import quota, reading, sending, verification
 from updates.models import AuditEvent, ProfileUpdate, SendAttempt, UpdateStatus, VerificationState
 
@@ -28,21 +26,11 @@ def quick(settings):
 
 
 @pytest.fixture
-def target(faithful_emulator):
-    return faithful_emulator
-
-
-@pytest.fixture
 def acme(connection, target):
     connection.base_url = target.base_url
     connection.drop_unchanged_attributes = True
     connection.save(update_fields=["base_url", "drop_unchanged_attributes"])
     return connection
-
-
-@pytest.fixture
-def approve(acme, stage, operator, supervisor):
-    return functools.partial(approve_via_workflow, stage, operator, supervisor)
 
 
 def fresh(update: ProfileUpdate) -> ProfileUpdate:

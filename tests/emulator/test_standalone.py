@@ -9,7 +9,7 @@ from pathlib import Path
 
 import requests
 
-BASE_DIR = Path(__file__).resolve().parents[1]
+BASE_DIR = Path(__file__).resolve().parents[2]
 
 
 def test_importing_the_emulator_loads_neither_django_nor_the_app():

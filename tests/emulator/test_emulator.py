@@ -22,7 +22,7 @@ from target_emulator import ACKNOWLEDGMENT, TargetEmulator
 from target_emulator.server import _RollingQuota
 from updates.target import Outcome, build_request, read_answer
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+BASE_DIR = Path(__file__).resolve().parents[2]
 UPDATE_PATH = "/m2/acme/profile/update"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 

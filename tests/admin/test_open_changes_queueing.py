@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 from tests.helpers import logged_in, status_of, texts
-from tests.test_admin_updates import act, change_form_data, change_url, workflow_url
+from tests.admin.test_updates import act, change_form_data, change_url, workflow_url
 from updates import workflow
 from updates.errors import Refused
 from updates.models import AuditEvent, ProfileUpdate, UpdateStatus as S

@@ -16,7 +16,7 @@ from django.test import override_settings
 from updates.checks import check_profileops_settings
 from updates.conf import KNOBS, setting
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+BASE_DIR = Path(__file__).resolve().parents[2]
 Q_CLUSTER = {"name": "test", "timeout": 90, "retry": 120, "orm": "default"}
 
 

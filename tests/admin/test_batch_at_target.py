@@ -21,13 +21,6 @@ def _fresh_limiter():
     reading.read_limiter.reset()
 
 
-@pytest.fixture
-def acme(connection, faithful_emulator):
-    connection.base_url = faithful_emulator.base_url
-    connection.save(update_fields=["base_url"])
-    return connection
-
-
 def imported(connection, operator, identities: list[str]):
     rows = "".join(f"mbox3rdPartyId,{identity},funded\n" for identity in identities)
     job = importing.import_job_create(connection=connection, file_name="batch.csv",

@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tests.helpers import logged_in, texts
-from tests.test_admin_updates import act, add_url, fields_for
+from tests.admin.test_updates import act, add_url, fields_for
 from updates import workflow
 from updates.models import AuditEvent, ImportJob, ProfileUpdate, UpdateStatus as S
 

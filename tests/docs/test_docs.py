@@ -26,7 +26,7 @@ import pytest
 
 from updates.conf import KNOBS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 CONFIGURATION = DOCS / "operations" / "configuration.md"
 

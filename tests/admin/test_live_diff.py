@@ -18,13 +18,6 @@ def _fresh_limiter():
     reading.read_limiter.reset()
 
 
-@pytest.fixture
-def acme(connection, faithful_emulator):
-    connection.base_url = faithful_emulator.base_url
-    connection.save(update_fields=["base_url"])
-    return connection
-
-
 def diff_of(client, update) -> dict:
     response = client.get(reverse("updates_live_diff", args=[update.pk]))
     assert response.status_code == 200 and "no-store" in response["Cache-Control"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+BASE_DIR = Path(__file__).resolve().parents[2]
 
 PRINT_SETTINGS = (
     "import django, json; django.setup(); from django.conf import settings as s; "

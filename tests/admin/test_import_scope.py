@@ -66,7 +66,7 @@ def test_see_the_imported_updates_and_its_export_select_by_the_import(client, op
     assert sorted(r["identity"] for r in exported) == ["imp-0", "imp-1", "imp-2"]
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_the_notebook_selects_an_import_by_its_job(connection, operator, supervisor):
     pytest.importorskip("pandas")
     import pandas as pd

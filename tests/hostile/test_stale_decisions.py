@@ -265,7 +265,7 @@ def test_an_imports_batch_refuses_when_anything_changed_after_it_was_shown(
 
 # --- the notebook -----------------------------------------------------------------------------
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 @pytest.mark.parametrize("looked_with", ("preview", "updates", "records"))
 def test_the_notebook_refuses_rows_whose_content_changed_since_it_was_shown(
         connection, operator, supervisor, looked_with):

@@ -331,10 +331,13 @@ def main() -> None:
 
         profiles_path = Path(workdir.name) / "profiles.json"
         every = round(1 / UNKNOWN_SHARE)
-        with profiles_path.open("w") as out:
-            json.dump([{"identity": f"day-{i:09d}", "identity_type": "mbox3rdPartyId",
-                        "attributes": {"loyaltyTier": "silver"}}
-                       for i in range(n) if (i + 1) % every], out)
+        with profiles_path.open("w") as out:  # written a profile at a time (1M: ~90 MB)
+            out.write("[")
+            out.write(",\n".join(
+                json.dumps({"identity": f"day-{i:09d}", "identity_type": "mbox3rdPartyId",
+                            "attributes": {"loyaltyTier": "silver"}})
+                for i in range(n) if (i + 1) % every))
+            out.write("]")
         emulator = subprocess.Popen(
             [sys.executable, "-m", "target_emulator", "--port", "0", "--latency",
              str(args.latency), "--faithful", "--apply-delay", str(args.apply_delay),

@@ -224,6 +224,10 @@ class Emulator:
 
 # --- the benchmarks --------------------------------------------------------------------------
 
+# send_updates' start-up against `manage.py version` (the absolute 0.3 s target is retired).
+STARTUP_RATIO_GOAL = 1.1
+
+
 def ok(flag: bool) -> str:
     return "met" if flag else "MISSED"
 
@@ -270,24 +274,24 @@ def _sending_line(r: dict, out: list[str]) -> None:
         f"the timed four): {r['tuned_bare_per_s']:,.0f}/s, {r['tuned_bare_cpu_ms_per_update']:.2f}"
         f" ms CPU per update — send_updates ×{r['tuned_ratio']:.2f} of it")
     st = r["startup"]
+    # The absolute 0.3 s target is retired (Django's own set-up costs about that here); the
+    # figure is send_updates' start-up against Django's own start for any command (issue 25).
+    ratio = st["help_over_manage_version_cpu"]
     out.append(
-        f"   start-up, median: send_updates --help {st['send_updates_help_s']:.2f} s wall / "
-        f"{st['send_updates_help_cpu_s']:.2f} s CPU [≤ 0.3 s: "
-        f"{ok(st['send_updates_help_s'] <= 0.3)} wall, {ok(st['send_updates_help_cpu_s'] <= 0.3)} "
-        f"CPU]; python -c 'import requests' {st['python_s']:.2f} s / {st['python_cpu_s']:.2f} s "
-        f"(×{st['send_updates_help_cpu_s'] / st['python_cpu_s']:.1f} CPU)")
+        f"   start-up, median CPU: send_updates --help {st['send_updates_help_cpu_s']:.2f} s, "
+        f"manage.py version (Django's own start for any command, the apps send_updates loads) "
+        f"{st['manage_version_cpu_s']:.2f} s: ×{ratio:.2f} [≤ ×{STARTUP_RATIO_GOAL}: "
+        f"{ok(ratio <= STARTUP_RATIO_GOAL)}] (median of each round's ratio; wall "
+        f"{st['send_updates_help_s']:.2f} s vs {st['manage_version_s']:.2f} s)")
+    out.append(
+        f"   start-up floors, median CPU: Django's set-up + import requests "
+        f"{st['libraries_cpu_s']:.2f} s (send_updates --help ×{st['help_over_libraries_cpu']:.2f}"
+        f"); python -c 'import requests' {st['python_cpu_s']:.2f} s")
     if "send_updates_nothing_due_cpu_s" in st:
         out.append(
             f"   start-up, median CPU: a whole send_updates run with nothing due (checks, one "
             f"SendRun) {st['send_updates_nothing_due_cpu_s']:.2f} s; Django's set-up with every "
             f"app (python -c 'import django; django.setup()') {st['django_setup_cpu_s']:.2f} s")
-    if "manage_version_cpu_s" in st:
-        out.append(
-            f"   start-up floors, median CPU, with the apps send_updates loads: manage.py version "
-            f"(Django's own start for any command) {st['manage_version_cpu_s']:.2f} s — "
-            f"send_updates --help ×{st['help_over_manage_version_cpu']:.2f} of it (median of "
-            f"each round's ratio); Django's set-up + import requests {st['libraries_cpu_s']:.2f} s"
-            f" — ×{st['help_over_libraries_cpu']:.2f}")
     if "schedule" in r:
         sc = r["schedule"]
         out.append(

@@ -453,7 +453,9 @@ def test_retries_count_against_the_quota(acme, approve, emulator):
 def test_two_workers_together_never_exceed_the_quota_and_never_send_an_update_twice(
         acme, approve, emulator, settings):
     settings.PROFILEOPS = {**settings.PROFILEOPS, "SEND_BATCH_SIZE": 4, "SEND_CONCURRENCY": 4}
-    emulator.configure(latency=0.01)
+    # Each batch waits at Target long enough for the other worker to claim: at 10 ms a worker
+    # on a busy machine could send all 25 before the other was scheduled at all.
+    emulator.configure(latency=0.2)
     acme.quota_limit = 25
     acme.save(update_fields=["quota_limit"])
     updates = [approve() for _ in range(40)]
@@ -473,7 +475,7 @@ def test_two_workers_together_never_exceed_the_quota_and_never_send_an_update_tw
 def test_two_workers_share_the_due_updates_without_sending_any_twice(acme, approve, emulator,
                                                                         settings):
     settings.PROFILEOPS = {**settings.PROFILEOPS, "SEND_BATCH_SIZE": 3, "SEND_CONCURRENCY": 3}
-    emulator.configure(latency=0.01)
+    emulator.configure(latency=0.2)  # long enough for both workers to claim (see above)
     updates = [approve() for _ in range(30)]
 
     runs = run_workers_concurrently(2)

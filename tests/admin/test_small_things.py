@@ -35,6 +35,16 @@ def test_update_pages_breadcrumbs_name_profile_updates_once(client, operator, st
     assert page.startswith("Home › Profile updates › ") and page.count("Profile updates") == 1
 
 
+def test_an_updates_history_page_names_profile_updates_once(client, admin_user, stage):
+    # (There is no delete page: an update is cancelled, never deleted.)
+    update = stage()
+    client = logged_in(client, admin_user)
+    page = client.get(reverse("admin:updates_profileupdate_history", args=[update.pk]))
+    crumbs = breadcrumbs(page.content.decode())
+    assert crumbs.startswith("Home › Profile updates › ") and crumbs.endswith("› History")
+    assert crumbs.count("Profile updates") == 1, crumbs
+
+
 def test_the_unsaved_note_names_only_the_pages_buttons(client, operator, stage):
     update = stage()
     workflow.update_submit(update=update, by=operator)

@@ -20,7 +20,7 @@ from django.core import checks
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import InterfaceError, OperationalError, connections
 
-from updates import quota, sending, target
+from updates import quota, target
 from updates.models import SendRun, TargetConnection
 
 PROGRESS_EVERY_SECONDS = 2.0
@@ -124,6 +124,8 @@ class Command(BaseCommand):
                     f"  … claimed {run.claimed}, requests {run.requests_sent}, acknowledged "
                     f"{run.acknowledged}, to retry {run.retried}, failed {run.failed}")
 
+        from updates import sending  # here, not at the top: `--help` never loads requests
+
         return sending.send_due(connection=conn, limit=limit, trigger=SendRun.Trigger.COMMAND,
                                 time_budget=time_budget, progress=progress)
 
@@ -136,6 +138,8 @@ class Command(BaseCommand):
             self.stderr.write(f"The run stopped on an error: {run.error}")
 
     def _dry_run(self, conn: TargetConnection | None, limit: int | None) -> None:
+        from updates import sending  # here, not at the top: `--help` never loads requests
+
         plan = sending.plan_due(connection=conn, limit=limit)
         cost_by_connection: dict[int, int] = {}
         for item in plan:

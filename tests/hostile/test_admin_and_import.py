@@ -30,7 +30,7 @@ from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
 from profileops.middleware import INVALID_UTF8
 from tests.conftest import make_connection, make_mapping
-from updates import importing, mappings, tasks, workflow
+from updates import importing, mappings, spreadsheets, tasks, workflow
 from updates.forms import StagingFormMixin
 from updates.models import (AttributeMapping, ImportJob, ProfileUpdate,
                             TargetConnection, UpdateStatus)
@@ -749,9 +749,9 @@ def test_the_unpacked_bytes_are_counted_while_reading_whatever_the_directory_say
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("part.xml", payload)
-    bounded = importing._BoundedZip(io.BytesIO(out.getvalue()), 15_000)
+    bounded = spreadsheets._BoundedZip(io.BytesIO(out.getvalue()), 15_000)
     assert bounded.read("part.xml") == payload
-    with pytest.raises(importing._UnpackedTooLarge):
+    with pytest.raises(spreadsheets._UnpackedTooLarge):
         bounded.read("part.xml")  # 20,000 bytes unpacked in all
 
 

@@ -14,7 +14,7 @@ import zipfile
 
 import pytest
 
-from updates import importing
+from updates import importing, spreadsheets
 from updates.models import ImportJob, ProfileUpdate
 
 _MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
@@ -97,7 +97,7 @@ def test_a_small_file_whose_sheet_declares_two_million_rows_is_checked_in_the_ba
 def test_a_sheet_ends_at_the_first_run_of_a_thousand_empty_rows(create):
     """Empty rows below the data end the sheet without being read one by one (README, Import
     and export); a row just inside the run is read as usual."""
-    gap = importing.XLSX_EMPTY_ROWS_END
+    gap = spreadsheets.XLSX_EMPTY_ROWS_END
     just_inside = row(4 + gap - 1, "mbox3rdPartyId", "c-inside", "funded")
     job = create(xlsx(HEADER + DATA + just_inside))
     assert (job.status, job.total_rows) == (ImportJob.Status.QUEUED, 4)
@@ -112,7 +112,7 @@ def test_a_value_below_the_gap_refuses_the_file_naming_its_row(connection, opera
                                                                numbered):
     """Never silently left out: a row with a value below the empty run is named, and the file is
     refused (nothing is staged); the rest of the sheet is scanned, not parsed row by row."""
-    gap = importing.XLSX_EMPTY_ROWS_END
+    gap = spreadsheets.XLSX_EMPTY_ROWS_END
     below = 5 + gap + 10
     if numbered:
         sheet = HEADER + DATA + row(below, "mbox3rdPartyId", "c-below", "funded")

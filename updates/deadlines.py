@@ -140,8 +140,10 @@ class bounded:  # noqa: N801 - used as a context manager: `with bounded(until):`
 
 # --- the connection classes that hand their socket to the current call -------------------------
 
-class _Connection(HTTPConnection):
-    def request(self, *args, **kwargs) -> None:  # type: ignore[override]
+class _AttachesItsSocket:
+    """Mixed into urllib3's connection classes: every step of a call hands the socket to it."""
+
+    def request(self, *args, **kwargs) -> None:
         _watchdog.attach(self.sock)  # a pooled connection (None: connect() attaches it)
         super().request(*args, **kwargs)
 
@@ -149,23 +151,17 @@ class _Connection(HTTPConnection):
         super().connect()
         _watchdog.attach(self.sock)
 
-    def getresponse(self, *args, **kwargs):  # type: ignore[override]
+    def getresponse(self, *args, **kwargs):
         _watchdog.attach(self.sock)  # a pooled connection: connect() was an earlier call's
         return super().getresponse(*args, **kwargs)
 
 
-class _TLSConnection(HTTPSConnection):
-    def request(self, *args, **kwargs) -> None:  # type: ignore[override]
-        _watchdog.attach(self.sock)  # a pooled connection (None: connect() attaches it)
-        super().request(*args, **kwargs)
+class _Connection(_AttachesItsSocket, HTTPConnection):
+    pass
 
-    def connect(self) -> None:
-        super().connect()
-        _watchdog.attach(self.sock)
 
-    def getresponse(self, *args, **kwargs):  # type: ignore[override]
-        _watchdog.attach(self.sock)
-        return super().getresponse(*args, **kwargs)
+class _TLSConnection(_AttachesItsSocket, HTTPSConnection):
+    pass
 
 
 class _Pool(HTTPConnectionPool):

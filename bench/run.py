@@ -342,7 +342,7 @@ def run_import(dbs, args, sizes, emulator: Emulator, out: list[str]) -> dict:
         f"(×{s.get('cpu_seconds', 0) / max(r.get('cpu_seconds', 0), 1e-9):.2f}); "
         f"peak RSS service {max(x['peak_rss_mb'] for x in runs['service']):.0f} MB, raw "
         f"{max(x['peak_rss_mb'] for x in runs['raw']):.0f} MB (highest of the runs) "
-        f"[≤ 2×: {ok(ratio <= 2)}; peak RSS ≤ 150 MB: "
+        f"[≤ 1.5×: {ok(ratio <= 1.5)}; peak RSS ≤ 150 MB: "
         f"{ok(max(x['peak_rss_mb'] for x in runs['service']) <= 150)}]; "
         f"load average {s['load_average'][0]:.1f}")
     return result

@@ -88,15 +88,21 @@ def _insert_sql(model: type[models.Model], connection, rows: int = 1) -> str:
             f"VALUES {', '.join([one] * rows)}")
 
 
-def insert_rows(model: type[models.Model], rows: Iterable[Mapping[str, Any]]) -> int:
+def insert_rows(model: type[models.Model], rows: Iterable[Mapping[str, Any]], *,
+                as_arrays: bool = False) -> int:
     """INSERT one row per mapping of attribute name (``update_id`` for a foreign key) to value;
-    returns how many. Call inside the caller's transaction, like bulk_create."""
+    returns how many. Call inside the caller's transaction, like bulk_create. `as_arrays`: on
+    PostgreSQL one INSERT … SELECT FROM UNNEST for them all (thousands of rows at once, as an
+    import writes them) instead of executemany."""
     connection = connections[router.db_for_write(model)]
     prepared = _prepared(model, rows, connection)
     if not prepared:
         return 0
     with connection.cursor() as cursor:
-        cursor.executemany(_insert_sql(model, connection), prepared)
+        if as_arrays and connection.vendor == "postgresql":
+            cursor.execute(_unnest_sql(model, connection), [list(c) for c in zip(*prepared)])
+        else:
+            cursor.executemany(_insert_sql(model, connection), prepared)
     return len(prepared)
 
 

@@ -795,7 +795,7 @@ def _insert_import_rows(connection: TargetConnection, chunk: list[dict[str, Any]
          "import_pending_id": import_job.pk, "import_job_id": import_job.pk}
         for r in chunk))
     rows.insert_rows(ProfileUpdate.content_authors.through,
-                ({"profileupdate_id": pk, "user_id": by.pk} for pk in pks))
+                     ({"profileupdate_id": pk, "user_id": by.pk} for pk in pks), as_arrays=True)
     return len(pks)
 
 

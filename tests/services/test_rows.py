@@ -85,3 +85,16 @@ def test_every_new_id_comes_back_when_the_rows_take_several_statements(approved_
     assert len(set(pks)) == 7
     assert sorted(AuditEvent.objects.filter(pk__in=pks).values_list("action", flat=True)) == [
         f"row {i}" for i in range(7)]
+
+
+def test_rows_sent_as_arrays_read_back_as_bulk_create_writes_them(approved_update):
+    """insert_rows(as_arrays=True): one INSERT … FROM UNNEST on PostgreSQL (an import's content
+    authors), executemany elsewhere — the same rows either way."""
+    fields = [{"at": AT, "update_id": approved_update.pk, "action": f"arrays {i}",
+               "comment": "Ünïcode", "changes": {"n": i, "none": None}} for i in range(3)]
+    references = AuditEvent.objects.bulk_create([AuditEvent(**f) for f in fields])
+    assert rows.insert_rows(AuditEvent, fields, as_arrays=True) == 3
+    written = AuditEvent.objects.filter(action__startswith="arrays").exclude(
+        pk__in=[r.pk for r in references]).order_by("action")
+    assert [stored(AuditEvent, w.pk) for w in written] == [
+        stored(AuditEvent, r.pk) for r in sorted(references, key=lambda r: r.action)]

@@ -26,7 +26,7 @@ import os
 import statistics
 import time
 
-from bench.common import emit, log, make_user, setup_django
+from bench.common import emit, log, make_user, setup_django, timings_ms
 
 METRICS_TOKEN = "bench-metrics-token"
 
@@ -60,17 +60,6 @@ def pages() -> list[tuple[str, str]]:
          reverse("admin:updates_profileupdate_change", args=[newest_sent])),
         ("/metrics", reverse("metrics")),
     ]
-
-
-def timed(fn, runs: int) -> tuple[list[float], list[float]]:
-    """Wall and CPU milliseconds of `runs` calls."""
-    walls, cpus = [], []
-    for _ in range(runs):
-        began, cpu = time.perf_counter(), time.process_time()
-        fn()
-        walls.append((time.perf_counter() - began) * 1000)
-        cpus.append((time.process_time() - cpu) * 1000)
-    return walls, cpus
 
 
 def p95(values: list[float]) -> float:
@@ -107,7 +96,7 @@ def main() -> None:
         first_ms = (time.perf_counter() - began) * 1000
         if response.status_code != 200:
             raise SystemExit(f"{name}: HTTP {response.status_code} for {url}")
-        walls, cpus = timed(lambda: client.get(url, **headers), args.runs)
+        walls, cpus = timings_ms(lambda: client.get(url, **headers), runs=args.runs)
         every_request.extend(walls)
         with CaptureQueriesContext(connection) as captured:
             began = time.perf_counter()

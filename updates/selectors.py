@@ -19,7 +19,7 @@ from django.db import connection as db
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
-from . import quota, target
+from . import credentials, quota, target
 from .models import (
     AuditEvent,
     DailyUsage,
@@ -89,7 +89,8 @@ class RequestPreview:
 def request_preview(update: ProfileUpdate) -> RequestPreview:
     """Method, size and quota cost of the request the sender would make for `update`."""
     try:
-        request = target.request_for(update)
+        request = target.request_for(update,
+                                     token=credentials.preview_token(update.connection))
     except (target.RequestTooLarge, ValueError) as error:
         return RequestPreview("", 0, 0, str(error))
     return RequestPreview(request.method, request.size, target.REQUEST_QUOTA_COST)

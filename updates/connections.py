@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.utils import timezone
 
+from . import audit
 from .errors import require_perm
 from .models import AuditEvent, TargetConnection, validate_bearer_token
 from .permissions import PERM_ADD_CONNECTION, PERM_CHANGE_CONNECTION
 
+A = AuditEvent.Action
 # Secrets are audited as set / replaced / cleared, never by value.
 _SECRET_FIELDS = frozenset({"bearer_token"})
 # Every field an administrator can change is audited, derived from the model so that no field
@@ -64,7 +65,6 @@ def connection_save(*, connection: TargetConnection, by, new_token: str = "",
         created = connection.pk is None
         connection.save()
         if changes:
-            AuditEvent.objects.create(
-                at=timezone.now(), actor=by, connection=connection, changes=changes,
-                action="connection_created" if created else "connection_changed")
+            audit.record(A.CONNECTION_CREATED if created else A.CONNECTION_CHANGED, by=by,
+                         connection=connection, changes=changes)
     return connection

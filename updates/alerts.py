@@ -54,7 +54,7 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from . import attention, target, webhooks
+from . import attention, audit, target, webhooks
 from .conf import setting
 from .errors import Refused, require_perm
 from .permissions import PERM_ADD_ALERT_RULE, PERM_CHANGE_ALERT_RULE
@@ -179,7 +179,8 @@ def evaluate(rule: AlertRule, *, now: dt.datetime) -> Reading:
         # update still in that state whose verdict fell in the window counts once.
         since = now - dt.timedelta(minutes=rule.window_minutes)
         ended = AuditEvent.objects.filter(
-            connection_id=connection.pk, action="not_applied", at__gte=since, at__lte=now,
+            connection_id=connection.pk, action=AuditEvent.Action.NOT_APPLIED, at__gte=since,
+            at__lte=now,
             update__verification_state=VerificationState.NOT_APPLIED)
         n = ended.values("update_id").distinct().count()
         needed = max(1, int(rule.threshold))
@@ -337,8 +338,8 @@ def alert_rule_send_test(*, rule: AlertRule, by) -> Delivery:
             "that alerts arrive; nothing is wrong.")
     text = _with_link(rule, text)
     outcome = _send(rule, subject=f"{SUBJECT_PREFIX}Test alert", text=text)
-    AuditEvent.objects.create(
-        at=timezone.now(), actor=by, action="alert_tested", connection=connection,
+    audit.record(
+        AuditEvent.Action.ALERT_TESTED, by=by, connection=connection,
         comment=f"Test alert for rule {rule.pk}: " + (outcome.error or "delivered"),
         changes={"webhook_status": outcome.webhook_status, "emailed": outcome.emailed})
     return outcome

@@ -40,7 +40,7 @@ import requests
 from django.db import transaction
 from django.utils import timezone
 
-from . import deadlines, delivery
+from . import audit, deadlines, delivery
 from .conf import setting
 from .errors import Refused, require_perm
 from .models import AuditEvent, CredentialState, TargetConnection
@@ -61,19 +61,15 @@ NO_CREDENTIALS = "no_credentials"  # the connection holds no Adobe credentials
 CREDENTIALS_REFUSED = "credentials_refused"  # IMS or the Admin API said no: secret, rights
 ADOBE_UNAVAILABLE = "adobe_unavailable"  # no answer, a 5xx, or an answer that is not a token
 
-# Audit actions (AuditEvent.action); the rows carry times and sources, never a token.
-IMS_TOKEN_OBTAINED = "ims_token_obtained"
-PROFILE_TOKEN_FETCHED = "profile_token_fetched"
-PROFILE_TOKEN_MINTED = "profile_token_minted"
-PROFILE_TOKEN_ROTATED = "profile_token_rotated"
-TOKEN_RENEWAL_FAILED = "token_renewal_failed"
-AUDIT_ACTIONS = {
-    IMS_TOKEN_OBTAINED: "IMS access token obtained",
-    PROFILE_TOKEN_FETCHED: "Profile token fetched from Target",
-    PROFILE_TOKEN_MINTED: "Profile token minted (none was valid)",
-    PROFILE_TOKEN_ROTATED: "Profile token rotated by an administrator",
-    TOKEN_RENEWAL_FAILED: "Token renewal failed",
-}
+# Audit actions: every fetch, mint, rotation and failure; the rows carry times and sources.
+Action = AuditEvent.Action
+IMS_TOKEN_OBTAINED = Action.IMS_TOKEN_OBTAINED
+PROFILE_TOKEN_FETCHED = Action.PROFILE_TOKEN_FETCHED
+PROFILE_TOKEN_MINTED = Action.PROFILE_TOKEN_MINTED
+PROFILE_TOKEN_ROTATED = Action.PROFILE_TOKEN_ROTATED
+TOKEN_RENEWAL_FAILED = Action.TOKEN_RENEWAL_FAILED
+AUDIT_ACTIONS = (IMS_TOKEN_OBTAINED, PROFILE_TOKEN_FETCHED, PROFILE_TOKEN_MINTED,
+                 PROFILE_TOKEN_ROTATED, TOKEN_RENEWAL_FAILED)
 
 _REFUSED_STATUSES = frozenset({401, 403})
 # A token Target refuses while it should be valid (rotated elsewhere?) is asked for again at most
@@ -280,8 +276,7 @@ def _note_failure(connection: TargetConnection, state: CredentialState, error: R
 
 def _audit(connection: TargetConnection, action: str, changes: dict, *, by=None) -> None:
     """The one writer of this module's audit rows (never a token or the secret in `changes`)."""
-    AuditEvent.objects.create(at=timezone.now(), actor=by, connection=connection, action=action,
-                              changes=changes)
+    audit.record(action, by=by, connection=connection, changes=changes)
 
 
 # --- IMS and the Admin API -------------------------------------------------------------------

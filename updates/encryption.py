@@ -11,7 +11,7 @@ value. Fernet (AES-128-CBC and HMAC-SHA256, cryptography's recipe) with MultiFer
 - Without the setting, the embedded mode (``PROFILEOPS_DEMO``, which follows DEBUG: ``./dev
   start`` and the tests) derives a key from SECRET_KEY, so it needs nothing; production refuses
   to start (checks.py, E018).
-- A value not yet encrypted (written before migration 0024) is read as it is; the migration and
+- A value not yet encrypted (written before migration 0026) is read as it is; the migration and
   the rotation command encrypt it.
 
 Fernet is randomised: the same secret encrypts differently each time, so an encrypted column can

@@ -592,7 +592,54 @@ class SendRun(models.Model):
 
 
 class AuditEvent(models.Model):
-    """Who changed what, when — written in the same transaction as the change."""
+    """Who changed what, when — written in the same transaction as the change, always through
+    updates/audit.py."""
+
+    class Action(models.TextChoices):
+        """Everything an audit row can say happened, in the words the update's timeline shows."""
+
+        # The workflow's moves (workflow.TRANSITIONS)
+        STAGED = "staged", "staged"
+        IMPORTED = "imported", "imported"
+        EDITED = "edited", "edited"
+        SUBMITTED = "submitted", "submitted for approval"
+        APPROVED = "approved", "approved"
+        REJECTED = "rejected", "rejected"
+        CANCELLED = "cancelled", "cancelled"
+        SUPERSEDED = "superseded", "superseded"
+        REQUEUED = "requeued", "re-queued"
+        # The sender's moves
+        CLAIMED = "claimed", "claimed for sending"
+        RECLAIMED = "reclaimed", "claimed again after a worker's lease ran out"
+        RELEASED = "released", "put back unsent"
+        ACKNOWLEDGED = "acknowledged", "acknowledged by Target"
+        RETRY_SCHEDULED = "retry_scheduled", "retry scheduled"
+        FAILED = "failed", "failed"
+        UNCHANGED = "unchanged", "unchanged"
+        SENT = "sent", "sent"  # written by earlier versions for what is now "acknowledged"
+        READ_BEFORE_SEND_FAILED = "read_before_send_failed", "read before send failed"
+        UNCHANGED_ATTRIBUTES_LEFT_OUT = ("unchanged_attributes_left_out",
+                                         "unchanged attributes left out")
+        # Verification after sending and reverts (verification.py)
+        VERIFICATION_SCHEDULED = "verification_scheduled", "verification scheduled"
+        VERIFICATION_OFF = "verification_off", "verification off"
+        VERIFICATION_READ = "verification_read", "verification read"
+        VERIFIED = "verified", "verified"
+        NOT_APPLIED = "not_applied", "not applied"
+        UNVERIFIED = "unverified", "unverified"
+        REVERT_STAGED = "revert_staged", "revert staged"
+        # Configuration (connections.py, mappings.py, alerts.py)
+        CONNECTION_CREATED = "connection_created", "connection created"
+        CONNECTION_CHANGED = "connection_changed", "connection changed"
+        MAPPING_CREATED = "mapping_created", "mapping created"
+        MAPPING_CHANGED = "mapping_changed", "mapping changed"
+        ALERT_TESTED = "alert_tested", "alert tested"
+        # Adobe credentials (credentials.py): never the token, only times and sources
+        IMS_TOKEN_OBTAINED = "ims_token_obtained", "IMS access token obtained"
+        PROFILE_TOKEN_FETCHED = "profile_token_fetched", "profile token fetched from Target"
+        PROFILE_TOKEN_MINTED = "profile_token_minted", "profile token minted (none was valid)"
+        PROFILE_TOKEN_ROTATED = "profile_token_rotated", "profile token rotated by an administrator"
+        TOKEN_RENEWAL_FAILED = "token_renewal_failed", "token renewal failed"
 
     at = models.DateTimeField()
     actor = models.ForeignKey(
@@ -603,7 +650,7 @@ class AuditEvent(models.Model):
         related_name="+",
         help_text="Empty for the system (the sender).",
     )
-    action = models.CharField(max_length=32)
+    action = models.CharField(max_length=32, choices=Action.choices)
     update = models.ForeignKey(
         ProfileUpdate, on_delete=models.CASCADE, null=True, blank=True, related_name="audit_events"
     )

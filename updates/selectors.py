@@ -19,7 +19,7 @@ from django.db import connection as db
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
-from . import credentials, quota, target
+from . import audit, credentials, quota, target
 from .models import (
     AuditEvent,
     DailyUsage,
@@ -197,11 +197,11 @@ def _imported_event(update: ProfileUpdate) -> AuditEvent:
             unseen.discard(name)
         if not unseen:
             break
-    return AuditEvent(
+    return audit.unsaved(
+        job_event.action if job_event else AuditEvent.Action.IMPORTED,
         at=job_event.at if job_event else (job.finished_at or update.created_at),
-        actor=job_event.actor if job_event else job.created_by,
-        action=job_event.action if job_event else "imported",
-        update=update, connection_id=job.connection_id,
+        by=job_event.actor if job_event else job.created_by,
+        update=update, connection=job.connection_id,
         to_status=job_event.to_status if job_event else "",
         comment=f"Imported from file {job.file_name} (import #{job.pk})",
         changes={field: {"before": None, "after": first[field]} for field in CONTENT_FIELDS})

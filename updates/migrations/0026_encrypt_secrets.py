@@ -37,6 +37,6 @@ def decrypt(apps, schema_editor) -> None:
 
 class Migration(migrations.Migration):
 
-    dependencies = [("updates", "0024_adobe_credentials")]
+    dependencies = [("updates", "0025_adobe_credentials")]
 
     operations = [migrations.RunPython(encrypt_plain, decrypt)]

@@ -22,6 +22,7 @@ from django.utils import timezone
 from . import audit, credentials, quota, target
 from .models import (
     AuditEvent,
+    CredentialState,
     DailyUsage,
     ImportJob,
     ProfileUpdate,
@@ -382,3 +383,10 @@ def recent_workflow_events(*, user, limit: int = RECENT_EVENTS_LIMIT) -> list[Au
                   ) if latest else []
     events = {e.pk: e for e in own + others}.values()
     return sorted(events, key=lambda e: (e.at, e.pk), reverse=True)[:limit]
+
+
+def credential_state(connection: TargetConnection | None) -> CredentialState | None:
+    """The tokens' state of a connection with Adobe credentials (None: nothing obtained yet)."""
+    if connection is None or connection.pk is None:
+        return None
+    return CredentialState.objects.filter(connection_id=connection.pk).first()

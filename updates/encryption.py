@@ -27,7 +27,9 @@ import hashlib
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import models
+from django.apps import apps
+from django.db import connection as db
+from django.db import models, transaction
 
 from .conf import setting
 
@@ -143,9 +145,26 @@ class EncryptedTextField(models.TextField):
         return self.get_prep_value(self.value_from_object(obj)) or ""
 
 
-def encrypted_fields() -> list[tuple[type[models.Model], str]]:
-    """(model, field name) of every encrypted field in the project, for the rotation command."""
-    from django.apps import apps
-
-    return [(model, field.name) for model in apps.get_models()
+def encrypted_fields() -> list[tuple[type[models.Model], models.Field]]:
+    """(model, field) of every encrypted field in the project, for the rotation command."""
+    return [(model, field) for model in apps.get_models()
             for field in model._meta.concrete_fields if isinstance(field, EncryptedTextField)]
+
+
+def reencrypt_all() -> dict[tuple[str, str], int]:
+    """Every stored secret encrypted with the first key, in one transaction (all or nothing:
+    a value no key decrypts stops it). Works on the columns' raw values, never through the
+    models. Returns {(model label, field name): values rewritten}."""
+    counts: dict[tuple[str, str], int] = {}
+    with transaction.atomic(), db.cursor() as cursor:
+        quote = db.ops.quote_name
+        for model, field in encrypted_fields():
+            table, column = quote(model._meta.db_table), quote(field.column)
+            key = quote(model._meta.pk.column)
+            cursor.execute(f"SELECT {key}, {column} FROM {table} WHERE {column} <> ''")
+            rows = cursor.fetchall()
+            for pk, stored in rows:
+                cursor.execute(f"UPDATE {table} SET {column} = %s WHERE {key} = %s",
+                               [reencrypt(stored), pk])
+            counts[(model._meta.label, field.name)] = len(rows)
+    return counts

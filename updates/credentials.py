@@ -157,6 +157,16 @@ def profile_token_rotate(*, connection: TargetConnection, by) -> CredentialState
     return _state(connection)
 
 
+def admin_api_get(connection: TargetConnection, path: str) -> tuple[int | None, object]:
+    """GET `path` (with {tenant}) of Target's Admin API with the connection's credentials:
+    (status, JSON payload). Refused (NO_CREDENTIALS, CREDENTIALS_REFUSED) as the token is; a
+    failure here is not a failing token renewal (nothing is recorded)."""
+    if not connection.has_adobe_credentials:
+        raise Refused(f"{connection.label} holds no Adobe credentials.", code=NO_CREDENTIALS)
+    with _locked(connection) as state:  # the IMS token it may renew is shared like the other
+        return _admin_call(connection, state, "GET", path)
+
+
 def token_expires_in(connection: TargetConnection, *, now: dt.datetime | None = None
                      ) -> float | None:
     """Seconds until the connection's obtained profile token expires (None: none obtained)."""

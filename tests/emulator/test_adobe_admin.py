@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from target_emulator import AdobeAdmin
+from target_emulator.__main__ import build_parser, emulator_from_options
 
 MEDIA = "application/vnd.adobe.target.v1+json"
 TOKEN_PATH = "/acme/target/authentication/token?authorizationScope=profile_api"
@@ -76,3 +77,12 @@ def test_the_attribute_list(adobe):
     answer = admin(adobe, "GET", "/acme/target/profileattributes/mbox")
     assert answer.json() == {"mboxProfileAttributes": ["loanStatus", "loyaltyTier"]}
     assert admin(adobe, "GET", "/other/target/profileattributes/mbox").status_code == 404
+
+
+def test_the_command_line_serves_the_twins_with_adobe():
+    parser = build_parser()
+    plain = emulator_from_options(vars(parser.parse_args(["--port", "0"])))
+    twins = emulator_from_options(vars(parser.parse_args(
+        ["--port", "0", "--adobe", "--profile-token-lifetime", "60"])))
+    assert plain.adobe is None
+    assert twins.adobe.profile_token_lifetime == 60 and twins.adobe.tenant == "acme"

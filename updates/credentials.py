@@ -13,7 +13,8 @@ Every request to Target's profile update and read APIs takes its token from `pro
      and keeps it until its `expiresIn`;
   3. `POST`s the same path (a new token) only when Target holds no valid one — a new token makes
      every request with the old one fail, so never while one is valid — or when an administrator
-     forces a rotation (`profile_token_rotate`).
+     forces a rotation (`profile_token_rotate`). A token with less than LAST_MOMENTS left is
+     waited out first, so no request sets out with a token about to expire.
 
 The tokens live in the connection's `CredentialState` row, encrypted. Renewing happens with that
 row locked, so the web, every qcluster worker and every command share one current token and only
@@ -75,6 +76,8 @@ _REFUSED_STATUSES = frozenset({401, 403})
 # A token Target refuses while it should be valid (rotated elsewhere?) is asked for again at most
 # this often.
 RECHECK_REFUSED = dt.timedelta(seconds=30)
+# A token Target gives with less than this left is waited out (inside the lock) and replaced.
+LAST_MOMENTS = 1.0
 _ERROR_WORD = re.compile(r"^[A-Za-z0-9_.-]{1,60}\Z")
 
 
@@ -229,6 +232,11 @@ def _renew(connection: TargetConnection, *, refused: str) -> str:
             # a minute.
             return state.profile_token
         token, expires_in = _fetch(connection, state)
+        if token and 0 < expires_in < LAST_MOMENTS:
+            # About to expire: requests sent with it would be refused on the way. Let it run
+            # out (a new token while it is valid would break its other users), then mint.
+            time.sleep(expires_in + 0.05)
+            token, expires_in = "", 0.0
         if token and expires_in > 0:
             if refused and token == refused:
                 state.refusal_checked_at = now

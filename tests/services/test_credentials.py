@@ -130,6 +130,7 @@ def test_tokens_renew_across_several_short_lifetimes_without_a_refused_request(
         rounds += 1
         time.sleep(0.2)
     assert adobe.counts.posts_while_valid == 0
+    assert adobe.counts.profile_refused == 0  # no request met an expired token
     assert adobe.counts.token_posts >= 4  # the lifetimes really ran out
     assert ProfileUpdate.objects.filter(status=S.SENT).count() == 3 * rounds
     minted = actions(acme).count(credentials.PROFILE_TOKEN_MINTED)

@@ -26,7 +26,7 @@ _AUDITED_FIELDS = tuple(field.name for field in TargetConnection._meta.concrete_
                         and field.name not in _SECRET_FIELDS)
 # A change to one of these makes the tokens obtained with the old credentials worthless.
 _CREDENTIAL_FIELDS = ("adobe_client_id", "adobe_org_id", "target_tenant", "ims_token_url",
-                      "admin_api_url")
+                      "ims_scopes", "admin_api_url")
 
 
 def connection_save(*, connection: TargetConnection, by, new_token: str = "",

@@ -50,9 +50,6 @@ from .permissions import PERM_CHANGE_CONNECTION
 logger = logging.getLogger(__name__)
 
 ADMIN_MEDIA_TYPE = "application/vnd.adobe.target.v1+json"
-# The scopes Adobe's Developer Console gives a Target OAuth Server-to-Server credential.
-IMS_SCOPE = ("openid,AdobeID,target_sdk,additional_info.projectedProductContext,"
-             "read_organizations,additional_info.roles")
 TOKEN_PATH = "/{tenant}/target/authentication/token?authorizationScope=profile_api"
 ATTRIBUTES_PATH = "/{tenant}/target/profileattributes/mbox"
 ANSWER_LIMIT_BYTES = 1024 * 1024  # an attribute list of a large account fits; nothing more is read
@@ -168,15 +165,6 @@ def admin_api_get(connection: TargetConnection, path: str) -> tuple[int | None, 
         raise Refused(f"{connection.label} holds no Adobe credentials.", code=NO_CREDENTIALS)
     with _locked(connection) as state:  # the IMS token it may renew is shared like the other
         return _admin_call(connection, state, "GET", path)
-
-
-def token_expires_in(connection: TargetConnection, *, now: dt.datetime | None = None
-                     ) -> float | None:
-    """Seconds until the connection's obtained profile token expires (None: none obtained)."""
-    state = CredentialState.objects.filter(connection_id=connection.pk).first()
-    if state is None or state.profile_expires_at is None:
-        return None
-    return (state.profile_expires_at - (now or timezone.now())).total_seconds()
 
 
 # --- renewing, under the row's lock ------------------------------------------------------------
@@ -307,7 +295,7 @@ def _ims_token(connection: TargetConnection, state: CredentialState, *, force: b
         return state.ims_token
     status, payload = _http("POST", connection.ims_token_url, connection, data={
         "grant_type": "client_credentials", "client_id": connection.adobe_client_id,
-        "client_secret": connection.adobe_client_secret, "scope": IMS_SCOPE})
+        "client_secret": connection.adobe_client_secret, "scope": connection.ims_scopes})
     if status in (400, 401, 403):
         raise Refused(f"Adobe IMS refused the client ID and secret of {connection.label} "
                       f"(HTTP {status}{_error_word(payload)}).", code=CREDENTIALS_REFUSED)

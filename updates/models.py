@@ -42,6 +42,9 @@ def validate_bearer_token(token: str) -> None:
 
 _VISIBLE_ASCII = RegexValidator(r"^[!-~]*\Z", "Visible ASCII characters only, no spaces.",
                                 code="invalid_credential")
+# The scopes the Adobe Developer Console lists for a Target OAuth Server-to-Server credential.
+IMS_SCOPES = ("openid,AdobeID,target_sdk,additional_info.projectedProductContext,"
+              "read_organizations,additional_info.roles")
 _TENANT = RegexValidator(r"^[A-Za-z0-9][A-Za-z0-9_-]*\Z",
                          "A tenant holds letters, digits, '-' and '_' only.", code="invalid_tenant")
 
@@ -96,6 +99,11 @@ class TargetConnection(models.Model):
         default="https://ims-na1.adobelogin.com/ims/token/v3",
         validators=[URLValidator(schemes=["http", "https"])],
         help_text="Adobe IMS token endpoint; change it only for tests or another region.")
+    ims_scopes = models.CharField(
+        max_length=500, default=IMS_SCOPES, validators=[_VISIBLE_ASCII],
+        help_text="The scopes asked of IMS, comma-separated, as the Developer Console lists them "
+        "for the credential (add those of other APIs on the same credential, e.g. the Privacy "
+        "Service's).")
     admin_api_url = models.URLField(
         default="https://mc.adobe.io", validators=[URLValidator(schemes=["http", "https"])],
         help_text="Target Admin API base URL; change it only for tests or a proxy.")

@@ -1,0 +1,159 @@
+"""Sending: the exact requests and their quota cost, the send run and the verification run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from updates import permissions
+
+from .base import DEFAULT_LIMIT, SessionBase
+from .results import Preview, Result, SendReport, int_columns, utc_columns
+from .selection import refuse_permission
+from .thread import orm
+
+
+class Sending(SessionBase):
+    """Session.preview / send / verify."""
+
+    # -- review and decisions --
+
+    def preview(self, *, ids: Any = None, connection: Any = None, status: Any = None,
+                created_by: str | None = None, reason: str | None = None, due: bool = False,
+                limit: int = DEFAULT_LIMIT, import_job: Any = None) -> Preview:
+        """The exact requests for the selected updates — method, URL (with the query for GET),
+        form body (POST), headers with the token shown as ``Bearer [redacted]``, size — and
+        their quota cost against each connection's rolling-24 h headroom. ``due=True``
+        previews what ``send()`` would send now (the command's ``--dry-run``).
+
+        Example::
+
+            nb.preview(ids=result.ids).table[["method", "url", "size_bytes"]]
+            nb.preview(due=True, connection="acme").quota_cost
+        """
+        return orm.run(self._preview, ids=ids, connection=connection, status=status,
+                        created_by=created_by, reason=reason, due=due, limit=limit,
+                        import_job=import_job)
+
+    def _preview(self, *, ids, connection, status, created_by, reason, due, limit,
+                 import_job=None) -> Preview:
+        from updates import quota, sending, target
+        from updates.models import TargetConnection
+
+        user = self._user()
+        self._need(user, permissions.PERM_VIEW, permissions.DOING[permissions.PERM_VIEW])
+        if due:
+            conn = None if connection is None else self._connection(connection)
+            plan = sending.plan_due(connection=conn, limit=limit)
+        else:
+            _, qs = self._selection(ids=ids, connection=connection, status=status,
+                                    created_by=created_by, reason=reason, import_job=import_job)
+            plan = []
+            for update in qs.select_related("connection")[:limit]:
+                try:
+                    plan.append(sending.PlannedRequest(update, sending.request_for(update),
+                                                       target.REQUEST_QUOTA_COST))
+                except (target.RequestTooLarge, ValueError) as error:
+                    plan.append(sending.PlannedRequest(update, None, 0, str(error)))
+        rows = []
+        for item in plan:
+            request = item.request
+            headers = {} if request is None else target.shown_headers(request.headers)
+            rows.append({
+                "update_id": item.update.pk, "connection": item.update.connection.label,
+                "status": item.update.status,
+                "method": request.method if request else "",
+                "url": request.url if request else "",
+                "body": (request.body or b"").decode("ascii") if request else "",
+                "headers": "; ".join(f"{k}: {v}" for k, v in headers.items()),
+                "size_bytes": request.size if request else 0,
+                "limit_bytes": (target.GET_LIMIT_BYTES if request and request.method == "GET"
+                                else target.POST_LIMIT_BYTES),
+                "quota_cost": item.quota_cost, "problem": item.problem,
+                "fingerprint": item.update.content_hash})
+        table = pd.DataFrame(rows, columns=[
+            "update_id", "connection", "status", "method", "url", "body", "headers",
+            "size_bytes", "limit_bytes", "quota_cost", "problem", "fingerprint"])
+        int_columns(table, "update_id", "size_bytes", "limit_bytes", "quota_cost")
+        cost_by_connection = table.groupby("connection")["quota_cost"].sum().to_dict()
+        quota_rows = []
+        for conn in TargetConnection.objects.filter(label__in=list(cost_by_connection)):
+            used = quota.window_usage(connection=conn)
+            cost = int(cost_by_connection[conn.label])
+            quota_rows.append({"connection": conn.label, "quota_cost": cost,
+                               "window_requests": used, "limit": conn.quota_limit,
+                               "headroom": max(0, conn.quota_limit - used),
+                               "fits": cost <= max(0, conn.quota_limit - used)})
+        quota_table = pd.DataFrame(quota_rows, columns=[
+            "connection", "quota_cost", "window_requests", "limit", "headroom", "fits"])
+        return Preview(table, quota_table, requests=int((table["method"] != "").sum()),
+                       quota_cost=int(table["quota_cost"].sum()),
+                       unsendable=int((table["method"] == "").sum()))
+
+    # -- sending --
+
+    def send(self, *, connection: Any = None, limit: int | None = None,
+             time_budget: float | None = None) -> SendReport:
+        """Send what is due now with the sending service (sending.send_due), as the schedule and
+        ``send_updates`` do: leases, the quota reservation, retries and the records are theirs.
+        Only approved updates are sent; starting a run needs a part in the workflow (the
+        submit or the approve permission), and the run's worker name says who started it
+        (``notebook:<user>``).
+
+        Example::
+
+            nb.send(connection="demo").table
+        """
+        return orm.run(self._send, connection=connection, limit=limit, time_budget=time_budget)
+
+    def _send(self, *, connection, limit, time_budget) -> SendReport:
+        from updates import sending
+
+        user = self._user()
+        if not (user.has_perm(permissions.PERM_SUBMIT) or user.has_perm(permissions.PERM_APPROVE)):
+            refuse_permission(f"{self.username} has no part in the workflow (neither submit nor "
+                               "approve permission), so may not start a send run.")
+        conn = None if connection is None else self._connection(connection)
+        run = sending.send_due(connection=conn, limit=limit, worker=f"notebook:{self.username}",
+                               time_budget=time_budget)
+        totals = {"claimed": run.claimed, "requests": run.requests_sent,
+                  "acknowledged": run.acknowledged, "retried": run.retried,
+                  "failed": run.failed, "deferred_by_quota": run.deferred_by_quota}
+        table = pd.DataFrame([{"run_id": run.pk, **totals, "started_at": run.started_at,
+                               "finished_at": run.finished_at, "error": run.error}])
+        utc_columns(table, "started_at", "finished_at")
+        int_columns(table, "run_id", *totals)
+        return SendReport(table, **totals)
+
+    def verify(self, *, connection: Any = None, time_budget: float | None = 30.0) -> Result:
+        """Run the verification job now (verification.updates_verify_due, as the "Verify sent
+        updates" schedule and ``verify_updates`` do): newly acknowledged updates get their first
+        check scheduled, and those whose check is due are read back. Needs a part in the
+        workflow, as ``send`` does.
+
+        Example::
+
+            supervisor.verify(connection="demo")
+        """
+        return orm.run(self._verify, connection=connection, time_budget=time_budget)
+
+    def _verify(self, *, connection, time_budget) -> Result:
+        from updates import verification
+
+        user = self._user()
+        if not (user.has_perm(permissions.PERM_SUBMIT) or user.has_perm(permissions.PERM_APPROVE)):
+            refuse_permission(f"{self.username} has no part in the workflow (neither submit nor "
+                               "approve permission), so may not run verification.")
+        conn = None if connection is None else self._connection(connection)
+        run = verification.updates_verify_due(connection=conn, time_budget=time_budget)
+        totals = {"scheduled": run.started, "switched_off": run.switched_off,
+                  "checked": run.checked, "verified": run.verified,
+                  "not_applied": run.not_applied, "unverified": run.unverified,
+                  "throttled": run.throttled}
+        table = pd.DataFrame([totals])
+        int_columns(table, *totals)
+        result = Result(table, **totals)
+        result.title = "Verification run"
+        return result
+

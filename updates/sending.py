@@ -39,7 +39,7 @@ from typing import Callable
 import requests
 from django.utils import timezone
 
-from . import bookkeeping, claims, delivery, quota, target, verification
+from . import bookkeeping, claims, delivery, quota, target, verification, workflow
 from .conf import setting
 from .models import ProfileUpdate, SendRun, TargetConnection
 from .retry_policy import LAST_ERROR_CHARS, RetryPolicy
@@ -120,8 +120,12 @@ def send_due(
     time_budget: float | None = None,
     progress: ProgressCallback | None = None,
     session: requests.Session | None = None,
+    by=None,
 ) -> SendRun:
     """Send what is due; returns the SendRun with its totals.
+
+    `by`: the person starting the run (the notebook, a command given --user), refused unless
+    they may (workflow.require_run_starter); None for the schedule, which acts as nobody.
 
     `session`: a session to send with instead of the run's own (delivery.make_session). Each
     request is prepared apart from it (delivery.send_one): its headers, adapters, `verify`,
@@ -130,6 +134,8 @@ def send_due(
     `now` fixes the clock for the whole run (tests move time with it instead of sleeping).
     `time_budget` (seconds): no new batch is claimed, and no new request started, after it.
     """
+    if by is not None:
+        workflow.require_run_starter(by, run=workflow.SEND_RUN)
     run = _Run(worker=worker, trigger=trigger, now=now, time_budget=time_budget,
                progress=progress, session=session)
     run.execute(connection=connection, limit=limit)

@@ -10,7 +10,6 @@ from updates import permissions
 
 from .base import DEFAULT_LIMIT, SessionBase
 from .results import Preview, Result, SendReport, int_columns, utc_columns
-from .selection import refuse_permission
 from .thread import orm
 
 
@@ -111,12 +110,9 @@ class Sending(SessionBase):
         from updates import sending
 
         user = self._user()
-        if not (user.has_perm(permissions.PERM_SUBMIT) or user.has_perm(permissions.PERM_APPROVE)):
-            refuse_permission(f"{self.username} has no part in the workflow (neither submit nor "
-                               "approve permission), so may not start a send run.")
         conn = None if connection is None else self._connection(connection)
         run = sending.send_due(connection=conn, limit=limit, worker=f"notebook:{self.username}",
-                               time_budget=time_budget)
+                               time_budget=time_budget, by=user)
         totals = {"claimed": run.claimed, "requests": run.requests_sent,
                   "acknowledged": run.acknowledged, "retried": run.retried,
                   "failed": run.failed, "deferred_by_quota": run.deferred_by_quota}
@@ -142,11 +138,8 @@ class Sending(SessionBase):
         from updates import verification
 
         user = self._user()
-        if not (user.has_perm(permissions.PERM_SUBMIT) or user.has_perm(permissions.PERM_APPROVE)):
-            refuse_permission(f"{self.username} has no part in the workflow (neither submit nor "
-                               "approve permission), so may not run verification.")
         conn = None if connection is None else self._connection(connection)
-        run = verification.updates_verify_due(connection=conn, time_budget=time_budget)
+        run = verification.updates_verify_due(connection=conn, time_budget=time_budget, by=user)
         totals = {"scheduled": run.started, "switched_off": run.switched_off,
                   "checked": run.checked, "verified": run.verified,
                   "not_applied": run.not_applied, "unverified": run.unverified,

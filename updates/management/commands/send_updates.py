@@ -5,6 +5,7 @@
     python manage.py send_updates --dry-run            # print the requests; send and change nothing
     python manage.py send_updates --loop               # keep sending until Ctrl+C
     python manage.py send_updates --time-budget 45     # start nothing new after 45 s
+    python manage.py send_updates --user alice         # a person starts it: their rights apply
 
 With --loop, a lost database connection (a restart, a failover, a killed backend) does not end
 the command: it closes the connection, waits with backoff (1 s doubling up to a minute) and goes
@@ -16,7 +17,9 @@ from __future__ import annotations
 import math
 import time
 
+from django.contrib.auth import get_user_model
 from django.core import checks
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import InterfaceError, OperationalError, connections
 
@@ -51,12 +54,17 @@ class Command(BaseCommand):
         parser.add_argument("--time-budget", type=float, metavar="SECONDS",
                             help="Claim no new batch and start no new request after this many "
                                  "seconds (per run with --loop), like the schedule's budget.")
+        parser.add_argument("--user", metavar="USERNAME",
+                            help="Who starts the run: refused unless they have a part in the "
+                                 "workflow (submit or approve permission); the run names them.")
 
     def handle(self, *args, connection: str | None, limit: int | None, dry_run: bool,
-               loop: bool, idle_sleep: float, time_budget: float | None, **options) -> None:
+               loop: bool, idle_sleep: float, time_budget: float | None,
+               user: str | None = None, **options) -> None:
         _check_options(limit=limit, idle_sleep=idle_sleep, time_budget=time_budget,
                        dry_run=dry_run, loop=loop)
         conn = self._connection(connection)
+        self.by = person(user)
         if dry_run:
             self._dry_run(conn, limit)
         elif loop:
@@ -126,8 +134,13 @@ class Command(BaseCommand):
 
         from updates import sending  # here, not at the top: `--help` never loads requests
 
-        return sending.send_due(connection=conn, limit=limit, trigger=SendRun.Trigger.COMMAND,
-                                time_budget=time_budget, progress=progress)
+        by = self.by
+        try:
+            return sending.send_due(connection=conn, limit=limit, trigger=SendRun.Trigger.COMMAND,
+                                    time_budget=time_budget, progress=progress, by=by,
+                                    worker=None if by is None else f"send_updates:{by}")
+        except ValidationError as error:  # the person may not start a run
+            raise CommandError(" ".join(error.messages)) from None
 
     def _summary(self, run, *, prefix: str) -> None:
         self.stdout.write(
@@ -169,6 +182,16 @@ class Command(BaseCommand):
             self.stdout.write(f"  {connection.client_code}: would use {cost:,} of the {room:,} "
                               f"requests left in the rolling 24 h (limit "
                               f"{connection.quota_limit:,}){note}.")
+
+
+def person(username: str | None):
+    """The user named by --user (None without it), or a CommandError naming the problem."""
+    if username is None:
+        return None
+    found = get_user_model().objects.filter(username=username).first()
+    if found is None:
+        raise CommandError(f"No user {username!r}.")
+    return found
 
 
 def _check_options(*, limit: int | None, idle_sleep: float, time_budget: float | None,

@@ -74,10 +74,36 @@ def make_session(*, concurrency: int | None = None) -> requests.Session:
 
 @dataclass(frozen=True)
 class PlannedRequest:
+    """The exact request the sender would make for one update and its quota cost, or why no
+    single request can carry it: the admin's preview, `send_updates --dry-run` and the
+    notebook's preview all show this."""
+
     update: ProfileUpdate
     request: target.ProfileRequest | None  # None when the update cannot be sent (see problem)
     quota_cost: int
     problem: str = ""
+
+    @property
+    def method(self) -> str:
+        """GET, POST, or "" when no single request can carry the update."""
+        return self.request.method if self.request is not None else ""
+
+    @property
+    def size_bytes(self) -> int:
+        """What counts against the method's limit: the URL for GET, the body for POST."""
+        return self.request.size if self.request is not None else 0
+
+    @property
+    def limit_bytes(self) -> int:
+        return target.GET_LIMIT_BYTES if self.method == "GET" else target.POST_LIMIT_BYTES
+
+
+def planned(update: ProfileUpdate) -> PlannedRequest:
+    """The request for `update` as the sender builds it, or the reason it cannot be built."""
+    try:
+        return PlannedRequest(update, request_for(update), target.REQUEST_QUOTA_COST)
+    except (target.RequestTooLarge, ValueError) as error:
+        return PlannedRequest(update, None, 0, str(error))
 
 
 def plan_due(
@@ -94,11 +120,21 @@ def plan_due(
         due = claims.due(now=now, connection_id=conn.pk).order_by("id")
         for update in due[:remaining] if remaining is not None else due.iterator():
             update.connection = conn
-            try:
-                plan.append(PlannedRequest(update, request_for(update), target.REQUEST_QUOTA_COST))
-            except (target.RequestTooLarge, ValueError) as error:
-                plan.append(PlannedRequest(update, None, 0, str(error)))
+            plan.append(planned(update))
     return plan
+
+
+def plan_cost(plan: list[PlannedRequest], *, now: dt.datetime | None = None
+              ) -> list[tuple[TargetConnection, quota.QuotaCost]]:
+    """The plan's quota cost per connection (in the order the plan names them) against what
+    each connection's rolling window leaves now (quota.window_picture)."""
+    connections: dict[int, TargetConnection] = {}
+    costs: dict[int, int] = {}
+    for item in plan:
+        connections.setdefault(item.update.connection_id, item.update.connection)
+        costs[item.update.connection_id] = costs.get(item.update.connection_id, 0) + item.quota_cost
+    return [(conn, quota.window_picture(connection=conn, now=now).cost(costs[pk]))
+            for pk, conn in connections.items()]
 
 
 def _active_connections(connection: TargetConnection | None) -> list[TargetConnection]:
@@ -190,8 +226,8 @@ class _Run:
             self.connections = _active_connections(connection)
             self._loop(self.connections, limit)
         except BaseException as error:
-            self.run.error = target.from_outside(
-                f"{type(error).__name__}: {target._redact(str(error))}",
+            self.run.error = target.error_text(
+                error,
                 # No query here: the database may be what failed.
                 [secret for conn in self.connections for secret in conn.secrets()]
             )[:LAST_ERROR_CHARS]
@@ -350,11 +386,11 @@ def _prepare(updates: list[ProfileUpdate]
     for update in updates:
         problem = _why_not_sendable(update)
         if not problem:
-            try:
-                sendable.append((update, request_for(update)))
+            plan = planned(update)
+            if plan.request is not None:
+                sendable.append((update, plan.request))
                 continue
-            except (target.RequestTooLarge, ValueError) as error:
-                problem = str(error)
+            problem = plan.problem
         unsendable.append((update, problem))
     return sendable, unsendable
 

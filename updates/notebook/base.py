@@ -23,9 +23,9 @@ class SessionBase:
     # -- lookups (run on the ORM thread) --
 
     def _user(self):
-        from django.contrib.auth import get_user_model
+        from updates import selectors
 
-        user = get_user_model().objects.filter(username=self.username).first()
+        user = selectors.person_named(self.username)
         if user is None:
             raise LookupError(f"No user named {self.username!r}.")
         if not user.is_active:
@@ -34,25 +34,9 @@ class SessionBase:
 
     @staticmethod
     def _connection(ref: Any):
-        from updates.models import TargetConnection
+        from updates import selectors
 
-        if isinstance(ref, TargetConnection):
-            return TargetConnection.objects.get(pk=ref.pk)
-        if ref is None:
-            active = list(TargetConnection.objects.filter(active=True)[:2])
-            if len(active) == 1:
-                return active[0]
-            raise ValueError("Name the connection (label or client code): "
-                             f"{len(active)} active connections could be meant.")
-        if isinstance(ref, (int, np.integer)):
-            found = TargetConnection.objects.filter(pk=int(ref)).first()
-        else:
-            found = (TargetConnection.objects.filter(label=ref).first()
-                     or TargetConnection.objects.filter(client_code=ref).first())
-        if found is None:
-            labels = ", ".join(TargetConnection.objects.values_list("label", flat=True)) or "none"
-            raise LookupError(f"No connection {ref!r} (connections: {labels}).")
-        return found
+        return selectors.connection_named(int(ref) if isinstance(ref, np.integer) else ref)
 
     def _need(self, user, perm: str, doing: str) -> None:
         if not user.has_perm(perm):
@@ -65,27 +49,19 @@ class SessionBase:
         `default_status` applies (drafts to submit, pending updates to decide). `import_job`
         (an id, or a StageResult) selects the updates that import created — never the ones
         that merely carry its reason text."""
-        from updates.models import ProfileUpdate
+        from updates import selectors
 
         wanted = ids_of(ids)
         if required and wanted is None and connection is None and created_by is None \
                 and reason is None and status is None and import_job is None:
             raise ValueError("Say which updates: ids=…, or a filter (connection, status, "
                              "created_by, reason, import_job).")
-        qs = ProfileUpdate.objects.all()
-        if wanted is not None:
-            qs = qs.filter(pk__in=wanted)
-        if connection is not None:
-            qs = qs.filter(connection=self._connection(connection))
         status = status if status is not None else (None if wanted is not None else default_status)
-        if status is not None:
-            qs = qs.filter(status__in=[status] if isinstance(status, str) else list(status))
-        if created_by is not None:
-            qs = qs.filter(created_by__username=created_by)
-        if reason is not None:
-            qs = qs.filter(reason=reason)
-        if import_job is not None:
-            job = import_job.import_job if isinstance(import_job, StageResult) else import_job
-            qs = qs.filter(import_job_id=int(job)) if job is not None else qs.none()
-        return wanted, qs.order_by("id")
-
+        job = import_job.import_job if isinstance(import_job, StageResult) else import_job
+        qs = selectors.updates_selected(
+            ids=wanted, connection=None if connection is None else self._connection(connection),
+            statuses=None if status is None else [status] if isinstance(status, str) else list(status),
+            created_by=created_by, reason=reason, import_job_id=None if job is None else int(job))
+        if import_job is not None and job is None:
+            qs = qs.none()  # a StageResult that saved nothing selects nothing
+        return wanted, qs

@@ -78,7 +78,7 @@ class Deciding(SessionBase):
         return orm.run(self._decide_on_thread, service, default_status, comment, selection)
 
     def _decide_on_thread(self, service, default_status, comment, selection) -> Decisions:
-        from updates import workflow
+        from updates import decisions, workflow
 
         user = self._user()
         shown = shown_of(selection["ids"]) if service in (workflow.update_approve,
@@ -86,8 +86,9 @@ class Deciding(SessionBase):
         wanted, qs = self._selection(status=None, default_status=default_status, **selection)
         updates = list(qs)
         if service in (workflow.update_approve, workflow.update_reject):
-            outcome = self._decide_set_wise(user, "approve" if service is workflow.update_approve
-                                            else "reject", updates, shown, comment)
+            outcome = decisions.updates_decide_each(
+                updates=updates, decision="approve" if service is workflow.update_approve
+                else "reject", by=user, comment=comment, shown=shown)
         else:
             outcome = workflow.apply_to_each(service, updates, by=user, comment=comment)
         rows = [{"update_id": u.pk, "outcome": "done", "status": u.status, "message": ""}
@@ -103,38 +104,6 @@ class Deciding(SessionBase):
         int_columns(table, "update_id")
         table["outcome"] = pd.Categorical(table["outcome"], categories=["done", "refused"])
         return Decisions(table, done=len(outcome.done), refused=len(rows) - len(outcome.done))
-
-    @staticmethod
-    def _decide_set_wise(user, decision: str, updates: list, shown: dict[int, str] | None,
-                         comment: str):
-        """Approve or reject set-wise (updates/setwise.py), setwise.CHUNK updates a transaction:
-        the single services' checks, messages and rows, refusals per row (never raised). With
-        `shown` (what preview()/updates() returned) a row whose update changed since, or left,
-        is refused (``stale``) and the rest are decided; without, whatever is there now."""
-        from django.core.exceptions import ValidationError
-        from django.db import transaction
-
-        from updates import decisions, setwise, workflow
-
-        outcome = workflow.BulkOutcome()
-        try:
-            transition, comment = decisions._check_decision(decision, user, comment)
-        except ValidationError as error:  # the permission, the comment: every row, as before
-            outcome.refused = [(u, " ".join(error.messages)) for u in updates]
-            return outcome
-        by_id = {u.pk: u for u in updates}
-        ids = sorted(by_id)
-        for start in range(0, len(ids), setwise.CHUNK):
-            chunk = ids[start:start + setwise.CHUNK]
-            with transaction.atomic():
-                result = setwise.decide_set(
-                    shown=None if shown is None else {pk: shown.get(pk, "") for pk in chunk},
-                    ids=chunk, transition=transition, by=user, comment=comment, strict=False)
-            for pk in result.done:
-                by_id[pk].status = transition.target
-                outcome.done.append(by_id[pk])
-            outcome.refused += [(by_id[pk], message) for pk, message in result.refused]
-        return outcome
 
     def revert(self, *, ids: Any, comment: str = "", supersede: bool = False) -> Reverts:
         """Stage, per sent update, a revert carrying the values Target held before it was sent
@@ -155,14 +124,13 @@ class Deciding(SessionBase):
     def _revert(self, *, ids, comment, supersede=False) -> Reverts:
         from django.core.exceptions import ValidationError
 
-        from updates import verification
-        from updates.models import ProfileUpdate
+        from updates import selectors, verification
 
         user = self._user()
         wanted = ids_of(ids)
         if not wanted:
             raise ValueError("Say which updates to revert: ids=….")
-        found = {u.pk: u for u in ProfileUpdate.objects.filter(pk__in=wanted)
+        found = {u.pk: u for u in selectors.updates_selected(ids=wanted)
                  .select_related("connection")}
         rows = []
         for pk in dict.fromkeys(wanted):

@@ -89,23 +89,20 @@ class Listings(SessionBase):
                         limit=limit)
 
     def _attempts(self, *, ids, connection, outcome, limit) -> pd.DataFrame:
+        from updates import selectors
         from updates.models import SendAttempt
 
         user = self._user()
         self._need(user, permissions.PERM_VIEW, permissions.DOING[permissions.PERM_VIEW])
-        qs = SendAttempt.objects.all()
-        if (wanted := ids_of(ids)) is not None:
-            qs = qs.filter(update_id__in=wanted)
-        if connection is not None:
-            qs = qs.filter(connection=self._connection(connection))
-        if outcome is not None:
-            qs = qs.filter(outcome=outcome)
+        qs = selectors.attempts_selected(
+            update_ids=ids_of(ids), outcome=outcome,
+            connection=None if connection is None else self._connection(connection))
         fields = {"id": "id", "update_id": "update_id", "connection": "connection__label",
                   "number": "number", "started_at": "started_at", "method": "method",
                   "request_bytes": "request_bytes", "http_status": "http_status",
                   "response_body": "response_body", "latency_ms": "latency_ms",
                   "outcome": "outcome", "error": "error", "worker": "worker"}
-        rows = list(qs.order_by("-id").values_list(*fields.values())[:limit])
+        rows = list(qs.values_list(*fields.values())[:limit])
         frame = pd.DataFrame(rows, columns=list(fields))
         int_columns(frame, "id", "update_id", "number", "request_bytes", "http_status", "latency_ms")
         utc_columns(frame, "started_at")
@@ -127,30 +124,19 @@ class Listings(SessionBase):
                         limit=limit)
 
     def _audit(self, *, ids, connection, actor, action, limit) -> pd.DataFrame:
-        from django.db.models import Q
-
-        from updates.models import AuditEvent, ProfileUpdate
+        from updates import selectors
 
         user = self._user()
         self._need(user, permissions.PERM_VIEW, permissions.DOING[permissions.PERM_VIEW])
-        qs = AuditEvent.objects.all()
-        if (wanted := ids_of(ids)) is not None:
-            # An imported update's creation is its import's one event (update_id empty).
-            jobs = set(ProfileUpdate.objects.filter(pk__in=wanted, import_job__isnull=False)
-                       .values_list("import_job_id", flat=True))
-            qs = qs.filter(Q(update_id__in=wanted)
-                           | Q(update__isnull=True, changes__import_job__in=jobs))
-        if connection is not None:
-            qs = qs.filter(connection=self._connection(connection))
-        if actor is not None:
-            qs = qs.filter(actor__username=actor)
-        if action is not None:
-            qs = qs.filter(action=action)
+        # An imported update's creation is its import's one event (selectors.audit_selected).
+        qs = selectors.audit_selected(
+            update_ids=ids_of(ids), actor=actor, action=action,
+            connection=None if connection is None else self._connection(connection))
         fields = {"id": "id", "at": "at", "actor": "actor__username", "action": "action",
                   "update_id": "update_id", "mapping_id": "mapping_id",
                   "connection": "connection__label", "from_status": "from_status",
                   "to_status": "to_status", "comment": "comment", "changes": "changes"}
-        rows = list(qs.order_by("-id").values_list(*fields.values())[:limit])
+        rows = list(qs.values_list(*fields.values())[:limit])
         frame = pd.DataFrame(rows, columns=list(fields))
         int_columns(frame, "id", "update_id", "mapping_id")
         utc_columns(frame, "at")

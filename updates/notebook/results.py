@@ -18,8 +18,6 @@ SHOWN_PROBLEMS = 10  # result objects display at most this many problem rows; th
 
 # --- result objects ------------------------------------------------------------------------------
 
-# --- result objects ------------------------------------------------------------------------------
-
 class Frame(pd.DataFrame):
     """A pandas DataFrame (every listing and result table of this module) that *displays* for
     people: timestamps to the second (floored: ``01:53:16`` for ``01:53:16.912345``) and text in

@@ -37,8 +37,7 @@ class Sending(SessionBase):
 
     def _preview(self, *, ids, connection, status, created_by, reason, due, limit,
                  import_job=None) -> Preview:
-        from updates import quota, sending, target
-        from updates.models import TargetConnection
+        from updates import sending
 
         user = self._user()
         self._need(user, permissions.PERM_VIEW, permissions.DOING[permissions.PERM_VIEW])
@@ -48,45 +47,10 @@ class Sending(SessionBase):
         else:
             _, qs = self._selection(ids=ids, connection=connection, status=status,
                                     created_by=created_by, reason=reason, import_job=import_job)
-            plan = []
-            for update in qs.select_related("connection")[:limit]:
-                try:
-                    plan.append(sending.PlannedRequest(update, sending.request_for(update),
-                                                       target.REQUEST_QUOTA_COST))
-                except (target.RequestTooLarge, ValueError) as error:
-                    plan.append(sending.PlannedRequest(update, None, 0, str(error)))
-        rows = []
-        for item in plan:
-            request = item.request
-            headers = {} if request is None else target.shown_headers(request.headers)
-            rows.append({
-                "update_id": item.update.pk, "connection": item.update.connection.label,
-                "status": item.update.status,
-                "method": request.method if request else "",
-                "url": request.url if request else "",
-                "body": (request.body or b"").decode("ascii") if request else "",
-                "headers": "; ".join(f"{k}: {v}" for k, v in headers.items()),
-                "size_bytes": request.size if request else 0,
-                "limit_bytes": (target.GET_LIMIT_BYTES if request and request.method == "GET"
-                                else target.POST_LIMIT_BYTES),
-                "quota_cost": item.quota_cost, "problem": item.problem,
-                "fingerprint": item.update.content_hash})
-        table = pd.DataFrame(rows, columns=[
-            "update_id", "connection", "status", "method", "url", "body", "headers",
-            "size_bytes", "limit_bytes", "quota_cost", "problem", "fingerprint"])
-        int_columns(table, "update_id", "size_bytes", "limit_bytes", "quota_cost")
-        cost_by_connection = table.groupby("connection")["quota_cost"].sum().to_dict()
-        quota_rows = []
-        for conn in TargetConnection.objects.filter(label__in=list(cost_by_connection)):
-            used = quota.window_usage(connection=conn)
-            cost = int(cost_by_connection[conn.label])
-            quota_rows.append({"connection": conn.label, "quota_cost": cost,
-                               "window_requests": used, "limit": conn.quota_limit,
-                               "headroom": max(0, conn.quota_limit - used),
-                               "fits": cost <= max(0, conn.quota_limit - used)})
-        quota_table = pd.DataFrame(quota_rows, columns=[
-            "connection", "quota_cost", "window_requests", "limit", "headroom", "fits"])
-        return Preview(table, quota_table, requests=int((table["method"] != "").sum()),
+            plan = [sending.planned(update) for update in qs.select_related("connection")[:limit]]
+        table = _requests_table(plan)
+        return Preview(table, _cost_table(sending.plan_cost(plan)),
+                       requests=int((table["method"] != "").sum()),
                        quota_cost=int(table["quota_cost"].sum()),
                        unsendable=int((table["method"] == "").sum()))
 
@@ -150,3 +114,35 @@ class Sending(SessionBase):
         result.title = "Verification run"
         return result
 
+
+def _requests_table(plan) -> pd.DataFrame:
+    """One row per planned request (sending.PlannedRequest), the token shown redacted."""
+    from updates import target
+
+    rows = []
+    for item in plan:
+        request = item.request
+        headers = {} if request is None else target.shown_headers(request.headers)
+        rows.append({
+            "update_id": item.update.pk, "connection": item.update.connection.label,
+            "status": item.update.status, "method": item.method,
+            "url": request.url if request else "",
+            "body": (request.body or b"").decode("ascii") if request else "",
+            "headers": "; ".join(f"{k}: {v}" for k, v in headers.items()),
+            "size_bytes": item.size_bytes, "limit_bytes": item.limit_bytes,
+            "quota_cost": item.quota_cost, "problem": item.problem,
+            "fingerprint": item.update.content_hash})
+    table = pd.DataFrame(rows, columns=[
+        "update_id", "connection", "status", "method", "url", "body", "headers",
+        "size_bytes", "limit_bytes", "quota_cost", "problem", "fingerprint"])
+    int_columns(table, "update_id", "size_bytes", "limit_bytes", "quota_cost")
+    return table
+
+
+def _cost_table(costs) -> pd.DataFrame:
+    """The plan's cost per connection against its window (sending.plan_cost)."""
+    return pd.DataFrame(
+        [{"connection": conn.label, "quota_cost": cost.cost, "window_requests": cost.used,
+          "limit": cost.limit, "headroom": cost.remaining, "fits": cost.fits}
+         for conn, cost in costs],
+        columns=["connection", "quota_cost", "window_requests", "limit", "headroom", "fits"])

@@ -53,8 +53,8 @@ class Staging(SessionBase):
                supersede=False) -> StageResult:
         from django.core.exceptions import ValidationError
 
-        from updates import importing, mappings, workflow
-        from updates.models import ProfileUpdate, UpdateStatus
+        from updates import importing, mappings, selectors, workflow
+        from updates.models import UpdateStatus
 
         user = self._user()
         conn = self._connection(connection)
@@ -83,9 +83,7 @@ class Staging(SessionBase):
                 connection=conn, rows=[u for _, u in good], by=user, fingerprint=fingerprint,
                 name=f"DataFrame staged from a notebook by {user.get_username()}",
                 submit=submit, reason=reason, supersede=supersede)
-            created = (ProfileUpdate.objects.filter(import_job=job)
-                       .values_list("identity_type", "identity", "id"))
-            by_visitor = {(t, i): pk for t, i, pk in created.iterator(chunk_size=5000)}
+            by_visitor = selectors.import_job_update_ids(job)
             for position, update in good:
                 update_ids[position] = by_visitor[(update["identity_type"], update["identity"])]
             saved_status = str(status)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,23 +36,20 @@ class Usage(SessionBase):
     def _quota(self, *, connection) -> pd.DataFrame:
         from django.utils import timezone
 
-        from updates import quota
-        from updates.models import TargetConnection
+        from updates import quota, selectors
 
         user = self._user()
         self._need(user, permissions.PERM_VIEW, "view the quota")
         now = timezone.now()
         connections = ([self._connection(connection)] if connection is not None
-                       else list(TargetConnection.objects.filter(active=True)))
+                       else list(selectors.active_connections()))
         rows = []
         for conn in connections:
-            used = quota.window_usage(connection=conn, now=now)
+            window = quota.window_picture(connection=conn, now=now)
             rows.append({"connection": conn.label, "client_code": conn.client_code,
-                         "window_requests": used, "limit": conn.quota_limit,
-                         "remaining": max(0, conn.quota_limit - used),
-                         "percent_used": 100.0 * used / conn.quota_limit if conn.quota_limit else 0.0,
-                         "oldest_leaves_at": quota.oldest_counted_at(connection=conn, now=now),
-                         "as_of": now})
+                         "window_requests": window.used, "limit": window.limit,
+                         "remaining": window.remaining, "percent_used": window.percent_used,
+                         "oldest_leaves_at": window.oldest_leaves_at, "as_of": now})
         frame = pd.DataFrame(rows, columns=["connection", "client_code", "window_requests",
                                             "limit", "remaining", "percent_used",
                                             "oldest_leaves_at", "as_of"])
@@ -75,12 +71,11 @@ class Usage(SessionBase):
         from django.utils import timezone
 
         from updates import selectors
-        from updates.models import TargetConnection
 
         user = self._user()
         self._need(user, permissions.PERM_VIEW, "view the quota")
         connections = ([self._connection(connection)] if connection is not None
-                       else list(TargetConnection.objects.filter(active=True)))
+                       else list(selectors.active_connections()))
         labels = {c.pk: c.label for c in connections}
         found = selectors.daily_usage(connection_ids=list(labels), today=timezone.now().date(),
                                       days=days)
@@ -93,20 +88,6 @@ class Usage(SessionBase):
         int_columns(frame, "requests", "acknowledged", "failed")
         frame["connection"] = frame["connection"].astype("category")
         return Frame(frame)
-
-    def _window_minutes(self, conn) -> tuple[pd.DataFrame, dt.datetime]:
-        from django.utils import timezone
-
-        from updates import quota
-        from updates.models import QuotaMinute
-
-        now = timezone.now()
-        rows = list(QuotaMinute.objects.filter(
-            connection=conn, minute__gt=now - quota.WINDOW - quota.MINUTE
-        ).order_by("minute").values_list("minute", "requests"))
-        frame = pd.DataFrame(rows, columns=["minute", "requests"])
-        utc_columns(frame, "minute")
-        return frame, now
 
     def plot_usage(self, *, connection: Any = None, days: int = 14) -> Figure:
         """Two panels, as the dashboard: requests per UTC day (acknowledged, failed) and the
@@ -124,12 +105,14 @@ class Usage(SessionBase):
                               f"{INSTALL_HINT}") from error
 
         def gather():
+            from updates import quota
+
             user = self._user()
             self._need(user, permissions.PERM_VIEW, "view the quota")
             conn = self._connection(connection)
-            return conn.label, conn.quota_limit, *self._window_minutes(conn)
+            return conn.label, quota.window_picture(connection=conn)
 
-        label, limit, minutes, now = orm.run(gather)
+        label, picture = orm.run(gather)
         daily = self.daily_usage(connection=label, days=days)
         figure = Figure(figsize=(11, 4), layout="constrained")
         by_day, window = figure.subplots(1, 2)
@@ -145,23 +128,30 @@ class Usage(SessionBase):
         by_day.set_title(f"Requests per UTC day — {label}")
         by_day.set_ylabel("requests")
         by_day.legend(loc="upper left", fontsize=8)
-        start = pd.Timestamp(now) - pd.Timedelta(hours=24)
-        times = [start] + list(minutes["minute"]) + [pd.Timestamp(now)]
-        counts = np.concatenate([[0], minutes["requests"].astype(int).cumsum().to_numpy()])
-        counts = np.append(counts, counts[-1])
-        window.step(times, counts, where="post", label="requests counted in the window")
-        window.axhline(limit, color="#c62828", linestyle="--", label=f"limit {limit:,}")
-        window.set_xlim(start, pd.Timestamp(now))
-        used = int(counts[-1])
-        window.set_title(f"Rolling 24 h: {used:,} of {limit:,} used ({100 * used / limit:.1f} %)")
-        if limit > 20 * max(used, 1):
-            # A linear axis would flatten the day's use to the floor under a far-away limit.
-            window.set_yscale("symlog", linthresh=10)
-            window.set_ylim(0, limit * 2)
-            window.set_ylabel("requests (cumulative, log scale)")
-        else:
-            window.set_ylim(0, max(limit, used) * 1.05)
-            window.set_ylabel("requests (cumulative)")
-        window.tick_params(axis="x", labelrotation=30, labelsize=8)
-        window.legend(loc="center left", fontsize=8)
+        _plot_window(window, picture)
         return figure
+
+
+def _plot_window(axes, picture) -> None:
+    """The rolling window (quota.WindowPicture) filling up minute by minute, its limit a line."""
+    minutes = pd.DataFrame(picture.minutes, columns=["minute", "requests"])
+    utc_columns(minutes, "minute")
+    now, limit, used = pd.Timestamp(picture.now), picture.limit, picture.used
+    start = now - pd.Timedelta(hours=24)
+    times = [start] + list(minutes["minute"]) + [now]
+    counts = np.concatenate([[0], minutes["requests"].astype(int).cumsum().to_numpy()])
+    counts = np.append(counts, counts[-1])
+    axes.step(times, counts, where="post", label="requests counted in the window")
+    axes.axhline(limit, color="#c62828", linestyle="--", label=f"limit {limit:,}")
+    axes.set_xlim(start, now)
+    axes.set_title(f"Rolling 24 h: {used:,} of {limit:,} used ({picture.percent_used:.1f} %)")
+    if limit > 20 * max(used, 1):
+        # A linear axis would flatten the day's use to the floor under a far-away limit.
+        axes.set_yscale("symlog", linthresh=10)
+        axes.set_ylim(0, limit * 2)
+        axes.set_ylabel("requests (cumulative, log scale)")
+    else:
+        axes.set_ylim(0, max(limit, used) * 1.05)
+        axes.set_ylabel("requests (cumulative)")
+    axes.tick_params(axis="x", labelrotation=30, labelsize=8)
+    axes.legend(loc="center left", fontsize=8)

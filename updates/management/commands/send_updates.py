@@ -17,13 +17,12 @@ from __future__ import annotations
 import math
 import time
 
-from django.contrib.auth import get_user_model
 from django.core import checks
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import InterfaceError, OperationalError, connections
 
-from updates import quota, target
+from updates import target
 from updates.models import SendRun, TargetConnection
 
 PROGRESS_EVERY_SECONDS = 2.0
@@ -154,7 +153,6 @@ class Command(BaseCommand):
         from updates import sending  # here, not at the top: `--help` never loads requests
 
         plan = sending.plan_due(connection=conn, limit=limit)
-        cost_by_connection: dict[int, int] = {}
         for item in plan:
             update = item.update
             self.stdout.write(f"#{update.pk} {update.connection.client_code}")
@@ -162,8 +160,6 @@ class Command(BaseCommand):
                 self.stdout.write(f"  cannot be sent: {item.problem}")
                 continue
             request = item.request
-            cost_by_connection[update.connection_id] = (
-                cost_by_connection.get(update.connection_id, 0) + item.quota_cost)
             self.stdout.write(f"  {request.method} {request.url}")
             # The token is a secret: say that it is sent, never what it is.
             for name, shown in target.shown_headers(request.headers).items():
@@ -171,24 +167,23 @@ class Command(BaseCommand):
             if request.body is not None:
                 self.stdout.write(f"  body ({len(request.body)} bytes): "
                                   f"{request.body.decode('ascii')}")
-        total = sum(cost_by_connection.values())
+        costs = [(c, cost) for c, cost in sending.plan_cost(plan) if cost.cost]
+        total = sum(cost.cost for _, cost in costs)
         self.stdout.write(f"Dry run: {len(plan)} update(s) due; they would use {total} request(s) "
                           "of quota. Nothing was sent or changed.")
-        connections = {item.update.connection_id: item.update.connection for item in plan}
-        for connection_id, cost in cost_by_connection.items():
-            connection = connections[connection_id]
-            room = quota.headroom(connection=connection)
-            note = "" if cost <= room else f"; {cost - room} would wait for the window to free"
-            self.stdout.write(f"  {connection.client_code}: would use {cost:,} of the {room:,} "
-                              f"requests left in the rolling 24 h (limit "
-                              f"{connection.quota_limit:,}){note}.")
-
+        for connection, cost in costs:
+            note = f"; {cost.waiting} would wait for the window to free" if cost.waiting else ""
+            self.stdout.write(f"  {connection.client_code}: would use {cost.cost:,} of the "
+                              f"{cost.remaining:,} requests left in the rolling 24 h (limit "
+                              f"{cost.limit:,}){note}.")
 
 def person(username: str | None):
     """The user named by --user (None without it), or a CommandError naming the problem."""
     if username is None:
         return None
-    found = get_user_model().objects.filter(username=username).first()
+    from updates import selectors  # here: only a run given --user reads it
+
+    found = selectors.person_named(username)
     if found is None:
         raise CommandError(f"No user {username!r}.")
     return found

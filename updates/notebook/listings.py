@@ -19,8 +19,6 @@ SYSTEM_ACTOR = "system"  # audit(): the actor of events no person caused (the se
 class Listings(SessionBase):
     """Session.updates / attempts / audit."""
 
-    # -- listings --
-
     def updates(self, *, ids: Any = None, connection: Any = None, status: Any = None,
                 created_by: str | None = None, reason: str | None = None,
                 limit: int = DEFAULT_LIMIT, import_job: Any = None) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from .thread import orm
 class Sending(SessionBase):
     """Session.preview / send / verify."""
 
-    # -- review and decisions --
+    # -- what would be sent --
 
     def preview(self, *, ids: Any = None, connection: Any = None, status: Any = None,
                 created_by: str | None = None, reason: str | None = None, due: bool = False,
@@ -54,7 +54,7 @@ class Sending(SessionBase):
                        quota_cost=int(table["quota_cost"].sum()),
                        unsendable=int((table["method"] == "").sum()))
 
-    # -- sending --
+    # -- the runs --
 
     def send(self, *, connection: Any = None, limit: int | None = None,
              time_budget: float | None = None) -> SendReport:

@@ -16,8 +16,6 @@ from .thread import orm
 class Staging(SessionBase):
     """Session.stage: one update per row, checked and saved as an import."""
 
-    # -- staging --
-
     def stage(self, data: pd.DataFrame | Iterable[Mapping[str, Any]], *,
               connection: Any, submit: bool = False, keep_good: bool = False,
               reason: str = DEFAULT_REASON, supersede: bool = False) -> StageResult:

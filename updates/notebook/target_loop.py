@@ -18,8 +18,6 @@ NOT_STARTED = "not_started"  # verification(): no check made or scheduled yet (b
 class TargetLoop(SessionBase):
     """Session.live_diff / verification."""
 
-    # -- closing the loop with Target: live diff, verification, revert --
-
     def live_diff(self, *, ids: Any = None, connection: Any = None, status: Any = None,
                   created_by: str | None = None, reason: str | None = None,
                   limit: int = 1_000) -> LiveDiff:

@@ -21,8 +21,6 @@ if TYPE_CHECKING:  # imported for annotations only: Django may not be set up yet
 class Usage(SessionBase):
     """Session.quota / daily_usage / plot_usage."""
 
-    # -- quota --
-
     def quota(self, *, connection: Any = None) -> pd.DataFrame:
         """Per active connection: requests in the rolling 24 hours, the limit, what remains,
         percent used and when the oldest counted request leaves the window (quota.py).

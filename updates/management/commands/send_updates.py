@@ -63,7 +63,7 @@ class Command(BaseCommand):
         _check_options(limit=limit, idle_sleep=idle_sleep, time_budget=time_budget,
                        dry_run=dry_run, loop=loop)
         conn = self._connection(connection)
-        self.by = person(user)
+        self.by = _person(user)
         if dry_run:
             self._dry_run(conn, limit)
         elif loop:
@@ -177,7 +177,7 @@ class Command(BaseCommand):
                               f"{cost.remaining:,} requests left in the rolling 24 h (limit "
                               f"{cost.limit:,}){note}.")
 
-def person(username: str | None):
+def _person(username: str | None):
     """The user named by --user (None without it), or a CommandError naming the problem."""
     if username is None:
         return None

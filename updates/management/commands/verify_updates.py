@@ -11,8 +11,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from updates import verification
-from updates.management.commands.send_updates import person
+from updates import selectors, verification
 from updates.models import TargetConnection
 
 
@@ -36,8 +35,11 @@ class Command(BaseCommand):
             conn = TargetConnection.objects.filter(client_code=connection).first()
             if conn is None:
                 raise CommandError(f"No connection with client code {connection!r}.")
+        by = None if user is None else selectors.person_named(user)
+        if user is not None and by is None:
+            raise CommandError(f"No user {user!r}.")
         try:
-            run = verification.updates_verify_due(connection=conn, limit=limit, by=person(user))
+            run = verification.updates_verify_due(connection=conn, limit=limit, by=by)
         except ValidationError as error:  # the person may not start a run
             raise CommandError(" ".join(error.messages)) from None
         self.stdout.write(

@@ -20,9 +20,10 @@ from django.db import connection as db
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from . import quota
+from . import audit, quota
 from .models import (
     AuditEvent,
+    CredentialState,
     DailyUsage,
     ImportJob,
     ProfileUpdate,
@@ -176,11 +177,11 @@ def _imported_event(update: ProfileUpdate) -> AuditEvent:
             unseen.discard(name)
         if not unseen:
             break
-    return AuditEvent(
+    return audit.unsaved(
+        job_event.action if job_event else AuditEvent.Action.IMPORTED,
         at=job_event.at if job_event else (job.finished_at or update.created_at),
-        actor=job_event.actor if job_event else job.created_by,
-        action=job_event.action if job_event else "imported",
-        update=update, connection_id=job.connection_id,
+        by=job_event.actor if job_event else job.created_by,
+        update=update, connection=job.connection_id,
         to_status=job_event.to_status if job_event else "",
         comment=f"Imported from file {job.file_name} (import #{job.pk})",
         changes={field: {"before": None, "after": first[field]} for field in CONTENT_FIELDS})
@@ -444,3 +445,10 @@ def audit_selected(*, update_ids: list[int] | None = None,
                        | Q(update__isnull=True, changes__import_job__in=jobs))
     return _narrowed(qs, connection=connection, actor__username=actor,
                      action=action).order_by("-id")
+
+
+def credential_state(connection: TargetConnection | None) -> CredentialState | None:
+    """The tokens' state of a connection with Adobe credentials (None: nothing obtained yet)."""
+    if connection is None or connection.pk is None:
+        return None
+    return CredentialState.objects.filter(connection_id=connection.pk).first()

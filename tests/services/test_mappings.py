@@ -288,6 +288,16 @@ def test_the_staging_form_has_one_typed_field_per_active_mapping(typed_connectio
     assert "sent empty" in labels["segment"].help_text
 
 
+def test_the_admin_stages_with_the_one_staging_form(typed_connection):
+    """One staging base form: the admin's is StagingForm with its own widgets, same fields."""
+    from updates.admin.updates import update_form_class
+    from updates.forms import StagingForm
+    admin_form, plain = update_form_class(typed_connection, None), staging_form_class(typed_connection)
+    assert issubclass(admin_form, StagingForm) and issubclass(plain, StagingForm)
+    assert set(admin_form.base_fields) == set(plain.base_fields)
+    assert "supersede" in plain.base_fields
+
+
 def test_the_staging_form_keeps_the_normalised_values_that_will_be_sent(typed_connection, operator):
     Form = staging_form_class(typed_connection)
     form = Form(data=_form_data(Form, loan_status="funded", amount="1.50E3",

@@ -249,6 +249,15 @@ class AdminStagingForm(StagingForm):
                 self.add_error(target_field, message)
 
 
+def _utc_display(field: str, description: str) -> Callable[[Any, ProfileUpdate], str]:
+    """A read-only field of the update page showing a moment in the timeline's one format."""
+    @admin.display(description=description)
+    def show(self, obj: ProfileUpdate) -> str:
+        return timeline.utc_text(getattr(obj, field))
+
+    return show
+
+
 def update_form_class(connection: TargetConnection, user: Any,
                       update: ProfileUpdate | None = None) -> type[forms.ModelForm]:
     form_class = staging_form_class(connection, base=AdminStagingForm, update=update)
@@ -649,29 +658,12 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
         return super().get_form(request, obj, change, **kwargs)
 
     # The Life section's times in the timeline's one format (timeline.utc_text).
-    @admin.display(description="Created at")
-    def created_at_utc(self, obj: ProfileUpdate) -> str:
-        return timeline.utc_text(obj.created_at)
-
-    @admin.display(description="Last edited at")
-    def last_edited_at_utc(self, obj: ProfileUpdate) -> str:
-        return timeline.utc_text(obj.last_edited_at)
-
-    @admin.display(description="Submitted at")
-    def submitted_at_utc(self, obj: ProfileUpdate) -> str:
-        return timeline.utc_text(obj.submitted_at)
-
-    @admin.display(description="Decided at")
-    def decided_at_utc(self, obj: ProfileUpdate) -> str:
-        return timeline.utc_text(obj.decided_at)
-
-    @admin.display(description="Acknowledged at")
-    def acknowledged_at_utc(self, obj: ProfileUpdate) -> str:
-        return timeline.utc_text(obj.acknowledged_at)
-
-    @admin.display(description="Next attempt at")
-    def next_attempt_at_utc(self, obj: ProfileUpdate) -> str:
-        return timeline.utc_text(obj.next_attempt_at)
+    created_at_utc = _utc_display("created_at", "Created at")
+    last_edited_at_utc = _utc_display("last_edited_at", "Last edited at")
+    submitted_at_utc = _utc_display("submitted_at", "Submitted at")
+    decided_at_utc = _utc_display("decided_at", "Decided at")
+    acknowledged_at_utc = _utc_display("acknowledged_at", "Acknowledged at")
+    next_attempt_at_utc = _utc_display("next_attempt_at", "Next attempt at")
 
     @admin.display(description="Target connection")
     def connection_display(self, obj: ProfileUpdate | None) -> str:

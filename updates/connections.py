@@ -21,9 +21,7 @@ _SECRET_FIELDS = frozenset({"bearer_token"})
 # Every field an administrator can change is audited, derived from the model so that no field
 # added later (verify_after_send, skip_unchanged and drop_unchanged_attributes once were) can
 # change what a connection does with customer data without an audit row.
-_AUDITED_FIELDS = tuple(field.name for field in TargetConnection._meta.concrete_fields
-                        if field.editable and not field.primary_key
-                        and field.name not in _SECRET_FIELDS)
+_AUDITED_FIELDS = audit.audited_fields(TargetConnection, leaving_out=_SECRET_FIELDS)
 
 
 def connection_save(*, connection: TargetConnection, by, new_token: str = "",
@@ -48,14 +46,10 @@ def connection_save(*, connection: TargetConnection, by, new_token: str = "",
     elif new_token:
         connection.bearer_token = new_token
     with transaction.atomic():
-        before: dict = {}
-        had_token = False
-        if connection.pk:
-            old = TargetConnection.objects.select_for_update().get(pk=connection.pk)
-            before = {f: getattr(old, f) for f in _AUDITED_FIELDS}
-            had_token = old.has_token
-        changes = {f: {"before": before.get(f), "after": getattr(connection, f)}
-                   for f in _AUDITED_FIELDS if before.get(f) != getattr(connection, f)}
+        old = (TargetConnection.objects.select_for_update().get(pk=connection.pk)
+               if connection.pk else None)
+        had_token = old is not None and old.has_token
+        changes = audit.field_changes(old, connection, _AUDITED_FIELDS)
         if clear_token:
             if had_token:
                 changes["bearer_token"] = {"before": "set", "after": "cleared"}

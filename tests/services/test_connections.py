@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from tests.helpers import another_value
 from updates.connections import connection_save
 from updates.errors import Refused
 from updates.models import AuditEvent, TargetConnection
@@ -74,6 +75,24 @@ def test_every_field_an_administrator_can_change_is_audited():
                 if f.editable and not f.primary_key}
     assert set(connections._AUDITED_FIELDS) == editable - {"bearer_token"}
     assert "bearer_token" not in connections._AUDITED_FIELDS  # audited as set/cleared, by name
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("field", [
+    f for f in TargetConnection._meta.concrete_fields
+    if f.editable and not f.primary_key and f.name != "bearer_token"], ids=lambda f: f.name)
+def test_a_change_of_any_field_an_administrator_can_edit_writes_an_audit_row(admin_user, field):
+    """Every editable field of the model, one by one — a field added later included: none can
+    change what a connection does without an audit row naming it. (The token is audited by
+    name only, above.)"""
+    conn = connection_save(connection=TargetConnection(label="Acme", client_code="acme"),
+                           by=admin_user)
+    before = getattr(conn, field.name)
+    setattr(conn, field.name, another_value(field, before))
+    connection_save(connection=conn, by=admin_user)
+
+    (event,) = AuditEvent.objects.filter(connection=conn, action="connection_changed")
+    assert event.changes == {field.name: {"before": before, "after": getattr(conn, field.name)}}
 
 
 @pytest.mark.django_db

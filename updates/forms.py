@@ -129,6 +129,13 @@ def _display(mapping: AttributeMapping, value: str) -> str:
     return value
 
 
+def supersede_field(help_text: str) -> forms.BooleanField:
+    """The box that lets a new update cancel (supersede) the open ones it conflicts with — the
+    staging form's and the import form's, each saying what it means there."""
+    return forms.BooleanField(required=False, label="Cancel the open update(s) and replace them",
+                              help_text=help_text)
+
+
 class StagingForm(forms.ModelForm):
     """The one staging form: the update's own fields, to which staging_form_class adds one field
     per active mapping of the connection. It checks what it holds (the fields, then the whole
@@ -142,11 +149,9 @@ class StagingForm(forms.ModelForm):
         help_text="Exactly as Target knows it: case matters and nothing is trimmed for you.")
     # One open change per visitor and attribute (updates/open_changes.py): without this, a
     # visitor's open update setting one of the same attributes refuses the save, named.
-    supersede = forms.BooleanField(
-        required=False, label="Cancel the open update(s) and replace them",
-        help_text="Only if this visitor has an open update setting one of these attributes: "
-                  "that update is cancelled (audited as superseded by this one). This one "
-                  "needs its own approval.")
+    supersede = supersede_field(
+        "Only if this visitor has an open update setting one of these attributes: that update "
+        "is cancelled (audited as superseded by this one). This one needs its own approval.")
 
     class Meta:
         model = ProfileUpdate

@@ -43,7 +43,7 @@ from django.utils import timezone
 from .conf import setting
 from .errors import require_perm
 from .permissions import PERM_STAGE, refusal
-from . import audit, mappings, reading, target, validation, workflow
+from . import audit, credentials, mappings, reading, target, validation, workflow
 from .models import (
     AuditEvent, ProfileRead, ProfileUpdate, SendAttempt, TargetConnection, UpdateStatus,
     VerificationState,
@@ -308,6 +308,7 @@ def _read_concurrently(run: VerificationRun, due: list[ProfileUpdate], *,
     active: set[int] = set()
     while queue or in_flight:
         group: list[tuple[ProfileUpdate, float]] = []
+        tokens: dict[int, str | None] = {}  # per connection, got in this thread for the readers
         while queue and len(in_flight) + len(group) < ahead:
             if deadline is not None and time.monotonic() >= deadline:
                 queue.clear()  # the budget is spent: what is left waits for the next run
@@ -317,7 +318,7 @@ def _read_concurrently(run: VerificationRun, due: list[ProfileUpdate], *,
                 run.throttled += 1
                 continue
             slot = _slot_for(update, active, ahead=ahead, deadline=deadline)
-            if slot is None:
+            if slot is None or _token_for(update, tokens) is None:
                 throttled.add(update.connection_id)
                 run.throttled += 1
                 continue
@@ -325,6 +326,7 @@ def _read_concurrently(run: VerificationRun, due: list[ProfileUpdate], *,
         claimed = _claim([u.pk for u, _ in group], now=now)
         for update, slot in group:
             if update.pk in claimed:  # another run took the others
+                update.read_token = tokens[update.connection_id]
                 future = readers.submit(_read_at, update, slot, time.time(), session)
                 in_flight.append((update, future))
         if not in_flight:
@@ -335,6 +337,17 @@ def _read_concurrently(run: VerificationRun, due: list[ProfileUpdate], *,
         for item in finished:
             in_flight.remove(item)
         _record_group(run, finished, at=clock(), claimed_at=now)
+
+
+def _token_for(update: ProfileUpdate, tokens: dict[int, str | None]) -> str | None:
+    """The bearer token of the update's connection for the reader threads (None: none can be
+    obtained now — its reads wait for the next run, as for a rate limit)."""
+    if update.connection_id not in tokens:
+        try:
+            tokens[update.connection_id] = credentials.profile_token(update.connection)
+        except ValidationError:
+            tokens[update.connection_id] = None
+    return tokens[update.connection_id]
 
 
 def _slot_for(update: ProfileUpdate, active: set[int], *, ahead: int,
@@ -379,7 +392,20 @@ def _read_at(update: ProfileUpdate, slot: float, handed_out: float, session: req
         time.sleep(slot - now)
     elif now - max(slot, handed_out) > reading.read_limiter.lateness_allowed():
         return None
-    return reading.fetch(update, session=session)
+    return reading.fetch(update, session=session, token=update.read_token)
+
+
+def _again_if_refused(update: ProfileUpdate, answer: target.ReadAnswer, latency_ms: int | None
+                      ) -> tuple[target.ReadAnswer, int | None]:
+    """Target refused the token (401/403): fetch it once more and read once more with it (here,
+    in the main thread), before the read counts as refused."""
+    if not credentials.is_refusal(answer.http_status):
+        return answer, latency_ms
+    again = credentials.token_refused(update.connection, update.read_token)
+    if not again:
+        return answer, latency_ms
+    update.read_token = again
+    return reading.fetch(update, token=again)
 
 
 def _record_group(run: VerificationRun, finished: list[tuple[ProfileUpdate, Future]], *,
@@ -396,7 +422,7 @@ def _record_group(run: VerificationRun, finished: list[tuple[ProfileUpdate, Futu
         if result is None:
             unread.append(update)
         else:
-            answered.append((update, *result))
+            answered.append((update, *_again_if_refused(update, *result)))
     if unread:  # their slot passed unused: due again, for this run's successor
         ProfileUpdate.objects.filter(pk__in=[u.pk for u in unread]).update(
             verification_next_at=claimed_at)

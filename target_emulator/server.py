@@ -15,7 +15,9 @@ Two modes:
   from Target — an update for an unknown visitor creates a profile, so the read API can show what
   arrived, and updates apply at once.
 In both, ``token="..."`` makes the update and read endpoints answer 401 without
-``Authorization: Bearer <token>`` (Target's "Require Authentication").
+``Authorization: Bearer <token>`` (Target's "Require Authentication"); ``adobe=AdobeAdmin()``
+adds Adobe IMS and Target's Admin API (adobe_admin.py), whose current profile token the update
+and read endpoints then require.
 
 Also (documented so nobody relies on it):
 - Profiles are keyed by (identity type, identity); one client code per emulator is the intended
@@ -56,6 +58,8 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote
+
+from .adobe_admin import AdobeAdmin
 
 logger = logging.getLogger(__name__)
 
@@ -203,8 +207,10 @@ class TargetEmulator:
         profiles: list[dict[str, Any]] | None = None,
         drip_seconds: float = 0.0,
         echo_headers: bool = False,
+        adobe: AdobeAdmin | None = None,
     ) -> None:
         self.host = _loopback_ipv4(host)
+        self.adobe = adobe  # IMS and the Admin API (adobe_admin.py); its tokens guard the APIs
         if apply_delay < 0:
             raise ValueError("apply_delay must not be negative")
         self.faithful = faithful
@@ -493,6 +499,8 @@ class TargetEmulator:
             return len(self._pending)
 
     def _authorized(self, header: str | None) -> bool:
+        if self._token is None and self.adobe is not None and self.adobe.require_auth:
+            return self.adobe.profile_token_accepted(header)
         return self._token is None or header == f"Bearer {self._token}"
 
     def _profile(self, identity_type: str, identity: str) -> dict[str, Any] | None:
@@ -707,6 +715,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._profile_read(parts[4:], query)
             elif path.startswith("/_emulator/") or path == "/":
                 self._inspection(method, path, query)
+            elif self.server.emulator.adobe is not None and self.server.emulator.adobe.handles(path):
+                body = self._read_body(POST_BODY_LIMIT_BYTES)[0]
+                self._send_json(*self.server.emulator.adobe.answer(
+                    method, path, query, self.headers, body or b""))
             else:
                 self._drain_small_body()
                 self._send(404, b"Not Found")

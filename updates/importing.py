@@ -73,7 +73,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from . import mappings, open_changes, quota, target, workflow
+from . import audit, mappings, open_changes, quota, target, workflow
 from .conf import setting
 from .errors import NOT_UPLOADER, WRONG_STATE, Refused, require_perm
 from .models import AttributeMapping, AuditEvent, ImportJob, ProfileUpdate, TargetConnection
@@ -924,8 +924,8 @@ def import_job_audit(*, job: ImportJob, by, at: dt.datetime, updates: int,
     file, how many updates and the mapping rules they were checked against. Its `at` is the
     job's finished_at, by which an update's timeline finds it (selectors.update_timeline)."""
     transition = workflow.T["import_and_submit" if job.submit_after_import else "import"]
-    return AuditEvent.objects.create(
-        at=at, actor=by, action=transition.action, connection_id=job.connection_id,
+    return audit.record(
+        transition.action, by=by, at=at, connection=job.connection_id,
         to_status=transition.target, comment=f"Imported from file {job.file_name}",
         changes={"import_job": job.pk, "file_name": job.file_name, "updates": updates,
                  "mappings_fingerprint": fingerprint})
@@ -951,26 +951,8 @@ def job_sample(job: ImportJob, *, rows: int = SAMPLE_ROWS) -> list[dict[str, Any
     return sample
 
 
-@dataclass(frozen=True)
-class QuotaCost:
-    """What a checked import will cost against its connection's rolling-24 h quota: one request
-    per row (target.REQUEST_QUOTA_COST), set beside what the window holds now."""
-
-    cost: int
-    used: int
-    limit: int
-    remaining: int
-    frees_at: dt.datetime | None  # when the oldest counted request leaves the window
-
-    @property
-    def fits(self) -> bool:
-        return self.cost <= self.remaining
-
-
-def job_quota_cost(job: ImportJob, *, now: dt.datetime | None = None) -> QuotaCost:
-    """The preview's quota line: the job's rows as requests against the connection's headroom
-    now (quota.window_picture: one read of the window's minutes)."""
-    picture = quota.window_picture(connection=job.connection, now=now)
-    return QuotaCost(cost=job.total_rows * target.REQUEST_QUOTA_COST, used=picture.used,
-                     limit=picture.limit, remaining=picture.remaining,
-                     frees_at=picture.oldest_leaves_at)
+def job_quota_cost(job: ImportJob, *, now: dt.datetime | None = None) -> quota.QuotaCost:
+    """The preview's quota line: the job's rows, one request each (target.REQUEST_QUOTA_COST),
+    against the connection's window now (quota.window_picture)."""
+    return quota.window_picture(connection=job.connection, now=now).cost(
+        job.total_rows * target.REQUEST_QUOTA_COST)

@@ -9,7 +9,8 @@ What each scrape costs, at a million updates and more:
 
 - requests, acknowledgments and failed updates: sums over `DailyUsage` (one row per connection
   and day);
-- quota: the rolling-window sum over `QuotaMinute` (at most ~1,441 rows per connection);
+- quota: the window as the dashboard reads it (quota.window_picture: at most ~1,441 minute
+  rows per connection);
 - approval queue: one grouped query over the pending updates (through the status index);
 - send attempts by outcome and the latency histogram: the totals of the attempts older than
   `SETTLED_AFTER` — attempts are recorded within a batch's lease, so older ones no longer
@@ -52,8 +53,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from . import quota
 from .conf import setting
 from .models import (
-    DailyUsage, MetricsCheckpoint, ProfileUpdate, SchedulerHeartbeat, SendAttempt,
-    TargetConnection, UpdateStatus,
+    CredentialState, DailyUsage, MetricsCheckpoint, ProfileUpdate, SchedulerHeartbeat,
+    SendAttempt, TargetConnection, UpdateStatus,
 )
 
 logger = logging.getLogger(__name__)
@@ -276,8 +277,9 @@ class ProfileOpsCollector:
 
     def collect(self) -> Iterator[Metric]:
         now = timezone.now()
-        connections = list(TargetConnection.objects.order_by("id")
-                           .values_list("id", "client_code", "quota_limit"))
+        rows = list(TargetConnection.objects.order_by("id").only("id", "client_code",
+                                                                 "quota_limit"))
+        connections = [(c.pk, c.client_code, c.quota_limit) for c in rows]
         code = {cid: client_code for cid, client_code, _ in connections}
         labels = ["connection"]
 
@@ -295,18 +297,20 @@ class ProfileOpsCollector:
                                   "rolling 24 hours.", labels=labels)
         used = GaugeMetricFamily("profileops_quota_window_requests", "Requests reserved in the "
                                  "rolling 24 hours up to now.", labels=labels)
-        for cid, client_code, quota_limit in connections:
-            row = usage.get(cid, {})
+        for conn in rows:
+            row, client_code = usage.get(conn.pk, {}), conn.client_code
             sent.add_metric([client_code], row.get("requests") or 0)
             acked.add_metric([client_code], row.get("acknowledged") or 0)
             failed.add_metric([client_code], row.get("failed") or 0)
-            limit.add_metric([client_code], quota_limit)
-            used.add_metric([client_code], quota.window_usage(connection=cid, now=now))
+            window = quota.window_picture(connection=conn, now=now)  # as the dashboard shows it
+            limit.add_metric([client_code], window.limit)
+            used.add_metric([client_code], window.used)
         yield from (sent, acked, failed, limit, used)
 
         yield from self._attempt_metrics(now, code)
         yield from self._queue_metrics(now, connections)
         yield from self._update_metrics(connections)
+        yield _token_expiry(now, code)
 
         beat_at = SchedulerHeartbeat.last_beat_at(name=SchedulerHeartbeat.SEND_SCHEDULE)
         heartbeat = GaugeMetricFamily(
@@ -381,6 +385,21 @@ class ProfileOpsCollector:
                 if cid in code:
                     verification.add_metric([code[cid], state], n)
             yield verification
+
+
+def _token_expiry(now: dt.datetime, code: dict[int, str]) -> Metric:
+    """Seconds until each obtained profile token expires (connections with Adobe credentials
+    that hold one; negative once expired). Read from the database only: a scrape never asks
+    Adobe, as /readyz never does."""
+    expiry = GaugeMetricFamily("profileops_profile_token_expires_in_seconds", "Seconds until "
+                               "the profile token ProfileOps obtained expires (negative: "
+                               "expired).", labels=["connection"])
+    rows = CredentialState.objects.filter(profile_expires_at__isnull=False).order_by(
+        "connection_id").values_list("connection_id", "profile_expires_at")
+    for cid, expires_at in rows:
+        if cid in code:
+            expiry.add_metric([code[cid]], (expires_at - now).total_seconds())
+    return expiry
 
 
 _registry: CollectorRegistry | None = None

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import random
 import time
 from concurrent.futures import Future
@@ -37,9 +38,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 import requests
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from . import bookkeeping, claims, delivery, quota, target, verification
+from . import bookkeeping, claims, credentials, delivery, quota, target, verification, workflow
 from .conf import setting
 from .models import ProfileUpdate, SendRun, TargetConnection
 from .retry_policy import LAST_ERROR_CHARS, RetryPolicy
@@ -47,7 +49,14 @@ from .retry_policy import LAST_ERROR_CHARS, RetryPolicy
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[SendRun], None]
-request_for = target.request_for  # the exact request for an update (also the admin's preview)
+
+
+def request_for(update: ProfileUpdate, *, token: str | None = None) -> target.ProfileRequest:
+    """The exact request for an update. Without `token`, as a preview or dry run shows it: the
+    token's place is held (credentials.preview_token), and no token is obtained for it."""
+    if token is None:
+        token = credentials.preview_token(update.connection)
+    return target.request_for(update, token=token)
 
 
 def retry_policy() -> RetryPolicy:
@@ -74,10 +83,37 @@ def make_session(*, concurrency: int | None = None) -> requests.Session:
 
 @dataclass(frozen=True)
 class PlannedRequest:
+    """The exact request the sender would make for one update and its quota cost, or why no
+    single request can carry it: the admin's preview, `send_updates --dry-run` and the
+    notebook's preview all show this."""
+
     update: ProfileUpdate
     request: target.ProfileRequest | None  # None when the update cannot be sent (see problem)
     quota_cost: int
     problem: str = ""
+
+    @property
+    def method(self) -> str:
+        """GET, POST, or "" when no single request can carry the update."""
+        return self.request.method if self.request is not None else ""
+
+    @property
+    def size_bytes(self) -> int:
+        """What counts against the method's limit: the URL for GET, the body for POST."""
+        return self.request.size if self.request is not None else 0
+
+    @property
+    def limit_bytes(self) -> int:
+        return target.GET_LIMIT_BYTES if self.method == "GET" else target.POST_LIMIT_BYTES
+
+
+def planned(update: ProfileUpdate, *, token: str | None = None) -> PlannedRequest:
+    """The request for `update` as the sender builds it, or the reason it cannot be built.
+    Without `token`, as a preview shows it (request_for)."""
+    try:
+        return PlannedRequest(update, request_for(update, token=token), target.REQUEST_QUOTA_COST)
+    except (target.RequestTooLarge, ValueError) as error:
+        return PlannedRequest(update, None, 0, str(error))
 
 
 def plan_due(
@@ -94,11 +130,21 @@ def plan_due(
         due = claims.due(now=now, connection_id=conn.pk).order_by("id")
         for update in due[:remaining] if remaining is not None else due.iterator():
             update.connection = conn
-            try:
-                plan.append(PlannedRequest(update, request_for(update), target.REQUEST_QUOTA_COST))
-            except (target.RequestTooLarge, ValueError) as error:
-                plan.append(PlannedRequest(update, None, 0, str(error)))
+            plan.append(planned(update))
     return plan
+
+
+def plan_cost(plan: list[PlannedRequest], *, now: dt.datetime | None = None
+              ) -> list[tuple[TargetConnection, quota.QuotaCost]]:
+    """The plan's quota cost per connection (in the order the plan names them) against what
+    each connection's rolling window leaves now (quota.window_picture)."""
+    connections: dict[int, TargetConnection] = {}
+    costs: dict[int, int] = {}
+    for item in plan:
+        connections.setdefault(item.update.connection_id, item.update.connection)
+        costs[item.update.connection_id] = costs.get(item.update.connection_id, 0) + item.quota_cost
+    return [(conn, quota.window_picture(connection=conn, now=now).cost(costs[pk]))
+            for pk, conn in connections.items()]
 
 
 def _active_connections(connection: TargetConnection | None) -> list[TargetConnection]:
@@ -120,8 +166,12 @@ def send_due(
     time_budget: float | None = None,
     progress: ProgressCallback | None = None,
     session: requests.Session | None = None,
+    by=None,
 ) -> SendRun:
     """Send what is due; returns the SendRun with its totals.
+
+    `by`: the person starting the run (the notebook, a command given --user), refused unless
+    they may (workflow.require_run_starter); None for the schedule, which acts as nobody.
 
     `session`: a session to send with instead of the run's own (delivery.make_session). Each
     request is prepared apart from it (delivery.send_one): its headers, adapters, `verify`,
@@ -130,6 +180,8 @@ def send_due(
     `now` fixes the clock for the whole run (tests move time with it instead of sleeping).
     `time_budget` (seconds): no new batch is claimed, and no new request started, after it.
     """
+    if by is not None:
+        workflow.require_run_starter(by, run=workflow.SEND_RUN)
     run = _Run(worker=worker, trigger=trigger, now=now, time_budget=time_budget,
                progress=progress, session=session)
     run.execute(connection=connection, limit=limit)
@@ -151,6 +203,7 @@ class _InFlight:
     conn: TargetConnection
     claimed: int
     reserved_at: dt.datetime
+    token: str  # the bearer token its requests carry (credentials.profile_token)
     sendable: list[tuple[ProfileUpdate, target.ProfileRequest]]
     unsendable: list[tuple[ProfileUpdate, str]]
     futures: list[Future]
@@ -184,8 +237,8 @@ class _Run:
             self.connections = _active_connections(connection)
             self._loop(self.connections, limit)
         except BaseException as error:
-            self.run.error = target.from_outside(
-                f"{type(error).__name__}: {target._redact(str(error))}",
+            self.run.error = target.error_text(
+                error,
                 # No query here: the database may be what failed.
                 [secret for conn in self.connections for secret in conn.secrets()]
             )[:LAST_ERROR_CHARS]
@@ -239,6 +292,9 @@ class _Run:
         conn = _current(conn)
         if conn is None:  # deactivated meanwhile: nothing more is claimed for it
             return 0, False, None
+        token = self._token(conn)
+        if token is None:  # no token to be had now: nothing is claimed, the connection rests
+            return 0, False, None
         size = setting("SEND_BATCH_SIZE") if remaining is None else min(setting("SEND_BATCH_SIZE"),
                                                                      remaining)
         room = quota.headroom(connection=conn, now=self.clock())
@@ -261,12 +317,22 @@ class _Run:
         updates = self._before_send(conn, updates)
         reserved_at = self.clock()
         updates, keep_going = self._reserve(conn, updates, reserved_at)
-        sendable, unsendable = _prepare(updates)
+        sendable, unsendable = _prepare(updates, token)
         futures = self.senders.submit(sendable, claims.dispatch_deadline(
             claimed_at=claimed_at, lease_seconds=lease_seconds, run_deadline=self.deadline,
             worst_request_seconds=setting("CONNECT_TIMEOUT") + setting("READ_TIMEOUT")))
-        return claimed, keep_going, _InFlight(conn, claimed, reserved_at, sendable, unsendable,
-                                               futures)
+        return claimed, keep_going, _InFlight(conn, claimed, reserved_at, token, sendable,
+                                               unsendable, futures)
+
+    def _token(self, conn: TargetConnection) -> str | None:
+        """The connection's bearer token for one batch, renewed first when due; None when it
+        cannot be obtained (credentials.py recorded why, for the connection page and the alert)."""
+        try:
+            return credentials.profile_token(conn)
+        except ValidationError as error:
+            logger.warning("send run %s: no token for connection %s (%s); it sends nothing "
+                           "this run", self.run.pk, conn.client_code, error.code)
+            return None
 
     def _before_send(self, conn: TargetConnection, updates: list[ProfileUpdate]
                      ) -> list[ProfileUpdate]:
@@ -299,7 +365,7 @@ class _Run:
         whether its connection is worth another batch."""
         conn, keep_going = batch.conn, True
         self.run.claimed += batch.claimed  # the run's totals move together, one batch at a time
-        results = [future.result() for future in batch.futures]
+        results = self._retry_refused(batch, [future.result() for future in batch.futures])
         sent = [r for r in results if r is not None]
         not_started = [u for (u, _), r in zip(batch.sendable, results) if r is None]
         if not_started:
@@ -313,6 +379,32 @@ class _Run:
                                  unsendable=batch.unsendable, policy=self.policy,
                                  now=self.clock())
         return keep_going
+
+    def _retry_refused(self, batch: _InFlight, results: list[delivery.Sent | None]
+                       ) -> list[delivery.Sent | None]:
+        """Target refused the token (401/403): fetch it once more and, if there is another, send
+        those requests once more with it (quota reserved for them) before they count as refused."""
+        refused = [i for i, sent in enumerate(results)
+                   if sent is not None and credentials.is_refusal(sent.answer.http_status)]
+        if not refused:
+            return results
+        token = credentials.token_refused(batch.conn, batch.token)
+        if not token:
+            return results
+        reserved_at = self.clock()
+        granted = quota.reserve(connection=batch.conn, wanted=len(refused), now=reserved_at)
+        again = [(batch.sendable[i][0], request_for(batch.sendable[i][0], token=token))
+                 for i in refused[:granted]]
+        futures = self.senders.submit(again, math.inf if self.deadline is None else self.deadline)
+        retried = [future.result() for future in futures]
+        unused = sum(1 for sent in retried if sent is None)
+        if unused:
+            quota.release(connection=batch.conn, count=unused, now=reserved_at)
+        results = list(results)
+        for i, sent in zip(refused, retried):
+            if sent is not None:  # not started (out of time): the refused answer stands
+                results[i] = sent
+        return results
 
     def _close(self) -> None:
         run = self.run
@@ -336,7 +428,7 @@ def _current(conn: TargetConnection) -> TargetConnection | None:
     return TargetConnection.objects.filter(pk=conn.pk, active=True).first()
 
 
-def _prepare(updates: list[ProfileUpdate]
+def _prepare(updates: list[ProfileUpdate], token: str
              ) -> tuple[list[tuple[ProfileUpdate, target.ProfileRequest]],
                         list[tuple[ProfileUpdate, str]]]:
     """Split claimed updates into (update, request) to send and (update, problem) to fail."""
@@ -344,11 +436,11 @@ def _prepare(updates: list[ProfileUpdate]
     for update in updates:
         problem = _why_not_sendable(update)
         if not problem:
-            try:
-                sendable.append((update, request_for(update)))
+            plan = planned(update, token=token)
+            if plan.request is not None:
+                sendable.append((update, plan.request))
                 continue
-            except (target.RequestTooLarge, ValueError) as error:
-                problem = str(error)
+            problem = plan.problem
         unsendable.append((update, problem))
     return sendable, unsendable
 

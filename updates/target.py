@@ -89,11 +89,12 @@ def build_request(
     return ProfileRequest("POST", endpoint, body, {**headers, "Content-Type": FORM_CONTENT_TYPE})
 
 
-def request_for(update: Any) -> ProfileRequest:
+def request_for(update: Any, *, token: str) -> ProfileRequest:
     """The exact request the sender makes for a profile update — what the admin previews too.
 
     `update` is anything with identity_type, identity, attributes and a connection (with
-    effective_base_url, client_code, bearer_token): a ProfileUpdate, without importing models.
+    effective_base_url and client_code): a ProfileUpdate, without importing models. `token` is
+    the bearer token (credentials.profile_token; "" for none).
     Raises RequestTooLarge (or ValueError for an unknown identity type) if none can carry it.
     """
     connection = update.connection
@@ -104,7 +105,7 @@ def request_for(update: Any) -> ProfileRequest:
         identity=update.identity,
         # before_send may leave out attributes Target already holds (drop_unchanged_attributes).
         attributes=getattr(update, "send_attributes", None) or update.attributes,
-        token=connection.bearer_token,
+        token=token,
     )
 
 
@@ -266,10 +267,17 @@ def unescaped_attributes(attributes: dict[str, dict[str, str]]) -> dict[str, dic
 
 def transport_failure(error: BaseException) -> Answer:
     """A request that failed before an answer arrived: it may still have reached Target."""
-    return Answer(Outcome.TRANSIENT, None, "", f"{type(error).__name__}: {_redact(str(error))}")
+    return Answer(Outcome.TRANSIENT, None, "", error_text(error))
 
 
-def _redact(message: str) -> str:
+def error_text(error: BaseException, secrets: tuple[str, ...] | list[str] = ()) -> str:
+    """An exception as it may be stored and shown: its type and message, a URL's query (profile
+    values) cut, `secrets` and bearer tokens redacted, unstorable characters escaped — the one
+    spelling of a failure for a send attempt, a run's error, a page."""
+    return from_outside(f"{type(error).__name__}: {_without_query(str(error))}", secrets)
+
+
+def _without_query(message: str) -> str:
     # requests puts the URL (with profile values) into some exception texts; keep only the path.
     cut = message.find("?")
     if cut == -1:

@@ -86,6 +86,7 @@ MATRIX: dict[str, tuple] = {
     "updates_targetconnection_change":             (LOGIN, 403, 403, 200),
     "updates_targetconnection_delete":             (LOGIN, 403, 403, 403),
     "updates_targetconnection_history":            (LOGIN, 403, 403, 200),
+    "updates_targetconnection_rotate_token":       (LOGIN, 403, 403, 200),  # confirmation
     # Attribute mappings: operators define them, supervisors read them, nobody deletes them
     "updates_attributemapping_changelist":         (LOGIN, 200, 200, 200),
     "updates_attributemapping_add":                (LOGIN, 200, 403, 200),
@@ -351,11 +352,11 @@ def test_a_bulk_action_posted_by_each_role_does_what_the_table_says(client, worl
 # --- writes: what a POST by each role does ---------------------------------------------------
 
 def _edit_update(world):
-    from updates.forms import StagingFormMixin
+    from updates.forms import StagingForm
 
-    fields = {StagingFormMixin.field_name(m): "" for m in world.connection.mappings.all()}
+    fields = {StagingForm.field_name(m): "" for m in world.connection.mappings.all()}
     mapping = world.connection.mappings.get(target_name="loanStatus")
-    fields[StagingFormMixin.field_name(mapping)] = "declined"
+    fields[StagingForm.field_name(mapping)] = "declined"
     data = {"identity_type": "mbox3rdPartyId", "identity": "customer-1", "reason": "",
             "not_before_0": "", "not_before_1": "", **fields}
     return (reverse("admin:updates_profileupdate_change", args=[world.update.pk]), data,

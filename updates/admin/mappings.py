@@ -15,7 +15,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
-from updates import mappings
+from updates import catalogue, mappings
 from updates.errors import PERMISSION_DENIED
 from updates.models import AttributeMapping, AuditEvent
 from .base import OfferedLookupsAdmin
@@ -116,7 +116,7 @@ class AttributeMappingAdmin(OfferedLookupsAdmin):
         rows = format_html_join(
             "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             ((f"{e.at:%Y-%m-%d %H:%M:%S} UTC", e.actor.get_username() if e.actor else "system",
-              e.action.replace("_", " "), _changes_text(e.changes)) for e in events))
+              e.get_action_display(), _changes_text(e.changes)) for e in events))
         return format_html(
             '<table class="mapping-audit"><thead><tr><th>When</th><th>Who</th><th>What</th>'
             "<th>Changed fields (before → after)</th></tr></thead><tbody>{}</tbody></table>", rows)
@@ -131,6 +131,8 @@ class AttributeMappingAdmin(OfferedLookupsAdmin):
             if getattr(error, "code", None) == PERMISSION_DENIED:
                 raise PermissionDenied(" ".join(error.messages)) from error
             raise
+        for warning in catalogue.mapping_warnings(obj):  # a warning, never a refusal
+            self.message_user(request, warning, messages.WARNING)
 
 
 def _changes_text(changes: dict) -> str:

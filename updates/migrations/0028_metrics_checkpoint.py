@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('updates', '0023_alert_defaults'),
+        ('updates', '0027_ims_scopes'),
     ]
 
     operations = [

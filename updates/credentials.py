@@ -13,8 +13,9 @@ Every request to Target's profile update and read APIs takes its token from `pro
      and keeps it until its `expiresIn`;
   3. `POST`s the same path (a new token) only when Target holds no valid one — a new token makes
      every request with the old one fail, so never while one is valid — or when an administrator
-     forces a rotation (`profile_token_rotate`). A token with less than LAST_MOMENTS left is
-     waited out first, so no request sets out with a token about to expire.
+     forces a rotation (`profile_token_rotate`). A token with less than LAST_MOMENTS left
+     (Target's whole seconds: "0" included) is waited out and asked for again first, so no
+     request sets out with a token about to expire and none is minted while one is valid.
 
 The tokens live in the connection's `CredentialState` row, encrypted. Renewing happens with that
 row locked, so the web, every qcluster worker and every command share one current token and only
@@ -220,12 +221,14 @@ def _renew(connection: TargetConnection, *, refused: str) -> str:
             # a minute.
             return state.profile_token
         token, expires_in = _fetch(connection, state)
-        if token and 0 < expires_in < LAST_MOMENTS:
+        if token and expires_in < LAST_MOMENTS:
             # About to expire: requests sent with it would be refused on the way. Let it run
-            # out (a new token while it is valid would break its other users), then mint.
-            time.sleep(expires_in + 0.05)
-            token, expires_in = "", 0.0
-        if token and expires_in > 0:
+            # out (a new token while it is valid would break its other users), then ask again.
+            time.sleep(max(expires_in, 0.0) + _slack(expires_in))
+            token, expires_in = _fetch(connection, state)
+            if token and expires_in < LAST_MOMENTS:
+                raise _unavailable("Target's Admin API", 200)
+        if token:
             if refused and token == refused:
                 state.refusal_checked_at = now
             # Target's current token. If it is the refused one, Target still calls it valid: a
@@ -262,6 +265,12 @@ def _store_profile_token(connection: TargetConnection, state: CredentialState, t
     _audit(connection, action, {"token": {"before": "", "after": "new" if changed else "same"},
                                 "expires_at": {"before": None, "after": expires_at.isoformat()}},
            by=by)
+
+
+def _slack(expires_in: float) -> float:
+    """How long after `expires_in` a token is surely gone: Adobe gives whole seconds rounded
+    down ("0" may be valid for almost a second more); a fraction is exact."""
+    return 1.0 if float(expires_in).is_integer() else 0.05
 
 
 def _ahead(lifetime_seconds: float) -> dt.timedelta:
@@ -336,9 +345,12 @@ def _fetch(connection: TargetConnection, state: CredentialState) -> tuple[str, f
     status, payload = _admin_call(connection, state, "GET", TOKEN_PATH)
     if status == 404:
         return "", 0.0
-    if status != 200:
+    token, expires_in = _token_answer(payload, "accessToken", "expiresIn")
+    if status != 200 or not token:
+        # A 200 without a readable token (a proxy's page, a cut answer) says nothing about
+        # Target's token: a mint now could replace a valid one.
         raise _unavailable("Target's Admin API", status)
-    return _token_answer(payload, "accessToken", "expiresIn")
+    return token, expires_in
 
 
 def _mint(connection: TargetConnection, state: CredentialState) -> tuple[str, float]:

@@ -307,7 +307,8 @@ def _ims_token(connection: TargetConnection, state: CredentialState, *, force: b
         "client_secret": connection.adobe_client_secret, "scope": connection.ims_scopes})
     if status in (400, 401, 403):
         raise Refused(f"Adobe IMS refused the client ID and secret of {connection.label} "
-                      f"(HTTP {status}{_error_word(payload)}).", code=CREDENTIALS_REFUSED)
+                      f"(HTTP {status}{_error_word(payload, connection)}).",
+                      code=CREDENTIALS_REFUSED)
     token, expires_in = _token_answer(payload, "access_token", "expires_in")
     if status != 200 or not token or expires_in <= 0:
         raise _unavailable("Adobe IMS", status)
@@ -381,9 +382,14 @@ def _unavailable(who: str, status: int | None) -> Refused:
                    "request.", code=ADOBE_UNAVAILABLE)
 
 
-def _error_word(payload: object) -> str:
+def _error_word(payload: object, connection: TargetConnection) -> str:
+    """IMS's error code ("invalid_client"), unless it could be a secret echoed back."""
     word = payload.get("error") if isinstance(payload, dict) else None
-    return f": {word}" if isinstance(word, str) and _ERROR_WORD.match(word) else ""
+    if not isinstance(word, str) or not _ERROR_WORD.match(word):
+        return ""
+    if any(secret in word for secret in connection.secrets()):
+        return ""
+    return f": {word}"
 
 
 def _http(method: str, url: str, connection: TargetConnection, *, headers: dict | None = None,

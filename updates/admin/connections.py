@@ -40,7 +40,8 @@ class TargetConnectionForm(forms.ModelForm):
     class Meta:
         model = TargetConnection
         fields = ["label", "client_code", "base_url", "quota_limit", "active", "verify_after_send",
-                  "skip_unchanged", "drop_unchanged_attributes"]
+                  "skip_unchanged", "drop_unchanged_attributes", "retain_values_days",
+                  "retain_reads_days", "retain_records_days"]
         labels = {
             "label": "Label",
             "client_code": "Client code",
@@ -50,6 +51,9 @@ class TargetConnectionForm(forms.ModelForm):
             "verify_after_send": "Verify after sending",
             "skip_unchanged": "Skip unchanged updates",
             "drop_unchanged_attributes": "Leave out unchanged attributes",
+            "retain_values_days": "Keep values (days)",
+            "retain_reads_days": "Keep profile reads and answers (days)",
+            "retain_records_days": "Keep purged records (days)",
         }
         help_texts = {
             "client_code": "Target's client code, as in https://{clientCode}.tt.omtrdc.net.",
@@ -92,6 +96,12 @@ class TargetConnectionAdmin(OfferedLookupsAdmin):
         }),
         ("Closing the loop with Target", {
             "fields": ["verify_after_send", "skip_unchanged", "drop_unchanged_attributes"],
+        }),
+        ("Retention of customer data", {
+            "fields": ["retain_values_days", "retain_reads_days", "retain_records_days"],
+            "description": "After these many days the purge (every hour) replaces identities "
+                           "and values with keyed hashes, then deletes the record. Empty: kept "
+                           "for ever.",
         }),
         ("Record", {"classes": ["collapse"], "fields": ["created_at", "updated_at"]}),
     ]

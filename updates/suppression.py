@@ -68,4 +68,4 @@ def refuse_forgotten_rows(connection: TargetConnection, rows: Iterable[dict[str,
         if request is not None:
             problems.append(f"Row {number}, identity: {_message(request)}")
     if problems:
-        raise ValidationError(problems, code=FORGOTTEN)
+        raise ValidationError([ValidationError(p, code=FORGOTTEN) for p in problems])

@@ -18,7 +18,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -153,9 +153,11 @@ class PrivacyRequestAdmin(OfferedLookupsAdmin):
                     {"form": form, "opts": self.model._meta})
 
     def file_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
         obj = get_object_or_404(PrivacyRequest, pk=pk)
-        form = IdentityForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
+        form = IdentityForm(request.POST)
+        if form.is_valid():
             try:
                 obj = privacy.privacy_request_file(request=obj, by=request.user,
                                                    identity=form.cleaned_data["identity"])
@@ -165,9 +167,11 @@ class PrivacyRequestAdmin(OfferedLookupsAdmin):
         return HttpResponseRedirect(reverse("admin:updates_privacyrequest_change", args=[pk]))
 
     def lift_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
         obj = get_object_or_404(PrivacyRequest, pk=pk)
-        form = LiftForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
+        form = LiftForm(request.POST)
+        if form.is_valid():
             try:
                 forgetting.suppression_lift(request=obj, by=request.user,
                                             comment=form.cleaned_data["comment"])

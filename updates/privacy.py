@@ -121,7 +121,7 @@ def privacy_request_file(*, request: PrivacyRequest, identity: str, by) -> Priva
         request.save(update_fields=["note"])
         return request
     body = privacy_service.job_body(
-        org_id=request.connection.adobe_org_id, key=f"profileops-{request.pk}",
+        org_id=headers["x-gw-ims-org-id"], key=f"profileops-{request.pk}",
         identity_type=request.identity_type, identity=identity, regulation=request.regulation)
     return _filed(request, _post(body, headers), by=by)
 

@@ -414,6 +414,16 @@ class ProfileUpdate(models.Model):
     def content_hash(self) -> str:
         return content_hash(self.identity_type, self.identity, self.attributes)
 
+    @property
+    def purge_note(self) -> str:
+        """What pages, timelines and exports show instead of purged values ("" when none were)."""
+        if self.purged_at is None:
+            return ""
+        if self.purge_reason == PurgeReason.FORGOTTEN:
+            return f"purged on {self.purged_at:%Y-%m-%d}: the visitor was forgotten"
+        return (f"purged on {self.purged_at:%Y-%m-%d} under the retention of "
+                f"{self.connection.label}")
+
     def matches_approval(self, *, unapproved: bool = False) -> bool:
         """Whether the content is exactly what was approved: the approval keeps the content's
         fingerprint (`approved_hash`). An update that carries none (never approved, or written

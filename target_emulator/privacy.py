@@ -3,7 +3,8 @@
     POST /data/core/privacy/jobs          create delete jobs (one per user); 201 {"jobs": [...]}
     GET  /data/core/privacy/jobs/<jobId>  a job's status, with Target's productResponses
 
-Both want `Authorization: Bearer …`, `x-api-key` and `x-gw-ims-org-id` (any value; 401 without).
+Both want `Authorization: Bearer …`, `x-api-key` and `x-gw-ims-org-id` (401 without); an
+emulator with Adobe IMS (`adobe=AdobeAdmin()`) wants one of its IMS tokens and its client ID.
 A job is "submitted" when created, "processing" until `processing_seconds` of emulator time
 (TargetEmulator.advance) have passed since, then "complete": only then are the user's profiles
 deleted from the emulator's store, so a profile read afterwards answers 404. An id the emulator
@@ -157,8 +158,10 @@ def handle(handler: Any, method: str, path: str) -> None:
     if body is None:
         handler._send_json(413, {"error_code": "413", "message": "body too large"})
         return
+    adobe = handler.server.emulator.adobe  # with IMS (adobe_admin.py): its tokens only
     if not (handler.headers.get("Authorization", "").startswith("Bearer ")
-            and handler.headers.get("x-api-key") and handler.headers.get("x-gw-ims-org-id")):
+            and handler.headers.get("x-api-key") and handler.headers.get("x-gw-ims-org-id")) or (
+            adobe is not None and not adobe._admin_authorized(handler.headers)):
         handler._send_json(401, {"error_code": "401013", "message": "Oauth token is not valid"})
         return
     rest = path[len(JOBS_PATH):].strip("/")

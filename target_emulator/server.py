@@ -58,6 +58,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from . import privacy as privacy_jobs
+from .adobe_admin import AdobeAdmin
 
 logger = logging.getLogger(__name__)
 
@@ -205,8 +206,10 @@ class TargetEmulator:
         profiles: list[dict[str, Any]] | None = None,
         drip_seconds: float = 0.0,
         echo_headers: bool = False,
+        adobe: AdobeAdmin | None = None,
     ) -> None:
         self.host = _loopback_ipv4(host)
+        self.adobe = adobe  # IMS and the Admin API (adobe_admin.py); its tokens guard the APIs
         if apply_delay < 0:
             raise ValueError("apply_delay must not be negative")
         self.faithful = faithful
@@ -497,6 +500,8 @@ class TargetEmulator:
             return len(self._pending)
 
     def _authorized(self, header: str | None) -> bool:
+        if self._token is None and self.adobe is not None and self.adobe.require_auth:
+            return self.adobe.profile_token_accepted(header)
         return self._token is None or header == f"Bearer {self._token}"
 
     def _profile(self, identity_type: str, identity: str) -> dict[str, Any] | None:
@@ -715,6 +720,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._privacy_inspection(method, path)
             elif path.startswith("/_emulator/") or path == "/":
                 self._inspection(method, path, query)
+            elif self.server.emulator.adobe is not None and self.server.emulator.adobe.handles(path):
+                body = self._read_body(POST_BODY_LIMIT_BYTES)[0]
+                self._send_json(*self.server.emulator.adobe.answer(
+                    method, path, query, self.headers, body or b""))
             else:
                 self._drain_small_body()
                 self._send(404, b"Not Found")

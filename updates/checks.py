@@ -14,6 +14,7 @@ from django.core import checks
 from django.db.models import Q
 
 from .conf import KNOBS, SettingError, setting
+from .encryption import embedded, key_problem
 
 
 def _error(id_: int, message: str, hint: str) -> checks.Error:
@@ -25,13 +26,17 @@ def check_profileops_settings(app_configs=None, **kwargs) -> list[checks.Error]:
     if errors:
         return errors  # the combinations below need every value
     return (_sending_errors(values) + _background_errors(values) + _address_errors(values)
-            + _lifecycle_errors(values))
+            + _secret_errors() + _lifecycle_errors(values))
 
 
-def _embedded() -> bool:
-    """The embedded mode (PROFILEOPS_DEMO, which follows DEBUG): the demo and the tests. The test
-    runner turns DEBUG off, so DEBUG itself cannot tell production apart."""
-    return bool(getattr(settings, "PROFILEOPS_DEMO", settings.DEBUG))
+def _secret_errors() -> list[checks.Error]:
+    """Stored secrets are encrypted (encryption.py): production needs its own key."""
+    problem = key_problem()
+    if not problem:
+        return []
+    return [_error(18, problem, "Generate a key with `python -c \"from cryptography.fernet "
+                                "import Fernet; print(Fernet.generate_key().decode())\"` and "
+                                "set PROFILEOPS_ENCRYPTION_KEYS to it (docs/operations/secrets.md).")]
 
 
 def _lifecycle_errors(values: dict) -> list[checks.Error]:
@@ -39,19 +44,19 @@ def _lifecycle_errors(values: dict) -> list[checks.Error]:
     from .hashing import MIN_KEY_LENGTH
 
     key = values["HASH_KEY"]
-    if not _embedded() and len(key) < MIN_KEY_LENGTH:
+    if not embedded() and len(key) < MIN_KEY_LENGTH:
         return [_error(
-            18, f"PROFILEOPS_HASH_KEY must be set to a secret of at least {MIN_KEY_LENGTH} "
+            22, f"PROFILEOPS_HASH_KEY must be set to a secret of at least {MIN_KEY_LENGTH} "
                 "characters outside the embedded mode (DEBUG off).",
             "Purged identities and values are replaced by keyed hashes; without a secret key "
             "anyone could test a guessed identity against them. Generate one (python -c "
             "'import secrets; print(secrets.token_urlsafe(48))') and never change it.")]
     errors = []
     if values["PRIVACY_POLLS_PER_DAY"] < 1:
-        errors.append(_error(19, "PROFILEOPS_PRIVACY_POLLS_PER_DAY must be at least 1.",
+        errors.append(_error(23, "PROFILEOPS_PRIVACY_POLLS_PER_DAY must be at least 1.",
                              KNOBS["PRIVACY_POLLS_PER_DAY"].meaning))
     if values["RETENTION_CHUNK_SIZE"] < 1:
-        errors.append(_error(20, "PROFILEOPS_RETENTION_CHUNK_SIZE must be at least 1.",
+        errors.append(_error(24, "PROFILEOPS_RETENTION_CHUNK_SIZE must be at least 1.",
                              KNOBS["RETENTION_CHUNK_SIZE"].meaning))
     return errors
 
@@ -62,7 +67,7 @@ def check_retention_on(app_configs=None, **kwargs) -> list[checks.Warning]:
 
     from .models import TargetConnection
 
-    if _embedded():
+    if embedded():
         return []
     try:
         kept = [c.client_code for c in TargetConnection.objects.filter(
@@ -76,7 +81,7 @@ def check_retention_on(app_configs=None, **kwargs) -> list[checks.Warning]:
         f"Retention is off on {len(kept)} connection(s): {', '.join(kept[:10])}; their customer "
         "data (identities, values, profile reads) is kept for ever.",
         hint="Set the connection's retention (days values / reads are kept) in the admin; see "
-             "docs/operations/retention.md.", id="profileops.W021")]
+             "docs/operations/retention.md.", id="profileops.W025")]
 
 
 def _read_values() -> tuple[dict[str, int | float], list[checks.Error]]:

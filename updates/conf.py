@@ -110,6 +110,16 @@ KNOBS: dict[str, Knob] = {
     "PRIVACY_EVENTS_TOKEN": Knob(
         str, "", "The secret in the address of the hook that receives Adobe I/O Events about "
                  "privacy jobs (/privacy/adobe-events/<token>/); unset: the hook answers 404."),
+    # Secrets and Adobe credentials (updates/encryption.py, updates/credentials.py).
+    "ENCRYPTION_KEYS": Knob(
+        str, "", "Fernet keys, comma-separated: the first encrypts stored secrets, every one "
+                 "decrypts (rotation: docs/operations/secrets.md). Required in production; "
+                 "unset in the embedded mode (PROFILEOPS_DEMO): a key derived from SECRET_KEY."),
+    "TOKEN_RENEW_AHEAD_SECONDS": Knob(
+        float, 3600.0, "An IMS or profile token is renewed this long before it expires (at most "
+                       "a fifth of its lifetime ahead)."),
+    "ATTRIBUTE_CATALOGUE_MAX_AGE_SECONDS": Knob(
+        int, 3600, "Target's list of known profile attributes is read again after this long."),
 }
 
 

@@ -31,7 +31,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from . import open_changes, privacy, purging
+from . import audit, open_changes, privacy, purging
 from .errors import IN_FLIGHT, Refused, WRONG_STATE, require_perm
 from .hashing import keyed_hash
 from .models import (AuditEvent, IdentityType, ImportJob, PrivacyRequest, ProfileUpdate,
@@ -40,14 +40,7 @@ from .permissions import PERM_FORGET, PERM_LIFT_SUPPRESSION, refusal
 
 S = UpdateStatus
 OPEN_STATUSES = (S.DRAFT, S.PENDING, S.APPROVED)
-FORGOTTEN_ACTION = "visitor_forgotten"
-CANCELLED_ACTION = "cancelled_forgotten"
-LIFTED_ACTION = "suppression_lifted"
-
-
-def _audit(**values) -> AuditEvent:
-    """This module's audit rows (one place, until updates/audit.py owns them all)."""
-    return AuditEvent.objects.create(at=values.pop("at", None) or timezone.now(), **values)
+Action = AuditEvent.Action
 
 
 def _check_input(identity_type: str, identity: str, regulation: str) -> None:
@@ -88,10 +81,10 @@ def visitor_forget(*, connection: TargetConnection, identity_type: str, identity
         request.cancelled_updates = cancelled
         request.note = "Local purge done; Adobe's part not filed yet."
         request.save(update_fields=["purge_counts", "cancelled_updates", "note"])
-        _audit(at=now, actor=by, action=FORGOTTEN_ACTION, connection=connection,
-               comment=f"privacy request #{request.pk} ({regulation})",
-               changes={"privacy_request": request.pk, "purged": request.purge_counts,
-                        "cancelled": cancelled})
+        audit.record(Action.VISITOR_FORGOTTEN, by=by, connection=connection, at=now,
+                     comment=f"privacy request #{request.pk} ({regulation})",
+                     changes={"privacy_request": request.pk, "purged": request.purge_counts,
+                              "cancelled": cancelled})
     if file_at_target:
         request = privacy.privacy_request_file(request=request, identity=identity, by=by)
     return request
@@ -101,9 +94,10 @@ def _cancel_open(updates: list[ProfileUpdate], *, by, request: PrivacyRequest,
                  now: dt.datetime) -> int:
     opened = [u for u in updates if u.status in OPEN_STATUSES]
     for update in opened:
-        _audit(at=now, actor=by, action=CANCELLED_ACTION, update=update,
-               connection_id=update.connection_id, from_status=update.status,
-               to_status=S.CANCELLED, comment=f"visitor forgotten (privacy request #{request.pk})")
+        audit.record(Action.CANCELLED_FORGOTTEN, by=by, update=update,
+                     connection=update.connection_id, from_status=update.status,
+                     to_status=S.CANCELLED, at=now,
+                     comment=f"visitor forgotten (privacy request #{request.pk})")
         update.status = S.CANCELLED
         update.next_attempt_at = None
     ProfileUpdate.with_pending_imports.bulk_update(opened, ["status", "next_attempt_at"])
@@ -145,8 +139,8 @@ def suppression_lift(*, request: PrivacyRequest, by, comment: str) -> PrivacyReq
             raise Refused("The suppression was lifted already.", code=WRONG_STATE)
         locked.suppression_lifted_at, locked.suppression_lifted_by = timezone.now(), by
         locked.save(update_fields=["suppression_lifted_at", "suppression_lifted_by"])
-        _audit(actor=by, action=LIFTED_ACTION, connection_id=locked.connection_id,
-               comment=comment.strip()[:500], changes={"privacy_request": locked.pk})
+        audit.record(Action.SUPPRESSION_LIFTED, by=by, connection=locked.connection_id,
+                     comment=comment.strip()[:500], changes={"privacy_request": locked.pk})
     return locked
 
 

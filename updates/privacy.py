@@ -33,11 +33,11 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from . import privacy_service
+from . import audit, credentials, privacy_service
 from .conf import setting
 from .errors import NO_CREDENTIALS, Refused, WRONG_STATE, require_perm
 from .hashing import keyed_hash
-from .models import AuditEvent, PrivacyRequest
+from .models import PrivacyRequest
 from .permissions import PERM_FORGET, refusal
 
 logger = logging.getLogger(__name__)
@@ -52,19 +52,16 @@ ANSWER_BODY_LIMIT = 64 * 1024
 
 
 def _audit(request: PrivacyRequest, *, action: str, by=None, **changes: Any) -> None:
-    """This module's audit rows (one place, until updates/audit.py owns them all)."""
-    AuditEvent.objects.create(at=timezone.now(), actor=by, action=action,
-                              connection_id=request.connection_id,
-                              comment=f"privacy request #{request.pk}",
-                              changes={"privacy_request": request.pk, **changes})
+    audit.record(action, by=by, connection=request.connection_id,
+                 comment=f"privacy request #{request.pk}",
+                 changes={"privacy_request": request.pk, **changes})
 
 
 def _adobe_headers(connection) -> dict[str, str]:
-    """The headers of a Privacy Service call; Refused (`no_credentials`) without credentials."""
-    try:
-        from . import credentials  # the Adobe credentials (issue 26)
-    except ImportError:
-        raise Refused("This connection has no Adobe credentials.", code=NO_CREDENTIALS) from None
+    """The headers of a Privacy Service call, with an IMS token of the connection's Adobe
+    credentials (credentials.py); Refused (`no_credentials`) without credentials or org."""
+    if not connection.adobe_org_id:
+        raise Refused(f"{connection.label} has no IMS org ID.", code=NO_CREDENTIALS)
     token = credentials.ims_access_token(connection)
     return {"Authorization": f"Bearer {token}", "x-api-key": connection.adobe_client_id,
             "x-gw-ims-org-id": connection.adobe_org_id}

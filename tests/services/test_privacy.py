@@ -2,8 +2,8 @@
 privacy_events.py) against the emulator's Privacy Service over real HTTP: filed, polled with
 backoff within a daily cap, complete / not found / error, the event hook, alerts.
 
-Adobe's IMS token comes from the credentials of issue 26; until that module is merged the
-`adobe` fixture supplies fixed headers in its place — the one replaced boundary here."""
+The connection holds Adobe credentials (issue 26): the IMS token comes from the emulator's IMS,
+which the emulator's Privacy Service checks."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from django.core.exceptions import ValidationError
 from django.test import override_settings
 from django.utils import timezone
 
-from tests.conftest import FORGOTTEN_IDENTITY, make_user
+from target_emulator.adobe_admin import AdobeAdmin
+from tests.conftest import FORGOTTEN_IDENTITY, make_user, use_adobe_credentials
 from updates import alerts, forgetting, privacy, privacy_service
 from updates.models import AlertRule, AuditEvent, PrivacyRequest
 
@@ -28,13 +29,14 @@ def dpo(db):
 
 
 @pytest.fixture
-def adobe(settings, faithful_emulator, monkeypatch):
+def adobe(settings, acme, emulator_factory):
+    """Adobe: IMS, Target's Admin API and the Privacy Service, at a faithful emulator that
+    `acme` now points at with its Adobe credentials."""
+    emulator = emulator_factory(faithful=True, apply_delay=60.0, adobe=AdobeAdmin())
+    use_adobe_credentials(acme, emulator)
     settings.PROFILEOPS = {**settings.PROFILEOPS, "PRIVACY_SERVICE_URL":
-                           faithful_emulator.base_url + "/data/core/privacy"}
-    monkeypatch.setattr(privacy, "_adobe_headers", lambda connection: {
-        "Authorization": "Bearer ims-token", "x-api-key": "client-id",
-        "x-gw-ims-org-id": "ORG@AdobeOrg"})
-    return faithful_emulator
+                           emulator.base_url + "/data/core/privacy"}
+    return emulator
 
 
 def forget(acme, by, identity=FORGOTTEN_IDENTITY):

@@ -54,7 +54,7 @@ def remove_group(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('updates', '0023_alert_defaults'),
+        ('updates', '0026_encrypt_secrets'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
         ("django_q", "0019_alter_task_options_alter_ormq_key_alter_ormq_lock_and_more"),
     ]
@@ -140,11 +140,6 @@ class Migration(migrations.Migration):
             name='retain_values_days',
             field=models.PositiveIntegerField(blank=True, default=90, help_text="Days an update's identity and values are kept after it reached a final state (sent and verified or not applied, unchanged, rejected, cancelled, failed); then they are replaced by keyed hashes. Empty: kept for ever.", null=True, validators=[django.core.validators.MinValueValidator(1)]),
         ),
-        migrations.AlterField(
-            model_name='alertrule',
-            name='kind',
-            field=models.CharField(choices=[('failure_rate', 'Failure rate over a window'), ('quota_use', 'Quota use crossing a threshold'), ('waiting', 'Updates waiting for approval too long'), ('token_refused', 'Bearer token refused by Target (401/403)'), ('not_applied', 'Updates not applied after verification'), ('privacy_error', 'A privacy request ended in error')], max_length=16),
-        ),
         migrations.AddIndex(
             model_name='profileread',
             index=models.Index(condition=models.Q(('purged_at__isnull', True)), fields=['connection', 'at'], name='read_unpurged_at'),
@@ -190,5 +185,16 @@ class Migration(migrations.Migration):
             model_name='retentionrun',
             index=models.Index(fields=['connection', 'started_at'], name='retention_conn_at'),
         ),
+        migrations.AlterField(
+            model_name='alertrule',
+            name='kind',
+            field=models.CharField(choices=[('failure_rate', 'Failure rate over a window'), ('quota_use', 'Quota use crossing a threshold'), ('waiting', 'Updates waiting for approval too long'), ('token_refused', 'Bearer token refused by Target (401/403)'), ('token_renewal', 'Token renewal failing (Adobe credentials)'), ('not_applied', 'Updates not applied after verification'), ('privacy_error', 'A privacy request ended in error')], max_length=16),
+        ),
+        migrations.AlterField(
+            model_name='auditevent',
+            name='action',
+            field=models.CharField(choices=[('staged', 'staged'), ('imported', 'imported'), ('edited', 'edited'), ('submitted', 'submitted for approval'), ('approved', 'approved'), ('rejected', 'rejected'), ('cancelled', 'cancelled'), ('superseded', 'superseded'), ('requeued', 're-queued'), ('claimed', 'claimed for sending'), ('reclaimed', "claimed again after a worker's lease ran out"), ('released', 'put back unsent'), ('acknowledged', 'acknowledged by Target'), ('retry_scheduled', 'retry scheduled'), ('failed', 'failed'), ('unchanged', 'unchanged'), ('sent', 'sent'), ('read_before_send_failed', 'read before send failed'), ('unchanged_attributes_left_out', 'unchanged attributes left out'), ('verification_scheduled', 'verification scheduled'), ('verification_off', 'verification off'), ('verification_read', 'verification read'), ('verified', 'verified'), ('not_applied', 'not applied'), ('unverified', 'unverified'), ('revert_staged', 'revert staged'), ('connection_created', 'connection created'), ('connection_changed', 'connection changed'), ('mapping_created', 'mapping created'), ('mapping_changed', 'mapping changed'), ('alert_tested', 'alert tested'), ('ims_token_obtained', 'IMS access token obtained'), ('profile_token_fetched', 'profile token fetched from Target'), ('profile_token_minted', 'profile token minted (none was valid)'), ('profile_token_rotated', 'profile token rotated by an administrator'), ('token_renewal_failed', 'token renewal failed'), ('visitor_forgotten', 'visitor forgotten (values purged)'), ('cancelled_forgotten', 'cancelled: the visitor was forgotten'), ('suppression_lifted', 'suppression of a forgotten visitor lifted'), ('privacy_filed', 'privacy request filed with Adobe'), ('privacy_processing', 'privacy request processing at Adobe'), ('privacy_complete', 'privacy request complete: deleted at Target'), ('privacy_not_found', 'privacy request: nothing held at Target'), ('privacy_error', 'privacy request ended in error')], max_length=32),
+        ),
+    
         migrations.RunPython(create_group, remove_group),
     ]

@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 
+from .adobe_admin import AdobeAdmin
 from .server import TargetEmulator
 
 
@@ -50,6 +51,10 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--echo-headers", action="store_true",
                         help="Echo the request's headers (token included) in update and read "
                         "answers, as a debugging proxy might.")
+    parser.add_argument("--adobe", action="store_true",
+                        help="Also play Adobe IMS and Target's Admin API (client ID "
+                        "profileops-client, secret profileops-secret, tenant acme), which the "
+                        "Privacy Service jobs then require; the profile APIs stay lenient.")
     # The bearer token comes from the environment: a command-line argument is visible to
     # every user of the machine (ps).
 
@@ -76,6 +81,7 @@ def emulator_from_options(options: dict) -> TargetEmulator:
         profiles=load_profiles(options.get("profiles")),
         drip_seconds=options.get("drip_seconds", 0.0),
         echo_headers=options.get("echo_headers", False),
+        **({"adobe": AdobeAdmin(require_auth=False)} if options.get("adobe") else {}),
     )
 
 

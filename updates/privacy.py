@@ -168,15 +168,18 @@ def _polls_today(now: dt.datetime) -> int:
                if answer.get("kind") == "status" and answer.get("at", "") >= midnight)
 
 
-def privacy_requests_poll(*, now: dt.datetime | None = None,
-                          job_ids: list[str] | None = None) -> int:
-    """Read the status of the filed jobs that are due (or of `job_ids`, from a notification,
-    due or not), within the daily cap; returns how many were read."""
+def privacy_requests_poll(*, now: dt.datetime | None = None, job_ids: list[str] | None = None,
+                          due_only: bool = True) -> int:
+    """Read the status of the filed jobs that are due (every open one with `due_only=False`;
+    those of `job_ids`, from a notification, due or not), within the daily cap; returns how
+    many were read."""
     now = now or timezone.now()
     room = setting("PRIVACY_POLLS_PER_DAY") - _polls_today(now)
     due = PrivacyRequest.objects.filter(state__in=PrivacyRequest.OPEN_STATES)
-    due = due.filter(adobe_job_id__in=job_ids) if job_ids is not None else due.filter(
-        next_poll_at__lte=now)
+    if job_ids is not None:
+        due = due.filter(adobe_job_id__in=job_ids)
+    elif due_only:
+        due = due.filter(next_poll_at__lte=now)
     read = 0
     for request in due.order_by("next_poll_at", "pk")[:max(room, 0)]:
         try:

@@ -20,10 +20,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .server import TargetEmulator
+from typing import Any
 
 JOBS_PATH = "/data/core/privacy/jobs"
 NOT_FOUND_MESSAGE = "Not applicable – user context not found"
@@ -35,8 +32,8 @@ MAX_USERS, MAX_IDS = 1000, 9
 class PrivacyJobs:
     """The jobs of one emulator, kept in memory."""
 
-    def __init__(self, emulator: TargetEmulator) -> None:
-        self._emulator = emulator
+    def __init__(self, emulator: Any) -> None:
+        self._emulator = emulator  # the TargetEmulator (server.py) whose profiles it deletes
         self._lock = threading.Lock()
         self._jobs: dict[str, dict[str, Any]] = {}
         self._numbers = itertools.count(1)

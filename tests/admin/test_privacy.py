@@ -100,3 +100,19 @@ def test_retention_says_under_whose_retention_in_pages_and_exports(client, acme,
     exporting.updates_export(by=admin_user, file_format="csv", out=out)
     exported = out.getvalue().decode("utf-8-sig")
     assert note in exported and "bronze-77" not in exported and "old-visitor" not in exported
+
+
+def test_the_request_page_files_again_and_lifts_the_suppression(client, acme, dpo, admin_user,
+                                                                 stage):
+    forget_on_the_page(logged_in(client, dpo), acme, identity="forgotten-on-a-page")
+    request = PrivacyRequest.objects.get()
+    client.post(reverse("admin:updates_privacyrequest_file", args=[request.pk]),
+                {"identity": "someone-else"})
+    request.refresh_from_db()
+    assert request.state == PrivacyRequest.State.LOCAL_DONE  # a wrong identity files nothing
+    logged_in(client, admin_user).post(
+        reverse("admin:updates_privacyrequest_lift", args=[request.pk]),
+        {"comment": "signed up again"})
+    request.refresh_from_db()
+    assert not request.suppressing
+    stage(identity="forgotten-on-a-page")  # may be staged again

@@ -153,30 +153,30 @@ class PrivacyRequestAdmin(OfferedLookupsAdmin):
                     {"form": form, "opts": self.model._meta})
 
     def file_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
-        obj = get_object_or_404(PrivacyRequest, pk=pk)
-        form = IdentityForm(request.POST)
-        if form.is_valid():
-            try:
-                obj = privacy.privacy_request_file(request=obj, by=request.user,
-                                                   identity=form.cleaned_data["identity"])
-                self.message_user(request, f"{obj}: {obj.note}", messages.INFO)
-            except ValidationError as error:
-                self.message_user(request, " ".join(error.messages), messages.ERROR)
-        return HttpResponseRedirect(reverse("admin:updates_privacyrequest_change", args=[pk]))
+        def file(obj: PrivacyRequest, data: dict) -> str:
+            obj = privacy.privacy_request_file(request=obj, by=request.user,
+                                               identity=data["identity"])
+            return f"{obj}: {obj.note}"
+
+        return self._act(request, pk, IdentityForm, file)
 
     def lift_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        def lift(obj: PrivacyRequest, data: dict) -> str:
+            forgetting.suppression_lift(request=obj, by=request.user, comment=data["comment"])
+            return "The suppression is lifted: this visitor may be staged again."
+
+        return self._act(request, pk, LiftForm, lift)
+
+    def _act(self, request: HttpRequest, pk: int, form_class, act) -> HttpResponse:
+        """A POST-only button of a request's page: the form, the service (which checks the
+        right), its message, back to the page."""
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         obj = get_object_or_404(PrivacyRequest, pk=pk)
-        form = LiftForm(request.POST)
+        form = form_class(request.POST)
         if form.is_valid():
             try:
-                forgetting.suppression_lift(request=obj, by=request.user,
-                                            comment=form.cleaned_data["comment"])
-                self.message_user(request, "The suppression is lifted: this visitor may be "
-                                           "staged again.", messages.SUCCESS)
+                self.message_user(request, act(obj, form.cleaned_data), messages.INFO)
             except ValidationError as error:
                 self.message_user(request, " ".join(error.messages), messages.ERROR)
         return HttpResponseRedirect(reverse("admin:updates_privacyrequest_change", args=[pk]))

@@ -144,6 +144,7 @@ def _filed(request: PrivacyRequest, posted: tuple[int | None, Any, str], *, by) 
             now = timezone.now()
             request.state, request.adobe_job_id = State.FILED, job_id
             request.filed_at, request.filed_by = now, by
+            request.finished_at = None  # filed again after an error
             request.next_poll_at = now + _poll_delay(0)
             request.note = "Filed with Adobe; waiting for Target's answer."
         else:

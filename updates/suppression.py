@@ -39,6 +39,11 @@ def _cached(connection: TargetConnection) -> dict[tuple[str, str], PrivacyReques
     return found
 
 
+def forget_cached(connection: TargetConnection) -> None:
+    """Read the list afresh at the next check (a saving transaction's own check)."""
+    connection.__dict__.pop("_suppressed", None)
+
+
 def _message(request: PrivacyRequest) -> str:
     return (f"This visitor was forgotten on {request.requested_at:%Y-%m-%d} (privacy request "
             f"#{request.pk}); nothing can be staged for it unless an administrator lifts the "

@@ -226,8 +226,10 @@ def _locked(update: ProfileUpdate) -> ProfileUpdate:
 
 
 def _refresh_active(connection: TargetConnection) -> None:
-    """The connection's `active` as stored now (the caller's copy may be minutes old)."""
+    """The connection's `active` — and its suppression list — as stored now (the caller's copy
+    may be minutes old)."""
     connection.active = TargetConnection.objects.filter(pk=connection.pk, active=True).exists()
+    suppression.forget_cached(connection)
 
 
 def _refresh_caller_copy(caller: ProfileUpdate, fresh: ProfileUpdate) -> None:

@@ -152,3 +152,16 @@ def test_the_identity_is_checked_before_anything_is_written(acme, dpo):
                                   regulation="hipaa", by=dpo)
     assert set(refused.value.message_dict) == {"identity_type", "identity", "regulation"}
     assert not PrivacyRequest.objects.exists()
+
+
+def test_a_form_loaded_before_the_forget_cannot_stage_the_visitor(acme, operator, dpo):
+    """The staging form checked the identity (and read the list) before the forget; the saving
+    transaction reads the list afresh."""
+    from updates import suppression
+
+    assert suppression.forgotten_problem(acme, "mbox3rdPartyId", FORGOTTEN_IDENTITY) == ""
+    forget(acme, dpo)
+    with pytest.raises(ValidationError):
+        workflow.update_stage(connection=acme, identity_type="mbox3rdPartyId",
+                              identity=FORGOTTEN_IDENTITY, attributes={"loanStatus": "funded"},
+                              by=operator)

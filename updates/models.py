@@ -354,6 +354,16 @@ class PurgeReason(models.TextChoices):
     FORGOTTEN = "forgotten", "Visitor forgotten"
 
 
+def purge_note(purged_at: dt.datetime | None, reason: str, connection_label: str) -> str:
+    """"purged on <date> under the retention of <connection>" (or "…: the visitor was
+    forgotten"); "" for an update whose values are all there."""
+    if purged_at is None:
+        return ""
+    if reason == PurgeReason.FORGOTTEN:
+        return f"purged on {purged_at:%Y-%m-%d}: the visitor was forgotten"
+    return f"purged on {purged_at:%Y-%m-%d} under the retention of {connection_label}"
+
+
 class VisibleUpdateManager(models.Manager):
     """Every list, count, approval queue and sender query sees only live updates: the rows an
     unfinished import is still writing (ProfileUpdate.import_pending set) stay invisible until
@@ -513,10 +523,7 @@ class ProfileUpdate(models.Model):
         """What pages, timelines and exports show instead of purged values ("" when none were)."""
         if self.purged_at is None:
             return ""
-        if self.purge_reason == PurgeReason.FORGOTTEN:
-            return f"purged on {self.purged_at:%Y-%m-%d}: the visitor was forgotten"
-        return (f"purged on {self.purged_at:%Y-%m-%d} under the retention of "
-                f"{self.connection.label}")
+        return purge_note(self.purged_at, self.purge_reason, self.connection.label)
 
     def matches_approval(self, *, unapproved: bool = False) -> bool:
         """Whether the content is exactly what was approved: the approval keeps the content's

@@ -6,6 +6,8 @@
   production install does not need them.
 - Permission codenames are written in updates/permissions.py only; "the content is what was
   approved" is answered by ProfileUpdate.matches_approval only.
+- Only updates/audit.py builds or writes AuditEvent rows (it checks each action against
+  AuditEvent.Action).
 - No function in updates/ or profileops/ (migrations aside) is longer than 60 lines.
 - updates' and profileops' modules import each other without a cycle, counting every import:
   one inside a function (a "lazy" import) hides a circle rather than breaking it, so it counts

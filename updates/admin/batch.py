@@ -23,8 +23,10 @@ change something — still bound to the content the page showed.
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
@@ -126,13 +128,7 @@ def batch_view(request: HttpRequest) -> HttpResponse:
                 for c in connections.values()]
     chosen = random.sample(summaries, min(sample_size, len(summaries)))
     chosen.sort(key=lambda pair: pair[0].pk)
-    # What each sampled update would do at Target, from reads already fresh enough; the rest
-    # are read by the page's script through the live diff, then the estimate is asked again.
-    verdicts = batch_reads.sample_verdicts([u for u, _ in chosen], now=now)
-    sample = [{"update": u, "attributes": selectors.attribute_rows(u), "request": s,
-               "blocker": workflow.decision_blocker(u, user, authored=authored),
-               "verdict": verdicts[u.pk], "verdict_label": batch_reads.label(verdicts[u.pk])}
-              for u, s in chosen]
+    verdicts, sample = _sample_rows(chosen, user=user, authored=authored, now=now)
     return _page(request, title, "admin/updates/batch.html", {
         "scope": scope, "count": len(ids), "too_many": too_many, "batch_limit": BATCH_LIMIT,
         "decision_jobs": _recent_decisions(scope),
@@ -145,6 +141,19 @@ def batch_view(request: HttpRequest) -> HttpResponse:
         "estimate_url": _estimate_url(scope, [u.pk for u, _ in chosen]),
         "whole_read": _whole_read(scope, updates, now),
     })
+
+
+def _sample_rows(chosen: list[tuple[ProfileUpdate, Any]], *, user, authored: set[int],
+                 now: dt.datetime) -> tuple[dict[int, str], list[dict[str, Any]]]:
+    """The sampled updates (with their request previews) as the page's rows, and what each would
+    do at Target, from reads already fresh enough; the rest are read by the page's script
+    through the live diff, then the estimate is asked again."""
+    verdicts = batch_reads.sample_verdicts([u for u, _ in chosen], now=now)
+    return verdicts, [
+        {"update": u, "attributes": selectors.attribute_rows(u), "request": s,
+         "blocker": workflow.decision_blocker(u, user, authored=authored),
+         "verdict": verdicts[u.pk], "verdict_label": batch_reads.label(verdicts[u.pk])}
+        for u, s in chosen]
 
 
 def _large_batch_view(request: HttpRequest, scope: Scope, title: str) -> HttpResponse:
@@ -176,11 +185,7 @@ def _large_batch_view(request: HttpRequest, scope: Scope, title: str) -> HttpRes
     connections = TargetConnection.objects.filter(pk__in={row[5] for row in rows})
     headroom = [(c, quota.window_usage(connection=c, now=now), c.quota_limit)
                 for c in connections]
-    verdicts = batch_reads.sample_verdicts(chosen, now=now)
-    sample = [{"update": u, "attributes": selectors.attribute_rows(u), "request": s,
-               "blocker": workflow.decision_blocker(u, user, authored=authored),
-               "verdict": verdicts[u.pk], "verdict_label": batch_reads.label(verdicts[u.pk])}
-              for u, s in summaries]
+    verdicts, sample = _sample_rows(summaries, user=user, authored=authored, now=now)
     return _page(request, title, "admin/updates/batch.html", {
         "scope": scope, "count": len(pairs), "too_many": too_many, "batch_limit": BATCH_LIMIT,
         "shown_job": token, "shown": "", "large": True, "chunk": setwise.CHUNK,

@@ -40,7 +40,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from updates import batch_decisions, batch_reads, decisions, permissions, quota, selectors, \
-    setwise, target, workflow
+    sending, setwise, target, workflow
 from updates.models import (BatchRead, DecisionJob, ImportJob, ProfileUpdate, TargetConnection,
                             content_hash)
 
@@ -116,7 +116,7 @@ def batch_view(request: HttpRequest) -> HttpResponse:
     sample_size = _sample_size(request)
     updates = list(ProfileUpdate.objects.filter(pk__in=ids)
                    .select_related("connection", "created_by", "last_edited_by").order_by("id"))
-    summaries = [(u, selectors.request_preview(u)) for u in updates]
+    summaries = [(u, sending.planned(u)) for u in updates]
     user = request.user
     authored = workflow.authored_by(user, updates)  # one query, not one per update
     blocked = sum(1 for u in updates if workflow.decision_blocker(u, user, authored=authored))
@@ -124,8 +124,7 @@ def batch_view(request: HttpRequest) -> HttpResponse:
     unsendable = sum(1 for _, s in summaries if s.problem)
     now = timezone.now()
     connections = {u.connection_id: u.connection for u in updates}
-    headroom = [(c, quota.window_usage(connection=c, now=now), c.quota_limit)
-                for c in connections.values()]
+    headroom = [(c, quota.window_picture(connection=c, now=now)) for c in connections.values()]
     chosen = random.sample(summaries, min(sample_size, len(summaries)))
     chosen.sort(key=lambda pair: pair[0].pk)
     verdicts, sample = _sample_rows(chosen, user=user, authored=authored, now=now)
@@ -180,11 +179,10 @@ def _large_batch_view(request: HttpRequest, scope: Scope, title: str) -> HttpRes
     chosen = list(ProfileUpdate.objects.filter(pk__in=chosen_ids)
                   .select_related("connection", "created_by", "last_edited_by").order_by("id"))
     authored = workflow.authored_by(user, chosen)
-    summaries = [(u, selectors.request_preview(u)) for u in chosen]
+    summaries = [(u, sending.planned(u)) for u in chosen]
     now = timezone.now()
     connections = TargetConnection.objects.filter(pk__in={row[5] for row in rows})
-    headroom = [(c, quota.window_usage(connection=c, now=now), c.quota_limit)
-                for c in connections]
+    headroom = [(c, quota.window_picture(connection=c, now=now)) for c in connections]
     verdicts, sample = _sample_rows(summaries, user=user, authored=authored, now=now)
     return _page(request, title, "admin/updates/batch.html", {
         "scope": scope, "count": len(pairs), "too_many": too_many, "batch_limit": BATCH_LIMIT,

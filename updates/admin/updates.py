@@ -27,8 +27,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
-from updates import (attention, decisions, open_changes, permissions, selectors, verification,
-                     workflow)
+from updates import (attention, decisions, open_changes, permissions, selectors, sending,
+                     verification, workflow)
 from updates.errors import OPEN_CONFLICT
 from updates.forms import StagingForm, staging_form_class
 
@@ -714,7 +714,7 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
             user = request.user
             extra.update(
                 attribute_rows=selectors.attribute_rows(obj),
-                request_preview=selectors.request_preview(obj),
+                request_preview=sending.planned(obj),
                 timeline_lines=timeline.timeline_lines(selectors.update_timeline(update=obj)),
                 # Nothing left to edit: what happened matters more than the read-only form.
                 timeline_first=obj.status in workflow.READ_ONLY_STATES,

@@ -89,6 +89,7 @@ def seed(n: int, *, now: dt.datetime, quota_limit: int) -> dict:
                 created + dt.timedelta(minutes=21) if status == "sent" else None,
                 "HTTP 400" if status == "failed" else "",
                 "", 0, "{}", "[]",  # never verified (a connection without verification)
+                "",  # not purged (updates/retention.py)
             )
 
     began = time.perf_counter()
@@ -98,7 +99,7 @@ def seed(n: int, *, now: dt.datetime, quota_limit: int) -> dict:
         "submitted_at", "decided_by_id", "decided_at", "decision_comment", "approved_hash",
         "attempt_count", "attempts_total", "next_attempt_at", "lease_owner", "lease_expires_at",
         "acknowledged_at", "last_error", "verification_state", "verification_checks",
-        "prior_values", "unsent_unchanged"), update_rows())
+        "prior_values", "unsent_unchanged", "purge_reason"), update_rows())
     log(f"  {count:,} updates in {time.perf_counter() - began:.0f} s")
 
     def attempt_rows():

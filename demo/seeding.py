@@ -71,6 +71,15 @@ class DemoSeed:
     created_updates: int
 
 
+def demo_adobe_credentials(emulator_url: str) -> dict[str, str]:
+    """The Adobe credentials of the emulator's IMS (start_demo runs it with --adobe): ProfileOps
+    obtains the profile token itself, and forgetting a visitor files at the emulator's Privacy
+    Service with an IMS token (docs/user-guide/forgetting-a-visitor.md)."""
+    return {"adobe_client_id": "profileops-client", "adobe_client_secret": "profileops-secret",
+            "adobe_org_id": "DEMO0000@AdobeOrg", "target_tenant": "acme",
+            "ims_token_url": f"{emulator_url}/ims/token/v3", "admin_api_url": emulator_url}
+
+
 def seed_demo(*, emulator_url: str) -> DemoSeed:
     with transaction.atomic():
         passwords = {}
@@ -92,7 +101,7 @@ def seed_demo(*, emulator_url: str) -> DemoSeed:
             client_code=DEMO_CLIENT_CODE,
             defaults={"label": "Demo (local emulator)", "base_url": emulator_url, "active": True,
                       "quota_limit": 1_000_000, "skip_unchanged": True,
-                      "verify_after_send": True},
+                      "verify_after_send": True, **demo_adobe_credentials(emulator_url)},
         )
         for spec in DEMO_MAPPINGS:
             if not AttributeMapping.objects.filter(connection=connection,

@@ -52,9 +52,11 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                         help="Echo the request's headers (token included) in update and read "
                         "answers, as a debugging proxy might.")
     parser.add_argument("--adobe", action="store_true",
-                        help="Also play Adobe IMS and Target's Admin API (client ID "
-                        "profileops-client, secret profileops-secret, tenant acme), which the "
-                        "Privacy Service jobs then require; the profile APIs stay lenient.")
+                        help="Also serve Adobe IMS and Target's Admin API (client ID "
+                        "profileops-client, secret profileops-secret, tenant acme); the profile "
+                        "APIs then require the profile token they hand out.")
+    parser.add_argument("--profile-token-lifetime", type=float, default=7 * 86400.0,
+                        help="With --adobe: seconds a profile token lives.")
     # The bearer token comes from the environment: a command-line argument is visible to
     # every user of the machine (ps).
 
@@ -81,7 +83,8 @@ def emulator_from_options(options: dict) -> TargetEmulator:
         profiles=load_profiles(options.get("profiles")),
         drip_seconds=options.get("drip_seconds", 0.0),
         echo_headers=options.get("echo_headers", False),
-        **({"adobe": AdobeAdmin(require_auth=False)} if options.get("adobe") else {}),
+        adobe=AdobeAdmin(profile_token_lifetime=options.get("profile_token_lifetime", 7 * 86400.0))
+        if options.get("adobe") else None,
     )
 
 

@@ -54,7 +54,7 @@ def ensure_roles() -> None:
     roles = importlib.import_module("updates.migrations.0002_roles")
     if Group.objects.filter(name__in=roles.ROLES).count() != len(roles.ROLES):
         roles.create_roles(apps, None)
-    lifecycle = importlib.import_module("updates.migrations.0027_lifecycle")
+    lifecycle = importlib.import_module("updates.migrations.0029_lifecycle")
     if not Group.objects.filter(name=lifecycle.DPO_GROUP).exists():
         lifecycle.create_group(apps, None)
 

@@ -24,7 +24,7 @@ _SECRET_FIELDS = frozenset({"bearer_token", "adobe_client_secret"})
 _AUDITED_FIELDS = audit.audited_fields(TargetConnection, leaving_out=_SECRET_FIELDS)
 # A change to one of these makes the tokens obtained with the old credentials worthless.
 _CREDENTIAL_FIELDS = ("adobe_client_id", "adobe_org_id", "target_tenant", "ims_token_url",
-                      "admin_api_url")
+                      "ims_scopes", "admin_api_url")
 
 
 def connection_save(*, connection: TargetConnection, by, new_token: str = "",

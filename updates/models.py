@@ -47,6 +47,9 @@ def validate_bearer_token(token: str) -> None:
 
 _VISIBLE_ASCII = RegexValidator(r"^[!-~]*\Z", "Visible ASCII characters only, no spaces.",
                                 code="invalid_credential")
+# The scopes the Adobe Developer Console lists for a Target OAuth Server-to-Server credential.
+IMS_SCOPES = ("openid,AdobeID,target_sdk,additional_info.projectedProductContext,"
+              "read_organizations,additional_info.roles")
 _TENANT = RegexValidator(r"^[A-Za-z0-9][A-Za-z0-9_-]*\Z",
                          "A tenant holds letters, digits, '-' and '_' only.", code="invalid_tenant")
 
@@ -101,6 +104,11 @@ class TargetConnection(models.Model):
         default="https://ims-na1.adobelogin.com/ims/token/v3",
         validators=[URLValidator(schemes=["http", "https"])],
         help_text="Adobe IMS token endpoint; change it only for tests or another region.")
+    ims_scopes = models.CharField(
+        max_length=500, default=IMS_SCOPES, validators=[_VISIBLE_ASCII],
+        help_text="The scopes asked of IMS, comma-separated, as the Developer Console lists them "
+        "for the credential (add those of other APIs on the same credential, e.g. the Privacy "
+        "Service's).")
     admin_api_url = models.URLField(
         default="https://mc.adobe.io", validators=[URLValidator(schemes=["http", "https"])],
         help_text="Target Admin API base URL; change it only for tests or a proxy.")
@@ -1095,6 +1103,25 @@ class ShownSnapshot(models.Model):
     job = models.OneToOneField(DecisionJob, on_delete=models.CASCADE, primary_key=True,
                                related_name="shown")
     pairs = models.BinaryField()
+
+
+class MetricsCheckpoint(models.Model):
+    """What /metrics has added up, shared by every process (updates/metrics.py), so a new
+    gunicorn worker does not add up every attempt ever made (seconds at tens of millions) nor
+    recount the updates on its first scrape, and deleting old attempts (retention) does not
+    make the counters go down. One row per figure: ATTEMPTS — the totals of the attempts
+    started up to `at` (settled: they no longer change); UPDATES — the updates by status and
+    verification state as counted at `at`."""
+
+    ATTEMPTS = "attempts"
+    UPDATES = "updates"
+
+    name = models.CharField(max_length=16, primary_key=True)
+    at = models.DateTimeField()
+    values = models.JSONField(default=dict)
+
+    def __str__(self) -> str:
+        return f"metrics checkpoint {self.name} at {self.at:%Y-%m-%d %H:%M:%S}"
 
 
 class PrivacyRequest(models.Model):

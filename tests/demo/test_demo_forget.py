@@ -1,6 +1,6 @@
 """Forgetting a visitor in the demo, as docs/user-guide/forgetting-a-visitor.md walks through it:
 the emulator plays Target and Adobe (IMS and the Privacy Service, `start_demo` passes --adobe),
-the demo connection gets the emulator's Adobe credentials, and the admin forgets CUST-1001 —
+the demo connection has the emulator's Adobe credentials, and the admin forgets CUST-1001 —
 local purge counts, the job complete at the emulator, Target's profile gone, nothing in a dump."""
 
 from __future__ import annotations
@@ -30,14 +30,7 @@ def test_an_administrator_forgets_a_visitor_in_the_demo(client, settings):
             emulator.seed_profile(**spec)
         settings.PROFILEOPS = {**settings.PROFILEOPS, "PRIVACY_SERVICE_URL":
                                f"{emulator.base_url}/data/core/privacy"}
-        connection = seed_demo(emulator_url=emulator.base_url).connection
-        # The credentials the guide gives, on the connection's page.
-        connection.adobe_client_id, connection.adobe_client_secret = (
-            "profileops-client", "profileops-secret")
-        connection.adobe_org_id, connection.target_tenant = "DEMO0000@AdobeOrg", "acme"
-        connection.ims_token_url = f"{emulator.base_url}/ims/token/v3"
-        connection.admin_api_url = emulator.base_url
-        connection.save()
+        connection = seed_demo(emulator_url=emulator.base_url).connection  # with credentials
         client.force_login(User.objects.get(username="admin"))
 
         page = client.post(reverse("admin:updates_privacyrequest_forget"), {

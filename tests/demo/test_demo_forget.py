@@ -30,7 +30,7 @@ def test_an_administrator_forgets_a_visitor_in_the_demo(client, settings):
             emulator.seed_profile(**spec)
         settings.PROFILEOPS = {**settings.PROFILEOPS, "PRIVACY_SERVICE_URL":
                                f"{emulator.base_url}/data/core/privacy"}
-        connection = seed_demo(emulator_url=emulator.base_url).connection  # with credentials
+        connection = seed_demo(emulator_url=emulator.base_url, adobe=True).connection
         client.force_login(User.objects.get(username="admin"))
 
         page = client.post(reverse("admin:updates_privacyrequest_forget"), {

@@ -26,7 +26,7 @@ def test_the_demo_shows_unchanged_verified_and_not_applied(emulator_factory, set
     emulator = emulator_factory(faithful=True, apply_delay=DEMO_APPLY_DELAY_SECONDS,
                                 profiles=json.loads(demo_profiles_json()),
                                 adobe=AdobeAdmin())  # start_demo's --adobe
-    seed = seed_demo(emulator_url=emulator.base_url)
+    seed = seed_demo(emulator_url=emulator.base_url, adobe=True)
     supervisor = User.objects.get(username="supervisor")
     for update in ProfileUpdate.objects.filter(status=S.PENDING):
         workflow.update_approve(update=update, by=supervisor)

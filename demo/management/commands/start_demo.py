@@ -50,7 +50,7 @@ class Command(BaseCommand):
 
         call_command("migrate", interactive=False, verbosity=0)
         emulator_url = f"http://127.0.0.1:{emulator_port}"
-        seed = seed_demo(emulator_url=emulator_url)
+        seed = seed_demo(emulator_url=emulator_url, adobe=True)  # the emulator runs with --adobe
 
         _verify_every_minute()
 

@@ -300,6 +300,7 @@ def main() -> None:
 
     env = {**os.environ, "DATABASE_URL": f"{args.server}/{args.database}", "DEBUG": "0",
            "SECRET_KEY": "bench-day-not-secret", "ALLOWED_HOSTS": "localhost",
+           "PROFILEOPS_HASH_KEY": "bench-day-hash-key-not-secret-0123456789",
            "Q_REDIS_URL": args.redis, "Q_CLUSTER_NAME": f"profileops-bench-day-{os.getpid()}",
            "Q_WORKERS": "2", "PROFILEOPS_DEMO": "0",
            "PROFILEOPS_VERIFY_FIRST_CHECK_SECONDS": str(args.first_check),

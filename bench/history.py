@@ -46,7 +46,7 @@ UPDATE_COLUMNS = (
     "submitted_at", "decided_by_id", "decided_at", "decision_comment", "approved_hash",
     "attempt_count", "attempts_total", "next_attempt_at", "lease_owner", "lease_expires_at",
     "acknowledged_at", "last_error", "verification_state", "verification_checks",
-    "prior_values", "unsent_unchanged")
+    "prior_values", "unsent_unchanged", "purge_reason")
 ATTEMPT_COLUMNS = (
     "update_id", "connection_id", "number", "started_at", "method", "request_bytes",
     "http_status", "response_body", "latency_ms", "outcome", "error", "worker")
@@ -151,6 +151,7 @@ def _seed_in_python(n: int, attempts: int | None, *, now, connections, people) -
                 created + dt.timedelta(minutes=21) if status == "sent" else None,
                 "HTTP 400" if status == "failed" else "",
                 "", 0, "{}", "[]",  # never verified (a connection without verification)
+                "",  # not purged (updates/retention.py)
             )
 
     def attempt_rows():
@@ -276,7 +277,7 @@ def _update_insert_sql(n: int, status: str, tries: str, lo: int, hi: int,
                '', '', {tries}, {tries}, NULL, '', NULL,
                CASE WHEN s.status = 'sent' THEN s.created + interval '21 minutes' END,
                CASE WHEN s.status = 'failed' THEN 'HTTP 400' ELSE '' END,
-               '', 0, '{{}}'::jsonb, '[]'::jsonb
+               '', 0, '{{}}'::jsonb, '[]'::jsonb, ''
         FROM (
             SELECT i, st AS status, st NOT IN ('draft', 'pending') AS decided,
                    %s::timestamptz + interval '365 days' * (i::float8 / {n + 1}) AS created,

@@ -52,6 +52,7 @@ def main() -> None:
     os.environ.setdefault("DATABASE_URL", f"sqlite:///{Path(scratch.name) / 'bench.sqlite3'}")
     # Production-like, as bench/run.py: DEBUG off (no query log), quiet logs.
     for name, value in (("DEBUG", "0"), ("SECRET_KEY", "profileops-benchmark-only"),
+                        ("PROFILEOPS_HASH_KEY", "profileops-benchmark-only-hash-key-0123456789"),
                         ("SECURE_SSL_REDIRECT", "0"), ("LOG_LEVEL", "WARNING")):
         os.environ.setdefault(name, value)
 

@@ -144,7 +144,8 @@ def child_env(database_url: str, args: argparse.Namespace, *, concurrency: int |
     env.update({
         "DATABASE_URL": database_url,
         # Production-like settings: DEBUG off (no query log), quiet logs.
-        "DEBUG": "0", "SECRET_KEY": "profileops-benchmark-only", "SECURE_SSL_REDIRECT": "0",
+        "DEBUG": "0", "SECRET_KEY": "profileops-benchmark-only",
+        "PROFILEOPS_HASH_KEY": "profileops-benchmark-only-hash-key-0123456789", "SECURE_SSL_REDIRECT": "0",
         "ALLOWED_HOSTS": "testserver,127.0.0.1,localhost", "LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(ROOT), "DJANGO_SETTINGS_MODULE": "profileops.settings",
         "STATIC_ROOT": str(STATIC_ROOT),

@@ -71,7 +71,19 @@ class DemoSeed:
     created_updates: int
 
 
-def seed_demo(*, emulator_url: str) -> DemoSeed:
+def demo_adobe_credentials(emulator_url: str) -> dict[str, str]:
+    """The Adobe credentials of the emulator's IMS (start_demo runs it with --adobe): ProfileOps
+    obtains the profile token itself, and forgetting a visitor files at the emulator's Privacy
+    Service with an IMS token (docs/user-guide/forgetting-a-visitor.md). Only with an emulator
+    that plays Adobe: without it, the token could not be obtained and nothing would be sent."""
+    return {"adobe_client_id": "profileops-client", "adobe_client_secret": "profileops-secret",
+            "adobe_org_id": "DEMO0000@AdobeOrg", "target_tenant": "acme",
+            "ims_token_url": f"{emulator_url}/ims/token/v3", "admin_api_url": emulator_url}
+
+
+def seed_demo(*, emulator_url: str, adobe: bool = False) -> DemoSeed:
+    """Users, the demo connection and its mappings, a few updates. `adobe`: the emulator plays
+    Adobe too (start_demo's --adobe), and the connection gets its credentials."""
     with transaction.atomic():
         passwords = {}
         users = {}
@@ -92,7 +104,8 @@ def seed_demo(*, emulator_url: str) -> DemoSeed:
             client_code=DEMO_CLIENT_CODE,
             defaults={"label": "Demo (local emulator)", "base_url": emulator_url, "active": True,
                       "quota_limit": 1_000_000, "skip_unchanged": True,
-                      "verify_after_send": True},
+                      "verify_after_send": True,
+                      **(demo_adobe_credentials(emulator_url) if adobe else {})},
         )
         for spec in DEMO_MAPPINGS:
             if not AttributeMapping.objects.filter(connection=connection,

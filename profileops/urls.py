@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from updates import health
+from updates import health, privacy_events
 
 # The admin's registrations are made here, where the URLconf loads, not at start-up
 # (profileops/apps.py): processes that never route a request (send_updates, qcluster) skip them.
@@ -21,5 +21,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", health.PROBES["/metrics"], name="metrics"),
+    path("privacy/adobe-events/<str:token>/", privacy_events.adobe_events_view,
+         name="privacy_adobe_events"),
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
 ]

@@ -59,6 +59,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from . import privacy as privacy_jobs
 from .adobe_admin import AdobeAdmin
 
 logger = logging.getLogger(__name__)
@@ -242,6 +243,7 @@ class TargetEmulator:
         self._bound_port = 0
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self.privacy = privacy_jobs.PrivacyJobs(self)  # Adobe Privacy Service's jobs (privacy.py)
         for number, spec in enumerate(profiles or (), start=1):
             try:
                 self.seed_profile(**spec)
@@ -324,6 +326,7 @@ class TargetEmulator:
             self._outcome_counts.clear()
             self._quota.clear()
             self._pending.clear()
+        self.privacy.reset()
 
     def read_times(self) -> list[float]:
         """When each profile read arrived (time.time(), before the latency), oldest first: the
@@ -713,6 +716,10 @@ class _Handler(BaseHTTPRequestHandler):
                 if method != "GET":
                     raise _Refused(405, "use GET")
                 self._profile_read(parts[4:], query)
+            elif path.startswith(privacy_jobs.JOBS_PATH):
+                privacy_jobs.handle(self, method, path)
+            elif path.startswith("/_emulator/privacy/"):
+                self._privacy_inspection(method, path)
             elif path.startswith("/_emulator/") or path == "/":
                 self._inspection(method, path, query)
             elif self.server.emulator.adobe is not None and self.server.emulator.adobe.handles(path):
@@ -875,6 +882,19 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(200, answer)
 
     # --- inspection for tests, demos and subprocess use -------------------------------------
+
+    def _privacy_inspection(self, method: str, path: str) -> None:
+        jobs = self.server.emulator.privacy
+        body = self._read_body(POST_BODY_LIMIT_BYTES)[0]
+        if (method, path.rstrip("/")) == ("GET", "/_emulator/privacy/jobs"):
+            self._send_json(200, jobs.jobs())
+        elif (method, path.rstrip("/")) == ("POST", "/_emulator/privacy/config"):
+            try:
+                self._send_json(200, jobs.configure(**json.loads(body or b"{}")))
+            except (ValueError, TypeError) as exc:
+                self._send_json(400, {"status": 400, "message": str(exc)})
+        else:
+            self._send(404, b"Not Found")
 
     def _inspection(self, method: str, path: str, query: str) -> None:
         emulator = self.server.emulator

@@ -54,6 +54,9 @@ def ensure_roles() -> None:
     roles = importlib.import_module("updates.migrations.0002_roles")
     if Group.objects.filter(name__in=roles.ROLES).count() != len(roles.ROLES):
         roles.create_roles(apps, None)
+    lifecycle = importlib.import_module("updates.migrations.0029_lifecycle")
+    if not Group.objects.filter(name=lifecycle.DPO_GROUP).exists():
+        lifecycle.create_group(apps, None)
 
 
 def make_user(username: str, *groups: str, superuser: bool = False) -> User:
@@ -166,3 +169,46 @@ def approve_via_workflow(stage, operator, supervisor, **stage_overrides):
     workflow.update_submit(update=update, by=operator)
     workflow.update_approve(update=update, by=supervisor)
     return update
+
+
+# --- customer data lifecycle (issue 27) -------------------------------------------------------
+
+# A visitor with a history everywhere customer data lives, and the strings that must disappear
+# when it is forgotten: its identity, what was sent, what is still open, what Target held.
+FORGOTTEN_IDENTITY = "forget-me-8472"
+FORGOTTEN_VALUES = ("platinum-X9Q", "called about the mortgage 7Q2", "silver-K4Z",
+                    "gold-import-5T1")
+KEPT_IDENTITY, KEPT_VALUE = "keep-me-1135", "keep-value-55W"
+
+
+@pytest.fixture
+def visitor_history(acme, stage, operator, supervisor, faithful_emulator):
+    """Seed FORGOTTEN_IDENTITY's history on `acme`: an update sent to the faithful emulator (its
+    attempt and answer), a pending one read live from Target (a profile read holding Target's
+    value), an import awaiting confirmation whose kept file names the visitor, an admin log
+    entry; and
+    KEPT_IDENTITY's update, which forgetting must leave alone. Returns the forgotten updates."""
+    from django.contrib.admin.models import CHANGE, LogEntry
+    from django.contrib.contenttypes.models import ContentType
+
+    from updates import importing, reading, sending
+    from updates.models import ProfileUpdate
+
+    faithful_emulator.seed_profile(identity=FORGOTTEN_IDENTITY,
+                                   attributes={"loyaltyTier": "silver-K4Z"})
+    sent = approve_via_workflow(stage, operator, supervisor, identity=FORGOTTEN_IDENTITY,
+                                attributes={"loyaltyTier": "platinum-X9Q"})
+    sending.send_due()
+    pending = stage(identity=FORGOTTEN_IDENTITY,
+                    attributes={"callNote": "called about the mortgage 7Q2"})
+    workflow.update_submit(update=pending, by=operator)
+    reading.update_live_diff(update=pending, by=supervisor)
+    importing.import_job_create(
+        connection=acme, file_name="visitors.csv", by=operator, file_data=(
+            "identity_type,identity,loan_status,tier,note\r\n"
+            f"mbox3rdPartyId,{FORGOTTEN_IDENTITY},funded,gold-import-5T1,\r\n").encode())
+    LogEntry.objects.create(user=supervisor, action_flag=CHANGE, object_id=str(sent.pk),
+                            content_type=ContentType.objects.get_for_model(ProfileUpdate),
+                            object_repr=str(sent)[:200], change_message="[]")
+    stage(identity=KEPT_IDENTITY, attributes={"loyaltyTier": KEPT_VALUE})
+    return [ProfileUpdate.objects.get(pk=sent.pk), ProfileUpdate.objects.get(pk=pending.pk)]

@@ -59,8 +59,8 @@ from .conf import setting
 from .errors import Refused, require_perm
 from .permissions import PERM_ADD_ALERT_RULE, PERM_CHANGE_ALERT_RULE
 from .selectors import capped_count
-from .models import (AlertEvent, AlertRule, AuditEvent, CredentialState, ProfileUpdate,
-                     SendAttempt, UpdateStatus, VerificationState)
+from .models import (AlertEvent, AlertRule, AuditEvent, CredentialState, PrivacyRequest,
+                     ProfileUpdate, SendAttempt, UpdateStatus, VerificationState)
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +109,8 @@ def threshold_words(rule: AlertRule) -> str:
         return f"waiting {_plural(float(threshold), 'hour')}"
     if rule.kind == Kind.NOT_APPLIED:
         return f"{_plural(max(1, int(threshold)), 'update')} in {window}"
+    if rule.kind == Kind.PRIVACY_ERROR:
+        return "any privacy request in error"
     if rule.kind == Kind.TOKEN_RENEWAL:
         return "any failed renewal"
     return "any refusal (HTTP 401 or 403)"
@@ -129,6 +131,8 @@ def action_url(rule: AlertRule) -> str:
         path = reverse("admin:updates_profileupdate_changelist") + on + "&status__exact=pending"
     elif rule.kind in (Kind.TOKEN_REFUSED, Kind.TOKEN_RENEWAL):
         path = reverse("admin:updates_targetconnection_change", args=[rule.connection_id])
+    elif rule.kind == Kind.PRIVACY_ERROR:
+        path = reverse("admin:updates_privacyrequest_changelist") + on + "&state__exact=error"
     else:
         path = (reverse("admin:updates_profileupdate_changelist") + on
                 + "&verification_state__exact=not_applied")
@@ -143,6 +147,8 @@ def _with_link(rule: AlertRule, text: str) -> str:
 def evaluate(rule: AlertRule, *, now: dt.datetime) -> Reading:
     connection = rule.connection
     name = f"{connection.label} ({connection.client_code})"
+    if rule.kind == Kind.PRIVACY_ERROR:
+        return _privacy_reading(connection, name)
     if rule.kind == Kind.FAILURE_RATE:
         since = now - dt.timedelta(minutes=rule.window_minutes)
         seen = attention.requests_between(since=since, until=now, connection_id=connection.pk)
@@ -188,6 +194,19 @@ def evaluate(rule: AlertRule, *, now: dt.datetime) -> Reading:
             f"applied after verification in the last {rule.window_minutes} minutes (alerts at "
             f"{_plural(needed, 'update')})."))
     raise ValueError(f"unknown alert kind {rule.kind!r}")
+
+
+def _privacy_reading(connection, name: str) -> Reading:
+    """Fires while a privacy request of the connection is in error (privacy.py): Adobe answered
+    error, or the filing failed. Names the requests by number, never the visitor."""
+    failed = list(PrivacyRequest.objects.filter(connection=connection,
+                                                state=PrivacyRequest.State.ERROR)
+                  .values_list("pk", flat=True)[:20])
+    if not failed:
+        return Reading(False, f"{name}: no privacy request is in error any more.")
+    listed = ", ".join(f"#{pk}" for pk in failed)
+    return Reading(True, f"{name}: privacy request{'s' if len(failed) > 1 else ''} {listed} "
+                         "ended in error; Target's part must be looked at and filed by hand.")
 
 
 def _token_reading(rule: AlertRule, name: str, now: dt.datetime) -> Reading:

@@ -11,9 +11,10 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core import checks
+from django.db.models import Q
 
 from .conf import KNOBS, SettingError, setting
-from .encryption import key_problem
+from .encryption import embedded, key_problem
 
 
 def _error(id_: int, message: str, hint: str) -> checks.Error:
@@ -25,7 +26,7 @@ def check_profileops_settings(app_configs=None, **kwargs) -> list[checks.Error]:
     if errors:
         return errors  # the combinations below need every value
     return (_sending_errors(values) + _background_errors(values) + _address_errors(values)
-            + _secret_errors())
+            + _secret_errors() + _lifecycle_errors(values))
 
 
 def _secret_errors() -> list[checks.Error]:
@@ -36,6 +37,51 @@ def _secret_errors() -> list[checks.Error]:
     return [_error(18, problem, "Generate a key with `python -c \"from cryptography.fernet "
                                 "import Fernet; print(Fernet.generate_key().decode())\"` and "
                                 "set PROFILEOPS_ENCRYPTION_KEYS to it (docs/operations/secrets.md).")]
+
+
+def _lifecycle_errors(values: dict) -> list[checks.Error]:
+    """The keyed hash's key (hashing.py): required, and long, in production."""
+    from .hashing import MIN_KEY_LENGTH
+
+    key = values["HASH_KEY"]
+    if not embedded() and len(key) < MIN_KEY_LENGTH:
+        return [_error(
+            22, f"PROFILEOPS_HASH_KEY must be set to a secret of at least {MIN_KEY_LENGTH} "
+                "characters outside the embedded mode (DEBUG off).",
+            "Purged identities and values are replaced by keyed hashes; without a secret key "
+            "anyone could test a guessed identity against them. Generate one (python -c "
+            "'import secrets; print(secrets.token_urlsafe(48))') and never change it.")]
+    errors = []
+    if values["PRIVACY_POLLS_PER_DAY"] < 1:
+        errors.append(_error(23, "PROFILEOPS_PRIVACY_POLLS_PER_DAY must be at least 1.",
+                             KNOBS["PRIVACY_POLLS_PER_DAY"].meaning))
+    if values["RETENTION_CHUNK_SIZE"] < 1:
+        errors.append(_error(24, "PROFILEOPS_RETENTION_CHUNK_SIZE must be at least 1.",
+                             KNOBS["RETENTION_CHUNK_SIZE"].meaning))
+    return errors
+
+
+def check_retention_on(app_configs=None, **kwargs) -> list[checks.Warning]:
+    """In production, warn about every connection that keeps some customer data for ever."""
+    from django.db import DatabaseError
+
+    from .models import TargetConnection
+
+    if embedded():
+        return []
+    try:
+        kept = [c.client_code for c in TargetConnection.objects.filter(
+            Q(retain_values_days__isnull=True) | Q(retain_reads_days__isnull=True))
+            .only("client_code")]
+    except DatabaseError:  # not migrated yet: nothing to say
+        return []
+    if not kept:
+        return []
+    return [checks.Warning(
+        f"Retention is off on {len(kept)} connection(s): {', '.join(kept[:10])}; their customer "
+        "data (identities, values, profile reads) is kept for ever.",
+        hint="Set the connection's retention (days values / reads are kept) in the admin; see "
+             "docs/operations/retention.md.", id="profileops.W025")]
 
 
 def _read_values() -> tuple[dict[str, int | float], list[checks.Error]]:

@@ -87,6 +87,30 @@ KNOBS: dict[str, Knob] = {
         bool, None, "Webhooks may go to loopback and private addresses (an internal relay). "
                     "Unset (None): on only in the embedded mode (PROFILEOPS_DEMO, which follows "
                     "DEBUG), where the demo and the tests post to 127.0.0.1 (updates/webhooks.py)."),
+    # Customer data lifecycle (updates/hashing.py, retention.py, forgetting.py, privacy.py).
+    "HASH_KEY": Knob(
+        str, "", "The secret key of the keyed hash (HMAC-SHA256) that replaces purged identities "
+                 "and values; at least 32 characters, required in production, never changed "
+                 "once data was purged (hashes made with another key no longer match)."),
+    "RETENTION_CHUNK_SIZE": Knob(
+        int, 500, "Updates (or reads, attempts, import jobs) one retention transaction purges; "
+                  "each chunk commits on its own, so no lock is held long."),
+    "RETENTION_RUN_BUDGET_SECONDS": Knob(
+        float, 40.0, "A retention run starts no new chunk after this long; the rest waits for "
+                     "the next run."),
+    "PRIVACY_SERVICE_URL": Knob(
+        str, "https://platform.adobe.io/data/core/privacy",
+        "Adobe Privacy Service's base URL (its jobs are at <url>/jobs); the emulator's "
+        "http://127.0.0.1:8765/data/core/privacy in the demo."),
+    "PRIVACY_POLL_HOURS": Knob(
+        tuple, (1, 4, 12, 24), "Hours between the polls of one filed privacy job, in turn; the "
+        "last repeats until Adobe answers complete or error."),
+    "PRIVACY_POLLS_PER_DAY": Knob(
+        int, 200, "Most Privacy Service status reads per UTC day, over all requests (Adobe's "
+                  "job endpoints are not for frequent polling)."),
+    "PRIVACY_EVENTS_TOKEN": Knob(
+        str, "", "The secret in the address of the hook that receives Adobe I/O Events about "
+                 "privacy jobs (/privacy/adobe-events/<token>/); unset: the hook answers 404."),
     # Secrets and Adobe credentials (updates/encryption.py, updates/credentials.py).
     "ENCRYPTION_KEYS": Knob(
         str, "", "Fernet keys, comma-separated: the first encrypts stored secrets, every one "

@@ -21,6 +21,9 @@ NOT_UPLOADER = "not_uploader"  # only the uploader confirms an import
 STALE = "stale"  # a decision named content or a state that is no longer the update's
 OPEN_CONFLICT = "open_conflict"  # the visitor has an open update setting the same attribute
 IN_FLIGHT = "in_flight"  # a sending update cannot be superseded: it is on its way to Target
+PURGED = "purged"  # the update's values were purged (retention or a forgotten visitor)
+FORGOTTEN = "forgotten"  # the visitor was forgotten; its identity is suppressed
+NO_CREDENTIALS = "no_credentials"  # the connection has no Adobe credentials
 
 
 class Refused(ValidationError):

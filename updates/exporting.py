@@ -98,6 +98,10 @@ class _Native(widgets.Widget):
         return "" if value is None else value
 
 
+# The columns a purged update (retention, a forgotten visitor) shows its purge note in.
+PURGED_COLUMNS = frozenset({"identity", "attributes", "reason", "decision_comment"})
+
+
 class ProfileUpdateExportResource(resources.ModelResource):
     """The "all" layout's report columns (django-import-export): content, state, timestamps,
     attempts, acknowledgment, verification — no secrets. Every text cell is formula-escaped.
@@ -157,6 +161,8 @@ class ProfileUpdateExportResource(resources.ModelResource):
         return "yes" if update.acknowledged_at else "no"
 
     def export_field(self, field, instance, **kwargs):
+        if instance.purged_at is not None and field.column_name in PURGED_COLUMNS:
+            return escape_formula(instance.purge_note)
         return escape_formula(super().export_field(field, instance, **kwargs))
 
 
@@ -315,6 +321,7 @@ class _Table:
         values: dict[str, Any] = {}
         unmapped: dict[str, Any] = {}
         for name, value in (update.attributes or {}).items():
+            value = update.purge_note or value  # purged: say when and why, never the hash
             mapping = by_target.get(name)
             if mapping is None:
                 unmapped[name] = value
@@ -322,8 +329,8 @@ class _Table:
                 values[mapping.source_name] = self._attribute_cell(mapping, value)
         attributes = [values.get(source, "") for source in self.sources]
         if self.layout == "import":
-            return [escape_formula(update.identity_type), escape_formula(update.identity),
-                    *attributes]
+            return [escape_formula(update.identity_type),
+                    escape_formula(update.purge_note or update.identity), *attributes]
         report = report_cells(update)
         del report[self._attributes_at]
         if self.typed:

@@ -28,6 +28,11 @@ from .encryption import EncryptedTextField
 
 DEFAULT_QUOTA_LIMIT = 1_000_000
 DEFAULT_VALUE_MAX_LENGTH = 256
+# Retention defaults (TargetConnection.retain_*_days): long enough to answer "what did we send
+# last quarter?", short enough not to keep customer data for years.
+DEFAULT_RETAIN_VALUES_DAYS = 90
+DEFAULT_RETAIN_READS_DAYS = 30
+DEFAULT_RETAIN_RECORDS_DAYS = 730
 
 
 def validate_bearer_token(token: str) -> None:
@@ -130,6 +135,23 @@ class TargetConnection(models.Model):
         "staged value at Target (per a recent read), when others still change. Approval and "
         "verification still cover every attribute.",
     )
+    # Customer data lifecycle (updates/retention.py). Empty: kept for ever — retention off, which
+    # a system check warns about in production. Conservative defaults, stated in the docs.
+    retain_values_days = models.PositiveIntegerField(
+        null=True, blank=True, default=DEFAULT_RETAIN_VALUES_DAYS, validators=[MinValueValidator(1)],
+        help_text="Days an update's identity and values are kept after it reached a final state "
+        "(sent and verified or not applied, unchanged, rejected, cancelled, failed); then they "
+        "are replaced by keyed hashes. Empty: kept for ever.")
+    retain_reads_days = models.PositiveIntegerField(
+        null=True, blank=True, default=DEFAULT_RETAIN_READS_DAYS, validators=[MinValueValidator(1)],
+        help_text="Days profile reads (what Target returned) and Target's answer bodies are "
+        "kept. Empty: kept for ever.")
+    retain_records_days = models.PositiveIntegerField(
+        null=True, blank=True, default=DEFAULT_RETAIN_RECORDS_DAYS,
+        validators=[MinValueValidator(1)],
+        help_text="Days the non-personal record of an update (states, times, hashes, audit "
+        "structure) is kept after its values were purged; then it is deleted. Empty: kept for "
+        "ever.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -335,6 +357,21 @@ def content_hash(identity_type: str, identity: str, attributes: dict[str, str]) 
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+class PurgeReason(models.TextChoices):
+    RETENTION = "retention", "Retention"
+    FORGOTTEN = "forgotten", "Visitor forgotten"
+
+
+def purge_note(purged_at: dt.datetime | None, reason: str, connection_label: str) -> str:
+    """"purged on <date> under the retention of <connection>" (or "…: the visitor was
+    forgotten"); "" for an update whose values are all there."""
+    if purged_at is None:
+        return ""
+    if reason == PurgeReason.FORGOTTEN:
+        return f"purged on {purged_at:%Y-%m-%d}: the visitor was forgotten"
+    return f"purged on {purged_at:%Y-%m-%d} under the retention of {connection_label}"
+
+
 class VisibleUpdateManager(models.Manager):
     """Every list, count, approval queue and sender query sees only live updates: the rows an
     unfinished import is still writing (ProfileUpdate.import_pending set) stay invisible until
@@ -424,6 +461,11 @@ class ProfileUpdate(models.Model):
     # Attributes the last send left out because Target already held their staged value (the
     # connection's drop_unchanged_attributes); verification still checks them, by value.
     unsent_unchanged = models.JSONField(default=list, blank=True)
+    # Customer data lifecycle (retention.py, forgetting.py): when the identity and values were
+    # replaced by keyed hashes, and why. The record (states, times, hashes) stays.
+    purged_at = models.DateTimeField(null=True, blank=True, editable=False)
+    purge_reason = models.CharField(max_length=10, blank=True, editable=False,
+                                    choices=PurgeReason.choices)
 
     class Meta:
         ordering = ["-id"]
@@ -464,6 +506,9 @@ class ProfileUpdate(models.Model):
             models.Index(fields=["acknowledged_at", "status", "verification_state",
                                  "import_pending"],
                          condition=Q(acknowledged_at__isnull=False), name="upd_acknowledged"),
+            # Retention: the updates whose values are still held, oldest first, per connection.
+            models.Index(fields=["connection", "created_at"], condition=Q(purged_at__isnull=True),
+                         name="upd_unpurged_created"),
         ]
         permissions = [
             ("submit_profileupdate", "Can submit profile updates for approval"),
@@ -480,6 +525,13 @@ class ProfileUpdate(models.Model):
     @property
     def content_hash(self) -> str:
         return content_hash(self.identity_type, self.identity, self.attributes)
+
+    @property
+    def purge_note(self) -> str:
+        """What pages, timelines and exports show instead of purged values ("" when none were)."""
+        if self.purged_at is None:
+            return ""
+        return purge_note(self.purged_at, self.purge_reason, self.connection.label)
 
     def matches_approval(self, *, unapproved: bool = False) -> bool:
         """Whether the content is exactly what was approved: the approval keeps the content's
@@ -524,6 +576,8 @@ class SendAttempt(models.Model):
     outcome = models.CharField(max_length=12, choices=target.OUTCOME_CHOICES)
     error = models.TextField(blank=True)
     worker = models.CharField(max_length=64, blank=True)
+    # When Target's answer body and the error text were emptied (retention.py, forgetting.py).
+    purged_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["update", "number"]
@@ -648,6 +702,15 @@ class AuditEvent(models.Model):
         PROFILE_TOKEN_MINTED = "profile_token_minted", "profile token minted (none was valid)"
         PROFILE_TOKEN_ROTATED = "profile_token_rotated", "profile token rotated by an administrator"
         TOKEN_RENEWAL_FAILED = "token_renewal_failed", "token renewal failed"
+        # Customer data lifecycle (forgetting.py, privacy.py): never an identity or a value
+        VISITOR_FORGOTTEN = "visitor_forgotten", "visitor forgotten (values purged)"
+        CANCELLED_FORGOTTEN = "cancelled_forgotten", "cancelled: the visitor was forgotten"
+        SUPPRESSION_LIFTED = "suppression_lifted", "suppression of a forgotten visitor lifted"
+        PRIVACY_FILED = "privacy_filed", "privacy request filed with Adobe"
+        PRIVACY_PROCESSING = "privacy_processing", "privacy request processing at Adobe"
+        PRIVACY_COMPLETE = "privacy_complete", "privacy request complete: deleted at Target"
+        PRIVACY_NOT_FOUND = "privacy_not_found", "privacy request: nothing held at Target"
+        PRIVACY_ERROR = "privacy_error", "privacy request ended in error"
 
     at = models.DateTimeField()
     actor = models.ForeignKey(
@@ -721,6 +784,8 @@ class ImportJob(models.Model):
     # The uploader chose to supersede: a row for a visitor and attribute with an open update
     # cancels that update (audited "superseded") instead of refusing the file (open_changes.py).
     supersede_open = models.BooleanField(default=False, editable=False)
+    # When the file and the error excerpts were emptied (retention.py, forgetting.py).
+    purged_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -810,10 +875,14 @@ class ProfileRead(models.Model):
         default=False, help_text="Target returned characters that cannot be stored as they are "
         "(NUL or a lone surrogate); the stored attributes are escaped.")
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    # When the values read were replaced by keyed hashes (retention.py, forgetting.py).
+    purged_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-at", "-id"]
-        indexes = [models.Index(fields=["update", "-at"], name="read_update_at")]
+        indexes = [models.Index(fields=["update", "-at"], name="read_update_at"),
+                   models.Index(fields=["connection", "at"], condition=Q(purged_at__isnull=True),
+                                name="read_unpurged_at")]
 
     @property
     def held(self) -> dict[str, dict[str, str]]:
@@ -844,6 +913,7 @@ class AlertRule(models.Model):
         TOKEN_REFUSED = "token_refused", "Bearer token refused by Target (401/403)"
         TOKEN_RENEWAL = "token_renewal", "Token renewal failing (Adobe credentials)"
         NOT_APPLIED = "not_applied", "Updates not applied after verification"
+        PRIVACY_ERROR = "privacy_error", "A privacy request ended in error"
 
     connection = models.ForeignKey(TargetConnection, on_delete=models.CASCADE,
                                    related_name="alert_rules")
@@ -881,6 +951,7 @@ class AlertRule(models.Model):
         Kind.TOKEN_REFUSED: Decimal(0),   # not used: any 401/403 fires
         Kind.TOKEN_RENEWAL: Decimal(0),   # not used: any failing renewal fires
         Kind.NOT_APPLIED: Decimal(1),     # updates not applied in the window
+        Kind.PRIVACY_ERROR: Decimal(0),   # not used: any request in error fires
     }
 
     class Meta:
@@ -1051,3 +1122,93 @@ class MetricsCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"metrics checkpoint {self.name} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class PrivacyRequest(models.Model):
+    """One "forget this visitor" (forgetting.py) and Adobe's part of it (privacy.py): the evidence
+    of an erasure. Holds no personal data: the identity only as its keyed hash. While the
+    suppression is not lifted, nothing for that identity can be staged or imported again."""
+
+    class State(models.TextChoices):
+        LOCAL_DONE = "local_done", "Local purge done; Target's part not filed"
+        FILED = "filed", "Filed with Adobe"
+        PROCESSING = "processing", "Processing at Adobe"
+        COMPLETE = "complete", "Complete: deleted at Target"
+        NOT_FOUND = "not_found", "Not found at Target"
+        ERROR = "error", "Error"
+
+    class Regulation(models.TextChoices):
+        GDPR = "gdpr", "GDPR (EU)"
+        CCPA = "ccpa", "CCPA (California)"
+        CPRA = "cpra_usa", "CPRA (California)"
+        LGPD = "lgpd_bra", "LGPD (Brazil)"
+        PDPA = "pdpa_tha", "PDPA (Thailand)"
+        NZPA = "nzpa_nzl", "NZPA (New Zealand)"
+
+    OPEN_STATES = (State.FILED, State.PROCESSING)
+
+    connection = models.ForeignKey(TargetConnection, on_delete=models.PROTECT, related_name="+")
+    identity_type = models.CharField(max_length=14, choices=IdentityType.choices)
+    identity_hash = models.CharField(max_length=80, help_text="The identity's keyed hash.")
+    regulation = models.CharField(max_length=10, choices=Regulation.choices)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
+                                     related_name="+")
+    requested_at = models.DateTimeField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.LOCAL_DONE)
+    # {"table": rows purged} of the local purge (forgetting.PURGED_TABLES).
+    purge_counts = models.JSONField(default=dict, blank=True)
+    cancelled_updates = models.PositiveIntegerField(default=0)
+    filed_at = models.DateTimeField(null=True, blank=True)
+    filed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True,
+                                 blank=True, related_name="+")
+    adobe_job_id = models.CharField(max_length=100, blank=True)
+    # Adobe's answers, oldest first: {"at", "http_status", "status", "message", "code"}.
+    adobe_answers = models.JSONField(default=list, blank=True)
+    polls = models.PositiveIntegerField(default=0)
+    next_poll_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    note = models.TextField(blank=True, help_text="What is left to do, in words (no personal "
+                                                  "data).")
+    suppression_lifted_at = models.DateTimeField(null=True, blank=True)
+    suppression_lifted_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
+                                              null=True, blank=True, related_name="+")
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        indexes = [
+            models.Index(fields=["connection", "identity_type", "identity_hash"],
+                         name="privacy_identity"),
+            models.Index(fields=["next_poll_at"], condition=Q(state__in=["filed", "processing"]),
+                         name="privacy_poll_due"),
+        ]
+        permissions = [
+            ("forget_visitor", "Can forget a visitor (erase here and at Target)"),
+            ("lift_suppression", "Can lift the suppression of a forgotten visitor"),
+        ]
+
+    def __str__(self) -> str:
+        return f"privacy request #{self.pk} ({self.get_state_display()})"
+
+    @property
+    def suppressing(self) -> bool:
+        return self.suppression_lifted_at is None
+
+
+class RetentionRun(models.Model):
+    """One run of the retention purge (retention.py) for one connection: what it erased, as
+    counts per table — the evidence, with no personal data."""
+
+    connection = models.ForeignKey(TargetConnection, on_delete=models.PROTECT, related_name="+")
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # {"table": rows purged or deleted}
+    counts = models.JSONField(default=dict, blank=True)
+    chunks = models.PositiveIntegerField(default=0)
+    complete = models.BooleanField(default=False, help_text="Nothing due was left for later.")
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [models.Index(fields=["connection", "started_at"], name="retention_conn_at")]
+
+    def __str__(self) -> str:
+        return f"retention run #{self.pk} of {self.connection_id}"

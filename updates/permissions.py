@@ -28,6 +28,11 @@ PERM_CHANGE_MAPPING = "updates.change_attributemapping"
 PERM_ADD_ALERT_RULE = "updates.add_alertrule"
 PERM_CHANGE_ALERT_RULE = "updates.change_alertrule"
 
+# Customer data lifecycle (forgetting.py, privacy.py): not every operator may erase a person.
+PERM_FORGET = "updates.forget_visitor"
+PERM_LIFT_SUPPRESSION = "updates.lift_suppression"
+PERM_VIEW_PRIVACY = "updates.view_privacyrequest"
+
 # What each right lets a person do, in the words of "You do not have permission to …".
 DOING = {
     PERM_VIEW: "view profile updates",
@@ -39,6 +44,9 @@ DOING = {
     PERM_REQUEUE: "re-queue failed profile updates",
     PERM_IMPORT: "import profile updates",
     PERM_EXPORT: "export profile updates",
+    PERM_FORGET: "forget visitors",
+    PERM_LIFT_SUPPRESSION: "lift the suppression of a forgotten visitor",
+    PERM_VIEW_PRIVACY: "see privacy requests",
 }
 
 

@@ -33,6 +33,23 @@ def check_alerts() -> str:
     return f"{len(events)} alert state change{'s' if len(events) != 1 else ''}"
 
 
+def purge_retention() -> str:
+    """Run by the "Purge customer data past its retention" schedule every hour."""
+    from . import retention  # imported where used: the sender's workers rarely need it
+
+    runs = retention.retention_purge()
+    purged = sum(sum(run.counts.values()) for run in runs)
+    left = sum(1 for run in runs if not run.complete)
+    return f"{purged} rows purged on {len(runs)} connections; {left} with more left"
+
+
+def poll_privacy_requests() -> str:
+    """Run by the "Follow privacy requests at Adobe" schedule every hour."""
+    from . import privacy  # imported where used: it loads requests
+
+    return f"{privacy.privacy_requests_poll()} privacy jobs read"
+
+
 def run_import_job(job_id: int) -> str:
     """Run one confirmed import; a job already claimed by another worker is left alone."""
     job = import_job_run(job=ImportJob.objects.get(pk=job_id))

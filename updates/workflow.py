@@ -26,9 +26,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from . import audit, mappings, open_changes, permissions, rows
-from .errors import (COMMENT_REQUIRED, IMMUTABLE, IN_FLIGHT, OWN_UPDATE, PERMISSION_DENIED, STALE,
-                     WRONG_STATE, Refused, require_perm)
+from . import audit, mappings, open_changes, permissions, rows, suppression
+from .errors import (COMMENT_REQUIRED, IMMUTABLE, IN_FLIGHT, OWN_UPDATE, PERMISSION_DENIED, PURGED,
+                     STALE, WRONG_STATE, Refused, require_perm)
 from .models import AuditEvent, ProfileUpdate, TargetConnection, UpdateStatus
 from .permissions import (PERM_APPROVE, PERM_CANCEL, PERM_EDIT, PERM_IMPORT, PERM_REQUEUE,
                           PERM_STAGE, PERM_SUBMIT)
@@ -238,13 +238,20 @@ def _audit(update: ProfileUpdate, *, by, action: str | Transition, from_status: 
 
 
 def _locked(update: ProfileUpdate) -> ProfileUpdate:
-    """The current row, locked for this transaction: decisions are made on fresh state."""
-    return ProfileUpdate.objects.select_for_update().get(pk=update.pk)
+    """The current row, locked for this transaction: decisions are made on fresh state. An
+    update whose values were purged (retention, a forgotten visitor) never moves again."""
+    current = ProfileUpdate.objects.select_for_update().get(pk=update.pk)
+    if current.purged_at is not None:
+        raise _refuse(f"Update #{current.pk}'s values were purged on "
+                      f"{current.purged_at:%Y-%m-%d}; it can no longer change.", PURGED)
+    return current
 
 
 def _refresh_active(connection: TargetConnection) -> None:
-    """The connection's `active` as stored now (the caller's copy may be minutes old)."""
+    """The connection's `active` — and its suppression list — as stored now (the caller's copy
+    may be minutes old)."""
     connection.active = TargetConnection.objects.filter(pk=connection.pk, active=True).exists()
+    suppression.forget_cached(connection)
 
 
 def _refresh_caller_copy(caller: ProfileUpdate, fresh: ProfileUpdate) -> None:
@@ -274,6 +281,8 @@ def check_content(*, connection: TargetConnection, identity_type: str, identity:
             f"Connection {connection.label} is inactive; nothing can be staged for it.")
     if reason is not None and (problems := reason_errors(reason)):
         errors["reason"] = problems
+    if problem := suppression.forgotten_problem(connection, identity_type, identity):
+        errors.setdefault("identity", []).append(problem)
     if errors:
         raise ValidationError(errors)
 
@@ -710,6 +719,7 @@ def updates_stage_many(*, connection: TargetConnection, rows: list[dict[str, Any
         _check_rows_against_locked_mappings(connection, rows, checked_against)
         if import_job is None:
             _refuse_open_rows(connection, rows)
+        suppression.refuse_forgotten_rows(connection, rows)
         for start in range(0, len(rows), 2000):
             if import_job is not None:  # audited once for the whole job, when its rows go live
                 created += _insert_import_rows(

@@ -11,6 +11,7 @@ import pytest
 from django.contrib.auth.models import User
 
 from demo.seeding import DEMO_APPLY_DELAY_SECONDS, demo_profiles_json, seed_demo
+from target_emulator.adobe_admin import AdobeAdmin
 from updates import quota, reading, sending, verification, workflow
 from updates.models import ProfileUpdate, UpdateStatus, VerificationState
 
@@ -23,8 +24,9 @@ def test_the_demo_shows_unchanged_verified_and_not_applied(emulator_factory, set
                            "VERIFY_FIRST_CHECK_SECONDS": 0}
     reading.read_limiter.reset()
     emulator = emulator_factory(faithful=True, apply_delay=DEMO_APPLY_DELAY_SECONDS,
-                                profiles=json.loads(demo_profiles_json()))
-    seed = seed_demo(emulator_url=emulator.base_url)
+                                profiles=json.loads(demo_profiles_json()),
+                                adobe=AdobeAdmin())  # start_demo's --adobe
+    seed = seed_demo(emulator_url=emulator.base_url, adobe=True)
     supervisor = User.objects.get(username="supervisor")
     for update in ProfileUpdate.objects.filter(status=S.PENDING):
         workflow.update_approve(update=update, by=supervisor)

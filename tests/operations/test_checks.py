@@ -127,12 +127,13 @@ def test_manage_py_check_refuses_to_start_with_an_impossible_environment():
 
 def test_production_without_an_encryption_key_is_refused(settings):
     settings.PROFILEOPS_DEMO = False  # production: no key derived from SECRET_KEY
-    assert ids() == ["profileops.E018"]
-    assert ids(ENCRYPTION_KEYS="not-a-key") == ["profileops.E018"]
+    hash_key = "h" * 48  # the keyed-hash key production needs too (E022)
+    assert ids(HASH_KEY=hash_key) == ["profileops.E018"]
+    assert ids(ENCRYPTION_KEYS="not-a-key", HASH_KEY=hash_key) == ["profileops.E018"]
     from cryptography.fernet import Fernet
 
     assert ids(ENCRYPTION_KEYS=f"{Fernet.generate_key().decode()}, "
-                               f"{Fernet.generate_key().decode()}") == []
+                               f"{Fernet.generate_key().decode()}", HASH_KEY=hash_key) == []
 
 
 def test_the_embedded_mode_works_without_a_key_but_not_with_a_broken_one(settings):

@@ -38,6 +38,7 @@ def production_env(tmp_path) -> dict[str, str]:
     return {"DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(60),
             "ALLOWED_HOSTS": "example.com",
             "PROFILEOPS_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+            "PROFILEOPS_HASH_KEY": secrets.token_urlsafe(48),
             "DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite3'}"}
 
 

@@ -67,7 +67,8 @@ RECIPE_CLUSTER = "python manage.py qcluster"
 # What the recipe exports; this test sets each of them (to local values).
 RECIPE_ENVIRONMENT = {"DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS",
                       "SECURE_PROXY_SSL_HEADER", "DATABASE_URL", "Q_REDIS_URL", "STATIC_ROOT",
-                      "PROFILEOPS_ENCRYPTION_KEYS", "PROFILEOPS_METRICS_TOKEN", "LOG_FORMAT"}
+                      "PROFILEOPS_ENCRYPTION_KEYS", "PROFILEOPS_METRICS_TOKEN", "PROFILEOPS_HASH_KEY",
+                      "LOG_FORMAT"}
 
 
 def _unavailable(reason: str) -> None:
@@ -192,6 +193,7 @@ def test_the_production_recipe_serves_a_styled_admin_sends_through_the_schedule_
         "Q_WORKERS": "1",
         "STATIC_ROOT": str(tmp_path / "static"),
         "PROFILEOPS_METRICS_TOKEN": METRICS_TOKEN,
+        "PROFILEOPS_HASH_KEY": secrets.token_urlsafe(48),
         "LOG_FORMAT": "json",
         "GUNICORN_BIND": f"127.0.0.1:{port}",
         "GUNICORN_WORKERS": "2",

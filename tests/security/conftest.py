@@ -18,8 +18,8 @@ from django_q.models import OrmQ, Schedule, Task
 
 from tests.conftest import make_user
 from updates import importing, workflow
-from updates.models import (AlertEvent, AlertRule, AttributeMapping, ImportJob, ProfileUpdate,
-                            TargetConnection)
+from updates.models import (AlertEvent, AlertRule, AttributeMapping, ImportJob, PrivacyRequest,
+                            ProfileUpdate, RetentionRun, TargetConnection)
 
 ROLES = ("anonymous", "operator", "supervisor", "admin")
 
@@ -61,7 +61,12 @@ def world(db, connection) -> World:
     mapping = AttributeMapping.objects.filter(connection=connection).first()
     alert_rule = AlertRule.objects.create(connection=connection, kind="token_refused")
     alert_event = AlertEvent.objects.create(rule=alert_rule, at=now, state="firing", text="x")
+    privacy_request = PrivacyRequest.objects.create(
+        connection=connection, identity_type="mbox3rdPartyId", identity_hash="hmac:" + "0" * 40,
+        regulation="gdpr", requested_by=admin_user, requested_at=now)
+    retention_run = RetentionRun.objects.create(connection=connection, started_at=now)
     objects = {
+        PrivacyRequest: privacy_request, RetentionRun: retention_run,
         Group: Group.objects.get(name="Operators"), User: author, Schedule: schedule,
         TargetConnection: connection, ImportJob: job, ProfileUpdate: update,
         AttributeMapping: mapping, OrmQ: queued, AlertRule: alert_rule, AlertEvent: alert_event,

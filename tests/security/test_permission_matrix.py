@@ -127,6 +127,22 @@ MATRIX: dict[str, tuple] = {
     "updates_alertevent_change":                   (LOGIN, 403, 200, 200),
     "updates_alertevent_delete":                   (LOGIN, 403, 403, 403),
     "updates_alertevent_history":                  (LOGIN, 403, 200, 200),
+    # Forgetting visitors and its evidence: administrators (and data protection officers).
+    "updates_privacyrequest_changelist":           (LOGIN, 403, 403, 200),
+    "updates_privacyrequest_add":                  (LOGIN, 403, 403, 403),
+    "updates_privacyrequest_change":               (LOGIN, 403, 403, 200),
+    "updates_privacyrequest_delete":               (LOGIN, 403, 403, 403),
+    "updates_privacyrequest_history":              (LOGIN, 403, 403, 200),
+    "updates_privacyrequest_forget":               (LOGIN, 403, 403, 200),
+    "updates_privacyrequest_report":               (LOGIN, 403, 403, 200),
+    "updates_privacyrequest_monthly":              (LOGIN, 403, 403, 400),  # no month asked
+    "updates_privacyrequest_file":                 (LOGIN, 405, 405, 405),  # POST only
+    "updates_privacyrequest_lift":                 (LOGIN, 405, 405, 405),  # POST only
+    "updates_retentionrun_changelist":             (LOGIN, 403, 403, 200),
+    "updates_retentionrun_add":                    (LOGIN, 403, 403, 403),
+    "updates_retentionrun_change":                 (LOGIN, 403, 403, 200),
+    "updates_retentionrun_delete":                 (LOGIN, 403, 403, 403),
+    "updates_retentionrun_history":                (LOGIN, 403, 403, 200),
     # Failed logins and lock-outs (django-axes): administrators only; the logs are an audit
     # trail (read-only), an access attempt may be deleted (that unlocks)
     "app_list:axes":                               (LOGIN, 404, 404, 200),

@@ -79,7 +79,8 @@ class TargetConnectionForm(forms.ModelForm):
         fields = ["label", "client_code", "base_url", "quota_limit", "active", "verify_after_send",
                   "skip_unchanged", "drop_unchanged_attributes", "adobe_client_id",
                   "adobe_org_id", "target_tenant", "ims_token_url", "ims_scopes",
-                  "admin_api_url"]
+                  "admin_api_url", "retain_values_days", "retain_reads_days",
+                  "retain_records_days"]
         labels = {
             "label": "Label",
             "client_code": "Client code",
@@ -95,6 +96,9 @@ class TargetConnectionForm(forms.ModelForm):
             "ims_token_url": "IMS token endpoint",
             "ims_scopes": "IMS scopes",
             "admin_api_url": "Target Admin API",
+            "retain_values_days": "Keep values (days)",
+            "retain_reads_days": "Keep profile reads and answers (days)",
+            "retain_records_days": "Keep purged records (days)",
         }
         help_texts = {
             "client_code": "Target's client code, as in https://{clientCode}.tt.omtrdc.net.",
@@ -182,6 +186,12 @@ class TargetConnectionAdmin(OfferedLookupsAdmin):
         }),
         ("Closing the loop with Target", {
             "fields": ["verify_after_send", "skip_unchanged", "drop_unchanged_attributes"],
+        }),
+        ("Retention of customer data", {
+            "fields": ["retain_values_days", "retain_reads_days", "retain_records_days"],
+            "description": "After these many days the purge (every hour) replaces identities "
+                           "and values with keyed hashes, then deletes the record. Empty: kept "
+                           "for ever.",
         }),
         ("Record", {"classes": ["collapse"], "fields": ["created_at", "updated_at"]}),
     ]

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from updates.hashing import is_hashed
 from updates.models import AuditEvent
 from updates.selectors import TimelineEntry
 
@@ -73,6 +74,8 @@ def _cell(name: str, value: Any, *, words: bool = True) -> str:
     exactly as stored and sent (a date-time value is not rewritten)."""
     if value is None:
         return "—"
+    if is_hashed(value):  # purged (retention, a forgotten visitor): the note says when and why
+        return "(purged)"
     if not words:
         return "(empty)" if value == "" else str(value)
     if name in ("not_before", "next_attempt_at") and (moment := _parse_time(value)):
@@ -195,7 +198,7 @@ def timeline_lines(entries: list[TimelineEntry]) -> list[Line]:
                 actor=e.actor.get_username() if e.actor else "the system",
                 transition=((e.from_status or "—", e.to_status or "—")
                             if (e.from_status or e.to_status) else None),
-                comment=e.comment, changes=rows,
+                comment="(purged)" if is_hashed(e.comment) else e.comment, changes=rows,
                 has_before=any(r.before is not None for r in rows)))
         else:
             a = entry.attempt

@@ -384,7 +384,8 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
         # repeated here for phones, where the status column is out of sight (admin.css).
         return format_html('<span class="po-value">{}</span><br><span class="po-muted">{}</span>'
                            ' <span class="po-status po-status-{} po-phone-status">{}{}</span>',
-                           obj.identity, obj.identity_type, obj.status, obj.get_status_display(),
+                           obj.purge_note or obj.identity, obj.identity_type, obj.status,
+                           obj.get_status_display(),
                            _waiting_word(obj))
 
     @admin.display(description="connection", ordering="connection__label")

@@ -5,7 +5,7 @@ admin, the import and the commands run, as a named user. ``profileops.notebook``
 and hands out sessions (``connect``, ``as_user``, ``run``); the rooms here are the session's:
 thread (the loop-free ORM thread), results (what comes back), cells (DataFrame cells in),
 selection (ids and fingerprints named), base, staging, deciding, sending, target_loop,
-listings, usage, session. Needs the ``[notebook]`` extra (pandas).
+listings, usage, forgetting, session. Needs the ``[notebook]`` extra (pandas).
 """
 
 INSTALL_HINT = "pip install -e .[notebook]"

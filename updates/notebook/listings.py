@@ -26,7 +26,9 @@ class Listings(SessionBase):
         `identity_type` categorical, timestamps timezone-aware (UTC), `attributes` as dicts
         exactly as they will be sent. `at_target` (categorical, next to `status`) says what
         happened at Target: verified, not_applied, checking, unverified, unchanged, off, or ""
-        (nothing sent).
+        (nothing sent). `purged` says "purged on <date> under the retention of <connection>"
+        (or "…: the visitor was forgotten") where the values are gone; those rows show the same
+        words in place of the identity, the attributes, the reason and the comment.
 
         Example::
 
@@ -54,9 +56,11 @@ class Listings(SessionBase):
                   "decided_at": "decided_at", "decision_comment": "decision_comment",
                   "attempts_total": "attempts_total", "next_attempt_at": "next_attempt_at",
                   "acknowledged_at": "acknowledged_at", "last_error": "last_error",
-                  "verification_state": "verification_state"}
+                  "verification_state": "verification_state", "purged_at": "purged_at",
+                  "purge_reason": "purge_reason"}
         rows = list(qs.order_by("-id").values_list(*fields.values())[:limit])
         frame = pd.DataFrame(rows, columns=list(fields))
+        _purge_words(frame)
         # What happened at Target, next to the status (verification.AT_TARGET; "" not sent).
         frame.insert(list(fields).index("status") + 1, "at_target", pd.Categorical(
             [verification.at_target(status, state)
@@ -70,8 +74,9 @@ class Listings(SessionBase):
                                                 categories=IdentityType.values)
         frame["connection"] = frame["connection"].astype("category")
         # What approve()/reject() compare with when given this table (decisions.py).
-        frame["fingerprint"] = [content_hash(t, i, a) for t, i, a in zip(
-            frame["identity_type"].astype(str), frame["identity"], frame["attributes"])]
+        frame["fingerprint"] = ["" if p else content_hash(t, i, a) for t, i, a, p in zip(
+            frame["identity_type"].astype(str), frame["identity"], frame["attributes"],
+            frame["purged"])]
         return Frame(frame)
 
     def attempts(self, *, ids: Any = None, connection: Any = None, outcome: str | None = None,
@@ -143,4 +148,15 @@ class Listings(SessionBase):
         for column in ("action", "connection"):
             frame[column] = frame[column].astype("category")
         return Frame(frame)
+
+
+def _purge_words(frame: pd.DataFrame) -> None:
+    """A `purged` column ("" or the purge note), and the note in place of purged values."""
+    from updates.models import purge_note
+
+    notes = [purge_note(None if pd.isna(at) else at, reason, label) for at, reason, label in
+             zip(frame.pop("purged_at"), frame.pop("purge_reason"), frame["connection"])]
+    frame["purged"] = notes
+    for column in ("identity", "attributes", "reason", "decision_comment"):
+        frame[column] = [note or value for note, value in zip(notes, frame[column])]
 

@@ -8,6 +8,7 @@ the ORM thread (thread.py).
 from __future__ import annotations
 
 from .deciding import Deciding
+from .forgetting import Forgetting
 from .listings import Listings
 from .sending import Sending
 from .staging import Staging
@@ -16,7 +17,7 @@ from .thread import orm
 from .usage import Usage
 
 
-class Session(Staging, Deciding, Sending, TargetLoop, Listings, Usage):
+class Session(Staging, Deciding, Sending, TargetLoop, Listings, Usage, Forgetting):
     """Acting as one named user. Create with `notebook.as_user(name)` or `notebook.connect`."""
 
     def __repr__(self) -> str:

@@ -50,7 +50,7 @@ class Command(BaseCommand):
 
         call_command("migrate", interactive=False, verbosity=0)
         emulator_url = f"http://127.0.0.1:{emulator_port}"
-        seed = seed_demo(emulator_url=emulator_url)
+        seed = seed_demo(emulator_url=emulator_url, adobe=True)  # the emulator runs with --adobe
 
         _verify_every_minute()
 
@@ -60,11 +60,14 @@ class Command(BaseCommand):
             profiles.write(demo_profiles_json())
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         env = {**os.environ, "PROFILEOPS_VERIFY_SCHEDULE_MINUTES": DEMO_VERIFY_SCHEDULE_MINUTES,
-               "PROFILEOPS_VERIFY_FIRST_CHECK_SECONDS": "0"}  # the demo's schedule alone
+               "PROFILEOPS_VERIFY_FIRST_CHECK_SECONDS": "0",  # the demo's schedule alone
+               # Forgetting a visitor files at the emulator's Privacy Service.
+               "PROFILEOPS_PRIVACY_SERVICE_URL": f"{emulator_url}/data/core/privacy"}
         children = {
             "emulator": subprocess.Popen(manage + [
                 "target_emulator", "--port", str(emulator_port), "--faithful",
-                "--apply-delay", str(DEMO_APPLY_DELAY_SECONDS), "--profiles", profiles.name]),
+                "--apply-delay", str(DEMO_APPLY_DELAY_SECONDS), "--profiles", profiles.name,
+                "--adobe"]),
             "qcluster": subprocess.Popen(manage + ["qcluster"], env=env),
             "web": subprocess.Popen(manage + ["runserver", f"127.0.0.1:{port}", "--noreload"],
                                     env=env),

@@ -1,0 +1,247 @@
+"""Adobe's part of forgetting a visitor: file a Privacy Service delete, follow it to the end.
+
+A PrivacyRequest (models.py) moves:
+
+    local_done ──file──▶ filed ──poll──▶ processing ──poll──▶ complete | not_found | error
+        │                  └──────────────poll──────────────▶ complete | not_found | error
+        └── no Adobe credentials, or the filing failed: stays local_done (or error) with a note
+            saying Target's part must be filed by hand; a person files it again with the
+            identity (`privacy_request_file`, checked against the kept hash). Nothing here is
+            retried blindly.
+
+Polling (`privacy_requests_poll`, django-q2 every hour; `manage.py poll_privacy_requests`) reads
+a job after PROFILEOPS_PRIVACY_POLL_HOURS hours in turn (1, 4, 12, 24, then every 24 by
+default) and never more than PROFILEOPS_PRIVACY_POLLS_PER_DAY reads a UTC day in all: Adobe's
+job endpoints are "not meant for regular polling". Adobe's I/O Events notifications can replace
+it: the hook `/privacy/adobe-events/<PROFILEOPS_PRIVACY_EVENTS_TOKEN>/` (privacy_events.py)
+takes a notification, finds the job ids in it and reads those jobs now — it never trusts the
+notification's own words for the state.
+
+An answer of "error" (or one that cannot be read) puts the request in `error`: the
+privacy-error alert rule of the connection fires (alerts.py) and a log line names the request,
+never the identity. Adobe's answers are kept on the request, capped in length, as evidence.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+import requests
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from . import audit, credentials, privacy_service
+from .conf import setting
+from .errors import NO_CREDENTIALS, Refused, WRONG_STATE, require_perm
+from .hashing import keyed_hash
+from .models import PrivacyRequest
+from .permissions import PERM_FORGET, refusal
+
+logger = logging.getLogger(__name__)
+
+State = PrivacyRequest.State
+FILABLE = (State.LOCAL_DONE, State.ERROR)
+FINAL = (State.COMPLETE, State.NOT_FOUND, State.ERROR)
+BY_HAND = ("Local purge done; Target's part must be filed by hand: {why} File it from this "
+           "request's page (with the identity) once that is fixed, or in Adobe's Privacy "
+           "Service UI.")
+ANSWER_BODY_LIMIT = 64 * 1024
+
+
+def _audit(request: PrivacyRequest, *, action: str, by=None, **changes: Any) -> None:
+    audit.record(action, by=by, connection=request.connection_id,
+                 comment=f"privacy request #{request.pk}",
+                 changes={"privacy_request": request.pk, **changes})
+
+
+def _adobe_headers(connection) -> dict[str, str]:
+    """The headers of a Privacy Service call, with an IMS token of the connection's Adobe
+    credentials (credentials.py); Refused (`no_credentials`) without credentials or org."""
+    if not connection.adobe_org_id:
+        raise Refused(f"{connection.label} has no IMS org ID.", code=NO_CREDENTIALS)
+    token = credentials.ims_access_token(connection)
+    return {"Authorization": f"Bearer {token}", "x-api-key": connection.adobe_client_id,
+            "x-gw-ims-org-id": connection.adobe_org_id}
+
+
+def _session() -> requests.Session:
+    from .delivery import make_session
+
+    return make_session(pool_size=1)
+
+
+def _jobs_url() -> str:
+    return setting("PRIVACY_SERVICE_URL").rstrip("/") + privacy_service.JOBS_PATH
+
+
+def _answer(response: requests.Response) -> tuple[int, Any]:
+    try:
+        return response.status_code, response.json()
+    except ValueError:
+        return response.status_code, None
+
+
+def _record(request: PrivacyRequest, *, kind: str, http_status: int | None,
+            status: str = "", message: str = "", code: str = "", job_id: str = "") -> None:
+    request.adobe_answers = [*request.adobe_answers, {
+        "at": timezone.now().isoformat(), "kind": kind, "http_status": http_status,
+        "status": status[:100], "message": message[:300], "code": code[:64],
+        **({"job_id": job_id} if job_id else {})}]
+
+
+def _fail(request: PrivacyRequest, why: str) -> None:
+    request.state = State.ERROR
+    request.note = why
+    request.finished_at = timezone.now()
+    request.next_poll_at = None
+    logger.error("privacy request #%s: %s", request.pk, why)
+
+
+def privacy_request_file(*, request: PrivacyRequest, identity: str, by) -> PrivacyRequest:
+    """File the delete at Adobe for a request whose local purge is done (or whose filing
+    failed). `identity` must be the forgotten one: it is checked against the kept hash, and is
+    sent to Adobe only — never stored."""
+    require_perm(by, PERM_FORGET, refusal(PERM_FORGET))
+    if keyed_hash(identity) != request.identity_hash:
+        raise ValidationError({"identity": ["This is not the identity this request forgot."]})
+    request.refresh_from_db()
+    if request.state not in FILABLE:
+        raise Refused(f"The request is {request.get_state_display().lower()}; it is filed "
+                      "already.", code=WRONG_STATE)
+    try:
+        headers = _adobe_headers(request.connection)
+    except Refused as refused:
+        request.note = BY_HAND.format(why=refused.message)
+        request.save(update_fields=["note"])
+        return request
+    body = privacy_service.job_body(
+        org_id=headers["x-gw-ims-org-id"], key=f"profileops-{request.pk}",
+        identity_type=request.identity_type, identity=identity, regulation=request.regulation)
+    return _filed(request, _post(body, headers), by=by)
+
+
+def _post(body: dict, headers: dict) -> tuple[int | None, Any, str]:
+    try:
+        with _session() as session:
+            response = session.post(_jobs_url(), json=body, headers=headers, timeout=(
+                setting("CONNECT_TIMEOUT"), setting("READ_TIMEOUT")))
+    except requests.RequestException as error:
+        return None, None, f"Adobe could not be reached ({type(error).__name__})."
+    status, answer = _answer(response)
+    return status, answer, ""
+
+
+def _filed(request: PrivacyRequest, posted: tuple[int | None, Any, str], *, by) -> PrivacyRequest:
+    http_status, answer, error = posted
+    job_id = privacy_service.created_job_id(answer) if http_status in (200, 201, 202) else ""
+    with transaction.atomic():
+        _record(request, kind="file", http_status=http_status, job_id=job_id,
+                message=error or ("" if job_id else "No job id in Adobe's answer."))
+        if job_id:
+            now = timezone.now()
+            request.state, request.adobe_job_id = State.FILED, job_id
+            request.filed_at, request.filed_by = now, by
+            request.finished_at = None  # filed again after an error
+            request.next_poll_at = now + _poll_delay(0)
+            request.note = "Filed with Adobe; waiting for Target's answer."
+        else:
+            _fail(request, BY_HAND.format(why=error or f"Adobe answered HTTP {http_status} "
+                                          "without a job id."))
+        request.save()
+        _audit(request, action="privacy_filed" if job_id else "privacy_error", by=by,
+               state=request.state, job_id=job_id, http_status=http_status)
+    return request
+
+
+def _poll_delay(polls: int) -> dt.timedelta:
+    hours = setting("PRIVACY_POLL_HOURS")
+    return dt.timedelta(hours=hours[min(polls, len(hours) - 1)])
+
+
+def _polls_today(now: dt.datetime) -> int:
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0).isoformat()
+    recent = PrivacyRequest.objects.filter(polls__gt=0).exclude(
+        state__in=FINAL, finished_at__lt=now - dt.timedelta(days=1))
+    return sum(1 for request in recent.only("adobe_answers") for answer in request.adobe_answers
+               if answer.get("kind") == "status" and answer.get("at", "") >= midnight)
+
+
+def privacy_requests_poll(*, now: dt.datetime | None = None, job_ids: list[str] | None = None,
+                          due_only: bool = True) -> int:
+    """Read the status of the filed jobs that are due (every open one with `due_only=False`;
+    those of `job_ids`, from a notification, due or not), within the daily cap; returns how
+    many were read."""
+    now = now or timezone.now()
+    room = setting("PRIVACY_POLLS_PER_DAY") - _polls_today(now)
+    due = PrivacyRequest.objects.filter(state__in=PrivacyRequest.OPEN_STATES)
+    if job_ids is not None:
+        due = due.filter(adobe_job_id__in=job_ids)
+    elif due_only:
+        due = due.filter(next_poll_at__lte=now)
+    read = 0
+    for request in due.order_by("next_poll_at", "pk")[:max(room, 0)]:
+        try:
+            headers = _adobe_headers(request.connection)
+        except Refused as refused:
+            request.note = f"Cannot read Adobe's answer: {refused.message}"
+            request.next_poll_at = now + _poll_delay(request.polls)
+            request.save(update_fields=["note", "next_poll_at"])
+            continue
+        _polled(request, _get(request.adobe_job_id, headers), now=now)
+        read += 1
+    if room <= 0 and due.exists():
+        logger.warning("privacy requests: the daily cap of %s status reads is reached; the rest "
+                       "waits for tomorrow", setting("PRIVACY_POLLS_PER_DAY"))
+    return read
+
+
+def _get(job_id: str, headers: dict) -> tuple[int | None, Any, str]:
+    try:
+        with _session() as session:
+            response = session.get(f"{_jobs_url()}/{requests.utils.quote(job_id, safe='')}",
+                                   headers=headers,
+                                   timeout=(setting("CONNECT_TIMEOUT"), setting("READ_TIMEOUT")))
+    except requests.RequestException as error:
+        return None, None, f"Adobe could not be reached ({type(error).__name__})."
+    status, answer = _answer(response)
+    return status, answer, ""
+
+
+def _polled(request: PrivacyRequest, got: tuple[int | None, Any, str], *,
+            now: dt.datetime) -> None:
+    http_status, answer, error = got
+    request.polls += 1
+    with transaction.atomic():
+        if http_status in (400, 404):
+            _record(request, kind="status", http_status=http_status, message=f"HTTP {http_status}")
+            _fail(request, f"Adobe does not know job {request.adobe_job_id} (HTTP {http_status}).")
+            request.save()
+            _audit(request, action="privacy_error", state=request.state, http_status=http_status)
+            return
+        if http_status != 200:
+            # Not an answer about the job (unreachable, 5xx, 401): read again later, as planned.
+            _record(request, kind="status", http_status=http_status,
+                    message=error or f"HTTP {http_status}")
+            request.next_poll_at = now + _poll_delay(request.polls)
+            request.save()
+            return
+        status = privacy_service.job_status(answer)
+        _record(request, kind="status", http_status=http_status, status=status.status,
+                message=status.message, code=status.code)
+        before = request.state
+        request.state = status.state
+        if status.state in FINAL:
+            request.finished_at, request.next_poll_at = now, None
+            request.note = {State.COMPLETE: "Complete: Target deleted the visitor.",
+                            State.NOT_FOUND: "Target held nothing for this visitor.",
+                            }.get(status.state, "")
+            if status.state == State.ERROR:
+                _fail(request, f"Adobe answered error: {status.message or status.status}")
+        else:
+            request.next_poll_at = now + _poll_delay(request.polls)
+        request.save()
+        if request.state != before:
+            _audit(request, action="privacy_" + request.state, state=request.state)

@@ -47,6 +47,14 @@ def create_group(apps, schema_editor):
                                                     codename__in=DPO_PERMISSIONS))
 
 
+def existing_connections_keep_everything(apps, schema_editor):
+    # An upgrade never deletes history on its own: connections that existed before 0029 keep
+    # everything (retention empty) until an administrator sets their retention; check --deploy
+    # warns about them (profileops.W025). New connections get the stated defaults.
+    apps.get_model("updates", "TargetConnection").objects.update(
+        retain_values_days=None, retain_reads_days=None, retain_records_days=None)
+
+
 def remove_group(apps, schema_editor):
     apps.get_model("auth", "Group").objects.filter(name=DPO_GROUP).delete()
 
@@ -140,6 +148,7 @@ class Migration(migrations.Migration):
             name='retain_values_days',
             field=models.PositiveIntegerField(blank=True, default=90, help_text="Days an update's identity and values are kept after it reached a final state (sent and verified or not applied, unchanged, rejected, cancelled, failed); then they are replaced by keyed hashes. Empty: kept for ever.", null=True, validators=[django.core.validators.MinValueValidator(1)]),
         ),
+        migrations.RunPython(existing_connections_keep_everything, migrations.RunPython.noop),
         migrations.AddIndex(
             model_name='profileread',
             index=models.Index(condition=models.Q(('purged_at__isnull', True)), fields=['connection', 'at'], name='read_unpurged_at'),

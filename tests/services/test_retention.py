@@ -149,3 +149,21 @@ def test_a_seeded_history_is_purged_in_chunks_while_sending_goes_on(acme, approv
     live = ProfileUpdate.objects.filter(pk__in=[u.pk for u in waiting])
     assert {u.status for u in live} == {S.SENT} and all(u.purged_at is None for u in live)
     assert all(not u.identity.startswith("hmac:") for u in live)
+
+
+def test_an_upgrade_keeps_the_history_of_connections_that_existed_before(connection, operator):
+    """Migration 0029 gives new connections the defaults, but never starts deleting the history
+    of a connection that existed before the upgrade: its retention is left empty (for ever)."""
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("updates.migrations.0029_lifecycle")
+    assert connection.retain_values_days == 90  # what a new connection gets
+    seed_history(connection, operator, count=3, age_days=400)
+    migration.existing_connections_keep_everything(apps, None)
+    connection.refresh_from_db()
+    assert (connection.retain_values_days, connection.retain_reads_days,
+            connection.retain_records_days) == (None, None, None)
+    retention.retention_purge()
+    assert not ProfileUpdate.objects.filter(connection=connection, purged_at__isnull=False).exists()

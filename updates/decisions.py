@@ -20,14 +20,16 @@ stays a few hundred kilobytes), and the decision is made on them:
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
+
 from django.core import signing
 from django.db import transaction
 from django.db.models import QuerySet
 
-from . import setwise, workflow
+from . import routing, setwise, workflow
 from .errors import COMMENT_REQUIRED, Refused
-from .models import ProfileUpdate
+from .models import ProfileUpdate, TargetConnection
 
 _SALT = "updates.decisions.shown"
 
@@ -72,7 +74,8 @@ def _check_decision(decision: str, by, comment: str | None) -> tuple[workflow.Tr
 
 
 def updates_decide_shown(*, shown: Mapping[int, str], decision: str, by, comment: str = "",
-                         scope: QuerySet[ProfileUpdate] | None = None) -> workflow.BulkOutcome:
+                         scope: QuerySet[ProfileUpdate] | None = None,
+                         route: str = routing.AUTOMATIC) -> workflow.BulkOutcome:
     """Approve or reject exactly the updates `shown` ({id: fingerprint}), all or nothing.
 
     With `scope` (the pending updates the page described, e.g. one import), an update now in
@@ -82,7 +85,8 @@ def updates_decide_shown(*, shown: Mapping[int, str], decision: str, by, comment
     four eyes, the content shown, the state — and the same fields and audit rows), in one
     transaction; raises StaleBatch (code `stale`) and changes nothing when anything differs
     from what was shown. At most setwise.CHUNK updates: a larger batch is a DecisionJob
-    (batch_decisions.py), decided chunk by chunk in the background.
+    (batch_decisions.py), decided chunk by chunk in the background. An approval records the
+    route the batch takes (`route`: routing.AUTOMATIC, SINGLE or BULK; routing.py).
     """
     transition, comment = _check_decision(decision, by, comment)
     outcome = workflow.BulkOutcome()
@@ -94,6 +98,9 @@ def updates_decide_shown(*, shown: Mapping[int, str], decision: str, by, comment
     with transaction.atomic():
         result = setwise.decide_set(shown=shown, transition=transition, by=by, comment=comment,
                                     scope=scope, strict=True)
+        if decision == "approve" and result.done:
+            routing.route_approved(update_ids=list(result.done), by=by,
+                                   plans=plans_for(result.done, choice=route))
     done = {u.pk: u for u in ProfileUpdate.objects.filter(pk__in=result.done)
             .select_related("connection")}
     outcome.done = [done[pk] for pk in result.done if pk in done]
@@ -101,3 +108,12 @@ def updates_decide_shown(*, shown: Mapping[int, str], decision: str, by, comment
         pk__in=[pk for pk, _ in result.refused]).select_related("connection")}
     outcome.refused = [(refused[pk], message) for pk, message in result.refused if pk in refused]
     return outcome
+
+
+def plans_for(update_ids, *, choice: str = routing.AUTOMATIC) -> dict[int, routing.RoutePlan]:
+    """The route plan of each connection among `update_ids`, for the batch's count there."""
+    counts = Counter(ProfileUpdate.objects.filter(pk__in=list(update_ids))
+                     .values_list("connection_id", flat=True))
+    connections = TargetConnection.objects.in_bulk(list(counts))
+    return {pk: routing.plan_route(connection=connections[pk], rows=n, choice=choice)
+            for pk, n in counts.items()}

@@ -445,6 +445,9 @@ def _schedule_new(run: VerificationRun, *, now: dt.datetime,
             verification_state=V.PENDING, verification_checks=0,
             verification_next_at=F("acknowledged_at") + first)
         ProfileUpdate.objects.filter(id__in=off).update(verification_state=V.OFF)
+        # Bulk-sent updates whose file Target has finished are read back now (bulk_polling.py).
+        ProfileUpdate.objects.filter(id__in=verify, bulk_file__finished_at__isnull=False).update(
+            verification_next_at=now)
         AuditEvent.objects.bulk_create([
             AuditEvent(at=now, actor=None, update_id=update_id, connection_id=connection_id,
                        action="verification_scheduled" if wants else "verification_off",

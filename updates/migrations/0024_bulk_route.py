@@ -10,6 +10,28 @@ from django.conf import settings
 from django.db import migrations, models
 
 
+from django.contrib.auth.management import create_permissions
+
+SUPERVISOR_VIEWS = ["view_bulkjob"]  # supervisors decide batches and re-queue what failed
+
+
+def grant(apps, schema_editor):
+    for app_config in apps.get_app_configs():
+        app_config.models_module = True
+        create_permissions(app_config, apps=apps, verbosity=0)
+        app_config.models_module = None
+    perms = apps.get_model("auth", "Permission").objects.filter(
+        content_type__app_label="updates", codename__in=SUPERVISOR_VIEWS)
+    for group in apps.get_model("auth", "Group").objects.filter(name="Supervisors"):
+        group.permissions.add(*perms)
+
+
+def revoke(apps, schema_editor):
+    perms = apps.get_model("auth", "Permission").objects.filter(
+        content_type__app_label="updates", codename__in=SUPERVISOR_VIEWS)
+    for group in apps.get_model("auth", "Group").objects.filter(name="Supervisors"):
+        group.permissions.remove(*perms)
+
 
 SCHEDULE_NAME = "Send and poll bulk files"
 SCHEDULE = {
@@ -186,4 +208,5 @@ class Migration(migrations.Migration):
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.RunPython(create_schedule, remove_schedule),
+        migrations.RunPython(grant, revoke),
     ]

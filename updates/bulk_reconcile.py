@@ -23,7 +23,7 @@ from django.utils import timezone
 from . import open_changes, workflow
 from .bulk_files import COUNT_NAMES
 from .errors import require_perm
-from .models import (AuditEvent, BulkFile, BulkJob, ProfileUpdate, UpdateStatus,
+from .models import (AuditEvent, BulkCall, BulkFile, BulkJob, ProfileUpdate, UpdateStatus,
                      VerificationState)
 from .permissions import PERM_REQUEUE, refusal
 
@@ -137,3 +137,29 @@ def _visitors_with_open_updates(connection_id: int, updates: list[ProfileUpdate]
     return set(ProfileUpdate.objects.filter(
         connection_id=connection_id, identity__in={u.identity for u in updates},
         status__in=OPEN_STATES).values_list("identity_type", "identity"))
+
+
+@dataclass(frozen=True)
+class BulkUsage:
+    """The bulk route of one connection beside its single quota (dashboard and /metrics)."""
+
+    rows_in_flight: int  # in files not yet uploaded, or accepted and not finished by Target
+    rows_verified: int
+    rows_not_applied: int
+    calls_last_minute: int  # uploads and status polls, of the 50 Target allows a minute
+    open_jobs: int
+
+
+def bulk_usage(*, connection_id: int, now: dt.datetime | None = None) -> BulkUsage:
+    now = now or timezone.now()
+    carried = ProfileUpdate.objects.filter(connection_id=connection_id, bulk_file__isnull=False)
+    by_state = dict(carried.filter(status=S.SENT).values_list("verification_state")
+                    .annotate(n=Count("id")).order_by())
+    in_flight = carried.filter(bulk_file__state__in=("pending", "accepted")).count()
+    return BulkUsage(
+        rows_in_flight=in_flight, rows_verified=by_state.get(V.VERIFIED, 0),
+        rows_not_applied=by_state.get(V.NOT_APPLIED, 0),
+        calls_last_minute=BulkCall.objects.filter(
+            connection_id=connection_id, at__gt=now - dt.timedelta(minutes=1)).count(),
+        open_jobs=BulkJob.objects.filter(connection_id=connection_id, state__in=(
+            BulkJob.State.SENDING, BulkJob.State.PROCESSING)).count())

@@ -203,3 +203,17 @@ def test_the_collector_reads_the_database_at_scrape_time_not_at_registration():
     registry.register(metrics.ProfileOpsCollector())  # describe() reads nothing
     make_connection("late")
     assert b'profileops_quota_limit{connection="late"}' in generate_latest(registry)
+
+
+def test_the_bulk_route_is_shown_beside_the_quota(client, connection, admin_user):
+    from updates.models import BulkCall, BulkFile, BulkJob
+
+    now = timezone.now()
+    job = BulkJob.objects.create(connection=connection, created_at=now, rows=0)
+    file = BulkFile.objects.create(job=job, number=1, version="v2", id_column="thirdPartyId",
+                                   rows=0, size_bytes=0, sha256="", body=b"", state="accepted")
+    BulkCall.objects.create(connection=connection, file=file, kind="upload", at=now,
+                            http_status=200)
+    _, found = scrape(client)
+    assert found[c("profileops_bulk_calls_last_minute")] == 1
+    assert found[c("profileops_bulk_rows_in_flight")] == 0

@@ -69,3 +69,24 @@ def test_the_dashboard_shows_the_bulk_route_beside_the_quota(client, acme, appro
     assert "Bulk route (outside the quota)" in text
     assert '<strong class="po-bulk-verified">3</strong> verified' in text
     assert "1 of 50 bulk API calls used in the last minute" in text
+
+
+def test_the_batch_page_shows_the_route_and_the_choice_is_kept(client, acme, stage, operator,
+                                                               supervisor, settings):
+    from updates import workflow
+
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "BULK_MIN_BATCH_ROWS": 2}
+    acme.send_route = SendRoute.THRESHOLD
+    acme.bulk_row_threshold = 3
+    acme.save()
+    for _ in range(3):
+        workflow.update_submit(update=stage(), by=operator)
+    logged_in(client, supervisor)
+    page = client.get(reverse("updates_queue_batch"))
+    text = page.content.decode()
+    assert "take the <strong class=\"po-route\">bulk API</strong>" in text
+    assert "3 updates reach the connection&#x27;s bulk threshold of 3" in text
+    assert 'name="route"' in text
+    client.post(reverse("updates_queue_batch"), {"decision": "approve", "route": "single",
+                                                  "shown": page.context["shown"]})
+    assert set(ProfileUpdate.objects.values_list("status", "send_route")) == {(S.APPROVED, "")}

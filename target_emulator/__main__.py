@@ -50,6 +50,14 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--echo-headers", action="store_true",
                         help="Echo the request's headers (token included) in update and read "
                         "answers, as a debugging proxy might.")
+    parser.add_argument("--bulk-delay", type=float, default=5.0,
+                        help="Bulk API: seconds before an uploaded file is processed (batchStatus "
+                        "says incomplete until then).")
+    parser.add_argument("--bulk-loss-rate", type=float, default=0.0,
+                        help="Bulk API: share of rows silently not kept (Target: up to 0.001).")
+    parser.add_argument("--edge-host", default=None,
+                        help="Loopback address of the listener serving batchStatus (default: "
+                        "the same as --host, another port).")
     # The bearer token comes from the environment: a command-line argument is visible to
     # every user of the machine (ps).
 
@@ -76,6 +84,9 @@ def emulator_from_options(options: dict) -> TargetEmulator:
         profiles=load_profiles(options.get("profiles")),
         drip_seconds=options.get("drip_seconds", 0.0),
         echo_headers=options.get("echo_headers", False),
+        bulk={"delay": options.get("bulk_delay", 5.0),
+              "loss_rate": options.get("bulk_loss_rate", 0.0)},
+        edge_host=options.get("edge_host"),
     )
 
 
@@ -106,6 +117,8 @@ def serve(emulator: TargetEmulator, *, write=print) -> None:
     emulator.start()
     try:
         write(f"Target emulator listening on {emulator.base_url}")
+        write(f"Bulk batchStatus (the edge host) on http://{emulator.edge_host}:"
+              f"{emulator.edge_port}")
         while not stop.wait(0.5):
             pass
     finally:

@@ -44,12 +44,9 @@ import itertools
 import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, unquote
 from xml.sax.saxutils import escape
-
-if TYPE_CHECKING:  # the server imports this module; only the type comes back
-    from .server import TargetEmulator
 
 MAX_ROWS = 500_000
 MAX_FILE_BYTES = 50 * 1024 * 1024  # "less than 50 MB"
@@ -171,7 +168,9 @@ class BulkTwin:
     applies pending single updates), so reads see a batch's rows exactly when it completes.
     """
 
-    def __init__(self, emulator: TargetEmulator, options: dict[str, Any] | None = None) -> None:
+    def __init__(self, emulator: Any, options: dict[str, Any] | None = None) -> None:
+        # `emulator`: the server.TargetEmulator this twin belongs to (not imported: the server
+        # imports this module); its lock, clock, profiles and random draws are shared.
         self._emulator = emulator
         self.options = BulkOptions(**(options or {})).validated()
         self.batches: dict[str, BulkBatch] = {}

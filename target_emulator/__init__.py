@@ -6,6 +6,7 @@ start it in-process (``TargetEmulator(...).start()``) or as a process of its own
 knowingly differs from Target.
 """
 
+from .adobe_admin import AdobeAdmin
 from .server import (
     ACKNOWLEDGED,
     ACKNOWLEDGMENT,
@@ -20,6 +21,7 @@ from .server import (
 )
 
 __all__ = [
+    "AdobeAdmin",
     "ACKNOWLEDGED",
     "ACKNOWLEDGMENT",
     "DROPPED",

@@ -59,6 +59,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from . import bulk as bulk_api
+from .adobe_admin import AdobeAdmin
 
 logger = logging.getLogger(__name__)
 
@@ -206,10 +207,12 @@ class TargetEmulator:
         profiles: list[dict[str, Any]] | None = None,
         drip_seconds: float = 0.0,
         echo_headers: bool = False,
+        adobe: AdobeAdmin | None = None,
         bulk: dict[str, Any] | None = None,
         edge_host: str | None = None,
     ) -> None:
         self.host = _loopback_ipv4(host)
+        self.adobe = adobe  # IMS and the Admin API (adobe_admin.py); its tokens guard the APIs
         # The Bulk Profile Update twin (bulk.py); its batchStatus is served by a second listener,
         # "the edge", on `edge_host` (default: the same loopback address, another port).
         self.bulk = bulk_api.BulkTwin(self, bulk)
@@ -523,6 +526,8 @@ class TargetEmulator:
             return len(self._pending)
 
     def _authorized(self, header: str | None) -> bool:
+        if self._token is None and self.adobe is not None and self.adobe.require_auth:
+            return self.adobe.profile_token_accepted(header)
         return self._token is None or header == f"Bearer {self._token}"
 
     def _profile(self, identity_type: str, identity: str) -> dict[str, Any] | None:
@@ -740,6 +745,14 @@ class _Handler(BaseHTTPRequestHandler):
                 self._profile_read(parts[4:], query)
             elif path.startswith("/_emulator/") or path == "/":
                 self._inspection(method, path, query)
+            elif self.server.emulator.adobe is not None and self.server.emulator.adobe.handles(path):
+                body = self._read_body(POST_BODY_LIMIT_BYTES)[0]
+                if "/target/" in path and not self.server.emulator.bulk.take_call():
+                    # Target's Admin APIs share the bulk API's 50 calls a minute (bulk.py).
+                    self._send(503, b"Service Unavailable", headers=(("Retry-After", "2"),))
+                    return
+                self._send_json(*self.server.emulator.adobe.answer(
+                    method, path, query, self.headers, body or b""))
             else:
                 self._drain_small_body()
                 self._send(404, b"Not Found")

@@ -96,6 +96,22 @@ def make_connection(code: str = "acme", **kwargs) -> TargetConnection:
     return TargetConnection.objects.create(client_code=code, **kwargs)
 
 
+def use_adobe_credentials(connection: TargetConnection, emulator, *,
+                          secret: str | None = None) -> TargetConnection:
+    """Point `connection` at `emulator` (one with `adobe`) with its Adobe credentials: the
+    profile token is then ProfileOps' to obtain (updates/credentials.py)."""
+    adobe = emulator.adobe
+    connection.base_url = emulator.base_url
+    connection.adobe_client_id = adobe.client_id
+    connection.adobe_client_secret = adobe.client_secret if secret is None else secret
+    connection.adobe_org_id = "1234ABCD5678@AdobeOrg"
+    connection.target_tenant = adobe.tenant
+    connection.ims_token_url = emulator.base_url + "/ims/token/v3"
+    connection.admin_api_url = emulator.base_url
+    connection.save()
+    return connection
+
+
 def make_mapping(connection: TargetConnection, source: str, target: str | None = None,
                  **kwargs) -> AttributeMapping:
     return AttributeMapping.objects.create(

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from target_emulator import TargetEmulator
+from target_emulator import AdobeAdmin, TargetEmulator
 
 
 @pytest.fixture
@@ -39,3 +39,11 @@ def faithful_emulator(emulator_factory: Callable[..., TargetEmulator]) -> Target
     """An emulator that behaves as Adobe documents (no profile created for unknown visitors,
     updates applied after `apply_delay` — here 60 s, moved with `advance()`)."""
     return emulator_factory(faithful=True, apply_delay=60.0)
+
+
+@pytest.fixture
+def adobe_emulator(emulator_factory: Callable[..., TargetEmulator]) -> TargetEmulator:
+    """A (lenient) emulator with Adobe IMS and Target's Admin API (`emulator.adobe`, an
+    AdobeAdmin): its profile APIs accept only the current profile token. Connect a connection
+    to it with tests.conftest.use_adobe_credentials."""
+    return emulator_factory(adobe=AdobeAdmin())

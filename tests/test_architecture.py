@@ -218,3 +218,48 @@ def test_no_function_in_updates_or_profileops_is_longer_than_60_lines():
                         offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} "
                                          f"({length} lines)")
     assert offenders == []
+
+
+_AUDIT_WRITES = {"create", "bulk_create", "get_or_create", "update_or_create"}
+
+
+def _audit_constructions(source: str) -> list[int]:
+    """Lines of `source` that build or write an AuditEvent row: AuditEvent(...),
+    AuditEvent.objects.create/bulk_create/… or rows.insert_rows(AuditEvent, …)."""
+    def is_model(node: ast.AST) -> bool:
+        return (isinstance(node, ast.Name) and node.id == "AuditEvent"
+                or isinstance(node, ast.Attribute) and node.attr == "AuditEvent")
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if (is_model(func)
+                or isinstance(func, ast.Attribute) and func.attr in _AUDIT_WRITES
+                and isinstance(func.value, ast.Attribute) and func.value.attr == "objects"
+                and is_model(func.value.value)
+                or isinstance(func, ast.Attribute) and func.attr == "insert_rows"
+                and node.args and is_model(node.args[0])):
+            found.append(node.lineno)
+    return found
+
+
+def test_the_audit_construction_finder_finds_each_form():
+    source = ("a = AuditEvent(action='x')\nAuditEvent.objects.create(action='x')\n"
+              "models.AuditEvent.objects.bulk_create([])\nrows.insert_rows(AuditEvent, [])\n"
+              "AuditEvent.objects.filter(action='x')\nAuditEvent.Action('staged')\n")
+    assert _audit_constructions(source) == [1, 2, 3, 4]
+
+
+def test_only_the_audit_module_builds_audit_rows():
+    """Every audit row is written through updates/audit.py, which checks its action against
+    AuditEvent.Action (the timeline's words): no other module constructs an AuditEvent."""
+    offenders = []
+    for folder in (UPDATES, PROFILEOPS):
+        for path in folder.rglob("*.py"):
+            if "migrations" in path.parts or path == UPDATES / "audit.py":
+                continue
+            offenders += [f"{path.relative_to(ROOT)}:{line}"
+                          for line in _audit_constructions(path.read_text())]
+    assert offenders == []

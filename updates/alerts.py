@@ -8,6 +8,9 @@ Rules (models.AlertRule) belong to one connection:
                    threshold, e.g. 80 and 95)
     waiting        an update has waited for approval longer than `threshold` hours
     token_refused  Target answered the connection's latest request with HTTP 401 or 403
+                   (after the token was fetched once more and the request retried once)
+    token_renewal  obtaining the profile token with the connection's Adobe credentials fails
+                   (told at once, so before the current token expires; credentials.py)
     not_applied    ≥ threshold updates whose verification ended "not applied" (Target
                    acknowledged them but does not show the sent values) in the last
                    `window_minutes`
@@ -53,13 +56,13 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from . import attention, target, webhooks
+from . import attention, audit, target, webhooks
 from .conf import setting
 from .errors import Refused, require_perm
 from .permissions import PERM_ADD_ALERT_RULE, PERM_CHANGE_ALERT_RULE
 from .selectors import capped_count
-from .models import (AlertEvent, AlertRule, AuditEvent, BulkFile, ProfileUpdate, SendAttempt,
-                     UpdateStatus, VerificationState)
+from .models import (AlertEvent, AlertRule, AuditEvent, BulkFile, CredentialState,
+                     ProfileUpdate, SendAttempt, UpdateStatus, VerificationState)
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +113,8 @@ def threshold_words(rule: AlertRule) -> str:
         return f"{_plural(max(1, int(threshold)), 'update')} in {window}"
     if rule.kind == Kind.BULK_JOB:
         return f"{_plural(max(1, int(threshold)), 'bulk file')} in {window}"
+    if rule.kind == Kind.TOKEN_RENEWAL:
+        return "any failed renewal"
     return "any refusal (HTTP 401 or 403)"
 
 
@@ -126,7 +131,7 @@ def action_url(rule: AlertRule) -> str:
         path = reverse("updates_dashboard")
     elif rule.kind == Kind.WAITING:
         path = reverse("admin:updates_profileupdate_changelist") + on + "&status__exact=pending"
-    elif rule.kind == Kind.TOKEN_REFUSED:
+    elif rule.kind in (Kind.TOKEN_REFUSED, Kind.TOKEN_RENEWAL):
         path = reverse("admin:updates_targetconnection_change", args=[rule.connection_id])
     elif rule.kind == Kind.BULK_JOB:
         path = reverse("admin:updates_bulkjob_changelist") + f"?connection__id__exact={rule.connection_id}"
@@ -175,23 +180,15 @@ def evaluate(rule: AlertRule, *, now: dt.datetime) -> Reading:
         return Reading(n > 0, (
             f"{name}: {count} update{'s' if n != 1 else ''} waiting for approval longer than "
             f"{hours:g} hours{since}."))
-    if rule.kind == Kind.TOKEN_REFUSED:
-        latest = (SendAttempt.objects.filter(connection=connection)
-                  .order_by("-started_at", "-id").values_list("http_status", "started_at")
-                  .first())
-        refused = latest is not None and latest[0] in (401, 403)
-        if refused:
-            return Reading(True, (
-                f"{name}: Target refused the bearer token (HTTP {latest[0]}) at "
-                f"{latest[1]:%Y-%m-%d %H:%M:%S} UTC. Nothing can be sent until an administrator "
-                "sets a valid token on the connection."))
-        return Reading(False, f"{name}: Target accepts the bearer token again.")
+    if rule.kind in (Kind.TOKEN_REFUSED, Kind.TOKEN_RENEWAL):
+        return _token_reading(rule, name, now)
     if rule.kind == Kind.NOT_APPLIED:
         # The verification writes a "not_applied" audit row when it gives its verdict; an
         # update still in that state whose verdict fell in the window counts once.
         since = now - dt.timedelta(minutes=rule.window_minutes)
         ended = AuditEvent.objects.filter(
-            connection_id=connection.pk, action="not_applied", at__gte=since, at__lte=now,
+            connection_id=connection.pk, action=AuditEvent.Action.NOT_APPLIED, at__gte=since,
+            at__lte=now,
             update__verification_state=VerificationState.NOT_APPLIED)
         n = ended.values("update_id").distinct().count()
         needed = max(1, int(rule.threshold))
@@ -217,6 +214,33 @@ def _bulk_reading(rule: AlertRule, name: str, now: dt.datetime) -> Reading:
         f"{_plural(timed_out, 'bulk file')} not complete after "
         f"{setting('BULK_TIMEOUT_HOURS'):g} hours in the last {rule.window_minutes} minutes; "
         "their rows are read back and can be re-queued on the single route."))
+
+
+def _token_reading(rule: AlertRule, name: str, now: dt.datetime) -> Reading:
+    """token_refused: Target's answer to the latest request; token_renewal: whether obtaining
+    the profile token (Adobe credentials) fails — told before the current one expires."""
+    connection = rule.connection
+    if rule.kind == Kind.TOKEN_RENEWAL:
+        state = CredentialState.objects.filter(connection=connection).first()
+        if state is None or state.failing_since is None:
+            return Reading(False, f"{name}: the profile token is renewed again.")
+        left = ("has expired" if state.profile_expires_at is None or state.profile_expires_at <= now
+                else f"expires at {state.profile_expires_at:%Y-%m-%d %H:%M:%S} UTC")
+        return Reading(True, (
+            f"{name}: renewing Target's profile token has failed since "
+            f"{state.failing_since:%Y-%m-%d %H:%M:%S} UTC ({state.failure}) The current token "
+            f"{left}; check the connection's Adobe credentials."))
+    latest = (SendAttempt.objects.filter(connection=connection)
+              .order_by("-started_at", "-id").values_list("http_status", "started_at").first())
+    if latest is not None and latest[0] in (401, 403):
+        fix = ("ProfileOps fetched the token once more and Target refused it too: check the "
+               "credential's rights in Target" if connection.has_adobe_credentials
+               else "Nothing can be sent until an administrator sets a valid token on the "
+                    "connection")
+        return Reading(True, (
+            f"{name}: Target refused the bearer token (HTTP {latest[0]}) at "
+            f"{latest[1]:%Y-%m-%d %H:%M:%S} UTC. {fix}."))
+    return Reading(False, f"{name}: Target accepts the bearer token again.")
 
 
 def alerts_check(*, now: dt.datetime | None = None) -> list[AlertEvent]:
@@ -339,8 +363,8 @@ def alert_rule_send_test(*, rule: AlertRule, by) -> Delivery:
             "that alerts arrive; nothing is wrong.")
     text = _with_link(rule, text)
     outcome = _send(rule, subject=f"{SUBJECT_PREFIX}Test alert", text=text)
-    AuditEvent.objects.create(
-        at=timezone.now(), actor=by, action="alert_tested", connection=connection,
+    audit.record(
+        AuditEvent.Action.ALERT_TESTED, by=by, connection=connection,
         comment=f"Test alert for rule {rule.pk}: " + (outcome.error or "delivered"),
         changes={"webhook_status": outcome.webhook_status, "emailed": outcome.emailed})
     return outcome

@@ -117,8 +117,8 @@ def requests_between(*, since: dt.datetime, until: dt.datetime,
                      connection_id: int | None = None) -> Requests:
     """Attempts and give-ups in (since, until]."""
     attempts = SendAttempt.objects.started_between(since, until)
-    events = AuditEvent.objects.filter(action="failed", at__gt=since, at__lte=until,
-                                       update__isnull=False)
+    events = AuditEvent.objects.filter(action=AuditEvent.Action.FAILED, at__gt=since,
+                                       at__lte=until, update__isnull=False)
     if connection_id is not None:
         attempts = attempts.filter(connection_id=connection_id)
         events = events.filter(connection_id=connection_id)

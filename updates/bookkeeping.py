@@ -16,7 +16,7 @@ import logging
 from django.db import transaction
 from django.db.models import F
 
-from . import claims, quota, rows, workflow
+from . import audit, claims, quota, rows, workflow
 from .delivery import Sent
 from .models import (AuditEvent, ProfileUpdate, SendAttempt, SendRun, TargetConnection,
                      UpdateStatus)
@@ -101,7 +101,7 @@ def _apply(decisions: list[Decision], *, conn: TargetConnection, now: dt.datetim
     ])
     for transition in dict.fromkeys(d.transition for d in decisions):
         decided = [d for d in decisions if d.transition is transition]
-        workflow.audit_rows(
+        audit.record_many(
             [d.update.pk for d in decided], by=None, action=transition, at=now,
             connection_id=conn.pk,
             comments={d.update.pk: d.comment[:LAST_ERROR_CHARS] for d in decided},
@@ -130,13 +130,12 @@ def record_before_send_failure(updates: list[ProfileUpdate], *, owner: str,
     why. Returns them, in their order."""
     with transaction.atomic():
         mine = set(claims.still_mine([u.pk for u in updates], owner=owner))
-        AuditEvent.objects.bulk_create([
-            AuditEvent(at=now, actor=None, update_id=update.pk, connection_id=conn.pk,
-                       action="read_before_send_failed", from_status=S.SENDING,
-                       to_status=S.SENDING,
-                       comment=f"Reading Target before sending failed ({type(error).__name__}); "
-                       "sent with every attribute.")
-            for update in updates if update.pk in mine])
+        audit.record_many(
+            [update.pk for update in updates if update.pk in mine], by=None,
+            action=AuditEvent.Action.READ_BEFORE_SEND_FAILED, from_status=S.SENDING,
+            to_status=S.SENDING, at=now, connection_id=conn.pk, returning=False,
+            comment=f"Reading Target before sending failed ({type(error).__name__}); "
+            "sent with every attribute.")
     kept = [u for u in updates if u.pk in mine]
     for update in kept:
         update.send_attributes = None

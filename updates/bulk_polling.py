@@ -24,7 +24,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import bulk_files, bulk_pacing, delivery, target
-from .bulk_sending import SLOT_WAIT_SECONDS, profile_token, settle_job
+from .bulk_sending import SLOT_WAIT_SECONDS, call_target, settle_job
 from .conf import setting
 from .models import BulkCall, BulkFile, ProfileUpdate, UpdateStatus, VerificationState
 
@@ -77,16 +77,10 @@ def poll_file(*, file: BulkFile, now: dt.datetime, session: requests.Session,
 
 
 def _get(url: str, conn, session: requests.Session) -> tuple[int | None, str, str]:
-    headers = {}
-    token = profile_token(conn)
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    try:
-        response = session.get(url, headers=headers, allow_redirects=False,
-                               timeout=(setting("CONNECT_TIMEOUT"), setting("READ_TIMEOUT")))
-    except requests.RequestException as error:
-        return None, "", f"{type(error).__name__}: no answer"
-    return response.status_code, response.text, ""
+    status, text, error, _ = call_target(
+        session, "GET", url, conn, headers={},
+        timeout=(setting("CONNECT_TIMEOUT"), setting("READ_TIMEOUT")))
+    return status, text, error
 
 
 def _apply_status(file: BulkFile, status: str, counts: dict, *, now: dt.datetime) -> None:

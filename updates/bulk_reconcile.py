@@ -20,10 +20,10 @@ from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from . import open_changes, workflow
+from . import audit, open_changes, workflow
 from .bulk_files import COUNT_NAMES
 from .errors import require_perm
-from .models import (AuditEvent, BulkCall, BulkFile, BulkJob, ProfileUpdate, UpdateStatus,
+from .models import (BulkCall, BulkFile, BulkJob, ProfileUpdate, UpdateStatus,
                      VerificationState)
 from .permissions import PERM_REQUEUE, refusal
 
@@ -120,12 +120,12 @@ def bulk_requeue_not_applied(*, job: BulkJob, by, comment: str = "",
             status=transition.target, send_route="", attempt_count=0, next_attempt_at=None,
             acknowledged_at=None, last_error="", verification_state="", verification_checks=0,
             verification_next_at=None, verified_at=None)
-        workflow.audit_rows(ids, by=by, action=transition, at=now,
+        audit.record_many(ids, by=by, action=transition, at=now,
                             connection_id=job.connection_id, returning=False,
                             comment=comment or f"Not applied after bulk job #{job.pk}; "
                                                "re-queued on the single route.")
-        AuditEvent.objects.create(
-            at=now, actor=by, connection_id=job.connection_id, action="bulk_requeued_single",
+        audit.record(
+            audit.Action.BULK_REQUEUED_SINGLE, at=now, by=by, connection=job.connection_id,
             comment=f"Bulk job #{job.pk}: {len(ids):,} not-applied updates re-queued single.",
             changes={"bulk_job": job.pk, "requeued": len(ids), "skipped": len(result.skipped)})
     result.requeued = len(ids)

@@ -36,14 +36,14 @@ import zlib
 from dataclasses import dataclass
 
 import requests
+from django.core.exceptions import ValidationError
 from django.db import connection as db, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import bulk_files, bulk_pacing, claims, delivery, target, workflow
+from . import audit, bulk_files, bulk_pacing, claims, credentials, delivery, target, workflow
 from .conf import setting
-from .models import (AuditEvent, BulkCall, BulkFile, BulkJob, ProfileUpdate, TargetConnection,
-                     UpdateStatus)
+from .models import BulkCall, BulkFile, BulkJob, ProfileUpdate, TargetConnection, UpdateStatus
 from .retry_policy import LAST_ERROR_CHARS, RetryPolicy
 
 logger = logging.getLogger(__name__)
@@ -72,9 +72,32 @@ class BulkRun:
     throttled: int = 0
 
 
-def profile_token(connection: TargetConnection) -> str:
-    """The bearer token, exactly as the single sender gets it (target.request_for)."""
-    return connection.bearer_token
+def call_target(session: requests.Session, method: str, url: str, conn: TargetConnection, *,
+                headers: dict[str, str], timeout: tuple[float, float], data: bytes | None = None,
+                slot_wait: float = SLOT_WAIT_SECONDS
+                ) -> tuple[int | None, str, str, float | None]:
+    """One bulk API call with the connection's bearer token, got as the single sender gets it
+    (credentials.profile_token); on 401/403 the token is asked for once more and the call made
+    once again with it (another paced call). Returns (HTTP status or None, answer text, error,
+    Retry-After seconds). The caller has taken the first call's slot."""
+    try:
+        token = credentials.profile_token(conn)
+    except ValidationError as error:  # credentials.py recorded why (connection page, alert)
+        return None, "", f"no profile token could be obtained ({error.code})", None
+    for again in (False, True):
+        sent = dict(headers, **({"Authorization": f"Bearer {token}"} if token else {}))
+        try:
+            response = session.request(method, url, data=data, headers=sent, timeout=timeout,
+                                       allow_redirects=False)
+        except requests.RequestException as error:
+            return None, "", f"{type(error).__name__}: no answer", None
+        if not again and credentials.is_refusal(response.status_code):
+            token = credentials.token_refused(conn, token)
+            if token and bulk_pacing.take_call(conn.pk, wait=slot_wait):
+                continue
+        break
+    return (response.status_code, response.text, "",
+            target.parse_retry_after(response.headers.get("Retry-After")))
 
 
 def bulk_send_due(*, now: dt.datetime | None = None, connection: TargetConnection | None = None,
@@ -151,8 +174,8 @@ def _store_job(connection: TargetConnection, rows: list[bulk_files.BulkRow], *, 
             attribute_names=list(plan.names), rows=len(plan.update_ids), size_bytes=len(body),
             sha256=hashlib.sha256(body).hexdigest(), body=zlib.compress(body))
         _set_lines(file.pk, plan.update_ids)
-    AuditEvent.objects.create(
-        at=now, actor=None, connection=connection, action="bulk_job_created",
+    audit.record(
+        audit.Action.BULK_JOB_CREATED, at=now, by=None, connection=connection,
         comment=f"Bulk job #{job.pk}: {len(rows):,} updates in {len(plans)} file(s).",
         changes={"bulk_job": job.pk, "rows": len(rows), "files": len(plans)})
     return job
@@ -181,7 +204,7 @@ def _fail(updates: list[ProfileUpdate], *, connection: TargetConnection, now: dt
     fail = workflow.sender_transition("fail")
     ProfileUpdate.objects.filter(id__in=[u.pk for u in updates]).update(
         status=fail.target, lease_owner="", lease_expires_at=None, last_error=why)
-    workflow.audit_rows([u.pk for u in updates], by=None, action=fail, at=now,
+    audit.record_many([u.pk for u in updates], by=None, action=fail, at=now,
                         connection_id=connection.pk, comment=why, returning=False)
 
 
@@ -192,7 +215,7 @@ def _to_single(why: dict[int, str], *, connection: TargetConnection, now: dt.dat
     release = workflow.sender_transition("release")
     ProfileUpdate.objects.filter(id__in=list(why)).update(
         status=release.target, lease_owner="", lease_expires_at=None, send_route="")
-    workflow.audit_rows(list(why), by=None, action=release, at=now, connection_id=connection.pk,
+    audit.record_many(list(why), by=None, action=release, at=now, connection_id=connection.pk,
                         comments={pk: f"Goes on the single route: {problem}."
                                   for pk, problem in why.items()}, returning=False)
 
@@ -262,18 +285,10 @@ def _post(file: BulkFile, conn: TargetConnection, session: requests.Session
     """(HTTP status or None, answer text, error, Retry-After seconds) of one upload."""
     body = zlib.decompress(BulkFile.objects.filter(pk=file.pk).values_list("body", flat=True)
                            .get())
-    headers = {"Content-Type": bulk_files.CONTENT_TYPE}
-    token = profile_token(conn)
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
     url = bulk_files.bulk_url(conn.effective_base_url, conn.client_code, file.version)
-    try:
-        response = session.post(url, data=body, headers=headers, allow_redirects=False,
-                                timeout=(setting("CONNECT_TIMEOUT"), UPLOAD_READ_TIMEOUT))
-    except requests.RequestException as error:
-        return None, "", f"{type(error).__name__}: no answer", None
-    retry_after = target.parse_retry_after(response.headers.get("Retry-After"))
-    return response.status_code, response.text, "", retry_after
+    return call_target(session, "POST", url, conn, data=body,
+                       headers={"Content-Type": bulk_files.CONTENT_TYPE},
+                       timeout=(setting("CONNECT_TIMEOUT"), UPLOAD_READ_TIMEOUT))
 
 
 def _accepted(file: BulkFile, status_url: str, *, now: dt.datetime) -> None:
@@ -290,7 +305,7 @@ def _accepted(file: BulkFile, status_url: str, *, now: dt.datetime) -> None:
         status=acknowledge.target, acknowledged_at=now, next_attempt_at=None, last_error="",
         attempt_count=F("attempt_count") + 1, attempts_total=F("attempts_total") + 1,
         lease_owner="", lease_expires_at=None)
-    workflow.audit_rows(
+    audit.record_many(
         [pk for pk, _ in carried], by=None, action=acknowledge, at=now,
         connection_id=file.job.connection_id,
         comments={pk: f"Bulk job #{file.job_id}, file {file.number}, line {line}: Target "

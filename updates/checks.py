@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core import checks
 
 from .conf import KNOBS, SettingError, setting
+from .encryption import key_problem
 
 
 def _error(id_: int, message: str, hint: str) -> checks.Error:
@@ -24,7 +25,17 @@ def check_profileops_settings(app_configs=None, **kwargs) -> list[checks.Error]:
     if errors:
         return errors  # the combinations below need every value
     return (_sending_errors(values) + _background_errors(values) + _address_errors(values)
-            + _bulk_errors(values))
+            + _bulk_errors(values) + _secret_errors())
+
+
+def _secret_errors() -> list[checks.Error]:
+    """Stored secrets are encrypted (encryption.py): production needs its own key."""
+    problem = key_problem()
+    if not problem:
+        return []
+    return [_error(18, problem, "Generate a key with `python -c \"from cryptography.fernet "
+                                "import Fernet; print(Fernet.generate_key().decode())\"` and "
+                                "set PROFILEOPS_ENCRYPTION_KEYS to it (docs/operations/secrets.md).")]
 
 
 def _read_values() -> tuple[dict[str, int | float], list[checks.Error]]:

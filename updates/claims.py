@@ -24,7 +24,7 @@ from django.db import connection as db, transaction
 from django.db.models import CharField, Exists, F, OuterRef, Q, QuerySet, Value
 from django.db.models.functions import Concat
 
-from . import workflow
+from . import audit, workflow
 from .models import ProfileUpdate, TargetConnection, UpdateStatus
 
 S = UpdateStatus
@@ -190,9 +190,9 @@ def claim(*, conn: TargetConnection, owner: str, size: int, now: dt.datetime,
         claim_, reclaim = workflow.sender_transition("claim"), workflow.sender_transition("reclaim")
         ProfileUpdate.objects.filter(id__in=ids).update(
             status=claim_.target, lease_owner=owner, lease_expires_at=lease_until)
-        workflow.audit_rows([i for i, status, _ in picked if status == S.APPROVED], by=None,
-                            action=claim_, at=now, connection_id=conn.pk, returning=False)
-        workflow.audit_rows(
+        audit.record_many([i for i, status, _ in picked if status == S.APPROVED], by=None,
+                          action=claim_, at=now, connection_id=conn.pk, returning=False)
+        audit.record_many(
             [i for i, status, _ in picked if status != S.APPROVED], by=None, action=reclaim,
             at=now, connection_id=conn.pk,
             comments={i: f"Lease of {previous_owner or 'a worker'} ran out; claimed again."
@@ -220,6 +220,6 @@ def release(updates: list[ProfileUpdate], *, owner: str, now: dt.datetime, reaso
         release_ = workflow.sender_transition("release")
         ProfileUpdate.objects.filter(id__in=mine).update(
             status=release_.target, lease_owner="", lease_expires_at=None)
-        workflow.audit_rows(mine, by=None, action=release_, at=now,
-                            connection_id=updates[0].connection_id,
-                            comment=f"Not sent: {reason}.", returning=False)
+        audit.record_many(mine, by=None, action=release_, at=now,
+                          connection_id=updates[0].connection_id,
+                          comment=f"Not sent: {reason}.", returning=False)

@@ -106,6 +106,16 @@ KNOBS: dict[str, Knob] = {
         bool, None, "Webhooks may go to loopback and private addresses (an internal relay). "
                     "Unset (None): on only in the embedded mode (PROFILEOPS_DEMO, which follows "
                     "DEBUG), where the demo and the tests post to 127.0.0.1 (updates/webhooks.py)."),
+    # Secrets and Adobe credentials (updates/encryption.py, updates/credentials.py).
+    "ENCRYPTION_KEYS": Knob(
+        str, "", "Fernet keys, comma-separated: the first encrypts stored secrets, every one "
+                 "decrypts (rotation: docs/operations/secrets.md). Required in production; "
+                 "unset in the embedded mode (PROFILEOPS_DEMO): a key derived from SECRET_KEY."),
+    "TOKEN_RENEW_AHEAD_SECONDS": Knob(
+        float, 3600.0, "An IMS or profile token is renewed this long before it expires (at most "
+                       "a fifth of its lifetime ahead)."),
+    "ATTRIBUTE_CATALOGUE_MAX_AGE_SECONDS": Knob(
+        int, 3600, "Target's list of known profile attributes is read again after this long."),
 }
 
 

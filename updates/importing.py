@@ -73,7 +73,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from . import mappings, open_changes, quota, target, workflow
+from . import audit, mappings, open_changes, quota, target, workflow
 from .conf import setting
 from .errors import NOT_UPLOADER, WRONG_STATE, Refused, require_perm
 from .models import AttributeMapping, AuditEvent, ImportJob, ProfileUpdate, TargetConnection
@@ -924,8 +924,8 @@ def import_job_audit(*, job: ImportJob, by, at: dt.datetime, updates: int,
     file, how many updates and the mapping rules they were checked against. Its `at` is the
     job's finished_at, by which an update's timeline finds it (selectors.update_timeline)."""
     transition = workflow.T["import_and_submit" if job.submit_after_import else "import"]
-    return AuditEvent.objects.create(
-        at=at, actor=by, action=transition.action, connection_id=job.connection_id,
+    return audit.record(
+        transition.action, by=by, at=at, connection=job.connection_id,
         to_status=transition.target, comment=f"Imported from file {job.file_name}",
         changes={"import_job": job.pk, "file_name": job.file_name, "updates": updates,
                  "mappings_fingerprint": fingerprint})

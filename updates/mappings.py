@@ -27,6 +27,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from . import audit
 from .errors import require_perm
 from .models import AttributeMapping, AuditEvent, TargetConnection
 from .permissions import PERM_ADD_MAPPING, PERM_CHANGE_MAPPING
@@ -339,12 +340,8 @@ def mapping_save(*, mapping: AttributeMapping, by) -> AttributeMapping:
         created = not mapping.pk
         mapping.save()
         if changes:
-            AuditEvent.objects.create(
-                at=timezone.now(),
-                actor=by,
-                action="mapping_created" if created else "mapping_changed",
-                mapping=mapping,
-                connection_id=mapping.connection_id,
-                changes=changes,
-            )
+            action = (AuditEvent.Action.MAPPING_CREATED if created
+                      else AuditEvent.Action.MAPPING_CHANGED)
+            audit.record(action, by=by, mapping=mapping, connection=mapping.connection_id,
+                         changes=changes)
     return mapping

@@ -43,7 +43,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from . import bulk_reconcile, quota
 from .conf import setting
 from .models import (
-    DailyUsage, ProfileUpdate, SchedulerHeartbeat, SendAttempt, TargetConnection, UpdateStatus,
+    CredentialState, DailyUsage, ProfileUpdate, SchedulerHeartbeat, SendAttempt, TargetConnection,
+    UpdateStatus,
 )
 
 Outcome = SendAttempt.Outcome
@@ -203,6 +204,7 @@ class ProfileOpsCollector:
         yield from self._attempt_metrics(now, code)
         yield from self._queue_metrics(now, connections)
         yield from self._update_metrics(connections)
+        yield _token_expiry(now, code)
 
         beat_at = SchedulerHeartbeat.last_beat_at(name=SchedulerHeartbeat.SEND_SCHEDULE)
         heartbeat = GaugeMetricFamily(
@@ -298,6 +300,21 @@ class ProfileOpsCollector:
                 if cid in code:
                     verification.add_metric([code[cid], state], n)
             yield verification
+
+
+def _token_expiry(now: dt.datetime, code: dict[int, str]) -> Metric:
+    """Seconds until each obtained profile token expires (connections with Adobe credentials
+    that hold one; negative once expired). Read from the database only: a scrape never asks
+    Adobe, as /readyz never does."""
+    expiry = GaugeMetricFamily("profileops_profile_token_expires_in_seconds", "Seconds until "
+                               "the profile token ProfileOps obtained expires (negative: "
+                               "expired).", labels=["connection"])
+    rows = CredentialState.objects.filter(profile_expires_at__isnull=False).order_by(
+        "connection_id").values_list("connection_id", "profile_expires_at")
+    for cid, expires_at in rows:
+        if cid in code:
+            expiry.add_metric([code[cid]], (expires_at - now).total_seconds())
+    return expiry
 
 
 _registry: CollectorRegistry | None = None

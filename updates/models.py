@@ -17,13 +17,14 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import (
-    MaxValueValidator, MinValueValidator, RegexValidator, URLValidator,
+    MaxLengthValidator, MaxValueValidator, MinValueValidator, RegexValidator, URLValidator,
 )
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
 from . import target
+from .encryption import EncryptedTextField
 
 DEFAULT_QUOTA_LIMIT = 1_000_000
 DEFAULT_VALUE_MAX_LENGTH = 256
@@ -54,6 +55,12 @@ class PcIdBulk(models.TextChoices):
     V2 = "v2", "Bulk v2 (the site does not use the Experience Cloud ID)"
 
 
+_VISIBLE_ASCII = RegexValidator(r"^[!-~]*\Z", "Visible ASCII characters only, no spaces.",
+                                code="invalid_credential")
+_TENANT = RegexValidator(r"^[A-Za-z0-9][A-Za-z0-9_-]*\Z",
+                         "A tenant holds letters, digits, '-' and '_' only.", code="invalid_tenant")
+
+
 class TargetConnection(models.Model):
     """One Adobe Target client (account) that updates are sent to."""
 
@@ -78,12 +85,35 @@ class TargetConnection(models.Model):
         help_text="Leave empty for https://<clientCode>.tt.omtrdc.net. Set it for the local "
         "emulator or a proxy, e.g. http://127.0.0.1:8765.",
     )
-    # Write-only in the admin; never logged, exported or shown back.
-    bearer_token = models.TextField(
+    # Write-only in the admin; encrypted at rest; never logged, exported or shown back.
+    bearer_token = EncryptedTextField(
         blank=True,
         validators=[validate_bearer_token],
-        help_text="Sent as 'Authorization: Bearer <token>' when Target requires authentication.",
+        help_text="Sent as 'Authorization: Bearer <token>' when Target requires authentication "
+        "and the connection holds no Adobe credentials.",
     )
+    # Adobe OAuth Server-to-Server credentials (updates/credentials.py): with them ProfileOps
+    # obtains and renews the profile token itself and nobody pastes one.
+    adobe_client_id = models.CharField(
+        max_length=100, blank=True, validators=[_VISIBLE_ASCII],
+        help_text="The OAuth Server-to-Server credential's client ID (Adobe Developer Console); "
+        "also sent as x-api-key.")
+    adobe_client_secret = EncryptedTextField(
+        blank=True, validators=[validate_bearer_token],
+        help_text="The credential's client secret. Write-only, encrypted at rest.")
+    adobe_org_id = models.CharField(
+        max_length=100, blank=True, validators=[_VISIBLE_ASCII],
+        help_text="The IMS organization ID, e.g. 1234ABCD5678@AdobeOrg.")
+    target_tenant = models.CharField(
+        max_length=64, blank=True, validators=[_TENANT],
+        help_text="Target's tenant name in Admin API paths (https://mc.adobe.io/<tenant>/target/…).")
+    ims_token_url = models.URLField(
+        default="https://ims-na1.adobelogin.com/ims/token/v3",
+        validators=[URLValidator(schemes=["http", "https"])],
+        help_text="Adobe IMS token endpoint; change it only for tests or another region.")
+    admin_api_url = models.URLField(
+        default="https://mc.adobe.io", validators=[URLValidator(schemes=["http", "https"])],
+        help_text="Target Admin API base URL; change it only for tests or a proxy.")
     quota_limit = models.PositiveIntegerField(
         default=DEFAULT_QUOTA_LIMIT,
         validators=[MinValueValidator(1)],
@@ -138,10 +168,74 @@ class TargetConnection(models.Model):
     def has_token(self) -> bool:
         return bool(self.bearer_token)
 
+    @property
+    def has_adobe_credentials(self) -> bool:
+        """Client ID, secret and tenant: enough for ProfileOps to obtain the profile token."""
+        return bool(self.adobe_client_id and self.adobe_client_secret and self.target_tenant)
+
+    def clean(self) -> None:
+        super().clean()
+        given = [bool(self.adobe_client_id), bool(self.adobe_client_secret),
+                 bool(self.target_tenant)]
+        if any(given) and not all(given):
+            raise ValidationError(
+                "Adobe credentials need the client ID, the client secret and the tenant "
+                "together (or none of them).", code="incomplete_credentials")
+
     def secrets(self) -> tuple[str, ...]:
         """Every secret of the connection, redacted from whatever comes back from outside before
         it is stored or shown (target.from_outside). A credential added later belongs here."""
-        return tuple(secret for secret in (self.bearer_token,) if secret)
+        held = [self.bearer_token, self.adobe_client_secret]
+        if self.has_adobe_credentials and self.pk is not None:
+            # credentials.py leaves the state it used here, so the sender's threads never query.
+            state = self.__dict__.get("_credential_state")
+            if state is None:
+                state = CredentialState.objects.filter(connection_id=self.pk).first()
+                self._credential_state = state
+            if state is not None:
+                held += [state.profile_token, state.ims_token]
+        return tuple(secret for secret in held if secret)
+
+
+class CredentialState(models.Model):
+    """The tokens ProfileOps obtained for a connection with Adobe credentials — one row per
+    connection, shared by the web, the qcluster workers and the commands.
+
+    credentials.py locks this row while it renews a token, so a token is minted by one process
+    and used by all; the tokens are encrypted at rest and never shown. Also Target's list of
+    known profile attributes, with the time it was read (the attribute catalogue).
+    """
+
+    class Source(models.TextChoices):
+        FETCHED = "fetched", "Fetched (Target's existing token)"
+        MINTED = "minted", "Minted (a new token, when none was valid)"
+        ROTATED = "rotated", "Rotated by an administrator"
+
+    connection = models.OneToOneField(TargetConnection, on_delete=models.CASCADE,
+                                      primary_key=True, related_name="credential_state")
+    ims_token = EncryptedTextField(blank=True)
+    ims_renew_at = models.DateTimeField(null=True, blank=True)  # ahead of its expires_in
+    profile_token = EncryptedTextField(blank=True)
+    profile_expires_at = models.DateTimeField(null=True, blank=True)
+    # When to ask Target again: ahead of expiry for a fresh token, at expiry once Target has
+    # said the current one is still the one (a POST before then would break its other users).
+    profile_refresh_at = models.DateTimeField(null=True, blank=True)
+    profile_source = models.CharField(max_length=8, choices=Source.choices, blank=True)
+    # When Target last said that a token it had just refused is still its current one.
+    refusal_checked_at = models.DateTimeField(null=True, blank=True)
+    renewed_at = models.DateTimeField(null=True, blank=True)
+    locked_at = models.DateTimeField(null=True, blank=True)  # written to take the row's lock
+    # The last renewal that failed (never a secret), cleared by the next success; alerts read it.
+    failure = models.CharField(max_length=300, blank=True)
+    failing_since = models.DateTimeField(null=True, blank=True)
+    attributes = models.JSONField(default=list, blank=True)
+    attributes_read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "credential state"
+
+    def __str__(self) -> str:
+        return f"credential state of connection #{self.connection_id}"
 
 
 class AttributeMapping(models.Model):
@@ -541,7 +635,60 @@ class SendRun(models.Model):
 
 
 class AuditEvent(models.Model):
-    """Who changed what, when — written in the same transaction as the change."""
+    """Who changed what, when — written in the same transaction as the change, always through
+    updates/audit.py."""
+
+    class Action(models.TextChoices):
+        """Everything an audit row can say happened, in the words the update's timeline shows."""
+
+        # The workflow's moves (workflow.TRANSITIONS)
+        STAGED = "staged", "staged"
+        IMPORTED = "imported", "imported"
+        EDITED = "edited", "edited"
+        SUBMITTED = "submitted", "submitted for approval"
+        APPROVED = "approved", "approved"
+        REJECTED = "rejected", "rejected"
+        CANCELLED = "cancelled", "cancelled"
+        SUPERSEDED = "superseded", "superseded"
+        REQUEUED = "requeued", "re-queued"
+        # The sender's moves
+        CLAIMED = "claimed", "claimed for sending"
+        RECLAIMED = "reclaimed", "claimed again after a worker's lease ran out"
+        RELEASED = "released", "put back unsent"
+        ACKNOWLEDGED = "acknowledged", "acknowledged by Target"
+        RETRY_SCHEDULED = "retry_scheduled", "retry scheduled"
+        FAILED = "failed", "failed"
+        UNCHANGED = "unchanged", "unchanged"
+        SENT = "sent", "sent"  # written by earlier versions for what is now "acknowledged"
+        READ_BEFORE_SEND_FAILED = "read_before_send_failed", "read before send failed"
+        UNCHANGED_ATTRIBUTES_LEFT_OUT = ("unchanged_attributes_left_out",
+                                         "unchanged attributes left out")
+        # Verification after sending and reverts (verification.py)
+        VERIFICATION_SCHEDULED = "verification_scheduled", "verification scheduled"
+        VERIFICATION_OFF = "verification_off", "verification off"
+        VERIFICATION_READ = "verification_read", "verification read"
+        VERIFIED = "verified", "verified"
+        NOT_APPLIED = "not_applied", "not applied"
+        UNVERIFIED = "unverified", "unverified"
+        REVERT_STAGED = "revert_staged", "revert staged"
+        # Configuration (connections.py, mappings.py, alerts.py)
+        CONNECTION_CREATED = "connection_created", "connection created"
+        CONNECTION_CHANGED = "connection_changed", "connection changed"
+        MAPPING_CREATED = "mapping_created", "mapping created"
+        MAPPING_CHANGED = "mapping_changed", "mapping changed"
+        ALERT_TESTED = "alert_tested", "alert tested"
+        # Adobe credentials (credentials.py): never the token, only times and sources
+        IMS_TOKEN_OBTAINED = "ims_token_obtained", "IMS access token obtained"
+        PROFILE_TOKEN_FETCHED = "profile_token_fetched", "profile token fetched from Target"
+        PROFILE_TOKEN_MINTED = "profile_token_minted", "profile token minted (none was valid)"
+        PROFILE_TOKEN_ROTATED = "profile_token_rotated", "profile token rotated by an administrator"
+        TOKEN_RENEWAL_FAILED = "token_renewal_failed", "token renewal failed"
+        # The bulk route (routing.py, bulk_sending.py, bulk_reconcile.py)
+        ROUTED_BULK = "routed_bulk", "batch routed to the bulk API"
+        BULK_JOB_CREATED = "bulk_job_created", "bulk job created"
+        REQUEUED_SINGLE = "requeued_single", "re-queued on the single route (not applied in bulk)"
+        BULK_REQUEUED_SINGLE = ("bulk_requeued_single",
+                                "a bulk job's not-applied updates re-queued single")
 
     at = models.DateTimeField()
     actor = models.ForeignKey(
@@ -552,7 +699,7 @@ class AuditEvent(models.Model):
         related_name="+",
         help_text="Empty for the system (the sender).",
     )
-    action = models.CharField(max_length=32)
+    action = models.CharField(max_length=32, choices=Action.choices)
     update = models.ForeignKey(
         ProfileUpdate, on_delete=models.CASCADE, null=True, blank=True, related_name="audit_events"
     )
@@ -736,6 +883,7 @@ class AlertRule(models.Model):
         QUOTA_USE = "quota_use", "Quota use crossing a threshold"
         WAITING = "waiting", "Updates waiting for approval too long"
         TOKEN_REFUSED = "token_refused", "Bearer token refused by Target (401/403)"
+        TOKEN_RENEWAL = "token_renewal", "Token renewal failing (Adobe credentials)"
         NOT_APPLIED = "not_applied", "Updates not applied after verification"
         BULK_JOB = "bulk_job", "Bulk file stuck or not complete after 24 hours"
 
@@ -757,8 +905,10 @@ class AlertRule(models.Model):
     email_to = models.TextField(
         blank=True, help_text="Addresses to email, one per line or comma-separated (sent with "
         "the server's mail settings). Empty: no email.")
-    webhook_url = models.URLField(
-        max_length=500, blank=True, help_text="A URL to POST the alert to as JSON "
+    # Encrypted at rest: a webhook URL usually carries its secret in the path.
+    webhook_url = EncryptedTextField(
+        blank=True, validators=[MaxLengthValidator(500), URLValidator()],
+        help_text="A URL to POST the alert to as JSON "
         "{\"text\": …} (Slack-compatible). Write-only: it often holds a secret.")
     active = models.BooleanField(default=True)
     firing = models.BooleanField(default=False, editable=False)
@@ -771,6 +921,7 @@ class AlertRule(models.Model):
         Kind.QUOTA_USE: Decimal(80),      # % of the rolling-24-hour limit in use
         Kind.WAITING: Decimal(4),         # hours an update has waited for approval
         Kind.TOKEN_REFUSED: Decimal(0),   # not used: any 401/403 fires
+        Kind.TOKEN_RENEWAL: Decimal(0),   # not used: any failing renewal fires
         Kind.NOT_APPLIED: Decimal(1),     # updates not applied in the window
         Kind.BULK_JOB: Decimal(1),        # bulk files stuck or timed out in the window
     }

@@ -29,7 +29,8 @@ from django.utils import timezone
 
 from .conf import setting
 from .errors import require_perm
-from . import deadlines, delivery, target
+from . import credentials, deadlines, delivery, target
+from .errors import Refused
 from .models import ProfileRead, ProfileUpdate, ReadRateSlot, TargetConnection
 from .permissions import PERM_VIEW, refusal
 
@@ -190,7 +191,7 @@ def profile_read(*, update: ProfileUpdate, purpose: str, by=None, now: dt.dateti
     require_active(connection)
     if not read_limiter.acquire(connection.pk, wait=wait):
         raise ReadThrottled(f"Reads for {connection.label} are at their rate limit.")
-    answer, latency_ms = fetch(update, session=session, until=until)
+    answer, latency_ms = fetch_refetching_token(update, session=session, until=until)
     return store_read(update=update, purpose=purpose, answer=answer, latency_ms=latency_ms,
                       now=now)
 
@@ -204,13 +205,35 @@ def require_active(connection: TargetConnection) -> None:
 
 
 def fetch(update: ProfileUpdate, *, session: requests.Session | None = None,
-          until: float | None = None) -> tuple[target.ReadAnswer, int | None]:
+          until: float | None = None, token: str | None = None
+          ) -> tuple[target.ReadAnswer, int | None]:
     """The HTTP half of a read: Target's answer and the latency, within the read's deadline (or
-    `until`, time.monotonic(), if sooner). No database access (given an update whose connection
-    is loaded): reader threads call it."""
+    `until`, time.monotonic(), if sooner). With `token` given (credentials.profile_token, got in
+    the main thread), no database access: reader threads call it so."""
     deadline = time.monotonic() + read_deadline_seconds()
+    if token is None:
+        token = credentials.profile_token(update.connection)
     return _fetch(update.connection, update.identity_type, update.identity, session,
-                  deadline if until is None else min(deadline, until))
+                  deadline if until is None else min(deadline, until), token)
+
+
+def fetch_refetching_token(update: ProfileUpdate, *, session: requests.Session | None = None,
+                           until: float | None = None, token: str | None = None
+                           ) -> tuple[target.ReadAnswer, int | None]:
+    """`fetch`, and when Target refuses the token (401/403) the token fetched once more and the
+    read made once more with it (main thread: it may renew the token)."""
+    if token is None:
+        try:
+            token = credentials.profile_token(update.connection)
+        except Refused as refusal:  # Adobe gave no token: a failed read, as for no answer
+            return target.ReadAnswer(target.ReadOutcome.TRANSIENT, None,
+                                     error=f"no token: {refusal.code}"), None
+    answer, latency_ms = fetch(update, session=session, until=until, token=token)
+    if credentials.is_refusal(answer.http_status):
+        again = credentials.token_refused(update.connection, token)
+        if again:
+            answer, latency_ms = fetch(update, session=session, until=until, token=again)
+    return answer, latency_ms
 
 
 def store_read(*, update: ProfileUpdate, purpose: str, answer: target.ReadAnswer,
@@ -275,12 +298,12 @@ def _save_read(read: ProfileRead) -> ProfileRead:
 
 
 def _fetch(connection: TargetConnection, identity_type: str, identity: str,
-           session: requests.Session | None, until: float
+           session: requests.Session | None, until: float, token: str
            ) -> tuple[target.ReadAnswer, int | None]:
     try:
         request = target.build_read_request(
             base_url=connection.effective_base_url, client_code=connection.client_code,
-            identity_type=identity_type, identity=identity, token=connection.bearer_token)
+            identity_type=identity_type, identity=identity, token=token)
     except ValueError as error:
         return target.ReadAnswer(target.ReadOutcome.PERMANENT, None, error=str(error)), None
     own = session is None

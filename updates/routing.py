@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 from django.utils import timezone
 
-from . import quota
+from . import audit, quota
 from .conf import setting
-from .models import AuditEvent, ProfileUpdate, SendRoute, TargetConnection, UpdateStatus
+from .models import ProfileUpdate, SendRoute, TargetConnection, UpdateStatus
 
 AUTOMATIC, SINGLE, BULK = "auto", "single", "bulk"
 CHOICES = ((AUTOMATIC, "Automatic (the connection's rule)"), (SINGLE, "Single requests"),
@@ -123,8 +123,8 @@ def route_approved(*, update_ids: list[int], plans: dict[int, RoutePlan], by,
             id__in=update_ids, connection_id=connection_id, status=UpdateStatus.APPROVED,
             send_route="").update(send_route=BULK)
         if count:
-            AuditEvent.objects.create(
-                at=now, actor=by, connection_id=connection_id, action="routed_bulk",
+            audit.record(
+                audit.Action.ROUTED_BULK, at=now, by=by, connection=connection_id,
                 comment=f"{count:,} approved updates take the bulk route: {plan.why}.",
                 changes={"route": BULK, "updates": count, "why": plan.why})
         routed += count

@@ -19,9 +19,10 @@ from django.db import connection as db
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
-from . import quota, target
+from . import audit, credentials, quota, target
 from .models import (
     AuditEvent,
+    CredentialState,
     DailyUsage,
     ImportJob,
     ProfileUpdate,
@@ -89,7 +90,8 @@ class RequestPreview:
 def request_preview(update: ProfileUpdate) -> RequestPreview:
     """Method, size and quota cost of the request the sender would make for `update`."""
     try:
-        request = target.request_for(update)
+        request = target.request_for(update,
+                                     token=credentials.preview_token(update.connection))
     except (target.RequestTooLarge, ValueError) as error:
         return RequestPreview("", 0, 0, str(error))
     return RequestPreview(request.method, request.size, target.REQUEST_QUOTA_COST)
@@ -196,11 +198,11 @@ def _imported_event(update: ProfileUpdate) -> AuditEvent:
             unseen.discard(name)
         if not unseen:
             break
-    return AuditEvent(
+    return audit.unsaved(
+        job_event.action if job_event else AuditEvent.Action.IMPORTED,
         at=job_event.at if job_event else (job.finished_at or update.created_at),
-        actor=job_event.actor if job_event else job.created_by,
-        action=job_event.action if job_event else "imported",
-        update=update, connection_id=job.connection_id,
+        by=job_event.actor if job_event else job.created_by,
+        update=update, connection=job.connection_id,
         to_status=job_event.to_status if job_event else "",
         comment=f"Imported from file {job.file_name} (import #{job.pk})",
         changes={field: {"before": None, "after": first[field]} for field in CONTENT_FIELDS})
@@ -381,3 +383,10 @@ def recent_workflow_events(*, user, limit: int = RECENT_EVENTS_LIMIT) -> list[Au
                   ) if latest else []
     events = {e.pk: e for e in own + others}.values()
     return sorted(events, key=lambda e: (e.at, e.pk), reverse=True)[:limit]
+
+
+def credential_state(connection: TargetConnection | None) -> CredentialState | None:
+    """The tokens' state of a connection with Adobe credentials (None: nothing obtained yet)."""
+    if connection is None or connection.pk is None:
+        return None
+    return CredentialState.objects.filter(connection_id=connection.pk).first()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import random
 import time
 from concurrent.futures import Future
@@ -37,9 +38,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 import requests
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from . import bookkeeping, claims, delivery, quota, target, verification
+from . import bookkeeping, claims, credentials, delivery, quota, target, verification
 from .conf import setting
 from .models import ProfileUpdate, SendRun, TargetConnection
 from .retry_policy import LAST_ERROR_CHARS, RetryPolicy
@@ -47,7 +49,14 @@ from .retry_policy import LAST_ERROR_CHARS, RetryPolicy
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[SendRun], None]
-request_for = target.request_for  # the exact request for an update (also the admin's preview)
+
+
+def request_for(update: ProfileUpdate, *, token: str | None = None) -> target.ProfileRequest:
+    """The exact request for an update. Without `token`, as a preview or dry run shows it: the
+    token's place is held (credentials.preview_token), and no token is obtained for it."""
+    if token is None:
+        token = credentials.preview_token(update.connection)
+    return target.request_for(update, token=token)
 
 
 def retry_policy() -> RetryPolicy:
@@ -151,6 +160,7 @@ class _InFlight:
     conn: TargetConnection
     claimed: int
     reserved_at: dt.datetime
+    token: str  # the bearer token its requests carry (credentials.profile_token)
     sendable: list[tuple[ProfileUpdate, target.ProfileRequest]]
     unsendable: list[tuple[ProfileUpdate, str]]
     futures: list[Future]
@@ -239,6 +249,9 @@ class _Run:
         conn = _current(conn)
         if conn is None:  # deactivated meanwhile: nothing more is claimed for it
             return 0, False, None
+        token = self._token(conn)
+        if token is None:  # no token to be had now: nothing is claimed, the connection rests
+            return 0, False, None
         size = setting("SEND_BATCH_SIZE") if remaining is None else min(setting("SEND_BATCH_SIZE"),
                                                                      remaining)
         room = quota.headroom(connection=conn, now=self.clock())
@@ -261,12 +274,22 @@ class _Run:
         updates = self._before_send(conn, updates)
         reserved_at = self.clock()
         updates, keep_going = self._reserve(conn, updates, reserved_at)
-        sendable, unsendable = _prepare(updates)
+        sendable, unsendable = _prepare(updates, token)
         futures = self.senders.submit(sendable, claims.dispatch_deadline(
             claimed_at=claimed_at, lease_seconds=lease_seconds, run_deadline=self.deadline,
             worst_request_seconds=setting("CONNECT_TIMEOUT") + setting("READ_TIMEOUT")))
-        return claimed, keep_going, _InFlight(conn, claimed, reserved_at, sendable, unsendable,
-                                               futures)
+        return claimed, keep_going, _InFlight(conn, claimed, reserved_at, token, sendable,
+                                               unsendable, futures)
+
+    def _token(self, conn: TargetConnection) -> str | None:
+        """The connection's bearer token for one batch, renewed first when due; None when it
+        cannot be obtained (credentials.py recorded why, for the connection page and the alert)."""
+        try:
+            return credentials.profile_token(conn)
+        except ValidationError as error:
+            logger.warning("send run %s: no token for connection %s (%s); it sends nothing "
+                           "this run", self.run.pk, conn.client_code, error.code)
+            return None
 
     def _before_send(self, conn: TargetConnection, updates: list[ProfileUpdate]
                      ) -> list[ProfileUpdate]:
@@ -299,7 +322,7 @@ class _Run:
         whether its connection is worth another batch."""
         conn, keep_going = batch.conn, True
         self.run.claimed += batch.claimed  # the run's totals move together, one batch at a time
-        results = [future.result() for future in batch.futures]
+        results = self._retry_refused(batch, [future.result() for future in batch.futures])
         sent = [r for r in results if r is not None]
         not_started = [u for (u, _), r in zip(batch.sendable, results) if r is None]
         if not_started:
@@ -313,6 +336,32 @@ class _Run:
                                  unsendable=batch.unsendable, policy=self.policy,
                                  now=self.clock())
         return keep_going
+
+    def _retry_refused(self, batch: _InFlight, results: list[delivery.Sent | None]
+                       ) -> list[delivery.Sent | None]:
+        """Target refused the token (401/403): fetch it once more and, if there is another, send
+        those requests once more with it (quota reserved for them) before they count as refused."""
+        refused = [i for i, sent in enumerate(results)
+                   if sent is not None and credentials.is_refusal(sent.answer.http_status)]
+        if not refused:
+            return results
+        token = credentials.token_refused(batch.conn, batch.token)
+        if not token:
+            return results
+        reserved_at = self.clock()
+        granted = quota.reserve(connection=batch.conn, wanted=len(refused), now=reserved_at)
+        again = [(batch.sendable[i][0], request_for(batch.sendable[i][0], token=token))
+                 for i in refused[:granted]]
+        futures = self.senders.submit(again, math.inf if self.deadline is None else self.deadline)
+        retried = [future.result() for future in futures]
+        unused = sum(1 for sent in retried if sent is None)
+        if unused:
+            quota.release(connection=batch.conn, count=unused, now=reserved_at)
+        results = list(results)
+        for i, sent in zip(refused, retried):
+            if sent is not None:  # not started (out of time): the refused answer stands
+                results[i] = sent
+        return results
 
     def _close(self) -> None:
         run = self.run
@@ -336,7 +385,7 @@ def _current(conn: TargetConnection) -> TargetConnection | None:
     return TargetConnection.objects.filter(pk=conn.pk, active=True).first()
 
 
-def _prepare(updates: list[ProfileUpdate]
+def _prepare(updates: list[ProfileUpdate], token: str
              ) -> tuple[list[tuple[ProfileUpdate, target.ProfileRequest]],
                         list[tuple[ProfileUpdate, str]]]:
     """Split claimed updates into (update, request) to send and (update, problem) to fail."""
@@ -345,7 +394,7 @@ def _prepare(updates: list[ProfileUpdate]
         problem = _why_not_sendable(update)
         if not problem:
             try:
-                sendable.append((update, request_for(update)))
+                sendable.append((update, request_for(update, token=token)))
                 continue
             except (target.RequestTooLarge, ValueError) as error:
                 problem = str(error)

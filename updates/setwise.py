@@ -22,7 +22,7 @@
    approved_hash (the fingerprint checked in step 4, for an approval), attempt_count 0,
    next_attempt_at NULL — for the chunk's decided ids, guarded by `status = 'pending'`; a row
    count that differs rolls everything back.
-6. One INSERT (rows.insert_rows through workflow.audit_rows) writes one audit row per decided
+6. One INSERT (rows.insert_rows through audit.record_many) writes one audit row per decided
    update, with the content a single decision writes (action, from and to state, actor, comment,
    connection, no changes).
 
@@ -39,7 +39,7 @@ from django.db import connections, router
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from . import workflow
+from . import audit, workflow
 from .errors import OWN_UPDATE, STALE, WRONG_STATE, StaleBatch
 from .models import ProfileUpdate, content_hash
 
@@ -204,6 +204,6 @@ def _write(decided: dict[int, tuple[str, int]], *, transition: workflow.Transiti
     for pk, (_, connection_id) in decided.items():
         by_connection.setdefault(connection_id, []).append(pk)
     for connection_id, ids in by_connection.items():
-        workflow.audit_rows(ids, by=by, action=transition, from_status=workflow.S.PENDING,
-                            at=now, comment=comment, connection_id=connection_id,
-                            returning=False)
+        audit.record_many(ids, by=by, action=transition, from_status=workflow.S.PENDING,
+                          at=now, comment=comment, connection_id=connection_id,
+                          returning=False)

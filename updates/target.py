@@ -89,11 +89,12 @@ def build_request(
     return ProfileRequest("POST", endpoint, body, {**headers, "Content-Type": FORM_CONTENT_TYPE})
 
 
-def request_for(update: Any) -> ProfileRequest:
+def request_for(update: Any, *, token: str) -> ProfileRequest:
     """The exact request the sender makes for a profile update — what the admin previews too.
 
     `update` is anything with identity_type, identity, attributes and a connection (with
-    effective_base_url, client_code, bearer_token): a ProfileUpdate, without importing models.
+    effective_base_url and client_code): a ProfileUpdate, without importing models. `token` is
+    the bearer token (credentials.profile_token; "" for none).
     Raises RequestTooLarge (or ValueError for an unknown identity type) if none can carry it.
     """
     connection = update.connection
@@ -104,7 +105,7 @@ def request_for(update: Any) -> ProfileRequest:
         identity=update.identity,
         # before_send may leave out attributes Target already holds (drop_unchanged_attributes).
         attributes=getattr(update, "send_attributes", None) or update.attributes,
-        token=connection.bearer_token,
+        token=token,
     )
 
 

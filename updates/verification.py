@@ -43,7 +43,7 @@ from django.utils import timezone
 from .conf import setting
 from .errors import require_perm
 from .permissions import PERM_STAGE, refusal
-from . import mappings, reading, target, validation, workflow
+from . import audit, credentials, mappings, reading, target, validation, workflow
 from .models import (
     AuditEvent, ProfileRead, ProfileUpdate, SendAttempt, TargetConnection, UpdateStatus,
     VerificationState,
@@ -51,6 +51,7 @@ from .models import (
 
 S = UpdateStatus
 V = VerificationState
+A = AuditEvent.Action
 logger = logging.getLogger(__name__)
 
 # Target's stamps have millisecond precision and its clock is not ours: a modifiedAt up to this
@@ -152,14 +153,13 @@ def _leave_out_unchanged(updates: list[ProfileUpdate], fresh: dict[int, ProfileR
     with transaction.atomic():
         ProfileUpdate.objects.bulk_update([u for u, _, _ in left_out] + cleared,
                                           fields=["unsent_unchanged"])
-        AuditEvent.objects.bulk_create([
-            AuditEvent(at=now, actor=None, update_id=update.pk, connection_id=connection.pk,
-                       action="unchanged_attributes_left_out", from_status=S.SENDING,
-                       to_status=S.SENDING,
-                       comment=f"Sent without unchanged attributes: {', '.join(names)} (Target "
-                       f"already held the staged value, read at {read.at:%Y-%m-%d %H:%M:%S} UTC). "
-                       "Verification still checks them.",
-                       changes={"read_id": read.pk, "left_out": names})
+        audit.save([
+            audit.unsaved(A.UNCHANGED_ATTRIBUTES_LEFT_OUT, by=None, at=now, update=update.pk,
+                          connection=connection.pk, from_status=S.SENDING, to_status=S.SENDING,
+                          comment=f"Sent without unchanged attributes: {', '.join(names)} (Target "
+                          f"already held the staged value, read at {read.at:%Y-%m-%d %H:%M:%S} "
+                          "UTC). Verification still checks them.",
+                          changes={"read_id": read.pk, "left_out": names})
             for update, names, read in left_out
         ])
 
@@ -216,7 +216,7 @@ def _end_unchanged(skipped: list[tuple[ProfileUpdate, ProfileRead]], *, owner: s
             status=skip.target, lease_owner="", lease_expires_at=None, next_attempt_at=None,
             last_error="")
         ended = [(update, read) for update, read in skipped if update.pk in mine]
-        workflow.audit_rows(
+        audit.record_many(
             [update.pk for update, _ in ended], by=None, action=skip, at=now,
             connection_id=connection.pk,
             comments={update.pk: f"Not sent: Target already held every staged value (read at "
@@ -308,6 +308,7 @@ def _read_concurrently(run: VerificationRun, due: list[ProfileUpdate], *,
     active: set[int] = set()
     while queue or in_flight:
         group: list[tuple[ProfileUpdate, float]] = []
+        tokens: dict[int, str | None] = {}  # per connection, got in this thread for the readers
         while queue and len(in_flight) + len(group) < ahead:
             if deadline is not None and time.monotonic() >= deadline:
                 queue.clear()  # the budget is spent: what is left waits for the next run
@@ -317,7 +318,7 @@ def _read_concurrently(run: VerificationRun, due: list[ProfileUpdate], *,
                 run.throttled += 1
                 continue
             slot = _slot_for(update, active, ahead=ahead, deadline=deadline)
-            if slot is None:
+            if slot is None or _token_for(update, tokens) is None:
                 throttled.add(update.connection_id)
                 run.throttled += 1
                 continue
@@ -325,6 +326,7 @@ def _read_concurrently(run: VerificationRun, due: list[ProfileUpdate], *,
         claimed = _claim([u.pk for u, _ in group], now=now)
         for update, slot in group:
             if update.pk in claimed:  # another run took the others
+                update.read_token = tokens[update.connection_id]
                 future = readers.submit(_read_at, update, slot, time.time(), session)
                 in_flight.append((update, future))
         if not in_flight:
@@ -335,6 +337,17 @@ def _read_concurrently(run: VerificationRun, due: list[ProfileUpdate], *,
         for item in finished:
             in_flight.remove(item)
         _record_group(run, finished, at=clock(), claimed_at=now)
+
+
+def _token_for(update: ProfileUpdate, tokens: dict[int, str | None]) -> str | None:
+    """The bearer token of the update's connection for the reader threads (None: none can be
+    obtained now — its reads wait for the next run, as for a rate limit)."""
+    if update.connection_id not in tokens:
+        try:
+            tokens[update.connection_id] = credentials.profile_token(update.connection)
+        except ValidationError:
+            tokens[update.connection_id] = None
+    return tokens[update.connection_id]
 
 
 def _slot_for(update: ProfileUpdate, active: set[int], *, ahead: int,
@@ -379,7 +392,20 @@ def _read_at(update: ProfileUpdate, slot: float, handed_out: float, session: req
         time.sleep(slot - now)
     elif now - max(slot, handed_out) > reading.read_limiter.lateness_allowed():
         return None
-    return reading.fetch(update, session=session)
+    return reading.fetch(update, session=session, token=update.read_token)
+
+
+def _again_if_refused(update: ProfileUpdate, answer: target.ReadAnswer, latency_ms: int | None
+                      ) -> tuple[target.ReadAnswer, int | None]:
+    """Target refused the token (401/403): fetch it once more and read once more with it (here,
+    in the main thread), before the read counts as refused."""
+    if not credentials.is_refusal(answer.http_status):
+        return answer, latency_ms
+    again = credentials.token_refused(update.connection, update.read_token)
+    if not again:
+        return answer, latency_ms
+    update.read_token = again
+    return reading.fetch(update, token=again)
 
 
 def _record_group(run: VerificationRun, finished: list[tuple[ProfileUpdate, Future]], *,
@@ -396,7 +422,7 @@ def _record_group(run: VerificationRun, finished: list[tuple[ProfileUpdate, Futu
         if result is None:
             unread.append(update)
         else:
-            answered.append((update, *result))
+            answered.append((update, *_again_if_refused(update, *result)))
     if unread:  # their slot passed unused: due again, for this run's successor
         ProfileUpdate.objects.filter(pk__in=[u.pk for u in unread]).update(
             verification_next_at=claimed_at)
@@ -448,13 +474,13 @@ def _schedule_new(run: VerificationRun, *, now: dt.datetime,
         # Bulk-sent updates whose file Target has finished are read back now (bulk_polling.py).
         ProfileUpdate.objects.filter(id__in=verify, bulk_file__finished_at__isnull=False).update(
             verification_next_at=now)
-        AuditEvent.objects.bulk_create([
-            AuditEvent(at=now, actor=None, update_id=update_id, connection_id=connection_id,
-                       action="verification_scheduled" if wants else "verification_off",
-                       from_status=S.SENT, to_status=S.SENT,
-                       comment=(f"Target will be read back {_minutes(first)} after the "
-                                "acknowledgment." if wants else
-                                "Verification is off for this connection."))
+        audit.save([
+            audit.unsaved(A.VERIFICATION_SCHEDULED if wants else A.VERIFICATION_OFF, by=None,
+                          at=now, update=update_id, connection=connection_id,
+                          from_status=S.SENT, to_status=S.SENT,
+                          comment=(f"Target will be read back {_minutes(first)} after the "
+                                   "acknowledgment." if wants else
+                                   "Verification is off for this connection."))
             for update_id, connection_id, wants in rows
         ])
     run.started += len(verify)
@@ -573,7 +599,7 @@ def _record_checks(checks: list[tuple[ProfileUpdate, ProfileRead]], *, now: dt.d
             update.verified_at = row.verified_at
         if changed:
             ProfileUpdate.objects.bulk_update(changed, fields=fields)
-            AuditEvent.objects.bulk_create(events)
+            audit.save(events)
     return states, failed
 
 
@@ -602,23 +628,23 @@ def _check_change(current: ProfileUpdate, update: ProfileUpdate, read: ProfileRe
     if result.applied:
         current.verification_state = V.VERIFIED
         current.verified_at = now
-        action = "verified"
+        action = A.VERIFIED
         comment = (f"Check {check} of {total}: Target shows every sent value "
                    f"({len(result.matching)} attribute(s)), modified after the send.")
     elif result.no_profile:
         current.verification_state = V.NOT_APPLIED
-        action = "not_applied"
+        action = A.NOT_APPLIED
         comment = (f"Check {check} of {total}: Target has no profile for this visitor — the "
                    "update was acknowledged but not applied.")
     elif read.outcome == ProfileRead.Outcome.ERROR:
         current.verification_state = V.UNVERIFIED if last else V.PENDING
-        action = "unverified" if last else "verification_read"
+        action = A.UNVERIFIED if last else A.VERIFICATION_READ
         comment = f"Check {check} of {total}: the read failed ({read.error})."
         if last:
             comment += " No more checks: whether Target applied the update is unknown."
     else:
         current.verification_state = V.NOT_APPLIED if last else V.PENDING
-        action = "not_applied" if last else "verification_read"
+        action = A.NOT_APPLIED if last else A.VERIFICATION_READ
         comment = (f"Check {check} of {total}: {len(result.differing)} of "
                    f"{len(update.attributes)} attribute(s) do not show the sent value yet: "
                    f"{', '.join(result.differing)}.")
@@ -628,8 +654,8 @@ def _check_change(current: ProfileUpdate, update: ProfileUpdate, read: ProfileRe
         current.verification_next_at = max(
             now, (current.acknowledged_at or now) + delays[check])
         comment += f" Next check at {current.verification_next_at:%Y-%m-%d %H:%M} UTC."
-    return AuditEvent(
-        at=now, actor=None, action=action, update=current, connection_id=current.connection_id,
+    return audit.unsaved(
+        action, by=None, at=now, update=current, connection=current.connection_id,
         from_status=S.SENT, to_status=S.SENT, comment=comment,
         changes={"read_id": read.pk, "check": check, "read_outcome": read.outcome,
                  "matching": result.matching, "differing": result.differing,
@@ -724,10 +750,9 @@ def update_revert(*, update: ProfileUpdate, by, comment: str = "",
         if plan.not_revertible:
             note += " Not revertible: " + "; ".join(
                 f"{name} ({why})" for name, why in plan.not_revertible.items()) + "."
-        AuditEvent.objects.create(
-            at=timezone.now(), actor=by, action="revert_staged", update=update,
-            connection_id=update.connection_id, from_status=update.status,
-            to_status=update.status, comment=note,
+        audit.record(
+            A.REVERT_STAGED, by=by, update=update, connection=update.connection_id,
+            from_status=update.status, to_status=update.status, comment=note,
             changes={"revert_update": revert.pk, "not_revertible": plan.not_revertible})
     return revert, plan
 
@@ -735,7 +760,7 @@ def update_revert(*, update: ProfileUpdate, by, comment: str = "",
 def reverted_update_id(update: ProfileUpdate) -> int | None:
     """The id of the update that `update` was staged to revert (update_revert's audit row on the
     original names the draft), or None when `update` is no revert."""
-    return (AuditEvent.objects.filter(action="revert_staged", changes__revert_update=update.pk)
+    return (AuditEvent.objects.filter(action=A.REVERT_STAGED, changes__revert_update=update.pk)
             .values_list("update_id", flat=True).first())
 
 
@@ -781,7 +806,7 @@ def daily_summary(*, now: dt.datetime | None = None, days: int = 7) -> list[Veri
         if row["verification_state"] in column:
             name = column[row["verification_state"]]
             setattr(entry, name, getattr(entry, name) + row["n"])
-    skipped = (AuditEvent.objects.filter(action="unchanged", update__status=S.UNCHANGED,
+    skipped = (AuditEvent.objects.filter(action=A.UNCHANGED, update__status=S.UNCHANGED,
                                          at__gte=since)
                .annotate(day=TruncDate("at", tzinfo=dt.timezone.utc))
                .values("day").annotate(n=Count("id")))

@@ -3,7 +3,7 @@
 The moves are declared once, in TRANSITIONS below (the README's workflow table is checked against
 it by tests/services/test_workflow.py). From that table come what each service here allows, what
 the admin offers a user (`available_transitions`), and the sender's moves (sending.py checks them
-with `sender_transition`). Every state change writes its audit rows with `audit_rows`.
+with `sender_transition`). Every state change writes its audit rows with `audit.record_many`.
 
 Every function here checks the acting user's permissions itself (the admin hiding a button is not
 a control), changes the row and writes its AuditEvent in one transaction, and raises `Refused`
@@ -26,7 +26,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from . import mappings, open_changes, permissions, rows
+from . import audit, mappings, open_changes, permissions
 from .errors import (COMMENT_REQUIRED, IMMUTABLE, IN_FLIGHT, OWN_UPDATE, STALE, WRONG_STATE,
                      Refused, require_perm)
 from .models import AuditEvent, ProfileUpdate, TargetConnection, UpdateStatus
@@ -35,6 +35,7 @@ from .permissions import (PERM_APPROVE, PERM_CANCEL, PERM_EDIT, PERM_IMPORT, PER
 from .validation import comment_errors, reason_errors, validate_update_content
 
 S = UpdateStatus
+A = AuditEvent.Action
 SENDER = "sender"  # the sending service (sending.py), acting as nobody
 
 CONTENT_FIELDS = ("identity_type", "identity", "attributes")
@@ -51,7 +52,7 @@ class Transition:
     sources: tuple[str, ...]  # () for the moves that create an update
     target: str
     who: tuple[str, ...]  # permissions the actor needs, all of them; (SENDER,) for the sender
-    action: str  # AuditEvent.action written for it
+    action: AuditEvent.Action  # the audit row written for it
     label: str = ""  # the admin's button, for the moves people make one update at a time
     four_eyes: bool = False  # refused to the update's content authors
 
@@ -66,37 +67,37 @@ class Transition:
 _EDITABLE = (S.PENDING, S.APPROVED, S.REJECTED, S.FAILED)
 
 TRANSITIONS: tuple[Transition, ...] = (
-    Transition("stage", (), S.DRAFT, (PERM_STAGE,), "staged"),
-    Transition("import", (), S.DRAFT, (PERM_IMPORT, PERM_STAGE), "imported"),
+    Transition("stage", (), S.DRAFT, (PERM_STAGE,), A.STAGED),
+    Transition("import", (), S.DRAFT, (PERM_IMPORT, PERM_STAGE), A.IMPORTED),
     Transition("import_and_submit", (), S.PENDING, (PERM_IMPORT, PERM_STAGE, PERM_SUBMIT),
-               "imported"),
-    Transition("submit", (S.DRAFT,), S.PENDING, (PERM_SUBMIT,), "submitted",
+               A.IMPORTED),
+    Transition("submit", (S.DRAFT,), S.PENDING, (PERM_SUBMIT,), A.SUBMITTED,
                "Submit for approval"),
-    Transition("approve", (S.PENDING,), S.APPROVED, (PERM_APPROVE,), "approved", "Approve",
+    Transition("approve", (S.PENDING,), S.APPROVED, (PERM_APPROVE,), A.APPROVED, "Approve",
                four_eyes=True),
-    Transition("reject", (S.PENDING,), S.REJECTED, (PERM_APPROVE,), "rejected", "Reject",
+    Transition("reject", (S.PENDING,), S.REJECTED, (PERM_APPROVE,), A.REJECTED, "Reject",
                four_eyes=True),
-    Transition("edit_content", _EDITABLE, S.DRAFT, (PERM_EDIT,), "edited"),
-    Transition("requeue", (S.FAILED,), S.APPROVED, (PERM_REQUEUE,), "requeued", "Re-queue"),
-    Transition("requeue_for_approval", (S.FAILED,), S.PENDING, (PERM_REQUEUE,), "requeued",
+    Transition("edit_content", _EDITABLE, S.DRAFT, (PERM_EDIT,), A.EDITED),
+    Transition("requeue", (S.FAILED,), S.APPROVED, (PERM_REQUEUE,), A.REQUEUED, "Re-queue"),
+    Transition("requeue_for_approval", (S.FAILED,), S.PENDING, (PERM_REQUEUE,), A.REQUEUED,
                "Re-queue for approval"),
     # A sent update that verification found not applied (a bulk file's silently lost row), back
     # to approved on the single route with its approval (bulk_reconcile.py), one action a job.
     Transition("requeue_single", (S.SENT,), S.APPROVED, (PERM_REQUEUE,), "requeued_single"),
     Transition("cancel", (S.DRAFT, S.PENDING, S.APPROVED), S.CANCELLED, (PERM_CANCEL,),
-               "cancelled", "Cancel update"),
+               A.CANCELLED, "Cancel update"),
     # One open change per visitor and attribute (open_changes.py): a new update that sets an
     # attribute an open one sets cancels it when its author supersedes it. Not a sending one.
     Transition("supersede", (S.DRAFT, S.PENDING, S.APPROVED, S.FAILED), S.CANCELLED,
-               (PERM_CANCEL,), "superseded"),
-    Transition("claim", (S.APPROVED,), S.SENDING, (SENDER,), "claimed"),
-    Transition("reclaim", (S.SENDING,), S.SENDING, (SENDER,), "reclaimed"),
-    Transition("release", (S.SENDING,), S.APPROVED, (SENDER,), "released"),
-    Transition("acknowledge", (S.SENDING,), S.SENT, (SENDER,), "acknowledged"),
-    Transition("retry", (S.SENDING,), S.APPROVED, (SENDER,), "retry_scheduled"),
-    Transition("fail", (S.SENDING,), S.FAILED, (SENDER,), "failed"),
+               (PERM_CANCEL,), A.SUPERSEDED),
+    Transition("claim", (S.APPROVED,), S.SENDING, (SENDER,), A.CLAIMED),
+    Transition("reclaim", (S.SENDING,), S.SENDING, (SENDER,), A.RECLAIMED),
+    Transition("release", (S.SENDING,), S.APPROVED, (SENDER,), A.RELEASED),
+    Transition("acknowledge", (S.SENDING,), S.SENT, (SENDER,), A.ACKNOWLEDGED),
+    Transition("retry", (S.SENDING,), S.APPROVED, (SENDER,), A.RETRY_SCHEDULED),
+    Transition("fail", (S.SENDING,), S.FAILED, (SENDER,), A.FAILED),
     # Skip-unchanged connections (verification.before_send): Target already holds every value.
-    Transition("skip_unchanged", (S.SENDING,), S.UNCHANGED, (SENDER,), "unchanged"),
+    Transition("skip_unchanged", (S.SENDING,), S.UNCHANGED, (SENDER,), A.UNCHANGED),
 )
 T: Mapping[str, Transition] = {t.name: t for t in TRANSITIONS}
 
@@ -128,7 +129,7 @@ def transition_table_rows() -> list[tuple[str, str, str, str, str]]:
         names = " + ".join(p.removeprefix("updates.") for p in t.who)
         return names + (", not a content author" if t.four_eyes else "")
 
-    return [(t.name, ", ".join(t.sources) or "—", t.target, who(t), t.action)
+    return [(t.name, ", ".join(t.sources) or "—", t.target, who(t), str(t.action))
             for t in TRANSITIONS]
 
 
@@ -209,55 +210,10 @@ def _json(value: Any) -> Any:
     return value
 
 
-def audit_rows(updates: Sequence[ProfileUpdate | int], *, by, action: str | Transition,
-               from_status: str | Mapping[int, str] | None = None, to_status: str | None = None,
-               at: dt.datetime | None = None, comment: str = "",
-               comments: Mapping[int, str] | None = None, changes: dict | None = None,
-               changes_by_update: Mapping[int, dict] | None = None,
-               connection_id: int | None = None, returning: bool = True) -> list[AuditEvent]:
-    """Write one AuditEvent per update — one INSERT for many — in the caller's transaction.
-
-    `action` is a Transition of the table (its audit action and target state are used, and
-    `from_status` — one value, or per update id — is checked against it; it defaults to the
-    transition's only source state) or a plain action name with `to_status`. `updates` may be
-    ids when `connection_id` is given (the sender's bulk moves). `comments` and
-    `changes_by_update` give per-update values over `comment` and `changes`. Many rows go in
-    with one executemany (rows.insert_rows: the sender writes thousands a minute); the events
-    are returned unsaved-looking (no ids), or not at all with `returning=False`.
-    """
-    if isinstance(action, Transition):
-        transition = action
-        if from_status is None and len(transition.sources) <= 1:
-            from_status = transition.sources[0] if transition.sources else ""
-        froms = from_status.values() if isinstance(from_status, Mapping) else [from_status]
-        if transition.sources and any(f not in transition.sources for f in froms):
-            raise ValueError(f"{transition.name} does not start from {sorted(set(froms))}")
-        action, to_status = transition.action, transition.target
-    at = at or timezone.now()
-    actor_id = None if by is None else by.pk
-    values = []
-    for update in updates:
-        pk = update if isinstance(update, int) else update.pk
-        values.append({
-            "at": at, "actor_id": actor_id, "action": action, "update_id": pk,
-            "connection_id": connection_id if isinstance(update, int) else update.connection_id,
-            "from_status": (from_status.get(pk, "") if isinstance(from_status, Mapping)
-                            else from_status or ""),
-            "to_status": to_status if to_status is not None else update.status,
-            "comment": (comments or {}).get(pk, comment),
-            "changes": (changes_by_update or {}).get(pk, changes or {}),
-        })
-    if len(values) == 1:
-        # One row through the ORM: its errors (and a test's injected failure) surface as usual.
-        return [AuditEvent.objects.create(**values[0])]
-    rows.insert_rows(AuditEvent, values)
-    return [AuditEvent(**v) for v in values] if returning else []
-
-
 def _audit(update: ProfileUpdate, *, by, action: str | Transition, from_status: str,
            comment: str = "", changes: dict | None = None,
            at: dt.datetime | None = None) -> AuditEvent:
-    return audit_rows([update], by=by, action=action, from_status=from_status,
+    return audit.record_many([update], by=by, action=action, from_status=from_status,
                       to_status=None if isinstance(action, Transition) else update.status,
                       comment=comment, changes=changes, at=at)[0]
 
@@ -459,7 +415,7 @@ def update_edit(*, update: ProfileUpdate, by, supersede: bool = False,
         current.save(update_fields=fields)
         if content_changed:
             _add_author(current, by)
-        _audit(current, by=by, action=T["edit_content"] if back_to_draft else "edited",
+        _audit(current, by=by, action=T["edit_content"] if back_to_draft else A.EDITED,
                from_status=from_status, changes=changes, at=current.last_edited_at)
         supersede_open(older, by=by, new=current)
     _refresh_caller_copy(update, current)
@@ -742,7 +698,7 @@ def updates_stage_many(*, connection: TargetConnection, rows: list[dict[str, Any
             created += len(objs)
             if import_job is not None:
                 continue  # audited once for the whole job, when its rows go live
-            audit_rows(objs, by=by, action=transition, at=now, changes_by_update={
+            audit.record_many(objs, by=by, action=transition, at=now, changes_by_update={
                 u.pk: {"identity_type": {"before": None, "after": u.identity_type},
                        "identity": {"before": None, "after": u.identity},
                        "attributes": {"before": None, "after": u.attributes}}

@@ -6,7 +6,8 @@ import pytest
 from django.contrib.admin.models import LogEntry
 from django.urls import reverse
 
-from tests.conftest import make_connection
+from tests.conftest import make_connection, use_adobe_credentials
+from updates import credentials
 from updates.models import TargetConnection
 
 TOKEN = "tok-3f9a1c0d-very-secret-value"
@@ -134,3 +135,53 @@ def test_connections_cannot_be_deleted_only_deactivated(client, admin_user, secu
     response = client.get(reverse("admin:updates_targetconnection_delete", args=[secured.pk]))
     assert response.status_code == 403
     assert TargetConnection.objects.filter(pk=secured.pk).exists()
+
+
+# --- Adobe credentials ----------------------------------------------------------------------
+
+SECRET = "p8e-the-client-secret-never-shown"
+
+
+def test_an_administrator_enters_credentials_and_the_secret_is_never_shown_again(
+        client, admin_user, secured, adobe_emulator):
+    client.force_login(admin_user)
+    base = adobe_emulator.base_url
+    response = client.post(change_url(secured), form_data(
+        secured, adobe_client_id="profileops-client", new_client_secret=SECRET,
+        adobe_org_id="1234ABCD5678@AdobeOrg", target_tenant="acme",
+        ims_token_url=base + "/ims/token/v3", admin_api_url=base), follow=True)
+    assert SECRET not in response.content.decode()
+    stored = TargetConnection.objects.get(pk=secured.pk)
+    assert stored.adobe_client_secret == SECRET and stored.has_adobe_credentials
+    page = client.get(change_url(secured)).content.decode()
+    assert SECRET not in page
+    assert "no token obtained yet" in page and "Rotate the profile token" in page
+
+
+def test_credentials_without_a_secret_or_tenant_are_refused_on_the_form(client, admin_user,
+                                                                         secured):
+    client.force_login(admin_user)
+    response = client.post(change_url(secured), form_data(secured, adobe_client_id="c-1"))
+    assert response.status_code == 200
+    assert "need the client ID, the client secret and the tenant together" in \
+        response.content.decode()
+
+
+def test_a_rotation_is_confirmed_first_and_says_what_it_breaks(client, admin_user, connection,
+                                                               adobe_emulator, supervisor):
+    use_adobe_credentials(connection, adobe_emulator)
+    old = credentials.profile_token(connection)
+    rotate = reverse("admin:updates_targetconnection_rotate_token", args=[connection.pk])
+    client.force_login(supervisor)
+    assert client.post(rotate).status_code == 403
+    client.force_login(admin_user)
+    confirmation = client.get(rotate).content.decode()
+    assert "stops working at once" in confirmation and "refused (HTTP 401)" in confirmation
+    assert adobe_emulator.adobe.current_profile_token() == old  # looking changes nothing
+    response = client.post(rotate, follow=True)
+    assert "Target minted a new profile token" in response.content.decode()
+    new = adobe_emulator.adobe.current_profile_token()
+    assert new != old and credentials.profile_token(connection) == new
+    page = client.get(change_url(connection)).content.decode()
+    assert "rotated by an administrator" in page.lower()
+    assert old not in page and new not in page

@@ -123,3 +123,19 @@ def test_manage_py_check_refuses_to_start_with_an_impossible_environment():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "profileops.E002" in result.stderr and "profileops.E006" in result.stderr
+
+
+def test_production_without_an_encryption_key_is_refused(settings):
+    settings.PROFILEOPS_DEMO = False  # production: no key derived from SECRET_KEY
+    assert ids() == ["profileops.E018"]
+    assert ids(ENCRYPTION_KEYS="not-a-key") == ["profileops.E018"]
+    from cryptography.fernet import Fernet
+
+    assert ids(ENCRYPTION_KEYS=f"{Fernet.generate_key().decode()}, "
+                               f"{Fernet.generate_key().decode()}") == []
+
+
+def test_the_embedded_mode_works_without_a_key_but_not_with_a_broken_one(settings):
+    settings.PROFILEOPS_DEMO = True
+    assert ids() == []
+    assert ids(ENCRYPTION_KEYS="short") == ["profileops.E018"]

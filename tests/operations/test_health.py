@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 from django.utils import timezone
 
 from tests.conftest import approve_via_workflow
@@ -213,6 +214,7 @@ def test_with_ssl_redirect_on_the_probes_answer_over_plain_http(tmp_path):
         "for p in ('/healthz', '/readyz', '/metrics', '/admin/')]"
         " + [c.get('/admin/', HTTP_HOST='profileops.example.com').status_code]))",
         DEBUG="0", SECRET_KEY=secrets.token_urlsafe(50), ALLOWED_HOSTS="profileops.example.com",
+        PROFILEOPS_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
         DATABASE_URL=f"sqlite:///{tmp_path / 'prod.sqlite3'}")
     healthz, readyz, metrics, admin_bad_host, admin = answer
     assert healthz == 200

@@ -12,8 +12,8 @@ from django.utils import timezone
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import approve_via_workflow, make_connection
-from updates import metrics, sending, workflow
+from tests.conftest import approve_via_workflow, make_connection, use_adobe_credentials
+from updates import credentials, metrics, sending, workflow
 from updates.models import SchedulerHeartbeat, SendAttempt
 
 TOKEN = "metrics-token-for-tests"
@@ -203,6 +203,22 @@ def test_the_collector_reads_the_database_at_scrape_time_not_at_registration():
     registry.register(metrics.ProfileOpsCollector())  # describe() reads nothing
     make_connection("late")
     assert b'profileops_quota_limit{connection="late"}' in generate_latest(registry)
+
+
+def test_the_profile_token_s_seconds_until_expiry_are_exposed_per_connection(
+        client, adobe_emulator, connection):
+    """Adobe credentials: the token ProfileOps obtained (credentials.py) and when it expires;
+    a connection with a pasted token has no such figure, and a scrape never asks Adobe."""
+    use_adobe_credentials(connection, adobe_emulator)
+    make_connection("pasted", bearer_token="pasted-token")
+    adobe_emulator.adobe.profile_token_lifetime = 3600
+    credentials.profile_token(connection)
+    asked = adobe_emulator.adobe.counts.token_gets
+    _, found = scrape(client)
+    left = found[("profileops_profile_token_expires_in_seconds", ("connection", "acme"))]
+    assert 3500 < left <= 3600
+    assert ("profileops_profile_token_expires_in_seconds", ("connection", "pasted")) not in found
+    assert adobe_emulator.adobe.counts.token_gets == asked
 
 
 def test_the_bulk_route_is_shown_beside_the_quota(client, connection, admin_user):

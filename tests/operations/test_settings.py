@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
@@ -36,6 +37,7 @@ def run(*args: str, **env: str) -> subprocess.CompletedProcess:
 def production_env(tmp_path) -> dict[str, str]:
     return {"DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(60),
             "ALLOWED_HOSTS": "example.com",
+            "PROFILEOPS_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
             "DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite3'}"}
 
 

@@ -40,6 +40,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from cryptography.fernet import Fernet
 
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.reliability.conftest import Processes
@@ -181,6 +182,7 @@ def test_the_production_recipe_serves_a_styled_admin_sends_through_the_schedule_
     env.update({
         "DEBUG": "0",
         "SECRET_KEY": secrets.token_urlsafe(50),
+        "PROFILEOPS_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
         "ALLOWED_HOSTS": "127.0.0.1",
         "CSRF_TRUSTED_ORIGINS": app,
         "SECURE_PROXY_SSL_HEADER": "1",

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
@@ -33,6 +34,7 @@ def production_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
             "DJANGO_SETTINGS_MODULE": "profileops.settings", "DEBUG": "0",
             "SECRET_KEY": secrets.token_urlsafe(60), "ALLOWED_HOSTS": "profileops.example.com",
+            "PROFILEOPS_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
             "DATABASE_URL": f"sqlite:///{tmp_path / 'prod.sqlite3'}", **extra}
 
 

@@ -86,6 +86,7 @@ MATRIX: dict[str, tuple] = {
     "updates_targetconnection_change":             (LOGIN, 403, 403, 200),
     "updates_targetconnection_delete":             (LOGIN, 403, 403, 403),
     "updates_targetconnection_history":            (LOGIN, 403, 403, 200),
+    "updates_targetconnection_rotate_token":       (LOGIN, 403, 403, 200),  # confirmation
     # Attribute mappings: operators define them, supervisors read them, nobody deletes them
     "updates_attributemapping_changelist":         (LOGIN, 200, 200, 200),
     "updates_attributemapping_add":                (LOGIN, 200, 403, 200),

@@ -17,9 +17,11 @@ from django.core import mail
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from updates import alerts, webhooks, workflow
+from tests.conftest import use_adobe_credentials
+from updates import alerts, credentials, webhooks, workflow
 from updates.errors import PERMISSION_DENIED, Refused
-from updates.models import AlertEvent, AlertRule, ProfileUpdate, QuotaMinute, SendAttempt
+from updates.models import (AlertEvent, AlertRule, CredentialState, ProfileUpdate, QuotaMinute,
+                            SendAttempt)
 
 Kind = AlertRule.Kind
 
@@ -169,6 +171,28 @@ def test_a_refused_bearer_token_fires_until_target_accepts_it_again(connection, 
     assert "accepts the bearer token again" in cleared.text
     assert [m.subject.split(" — ")[0] for m in mail.outbox] == ["[ProfileOps] ALERT",
                                                                "[ProfileOps] Cleared"]
+
+
+def test_a_failing_token_renewal_fires_before_the_token_expires_and_clears_when_renewed(
+        connection, adobe_emulator):
+    use_adobe_credentials(connection, adobe_emulator)
+    adobe_emulator.adobe.profile_token_lifetime = 3600
+    credentials.profile_token(connection)  # a token valid for an hour
+    rule(connection, Kind.TOKEN_RENEWAL, email_to="ops@example.com")
+    adobe_emulator.adobe.client_secret = "rotated-in-the-console"  # ours is refused now
+    due = timezone.now()  # both tokens due for renewal: ahead of the profile token's expiry
+    CredentialState.objects.filter(connection=connection).update(profile_refresh_at=due,
+                                                                 ims_renew_at=due)
+    with pytest.raises(ValidationError):
+        credentials.profile_token(connection)
+    [fired] = alerts.alerts_check()
+    assert "renewing Target's profile token has failed since" in fired.text
+    assert "refused the client ID and secret" in fired.text and "expires at" in fired.text
+    assert "rotated-in-the-console" not in fired.text
+    adobe_emulator.adobe.client_secret = connection.adobe_client_secret
+    credentials.profile_token(connection)
+    [cleared] = alerts.alerts_check()
+    assert cleared.state == AlertEvent.State.CLEARED
 
 
 def test_a_failed_webhook_is_recorded_without_its_secret_url(connection, stage, caplog):

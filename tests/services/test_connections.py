@@ -72,8 +72,9 @@ def test_every_field_an_administrator_can_change_is_audited():
 
     editable = {f.name for f in TargetConnection._meta.concrete_fields
                 if f.editable and not f.primary_key}
-    assert set(connections._AUDITED_FIELDS) == editable - {"bearer_token"}
-    assert "bearer_token" not in connections._AUDITED_FIELDS  # audited as set/cleared, by name
+    secrets = {"bearer_token", "adobe_client_secret"}
+    assert set(connections._AUDITED_FIELDS) == editable - secrets
+    assert not secrets & set(connections._AUDITED_FIELDS)  # audited as set/cleared, by name
 
 
 @pytest.mark.django_db
@@ -210,3 +211,24 @@ def test_the_admin_form_shows_the_models_refusals_on_the_field(client, admin_use
     html = response.content.decode()
     assert says in html and "SECRET" not in html
     assert not TargetConnection.objects.exists()
+
+
+@pytest.mark.django_db
+def test_adobe_credentials_are_saved_complete_and_the_secret_is_audited_by_name_only(admin_user):
+    conn = TargetConnection(label="Adobe", client_code="adobe", adobe_client_id="client-1",
+                            target_tenant="acme")
+    connection_save(connection=conn, by=admin_user, new_client_secret="s3cret-value")
+    event = AuditEvent.objects.get(connection=conn)
+    assert event.changes["adobe_client_secret"] == {"before": "not set", "after": "set"}
+    assert "s3cret-value" not in str(event.changes)
+    assert TargetConnection.objects.get(pk=conn.pk).has_adobe_credentials
+    conn.target_tenant = ""
+    with pytest.raises(ValidationError) as refused:
+        connection_save(connection=conn, by=admin_user)
+    assert refused.value.error_dict["__all__"][0].code == "incomplete_credentials"
+    conn.refresh_from_db()
+    connection_save(connection=conn, by=admin_user, clear_credentials=True)
+    stored = TargetConnection.objects.get(pk=conn.pk)
+    assert (stored.adobe_client_id, stored.adobe_client_secret, stored.target_tenant) == ("", "", "")
+    assert AuditEvent.objects.filter(connection=conn).last().changes["adobe_client_secret"] == {
+        "before": "set", "after": "cleared"}

@@ -577,19 +577,6 @@ def test_the_sender_moves_are_declared_and_checked():
         "claim", "reclaim", "release", "acknowledge", "retry", "fail", "skip_unchanged"}
 
 
-def test_audit_rows_writes_one_row_per_update_in_bulk_and_checks_the_table(in_state):
-    updates = [in_state(S.APPROVED), in_state(S.APPROVED)]
-    written = workflow.audit_rows(
-        [u.pk for u in updates], by=None, action=workflow.T["claim"],
-        connection_id=updates[0].connection_id, comments={updates[1].pk: "second"})
-    assert [(e.action, e.from_status, e.to_status, e.comment) for e in written] == [
-        ("claimed", S.APPROVED, S.SENDING, ""), ("claimed", S.APPROVED, S.SENDING, "second")]
-    assert [audit_rows(u)[-1].action for u in updates] == ["claimed", "claimed"]
-    with pytest.raises(ValueError):
-        workflow.audit_rows(updates, by=None, action=workflow.T["acknowledge"],
-                            from_status=S.APPROVED)
-
-
 def _docs_workflow_table() -> list[tuple[str, ...]]:
     page = Path(__file__).resolve().parents[2] / "docs" / "reference" / "workflow.md"
     section = page.read_text(encoding="utf-8").split("<!-- workflow-table -->", 2)[1]

@@ -116,7 +116,7 @@ class AttributeMappingAdmin(OfferedLookupsAdmin):
         rows = format_html_join(
             "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             ((f"{e.at:%Y-%m-%d %H:%M:%S} UTC", e.actor.get_username() if e.actor else "system",
-              e.action.replace("_", " "), _changes_text(e.changes)) for e in events))
+              e.get_action_display(), _changes_text(e.changes)) for e in events))
         return format_html(
             '<table class="mapping-audit"><thead><tr><th>When</th><th>Who</th><th>What</th>'
             "<th>Changed fields (before → after)</th></tr></thead><tbody>{}</tbody></table>", rows)

@@ -12,27 +12,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from updates.models import AuditEvent
 from updates.selectors import TimelineEntry
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
 
-# Audit actions as a reader says them. Unknown actions fall back to the name with spaces.
-ACTION_WORDS = {
-    "staged": "staged",
-    "imported": "imported",
-    "edited": "edited",
-    "submitted": "submitted for approval",
-    "approved": "approved",
-    "rejected": "rejected",
-    "cancelled": "cancelled",
-    "requeued": "re-queued",
-    "claimed": "claimed for sending",
-    "reclaimed": "claimed again after a worker's lease ran out",
-    "released": "put back unsent",
-    "acknowledged": "acknowledged by Target",
-    "sent": "sent",
-    "failed": "failed",
-}
 FIELD_WORDS = {
     "identity_type": "identity type",
     "identity": "identity",
@@ -55,6 +39,14 @@ FIELD_WORDS = {
 HIDDEN_FIELDS = {"attempt", "http_status", "next_attempt_at", "read_id", "check", "read_outcome"}
 # An ISO 8601 moment inside a text (Target's modifiedAt, stored summaries): shown as utc_text.
 _ISO_MOMENT = re.compile(r"\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?")
+
+
+def action_words(action: str) -> str:
+    """An audit action as a reader says it: its AuditEvent.Action label. A name no longer (or not
+    yet) among the choices is shown with spaces for underscores."""
+    if action in AuditEvent.Action.values:
+        return AuditEvent.Action(action).label
+    return action.replace("_", " ")
 
 
 def utc_text(moment: dt.datetime | None) -> str:
@@ -165,7 +157,7 @@ def _event_title(event, attempt_number: int | None = None) -> str:
     """`attempt_number`: the send attempt this event answers, numbered as the attempts are (over
     the update's life); the event's own "attempt" counts since the last re-queue."""
     changes = event.changes or {}
-    if event.action == "retry_scheduled":
+    if event.action == AuditEvent.Action.RETRY_SCHEDULED:
         moment = _parse_time(changes.get("next_attempt_at"))
         attempt = attempt_number or changes.get("attempt")
         head = f"attempt {attempt} not acknowledged; " if attempt else ""
@@ -173,8 +165,9 @@ def _event_title(event, attempt_number: int | None = None) -> str:
             seconds = max(0, int((moment - event.at).total_seconds()))
             return f"{head}retry scheduled in {seconds} s"
         return f"{head}retry scheduled"
-    words = ACTION_WORDS.get(event.action, event.action.replace("_", " "))
-    if event.action in ("acknowledged", "failed") and changes.get("attempt"):
+    words = action_words(event.action)
+    if event.action in (AuditEvent.Action.ACKNOWLEDGED, AuditEvent.Action.FAILED) \
+            and changes.get("attempt"):
         words += f" (attempt {attempt_number or changes['attempt']})"
     return words
 
@@ -182,7 +175,7 @@ def _event_title(event, attempt_number: int | None = None) -> str:
 # Events after which the sender counts its attempts from 1 again (workflow.py sets
 # attempt_count = 0 on approval and on re-queue); the attempts themselves count over the update's
 # life (SendAttempt.number).
-_ATTEMPT_COUNT_RESETS = {"approved", "requeued"}
+_ATTEMPT_COUNT_RESETS = {AuditEvent.Action.APPROVED, AuditEvent.Action.REQUEUED}
 
 
 def timeline_lines(entries: list[TimelineEntry]) -> list[Line]:

@@ -59,7 +59,7 @@ def remove_schedule(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('updates', '0023_alert_defaults'),
+        ('updates', '0026_encrypt_secrets'),
         ("django_q", "0019_alter_task_options_alter_ormq_key_alter_ormq_lock_and_more"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
@@ -143,11 +143,6 @@ class Migration(migrations.Migration):
             name='send_route',
             field=models.CharField(choices=[('single', 'Single only'), ('threshold', 'Bulk above a row threshold'), ('headroom', "Bulk when the batch does not fit the single quota's headroom"), ('threshold_or_headroom', 'Bulk above the threshold or beyond headroom')], default='single', help_text="When a decided batch goes through Target's Bulk Profile Update API instead of one request per update (bulk does not use the single quota).", max_length=22),
         ),
-        migrations.AlterField(
-            model_name='alertrule',
-            name='kind',
-            field=models.CharField(choices=[('failure_rate', 'Failure rate over a window'), ('quota_use', 'Quota use crossing a threshold'), ('waiting', 'Updates waiting for approval too long'), ('token_refused', 'Bearer token refused by Target (401/403)'), ('not_applied', 'Updates not applied after verification'), ('bulk_job', 'Bulk file stuck or not complete after 24 hours')], max_length=16),
-        ),
         migrations.CreateModel(
             name='BulkCall',
             fields=[
@@ -206,6 +201,16 @@ class Migration(migrations.Migration):
             model_name='decisionjob',
             name='route_plan',
             field=models.JSONField(blank=True, default=dict),
+        ),
+        migrations.AlterField(
+            model_name='alertrule',
+            name='kind',
+            field=models.CharField(choices=[('failure_rate', 'Failure rate over a window'), ('quota_use', 'Quota use crossing a threshold'), ('waiting', 'Updates waiting for approval too long'), ('token_refused', 'Bearer token refused by Target (401/403)'), ('token_renewal', 'Token renewal failing (Adobe credentials)'), ('not_applied', 'Updates not applied after verification'), ('bulk_job', 'Bulk file stuck or not complete after 24 hours')], max_length=16),
+        ),
+        migrations.AlterField(
+            model_name='auditevent',
+            name='action',
+            field=models.CharField(choices=[('staged', 'staged'), ('imported', 'imported'), ('edited', 'edited'), ('submitted', 'submitted for approval'), ('approved', 'approved'), ('rejected', 'rejected'), ('cancelled', 'cancelled'), ('superseded', 'superseded'), ('requeued', 're-queued'), ('claimed', 'claimed for sending'), ('reclaimed', "claimed again after a worker's lease ran out"), ('released', 'put back unsent'), ('acknowledged', 'acknowledged by Target'), ('retry_scheduled', 'retry scheduled'), ('failed', 'failed'), ('unchanged', 'unchanged'), ('sent', 'sent'), ('read_before_send_failed', 'read before send failed'), ('unchanged_attributes_left_out', 'unchanged attributes left out'), ('verification_scheduled', 'verification scheduled'), ('verification_off', 'verification off'), ('verification_read', 'verification read'), ('verified', 'verified'), ('not_applied', 'not applied'), ('unverified', 'unverified'), ('revert_staged', 'revert staged'), ('connection_created', 'connection created'), ('connection_changed', 'connection changed'), ('mapping_created', 'mapping created'), ('mapping_changed', 'mapping changed'), ('alert_tested', 'alert tested'), ('ims_token_obtained', 'IMS access token obtained'), ('profile_token_fetched', 'profile token fetched from Target'), ('profile_token_minted', 'profile token minted (none was valid)'), ('profile_token_rotated', 'profile token rotated by an administrator'), ('token_renewal_failed', 'token renewal failed'), ('routed_bulk', 'batch routed to the bulk API'), ('bulk_job_created', 'bulk job created'), ('requeued_single', 're-queued on the single route (not applied in bulk)'), ('bulk_requeued_single', "a bulk job's not-applied updates re-queued single")], max_length=32),
         ),
         migrations.RunPython(create_schedule, remove_schedule),
         migrations.RunPython(grant, revoke),

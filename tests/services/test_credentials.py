@@ -1,0 +1,133 @@
+"""updates/credentials.py against the emulator's IMS and Admin API twins (target_emulator/
+adobe_admin.py): the profile token obtained, shared, renewed when it expires, fetched once more
+on a 401, minted only when none is valid, rotated only on purpose; every step audited."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from tests.conftest import use_adobe_credentials
+from updates import credentials, sending
+from updates.models import AuditEvent, CredentialState, ProfileUpdate, UpdateStatus
+
+pytestmark = pytest.mark.django_db
+S = UpdateStatus
+
+
+@pytest.fixture
+def acme(connection, adobe_emulator):
+    return use_adobe_credentials(connection, adobe_emulator)
+
+
+def actions(connection) -> list[str]:
+    return list(AuditEvent.objects.filter(connection=connection, action__in=list(
+        credentials.AUDIT_ACTIONS)).values_list("action", flat=True))
+
+
+def test_a_pasted_token_is_the_profile_token(connection):
+    connection.bearer_token = "pasted-123"
+    connection.save()
+    assert not credentials.has_adobe_credentials(connection)
+    assert credentials.profile_token(connection) == "pasted-123"
+    with pytest.raises(ValidationError) as refused:
+        credentials.ims_access_token(connection)
+    assert refused.value.code == credentials.NO_CREDENTIALS
+
+
+def test_the_first_token_is_minted_then_every_caller_shares_it(acme, adobe_emulator):
+    adobe = adobe_emulator.adobe
+    token = credentials.profile_token(acme)
+    assert token == adobe.current_profile_token()
+    assert credentials.profile_token(acme) == token
+    assert (adobe.counts.token_gets, adobe.counts.token_posts, adobe.counts.ims_tokens) == (1, 1, 1)
+    assert actions(acme) == [credentials.IMS_TOKEN_OBTAINED, credentials.PROFILE_TOKEN_MINTED]
+    state = CredentialState.objects.get(connection=acme)
+    assert state.profile_source == CredentialState.Source.MINTED
+    assert state.profile_expires_at > state.renewed_at
+
+
+def test_an_existing_token_at_target_is_fetched_never_replaced(acme, adobe_emulator):
+    adobe = adobe_emulator.adobe
+    adobe.answer("POST", "/acme/target/authentication/token", "authorizationScope=profile_api",
+                 *_another_tools_call(adobe))  # another tool made the token
+    theirs = adobe.current_profile_token()
+    assert credentials.profile_token(acme) == theirs
+    assert adobe.counts.posts_while_valid == 0
+    assert actions(acme)[-1] == credentials.PROFILE_TOKEN_FETCHED
+
+
+def _another_tools_call(adobe):
+    status, answer = adobe.answer("POST", "/ims/token/v3", "", {}, (
+        f"grant_type=client_credentials&client_id={adobe.client_id}"
+        f"&client_secret={adobe.client_secret}").encode())
+    return {"Authorization": f"Bearer {answer['access_token']}", "x-api-key": adobe.client_id}, b""
+
+
+def test_an_expired_token_is_replaced_and_a_refused_request_retried_once(
+        acme, adobe_emulator, approve):
+    adobe = adobe_emulator.adobe
+    first = approve()
+    assert sending.send_due().acknowledged == 1
+    adobe.expire_profile_token()  # Target's clock, not ours: the stored token still looks valid
+    second = approve()
+    run = sending.send_due()
+    assert run.acknowledged == 1 and run.failed == 0
+    assert ProfileUpdate.objects.get(pk=second.pk).status == S.SENT
+    assert first.pk != second.pk
+    assert adobe.counts.posts_while_valid == 0
+    assert adobe.counts.token_posts == 2  # the first token, and the one after expiry
+    sent = [r["authorization"] for r in adobe_emulator.received]
+    assert sent[1] == sent[0] and sent[2] != sent[0]  # refused once, then sent with the new one
+
+
+def test_a_wrong_secret_sends_nothing_and_says_why(connection, adobe_emulator, approve):
+    use_adobe_credentials(connection, adobe_emulator, secret="not-the-secret")
+    update = approve()
+    run = sending.send_due()
+    assert (run.claimed, run.requests_sent) == (0, 0)
+    assert adobe_emulator.received == []
+    assert ProfileUpdate.objects.get(pk=update.pk).status == S.APPROVED  # waits, never failed
+    state = CredentialState.objects.get(connection=connection)
+    assert "refused the client ID and secret" in state.failure
+    assert "not-the-secret" not in state.failure
+    assert actions(connection) == [credentials.TOKEN_RENEWAL_FAILED]
+    with pytest.raises(ValidationError) as refused:
+        credentials.profile_token(connection)
+    assert refused.value.code == credentials.CREDENTIALS_REFUSED
+
+
+def test_a_forced_rotation_mints_at_once_and_is_audited_with_who(acme, adobe_emulator,
+                                                                  admin_user, supervisor):
+    old = credentials.profile_token(acme)
+    with pytest.raises(ValidationError):
+        credentials.profile_token_rotate(connection=acme, by=supervisor)
+    credentials.profile_token_rotate(connection=acme, by=admin_user)
+    new = credentials.profile_token(acme)
+    assert new != old and new == adobe_emulator.adobe.current_profile_token()
+    event = AuditEvent.objects.filter(action=credentials.PROFILE_TOKEN_ROTATED).get()
+    assert event.actor == admin_user
+    assert old not in str(event.changes) and new not in str(event.changes)
+
+
+def test_tokens_renew_across_several_short_lifetimes_without_a_refused_request(
+        acme, adobe_emulator, approve):
+    """Compressed lifetimes: a profile token lives 1.2 s, an IMS token 2 s; updates are sent in
+    rounds for about five seconds (four to five profile tokens)."""
+    adobe = adobe_emulator.adobe
+    adobe.profile_token_lifetime, adobe.ims_lifetime = 1.2, 2.0
+    began, rounds = time.monotonic(), 0
+    while time.monotonic() - began < 5:
+        for _ in range(3):
+            approve()
+        run = sending.send_due()
+        assert (run.acknowledged, run.failed, run.retried) == (3, 0, 0)
+        rounds += 1
+        time.sleep(0.2)
+    assert adobe.counts.posts_while_valid == 0
+    assert adobe.counts.token_posts >= 4  # the lifetimes really ran out
+    assert ProfileUpdate.objects.filter(status=S.SENT).count() == 3 * rounds
+    minted = actions(acme).count(credentials.PROFILE_TOKEN_MINTED)
+    assert minted == adobe.counts.token_posts  # an audit row per renewal

@@ -8,6 +8,7 @@ pacing, which the tests keep within its burst.
 from __future__ import annotations
 
 import datetime as dt
+import time
 import zlib
 
 import pytest
@@ -254,3 +255,28 @@ def test_route_rules(bulk_connection, rule, rows, choice, expected):
     plan = routing.plan_route(connection=bulk_connection, rows=rows, choice=choice)
     assert plan.route == expected, plan.why
     assert plan.single_time.startswith("about")
+
+
+def test_calls_are_paced_in_the_database_shared_by_every_worker(bulk_connection, settings):
+    from updates import bulk_pacing
+    from updates.models import BulkCallSlot
+
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "BULK_CALLS_PER_MINUTE": 45}
+    taken = [bulk_pacing.take_call(bulk_connection.pk, wait=0) for _ in range(7)]
+    # A burst of five (45 + 5 ≤ Target's 50 in any minute), then nothing free right now.
+    assert taken == [True] * 5 + [False] * 2
+    # Another worker sees the same row: no call is free for it either.
+    slot = BulkCallSlot.objects.get(connection=bulk_connection)
+    assert slot.next_free_at > time.time()
+    assert bulk_pacing.take_call(bulk_connection.pk, wait=0) is False
+
+
+def test_the_bearer_token_goes_with_uploads_and_polls(decide, bulk_connection, bulk_target):
+    bulk_target._token = "s3cret-token"  # Target's "Require Authentication"
+    bulk_connection.bearer_token = "s3cret-token"
+    bulk_connection.save()
+    decide(_rows(12), route=routing.BULK)
+    job, _ = _through_target(bulk_target, timezone.now())
+    assert job.state == BulkJob.State.COMPLETE
+    assert bulk_target.bulk.summary()[0]["authorization"] == "Bearer s3cret-token"
+    assert not any("s3cret" in a for a in BulkCall.objects.values_list("answer", flat=True))

@@ -29,6 +29,8 @@ SUPERVISORS = {
     "view_attributemapping", "view_sendattempt",
     # alert rules and the alerts they sent: view (migration 0021)
     "view_alertrule", "view_alertevent",
+    # bulk jobs: view, and re-queue their not-applied rows single (migration 0027)
+    "view_bulkjob",
 }
 
 

@@ -56,6 +56,7 @@ FILE_LEASE = dt.timedelta(minutes=10)  # one worker uploads a file at a time
 UPLOAD_READ_TIMEOUT = 300.0  # seconds for Target's answer to a file of up to 50 MB
 SLOT_WAIT_SECONDS = 5.0
 _LINE_CHUNK = 5000
+CLAIM_CHUNK = 10_000  # updates per claim (claims.claim), several per job
 
 
 @dataclass
@@ -131,8 +132,7 @@ def bulk_job_start(*, connection: TargetConnection, owner: str, now: dt.datetime
     """Claim the connection's due bulk-route updates and build their job and files; None when
     nothing was due (or every claimed update went elsewhere)."""
     run = run or BulkRun()
-    updates = claims.claim(conn=connection, owner=owner, size=setting("BULK_JOB_MAX_ROWS"),
-                           now=now, lease_until=now + UPDATE_LEASE, route="bulk")
+    updates = _claim(connection, owner=owner, now=now)
     if not updates:
         return None
     with transaction.atomic():
@@ -158,6 +158,22 @@ def bulk_job_start(*, connection: TargetConnection, owner: str, now: dt.datetime
     logger.info("bulk job %s: %d rows in %d file(s) for connection %s", job.pk, job.rows,
                 job.files.count(), connection.client_code)
     return job
+
+
+def _claim(connection: TargetConnection, *, owner: str, now: dt.datetime) -> list[ProfileUpdate]:
+    """Up to BULK_JOB_MAX_ROWS due bulk-route updates, claimed CLAIM_CHUNK at a time (the
+    claim looks their visitors up in one query per window: SQLite takes a bounded number of
+    variables)."""
+    wanted = setting("BULK_JOB_MAX_ROWS")
+    updates: list[ProfileUpdate] = []
+    while len(updates) < wanted:
+        size = min(CLAIM_CHUNK, wanted - len(updates))
+        claimed = claims.claim(conn=connection, owner=owner, size=size, now=now,
+                               lease_until=now + UPDATE_LEASE, route="bulk")
+        updates += claimed
+        if len(claimed) < size:
+            break
+    return updates
 
 
 def _store_job(connection: TargetConnection, rows: list[bulk_files.BulkRow], *, owner: str,

@@ -140,14 +140,15 @@ class TargetConnection(models.Model):
     # The Bulk Profile Update route (updates/routing.py, bulk_sending.py).
     send_route = models.CharField(
         max_length=22, choices=SendRoute.choices, default=SendRoute.SINGLE,
+        db_default=SendRoute.SINGLE,
         help_text="When a decided batch goes through Target's Bulk Profile Update API instead of "
         "one request per update (bulk does not use the single quota).")
     bulk_row_threshold = models.PositiveIntegerField(
-        default=100_000, validators=[MinValueValidator(1)],
+        default=100_000, db_default=100_000, validators=[MinValueValidator(1)],
         help_text="\"Bulk above a row threshold\": batches of at least this many updates go "
         "bulk.")
     pc_id_bulk = models.CharField(
-        max_length=6, choices=PcIdBulk.choices, default=PcIdBulk.SINGLE,
+        max_length=6, choices=PcIdBulk.choices, default=PcIdBulk.SINGLE, db_default=PcIdBulk.SINGLE,
         help_text="Where updates keyed by mboxPC go when their batch takes the bulk route. Adobe: "
         "if the site uses the Experience Cloud ID, pcId files must go to bulk v1.")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -447,7 +448,8 @@ class ProfileUpdate(models.Model):
 
     # The route chosen when it was decided ("" single, "bulk"); the single sender claims only
     # single ones, bulk_sending.py only bulk ones (and may hand one back to single).
-    send_route = models.CharField(max_length=4, blank=True, default="",
+    # A database default too: rows written by raw INSERTs (bench/history.py) take it.
+    send_route = models.CharField(max_length=4, blank=True, default="", db_default="",
                                   choices=[("", "Single"), ("bulk", "Bulk")])
     # The bulk file and its line (1 = the first row after the header) that carried it, if any.
     bulk_file = models.ForeignKey("BulkFile", on_delete=models.PROTECT, null=True, blank=True,
@@ -1059,7 +1061,7 @@ class DecisionJob(models.Model):
     decided_at = models.DateTimeField(null=True, blank=True)  # the click
     # The route chosen at the click (routing.py) and, per connection id, the route it gave:
     # {"<connection id>": {"route": "single" | "bulk", "why": text}}.
-    route_choice = models.CharField(max_length=6, blank=True, default="auto")
+    route_choice = models.CharField(max_length=6, blank=True, default="auto", db_default="auto")
     route_plan = models.JSONField(default=dict, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

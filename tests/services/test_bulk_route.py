@@ -280,3 +280,13 @@ def test_the_bearer_token_goes_with_uploads_and_polls(decide, bulk_connection, b
     assert job.state == BulkJob.State.COMPLETE
     assert bulk_target.bulk.summary()[0]["authorization"] == "Bearer s3cret-token"
     assert not any("s3cret" in a for a in BulkCall.objects.values_list("answer", flat=True))
+
+
+def test_a_job_claims_in_chunks_and_holds_one_update_per_visitor(decide, monkeypatch):
+    monkeypatch.setattr(bulk_sending, "CLAIM_CHUNK", 7)
+    rows = _rows(20)
+    decide(rows, route=routing.BULK)
+    job = bulk_sending.bulk_job_start(connection=ProfileUpdate.objects.first().connection,
+                                      owner="w", now=timezone.now())
+    assert job.rows == 20
+    assert BulkFile.objects.get().rows == 20

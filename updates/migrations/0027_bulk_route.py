@@ -126,22 +126,22 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='profileupdate',
             name='send_route',
-            field=models.CharField(blank=True, choices=[('', 'Single'), ('bulk', 'Bulk')], default='', max_length=4),
+            field=models.CharField(db_default='', blank=True, choices=[('', 'Single'), ('bulk', 'Bulk')], default='', max_length=4),
         ),
         migrations.AddField(
             model_name='targetconnection',
             name='bulk_row_threshold',
-            field=models.PositiveIntegerField(default=100000, help_text='"Bulk above a row threshold": batches of at least this many updates go bulk.', validators=[django.core.validators.MinValueValidator(1)]),
+            field=models.PositiveIntegerField(db_default=100000, default=100000, help_text='"Bulk above a row threshold": batches of at least this many updates go bulk.', validators=[django.core.validators.MinValueValidator(1)]),
         ),
         migrations.AddField(
             model_name='targetconnection',
             name='pc_id_bulk',
-            field=models.CharField(choices=[('single', 'Stay on the single route'), ('v1', 'Bulk v1 (the site uses the Experience Cloud ID)'), ('v2', 'Bulk v2 (the site does not use the Experience Cloud ID)')], default='single', help_text='Where updates keyed by mboxPC go when their batch takes the bulk route. Adobe: if the site uses the Experience Cloud ID, pcId files must go to bulk v1.', max_length=6),
+            field=models.CharField(db_default='single', choices=[('single', 'Stay on the single route'), ('v1', 'Bulk v1 (the site uses the Experience Cloud ID)'), ('v2', 'Bulk v2 (the site does not use the Experience Cloud ID)')], default='single', help_text='Where updates keyed by mboxPC go when their batch takes the bulk route. Adobe: if the site uses the Experience Cloud ID, pcId files must go to bulk v1.', max_length=6),
         ),
         migrations.AddField(
             model_name='targetconnection',
             name='send_route',
-            field=models.CharField(choices=[('single', 'Single only'), ('threshold', 'Bulk above a row threshold'), ('headroom', "Bulk when the batch does not fit the single quota's headroom"), ('threshold_or_headroom', 'Bulk above the threshold or beyond headroom')], default='single', help_text="When a decided batch goes through Target's Bulk Profile Update API instead of one request per update (bulk does not use the single quota).", max_length=22),
+            field=models.CharField(db_default='single', choices=[('single', 'Single only'), ('threshold', 'Bulk above a row threshold'), ('headroom', "Bulk when the batch does not fit the single quota's headroom"), ('threshold_or_headroom', 'Bulk above the threshold or beyond headroom')], default='single', help_text="When a decided batch goes through Target's Bulk Profile Update API instead of one request per update (bulk does not use the single quota).", max_length=22),
         ),
         migrations.CreateModel(
             name='BulkCall',
@@ -195,7 +195,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='decisionjob',
             name='route_choice',
-            field=models.CharField(blank=True, default='auto', max_length=6),
+            field=models.CharField(db_default='auto', blank=True, default='auto', max_length=6),
         ),
         migrations.AddField(
             model_name='decisionjob',

@@ -29,10 +29,10 @@ from bench.common import ROOT, create_approved, emit, log, make_connection, make
 
 
 def write_csv(path: str, rows: int) -> None:
-    """An import file for the demo connection's mapped attributes (loan_status, tier)."""
+    """An import file for the demo connection's mapped attributes (loan_status, loyalty_tier)."""
     with open(path, "w", newline="", encoding="utf-8") as handle:
         out = csv.writer(handle)
-        out.writerow(["identity_type", "identity", "loan_status", "tier"])
+        out.writerow(["identity_type", "identity", "loan_status", "loyalty_tier"])
         for i in range(rows):
             out.writerow(["mbox3rdPartyId", f"BULK-{i:07d}", ("applied", "funded")[i % 2],
                           ("gold", "silver", "bronze")[i % 3]])

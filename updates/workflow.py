@@ -83,7 +83,7 @@ TRANSITIONS: tuple[Transition, ...] = (
                "Re-queue for approval"),
     # A sent update that verification found not applied (a bulk file's silently lost row), back
     # to approved on the single route with its approval (bulk_reconcile.py), one action a job.
-    Transition("requeue_single", (S.SENT,), S.APPROVED, (PERM_REQUEUE,), "requeued_single"),
+    Transition("requeue_single", (S.SENT,), S.APPROVED, (PERM_REQUEUE,), A.REQUEUED_SINGLE),
     Transition("cancel", (S.DRAFT, S.PENDING, S.APPROVED), S.CANCELLED, (PERM_CANCEL,),
                A.CANCELLED, "Cancel update"),
     # One open change per visitor and attribute (open_changes.py): a new update that sets an

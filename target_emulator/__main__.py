@@ -116,9 +116,8 @@ def serve(emulator: TargetEmulator, *, write=print) -> None:
         signal.signal(signum, lambda *_: stop.set())
     emulator.start()
     try:
+        # One line (scripts read it); the bulk API's edge host is in every upload's answer.
         write(f"Target emulator listening on {emulator.base_url}")
-        write(f"Bulk batchStatus (the edge host) on http://{emulator.edge_host}:"
-              f"{emulator.edge_port}")
         while not stop.wait(0.5):
             pass
     finally:

@@ -29,6 +29,7 @@ from .permissions import PERM_REQUEUE, refusal
 
 S, V = UpdateStatus, VerificationState
 OPEN_STATES = (S.DRAFT, S.PENDING, S.APPROVED, S.SENDING)
+_CHUNK = 5000  # ids or identities in one statement (SQLite takes a bounded number)
 
 
 @dataclass
@@ -116,10 +117,11 @@ def bulk_requeue_not_applied(*, job: BulkJob, by, comment: str = "",
                 result.skipped.append((update.pk, "the visitor has another open update"))
             else:
                 ids.append(update.pk)
-        ProfileUpdate.objects.filter(id__in=ids, status=S.SENT).update(
-            status=transition.target, send_route="", attempt_count=0, next_attempt_at=None,
-            acknowledged_at=None, last_error="", verification_state="", verification_checks=0,
-            verification_next_at=None, verified_at=None)
+        for start in range(0, len(ids), _CHUNK):  # a stuck file's rows may all come back
+            ProfileUpdate.objects.filter(id__in=ids[start:start + _CHUNK], status=S.SENT).update(
+                status=transition.target, send_route="", attempt_count=0, next_attempt_at=None,
+                acknowledged_at=None, last_error="", verification_state="",
+                verification_checks=0, verification_next_at=None, verified_at=None)
         audit.record_many(ids, by=by, action=transition, at=now,
                             connection_id=job.connection_id, returning=False,
                             comment=comment or f"Not applied after bulk job #{job.pk}; "
@@ -134,9 +136,11 @@ def bulk_requeue_not_applied(*, job: BulkJob, by, comment: str = "",
 
 def _visitors_with_open_updates(connection_id: int, updates: list[ProfileUpdate]
                                 ) -> set[tuple[str, str]]:
-    return set(ProfileUpdate.objects.filter(
-        connection_id=connection_id, identity__in={u.identity for u in updates},
-        status__in=OPEN_STATES).values_list("identity_type", "identity"))
+    identities = sorted({u.identity for u in updates})
+    return {visitor for start in range(0, len(identities), _CHUNK)
+            for visitor in ProfileUpdate.objects.filter(
+                connection_id=connection_id, identity__in=identities[start:start + _CHUNK],
+                status__in=OPEN_STATES).values_list("identity_type", "identity")}
 
 
 @dataclass(frozen=True)

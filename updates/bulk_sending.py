@@ -136,7 +136,7 @@ def bulk_job_start(*, connection: TargetConnection, owner: str, now: dt.datetime
     if not updates:
         return None
     with transaction.atomic():
-        mine = set(claims.still_mine([u.pk for u in updates], owner=owner))
+        mine = _still_mine(connection, owner=owner)
         updates = [u for u in updates if u.pk in mine]
         unapproved = [u for u in updates if not u.matches_approval(unapproved=True)]
         rows = [bulk_files.BulkRow(u.pk, u.identity_type, u.identity, u.attributes)
@@ -174,6 +174,21 @@ def _claim(connection: TargetConnection, *, owner: str, now: dt.datetime) -> lis
         if len(claimed) < size:
             break
     return updates
+
+
+def _still_mine(connection: TargetConnection, *, owner: str) -> set[int]:
+    """claims.still_mine for a whole job: the rows still leased to this run's unique owner,
+    locked, found by the owner rather than by a list of ids (SQLite takes a bounded number)."""
+    return set(claims.locking(
+        ProfileUpdate.objects.filter(connection=connection, lease_owner=owner,
+                                     status=S.SENDING, send_route="bulk"),
+        no_key=True).order_by("id").values_list("id", flat=True))
+
+
+def _by_ids(ids: list[int]):
+    """Querysets over `ids`, _LINE_CHUNK at a time."""
+    for start in range(0, len(ids), _LINE_CHUNK):
+        yield ProfileUpdate.objects.filter(id__in=ids[start:start + _LINE_CHUNK])
 
 
 def _store_job(connection: TargetConnection, rows: list[bulk_files.BulkRow], *, owner: str,
@@ -218,8 +233,8 @@ def _fail(updates: list[ProfileUpdate], *, connection: TargetConnection, now: dt
     if not updates:
         return
     fail = workflow.sender_transition("fail")
-    ProfileUpdate.objects.filter(id__in=[u.pk for u in updates]).update(
-        status=fail.target, lease_owner="", lease_expires_at=None, last_error=why)
+    for chunk in _by_ids([u.pk for u in updates]):
+        chunk.update(status=fail.target, lease_owner="", lease_expires_at=None, last_error=why)
     audit.record_many([u.pk for u in updates], by=None, action=fail, at=now,
                         connection_id=connection.pk, comment=why, returning=False)
 
@@ -229,8 +244,9 @@ def _to_single(why: dict[int, str], *, connection: TargetConnection, now: dt.dat
     if not why:
         return
     release = workflow.sender_transition("release")
-    ProfileUpdate.objects.filter(id__in=list(why)).update(
-        status=release.target, lease_owner="", lease_expires_at=None, send_route="")
+    for chunk in _by_ids(list(why)):
+        chunk.update(status=release.target, lease_owner="", lease_expires_at=None,
+                     send_route="")
     audit.record_many(list(why), by=None, action=release, at=now, connection_id=connection.pk,
                         comments={pk: f"Goes on the single route: {problem}."
                                   for pk, problem in why.items()}, returning=False)
@@ -317,7 +333,7 @@ def _accepted(file: BulkFile, status_url: str, *, now: dt.datetime) -> None:
     acknowledge = workflow.sender_transition("acknowledge")
     carried = list(ProfileUpdate.objects.filter(bulk_file=file, status=S.SENDING)
                    .values_list("id", "bulk_line"))
-    ProfileUpdate.objects.filter(id__in=[pk for pk, _ in carried]).update(
+    ProfileUpdate.objects.filter(bulk_file=file, status=S.SENDING).update(
         status=acknowledge.target, acknowledged_at=now, next_attempt_at=None, last_error="",
         attempt_count=F("attempt_count") + 1, attempts_total=F("attempts_total") + 1,
         lease_owner="", lease_expires_at=None)

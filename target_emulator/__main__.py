@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 
+from .adobe_admin import AdobeAdmin
 from .server import TargetEmulator
 
 
@@ -58,6 +59,12 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--edge-host", default=None,
                         help="Loopback address of the listener serving batchStatus (default: "
                         "the same as --host, another port).")
+    parser.add_argument("--adobe", action="store_true",
+                        help="Also serve Adobe IMS and Target's Admin API (client ID "
+                        "profileops-client, secret profileops-secret, tenant acme); the profile "
+                        "APIs then require the profile token they hand out.")
+    parser.add_argument("--profile-token-lifetime", type=float, default=7 * 86400.0,
+                        help="With --adobe: seconds a profile token lives.")
     # The bearer token comes from the environment: a command-line argument is visible to
     # every user of the machine (ps).
 
@@ -87,6 +94,8 @@ def emulator_from_options(options: dict) -> TargetEmulator:
         bulk={"delay": options.get("bulk_delay", 5.0),
               "loss_rate": options.get("bulk_loss_rate", 0.0)},
         edge_host=options.get("edge_host"),
+        adobe=AdobeAdmin(profile_token_lifetime=options.get("profile_token_lifetime", 7 * 86400.0))
+        if options.get("adobe") else None,
     )
 
 

@@ -16,7 +16,9 @@ Two modes:
   from Target — an update for an unknown visitor creates a profile, so the read API can show what
   arrived, and updates apply at once.
 In both, ``token="..."`` makes the update and read endpoints answer 401 without
-``Authorization: Bearer <token>`` (Target's "Require Authentication").
+``Authorization: Bearer <token>`` (Target's "Require Authentication"); ``adobe=AdobeAdmin()``
+adds Adobe IMS and Target's Admin API (adobe_admin.py), whose current profile token the update
+and read endpoints then require.
 
 Also (documented so nobody relies on it):
 - Profiles are keyed by (identity type, identity); one client code per emulator is the intended

@@ -1,12 +1,15 @@
 """The architecture tree (docs/reference/architecture.md) matches the code, and the production app's imports stay tidy.
 
-- Every module of updates/ and updates/admin/ is named in the tree (package __init__ files and
+- Every module of updates/, updates/admin/ and updates/notebook/ is named in the tree (package __init__ files and
   migrations are not modules to describe), and every .py file the tree names exists.
 - Nothing under updates/ imports target_emulator or demo — not even inside a function — so a
   production install does not need them.
 - Permission codenames are written in updates/permissions.py only; "the content is what was
   approved" is answered by ProfileUpdate.matches_approval only.
+- Only updates/audit.py builds or writes AuditEvent rows (it checks each action against
+  AuditEvent.Action).
 - No function in updates/ or profileops/ (migrations aside) is longer than 60 lines.
+- profileops/notebook.py only sets the notebook face up (its rooms are in updates/notebook/).
 - updates' and profileops' modules import each other without a cycle, counting every import:
   one inside a function (a "lazy" import) hides a circle rather than breaking it, so it counts
   as much as one at module level.
@@ -48,8 +51,20 @@ def docs_tree() -> set[str]:
 
 
 def updates_modules() -> set[str]:
-    return {str(p.relative_to(ROOT)) for folder in (UPDATES, UPDATES / "admin")
+    return {str(p.relative_to(ROOT)) for folder in (UPDATES, UPDATES / "admin", UPDATES / "notebook")
             for p in folder.glob("*.py") if p.name != "__init__.py"}
+
+
+NOTEBOOK_SETUP = {"setup", "_quiet_console", "run", "close", "as_user", "connect"}
+
+
+def test_profileops_notebook_holds_the_setup_only():
+    """The notebook is a face inside the app: sessions, results and the ORM thread live in
+    updates/notebook/; profileops/notebook.py defines the setup and re-exports the rest."""
+    tree = ast.parse((ROOT / "profileops" / "notebook.py").read_text(encoding="utf-8"))
+    defined = {node.name for node in tree.body
+               if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    assert defined == NOTEBOOK_SETUP
 
 
 def test_every_module_of_updates_is_in_the_docs_tree():

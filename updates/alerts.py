@@ -162,8 +162,7 @@ def evaluate(rule: AlertRule, *, now: dt.datetime) -> Reading:
             f"({_plural(seen.failed_requests, 'failed request')}; alerts at "
             f"{threshold_words(rule)})."))
     if rule.kind == Kind.QUOTA_USE:
-        use = 100 * attention.quota_use(connection_id=connection.pk,
-                                        limit=connection.quota_limit, now=now)
+        use = 100 * attention.quota_use(connection=connection, now=now)
         return Reading(use >= float(rule.threshold), (
             f"{name}: {use:.1f} % of the {connection.quota_limit:,}-request rolling-24-hour "
             f"quota is in use (alerts at {threshold_words(rule)})."))

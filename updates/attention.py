@@ -10,11 +10,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from . import claims, quota
-from .models import AuditEvent, ProfileUpdate, QuotaMinute, SendAttempt, SendRun, UpdateStatus
+from .models import AuditEvent, ProfileUpdate, SendAttempt, SendRun, UpdateStatus
 from .quota import MINUTE, WINDOW
 from .selectors import capped_count
 
@@ -160,10 +160,6 @@ def hours_of(rows, *, now: dt.datetime) -> list[Hour]:
     return hours
 
 
-def quota_use(*, connection_id: int, limit: int, now: dt.datetime | None = None) -> float:
+def quota_use(*, connection, now: dt.datetime | None = None) -> float:
     """The share of the rolling-24-hour limit in use, 0..1 (or more, after a limit cut)."""
-    now = now or timezone.now()
-    used = QuotaMinute.objects.filter(connection_id=connection_id,
-                                      minute__gt=now - WINDOW - MINUTE).aggregate(
-        total=Sum("requests"))["total"] or 0
-    return used / limit if limit else 0.0
+    return quota.window_picture(connection=connection, now=now).percent_used / 100

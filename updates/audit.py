@@ -17,7 +17,7 @@ AuditEvent.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from django.db import models
@@ -87,6 +87,27 @@ def save(events: Sequence[AuditEvent]) -> None:
     for event in events:
         check_action(event.action)
     AuditEvent.objects.bulk_create(events)
+
+
+def audited_fields(model: type[models.Model], *, leaving_out: Collection[str] = ()
+                   ) -> tuple[str, ...]:
+    """Every field of `model` a person can change (editable, not the key), but `leaving_out`:
+    derived from the model, so that a field added later is audited without anyone remembering
+    to add it to a list (three of a connection's once were not)."""
+    return tuple(field.name for field in model._meta.concrete_fields
+                 if field.editable and not field.primary_key and field.name not in leaving_out)
+
+
+def field_changes(old: models.Model | None, new: models.Model,
+                  fields: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """A configuration row's audit `changes`: {field: {"before", "after"}} for each of `fields`
+    whose value differs between `old` (None for a new row: every "before" is None) and `new`."""
+    changes = {}
+    for name in fields:
+        before, after = (None if old is None else getattr(old, name)), getattr(new, name)
+        if before != after:
+            changes[name] = {"before": before, "after": after}
+    return changes
 
 
 def record_many(updates: Sequence[models.Model | int], *, by, action: str | TransitionLike,

@@ -167,8 +167,7 @@ def decision_job_run(*, job_id: int) -> DecisionJob:
     """Decide the job's snapshot chunk by chunk (see the module). Runs once: it claims the job
     (queued → running) first."""
     now = timezone.now()
-    if not DecisionJob.objects.filter(pk=job_id, status=DecisionJob.Status.QUEUED).update(
-            status=DecisionJob.Status.RUNNING, started_at=now):
+    if not DecisionJob.claim(job_id, now=now):
         return DecisionJob.objects.get(pk=job_id)  # another worker has it, or it ended
     job = DecisionJob.objects.get(pk=job_id)
     fields = ["chunks_done", "decided", "refused", "report"]

@@ -221,8 +221,7 @@ def batch_read_run(*, job_id: int, session: requests.Session | None = None) -> B
     the live diff does), at the connection's read rate, recording each verdict against the
     content it was read for. Runs once: it claims the job (queued → running) first."""
     now = timezone.now()
-    if not BatchRead.objects.filter(pk=job_id, status=BatchRead.Status.QUEUED).update(
-            status=BatchRead.Status.RUNNING, started_at=now):
+    if not BatchRead.claim(job_id, now=now):
         return BatchRead.objects.get(pk=job_id)  # another worker has it, or it ended
     job = BatchRead.objects.select_related("created_by").get(pk=job_id)
     own_session = session is None

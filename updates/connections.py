@@ -21,12 +21,10 @@ _SECRET_FIELDS = frozenset({"bearer_token", "adobe_client_secret"})
 # Every field an administrator can change is audited, derived from the model so that no field
 # added later (verify_after_send, skip_unchanged and drop_unchanged_attributes once were) can
 # change what a connection does with customer data without an audit row.
-_AUDITED_FIELDS = tuple(field.name for field in TargetConnection._meta.concrete_fields
-                        if field.editable and not field.primary_key
-                        and field.name not in _SECRET_FIELDS)
+_AUDITED_FIELDS = audit.audited_fields(TargetConnection, leaving_out=_SECRET_FIELDS)
 # A change to one of these makes the tokens obtained with the old credentials worthless.
 _CREDENTIAL_FIELDS = ("adobe_client_id", "adobe_org_id", "target_tenant", "ims_token_url",
-                      "admin_api_url")
+                      "ims_scopes", "admin_api_url")
 
 
 def connection_save(*, connection: TargetConnection, by, new_token: str = "",
@@ -52,14 +50,10 @@ def connection_save(*, connection: TargetConnection, by, new_token: str = "",
     # deactivatable or get a new one.
     connection.full_clean(exclude=sorted(_SECRET_FIELDS))
     with transaction.atomic():
-        before: dict = {}
-        held = dict.fromkeys(_SECRET_FIELDS, False)
-        if connection.pk:
-            old = TargetConnection.objects.select_for_update().get(pk=connection.pk)
-            before = {f: getattr(old, f) for f in _AUDITED_FIELDS}
-            held = {f: bool(getattr(old, f)) for f in _SECRET_FIELDS}
-        changes = {f: {"before": before.get(f), "after": getattr(connection, f)}
-                   for f in _AUDITED_FIELDS if before.get(f) != getattr(connection, f)}
+        old = (TargetConnection.objects.select_for_update().get(pk=connection.pk)
+               if connection.pk else None)
+        held = {f: old is not None and bool(getattr(old, f)) for f in _SECRET_FIELDS}
+        changes = audit.field_changes(old, connection, _AUDITED_FIELDS)
         for field, value in new.items():
             if value == "" and held[field]:
                 changes[field] = {"before": "set", "after": "cleared"}

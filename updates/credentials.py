@@ -13,7 +13,8 @@ Every request to Target's profile update and read APIs takes its token from `pro
      and keeps it until its `expiresIn`;
   3. `POST`s the same path (a new token) only when Target holds no valid one — a new token makes
      every request with the old one fail, so never while one is valid — or when an administrator
-     forces a rotation (`profile_token_rotate`).
+     forces a rotation (`profile_token_rotate`). A token with less than LAST_MOMENTS left is
+     waited out first, so no request sets out with a token about to expire.
 
 The tokens live in the connection's `CredentialState` row, encrypted. Renewing happens with that
 row locked, so the web, every qcluster worker and every command share one current token and only
@@ -49,9 +50,6 @@ from .permissions import PERM_CHANGE_CONNECTION
 logger = logging.getLogger(__name__)
 
 ADMIN_MEDIA_TYPE = "application/vnd.adobe.target.v1+json"
-# The scopes Adobe's Developer Console gives a Target OAuth Server-to-Server credential.
-IMS_SCOPE = ("openid,AdobeID,target_sdk,additional_info.projectedProductContext,"
-             "read_organizations,additional_info.roles")
 TOKEN_PATH = "/{tenant}/target/authentication/token?authorizationScope=profile_api"
 ATTRIBUTES_PATH = "/{tenant}/target/profileattributes/mbox"
 ANSWER_LIMIT_BYTES = 1024 * 1024  # an attribute list of a large account fits; nothing more is read
@@ -75,6 +73,8 @@ _REFUSED_STATUSES = frozenset({401, 403})
 # A token Target refuses while it should be valid (rotated elsewhere?) is asked for again at most
 # this often.
 RECHECK_REFUSED = dt.timedelta(seconds=30)
+# A token Target gives with less than this left is waited out (inside the lock) and replaced.
+LAST_MOMENTS = 1.0
 _ERROR_WORD = re.compile(r"^[A-Za-z0-9_.-]{1,60}\Z")
 
 
@@ -157,13 +157,14 @@ def profile_token_rotate(*, connection: TargetConnection, by) -> CredentialState
     return _state(connection)
 
 
-def token_expires_in(connection: TargetConnection, *, now: dt.datetime | None = None
-                     ) -> float | None:
-    """Seconds until the connection's obtained profile token expires (None: none obtained)."""
-    state = CredentialState.objects.filter(connection_id=connection.pk).first()
-    if state is None or state.profile_expires_at is None:
-        return None
-    return (state.profile_expires_at - (now or timezone.now())).total_seconds()
+def admin_api_get(connection: TargetConnection, path: str) -> tuple[int | None, object]:
+    """GET `path` (with {tenant}) of Target's Admin API with the connection's credentials:
+    (status, JSON payload). Refused (NO_CREDENTIALS, CREDENTIALS_REFUSED) as the token is; a
+    failure here is not a failing token renewal (nothing is recorded)."""
+    if not connection.has_adobe_credentials:
+        raise Refused(f"{connection.label} holds no Adobe credentials.", code=NO_CREDENTIALS)
+    with _locked(connection) as state:  # the IMS token it may renew is shared like the other
+        return _admin_call(connection, state, "GET", path)
 
 
 # --- renewing, under the row's lock ------------------------------------------------------------
@@ -219,6 +220,11 @@ def _renew(connection: TargetConnection, *, refused: str) -> str:
             # a minute.
             return state.profile_token
         token, expires_in = _fetch(connection, state)
+        if token and 0 < expires_in < LAST_MOMENTS:
+            # About to expire: requests sent with it would be refused on the way. Let it run
+            # out (a new token while it is valid would break its other users), then mint.
+            time.sleep(expires_in + 0.05)
+            token, expires_in = "", 0.0
         if token and expires_in > 0:
             if refused and token == refused:
                 state.refusal_checked_at = now
@@ -289,7 +295,7 @@ def _ims_token(connection: TargetConnection, state: CredentialState, *, force: b
         return state.ims_token
     status, payload = _http("POST", connection.ims_token_url, connection, data={
         "grant_type": "client_credentials", "client_id": connection.adobe_client_id,
-        "client_secret": connection.adobe_client_secret, "scope": IMS_SCOPE})
+        "client_secret": connection.adobe_client_secret, "scope": connection.ims_scopes})
     if status in (400, 401, 403):
         raise Refused(f"Adobe IMS refused the client ID and secret of {connection.label} "
                       f"(HTTP {status}{_error_word(payload)}).", code=CREDENTIALS_REFUSED)

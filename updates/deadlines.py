@@ -1,4 +1,5 @@
-"""A wall-clock deadline for each HTTP call to Target: connect, send, headers and body together.
+"""The one wall-clock deadline mechanism: for each HTTP call to Target (connect, send, headers and
+body together) and for each webhook an alert posts (webhooks.py).
 
 `timeout=(connect, read)` bounds each socket operation, not the call: a server that sends one
 byte a second never lets a single read wait long, and held one profile read 12–30 s. Reading the
@@ -17,6 +18,10 @@ running. The deadline is enforced to within TICK_SECONDS.
 
 Connecting is left to the connect timeout (urllib3 connects before a socket exists to watch);
 a socket that connects after the deadline is shut down at once.
+
+A caller with sockets of its own (webhooks.post_json dials the address it checked) runs inside
+`bounded` too and hands each socket to the watchdog with `watch`; `Deadline` gives the time left
+for the steps before there is a socket (resolving, connecting) and for each socket timeout.
 """
 
 from __future__ import annotations
@@ -33,8 +38,28 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 TICK_SECONDS = 0.05
 
 
-class DeadlineExceeded(requests.exceptions.Timeout):
+class DeadlineExceeded(requests.exceptions.Timeout, TimeoutError):
     """The call did not end within its wall-clock deadline; its connection was shut down."""
+
+
+class Deadline:
+    """A call's deadline, `seconds` from now: `until` for `bounded`, `left()` for each step."""
+
+    __slots__ = ("seconds", "until")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.until = time.monotonic() + seconds
+
+    def passed(self) -> bool:
+        return time.monotonic() >= self.until
+
+    def left(self) -> float:
+        """The seconds left; DeadlineExceeded when there are none."""
+        left = self.until - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded(f"no answer within {self.seconds:g} s")
+        return left
 
 
 class _Call:
@@ -110,6 +135,12 @@ def _shut(sock: socket.socket) -> None:
 
 
 _watchdog = _Watchdog()
+
+
+def watch(sock: socket.socket) -> None:
+    """Hand a socket the caller opened itself to the current `bounded` call: it is shut down
+    when the call's deadline passes (at once if it has passed already)."""
+    _watchdog.attach(sock)
 
 
 class bounded:  # noqa: N801 - used as a context manager: `with bounded(until):`

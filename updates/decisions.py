@@ -15,7 +15,10 @@ stays a few hundred kilobytes), and the decision is made on them:
   Four-eyes refusals do not stop the rest: the viewer's own updates are refused one by one and
   stay pending, as the page said they would. The decision is made set-wise (setwise.py), at
   most one chunk (setwise.CHUNK updates) in one transaction; a larger batch is decided in the
-  background, chunk by chunk, each chunk all or nothing (batch_decisions.py).
+  background, chunk by chunk, each chunk all or nothing (batch_decisions.py);
+- each on its own merits (`updates_decide_each`: the notebook's approve and reject): set-wise,
+  a chunk a transaction, every refusal per update — a changed update is refused (`stale`), the
+  rest are decided.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections import Counter
 from collections.abc import Mapping
 
 from django.core import signing
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import QuerySet
 
@@ -110,9 +114,46 @@ def updates_decide_shown(*, shown: Mapping[int, str], decision: str, by, comment
     return outcome
 
 
+def updates_decide_each(*, updates: list[ProfileUpdate], decision: str, by, comment: str = "",
+                        shown: Mapping[int, str] | None = None,
+                        route: str = routing.AUTOMATIC) -> workflow.BulkOutcome:
+    """Approve or reject `updates` set-wise, each on its own merits (the notebook's decisions):
+    setwise.CHUNK updates a transaction, the single services' checks, messages and rows, refusals
+    per update (never raised). With `shown` ({id: fingerprint}, what the person looked at) an
+    update that changed since, or left, is refused (``stale``) and the rest are decided;
+    without, whatever is there now. A refusal before any update is looked at (the permission,
+    the comment) refuses every one. The updates decided carry their new status. An approval
+    records the route the decided set takes (`route`, as updates_decide_shown)."""
+    outcome = workflow.BulkOutcome()
+    try:
+        transition, comment = _check_decision(decision, by, comment)
+    except ValidationError as error:
+        outcome.refused = [(u, " ".join(error.messages)) for u in updates]
+        return outcome
+    by_id = {u.pk: u for u in updates}
+    ids = sorted(by_id)
+    for start in range(0, len(ids), setwise.CHUNK):
+        chunk = ids[start:start + setwise.CHUNK]
+        with transaction.atomic():
+            result = setwise.decide_set(
+                shown=None if shown is None else {pk: shown.get(pk, "") for pk in chunk},
+                ids=chunk, transition=transition, by=by, comment=comment, strict=False)
+        for pk in result.done:
+            by_id[pk].status = transition.target
+            outcome.done.append(by_id[pk])
+        outcome.refused += [(by_id[pk], message) for pk, message in result.refused]
+    if decision == "approve" and outcome.done:  # the route of the whole decision (routing.py)
+        done = [u.pk for u in outcome.done]
+        with transaction.atomic():
+            routing.route_approved(update_ids=done, by=by, plans=plans_for(done, choice=route))
+    return outcome
+
+
 def plans_for(update_ids, *, choice: str = routing.AUTOMATIC) -> dict[int, routing.RoutePlan]:
     """The route plan of each connection among `update_ids`, for the batch's count there."""
-    counts = Counter(ProfileUpdate.objects.filter(pk__in=list(update_ids))
+    ids = list(update_ids)
+    counts = Counter(pk for start in range(0, len(ids), setwise.CHUNK)
+                     for pk in ProfileUpdate.objects.filter(pk__in=ids[start:start + setwise.CHUNK])
                      .values_list("connection_id", flat=True))
     connections = TargetConnection.objects.in_bulk(list(counts))
     return {pk: routing.plan_route(connection=connections[pk], rows=n, choice=choice)

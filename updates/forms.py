@@ -1,6 +1,6 @@
 """The staging form: one field per active mapping of a connection, checked and normalised.
 
-    FormClass = staging_form_class(connection)            # or (connection, base=SomeModelForm)
+    FormClass = staging_form_class(connection)       # or (connection, base=a StagingForm subclass)
     form = FormClass(data=request.POST, initial=FormClass.initial_for(update))
     if form.is_valid():
         workflow.update_stage(connection=connection, by=request.user, **form.service_kwargs())
@@ -25,7 +25,7 @@ from django.core.exceptions import ValidationError
 from django.utils.html import escape
 
 from . import mappings, workflow
-from .models import AttributeMapping, IdentityType, ProfileUpdate, TargetConnection
+from .models import AttributeMapping, ProfileUpdate, TargetConnection
 from .validation import identity_errors
 
 Type = AttributeMapping.ValueType
@@ -122,8 +122,53 @@ def _widget(mapping: AttributeMapping) -> forms.Widget:
     return forms.TextInput(attrs={"maxlength": mapping.max_length, "size": 60})
 
 
-class StagingFormMixin:
-    """Behaviour shared by every class staging_form_class builds."""
+def _display(mapping: AttributeMapping, value: str) -> str:
+    # <input type="datetime-local"> shows "YYYY-MM-DDTHH:MM:SS" without the zone; we store UTC.
+    if mapping.value_type == Type.DATETIME and value.endswith("Z"):
+        return value[:-1]
+    return value
+
+
+def supersede_field(help_text: str) -> forms.BooleanField:
+    """The box that lets a new update cancel (supersede) the open ones it conflicts with — the
+    staging form's and the import form's, each saying what it means there."""
+    return forms.BooleanField(required=False, label="Cancel the open update(s) and replace them",
+                              help_text=help_text)
+
+
+class StagingForm(forms.ModelForm):
+    """The one staging form: the update's own fields, to which staging_form_class adds one field
+    per active mapping of the connection. It checks what it holds (the fields, then the whole
+    content with workflow.check_content) and saves nothing: the caller stages or edits with
+    `service_kwargs()`. The admin's form (admin/updates.AdminStagingForm) is this form with the
+    admin's widgets, saving through the services when it validates."""
+
+    # Never trimmed: an identity with stray whitespace is refused with a message, not altered.
+    identity = forms.CharField(
+        max_length=256, strip=False, label="Visitor identity",
+        help_text="Exactly as Target knows it: case matters and nothing is trimmed for you.")
+    # One open change per visitor and attribute (updates/open_changes.py): without this, a
+    # visitor's open update setting one of the same attributes refuses the save, named.
+    supersede = supersede_field(
+        "Only if this visitor has an open update setting one of these attributes: that update "
+        "is cancelled (audited as superseded by this one). This one needs its own approval.")
+
+    class Meta:
+        model = ProfileUpdate
+        fields = ["identity_type", "identity", "reason", "not_before"]
+        labels = {
+            "identity_type": "Identity type",
+            "reason": "Reason",
+            "not_before": "Earliest send time (UTC)",
+        }
+        help_texts = {
+            "identity_type": "mboxPC is Target's own visitor id (tntId); mbox3rdPartyId is your "
+                             "customer id as Target knows it.",
+            "reason": "Optional, shown to supervisors, e.g. \"loan funded — call centre\".",
+            "not_before": "Optional. Empty: sent as soon as it is approved.",
+        }
+        widgets = {"not_before": forms.DateTimeInput(attrs={"type": "datetime-local"})}
+
 
     connection: TargetConnection
     connection_mappings: list[AttributeMapping]
@@ -160,11 +205,13 @@ class StagingFormMixin:
     def service_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for workflow.update_stage / update_edit."""
         kwargs = {"attributes": self.attributes()}
-        for name in ("identity_type", "identity", "reason", "not_before"):
+        for name in ("identity_type", "identity", "reason", "not_before", "supersede"):
             if name in self.fields:
                 kwargs[name] = self.cleaned_data.get(name)
         if kwargs.get("reason") is None and "reason" in kwargs:
             kwargs["reason"] = ""
+        if "supersede" in kwargs:
+            kwargs["supersede"] = bool(kwargs["supersede"])
         return kwargs
 
     def clean(self) -> dict[str, Any]:
@@ -200,35 +247,16 @@ class StagingFormMixin:
                 self.add_error(key if key in self.fields else None, messages)
         return cleaned
 
-
-def _display(mapping: AttributeMapping, value: str) -> str:
-    # <input type="datetime-local"> shows "YYYY-MM-DDTHH:MM:SS" without the zone; we store UTC.
-    if mapping.value_type == Type.DATETIME and value.endswith("Z"):
-        return value[:-1]
-    return value
+    def _post_clean(self) -> None:
+        # No model validation here: the services validate the update in full when it is staged.
+        pass
 
 
-class StagingForm(StagingFormMixin, forms.Form):
-    """The default base: identity, reason and earliest send time, then the mapping fields."""
-
-    identity_type = forms.ChoiceField(choices=IdentityType.choices)
-    identity = forms.CharField(
-        max_length=256, strip=False,
-        help_text="mboxPC (Target's visitor id) or your customer id (mbox3rdPartyId), exactly "
-                  "as Target knows it — it is not trimmed.")
-    reason = forms.CharField(max_length=200, required=False)
-    not_before = forms.DateTimeField(
-        required=False, label="Not before (UTC)",
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
-        help_text="Earliest send time. Empty: as soon as approved.")
-
-
-def staging_form_class(connection: TargetConnection, *, base: type[forms.BaseForm] = StagingForm,
-                       update: ProfileUpdate | None = None) -> type[forms.BaseForm]:
-    """A form class for `connection`: `base`'s fields plus one field per active mapping.
-
-    `base` may be any Form or ModelForm; StagingFormMixin is added when it lacks it. Pass the
-    update being edited so the form can refuse attributes that lost their mapping.
+def staging_form_class(connection: TargetConnection, *, base: type[StagingForm] = StagingForm,
+                       update: ProfileUpdate | None = None) -> type[StagingForm]:
+    """A form class for `connection`: `base`'s fields (StagingForm's or a subclass's) plus one
+    field per active mapping. Pass the update being edited so the form can refuse attributes
+    that lost their mapping.
     """
     active = mappings.active_mappings(connection)
     attrs: dict[str, Any] = {
@@ -238,8 +266,7 @@ def staging_form_class(connection: TargetConnection, *, base: type[forms.BaseFor
         "_stored_attributes": dict(update.attributes) if update is not None else {},
     }
     for mapping in active:
-        name = StagingFormMixin.field_name(mapping)
+        name = StagingForm.field_name(mapping)
         attrs[name] = MappingField(mapping)
         attrs["mapping_fields"][name] = mapping
-    bases = (base,) if issubclass(base, StagingFormMixin) else (StagingFormMixin, base)
-    return type(f"StagingForm_{connection.client_code}", bases, attrs)
+    return type(f"StagingForm_{connection.client_code}", (base,), attrs)

@@ -951,26 +951,8 @@ def job_sample(job: ImportJob, *, rows: int = SAMPLE_ROWS) -> list[dict[str, Any
     return sample
 
 
-@dataclass(frozen=True)
-class QuotaCost:
-    """What a checked import will cost against its connection's rolling-24 h quota: one request
-    per row (target.REQUEST_QUOTA_COST), set beside what the window holds now."""
-
-    cost: int
-    used: int
-    limit: int
-    remaining: int
-    frees_at: dt.datetime | None  # when the oldest counted request leaves the window
-
-    @property
-    def fits(self) -> bool:
-        return self.cost <= self.remaining
-
-
-def job_quota_cost(job: ImportJob, *, now: dt.datetime | None = None) -> QuotaCost:
-    """The preview's quota line: the job's rows as requests against the connection's headroom
-    now (quota.window_picture: one read of the window's minutes)."""
-    picture = quota.window_picture(connection=job.connection, now=now)
-    return QuotaCost(cost=job.total_rows * target.REQUEST_QUOTA_COST, used=picture.used,
-                     limit=picture.limit, remaining=picture.remaining,
-                     frees_at=picture.oldest_leaves_at)
+def job_quota_cost(job: ImportJob, *, now: dt.datetime | None = None) -> quota.QuotaCost:
+    """The preview's quota line: the job's rows, one request each (target.REQUEST_QUOTA_COST),
+    against the connection's window now (quota.window_picture)."""
+    return quota.window_picture(connection=job.connection, now=now).cost(
+        job.total_rows * target.REQUEST_QUOTA_COST)

@@ -273,10 +273,10 @@ def normalise_source_values(
 
 # --- the mapping service: create, change, deactivate, each with its audit row ------------------
 
-_AUDITED_FIELDS = (
-    "source_name", "target_name", "value_type", "trim", "case_transform", "required",
-    "max_length", "choices", "pattern", "send_empty", "help_text", "label", "active",
-)
+# Every field an administrator can change, derived from the model so that no field added later
+# escapes the audit. The connection is the mapping's for life (the admin shows it read-only once
+# saved) and is the audit row's own column.
+_AUDITED_FIELDS = audit.audited_fields(AttributeMapping, leaving_out={"connection"})
 
 
 def mapping_check(mapping: AttributeMapping) -> None:
@@ -327,16 +327,9 @@ def mapping_save(*, mapping: AttributeMapping, by) -> AttributeMapping:
     require_perm(by, perm, "You may not define or change attribute mappings.")
     mapping_validate(mapping)
     with transaction.atomic():
-        before = {}
-        if mapping.pk:
-            old = AttributeMapping.objects.select_for_update().get(pk=mapping.pk)
-            before = {f: getattr(old, f) for f in _AUDITED_FIELDS}
-        after = {f: getattr(mapping, f) for f in _AUDITED_FIELDS}
-        changes = {
-            f: {"before": before.get(f), "after": after[f]}
-            for f in _AUDITED_FIELDS
-            if before.get(f) != after[f]
-        }
+        old = (AttributeMapping.objects.select_for_update().get(pk=mapping.pk)
+               if mapping.pk else None)
+        changes = audit.field_changes(old, mapping, _AUDITED_FIELDS)
         created = not mapping.pk
         mapping.save()
         if changes:

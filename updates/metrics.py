@@ -9,7 +9,8 @@ What each scrape costs, at a million updates and more:
 
 - requests, acknowledgments and failed updates: sums over `DailyUsage` (one row per connection
   and day);
-- quota: the rolling-window sum over `QuotaMinute` (at most ~1,441 rows per connection);
+- quota: the window as the dashboard reads it (quota.window_picture: at most ~1,441 minute
+  rows per connection);
 - approval queue: one grouped query over the pending updates (through the status index);
 - send attempts by outcome and the latency histogram: aggregated once per process over the
   attempts older than `SETTLED_AFTER`, then only over the newer ones (one att_conn_started range per connection)
@@ -172,8 +173,9 @@ class ProfileOpsCollector:
 
     def collect(self) -> Iterator[Metric]:
         now = timezone.now()
-        connections = list(TargetConnection.objects.order_by("id")
-                           .values_list("id", "client_code", "quota_limit"))
+        rows = list(TargetConnection.objects.order_by("id").only("id", "client_code",
+                                                                 "quota_limit"))
+        connections = [(c.pk, c.client_code, c.quota_limit) for c in rows]
         code = {cid: client_code for cid, client_code, _ in connections}
         labels = ["connection"]
 
@@ -191,13 +193,14 @@ class ProfileOpsCollector:
                                   "rolling 24 hours.", labels=labels)
         used = GaugeMetricFamily("profileops_quota_window_requests", "Requests reserved in the "
                                  "rolling 24 hours up to now.", labels=labels)
-        for cid, client_code, quota_limit in connections:
-            row = usage.get(cid, {})
+        for conn in rows:
+            row, client_code = usage.get(conn.pk, {}), conn.client_code
             sent.add_metric([client_code], row.get("requests") or 0)
             acked.add_metric([client_code], row.get("acknowledged") or 0)
             failed.add_metric([client_code], row.get("failed") or 0)
-            limit.add_metric([client_code], quota_limit)
-            used.add_metric([client_code], quota.window_usage(connection=cid, now=now))
+            window = quota.window_picture(connection=conn, now=now)  # as the dashboard shows it
+            limit.add_metric([client_code], window.limit)
+            used.add_metric([client_code], window.used)
         yield from (sent, acked, failed, limit, used)
 
         yield from self._bulk_metrics(now, connections)

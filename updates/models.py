@@ -57,6 +57,9 @@ class PcIdBulk(models.TextChoices):
 
 _VISIBLE_ASCII = RegexValidator(r"^[!-~]*\Z", "Visible ASCII characters only, no spaces.",
                                 code="invalid_credential")
+# The scopes the Adobe Developer Console lists for a Target OAuth Server-to-Server credential.
+IMS_SCOPES = ("openid,AdobeID,target_sdk,additional_info.projectedProductContext,"
+              "read_organizations,additional_info.roles")
 _TENANT = RegexValidator(r"^[A-Za-z0-9][A-Za-z0-9_-]*\Z",
                          "A tenant holds letters, digits, '-' and '_' only.", code="invalid_tenant")
 
@@ -111,6 +114,11 @@ class TargetConnection(models.Model):
         default="https://ims-na1.adobelogin.com/ims/token/v3",
         validators=[URLValidator(schemes=["http", "https"])],
         help_text="Adobe IMS token endpoint; change it only for tests or another region.")
+    ims_scopes = models.CharField(
+        max_length=500, default=IMS_SCOPES, validators=[_VISIBLE_ASCII],
+        help_text="The scopes asked of IMS, comma-separated, as the Developer Console lists them "
+        "for the credential (add those of other APIs on the same credential, e.g. the Privacy "
+        "Service's).")
     admin_api_url = models.URLField(
         default="https://mc.adobe.io", validators=[URLValidator(schemes=["http", "https"])],
         help_text="Target Admin API base URL; change it only for tests or a proxy.")
@@ -980,7 +988,37 @@ class AlertEvent(models.Model):
         return f"{self.get_state_display()}: {self.text[:60]}"
 
 
-class BatchRead(models.Model):
+class BatchJob(models.Model):
+    """What a background job over a batch page's updates shares: who started it, its scope as on
+    the batch page, and its progress (how many updates, when it started and finished, why it
+    failed). BatchRead and DecisionJob are its two kinds; each has its own states and counters."""
+
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
+                                   related_name="+")
+    created_at = models.DateTimeField()
+    # The batch's scope, as on the batch page (both empty: every pending update).
+    connection = models.ForeignKey(TargetConnection, on_delete=models.PROTECT, null=True,
+                                   blank=True, related_name="+")
+    import_job = models.ForeignKey(ImportJob, on_delete=models.PROTECT, null=True, blank=True,
+                                   related_name="+")
+    total = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["-id"]
+
+    @classmethod
+    def claim(cls, pk: int, *, now: dt.datetime) -> bool:
+        """Queued → running, started now: True for the one worker that claims the job (another
+        worker has it, or it ended, when False). Each kind's Status has these two states."""
+        return bool(cls.objects.filter(pk=pk, status=cls.Status.QUEUED).update(
+            status=cls.Status.RUNNING, started_at=now))
+
+
+class BatchRead(BatchJob):
     """Reading a whole batch of pending updates from Target in the background (batch_reads.py):
     what each update would do there, so the batch page can offer to decide only the updates that
     change something. One row per "Read the whole batch from Target"."""
@@ -991,35 +1029,20 @@ class BatchRead(models.Model):
         DONE = "done", "Done"
         FAILED = "failed", "Failed"
 
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
-                                   related_name="+")
-    created_at = models.DateTimeField()
-    # The batch's scope, as on the batch page (both empty: every pending update).
-    connection = models.ForeignKey(TargetConnection, on_delete=models.PROTECT, null=True,
-                                   blank=True, related_name="+")
-    import_job = models.ForeignKey(ImportJob, on_delete=models.PROTECT, null=True, blank=True,
-                                   related_name="+")
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
     # The updates of the batch when the read started, in id order.
     update_ids = models.JSONField(default=list)
-    total = models.PositiveIntegerField(default=0)
     done = models.PositiveIntegerField(default=0)
     # {"<update id>": [verdict, content hash read against]}; batch_reads.VERDICTS keys or
     # "not_read" / "gone" (no longer pending when its turn came).
     verdicts = models.JSONField(default=dict, blank=True)
     counts = models.JSONField(default=dict, blank=True)  # verdict -> how many
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    error = models.CharField(max_length=300, blank=True)
-
-    class Meta:
-        ordering = ["-id"]
 
     def __str__(self) -> str:
         return f"batch read #{self.pk}"
 
 
-class DecisionJob(models.Model):
+class DecisionJob(BatchJob):
     """A batch decision too large for one request (batch_decisions.py): the updates a batch page
     showed — their ids and content fingerprints, kept (ShownSnapshot) when it was rendered — decided
     in the background by django-q2, chunk by chunk, each chunk all or nothing. One row per large
@@ -1032,14 +1055,6 @@ class DecisionJob(models.Model):
         DONE = "done", "Done"
         FAILED = "failed", "Failed"
 
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
-                                   related_name="+")
-    created_at = models.DateTimeField()
-    # The batch's scope, as on the batch page (both empty: every pending update).
-    connection = models.ForeignKey(TargetConnection, on_delete=models.PROTECT, null=True,
-                                   blank=True, related_name="+")
-    import_job = models.ForeignKey(ImportJob, on_delete=models.PROTECT, null=True, blank=True,
-                                   related_name="+")
     # Whether an update of the scope that joined a chunk's id range refuses the chunk (the
     # whole batch: yes; "only the rows that change something": no, the rest stay pending).
     check_joined = models.BooleanField(default=True)
@@ -1050,7 +1065,6 @@ class DecisionJob(models.Model):
     # back; the pairs themselves are the job's ShownSnapshot (a row of its own, so that saving
     # the progress never rewrites them), removed once the job has run.
     digest = models.CharField(max_length=64)
-    total = models.PositiveIntegerField(default=0)
     chunks = models.PositiveIntegerField(default=0)
     chunks_done = models.PositiveIntegerField(default=0)  # decided or refused, so far
     decided = models.PositiveIntegerField(default=0)
@@ -1063,12 +1077,6 @@ class DecisionJob(models.Model):
     # {"<connection id>": {"route": "single" | "bulk", "why": text}}.
     route_choice = models.CharField(max_length=6, blank=True, default="auto", db_default="auto")
     route_plan = models.JSONField(default=dict, blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    error = models.CharField(max_length=300, blank=True)
-
-    class Meta:
-        ordering = ["-id"]
 
     def __str__(self) -> str:
         return f"batch decision #{self.pk}"

@@ -51,12 +51,16 @@ def _connection_id(connection: TargetConnection | int) -> int:
     return connection if isinstance(connection, int) else connection.pk
 
 
+def _counted(connection_id: int | OuterRef, now: dt.datetime) -> QuerySet[QuotaMinute]:
+    """The window query, written once: the connection's minute rows that still count at `now`."""
+    return QuotaMinute.objects.filter(connection_id=connection_id, minute__gt=_window_start(now))
+
+
 def window_usage(*, connection: TargetConnection | int, now: dt.datetime | None = None) -> int:
-    """Requests reserved for `connection` in the rolling 24 hours up to `now`."""
+    """Requests reserved for `connection` in the rolling 24 hours up to `now` (one SUM: the
+    sender's check; to show the window, read `window_picture`)."""
     now = now or timezone.now()
-    total = QuotaMinute.objects.filter(
-        connection_id=_connection_id(connection), minute__gt=_window_start(now)
-    ).aggregate(total=Sum("requests"))["total"]
+    total = _counted(_connection_id(connection), now).aggregate(total=Sum("requests"))["total"]
     return total or 0
 
 
@@ -70,16 +74,8 @@ def oldest_counted_at(
 ) -> dt.datetime | None:
     """When the oldest request still counted leaves the window (None if nothing is counted)."""
     now = now or timezone.now()
-    oldest = (
-        QuotaMinute.objects.filter(
-            connection_id=_connection_id(connection),
-            minute__gt=_window_start(now),
-            requests__gt=0,
-        )
-        .order_by("minute")
-        .values_list("minute", flat=True)
-        .first()
-    )
+    oldest = (_counted(_connection_id(connection), now).filter(requests__gt=0)
+              .order_by("minute").values_list("minute", flat=True).first())
     return None if oldest is None else oldest + WINDOW + MINUTE
 
 
@@ -88,8 +84,8 @@ def full_connections(*, now: dt.datetime | None = None) -> QuerySet[TargetConnec
     nothing for them (no headroom) until requests leave the window. One query, summing each
     connection's ~1,441 minute rows at most; usable as a subquery (`connection__in=`)."""
     now = now or timezone.now()
-    used = (QuotaMinute.objects.filter(connection_id=OuterRef("pk"), minute__gt=_window_start(now))
-            .order_by().values("connection_id").annotate(total=Sum("requests")).values("total"))
+    used = (_counted(OuterRef("pk"), now).order_by().values("connection_id")
+            .annotate(total=Sum("requests")).values("total"))
     return (TargetConnection.objects.filter(active=True)
             .annotate(window_used=Coalesce(Subquery(used), 0))
             .filter(window_used__gte=F("quota_limit")).values("pk"))
@@ -103,6 +99,27 @@ class Release:
     first: dt.datetime
     last: dt.datetime
     requests: int
+
+
+@dataclass(frozen=True)
+class QuotaCost:
+    """What some work (a plan, an import, a page of decisions) would use of a connection's
+    window now: its cost in requests against what the window holds (WindowPicture.cost)."""
+
+    cost: int
+    used: int
+    limit: int
+    remaining: int
+    frees_at: dt.datetime | None  # when the oldest counted request leaves the window
+
+    @property
+    def fits(self) -> bool:
+        return self.cost <= self.remaining
+
+    @property
+    def waiting(self) -> int:
+        """Requests that would wait for the window to free up."""
+        return max(0, self.cost - self.remaining)
 
 
 @dataclass(frozen=True)
@@ -130,6 +147,11 @@ class WindowPicture:
         """When the oldest counted request leaves (as `oldest_counted_at`); None if none."""
         return self.minutes[0][0] + WINDOW + MINUTE if self.minutes else None
 
+    def cost(self, requests: int) -> QuotaCost:
+        """`requests` set against what remains of this window."""
+        return QuotaCost(cost=requests, used=self.used, limit=self.limit,
+                         remaining=self.remaining, frees_at=self.oldest_leaves_at)
+
     def releases(self) -> list[Release]:
         """When the counted requests come back, grouped by the clock hour they were reserved in
         (the window chart's bars), in order: the first release starts at `oldest_leaves_at`."""
@@ -147,11 +169,12 @@ class WindowPicture:
 
 def window_picture(*, connection: TargetConnection, now: dt.datetime | None = None
                    ) -> WindowPicture:
-    """The connection's window as one read of its minute rows (at most ~1,441): the dashboard's
-    figures, chart and "frees up" line all come from it, so they agree."""
+    """The quota picture: the connection's window as one read of its minute rows (at most
+    ~1,441) — used, limit, remaining, percent, when it frees up, and what a cost would leave.
+    Every face shows it from here (dashboard, queue, batch and import pages, the notebook,
+    `send_updates --dry-run`, attention's alerts, /metrics), so their figures agree."""
     now = now or timezone.now()
-    rows = (QuotaMinute.objects.filter(connection_id=connection.pk, minute__gt=_window_start(now),
-                                       requests__gt=0)
+    rows = (_counted(connection.pk, now).filter(requests__gt=0)
             .order_by("minute").values_list("minute", "requests"))
     return WindowPicture(now=now, limit=connection.quota_limit, minutes=list(rows))
 

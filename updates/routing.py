@@ -36,6 +36,7 @@ CHOICES = ((AUTOMATIC, "Automatic (the connection's rule)"), (SINGLE, "Single re
 # (usually within an hour) comes on top of either route.
 SINGLE_ROWS_PER_MINUTE = 20_000
 TARGET_APPLY_MINUTES = 60
+_ID_CHUNK = 5000  # ids in one UPDATE (SQLite takes a bounded number of variables)
 
 
 @dataclass(frozen=True)
@@ -119,9 +120,10 @@ def route_approved(*, update_ids: list[int], plans: dict[int, RoutePlan], by,
     for connection_id, plan in plans.items():
         if plan.route != BULK:
             continue
-        count = ProfileUpdate.objects.filter(
-            id__in=update_ids, connection_id=connection_id, status=UpdateStatus.APPROVED,
-            send_route="").update(send_route=BULK)
+        count = sum(ProfileUpdate.objects.filter(
+            id__in=update_ids[start:start + _ID_CHUNK], connection_id=connection_id,
+            status=UpdateStatus.APPROVED, send_route="").update(send_route=BULK)
+            for start in range(0, len(update_ids), _ID_CHUNK))
         if count:
             audit.record(
                 audit.Action.ROUTED_BULK, at=now, by=by, connection=connection_id,

@@ -1,5 +1,6 @@
-"""Read queries for the admin: the update list's search, the approval queue, an update's timeline
-and the operations dashboard.
+"""Read queries for the admin and the notebook: the update list's search, the approval queue, an
+update's timeline, the operations dashboard, and updates, attempts and audit events selected by
+id and filter.
 
 Everything here reads a bounded number of rows whatever the history holds (a million updates, a
 year of daily usage): queries follow the indexes declared in models.py, counts are capped where
@@ -16,10 +17,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from django.db import connection as db
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from . import audit, credentials, quota, target
+from . import audit, quota
 from .models import (
     AuditEvent,
     CredentialState,
@@ -74,28 +75,6 @@ def search_identity(queryset: QuerySet[ProfileUpdate], term: str) -> QuerySet[Pr
 
 
 # --- what an update will send --------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class RequestPreview:
-    method: str  # "GET", "POST", or "" when no single request can carry the update
-    size_bytes: int  # what counts against the method's limit: the URL for GET, the body for POST
-    quota_cost: int
-    problem: str = ""
-
-    @property
-    def limit_bytes(self) -> int:
-        return target.GET_LIMIT_BYTES if self.method == "GET" else target.POST_LIMIT_BYTES
-
-
-def request_preview(update: ProfileUpdate) -> RequestPreview:
-    """Method, size and quota cost of the request the sender would make for `update`."""
-    try:
-        request = target.request_for(update,
-                                     token=credentials.preview_token(update.connection))
-    except (target.RequestTooLarge, ValueError) as error:
-        return RequestPreview("", 0, 0, str(error))
-    return RequestPreview(request.method, request.size, target.REQUEST_QUOTA_COST)
-
 
 def attribute_rows(update: ProfileUpdate) -> list[tuple[str, str]]:
     """(name, value) in the order the request carries them: exactly what Target will receive."""
@@ -383,6 +362,89 @@ def recent_workflow_events(*, user, limit: int = RECENT_EVENTS_LIMIT) -> list[Au
                   ) if latest else []
     events = {e.pk: e for e in own + others}.values()
     return sorted(events, key=lambda e: (e.at, e.pk), reverse=True)[:limit]
+
+
+# --- selected by id and filter (the notebook's listings) ------------------------------------------
+
+def person_named(username: str):
+    """The user called `username` (active or not), read afresh; None when there is none."""
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.filter(username=username).first()
+
+
+def active_connections() -> QuerySet[TargetConnection]:
+    return TargetConnection.objects.filter(active=True)
+
+
+def connection_named(ref: TargetConnection | int | str | None) -> TargetConnection:
+    """The connection `ref` names — itself (read afresh), its id, its label or its client code;
+    None names the one active connection. ValueError when None could mean several (or none),
+    LookupError naming the connections there are when nothing matches."""
+    if isinstance(ref, TargetConnection):
+        return TargetConnection.objects.get(pk=ref.pk)
+    if ref is None:
+        active = list(active_connections()[:2])
+        if len(active) == 1:
+            return active[0]
+        raise ValueError("Name the connection (label or client code): "
+                         f"{len(active)} active connections could be meant.")
+    if isinstance(ref, int):
+        found = TargetConnection.objects.filter(pk=ref).first()
+    else:
+        found = (TargetConnection.objects.filter(label=ref).first()
+                 or TargetConnection.objects.filter(client_code=ref).first())
+    if found is None:
+        labels = ", ".join(TargetConnection.objects.values_list("label", flat=True)) or "none"
+        raise LookupError(f"No connection {ref!r} (connections: {labels}).")
+    return found
+
+
+def updates_selected(*, ids: list[int] | None = None, connection: TargetConnection | None = None,
+                     statuses: list[str] | None = None, created_by: str | None = None,
+                     reason: str | None = None, import_job_id: int | None = None
+                     ) -> QuerySet[ProfileUpdate]:
+    """Updates by id, narrowed by every filter given (None: not narrowed), by id. `import_job_id`
+    selects the updates that import created — never those that merely carry its reason text."""
+    return _narrowed(ProfileUpdate.objects.all(), pk__in=ids, connection=connection,
+                     status__in=statuses, created_by__username=created_by, reason=reason,
+                     import_job_id=import_job_id).order_by("id")
+
+
+def _narrowed(queryset: QuerySet, **lookups) -> QuerySet:
+    """`queryset` filtered by each lookup whose value is not None (None: not narrowed)."""
+    return queryset.filter(**{name: value for name, value in lookups.items() if value is not None})
+
+
+def import_job_update_ids(job: ImportJob) -> dict[tuple[str, str], int]:
+    """{(identity type, identity): update id} of the updates `job` created (one per visitor)."""
+    created = (ProfileUpdate.objects.filter(import_job=job)
+               .values_list("identity_type", "identity", "id"))
+    return {(t, i): pk for t, i, pk in created.iterator(chunk_size=5000)}
+
+
+def attempts_selected(*, update_ids: list[int] | None = None,
+                      connection: TargetConnection | None = None, outcome: str | None = None
+                      ) -> QuerySet[SendAttempt]:
+    """Send attempts of the updates, connection and outcome given, newest first."""
+    return _narrowed(SendAttempt.objects.all(), update_id__in=update_ids, connection=connection,
+                     outcome=outcome).order_by("-id")
+
+
+def audit_selected(*, update_ids: list[int] | None = None,
+                   connection: TargetConnection | None = None, actor: str | None = None,
+                   action: str | None = None) -> QuerySet[AuditEvent]:
+    """Audit events of the updates, connection, actor and action given, newest first. An
+    imported update's creation is its import's one event (no update of its own; see
+    update_timeline), so the events of `update_ids` include their imports' events."""
+    qs = AuditEvent.objects.all()
+    if update_ids is not None:
+        jobs = set(ProfileUpdate.objects.filter(pk__in=update_ids, import_job__isnull=False)
+                   .values_list("import_job_id", flat=True))
+        qs = qs.filter(Q(update_id__in=update_ids)
+                       | Q(update__isnull=True, changes__import_job__in=jobs))
+    return _narrowed(qs, connection=connection, actor__username=actor,
+                     action=action).order_by("-id")
 
 
 def credential_state(connection: TargetConnection | None) -> CredentialState | None:

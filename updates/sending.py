@@ -41,7 +41,7 @@ import requests
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from . import bookkeeping, claims, credentials, delivery, quota, target, verification
+from . import bookkeeping, claims, credentials, delivery, quota, target, verification, workflow
 from .conf import setting
 from .models import ProfileUpdate, SendRun, TargetConnection
 from .retry_policy import LAST_ERROR_CHARS, RetryPolicy
@@ -83,10 +83,37 @@ def make_session(*, concurrency: int | None = None) -> requests.Session:
 
 @dataclass(frozen=True)
 class PlannedRequest:
+    """The exact request the sender would make for one update and its quota cost, or why no
+    single request can carry it: the admin's preview, `send_updates --dry-run` and the
+    notebook's preview all show this."""
+
     update: ProfileUpdate
     request: target.ProfileRequest | None  # None when the update cannot be sent (see problem)
     quota_cost: int
     problem: str = ""
+
+    @property
+    def method(self) -> str:
+        """GET, POST, or "" when no single request can carry the update."""
+        return self.request.method if self.request is not None else ""
+
+    @property
+    def size_bytes(self) -> int:
+        """What counts against the method's limit: the URL for GET, the body for POST."""
+        return self.request.size if self.request is not None else 0
+
+    @property
+    def limit_bytes(self) -> int:
+        return target.GET_LIMIT_BYTES if self.method == "GET" else target.POST_LIMIT_BYTES
+
+
+def planned(update: ProfileUpdate, *, token: str | None = None) -> PlannedRequest:
+    """The request for `update` as the sender builds it, or the reason it cannot be built.
+    Without `token`, as a preview shows it (request_for)."""
+    try:
+        return PlannedRequest(update, request_for(update, token=token), target.REQUEST_QUOTA_COST)
+    except (target.RequestTooLarge, ValueError) as error:
+        return PlannedRequest(update, None, 0, str(error))
 
 
 def plan_due(
@@ -103,11 +130,21 @@ def plan_due(
         due = claims.due(now=now, connection_id=conn.pk).order_by("id")
         for update in due[:remaining] if remaining is not None else due.iterator():
             update.connection = conn
-            try:
-                plan.append(PlannedRequest(update, request_for(update), target.REQUEST_QUOTA_COST))
-            except (target.RequestTooLarge, ValueError) as error:
-                plan.append(PlannedRequest(update, None, 0, str(error)))
+            plan.append(planned(update))
     return plan
+
+
+def plan_cost(plan: list[PlannedRequest], *, now: dt.datetime | None = None
+              ) -> list[tuple[TargetConnection, quota.QuotaCost]]:
+    """The plan's quota cost per connection (in the order the plan names them) against what
+    each connection's rolling window leaves now (quota.window_picture)."""
+    connections: dict[int, TargetConnection] = {}
+    costs: dict[int, int] = {}
+    for item in plan:
+        connections.setdefault(item.update.connection_id, item.update.connection)
+        costs[item.update.connection_id] = costs.get(item.update.connection_id, 0) + item.quota_cost
+    return [(conn, quota.window_picture(connection=conn, now=now).cost(costs[pk]))
+            for pk, conn in connections.items()]
 
 
 def _active_connections(connection: TargetConnection | None) -> list[TargetConnection]:
@@ -129,8 +166,12 @@ def send_due(
     time_budget: float | None = None,
     progress: ProgressCallback | None = None,
     session: requests.Session | None = None,
+    by=None,
 ) -> SendRun:
     """Send what is due; returns the SendRun with its totals.
+
+    `by`: the person starting the run (the notebook, a command given --user), refused unless
+    they may (workflow.require_run_starter); None for the schedule, which acts as nobody.
 
     `session`: a session to send with instead of the run's own (delivery.make_session). Each
     request is prepared apart from it (delivery.send_one): its headers, adapters, `verify`,
@@ -139,6 +180,8 @@ def send_due(
     `now` fixes the clock for the whole run (tests move time with it instead of sleeping).
     `time_budget` (seconds): no new batch is claimed, and no new request started, after it.
     """
+    if by is not None:
+        workflow.require_run_starter(by, run=workflow.SEND_RUN)
     run = _Run(worker=worker, trigger=trigger, now=now, time_budget=time_budget,
                progress=progress, session=session)
     run.execute(connection=connection, limit=limit)
@@ -194,8 +237,8 @@ class _Run:
             self.connections = _active_connections(connection)
             self._loop(self.connections, limit)
         except BaseException as error:
-            self.run.error = target.from_outside(
-                f"{type(error).__name__}: {target._redact(str(error))}",
+            self.run.error = target.error_text(
+                error,
                 # No query here: the database may be what failed.
                 [secret for conn in self.connections for secret in conn.secrets()]
             )[:LAST_ERROR_CHARS]
@@ -393,11 +436,11 @@ def _prepare(updates: list[ProfileUpdate], token: str
     for update in updates:
         problem = _why_not_sendable(update)
         if not problem:
-            try:
-                sendable.append((update, request_for(update, token=token)))
+            plan = planned(update, token=token)
+            if plan.request is not None:
+                sendable.append((update, plan.request))
                 continue
-            except (target.RequestTooLarge, ValueError) as error:
-                problem = str(error)
+            problem = plan.problem
         unsendable.append((update, problem))
     return sendable, unsendable
 

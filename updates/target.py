@@ -267,10 +267,17 @@ def unescaped_attributes(attributes: dict[str, dict[str, str]]) -> dict[str, dic
 
 def transport_failure(error: BaseException) -> Answer:
     """A request that failed before an answer arrived: it may still have reached Target."""
-    return Answer(Outcome.TRANSIENT, None, "", f"{type(error).__name__}: {_redact(str(error))}")
+    return Answer(Outcome.TRANSIENT, None, "", error_text(error))
 
 
-def _redact(message: str) -> str:
+def error_text(error: BaseException, secrets: tuple[str, ...] | list[str] = ()) -> str:
+    """An exception as it may be stored and shown: its type and message, a URL's query (profile
+    values) cut, `secrets` and bearer tokens redacted, unstorable characters escaped — the one
+    spelling of a failure for a send attempt, a run's error, a page."""
+    return from_outside(f"{type(error).__name__}: {_without_query(str(error))}", secrets)
+
+
+def _without_query(message: str) -> str:
     # requests puts the URL (with profile values) into some exception texts; keep only the path.
     cut = message.find("?")
     if cut == -1:

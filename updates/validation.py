@@ -201,26 +201,26 @@ def attribute_value_errors(
 COMMENT_MAX = 2000
 
 
-def comment_errors(comment) -> list[str]:
-    """Problems with a comment a transition records (decision, audit row): text the database can
-    hold on SQLite and PostgreSQL alike, of a bounded length."""
-    if not isinstance(comment, str):
-        return [f"The comment must be text, not {type(comment).__name__}."]
-    if (why := _unencodable(comment)) is not None:
-        return [f"The comment {why}."]
-    if len(comment) > COMMENT_MAX:
-        return [f"The comment has {len(comment)} characters; at most {COMMENT_MAX} are allowed."]
+def _free_text_errors(value, *, name: str, limit: int) -> list[str]:
+    """Problems with a person's free text: text the database can hold on SQLite and PostgreSQL
+    alike, of at most `limit` characters."""
+    if not isinstance(value, str):
+        return [f"The {name} must be text, not {type(value).__name__}."]
+    if (why := _unencodable(value)) is not None:
+        return [f"The {name} {why}."]
+    if len(value) > limit:
+        return [f"The {name} has {len(value)} characters; at most {limit} are allowed."]
     return []
+
+
+def comment_errors(comment) -> list[str]:
+    """Problems with a comment a transition records (decision, audit row)."""
+    return _free_text_errors(comment, name="comment", limit=COMMENT_MAX)
 
 
 def reason_errors(reason) -> list[str]:
-    if not isinstance(reason, str):
-        return [f"The reason must be text, not {type(reason).__name__}."]
-    if (why := _unencodable(reason)) is not None:
-        return [f"The reason {why}."]
-    if len(reason) > REASON_MAX:
-        return [f"The reason has {len(reason)} characters; at most {REASON_MAX} are allowed."]
-    return []
+    """Problems with an update's reason."""
+    return _free_text_errors(reason, name="reason", limit=REASON_MAX)
 
 
 def validate_update_content(

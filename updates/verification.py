@@ -249,8 +249,10 @@ class VerificationRun:
 
 def updates_verify_due(*, now: dt.datetime | None = None, connection: TargetConnection | None = None,
                        limit: int | None = None, session: requests.Session | None = None,
-                       time_budget: float | None = None) -> VerificationRun:
+                       time_budget: float | None = None, by=None) -> VerificationRun:
     """Start verifying newly acknowledged updates and read back those whose check is due.
+    `by`: the person starting the run, refused unless they may (workflow.require_run_starter);
+    None for the schedule.
 
     Reads run concurrently (VERIFY_CONCURRENCY threads over one pooled session, like the sender),
     each at a slot of the connection's shared read rate limit; the main thread hands out the
@@ -258,6 +260,8 @@ def updates_verify_due(*, now: dt.datetime | None = None, connection: TargetConn
     finished reads (reader threads never touch the ORM). `now` fixes the clock (tests shift it
     instead of waiting); `time_budget` (seconds) stops handing out reads after it, and no slot
     later than it is taken. The run takes no lock the sender holds and uses no quota."""
+    if by is not None:
+        workflow.require_run_starter(by, run=workflow.VERIFICATION_RUN)
     fixed_now = now
     now = now or timezone.now()
     run = VerificationRun()

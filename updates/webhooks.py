@@ -19,8 +19,9 @@ never followed: the answer's status is the outcome, and a 3xx is a failed delive
 
 The whole call — resolving, connecting, TLS, sending, the status line and headers — has one
 wall-clock deadline (`DEADLINE_SECONDS`): each socket operation waits at most for the time left,
-and a watchdog shuts the socket down when the deadline passes, so a receiver that drips its
-answer one byte at a time cannot hold the caller longer. The answer's body is not read.
+and the watchdog that bounds calls to Target (deadlines.py) shuts the socket down when the
+deadline passes, so a receiver that drips its answer one byte at a time cannot hold the caller
+longer. The answer's body is not read.
 
 Errors never quote the URL (it often holds a secret): they say what was refused and why.
 """
@@ -33,7 +34,6 @@ import json
 import socket
 import ssl
 import threading
-import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -41,6 +41,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from .conf import setting
+from .deadlines import Deadline, DeadlineExceeded, bounded, watch
 
 DEADLINE_SECONDS = 5.0
 SCHEMES = ("http", "https")
@@ -60,10 +61,6 @@ class WebhookRefused(Exception):
     def __init__(self, message: str, *, code: str) -> None:
         super().__init__(message)
         self.code = code
-
-
-class DeadlineExceeded(TimeoutError):
-    """The receiver did not answer within the call's deadline."""
 
 
 @dataclass(frozen=True)
@@ -143,19 +140,7 @@ def check_url(url: str) -> None:
 
 # --- delivery ------------------------------------------------------------------------------------
 
-class _Deadline:
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.ends = time.monotonic() + seconds
-
-    def left(self) -> float:
-        left = self.ends - time.monotonic()
-        if left <= 0:
-            raise DeadlineExceeded(f"no answer within {self.seconds:g} s")
-        return left
-
-
-def _resolve(host: str, port: int, deadline: _Deadline) -> list[str]:
+def _resolve(host: str, port: int, deadline: Deadline) -> list[str]:
     """Every address `host` resolves to, within the deadline (getaddrinfo has no timeout of its
     own, so it runs in a daemon thread that is abandoned on overrun)."""
     if _address(host) is not None:
@@ -178,9 +163,9 @@ def _resolve(host: str, port: int, deadline: _Deadline) -> list[str]:
     return list(dict.fromkeys(info[4][0] for info in found["infos"]))  # type: ignore[index]
 
 
-def checked_addresses(host: str, port: int, *, deadline: _Deadline | None = None) -> list[str]:
+def checked_addresses(host: str, port: int, *, deadline: Deadline | None = None) -> list[str]:
     """The addresses `host` resolves to, all of them allowed, or WebhookRefused."""
-    deadline = deadline or _Deadline(DEADLINE_SECONDS)
+    deadline = deadline or Deadline(DEADLINE_SECONDS)
     addresses = _resolve(host, port, deadline)
     allow_private = private_allowed()
     for text in addresses:
@@ -195,7 +180,7 @@ def checked_addresses(host: str, port: int, *, deadline: _Deadline | None = None
     return addresses
 
 
-def _connect(target: Target, addresses: list[str], deadline: _Deadline) -> socket.socket:
+def _connect(target: Target, addresses: list[str], deadline: Deadline) -> socket.socket:
     last: OSError | None = None
     for address in addresses:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
@@ -206,7 +191,7 @@ def _connect(target: Target, addresses: list[str], deadline: _Deadline) -> socke
             return sock
         except OSError as error:
             sock.close()
-            if isinstance(error, TimeoutError) and deadline.ends <= time.monotonic():
+            if isinstance(error, TimeoutError) and deadline.passed():
                 raise DeadlineExceeded(f"no answer within {deadline.seconds:g} s") from None
             last = error
     assert last is not None
@@ -230,27 +215,33 @@ def post_json(url: str, payload: dict, *, deadline_seconds: float = DEADLINE_SEC
     Raises ValidationError (a URL that may never be used), WebhookRefused (its host resolves to
     an address that may not be used, or not at all), DeadlineExceeded, or OSError.
     """
-    deadline = _Deadline(deadline_seconds)
+    deadline = Deadline(deadline_seconds)
     check_url(url)
     target = _parse(url)
     addresses = checked_addresses(target.host, target.port, deadline=deadline)
-    sock = _connect(target, addresses, deadline)
-    overrun = threading.Event()
+    try:
+        with bounded(deadline.until):
+            return _exchange(target, _connect(target, addresses, deadline), payload, deadline)
+    except (OSError, http.client.HTTPException) as error:
+        if isinstance(error, DeadlineExceeded) or deadline.passed():
+            raise DeadlineExceeded(f"no answer within {deadline_seconds:g} s") from None
+        if isinstance(error, http.client.HTTPException):
+            raise ConnectionError(f"not an HTTP answer ({type(error).__name__})") from None
+        raise
 
-    def cut() -> None:
-        overrun.set()
-        try:
-            sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked recv/send/handshake at once
-        except OSError:
-            pass
 
-    watchdog = threading.Timer(deadline.left(), cut)
-    watchdog.daemon = True
-    watchdog.start()
+def _exchange(target: Target, sock: socket.socket, payload: dict, deadline: Deadline) -> int:
+    """Send the POST over the connected socket and read the status line and headers, each step
+    waiting at most for the time left; the watchdog cuts a step that drips past the deadline.
+    The socket is closed after."""
     try:
         if target.scheme == "https":
-            sock.settimeout(deadline.left())
-            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=target.host)
+            sock = ssl.create_default_context().wrap_socket(
+                sock, server_hostname=target.host, do_handshake_on_connect=False)
+        watch(sock)  # the TLS socket, when there is one: the handshake is watched too
+        sock.settimeout(deadline.left())
+        if isinstance(sock, ssl.SSLSocket):
+            sock.do_handshake()
         connection = _PinnedConnection(target, sock)
         body = json.dumps(payload).encode("utf-8")
         sock.settimeout(deadline.left())
@@ -261,14 +252,7 @@ def post_json(url: str, payload: dict, *, deadline_seconds: float = DEADLINE_SEC
         response = connection.getresponse()  # the status line and headers; the body is not read
         deadline.left()
         return response.status
-    except (OSError, http.client.HTTPException) as error:
-        if overrun.is_set() or deadline.ends <= time.monotonic():
-            raise DeadlineExceeded(f"no answer within {deadline_seconds:g} s") from None
-        if isinstance(error, http.client.HTTPException):
-            raise ConnectionError(f"not an HTTP answer ({type(error).__name__})") from None
-        raise
     finally:
-        watchdog.cancel()
         try:
             sock.close()
         except OSError:

@@ -18,7 +18,7 @@ writing the content.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -27,8 +27,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import audit, mappings, open_changes, permissions
-from .errors import (COMMENT_REQUIRED, IMMUTABLE, IN_FLIGHT, OWN_UPDATE, STALE, WRONG_STATE,
-                     Refused, require_perm)
+from .errors import (COMMENT_REQUIRED, IMMUTABLE, IN_FLIGHT, OWN_UPDATE, PERMISSION_DENIED, STALE,
+                     WRONG_STATE, Refused, require_perm)
 from .models import AuditEvent, ProfileUpdate, TargetConnection, UpdateStatus
 from .permissions import (PERM_APPROVE, PERM_CANCEL, PERM_EDIT, PERM_IMPORT, PERM_REQUEUE,
                           PERM_STAGE, PERM_SUBMIT)
@@ -196,6 +196,28 @@ def decision_blocker(update: ProfileUpdate, user, *,
         return permissions.refusal(PERM_APPROVE)
     return (f"Update #{update.pk} is {update.get_status_display().lower()}; only pending "
             "updates are decided.")
+
+
+# --- who may start a send or verification run -------------------------------------------------
+# A run acts only on approved updates, yet it sets requests to Target going: a person starts one
+# only with a part in the workflow. The schedule acts as nobody and is not asked.
+
+RUN_STARTERS = (PERM_SUBMIT, PERM_APPROVE)  # either suffices
+SEND_RUN = "start a send run"
+VERIFICATION_RUN = "run verification"
+
+
+def may_start_runs(user) -> bool:
+    """Whether `user` may start a send or verification run (submit or approve permission)."""
+    return user.is_active and any(user.has_perm(perm) for perm in RUN_STARTERS)
+
+
+def require_run_starter(user, *, run: str) -> None:
+    """Refuse (code ``permission_denied``) a person without a part in the workflow; `run` says
+    what they asked for (SEND_RUN, VERIFICATION_RUN)."""
+    if not may_start_runs(user):
+        raise _refuse(f"{user.get_username()} has no part in the workflow (neither submit nor "
+                      f"approve permission), so may not {run}.", PERMISSION_DENIED)
 
 
 # --- helpers ---------------------------------------------------------------------------------

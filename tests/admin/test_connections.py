@@ -7,8 +7,8 @@ from django.contrib.admin.models import LogEntry
 from django.urls import reverse
 
 from tests.conftest import make_connection, use_adobe_credentials
-from updates import credentials
-from updates.models import TargetConnection
+from updates import credentials, reading, sending
+from updates.models import ProfileRead, TargetConnection
 
 TOKEN = "tok-3f9a1c0d-very-secret-value"
 NEW_TOKEN = "tok-88e1-the-replacement-secret"
@@ -185,3 +185,26 @@ def test_a_rotation_is_confirmed_first_and_says_what_it_breaks(client, admin_use
     page = client.get(change_url(connection)).content.decode()
     assert "rotated by an administrator" in page.lower()
     assert old not in page and new not in page
+
+
+def test_as_the_docs_say_credentials_entered_once_and_nobody_touches_a_token_again(
+        client, admin_user, supervisor, connection, adobe_emulator, approve):
+    """docs/user-guide/connecting-to-target.md, end to end: the administrator enters the
+    credentials on the form; sending and the live diff then work across token expiries."""
+    client.force_login(admin_user)
+    base = adobe_emulator.base_url
+    client.post(change_url(connection), form_data(
+        connection, base_url=base, adobe_client_id="profileops-client",
+        new_client_secret="profileops-secret", target_tenant="acme",
+        ims_token_url=base + "/ims/token/v3", admin_api_url=base))
+    client.force_login(supervisor)
+    for _ in range(3):  # three tokens, each expired at Target before the next round
+        update = approve()
+        assert sending.send_due().acknowledged == 1
+        reading.read_limiter.reset()
+        assert client.get(reverse("updates_live_diff", args=[update.pk])).status_code == 200
+        assert ProfileRead.objects.filter(update=update).latest("at").outcome == \
+            ProfileRead.Outcome.FOUND
+        adobe_emulator.adobe.expire_profile_token()
+    assert TargetConnection.objects.get(pk=connection.pk).bearer_token == ""  # never pasted
+    assert adobe_emulator.adobe.counts.posts_while_valid == 0

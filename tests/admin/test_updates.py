@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from tests.helpers import logged_in, shown, status_of, texts
 from updates import workflow
-from updates.forms import StagingFormMixin
+from updates.forms import StagingForm
 from updates.admin import updates as update_admin
 from updates.models import AuditEvent, ProfileUpdate, SendAttempt, UpdateStatus
 
@@ -292,7 +292,7 @@ def test_staging_through_the_form_stores_normalised_values_as_a_draft(client, op
 
 def fields_for(connection, **values) -> dict:
     by_source = {m.source_name: m for m in connection.mappings.filter(active=True)}
-    return {StagingFormMixin.field_name(by_source[k]): v for k, v in values.items()}
+    return {StagingForm.field_name(by_source[k]): v for k, v in values.items()}
 
 
 def test_validation_errors_from_the_service_are_shown_on_the_form(client, operator, connection):

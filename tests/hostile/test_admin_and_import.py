@@ -31,7 +31,7 @@ from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from profileops.middleware import INVALID_UTF8
 from tests.conftest import make_connection, make_mapping
 from updates import importing, mappings, spreadsheets, tasks, workflow
-from updates.forms import StagingFormMixin
+from updates.forms import StagingForm
 from updates.models import (AttributeMapping, ImportJob, ProfileUpdate,
                             TargetConnection, UpdateStatus)
 
@@ -120,7 +120,7 @@ def typed_connection(db):
 
 def mapping_field(connection, source: str) -> str:
     mapping = AttributeMapping.objects.get(connection=connection, source_name=source, active=True)
-    return StagingFormMixin.field_name(mapping)
+    return StagingForm.field_name(mapping)
 
 
 VALID_UPDATE_FORM = {

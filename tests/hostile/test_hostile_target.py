@@ -14,6 +14,8 @@ import pytest
 import requests
 from django.urls import reverse
 
+from target_emulator import AdobeAdmin
+from tests.conftest import use_adobe_credentials
 from updates import reading, sending, target, verification
 from updates.models import (
     AuditEvent, ProfileRead, ProfileUpdate, SendAttempt, SendRun, UpdateStatus, VerificationState,
@@ -312,6 +314,21 @@ def test_an_echoed_token_is_stored_and_shown_nowhere(acme, approve, hostile, cli
         assert page.status_code == 200 and TOKEN not in page.content.decode()
     assert "[redacted]" in client.get(
         reverse("admin:updates_profileupdate_change", args=[update.pk])).content.decode()
+
+
+def test_an_echoed_token_obtained_with_adobe_credentials_is_stored_nowhere(
+        connection, approve, emulator_factory):
+    twins = emulator_factory(adobe=AdobeAdmin(), echo_headers=True)
+    use_adobe_credentials(connection, twins)
+    update = approve(identity="e-2", attributes={"loyaltyTier": "gold"})
+    sending.send_due()
+    reading.profile_read(update=update, purpose=ProfileRead.Purpose.DIFF)
+    token = twins.adobe.current_profile_token()
+    attempt = SendAttempt.objects.get(update=update)
+    assert "Authorization: Bearer [redacted]" in attempt.response_body
+    read = ProfileRead.objects.filter(update=update).latest("at")
+    assert token not in attempt.response_body + json.dumps(read.attributes)
+    assert connection.adobe_client_secret not in attempt.response_body
 
 
 def test_redaction_is_one_function_over_every_secret_of_the_connection(acme):

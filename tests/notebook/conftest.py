@@ -1,4 +1,4 @@
-"""The notebook API runs every ORM call on its own worker thread (profileops/notebook.py), so
+"""The notebook API runs every ORM call on its own worker thread (updates/notebook/thread.py), so
 its tests need committed data the thread can see: transactional tests, and the thread's
 database connection closed after each test (PostgreSQL drops no database with a session open)."""
 

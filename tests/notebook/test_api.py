@@ -24,7 +24,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import SynchronousOnlyOperation, ValidationError
 
 from profileops import notebook
-from tests.conftest import make_connection, make_mapping, make_user
+from tests.conftest import make_connection, make_mapping, make_user, use_adobe_credentials
 from updates import selectors, workflow
 from updates.models import AuditEvent, ProfileUpdate
 
@@ -434,6 +434,26 @@ def test_no_token_or_value_in_any_repr_or_log_and_the_preview_redacts_the_token(
     assert VALUE in shown and SECRET not in shown  # customer data shown, the token never
     for frame in listings:
         assert SECRET not in frame.to_csv()
+
+
+def test_adobe_credentials_and_the_tokens_they_obtain_appear_in_no_notebook_output(
+        people, adobe_emulator, caplog):
+    connection = make_connection("adb")
+    make_mapping(connection, "note", "callNote")
+    use_adobe_credentials(connection, adobe_emulator)
+    caplog.set_level(logging.DEBUG)
+    operator, supervisor = notebook.as_user("operator"), notebook.as_user("supervisor")
+    staged = operator.stage([{"identity_type": "mbox3rdPartyId", "identity": "adb-1",
+                              "note": "hello"}], connection="adb", submit=True)
+    preview = supervisor.preview(ids=staged.ids)
+    supervisor.approve(ids=staged.ids)
+    sent = supervisor.send(connection="adb")
+    assert sent.counts["acknowledged"] == 1
+    secrets = [connection.adobe_client_secret, adobe_emulator.adobe.current_profile_token()]
+    shown = (repr(preview) + preview._repr_html_() + preview.table.to_csv() + repr(sent)
+             + operator.audit().to_csv() + operator.attempts().to_csv() + caplog.text)
+    assert preview.table.loc[0, "headers"] == "Authorization: Bearer [redacted]"
+    assert not any(secret in shown for secret in secrets)
 
 
 def test_html_is_escaped(people, connection):

@@ -1,4 +1,4 @@
-"""Numbers and times from a DataFrame are staged exactly or refused (profileops/notebook.py,
+"""Numbers and times from a DataFrame are staged exactly or refused (updates/notebook/cells.py,
 `_exact`): a cell whose type cannot carry its value exactly is refused for its row and column,
 with the reason and the fix, and — as for any bad row — nothing is saved."""
 

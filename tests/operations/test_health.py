@@ -17,7 +17,8 @@ import pytest
 from cryptography.fernet import Fernet
 from django.utils import timezone
 
-from tests.conftest import approve_via_workflow
+from target_emulator.adobe_admin import AdobeCounts
+from tests.conftest import approve_via_workflow, use_adobe_credentials
 from updates import health, tasks
 from updates.models import ProfileUpdate, SchedulerHeartbeat, UpdateStatus
 
@@ -63,6 +64,18 @@ def test_readyz_is_ready_when_database_broker_and_a_recent_heartbeat_are_there(c
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "checks": {
         "database": "ok", "broker": "ok", "scheduler": "ok"}}
+
+
+@pytest.mark.django_db
+def test_readyz_never_asks_adobe_even_when_its_credentials_fail(client, connection,
+                                                                adobe_emulator):
+    """Adobe is not ProfileOps' readiness: a failing token renewal is an alert (token renewal),
+    not a reason for the load balancer to take the web out."""
+    use_adobe_credentials(connection, adobe_emulator, secret="refused")
+    SchedulerHeartbeat.beat(now=timezone.now() - dt.timedelta(seconds=30))
+    adobe_emulator.stop()
+    assert client.get("/readyz").status_code == 200
+    assert adobe_emulator.adobe.counts == AdobeCounts()  # nothing reached IMS or the Admin API
 
 
 @pytest.mark.django_db

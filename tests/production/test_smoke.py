@@ -67,7 +67,7 @@ RECIPE_CLUSTER = "python manage.py qcluster"
 # What the recipe exports; this test sets each of them (to local values).
 RECIPE_ENVIRONMENT = {"DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS",
                       "SECURE_PROXY_SSL_HEADER", "DATABASE_URL", "Q_REDIS_URL", "STATIC_ROOT",
-                      "PROFILEOPS_METRICS_TOKEN", "LOG_FORMAT"}
+                      "PROFILEOPS_ENCRYPTION_KEYS", "PROFILEOPS_METRICS_TOKEN", "LOG_FORMAT"}
 
 
 def _unavailable(reason: str) -> None:

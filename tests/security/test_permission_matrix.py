@@ -358,11 +358,11 @@ def test_a_bulk_action_posted_by_each_role_does_what_the_table_says(client, worl
 # --- writes: what a POST by each role does ---------------------------------------------------
 
 def _edit_update(world):
-    from updates.forms import StagingFormMixin
+    from updates.forms import StagingForm
 
-    fields = {StagingFormMixin.field_name(m): "" for m in world.connection.mappings.all()}
+    fields = {StagingForm.field_name(m): "" for m in world.connection.mappings.all()}
     mapping = world.connection.mappings.get(target_name="loanStatus")
-    fields[StagingFormMixin.field_name(mapping)] = "declined"
+    fields[StagingForm.field_name(mapping)] = "declined"
     data = {"identity_type": "mbox3rdPartyId", "identity": "customer-1", "reason": "",
             "not_before_0": "", "not_before_1": "", **fields}
     return (reverse("admin:updates_profileupdate_change", args=[world.update.pk]), data,

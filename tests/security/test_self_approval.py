@@ -22,7 +22,7 @@ from django.urls import reverse
 from tests.conftest import make_user
 from tests.helpers import shown
 from updates import importing, workflow
-from updates.forms import StagingFormMixin
+from updates.forms import StagingForm
 from updates.models import AuditEvent, ProfileUpdate, UpdateStatus
 
 S = UpdateStatus
@@ -125,8 +125,8 @@ def test_the_update_page_refuses_the_superusers_own_decision(client, own_pending
 def test_a_status_field_forged_into_the_change_form_is_ignored(client, connection, own_pending,
                                                                superuser):
     client.force_login(superuser)
-    fields = {StagingFormMixin.field_name(m): "" for m in connection.mappings.all()}
-    fields[StagingFormMixin.field_name(connection.mappings.get(target_name="loanStatus"))] = \
+    fields = {StagingForm.field_name(m): "" for m in connection.mappings.all()}
+    fields[StagingForm.field_name(connection.mappings.get(target_name="loanStatus"))] = \
         "funded"
     client.post(reverse("admin:updates_profileupdate_change", args=[own_pending.pk]), {
         "identity_type": "mbox3rdPartyId", "identity": "customer-1", "reason": "",

@@ -109,3 +109,17 @@ def test_a_read_whose_worker_stopped_does_not_block_a_new_one(supervisor, stage)
     stuck.refresh_from_db()
     assert stuck.status == "failed" and "did not finish" in stuck.error
     assert fresh.pk not in (stuck.pk, recent.pk) and fresh.status == "queued"
+
+
+def test_batch_reads_and_decision_jobs_share_their_scope_and_progress_fields():
+    """One abstract BatchJob holds who started a batch job, its scope and its progress; its two
+    kinds add only their own states and counters."""
+    from updates.models import BatchJob, BatchRead, DecisionJob
+    shared = {"created_by", "created_at", "connection", "import_job", "total", "started_at",
+              "finished_at", "error"}
+    assert {f.name for f in BatchJob._meta.fields} == shared
+    for kind in (BatchRead, DecisionJob):
+        assert issubclass(kind, BatchJob)
+        assert shared <= {f.name for f in kind._meta.fields}
+        assert kind._meta.ordering == ["-id"]
+        assert {"queued", "running"} <= set(kind.Status.values)  # what BatchJob.claim moves

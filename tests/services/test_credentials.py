@@ -4,14 +4,17 @@ on a 401, minted only when none is valid, rotated only on purpose; every step au
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import time
 
 import pytest
 from django.core.exceptions import ValidationError
 
 from tests.conftest import use_adobe_credentials
-from updates import credentials, sending
-from updates.models import AuditEvent, CredentialState, ProfileUpdate, UpdateStatus
+from updates import credentials, reading, sending, verification
+from updates.models import (AuditEvent, CredentialState, ProfileRead, ProfileUpdate,
+                            UpdateStatus)
 
 pytestmark = pytest.mark.django_db
 S = UpdateStatus
@@ -127,7 +130,45 @@ def test_tokens_renew_across_several_short_lifetimes_without_a_refused_request(
         rounds += 1
         time.sleep(0.2)
     assert adobe.counts.posts_while_valid == 0
+    assert adobe.counts.profile_refused == 0  # no request met an expired token
     assert adobe.counts.token_posts >= 4  # the lifetimes really ran out
     assert ProfileUpdate.objects.filter(status=S.SENT).count() == 3 * rounds
     minted = actions(acme).count(credentials.PROFILE_TOKEN_MINTED)
     assert minted == adobe.counts.token_posts  # an audit row per renewal
+
+
+def test_a_live_diff_read_and_verification_fetch_the_token_again_after_it_expired(
+        acme, adobe_emulator, approve, stage):
+    """The reader's side of the rule: a 401 from the read API, the token fetched once more (a
+    new one minted: none was valid), the read made once more — nothing stored as refused."""
+    adobe = adobe_emulator.adobe
+    update = approve()
+    sending.send_due()
+    adobe.expire_profile_token()
+    read = reading.profile_read(update=update, purpose=ProfileRead.Purpose.DIFF)
+    assert read.outcome == ProfileRead.Outcome.FOUND
+    adobe.expire_profile_token()
+    acked = ProfileUpdate.objects.get(pk=update.pk).acknowledged_at
+    verification.updates_verify_due(now=acked)  # scheduled
+    run = verification.updates_verify_due(now=acked + dt.timedelta(days=2))
+    assert (run.checked, run.verified, run.failed) == (1, 1, 0)
+    assert not ProfileRead.objects.filter(http_status__in=[401, 403]).exists()
+    assert adobe.counts.posts_while_valid == 0
+    assert adobe.counts.profile_refused == 2  # one per expiry, each retried once
+
+
+def test_no_token_or_secret_reaches_the_logs(connection, adobe_emulator, approve, caplog):
+    use_adobe_credentials(connection, adobe_emulator, secret="wrong-secret-in-no-log")
+    with caplog.at_level(logging.DEBUG):
+        sending.send_due()  # refused by IMS
+        use_adobe_credentials(connection, adobe_emulator)
+        approve()
+        sending.send_due()
+        adobe_emulator.adobe.expire_profile_token()
+        approve()
+        sending.send_due()
+    state = CredentialState.objects.get(connection=connection)
+    for secret in ("wrong-secret-in-no-log", connection.adobe_client_secret, state.ims_token,
+                   state.profile_token):
+        assert secret not in caplog.text
+    assert "token renewal failed (credentials_refused)" in caplog.text

@@ -57,3 +57,17 @@ def test_no_time_left_starts_no_call(emulator_factory):
         with deadlines.bounded(time.monotonic() - 0.1):
             requests.get(target.base_url + PATH, timeout=1)
     assert target.stats()["requests"] == 0
+
+
+def test_webhook_posts_are_bounded_by_the_same_mechanism():
+    """One wall-clock deadline mechanism: an alert's webhook POST (webhooks.post_json) runs
+    inside `bounded` with its socket handed to the same watchdog, and fails with the same
+    DeadlineExceeded (a requests Timeout for the Target callers, a TimeoutError for others)."""
+    from updates import webhooks
+    assert webhooks.DeadlineExceeded is deadlines.DeadlineExceeded
+    assert issubclass(deadlines.DeadlineExceeded, (requests.exceptions.Timeout,))
+    assert issubclass(deadlines.DeadlineExceeded, TimeoutError)
+    deadline = deadlines.Deadline(0.0)
+    assert deadline.passed()
+    with pytest.raises(deadlines.DeadlineExceeded, match=r"no answer within 0 s"):
+        deadline.left()

@@ -146,3 +146,23 @@ def test_a_token_reads_back_only_unaltered_and_for_its_own_scope(stage, operator
     assert decisions.read_token(token[:-1] + ("A" if token[-1] != "A" else "B"),
                                 scope="import=7") == {}
     assert decisions.read_token(None) == {}
+
+
+def test_deciding_each_refuses_per_update_and_decides_the_rest(stage, operator, supervisor):
+    """updates_decide_each (the notebook's approve): a changed update is refused as stale and
+    the rest are approved; a refusal before any update is looked at refuses every one."""
+    kept, changed = pending(stage, operator), pending(stage, operator)
+    shown = {kept.pk: kept.content_hash, changed.pk: changed.content_hash}
+    workflow.update_edit(update=changed, by=operator, attributes=EVIL)
+    workflow.update_submit(update=changed, by=operator)
+    outcome = decisions.updates_decide_each(updates=[kept, changed], decision="approve",
+                                            by=supervisor, shown=shown)
+    assert [u.pk for u in outcome.done] == [kept.pk] and outcome.done[0].status == S.APPROVED
+    [(refused, message)] = outcome.refused
+    assert refused.pk == changed.pk and "not the ones you were shown" in message
+    assert ProfileUpdate.objects.get(pk=changed.pk).status == S.PENDING
+    waiting = [pending(stage, operator), pending(stage, operator)]
+    none = decisions.updates_decide_each(updates=waiting, decision="reject", by=supervisor,
+                                         comment="")
+    assert none.done == [] and [m for _, m in none.refused] == [
+        "A rejection needs a comment saying why."] * 2

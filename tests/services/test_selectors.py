@@ -1,9 +1,11 @@
-"""Read queries behind the admin: identity search, the queue, timelines, dashboard figures."""
+"""Read queries behind the admin and the notebook: identity search, the queue, timelines, dashboard
+figures, and updates, attempts and audit events selected by id and filter."""
 
 from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from django.utils import timezone
 
 from updates import selectors, workflow
@@ -66,17 +68,6 @@ def test_attribute_rows_are_in_request_order(stage):
     update = stage(attributes={"loyaltyTier": "gold", "callNote": "x", "loanStatus": "funded"})
     assert selectors.attribute_rows(update) == [
         ("callNote", "x"), ("loanStatus", "funded"), ("loyaltyTier", "gold")]
-
-
-def test_request_preview_is_get_while_the_url_fits_and_post_beyond(stage, connection):
-    connection.mappings.filter(target_name="callNote").update(max_length=20000)
-    small = selectors.request_preview(stage())
-    assert (small.method, small.quota_cost) == ("GET", 1)
-    assert 0 < small.size_bytes <= 8192
-    big = selectors.request_preview(stage(attributes={"loanStatus": "funded",
-                                                      "callNote": "é" * 5000}))
-    assert big.method == "POST"
-    assert big.size_bytes > 8192 and big.limit_bytes == 61440
 
 
 # --- queue -------------------------------------------------------------------------------------
@@ -189,3 +180,43 @@ def test_the_dashboard_reads_the_quota_window_per_connection(connection):
     assert (picture.window_requests, picture.limit, picture.remaining) == (12, 1_000_000, 999_988)
     assert picture.oldest_leaves_at == now.replace(second=0, microsecond=0) + dt.timedelta(
         hours=24, minutes=1)
+
+
+# --- selected by id and filter (the notebook's listings) ------------------------------------------
+
+def test_a_connection_is_named_by_itself_its_id_label_or_client_code(connection):
+    assert selectors.connection_named(connection.pk) == connection
+    assert selectors.connection_named("acme") == connection
+    assert selectors.connection_named(connection.label) == connection
+    assert selectors.connection_named(None) == connection  # the one active connection
+    with pytest.raises(LookupError, match=r"No connection 'nope' \(connections: Connection acme\)"):
+        selectors.connection_named("nope")
+    connection.active = False
+    connection.save(update_fields=["active"])
+    with pytest.raises(ValueError, match="0 active connections could be meant"):
+        selectors.connection_named(None)
+
+
+def test_updates_are_selected_by_every_filter_given(stage, operator, other_operator):
+    mine = stage(reason="list A")
+    submitted = workflow.update_submit(update=stage(reason="list A"), by=operator)
+    theirs = stage(by=other_operator, reason="list B")
+    assert list(selectors.updates_selected()) == [mine, submitted, theirs]
+    assert list(selectors.updates_selected(reason="list A", statuses=["draft"])) == [mine]
+    assert list(selectors.updates_selected(created_by="operator2")) == [theirs]
+    assert list(selectors.updates_selected(ids=[theirs.pk, mine.pk])) == [mine, theirs]
+
+
+def test_the_audit_of_an_imported_update_includes_its_imports_event(connection, operator):
+    from updates import importing, mappings
+
+    fingerprint = mappings.mappings_fingerprint(mappings.active_mappings(connection))
+    job = importing.rows_import(
+        connection=connection, by=operator, fingerprint=fingerprint, name="list.csv",
+        rows=[{"identity_type": "mbox3rdPartyId", "identity": "CUST-1",
+               "attributes": {"loanStatus": "funded"}}])
+    [(visitor, update_id)] = selectors.import_job_update_ids(job).items()
+    assert visitor == ("mbox3rdPartyId", "CUST-1")
+    [event] = selectors.audit_selected(update_ids=[update_id])
+    assert (event.update_id, event.action, event.changes["import_job"]) == (None, "imported", job.pk)
+    assert not selectors.audit_selected(update_ids=[update_id], actor="someone else").exists()

@@ -20,7 +20,7 @@ from django.utils import timezone
 from django_q.models import Schedule
 
 from tests.conftest import REFUSING_PROXY, make_mapping
-from updates import quota, selectors, sending, target, tasks, workflow
+from updates import quota, sending, target, tasks, workflow
 from updates.models import (
     AuditEvent, DailyUsage, ProfileUpdate, QuotaMinute, SendAttempt, SendRun, TargetConnection,
     UpdateStatus,
@@ -689,9 +689,32 @@ def test_plan_due_lists_the_requests_and_changes_nothing(acme, approve, emulator
 @pytest.mark.django_db
 def test_the_approval_queue_previews_the_senders_exact_request(acme, stage):
     update = stage()
-    preview = selectors.request_preview(update)
+    preview = sending.planned(update)
     assert (preview.method, preview.quota_cost, preview.problem) == ("GET", 1, "")
     assert preview.size_bytes == len(sending.request_for(update).url)
+
+
+@pytest.mark.django_db
+def test_the_preview_is_get_while_the_url_fits_and_post_beyond(stage, connection):
+    connection.mappings.filter(target_name="callNote").update(max_length=20000)
+    small = sending.planned(stage())
+    assert (small.method, small.quota_cost) == ("GET", 1)
+    assert 0 < small.size_bytes <= 8192
+    big = sending.planned(stage(attributes={"loanStatus": "funded", "callNote": "é" * 5000}))
+    assert big.method == "POST"
+    assert big.size_bytes > 8192 and big.limit_bytes == 61440
+
+
+@pytest.mark.django_db
+def test_a_plan_costs_its_requests_against_each_connections_window(acme, stage):
+    acme.quota_limit = 3
+    acme.save(update_fields=["quota_limit"])
+    quota.reserve(connection=acme, wanted=2)
+    plan = [sending.planned(stage()) for _ in range(2)]
+    [(connection, cost)] = sending.plan_cost(plan)
+    assert connection == acme
+    assert (cost.cost, cost.used, cost.limit, cost.remaining) == (2, 2, 3, 1)
+    assert not cost.fits and cost.waiting == 1
 
 
 # --- the schedule --------------------------------------------------------------------------------

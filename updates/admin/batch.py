@@ -23,9 +23,11 @@ change something — still bound to the content the page showed.
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
@@ -39,7 +41,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from updates import batch_decisions, batch_reads, decisions, permissions, quota, routing, \
-    selectors, setwise, target, workflow
+    selectors, sending, setwise, target, workflow
 from updates.conf import setting
 from updates.models import (BatchRead, DecisionJob, ImportJob, ProfileUpdate, TargetConnection,
                             content_hash)
@@ -116,7 +118,7 @@ def batch_view(request: HttpRequest) -> HttpResponse:
     sample_size = _sample_size(request)
     updates = list(ProfileUpdate.objects.filter(pk__in=ids)
                    .select_related("connection", "created_by", "last_edited_by").order_by("id"))
-    summaries = [(u, selectors.request_preview(u)) for u in updates]
+    summaries = [(u, sending.planned(u)) for u in updates]
     user = request.user
     authored = workflow.authored_by(user, updates)  # one query, not one per update
     blocked = sum(1 for u in updates if workflow.decision_blocker(u, user, authored=authored))
@@ -124,17 +126,10 @@ def batch_view(request: HttpRequest) -> HttpResponse:
     unsendable = sum(1 for _, s in summaries if s.problem)
     now = timezone.now()
     connections = {u.connection_id: u.connection for u in updates}
-    headroom = [(c, quota.window_usage(connection=c, now=now), c.quota_limit)
-                for c in connections.values()]
+    headroom = [(c, quota.window_picture(connection=c, now=now)) for c in connections.values()]
     chosen = random.sample(summaries, min(sample_size, len(summaries)))
     chosen.sort(key=lambda pair: pair[0].pk)
-    # What each sampled update would do at Target, from reads already fresh enough; the rest
-    # are read by the page's script through the live diff, then the estimate is asked again.
-    verdicts = batch_reads.sample_verdicts([u for u, _ in chosen], now=now)
-    sample = [{"update": u, "attributes": selectors.attribute_rows(u), "request": s,
-               "blocker": workflow.decision_blocker(u, user, authored=authored),
-               "verdict": verdicts[u.pk], "verdict_label": batch_reads.label(verdicts[u.pk])}
-              for u, s in chosen]
+    verdicts, sample = _sample_rows(chosen, user=user, authored=authored, now=now)
     return _page(request, title, "admin/updates/batch.html", {
         "scope": scope, "count": len(ids), "too_many": too_many, "batch_limit": BATCH_LIMIT,
         "decision_jobs": _recent_decisions(scope),
@@ -148,6 +143,19 @@ def batch_view(request: HttpRequest) -> HttpResponse:
         "whole_read": _whole_read(scope, updates, now),
         **_routes(connections.values(), Counter(u.connection_id for u in updates), now),
     })
+
+
+def _sample_rows(chosen: list[tuple[ProfileUpdate, Any]], *, user, authored: set[int],
+                 now: dt.datetime) -> tuple[dict[int, str], list[dict[str, Any]]]:
+    """The sampled updates (with their request previews) as the page's rows, and what each would
+    do at Target, from reads already fresh enough; the rest are read by the page's script
+    through the live diff, then the estimate is asked again."""
+    verdicts = batch_reads.sample_verdicts([u for u, _ in chosen], now=now)
+    return verdicts, [
+        {"update": u, "attributes": selectors.attribute_rows(u), "request": s,
+         "blocker": workflow.decision_blocker(u, user, authored=authored),
+         "verdict": verdicts[u.pk], "verdict_label": batch_reads.label(verdicts[u.pk])}
+        for u, s in chosen]
 
 
 def _large_batch_view(request: HttpRequest, scope: Scope, title: str) -> HttpResponse:
@@ -174,16 +182,11 @@ def _large_batch_view(request: HttpRequest, scope: Scope, title: str) -> HttpRes
     chosen = list(ProfileUpdate.objects.filter(pk__in=chosen_ids)
                   .select_related("connection", "created_by", "last_edited_by").order_by("id"))
     authored = workflow.authored_by(user, chosen)
-    summaries = [(u, selectors.request_preview(u)) for u in chosen]
+    summaries = [(u, sending.planned(u)) for u in chosen]
     now = timezone.now()
     connections = TargetConnection.objects.filter(pk__in={row[5] for row in rows})
-    headroom = [(c, quota.window_usage(connection=c, now=now), c.quota_limit)
-                for c in connections]
-    verdicts = batch_reads.sample_verdicts(chosen, now=now)
-    sample = [{"update": u, "attributes": selectors.attribute_rows(u), "request": s,
-               "blocker": workflow.decision_blocker(u, user, authored=authored),
-               "verdict": verdicts[u.pk], "verdict_label": batch_reads.label(verdicts[u.pk])}
-              for u, s in summaries]
+    headroom = [(c, quota.window_picture(connection=c, now=now)) for c in connections]
+    verdicts, sample = _sample_rows(summaries, user=user, authored=authored, now=now)
     return _page(request, title, "admin/updates/batch.html", {
         "scope": scope, "count": len(pairs), "too_many": too_many, "batch_limit": BATCH_LIMIT,
         "shown_job": token, "shown": "", "large": True, "chunk": setwise.CHUNK,

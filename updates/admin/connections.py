@@ -64,6 +64,11 @@ class TargetConnectionForm(forms.ModelForm):
         label="IMS token endpoint", required=False, assume_scheme="https",
         help_text="Adobe IMS's token endpoint; change it only for tests or another region. "
                   "Empty: https://ims-na1.adobelogin.com/ims/token/v3.")
+    ims_scopes = forms.CharField(
+        label="IMS scopes", required=False, max_length=500,
+        widget=forms.TextInput(attrs={"size": 80}),
+        help_text="Comma-separated, as the Developer Console lists them for the credential. "
+                  "Empty: Target's (openid, AdobeID, target_sdk, …).")
     admin_api_url = forms.URLField(
         label="Target Admin API", required=False, assume_scheme="https",
         help_text="Target's Admin API; change it only for tests or a proxy. Empty: "
@@ -73,8 +78,8 @@ class TargetConnectionForm(forms.ModelForm):
         model = TargetConnection
         fields = ["label", "client_code", "base_url", "quota_limit", "active", "verify_after_send",
                   "skip_unchanged", "drop_unchanged_attributes", "adobe_client_id",
-                  "adobe_org_id", "target_tenant", "ims_token_url", "admin_api_url", "send_route",
-                  "bulk_row_threshold", "pc_id_bulk"]
+                  "adobe_org_id", "target_tenant", "ims_token_url", "ims_scopes",
+                  "admin_api_url", "send_route", "bulk_row_threshold", "pc_id_bulk"]
         labels = {
             "label": "Label",
             "client_code": "Client code",
@@ -88,6 +93,7 @@ class TargetConnectionForm(forms.ModelForm):
             "adobe_org_id": "IMS org ID",
             "target_tenant": "Target tenant",
             "ims_token_url": "IMS token endpoint",
+            "ims_scopes": "IMS scopes",
             "admin_api_url": "Target Admin API",
             "send_route": "Route of decided batches",
             "bulk_row_threshold": "Bulk threshold (updates)",
@@ -134,6 +140,9 @@ class TargetConnectionForm(forms.ModelForm):
 
     def clean_admin_api_url(self) -> str:
         return self.cleaned_data["admin_api_url"] or _default("admin_api_url")
+
+    def clean_ims_scopes(self) -> str:
+        return self.cleaned_data["ims_scopes"] or _default("ims_scopes")
 
     def clean_new_client_secret(self) -> str:
         secret = self.cleaned_data["new_client_secret"]
@@ -186,7 +195,7 @@ class TargetConnectionAdmin(OfferedLookupsAdmin):
         ("Where requests go", {"fields": ["base_url", "endpoint", "quota_limit"]}),
         ("Adobe credentials (ProfileOps obtains and renews the token)", {
             "fields": ["adobe_client_id", "new_client_secret", "adobe_org_id", "target_tenant",
-                       "ims_token_url", "admin_api_url", "clear_credentials"],
+                       "ims_token_url", "ims_scopes", "admin_api_url", "clear_credentials"],
             "description": "An OAuth Server-to-Server credential from the Adobe Developer Console "
                            "with Target in its product profile. With it, nobody pastes or renews "
                            "a token: ProfileOps fetches Target's profile token, renews it before "

@@ -25,6 +25,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from updates import exporting, importing, permissions
+from updates.forms import supersede_field
 from updates.models import ImportJob, TargetConnection
 
 from . import exports
@@ -45,11 +46,10 @@ class ImportUploadForm(forms.Form):
     submit = forms.BooleanField(
         required=False, label="Submit for approval at once",
         help_text="Otherwise the updates are created as drafts for you to review and submit.")
-    supersede = forms.BooleanField(
-        required=False, label="Cancel the open update(s) and replace them",
-        help_text="A row for a visitor with an open update setting one of the same attributes "
-                  "is refused unless this is ticked; then that update is cancelled (audited as "
-                  "superseded by the row's update) when the import saves. Never a sending one.")
+    supersede = supersede_field(
+        "A row for a visitor with an open update setting one of the same attributes is refused "
+        "unless this is ticked; then that update is cancelled (audited as superseded by the "
+        "row's update) when the import saves. Never a sending one.")
 
     def clean_file(self):
         upload = self.cleaned_data["file"]

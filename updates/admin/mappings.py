@@ -15,7 +15,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
-from updates import mappings
+from updates import catalogue, mappings
 from updates.errors import PERMISSION_DENIED
 from updates.models import AttributeMapping, AuditEvent
 from .base import OfferedLookupsAdmin
@@ -131,6 +131,8 @@ class AttributeMappingAdmin(OfferedLookupsAdmin):
             if getattr(error, "code", None) == PERMISSION_DENIED:
                 raise PermissionDenied(" ".join(error.messages)) from error
             raise
+        for warning in catalogue.mapping_warnings(obj):  # a warning, never a refusal
+            self.message_user(request, warning, messages.WARNING)
 
 
 def _changes_text(changes: dict) -> str:

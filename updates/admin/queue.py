@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
 
-from updates import decisions, permissions, quota, selectors, workflow
+from updates import decisions, permissions, quota, selectors, sending, workflow
 from updates.models import ProfileUpdate, TargetConnection
 
 from .base import parse_id
@@ -31,7 +31,7 @@ MAX_SEARCH_CHARS = 200
 class QueueRow:
     update: ProfileUpdate
     attributes: list[tuple[str, str]]
-    request: selectors.RequestPreview
+    request: sending.PlannedRequest
     own: bool  # the viewer wrote its content
     may_decide: bool  # workflow.may_decide: False for the viewer's own content
     blocker: str = ""  # why this viewer may not decide it ("" when they may)
@@ -60,14 +60,13 @@ def queue_view(request: HttpRequest) -> HttpResponse:
     page = paginator.get_page(request.GET.get("p"))
     # Four eyes, as the service applies it: the viewer's own content gets no decision buttons.
     authored = workflow.authored_by(request.user, page)
-    rows = [QueueRow(u, selectors.attribute_rows(u), selectors.request_preview(u),
+    rows = [QueueRow(u, selectors.attribute_rows(u), sending.planned(u),
                      u.pk in authored, workflow.may_decide(u, request.user, authored=authored),
                      workflow.decision_blocker(u, request.user, authored=authored))
             for u in page]
     now = timezone.now()
     on_page = {r.update.connection_id: r.update.connection for r in rows}
-    headroom = [(c, quota.window_usage(connection=c, now=now), c.quota_limit)
-                for c in on_page.values()]
+    headroom = [(c, quota.window_picture(connection=c, now=now)) for c in on_page.values()]
     return _page(request, title, "admin/updates/queue.html", {
         "rows": rows,
         "shown": decisions.shown_token(r.update for r in rows),

@@ -27,10 +27,10 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
-from updates import (attention, decisions, open_changes, permissions, selectors, verification,
-                     workflow)
+from updates import (attention, decisions, open_changes, permissions, selectors, sending,
+                     verification, workflow)
 from updates.errors import OPEN_CONFLICT
-from updates.forms import staging_form_class
+from updates.forms import StagingForm, staging_form_class
 
 from . import timeline
 from .base import OfferedLookupsAdmin, parse_id
@@ -189,43 +189,17 @@ class MappingSplitDateTime(LabelledSplitDateTime):
 ADMIN_MAPPING_WIDGETS = {"date": AdminDateWidget, "datetime": MappingSplitDateTime}
 
 
-class UpdateFormBase(forms.ModelForm):
-    """Stage or edit an update: the update's own fields, to which updates.forms adds one field
-    per active mapping of the connection. Submitting it calls workflow.update_stage /
-    update_edit, so every rule the services apply — and every refusal — lands on this form as
-    an error, never a 500."""
-
-    # Never trimmed: an identity with stray whitespace is refused with a message, not altered.
-    identity = forms.CharField(
-        max_length=256, strip=False, label="Visitor identity",
-        help_text="Exactly as Target knows it: case matters and nothing is trimmed for you.")
-    # One open change per visitor and attribute (updates/open_changes.py): without this, a
-    # visitor's open update setting one of the same attributes refuses the save, named.
-    supersede = forms.BooleanField(
-        required=False, label="Cancel the open update(s) and replace them",
-        help_text="Only if this visitor has an open update setting one of these attributes: "
-                  "that update is cancelled (audited as superseded by this one). This one "
-                  "needs its own approval.")
+class AdminStagingForm(StagingForm):
+    """Stage or edit an update in the admin: the one staging form (updates.forms) with the
+    admin's date widgets. Validating it calls workflow.update_stage / update_edit, so every rule
+    the services apply — and every refusal — lands on this form as an error, never a 500."""
 
     user: Any = None  # set per request by ProfileUpdateAdmin.get_form
     # Set per request when the posted form must be shown again, not saved (a workflow button
     # pressed with unsaved changes): validation then fails with this message and saves nothing.
     refuse_with: str = ""
 
-    class Meta:
-        model = ProfileUpdate
-        fields = ["identity_type", "identity", "reason", "not_before"]
-        labels = {
-            "identity_type": "Identity type",
-            "reason": "Reason",
-            "not_before": "Earliest send time (UTC)",
-        }
-        help_texts = {
-            "identity_type": "mboxPC is Target's own visitor id (tntId); mbox3rdPartyId is your "
-                             "customer id as Target knows it.",
-            "reason": "Optional, shown to supervisors, e.g. \"loan funded — call centre\".",
-            "not_before": "Optional. Empty: sent as soon as it is approved.",
-        }
+    class Meta(StagingForm.Meta):
         widgets = {"not_before": LabelledSplitDateTime}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -251,7 +225,6 @@ class UpdateFormBase(forms.ModelForm):
         if self._errors:
             return
         values = self.service_kwargs()
-        values["supersede"] = bool(self.cleaned_data.get("supersede"))
         try:
             if self.instance.pk is None:
                 self.instance = workflow.update_stage(connection=self.connection, by=self.user,
@@ -276,9 +249,18 @@ class UpdateFormBase(forms.ModelForm):
                 self.add_error(target_field, message)
 
 
+def _utc_display(field: str, description: str) -> Callable[[Any, ProfileUpdate], str]:
+    """A read-only field of the update page showing a moment in the timeline's one format."""
+    @admin.display(description=description)
+    def show(self, obj: ProfileUpdate) -> str:
+        return timeline.utc_text(getattr(obj, field))
+
+    return show
+
+
 def update_form_class(connection: TargetConnection, user: Any,
                       update: ProfileUpdate | None = None) -> type[forms.ModelForm]:
-    form_class = staging_form_class(connection, base=UpdateFormBase, update=update)
+    form_class = staging_form_class(connection, base=AdminStagingForm, update=update)
     form_class.user = user
     return form_class
 
@@ -676,29 +658,12 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
         return super().get_form(request, obj, change, **kwargs)
 
     # The Life section's times in the timeline's one format (timeline.utc_text).
-    @admin.display(description="Created at")
-    def created_at_utc(self, obj: ProfileUpdate) -> str:
-        return timeline.utc_text(obj.created_at)
-
-    @admin.display(description="Last edited at")
-    def last_edited_at_utc(self, obj: ProfileUpdate) -> str:
-        return timeline.utc_text(obj.last_edited_at)
-
-    @admin.display(description="Submitted at")
-    def submitted_at_utc(self, obj: ProfileUpdate) -> str:
-        return timeline.utc_text(obj.submitted_at)
-
-    @admin.display(description="Decided at")
-    def decided_at_utc(self, obj: ProfileUpdate) -> str:
-        return timeline.utc_text(obj.decided_at)
-
-    @admin.display(description="Acknowledged at")
-    def acknowledged_at_utc(self, obj: ProfileUpdate) -> str:
-        return timeline.utc_text(obj.acknowledged_at)
-
-    @admin.display(description="Next attempt at")
-    def next_attempt_at_utc(self, obj: ProfileUpdate) -> str:
-        return timeline.utc_text(obj.next_attempt_at)
+    created_at_utc = _utc_display("created_at", "Created at")
+    last_edited_at_utc = _utc_display("last_edited_at", "Last edited at")
+    submitted_at_utc = _utc_display("submitted_at", "Submitted at")
+    decided_at_utc = _utc_display("decided_at", "Decided at")
+    acknowledged_at_utc = _utc_display("acknowledged_at", "Acknowledged at")
+    next_attempt_at_utc = _utc_display("next_attempt_at", "Next attempt at")
 
     @admin.display(description="Target connection")
     def connection_display(self, obj: ProfileUpdate | None) -> str:
@@ -706,9 +671,9 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
             return ""
         return str(obj.connection)
 
-    def save_model(self, request: HttpRequest, obj: ProfileUpdate, form: UpdateFormBase,
+    def save_model(self, request: HttpRequest, obj: ProfileUpdate, form: AdminStagingForm,
                    change: bool) -> None:
-        # Already saved by the service in UpdateFormBase._post_clean; only tell what happened —
+        # Already saved by the service in AdminStagingForm._post_clean; only tell what happened —
         # in place of the admin's own "changed successfully" line (see message_user).
         if not change:
             request._po_saved_message = (messages.SUCCESS, (
@@ -748,7 +713,7 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
             user = request.user
             extra.update(
                 attribute_rows=selectors.attribute_rows(obj),
-                request_preview=selectors.request_preview(obj),
+                request_preview=sending.planned(obj),
                 timeline_lines=timeline.timeline_lines(selectors.update_timeline(update=obj)),
                 # Nothing left to edit: what happened matters more than the read-only form.
                 timeline_first=obj.status in workflow.READ_ONLY_STATES,
@@ -876,7 +841,7 @@ class ProfileUpdateAdmin(OfferedLookupsAdmin):
                 f"You have unsaved changes: update #{update.pk} was not {verb}. Save them "
                 "first, or reload the page to drop them.")
             return self.change_view(request, object_id, form_url=self._change_url(update))
-        if not edits.is_valid():  # validating saves (UpdateFormBase._post_clean)
+        if not edits.is_valid():  # validating saves (AdminStagingForm._post_clean)
             messages.error(request, f"Update #{update.pk} was not {verb}: your changes have "
                                     "errors (below). Nothing was saved.")
             return self.change_view(request, object_id, form_url=self._change_url(update))

@@ -11,6 +11,7 @@ from django.urls import reverse
 
 from updates import permissions, selectors
 from updates.admin.timeline import _event_title, utc_text
+from updates.models import AuditEvent, SendAttempt
 
 register = template.Library()
 
@@ -25,8 +26,9 @@ class RecentEvent:
     css: str  # Django's actionlist classes: addlink / changelink / deletelink
 
 
-CSS = {"staged": "addlink", "imported": "addlink", "cancelled": "deletelink",
-       "rejected": "deletelink", "failed": "deletelink"}
+A = AuditEvent.Action
+CSS = {A.STAGED: "addlink", A.IMPORTED: "addlink", A.CANCELLED: "deletelink",
+       A.REJECTED: "deletelink", A.FAILED: "deletelink"}
 
 
 @register.simple_tag(takes_context=True)
@@ -48,6 +50,5 @@ def _attempt_number(event) -> int | None:
     shows a handful)."""
     if not isinstance((event.changes or {}).get("attempt"), int):
         return None
-    from updates.models import SendAttempt
     return (SendAttempt.objects.filter(update_id=event.update_id, started_at__lte=event.at)
             .aggregate(n=Max("number"))["n"])

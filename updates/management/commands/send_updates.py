@@ -5,6 +5,7 @@
     python manage.py send_updates --dry-run            # print the requests; send and change nothing
     python manage.py send_updates --loop               # keep sending until Ctrl+C
     python manage.py send_updates --time-budget 45     # start nothing new after 45 s
+    python manage.py send_updates --user alice         # a person starts it: their rights apply
 
 With --loop, a lost database connection (a restart, a failover, a killed backend) does not end
 the command: it closes the connection, waits with backoff (1 s doubling up to a minute) and goes
@@ -17,10 +18,11 @@ import math
 import time
 
 from django.core import checks
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import InterfaceError, OperationalError, connections
 
-from updates import quota, target
+from updates import target
 from updates.models import SendRun, TargetConnection
 
 PROGRESS_EVERY_SECONDS = 2.0
@@ -51,12 +53,17 @@ class Command(BaseCommand):
         parser.add_argument("--time-budget", type=float, metavar="SECONDS",
                             help="Claim no new batch and start no new request after this many "
                                  "seconds (per run with --loop), like the schedule's budget.")
+        parser.add_argument("--user", metavar="USERNAME",
+                            help="Who starts the run: refused unless they have a part in the "
+                                 "workflow (submit or approve permission); the run names them.")
 
     def handle(self, *args, connection: str | None, limit: int | None, dry_run: bool,
-               loop: bool, idle_sleep: float, time_budget: float | None, **options) -> None:
+               loop: bool, idle_sleep: float, time_budget: float | None,
+               user: str | None = None, **options) -> None:
         _check_options(limit=limit, idle_sleep=idle_sleep, time_budget=time_budget,
                        dry_run=dry_run, loop=loop)
         conn = self._connection(connection)
+        self.by = _person(user)
         if dry_run:
             self._dry_run(conn, limit)
         elif loop:
@@ -126,8 +133,13 @@ class Command(BaseCommand):
 
         from updates import sending  # here, not at the top: `--help` never loads requests
 
-        return sending.send_due(connection=conn, limit=limit, trigger=SendRun.Trigger.COMMAND,
-                                time_budget=time_budget, progress=progress)
+        by = self.by
+        try:
+            return sending.send_due(connection=conn, limit=limit, trigger=SendRun.Trigger.COMMAND,
+                                    time_budget=time_budget, progress=progress, by=by,
+                                    worker=None if by is None else f"send_updates:{by}")
+        except ValidationError as error:  # the person may not start a run
+            raise CommandError(" ".join(error.messages)) from None
 
     def _summary(self, run, *, prefix: str) -> None:
         self.stdout.write(
@@ -141,7 +153,6 @@ class Command(BaseCommand):
         from updates import sending  # here, not at the top: `--help` never loads requests
 
         plan = sending.plan_due(connection=conn, limit=limit)
-        cost_by_connection: dict[int, int] = {}
         for item in plan:
             update = item.update
             self.stdout.write(f"#{update.pk} {update.connection.client_code}")
@@ -149,8 +160,6 @@ class Command(BaseCommand):
                 self.stdout.write(f"  cannot be sent: {item.problem}")
                 continue
             request = item.request
-            cost_by_connection[update.connection_id] = (
-                cost_by_connection.get(update.connection_id, 0) + item.quota_cost)
             self.stdout.write(f"  {request.method} {request.url}")
             # The token is a secret: say that it is sent, never what it is.
             for name, shown in target.shown_headers(request.headers).items():
@@ -158,17 +167,26 @@ class Command(BaseCommand):
             if request.body is not None:
                 self.stdout.write(f"  body ({len(request.body)} bytes): "
                                   f"{request.body.decode('ascii')}")
-        total = sum(cost_by_connection.values())
+        costs = [(c, cost) for c, cost in sending.plan_cost(plan) if cost.cost]
+        total = sum(cost.cost for _, cost in costs)
         self.stdout.write(f"Dry run: {len(plan)} update(s) due; they would use {total} request(s) "
                           "of quota. Nothing was sent or changed.")
-        connections = {item.update.connection_id: item.update.connection for item in plan}
-        for connection_id, cost in cost_by_connection.items():
-            connection = connections[connection_id]
-            room = quota.headroom(connection=connection)
-            note = "" if cost <= room else f"; {cost - room} would wait for the window to free"
-            self.stdout.write(f"  {connection.client_code}: would use {cost:,} of the {room:,} "
-                              f"requests left in the rolling 24 h (limit "
-                              f"{connection.quota_limit:,}){note}.")
+        for connection, cost in costs:
+            note = f"; {cost.waiting} would wait for the window to free" if cost.waiting else ""
+            self.stdout.write(f"  {connection.client_code}: would use {cost.cost:,} of the "
+                              f"{cost.remaining:,} requests left in the rolling 24 h (limit "
+                              f"{cost.limit:,}){note}.")
+
+def _person(username: str | None):
+    """The user named by --user (None without it), or a CommandError naming the problem."""
+    if username is None:
+        return None
+    from updates import selectors  # here: only a run given --user reads it
+
+    found = selectors.person_named(username)
+    if found is None:
+        raise CommandError(f"No user {username!r}.")
+    return found
 
 
 def _check_options(*, limit: int | None, idle_sleep: float, time_budget: float | None,

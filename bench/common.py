@@ -66,13 +66,19 @@ def median_ms(fn: Callable[[], Any], *, runs: int, warmup: int = 1) -> tuple[flo
     """
     for _ in range(warmup):
         fn()
+    walls, cpus = timings_ms(fn, runs=runs)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def timings_ms(fn: Callable[[], Any], *, runs: int) -> tuple[list[float], list[float]]:
+    """Wall and CPU milliseconds of each of `runs` calls of `fn`."""
     walls, cpus = [], []
     for _ in range(runs):
         began, cpu = time.perf_counter(), time.process_time()
         fn()
         walls.append((time.perf_counter() - began) * 1000)
         cpus.append((time.process_time() - cpu) * 1000)
-    return statistics.median(walls), statistics.median(cpus)
+    return walls, cpus
 
 
 def vendor() -> str:

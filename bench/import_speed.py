@@ -15,7 +15,8 @@ database, in a process of their own so each peak RSS is its own:
 - raw: csv.reader streaming the same file and ProfileUpdate.objects.bulk_create of the same
   rows in batches of 2,000, no checks, no audit — the floor for getting the rows into the table.
 
-Target: service ≤ 2× raw (whole process, same run, same database); peak RSS ≤ 150 MB at 1M rows.
+Target: service ≤ 1.5× raw (whole process, same run, same database; issue 25 item 5); peak RSS
+≤ 150 MB at 1M rows.
 """
 
 from __future__ import annotations

@@ -55,6 +55,9 @@ class AdobeAdmin:
     profile_token_lifetime: float = 7 * 86_400.0
     attributes: list[str] = field(default_factory=lambda: ["loanStatus", "loyaltyTier"])
     require_auth: bool = True
+    # Adobe gives expiresIn in whole seconds (rounded down): a token with 0.7 s left says 0.
+    # Off, short test lifetimes are given in milliseconds.
+    whole_seconds: bool = False
     clock: Callable[[], float] = time.time
     counts: AdobeCounts = field(default_factory=AdobeCounts)
 
@@ -130,7 +133,7 @@ class AdobeAdmin:
             self._ims[token] = self.clock() + self.ims_lifetime
             self.counts.ims_tokens += 1
             return 200, {"access_token": token, "token_type": "bearer",
-                         "expires_in": _seconds(self.ims_lifetime)}
+                         "expires_in": _seconds(self.ims_lifetime, self.whole_seconds)}
 
     def _admin_authorized(self, headers: Any) -> bool:
         authorization = headers.get("Authorization") or ""
@@ -166,9 +169,11 @@ class AdobeAdmin:
     def _token_json(self, token: str) -> dict:
         assert self._profile is not None
         return {"accessToken": token, "tokenType": "bearer", "scope": TOKEN_SCOPE,
-                "expiresIn": _seconds(self._profile[1] - self.clock())}
+                "expiresIn": _seconds(self._profile[1] - self.clock(), self.whole_seconds)}
 
 
-def _seconds(value: float) -> float | int:
+def _seconds(value: float, whole: bool = False) -> float | int:
     """Whole seconds as Adobe gives them; fractions only for the compressed test lifetimes."""
-    return math.floor(value) if value >= 60 else round(max(0.0, value), 3)
+    if whole or value >= 60:
+        return max(0, math.floor(value))
+    return round(max(0.0, value), 3)

@@ -57,7 +57,8 @@ KNOBS: dict[str, Knob] = {
         int, 180, "/readyz fails when the send schedule has not completed a run for this long."),
     "METRICS_TOKEN": Knob(str, "", "Bearer token for /metrics; without one it answers 404."),
     "METRICS_STATUS_SECONDS": Knob(
-        float, 60.0, "Updates by status are counted at most this often per process."),
+        float, 60.0, "Updates by status are recounted at most this often (by one process, "
+                     "aside: scrapes answer with the last count); 0 counts on every scrape."),
     # Reading profiles back (updates/reading.py, updates/verification.py).
     "READS_PER_SECOND": Knob(
         float, 40.0, "Profile reads per second per connection, shared by every process (the "

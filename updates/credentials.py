@@ -13,8 +13,9 @@ Every request to Target's profile update and read APIs takes its token from `pro
      and keeps it until its `expiresIn`;
   3. `POST`s the same path (a new token) only when Target holds no valid one — a new token makes
      every request with the old one fail, so never while one is valid — or when an administrator
-     forces a rotation (`profile_token_rotate`). A token with less than LAST_MOMENTS left is
-     waited out first, so no request sets out with a token about to expire.
+     forces a rotation (`profile_token_rotate`). A token with less than LAST_MOMENTS left
+     (Target's whole seconds: "0" included) is waited out and asked for again first, so no
+     request sets out with a token about to expire and none is minted while one is valid.
 
 The tokens live in the connection's `CredentialState` row, encrypted. Renewing happens with that
 row locked, so the web, every qcluster worker and every command share one current token and only
@@ -220,12 +221,14 @@ def _renew(connection: TargetConnection, *, refused: str) -> str:
             # a minute.
             return state.profile_token
         token, expires_in = _fetch(connection, state)
-        if token and 0 < expires_in < LAST_MOMENTS:
+        if token and expires_in < LAST_MOMENTS:
             # About to expire: requests sent with it would be refused on the way. Let it run
-            # out (a new token while it is valid would break its other users), then mint.
-            time.sleep(expires_in + 0.05)
-            token, expires_in = "", 0.0
-        if token and expires_in > 0:
+            # out (a new token while it is valid would break its other users), then ask again.
+            time.sleep(max(expires_in, 0.0) + _slack(expires_in))
+            token, expires_in = _fetch(connection, state)
+            if token and expires_in < LAST_MOMENTS:
+                raise _unavailable("Target's Admin API", 200)
+        if token:
             if refused and token == refused:
                 state.refusal_checked_at = now
             # Target's current token. If it is the refused one, Target still calls it valid: a
@@ -264,6 +267,12 @@ def _store_profile_token(connection: TargetConnection, state: CredentialState, t
            by=by)
 
 
+def _slack(expires_in: float) -> float:
+    """How long after `expires_in` a token is surely gone: Adobe gives whole seconds rounded
+    down ("0" may be valid for almost a second more); a fraction is exact."""
+    return 1.0 if float(expires_in).is_integer() else 0.05
+
+
 def _ahead(lifetime_seconds: float) -> dt.timedelta:
     """How long before expiry a token is renewed: the setting, at most a fifth of its life."""
     return dt.timedelta(seconds=min(float(setting("TOKEN_RENEW_AHEAD_SECONDS")),
@@ -298,7 +307,8 @@ def _ims_token(connection: TargetConnection, state: CredentialState, *, force: b
         "client_secret": connection.adobe_client_secret, "scope": connection.ims_scopes})
     if status in (400, 401, 403):
         raise Refused(f"Adobe IMS refused the client ID and secret of {connection.label} "
-                      f"(HTTP {status}{_error_word(payload)}).", code=CREDENTIALS_REFUSED)
+                      f"(HTTP {status}{_error_word(payload, connection)}).",
+                      code=CREDENTIALS_REFUSED)
     token, expires_in = _token_answer(payload, "access_token", "expires_in")
     if status != 200 or not token or expires_in <= 0:
         raise _unavailable("Adobe IMS", status)
@@ -336,9 +346,12 @@ def _fetch(connection: TargetConnection, state: CredentialState) -> tuple[str, f
     status, payload = _admin_call(connection, state, "GET", TOKEN_PATH)
     if status == 404:
         return "", 0.0
-    if status != 200:
+    token, expires_in = _token_answer(payload, "accessToken", "expiresIn")
+    if status != 200 or not token:
+        # A 200 without a readable token (a proxy's page, a cut answer) says nothing about
+        # Target's token: a mint now could replace a valid one.
         raise _unavailable("Target's Admin API", status)
-    return _token_answer(payload, "accessToken", "expiresIn")
+    return token, expires_in
 
 
 def _mint(connection: TargetConnection, state: CredentialState) -> tuple[str, float]:
@@ -369,9 +382,14 @@ def _unavailable(who: str, status: int | None) -> Refused:
                    "request.", code=ADOBE_UNAVAILABLE)
 
 
-def _error_word(payload: object) -> str:
+def _error_word(payload: object, connection: TargetConnection) -> str:
+    """IMS's error code ("invalid_client"), unless it could be a secret echoed back."""
     word = payload.get("error") if isinstance(payload, dict) else None
-    return f": {word}" if isinstance(word, str) and _ERROR_WORD.match(word) else ""
+    if not isinstance(word, str) or not _ERROR_WORD.match(word):
+        return ""
+    if any(secret in word for secret in connection.secrets()):
+        return ""
+    return f": {word}"
 
 
 def _http(method: str, url: str, connection: TargetConnection, *, headers: dict | None = None,

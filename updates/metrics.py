@@ -12,11 +12,18 @@ What each scrape costs, at a million updates and more:
 - quota: the window as the dashboard reads it (quota.window_picture: at most ~1,441 minute
   rows per connection);
 - approval queue: one grouped query over the pending updates (through the status index);
-- send attempts by outcome and the latency histogram: aggregated once per process over the
-  attempts older than `SETTLED_AFTER`, then only over the newer ones (one att_conn_started range per connection)
-  — attempts are recorded within a batch's lease, so older ones no longer change;
+- send attempts by outcome and the latency histogram: the totals of the attempts older than
+  `SETTLED_AFTER` — attempts are recorded within a batch's lease, so older ones no longer
+  change — are kept in the database (MetricsCheckpoint, shared by every process), and each
+  scrape adds only the newer ones (one att_conn_started range per connection). Only the very
+  first scrape of a deployment adds up every attempt ever made (~19 s at 20,000,000 attempts);
+  a new gunicorn worker starts from the checkpoint, and deleting old attempts does not make
+  the counters go down;
 - updates by status (and by verification state, once updates have one): a GROUP BY over the
-  table, recomputed at most every PROFILEOPS_METRICS_STATUS_SECONDS per process.
+  table (~6 s at 10,000,000 updates), recounted at most every PROFILEOPS_METRICS_STATUS_SECONDS
+  by any process (the count is shared through MetricsCheckpoint), in a thread of its own: a
+  scrape answers with the last count and never waits for a recount, except the very first (and
+  every one with the setting at 0).
 
 The endpoint answers 404 unless PROFILEOPS_METRICS_TOKEN is set, and 401 unless the request
 carries ``Authorization: Bearer <that token>``.
@@ -26,12 +33,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import logging
 import threading
-import time
 from collections import defaultdict
 from typing import Iterator
 
 from django.core.exceptions import FieldDoesNotExist
+from django.db import IntegrityError, transaction
+from django.db import connection as db_connection
 from django.db.models import Count, Min, Q, Sum
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
@@ -44,15 +53,36 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from . import bulk_reconcile, quota
 from .conf import setting
 from .models import (
-    CredentialState, DailyUsage, ProfileUpdate, SchedulerHeartbeat, SendAttempt, TargetConnection,
-    UpdateStatus,
+    CredentialState, DailyUsage, MetricsCheckpoint, ProfileUpdate, SchedulerHeartbeat,
+    SendAttempt, TargetConnection, UpdateStatus,
 )
+
+logger = logging.getLogger(__name__)
 
 Outcome = SendAttempt.Outcome
 # Upper bounds in milliseconds (the histogram reports seconds): Target answers in tens to
 # hundreds of milliseconds; the read timeout defaults to 20 s.
 LATENCY_BUCKETS_MS = (25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 20000)
 SETTLED_AFTER = dt.timedelta(minutes=10)
+# How far the settled totals move on before a process saves them for the others.
+CHECKPOINT_EVERY = dt.timedelta(minutes=5)
+
+
+def _checkpoint_load(name: str) -> tuple[dt.datetime, dict] | None:
+    row = MetricsCheckpoint.objects.filter(name=name).values_list("at", "values").first()
+    return (row[0], row[1]) if row else None
+
+
+def _checkpoint_save(name: str, at: dt.datetime, values: dict) -> None:
+    """Keep `values` as of `at` unless another process kept a later one already."""
+    try:
+        with transaction.atomic():
+            if not MetricsCheckpoint.objects.filter(name=name, at__lt=at).update(
+                    at=at, values=values):
+                MetricsCheckpoint.objects.get_or_create(name=name,
+                                                        defaults={"at": at, "values": values})
+    except IntegrityError:  # another process created it at the same moment: theirs stands
+        pass
 
 
 def failure_class(outcome: str, http_status: int | None) -> str | None:
@@ -86,6 +116,7 @@ class _AttemptTotals:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.boundary: dt.datetime | None = None
+        self.saved: dt.datetime | None = None  # the boundary of the last checkpoint kept
         self.settled = self._empty()
 
     @staticmethod
@@ -109,11 +140,17 @@ class _AttemptTotals:
         with self.lock:
             new_boundary = now - SETTLED_AFTER
             if self.boundary is None:
+                self._load()
+            if self.boundary is None:
                 self._add(self.settled, SendAttempt.objects.started_between(until=new_boundary))
+                self.boundary = new_boundary
+                self._save()
             elif new_boundary > self.boundary:
                 self._add(self.settled,
                           SendAttempt.objects.started_between(self.boundary, new_boundary))
-            self.boundary = max(self.boundary or new_boundary, new_boundary)
+                self.boundary = new_boundary
+                if self.saved is None or new_boundary - self.saved >= CHECKPOINT_EVERY:
+                    self._save()
             totals = self._empty()
             for key, n in self.settled["outcomes"].items():
                 totals["outcomes"][key] += n
@@ -123,21 +160,88 @@ class _AttemptTotals:
             self._add(totals, SendAttempt.objects.started_between(since=self.boundary))
             return totals
 
+    def _load(self) -> None:
+        """Start from the settled totals another process kept (MetricsCheckpoint)."""
+        if (found := _checkpoint_load(MetricsCheckpoint.ATTEMPTS)) is None:
+            return
+        self.boundary, values = found
+        self.saved = self.boundary
+        self.settled = self._empty()
+        for cid, outcome, http_status, n in values["outcomes"]:
+            self.settled["outcomes"][(cid, outcome, http_status)] += n
+        for cid, latency in values["latency"].items():
+            for key, n in latency.items():
+                self.settled["latency"][int(cid)][key] += n
 
-class _Cached:
-    """A value recomputed at most every `seconds` (per process)."""
+    def _save(self) -> None:
+        _checkpoint_save(MetricsCheckpoint.ATTEMPTS, self.boundary, {
+            "outcomes": [[*key, n] for key, n in self.settled["outcomes"].items()],
+            "latency": {str(cid): dict(values) for cid, values in self.settled["latency"].items()},
+        })
+        self.saved = self.boundary
+
+
+class _SharedCounts:
+    """The updates by status and verification state (_update_counts): recounted at most every
+    `seconds` by any process, shared through MetricsCheckpoint.UPDATES. A count older than
+    that is answered while one thread recounts (_start_recount), so a scrape never waits for
+    the GROUP BY over every update — except the first ever, and every one with `seconds` 0."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.at = float("-inf")
-        self.value = None
+        self.at: dt.datetime | None = None
+        self.value: dict | None = None
+        self.recounting = False
 
-    def get(self, compute, *, seconds: float):
+    def get(self, *, seconds: float, now: dt.datetime) -> dict:
         with self.lock:
-            if time.monotonic() - self.at >= seconds:
-                self.value = compute()
-                self.at = time.monotonic()
+            if self.value is None and seconds > 0:
+                self._take(_checkpoint_load(MetricsCheckpoint.UPDATES))
+            if self.value is None or seconds <= 0:
+                self._recount()
+            elif (now - self.at).total_seconds() >= seconds and not self.recounting:
+                self.recounting = True
+                _start_recount(lambda: self._recount_aside(seconds))
             return self.value
+
+    def _take(self, found: tuple[dt.datetime, dict] | None) -> None:
+        if found is not None:
+            self.at, values = found
+            self.value = {kind: {(int(cid), key): n for cid, key, n in rows}
+                          for kind, rows in values.items()}
+
+    def _recount(self) -> None:
+        self.at, self.value = _count_and_keep()
+
+    def _recount_aside(self, seconds: float) -> None:
+        """In a thread of its own: take a fresh enough count another process made, or count
+        (without the lock: scrapes meanwhile answer with the last count)."""
+        try:
+            found = _checkpoint_load(MetricsCheckpoint.UPDATES)
+            if found and (timezone.now() - found[0]).total_seconds() < seconds:
+                with self.lock:
+                    self._take(found)
+            else:
+                at, value = _count_and_keep()
+                with self.lock:
+                    self.at, self.value = at, value
+        except Exception as error:  # the last count stands; the next scrape tries again
+            logger.error("recounting updates for /metrics failed: %s", type(error).__name__)
+        finally:
+            self.recounting = False
+            db_connection.close()  # this thread's own connection
+
+
+def _count_and_keep() -> tuple[dt.datetime, dict]:
+    at = timezone.now()
+    counts = _update_counts()
+    _checkpoint_save(MetricsCheckpoint.UPDATES, at, {
+        kind: [[cid, key, n] for (cid, key), n in found.items()] for kind, found in counts.items()})
+    return at, counts
+
+
+def _start_recount(recount) -> None:
+    threading.Thread(target=recount, name="metrics-recount", daemon=True).start()
 
 
 def _has_verification_state() -> bool:
@@ -166,7 +270,7 @@ class ProfileOpsCollector:
 
     def __init__(self) -> None:
         self.attempts = _AttemptTotals()
-        self.update_counts = _Cached()
+        self.update_counts = _SharedCounts()
 
     def describe(self) -> list[Metric]:
         return []  # nothing is read when the collector is registered, only when scraped
@@ -285,8 +389,8 @@ class ProfileOpsCollector:
         yield from (depth, age)
 
     def _update_metrics(self, connections: list) -> Iterator[Metric]:
-        counts = self.update_counts.get(
-            _update_counts, seconds=setting("METRICS_STATUS_SECONDS"))
+        counts = self.update_counts.get(seconds=setting("METRICS_STATUS_SECONDS"),
+                                        now=timezone.now())
         updates = GaugeMetricFamily("profileops_updates", "Updates by status (recounted at most "
                                     "every PROFILEOPS_METRICS_STATUS_SECONDS).",
                                     labels=["connection", "status"])

@@ -1194,3 +1194,22 @@ class BulkCallSlot(models.Model):
     connection = models.OneToOneField(TargetConnection, on_delete=models.CASCADE,
                                       primary_key=True, related_name="+")
     next_free_at = models.FloatField(default=0.0)
+
+
+class MetricsCheckpoint(models.Model):
+    """What /metrics has added up, shared by every process (updates/metrics.py), so a new
+    gunicorn worker does not add up every attempt ever made (seconds at tens of millions) nor
+    recount the updates on its first scrape, and deleting old attempts (retention) does not
+    make the counters go down. One row per figure: ATTEMPTS — the totals of the attempts
+    started up to `at` (settled: they no longer change); UPDATES — the updates by status and
+    verification state as counted at `at`."""
+
+    ATTEMPTS = "attempts"
+    UPDATES = "updates"
+
+    name = models.CharField(max_length=16, primary_key=True)
+    at = models.DateTimeField()
+    values = models.JSONField(default=dict)
+
+    def __str__(self) -> str:
+        return f"metrics checkpoint {self.name} at {self.at:%Y-%m-%d %H:%M:%S}"

@@ -9,6 +9,12 @@ statement is built once per table and every value is prepared as bulk_create pre
 field's own `get_db_prep_save`; the field's default for a field not given), then sent with one
 `executemany`. No model instances, so no signals (bulk_create sends none either) and no ids
 read back — the callers never use them.
+
+An import's updates need their ids (for their content authors): `insert_rows_returning_pks`
+reads them with RETURNING, as bulk_create does — on PostgreSQL from one INSERT … SELECT FROM
+UNNEST of one array per column (bulk_create's form too: thousands of rows × 28 columns as
+separate parameters are slow to bind and to plan), on SQLite from multi-row INSERTs of as many
+rows as a statement takes parameters.
 """
 
 from __future__ import annotations
@@ -49,11 +55,9 @@ def _shortcuts(model: type[models.Model]) -> tuple[tuple[models.Field, str, bool
                   _integer(f)) for f in _columns(model)[0])
 
 
-def insert_rows(model: type[models.Model], rows: Iterable[Mapping[str, Any]]) -> int:
-    """INSERT one row per mapping of attribute name (``update_id`` for a foreign key) to value;
-    returns how many. Call inside the caller's transaction, like bulk_create."""
-    fields, table = _columns(model)
-    connection = connections[router.db_for_write(model)]
+def _prepared(model: type[models.Model], rows: Iterable[Mapping[str, Any]],
+              connection) -> list[list[Any]]:
+    """Each row's values in column order, as bulk_create would send them."""
     shortcuts = _shortcuts(model)
     # A batch's rows mostly share one timestamp: prepare each distinct datetime once.
     prepared_datetimes: dict[tuple[str, dt.datetime], Any] = {}
@@ -73,11 +77,76 @@ def insert_rows(model: type[models.Model], rows: Iterable[Mapping[str, Any]]) ->
             else:
                 values.append(field.get_db_prep_save(value, connection))
         prepared.append(values)
+    return prepared
+
+
+def _insert_sql(model: type[models.Model], connection, rows: int = 1) -> str:
+    fields, table = _columns(model)
+    quote = connection.ops.quote_name
+    one = f"({', '.join(['%s'] * len(fields))})"
+    return (f"INSERT INTO {quote(table)} ({', '.join(quote(f.column) for f in fields)}) "
+            f"VALUES {', '.join([one] * rows)}")
+
+
+def insert_rows(model: type[models.Model], rows: Iterable[Mapping[str, Any]], *,
+                as_arrays: bool = False) -> int:
+    """INSERT one row per mapping of attribute name (``update_id`` for a foreign key) to value;
+    returns how many. Call inside the caller's transaction, like bulk_create. `as_arrays`: on
+    PostgreSQL one INSERT … SELECT FROM UNNEST for them all (thousands of rows at once, as an
+    import writes them) instead of executemany."""
+    connection = connections[router.db_for_write(model)]
+    prepared = _prepared(model, rows, connection)
     if not prepared:
         return 0
-    quote = connection.ops.quote_name
-    sql = (f"INSERT INTO {quote(table)} ({', '.join(quote(f.column) for f in fields)}) "
-           f"VALUES ({', '.join(['%s'] * len(fields))})")
     with connection.cursor() as cursor:
-        cursor.executemany(sql, prepared)
+        if as_arrays and connection.vendor == "postgresql":
+            cursor.execute(_unnest_sql(model, connection), [list(c) for c in zip(*prepared)])
+        else:
+            cursor.executemany(_insert_sql(model, connection), prepared)
     return len(prepared)
+
+
+def _max_parameters(connection) -> int:
+    if connection.vendor == "sqlite":
+        import sqlite3
+
+        connection.ensure_connection()
+        return connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    return 65535  # PostgreSQL's wire protocol: a 16-bit count
+
+
+def insert_rows_returning_pks(model: type[models.Model],
+                              rows: Iterable[Mapping[str, Any]]) -> list[int]:
+    """As insert_rows, and the new rows' primary keys (RETURNING, as bulk_create reads them;
+    in no promised order — SQLite promises none)."""
+    connection = connections[router.db_for_write(model)]
+    prepared = _prepared(model, rows, connection)
+    if not prepared:
+        return []
+    pk = connection.ops.quote_name(model._meta.pk.column)
+    if connection.vendor == "postgresql":
+        statements = [(f"{_unnest_sql(model, connection)} RETURNING {pk}",
+                       [list(column) for column in zip(*prepared)])]
+    else:
+        per_statement = max(1, _max_parameters(connection) // len(_columns(model)[0]))
+        statements = [
+            (f"{_insert_sql(model, connection, len(batch))} RETURNING {pk}",
+             [value for values in batch for value in values])
+            for start in range(0, len(prepared), per_statement)
+            for batch in [prepared[start:start + per_statement]]]
+    pks: list[int] = []
+    with connection.cursor() as cursor:
+        for sql, params in statements:
+            cursor.execute(sql, params)
+            pks.extend(row[0] for row in cursor.fetchall())
+    return pks
+
+
+def _unnest_sql(model: type[models.Model], connection) -> str:
+    """INSERT … SELECT * FROM UNNEST(%s::type[], …): one array parameter per column, typed
+    as bulk_create types them (without a length: no truncation)."""
+    fields, table = _columns(model)
+    quote = connection.ops.quote_name
+    arrays = ", ".join(f"(%s)::{f.db_type(connection).split('(')[0]}[]" for f in fields)
+    return (f"INSERT INTO {quote(table)} ({', '.join(quote(f.column) for f in fields)}) "
+            f"SELECT * FROM UNNEST({arrays})")

@@ -34,3 +34,25 @@ def test_the_history_seeds_rows_the_models_read_back():
         attributes={}, created_by_id=first.created_by_id, created_at=now,
         last_edited_by_id=first.created_by_id, last_edited_at=now)
     assert later.pk > 300
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_more_attempts_than_updates_are_spread_as_retries_over_the_sent_and_failed_ones():
+    from django.db.models import Count
+
+    from bench.history import seed
+
+    summary = seed(300, now=timezone.now(), quota_limit=1_000_000, attempts=700)
+
+    assert summary["attempts"] == SendAttempt.objects.count() == 700
+    per_update = dict(SendAttempt.objects.values_list("update").annotate(n=Count("id")))
+    done = ProfileUpdate.objects.filter(status__in=("sent", "failed"))
+    assert set(per_update) == set(done.values_list("id", flat=True))
+    assert set(per_update.values()) <= {2, 3}  # 700 over ~290 updates: two or three each
+    for update in done:  # the update's own counters agree with its attempts; the last decided
+        assert update.attempts_total == per_update[update.pk]
+        last = update.attempts.order_by("-number").first()
+        assert last.number == update.attempts_total
+        assert last.outcome == ("acknowledged" if update.status == "sent" else "permanent")
+        assert set(update.attempts.exclude(pk=last.pk).values_list("outcome", flat=True)) <= {
+            "transient"}

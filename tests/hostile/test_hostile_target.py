@@ -12,6 +12,7 @@ import time
 
 import pytest
 import requests
+from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from target_emulator import AdobeAdmin
@@ -375,3 +376,20 @@ def test_the_emulator_answers_unstorable_values_as_json_escapes_and_takes_hostil
                                               "--echo-headers"]))
     config = emulator_from_options(options).config
     assert config["drip_seconds"] == 0.5 and config["echo_headers"] is True
+
+
+def test_an_ims_error_that_echoes_the_client_secret_is_stored_nowhere(connection, emulator_factory):
+    from updates import credentials
+    from updates.models import CredentialState
+
+    twins = emulator_factory(adobe=AdobeAdmin(client_secret="echoedsecret"))
+    adobe = twins.adobe
+    adobe._ims_token = lambda method, body: (401, {"error": adobe.client_secret})  # a hostile IMS
+    use_adobe_credentials(connection, twins)
+    with pytest.raises(ValidationError) as refused:
+        credentials.profile_token(connection)
+    assert refused.value.code == credentials.CREDENTIALS_REFUSED
+    stored = CredentialState.objects.get(connection=connection).failure + json.dumps(
+        list(AuditEvent.objects.values_list("comment", "changes")))
+    assert "HTTP 401" in stored
+    assert "echoedsecret" not in stored + " ".join(refused.value.messages)

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import approve_via_workflow, make_connection, use_adobe_credentials
 from updates import credentials, metrics, sending, workflow
-from updates.models import SchedulerHeartbeat, SendAttempt
+from updates.models import MetricsCheckpoint, SchedulerHeartbeat, SendAttempt
 
 TOKEN = "metrics-token-for-tests"
 Outcome = SendAttempt.Outcome
@@ -173,18 +173,57 @@ def test_settled_attempts_are_added_up_once_and_never_twice(stage):
 
 
 @pytest.mark.django_db
-def test_updates_by_status_are_recounted_at_most_every_configured_seconds(
-        client, settings, stage):
+def test_updates_by_status_are_recounted_at_most_every_configured_seconds_by_any_process(
+        client, settings, stage, monkeypatch):
     settings.PROFILEOPS = {**settings.PROFILEOPS, "METRICS_STATUS_SECONDS": 3600}
+    recounts = []
+    monkeypatch.setattr(metrics, "_start_recount", recounts.append)  # run below, by hand
     stage()
     _, found = scrape(client)
     assert found[c("profileops_updates", status="draft")] == 1
     stage()
     _, found = scrape(client)
-    assert found[c("profileops_updates", status="draft")] == 1  # cached
+    assert found[c("profileops_updates", status="draft")] == 1  # counted within the hour
+    metrics._registry = None  # a new worker takes the count another one made
+    _, found = scrape(client)
+    assert found[c("profileops_updates", status="draft")] == 1
+    assert recounts == []
+    # An hour on, a scrape answers with the last count at once and has it recounted aside.
+    MetricsCheckpoint.objects.filter(name=MetricsCheckpoint.UPDATES).update(
+        at=timezone.now() - dt.timedelta(hours=2))
     metrics._registry = None
     _, found = scrape(client)
+    assert found[c("profileops_updates", status="draft")] == 1
+    [recount] = recounts
+    monkeypatch.setattr(metrics.db_connection, "close", lambda: None)  # the test's connection
+    recount()
+    _, found = scrape(client)
     assert found[c("profileops_updates", status="draft")] == 2
+    assert len(recounts) == 1  # fresh again: nothing more to recount
+
+
+@pytest.mark.django_db
+def test_a_new_worker_starts_from_the_kept_attempt_totals_which_outlive_the_attempts(stage):
+    """The first read adds up the settled attempts once for every process (MetricsCheckpoint);
+    deleting old attempts (retention) then leaves the counters where they were."""
+    update = stage()
+    now = timezone.now()
+    old = _attempt(update, outcome=Outcome.ACKNOWLEDGED, latency_ms=10,
+                   started_at=now - dt.timedelta(hours=5))
+    _attempt(update, outcome=Outcome.TRANSIENT, latency_ms=10, started_at=now, number=2)
+
+    def read(totals, at):
+        result = totals.read(now=at)
+        return (sum(result["outcomes"].values()),
+                sum(v["count"] for v in result["latency"].values()))
+
+    assert read(metrics._AttemptTotals(), now) == (2, 2)
+    old.delete()
+    assert read(metrics._AttemptTotals(), now) == (2, 2)  # a new process: from the checkpoint
+    # Time passes: the recent attempt settles into the kept totals, once.
+    later = now + dt.timedelta(hours=1)
+    assert read(metrics._AttemptTotals(), later) == (2, 2)
+    assert read(metrics._AttemptTotals(), later + dt.timedelta(hours=1)) == (2, 2)
 
 
 @pytest.mark.django_db

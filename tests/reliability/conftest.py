@@ -159,6 +159,42 @@ class Processes:
             self.kill(process)
 
 
+# The start line of workers that must race: a worker's script includes AT_THE_GATE, which prints
+# "ready" and waits (polling every millisecond) until the test opens the gate. A fixed start time
+# a few seconds ahead would wait that long even on a quiet machine, and fail on one busy enough
+# that a worker is not up by then; the gate waits exactly as long as the slowest start.
+AT_THE_GATE = """
+import os as _os, time as _time
+print("ready", flush=True)
+_deadline = _time.monotonic() + 300  # an orphan whose test died gives up
+while not _os.path.exists(_os.environ["START_GATE"]):
+    if _time.monotonic() > _deadline:
+        raise SystemExit("the start gate never opened")
+    _time.sleep(0.001)
+"""
+
+
+def start_gate(procs: Processes) -> dict[str, str]:
+    """The environment entry that points a worker at its test's start gate (see AT_THE_GATE)."""
+    return {"START_GATE": str(procs.directory / "start-gate")}
+
+
+def open_gate_when_ready(procs: Processes, started: list[Process], timeout: float = 120) -> float:
+    """Open the start gate once every worker printed "ready"; returns the time it opened."""
+    def all_ready() -> bool:
+        for process in started:
+            if process.poll() not in (None, 0):
+                pytest.fail(f"{process.name} exited with {process.returncode} before the start\n"
+                            f"{procs.output(process)}")
+        return all("ready\n" in (procs.directory / f"{p.name}.out").read_text() for p in started)
+
+    wait_until(all_ready, timeout=timeout, what="every worker at the start gate", interval=0.05,
+               explain=lambda: "\n".join(procs.output(p) for p in started))
+    opened = time.time()
+    Path(start_gate(procs)["START_GATE"]).touch()
+    return opened
+
+
 @pytest.fixture
 def processes(tmp_path: Path):
     procs = Processes(tmp_path)

@@ -2,8 +2,9 @@
 is staged and the other process is refused with the conflict (open_changes.py: the visitor lock
 serializes the two transactions, so the second sees what the first committed).
 
-Each process walks the same visitors in the same order from a common start time, so they race
-on every visitor; a second pair races editing drafts of other visitors onto the same visitors.
+Each process walks the same visitors in the same order from a common start (the start gate of
+tests/reliability/conftest.py), so they race on every visitor; a second pair races editing drafts
+of other visitors onto the same visitors.
 Staging and editing also lock the connection's mapping rows (to check content against them),
 which would serialize the two processes by itself; the processes here check against unlocked
 mappings, so what keeps one update per visitor is the visitor lock alone. (Without both locks
@@ -14,10 +15,10 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 from tests.conftest import make_connection, make_mapping, make_user
-from tests.reliability.conftest import MANAGE, reliability, subprocess_env
+from tests.reliability.conftest import (AT_THE_GATE, MANAGE, open_gate_when_ready, reliability,
+                                        start_gate, subprocess_env)
 from updates.models import AuditEvent, ProfileUpdate
 
 pytestmark = reliability[1:]  # transactional and serialized, but quick: not `slow`
@@ -25,7 +26,7 @@ pytestmark = reliability[1:]  # transactional and serialized, but quick: not `sl
 VISITORS = 60
 
 STAGE = """
-import os, time
+import os
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from updates import mappings, workflow
@@ -44,10 +45,7 @@ if mode == "edit":
         mine[i] = workflow.update_stage(
             connection=conn, identity_type="mbox3rdPartyId",
             identity=f"{os.environ['STAGER']}-{i}", attributes={"loanStatus": "funded"}, by=by)
-print("ready", flush=True)
-start = float(os.environ["START_AT"])
-while time.time() < start:
-    time.sleep(0.001)
+# AT_THE_GATE
 for i in range(int(os.environ["VISITORS"])):
     try:
         if mode == "stage":
@@ -58,17 +56,17 @@ for i in range(int(os.environ["VISITORS"])):
         print("ok", i, flush=True)
     except ValidationError as error:
         print("refused", i, getattr(error, "code", None), flush=True)
-"""
+""".replace("# AT_THE_GATE\n", AT_THE_GATE)
 
 
 def _race(processes, mode: str, stagers: list[str]) -> dict[str, list[str]]:
-    start_at = time.time() + 8  # both processes are up and waiting by then
     extra = {"NO_VISITOR_LOCK": "1"} if os.environ.get("RACE_WITHOUT_VISITOR_LOCK") else {}
     started = [processes.start(f"{mode}-{name}", [sys.executable, MANAGE, "shell", "-c", STAGE],
                                subprocess_env({"STAGER": name, "MODE": mode,
-                                               "START_AT": str(start_at),
+                                               **start_gate(processes),
                                                "VISITORS": str(VISITORS), **extra}))
                for name in stagers]
+    open_gate_when_ready(processes, started)
     processes.wait_all_ok(started, timeout=180)
     return {p.name: (processes.directory / f"{p.name}.out").read_text().split("\n")
             for p in started}

@@ -8,9 +8,9 @@ is taken at the emulator, when each read arrived.
 from __future__ import annotations
 
 import sys
-import time
 
-from tests.reliability.conftest import MANAGE, connect, on_sqlite, reliability, subprocess_env
+from tests.reliability.conftest import (AT_THE_GATE, MANAGE, connect, open_gate_when_ready,
+                                        reliability, start_gate, subprocess_env)
 
 pytestmark = reliability
 
@@ -24,10 +24,9 @@ from updates import reading
 from updates.models import ProfileUpdate, TargetConnection
 connection = TargetConnection.objects.get(client_code="acme")
 update = ProfileUpdate(connection=connection, identity_type="mbox3rdPartyId", identity="r-1")
-start = float({start!r})
-while time.time() < start:
-    time.sleep(0.01)
 session = reading.make_session()
+""" + AT_THE_GATE + """
+start = time.time()
 while time.time() < start + {seconds!r}:
     if reading.read_limiter.acquire(connection.pk, wait=0.5):
         reading.fetch(update, session=session)
@@ -36,11 +35,11 @@ while time.time() < start + {seconds!r}:
 
 def test_two_processes_reading_as_fast_as_allowed_share_one_rate(emulator, processes):
     conn = connect(emulator)
-    start = time.time() + (8 if on_sqlite() else 6)  # both started and set up by then
-    code = READER.format(start=start, seconds=SECONDS)
-    env = subprocess_env(reads_per_second=RATE)
+    code = READER.format(seconds=SECONDS)
+    env = subprocess_env(start_gate(processes), reads_per_second=RATE)
     readers = [processes.start(f"reader-{n}", [sys.executable, MANAGE, "shell", "-c", code], env)
                for n in range(2)]
+    start = open_gate_when_ready(processes, readers)
     processes.wait_all_ok(readers, timeout=60)
 
     times = [t for t in emulator.read_times() if start <= t < start + SECONDS]

@@ -4,28 +4,27 @@ token lifetimes: they share one token at a time and only one of them ever mints 
 
 The emulator (with IMS and the Admin API, target_emulator/adobe_admin.py) runs in this test
 process; its profile tokens live 1.5 s, its IMS tokens 2.5 s. Each process asks for the token
-every 20 ms for four seconds, from a common start time, and prints a fingerprint of each token it
+every 20 ms for four seconds, from a common start (the start gate), and prints a fingerprint of each token it
 got (never the token).
 """
 
 from __future__ import annotations
 
 import sys
-import time
 
 from tests.conftest import make_connection, use_adobe_credentials
-from tests.reliability.conftest import MANAGE, reliability, subprocess_env
+from tests.reliability.conftest import (AT_THE_GATE, MANAGE, open_gate_when_ready, reliability,
+                                        start_gate, subprocess_env)
 from target_emulator import AdobeAdmin
 
 pytestmark = reliability[1:]  # transactional and serialized, but quick: not `slow`
 
 ASK = """
-import hashlib, os, time
+import hashlib, time
 from updates import credentials
 from updates.models import TargetConnection
-start, until = float(os.environ["START_AT"]), float(os.environ["START_AT"]) + 4
-while time.time() < start:
-    time.sleep(0.001)
+""" + AT_THE_GATE + """
+until = time.time() + 4
 while time.time() < until:
     conn = TargetConnection.objects.get(client_code="shared")
     token = credentials.profile_token(conn)
@@ -37,10 +36,10 @@ while time.time() < until:
 def test_two_processes_share_each_token_and_only_one_mints_it(processes, emulator_factory):
     emulator = emulator_factory(adobe=AdobeAdmin(profile_token_lifetime=1.5, ims_lifetime=2.5))
     use_adobe_credentials(make_connection("shared"), emulator)
-    start_at = time.time() + 6  # both processes are up and waiting by then
     started = [processes.start(name, [sys.executable, MANAGE, "shell", "-c", ASK],
-                               subprocess_env({"START_AT": str(start_at)}))
+                               subprocess_env(start_gate(processes)))
                for name in ("web", "worker")]
+    open_gate_when_ready(processes, started)
     processes.wait_all_ok(started, timeout=120)
     seen = {p.name: [line.split()[1] for line in (processes.directory / f"{p.name}.out")
                      .read_text().split("\n") if line.startswith("token ")] for p in started}

@@ -10,7 +10,9 @@ import time
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 
+from target_emulator.adobe_admin import AdobeAdmin
 from tests.conftest import use_adobe_credentials
 from updates import credentials, reading, sending, verification
 from updates.models import (AuditEvent, CredentialState, ProfileRead, ProfileUpdate,
@@ -172,3 +174,40 @@ def test_no_token_or_secret_reaches_the_logs(connection, adobe_emulator, approve
                    state.profile_token):
         assert secret not in caplog.text
     assert "token renewal failed (credentials_refused)" in caplog.text
+
+
+def test_a_token_target_gives_as_0_seconds_left_is_waited_out_not_replaced(emulator_factory,
+                                                                           connection):
+    # Adobe's expiresIn is whole seconds, rounded down: "0" is a token still valid for up to a
+    # second, and a POST then would break every other user of it.
+    emulator = emulator_factory(adobe=AdobeAdmin(profile_token_lifetime=1.6, whole_seconds=True))
+    acme = use_adobe_credentials(connection, emulator)
+    adobe = emulator.adobe
+    until = time.monotonic() + 5
+    while time.monotonic() < until:
+        assert credentials.profile_token(acme) == adobe.current_profile_token()
+        time.sleep(0.05)
+    assert adobe.counts.token_posts >= 3  # several lifetimes ran out
+    assert adobe.counts.posts_while_valid == 0
+
+
+def test_a_token_answer_that_cannot_be_read_mints_nothing(acme, adobe_emulator, monkeypatch):
+    # A 200 whose body is no token answer (a proxy's page, a cut answer) says nothing about
+    # Target's token: minting then could replace a valid one. Adobe's servers cannot be made to
+    # answer so; the boundary here is the module's one HTTP function.
+    adobe = adobe_emulator.adobe
+    credentials.profile_token(acme)
+    adobe.expire_profile_token()
+    CredentialState.objects.filter(connection=acme).update(profile_refresh_at=timezone.now())
+    real_http = credentials._http
+
+    def garbled_get(method, url, connection, **kwargs):
+        status, payload = real_http(method, url, connection, **kwargs)
+        return (200, None) if method == "GET" and "authentication" in url else (status, payload)
+
+    monkeypatch.setattr(credentials, "_http", garbled_get)
+    posts = adobe.counts.token_posts
+    with pytest.raises(ValidationError) as refused:
+        credentials.profile_token(acme)
+    assert refused.value.code == credentials.ADOBE_UNAVAILABLE
+    assert adobe.counts.token_posts == posts

@@ -57,3 +57,44 @@ def test_an_attempt_reads_back_as_bulk_create_writes_it(approved_update):
 def test_nothing_to_insert_runs_no_statement(django_assert_num_queries):
     with django_assert_num_queries(0):
         assert rows.insert_rows(AuditEvent, []) == 0
+
+
+def test_an_imported_update_reads_back_as_bulk_create_writes_it(approved_update):
+    """The import's path (workflow._insert_import_rows): the same row as bulk_create's, and the
+    new row's id back."""
+    from updates.models import ProfileUpdate
+
+    fields = {"connection_id": approved_update.connection_id, "identity_type": "mboxPC",
+              "identity": "1234567890123-000001.17_0", "reason": "import #1: a.csv",
+              "attributes": {"loanStatus": "funded", "callNote": "Ünïcode — \"quoted\", 'x'"},
+              "not_before": None, "status": "pending", "created_by_id": approved_update.created_by_id,
+              "created_at": AT, "last_edited_by_id": approved_update.created_by_id,
+              "last_edited_at": AT, "submitted_at": AT}
+    [reference] = ProfileUpdate.objects.bulk_create([ProfileUpdate(**fields)])
+    [pk] = rows.insert_rows_returning_pks(ProfileUpdate, [fields])
+    assert pk not in (reference.pk, approved_update.pk)
+    assert stored(ProfileUpdate, pk) == stored(ProfileUpdate, reference.pk)
+
+
+def test_every_new_id_comes_back_when_the_rows_take_several_statements(approved_update,
+                                                                        monkeypatch):
+    columns = len(rows._columns(AuditEvent)[0])
+    monkeypatch.setattr(rows, "_max_parameters", lambda connection: 3 * columns)  # 3 rows each
+    values = [{"at": AT, "update_id": approved_update.pk, "action": f"row {i}"} for i in range(7)]
+    pks = rows.insert_rows_returning_pks(AuditEvent, values)
+    assert len(set(pks)) == 7
+    assert sorted(AuditEvent.objects.filter(pk__in=pks).values_list("action", flat=True)) == [
+        f"row {i}" for i in range(7)]
+
+
+def test_rows_sent_as_arrays_read_back_as_bulk_create_writes_them(approved_update):
+    """insert_rows(as_arrays=True): one INSERT … FROM UNNEST on PostgreSQL (an import's content
+    authors), executemany elsewhere — the same rows either way."""
+    fields = [{"at": AT, "update_id": approved_update.pk, "action": f"arrays {i}",
+               "comment": "Ünïcode", "changes": {"n": i, "none": None}} for i in range(3)]
+    references = AuditEvent.objects.bulk_create([AuditEvent(**f) for f in fields])
+    assert rows.insert_rows(AuditEvent, fields, as_arrays=True) == 3
+    written = AuditEvent.objects.filter(action__startswith="arrays").exclude(
+        pk__in=[r.pk for r in references]).order_by("action")
+    assert [stored(AuditEvent, w.pk) for w in written] == [
+        stored(AuditEvent, r.pk) for r in sorted(references, key=lambda r: r.action)]

@@ -59,7 +59,7 @@ def remove_schedule(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('updates', '0027_ims_scopes'),
+        ('updates', '0028_metrics_checkpoint'),
         ("django_q", "0019_alter_task_options_alter_ormq_key_alter_ormq_lock_and_more"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]

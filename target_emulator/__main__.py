@@ -51,6 +51,14 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--echo-headers", action="store_true",
                         help="Echo the request's headers (token included) in update and read "
                         "answers, as a debugging proxy might.")
+    parser.add_argument("--bulk-delay", type=float, default=5.0,
+                        help="Bulk API: seconds before an uploaded file is processed (batchStatus "
+                        "says incomplete until then).")
+    parser.add_argument("--bulk-loss-rate", type=float, default=0.0,
+                        help="Bulk API: share of rows silently not kept (Target: up to 0.001).")
+    parser.add_argument("--edge-host", default=None,
+                        help="Loopback address of the listener serving batchStatus (default: "
+                        "the same as --host, another port).")
     parser.add_argument("--adobe", action="store_true",
                         help="Also serve Adobe IMS and Target's Admin API (client ID "
                         "profileops-client, secret profileops-secret, tenant acme); the profile "
@@ -83,6 +91,9 @@ def emulator_from_options(options: dict) -> TargetEmulator:
         profiles=load_profiles(options.get("profiles")),
         drip_seconds=options.get("drip_seconds", 0.0),
         echo_headers=options.get("echo_headers", False),
+        bulk={"delay": options.get("bulk_delay", 5.0),
+              "loss_rate": options.get("bulk_loss_rate", 0.0)},
+        edge_host=options.get("edge_host"),
         adobe=AdobeAdmin(profile_token_lifetime=options.get("profile_token_lifetime", 7 * 86400.0))
         if options.get("adobe") else None,
     )
@@ -114,6 +125,7 @@ def serve(emulator: TargetEmulator, *, write=print) -> None:
         signal.signal(signum, lambda *_: stop.set())
     emulator.start()
     try:
+        # One line (scripts read it); the bulk API's edge host is in every upload's answer.
         write(f"Target emulator listening on {emulator.base_url}")
         while not stop.wait(0.5):
             pass

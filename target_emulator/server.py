@@ -1,4 +1,5 @@
-"""A local stand-in for Adobe Target's Single Profile Update and profile read APIs.
+"""A local stand-in for Adobe Target's Single Profile Update and profile read APIs (and, in
+``bulk.py``, its Bulk Profile Update API with batchStatus on a second listener).
 
 Used by the embedded demo, by every test that sends, and by benchmarks. It speaks the protocol
 described in shared/reference/target-profile-api.md and can inject the faults a real network and a
@@ -60,6 +61,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from . import privacy as privacy_jobs
+from . import bulk as bulk_api
 from .adobe_admin import AdobeAdmin
 
 logger = logging.getLogger(__name__)
@@ -209,9 +211,16 @@ class TargetEmulator:
         drip_seconds: float = 0.0,
         echo_headers: bool = False,
         adobe: AdobeAdmin | None = None,
+        bulk: dict[str, Any] | None = None,
+        edge_host: str | None = None,
     ) -> None:
         self.host = _loopback_ipv4(host)
         self.adobe = adobe  # IMS and the Admin API (adobe_admin.py); its tokens guard the APIs
+        # The Bulk Profile Update twin (bulk.py); its batchStatus is served by a second listener,
+        # "the edge", on `edge_host` (default: the same loopback address, another port).
+        self.bulk = bulk_api.BulkTwin(self, bulk)
+        self.edge_host = _loopback_ipv4(edge_host or host)
+        self._edge_server: _Server | None = None
         if apply_delay < 0:
             raise ValueError("apply_delay must not be negative")
         self.faithful = faithful
@@ -264,9 +273,19 @@ class TargetEmulator:
             target=server.serve_forever, kwargs={"poll_interval": 0.05},  # stop() waits for one poll
             name=f"target-emulator-{self.port}", daemon=True)
         self._thread.start()
+        edge = _Server((self.edge_host, 0), _Handler)
+        edge.emulator, edge.edge = self, True
+        self._edge_server = edge
+        threading.Thread(target=edge.serve_forever, kwargs={"poll_interval": 0.05},
+                         name=f"target-emulator-edge-{self.port}", daemon=True).start()
         return self
 
     def stop(self) -> None:
+        edge, self._edge_server = self._edge_server, None
+        if edge is not None:
+            edge.shutdown()
+            edge.close_connections()
+            edge.server_close()
         server, self._server = self._server, None
         if server is None:
             return
@@ -288,6 +307,13 @@ class TargetEmulator:
     def port(self) -> int:
         """The bound port once started (still known after stop), else the one asked for."""
         return self._bound_port or self._requested_port
+
+    @property
+    def edge_port(self) -> int:
+        """The port of the listener that serves batchStatus (the bulk API's edge host)."""
+        if self._edge_server is None:
+            raise RuntimeError("start the emulator first")
+        return self._edge_server.server_address[1]
 
     @property
     def base_url(self) -> str:
@@ -327,6 +353,7 @@ class TargetEmulator:
             self._quota.clear()
             self._pending.clear()
         self.privacy.reset()
+        self.bulk.reset()
 
     def read_times(self) -> list[float]:
         """When each profile read arrived (time.time(), before the latency), oldest first: the
@@ -434,9 +461,9 @@ class TargetEmulator:
             return
         self._apply_now(record, record["at"])
 
-    def _apply_now(self, record: dict[str, Any], at: float) -> None:
+    def _apply_now(self, record: dict[str, Any], at: float, *, create: bool = False) -> None:
         key = (record["identity_type"], record["identity"])
-        if self.faithful and key not in self._profiles:
+        if self.faithful and not create and key not in self._profiles:
             return  # Target: no profile found, none created — yet the update was acknowledged
         stamp = _iso(at)
         profile = self._profiles.setdefault(
@@ -447,7 +474,9 @@ class TargetEmulator:
             profile["attributes"][name] = {"value": value, "modifiedAt": stamp}
 
     def _apply_due(self) -> None:
-        """Faithful mode: apply the updates whose delay has passed (caller holds the lock)."""
+        """Faithful mode: apply the updates whose delay has passed (caller holds the lock); and
+        process the bulk batches whose delay has passed (every mode)."""
+        self.bulk.apply_due(self._now())
         if not self._pending:
             return
         now = self._now()
@@ -528,6 +557,7 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 1024  # benchmarks open many connections at once
     emulator: TargetEmulator
+    edge = False  # the listener serving batchStatus, as Target's edge host does
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._connections: set[socket.socket] = set()
@@ -709,6 +739,8 @@ class _Handler(BaseHTTPRequestHandler):
         parts = path.split("/")
         self._hostile = not path.startswith("/_emulator/") and path != "/"
         try:
+            if self._bulk_route(method, parts, query):
+                return
             if len(parts) == 5 and parts[1] == "m2" and parts[3:] == ["profile", "update"]:
                 self._profile_update(method, parts[2], query)
             elif path.startswith("/rest/v1/profiles/"):
@@ -724,6 +756,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._inspection(method, path, query)
             elif self.server.emulator.adobe is not None and self.server.emulator.adobe.handles(path):
                 body = self._read_body(POST_BODY_LIMIT_BYTES)[0]
+                if "/target/" in path and not self.server.emulator.bulk.take_call():
+                    # Target's Admin APIs share the bulk API's 50 calls a minute (bulk.py).
+                    self._send(503, b"Service Unavailable", headers=(("Retry-After", "2"),))
+                    return
                 self._send_json(*self.server.emulator.adobe.answer(
                     method, path, query, self.headers, body or b""))
             else:
@@ -737,6 +773,27 @@ class _Handler(BaseHTTPRequestHandler):
             logger.warning("emulator: internal error (%s)", type(exc).__name__)
             self.close_connection = True
             self._send(500, b"emulator internal error")
+
+    def _bulk_route(self, method: str, parts: list[str], query: str) -> bool:
+        """The bulk API (bulk.py): uploads on the main listener, batchStatus on the edge only;
+        the edge serves nothing else. Returns whether the request was answered."""
+        if len(parts) in (5, 6) and parts[1] == "m2" and parts[-2:] == ["profile", "batchUpdate"]:
+            version = "v2" if len(parts) == 6 and parts[3] == "v2" else "v1"
+            if len(parts) == 6 and parts[3] != "v2" or self.server.edge or method != "POST":
+                self._drain_small_body()
+                self._send(404, b"Not Found")
+                return True
+            bulk_api.handle_upload(self, version=version, client_code=_unquote_lenient(parts[2]))
+            return True
+        if self.server.edge:
+            if len(parts) == 5 and parts[1] == "m2" and parts[3:] == ["profile", "batchStatus"] \
+                    and method == "GET":
+                bulk_api.handle_status(self, query=query)
+            else:
+                self._drain_small_body()
+                self._send(404, b"Not Found")
+            return True
+        return False
 
     def _drain_small_body(self) -> None:
         if self._read_body(POST_BODY_LIMIT_BYTES)[0] is None:
@@ -928,6 +985,17 @@ class _Handler(BaseHTTPRequestHandler):
                 emulator.advance(float(json.loads(body or b"{}").get("seconds", 0)))
                 self._send_json(200, {"advanced": True})
             except (ValueError, TypeError, AttributeError) as exc:
+                self._send_json(400, {"status": 400, "message": str(exc)})
+        elif route == ("GET", "/_emulator/bulk"):
+            self._send_json(200, {"options": emulator.bulk.configure(),
+                                  "batches": emulator.bulk.summary()})
+        elif route == ("POST", "/_emulator/bulk/config"):
+            try:
+                options = json.loads(body or b"{}")
+                if not isinstance(options, dict):
+                    raise ValueError("send a JSON object of options")
+                self._send_json(200, emulator.bulk.configure(**options))
+            except (ValueError, TypeError) as exc:
                 self._send_json(400, {"status": 400, "message": str(exc)})
         elif route == ("GET", "/_emulator/stats"):
             self._send_json(200, emulator.stats())

@@ -14,6 +14,8 @@ Rules (models.AlertRule) belong to one connection:
     not_applied    ≥ threshold updates whose verification ended "not applied" (Target
                    acknowledged them but does not show the sent values) in the last
                    `window_minutes`
+    bulk_job       ≥ threshold bulk files ended stuck at Target, or not complete
+                   BULK_TIMEOUT_HOURS after Target accepted them, in the last `window_minutes`
 
 `alerts_check` (django-q2 runs it every five minutes; tasks.py) evaluates every active
 rule. A rule whose state changed gets an AlertEvent — fired, or cleared — written together with
@@ -59,8 +61,8 @@ from .conf import setting
 from .errors import Refused, require_perm
 from .permissions import PERM_ADD_ALERT_RULE, PERM_CHANGE_ALERT_RULE
 from .selectors import capped_count
-from .models import (AlertEvent, AlertRule, AuditEvent, CredentialState, PrivacyRequest,
-                     ProfileUpdate, SendAttempt, UpdateStatus, VerificationState)
+from .models import (AlertEvent, AlertRule, AuditEvent, BulkFile, CredentialState,
+                     PrivacyRequest, ProfileUpdate, SendAttempt, UpdateStatus, VerificationState)
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +113,8 @@ def threshold_words(rule: AlertRule) -> str:
         return f"{_plural(max(1, int(threshold)), 'update')} in {window}"
     if rule.kind == Kind.PRIVACY_ERROR:
         return "any privacy request in error"
+    if rule.kind == Kind.BULK_JOB:
+        return f"{_plural(max(1, int(threshold)), 'bulk file')} in {window}"
     if rule.kind == Kind.TOKEN_RENEWAL:
         return "any failed renewal"
     return "any refusal (HTTP 401 or 403)"
@@ -133,6 +137,8 @@ def action_url(rule: AlertRule) -> str:
         path = reverse("admin:updates_targetconnection_change", args=[rule.connection_id])
     elif rule.kind == Kind.PRIVACY_ERROR:
         path = reverse("admin:updates_privacyrequest_changelist") + on + "&state__exact=error"
+    elif rule.kind == Kind.BULK_JOB:
+        path = reverse("admin:updates_bulkjob_changelist") + f"?connection__id__exact={rule.connection_id}"
     else:
         path = (reverse("admin:updates_profileupdate_changelist") + on
                 + "&verification_state__exact=not_applied")
@@ -149,6 +155,8 @@ def evaluate(rule: AlertRule, *, now: dt.datetime) -> Reading:
     name = f"{connection.label} ({connection.client_code})"
     if rule.kind == Kind.PRIVACY_ERROR:
         return _privacy_reading(connection, name)
+    if rule.kind == Kind.BULK_JOB:
+        return _bulk_reading(rule, name, now)
     if rule.kind == Kind.FAILURE_RATE:
         since = now - dt.timedelta(minutes=rule.window_minutes)
         seen = attention.requests_between(since=since, until=now, connection_id=connection.pk)
@@ -207,6 +215,21 @@ def _privacy_reading(connection, name: str) -> Reading:
     listed = ", ".join(f"#{pk}" for pk in failed)
     return Reading(True, f"{name}: privacy request{'s' if len(failed) > 1 else ''} {listed} "
                          "ended in error; Target's part must be looked at and filed by hand.")
+def _bulk_reading(rule: AlertRule, name: str, now: dt.datetime) -> Reading:
+    """Bulk files of the connection that ended stuck at Target, or not complete 24 hours after
+    Target accepted them (bulk_polling.py), in the rule's window."""
+    since = now - dt.timedelta(minutes=rule.window_minutes)
+    ended = BulkFile.objects.filter(job__connection=rule.connection,
+                                    state__in=(BulkFile.State.STUCK, BulkFile.State.TIMED_OUT),
+                                    finished_at__gte=since, finished_at__lte=now)
+    stuck = ended.filter(state=BulkFile.State.STUCK).count()
+    timed_out = ended.filter(state=BulkFile.State.TIMED_OUT).count()
+    needed = max(1, int(rule.threshold))
+    return Reading(stuck + timed_out >= needed, (
+        f"{name}: {_plural(stuck, 'bulk file')} stuck at Target and "
+        f"{_plural(timed_out, 'bulk file')} not complete after "
+        f"{setting('BULK_TIMEOUT_HOURS'):g} hours in the last {rule.window_minutes} minutes; "
+        "their rows are read back and can be re-queued on the single route."))
 
 
 def _token_reading(rule: AlertRule, name: str, now: dt.datetime) -> Reading:

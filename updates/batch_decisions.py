@@ -33,10 +33,10 @@ from django.contrib.auth import get_user_model
 from django.core import signing
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.utils import timezone
 
-from . import setwise
+from . import routing, setwise
 from .decisions import _check_decision
 from .errors import StaleBatch
 from .models import DecisionJob, ImportJob, ProfileUpdate, ShownSnapshot, TargetConnection
@@ -110,7 +110,7 @@ def read_job_token(token: str | None, *, scope: str = "") -> tuple[int, str] | N
 
 
 def decision_job_start(*, job_id: int, digest: str, decision: str, by, comment: str = "",
-                       background: bool = True) -> DecisionJob:
+                       background: bool = True, route: str = "auto") -> DecisionJob:
     """Decide what job `job_id` kept (the page the user was shown, with `digest`): queued for
     django-q2 after commit, or run here (background=False). The checks a decision makes before
     it looks at any update come first (permission, comment); a job that is not the user's, not
@@ -128,7 +128,9 @@ def decision_job_start(*, job_id: int, digest: str, decision: str, by, comment: 
                           "; reload the page to see what is pending now.", code=STALE)
         job.decision, job.comment = decision, comment
         job.status, job.decided_at = DecisionJob.Status.QUEUED, timezone.now()
-        job.save(update_fields=["decision", "comment", "status", "decided_at"])
+        job.route_choice, job.route_plan = route, _route_plan(job, route)
+        job.save(update_fields=["decision", "comment", "status", "decided_at", "route_choice",
+                                "route_plan"])
         if background:
             from django_q.tasks import async_task
 
@@ -139,6 +141,17 @@ def decision_job_start(*, job_id: int, digest: str, decision: str, by, comment: 
     if not background:
         job = decision_job_run(job_id=job.pk)
     return job
+
+
+def _route_plan(job: DecisionJob, choice: str) -> dict:
+    """The route of the whole batch, per connection, decided once at the click (each chunk
+    follows it): planned on the scope's pending updates of each connection."""
+    counts = dict(_scope(job).values("connection_id").annotate(n=Count("id"))
+                  .values_list("connection_id", "n"))
+    connections = TargetConnection.objects.in_bulk(list(counts))
+    plans = {pk: routing.plan_route(connection=connections[pk], rows=n, choice=choice)
+             for pk, n in counts.items()}
+    return {str(pk): {"route": plan.route, "why": plan.why} for pk, plan in plans.items()}
 
 
 def _scope(job: DecisionJob) -> QuerySet[ProfileUpdate]:
@@ -196,6 +209,10 @@ def _decide_chunk(job: DecisionJob, chunk: Mapping[int, str], *, after: int | No
                                         comment=comment, after=after,
                                         scope=_scope(job) if job.check_joined else None,
                                         strict=True)
+            if job.decision == "approve" and result.done:
+                routing.route_approved(update_ids=list(result.done), by=by, plans={
+                    int(pk): routing.RoutePlan(plan["route"], plan["why"], job.total, 0, None)
+                    for pk, plan in job.route_plan.items()})
     except StaleBatch as stale:
         return {"outcome": "refused", "decided": 0, "own": 0, "why": " ".join(stale.messages),
                 "left": stale.left[:20], "joined": stale.joined[:20],

@@ -26,7 +26,7 @@ def check_profileops_settings(app_configs=None, **kwargs) -> list[checks.Error]:
     if errors:
         return errors  # the combinations below need every value
     return (_sending_errors(values) + _background_errors(values) + _address_errors(values)
-            + _secret_errors() + _lifecycle_errors(values))
+            + _bulk_errors(values) + _secret_errors() + _lifecycle_errors(values))
 
 
 def _secret_errors() -> list[checks.Error]:
@@ -181,4 +181,29 @@ def _address_errors(values: dict) -> list[checks.Error]:
                 17, "PROFILEOPS_SITE_URL must be the address the admin is served at, "
                     "https://host[:port][/path], without credentials, query or fragment.",
                 "Unset it to send alerts without a link."))
+    return errors
+
+
+def _bulk_errors(values: dict) -> list[checks.Error]:
+    """The bulk route's knobs against Target's documented limits (ids 280-: issue 28)."""
+    errors: list[checks.Error] = []
+    if not 0 < values["BULK_CALLS_PER_MINUTE"] <= 50:
+        errors.append(_error(
+            280, f"PROFILEOPS_BULK_CALLS_PER_MINUTE is {values['BULK_CALLS_PER_MINUTE']:g}; it "
+                 "must be more than 0 and at most 50.",
+            "Target answers 503 beyond 50 calls a minute, shared with its Admin APIs."))
+    if not 1 <= values["BULK_FILE_MAX_ROWS"] <= 500_000:
+        errors.append(_error(281, "PROFILEOPS_BULK_FILE_MAX_ROWS must be 1 to 500,000.",
+                             "Target takes at most 500,000 rows per file."))
+    if not 1 <= values["BULK_FILE_MAX_BYTES"] < 50 * 1024 * 1024:
+        errors.append(_error(282, "PROFILEOPS_BULK_FILE_MAX_BYTES must be under 50 MB.",
+                             "Target takes files under 50 MB."))
+    errors += _positive(values, 283, "BULK_POLL_FIRST_SECONDS")
+    if values["BULK_POLL_FIRST_SECONDS"] > values["BULK_POLL_MAX_SECONDS"]:
+        errors.append(_error(284, "PROFILEOPS_BULK_POLL_FIRST_SECONDS is more than "
+                                  "PROFILEOPS_BULK_POLL_MAX_SECONDS.",
+                             "The first poll delay cannot exceed the longest one."))
+    for id_, name in ((285, "BULK_JOB_MAX_ROWS"), (286, "BULK_MAX_ATTEMPTS"),
+                      (287, "BULK_TIMEOUT_HOURS"), (288, "BULK_ROWS_PER_MINUTE")):
+        errors += _at_least_one(values, id_, name, KNOBS[name].meaning)
     return errors

@@ -35,6 +35,8 @@ SENDER_FIELDS = (
     "acknowledged_at", "last_error",
     "unsent_unchanged",  # verification.before_send clears a retry's left-out list without a query
 )
+# Bulk files Target has not finished with (models.BulkFile.State), whose updates are in flight.
+OPEN_BULK_FILE_STATES = ("pending", "accepted")
 # Requests are started only while the lease still covers a full request plus this margin.
 LEASE_SAFETY_SECONDS = 5.0
 
@@ -75,13 +77,15 @@ def _by_identity() -> QuerySet[ProfileUpdate]:
     return ProfileUpdate.with_pending_imports.annotate(connection_plain=F("connection_id") + 0)
 
 
-def _due_conditions(now: dt.datetime) -> tuple[Q, Q]:
+def _due_conditions(now: dt.datetime, route: str = "") -> tuple[Q, Q]:
+    """(approved and due, lease ran out) of one route: "" the single sender's, "bulk" the bulk
+    sender's (bulk_sending.py) — neither claims the other's updates."""
     approved_and_due = (
-        Q(status=S.APPROVED)
+        Q(status=S.APPROVED, send_route=route)
         & (Q(not_before__isnull=True) | Q(not_before__lte=now))
         & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
     )
-    lease_ran_out = Q(status=S.SENDING, lease_expires_at__lt=now)
+    lease_ran_out = Q(status=S.SENDING, lease_expires_at__lt=now, send_route=route)
     return approved_and_due, lease_ran_out
 
 
@@ -99,13 +103,14 @@ def due(*, now: dt.datetime, connection_id: int) -> QuerySet[ProfileUpdate]:
                                         connection_id=connection_id)
 
 
-def _due_parts(*, now: dt.datetime, connection_id: int) -> list[QuerySet[ProfileUpdate]]:
+def _due_parts(*, now: dt.datetime, connection_id: int,
+               route: str = "") -> list[QuerySet[ProfileUpdate]]:
     """`due` as two queries, each served in id order by the (connection, status, -id) index.
     The claim uses these: with the OR of `due`, SQLite walks every row of the connection —
     0.5–1.5 s per claim with a million sent updates in the history (bench/quota_check.py).
     They leave out no update behind another of its visitor; the claim does (_one_per_visitor)."""
     return [ProfileUpdate.objects.filter(condition, connection_id=connection_id)
-            for condition in _due_conditions(now)]
+            for condition in _due_conditions(now, route)]
 
 
 def _one_per_visitor(window: list[tuple], *, connection_id: int) -> list[tuple]:
@@ -116,11 +121,20 @@ def _one_per_visitor(window: list[tuple], *, connection_id: int) -> list[tuple]:
     if not approved:
         return window
     others: dict[tuple[str, str], list[tuple]] = {}
+    identities = {row[4] for row in approved}
     for other in _by_identity().filter(
-            connection_plain=connection_id, identity__in={row[4] for row in approved},
+            connection_plain=connection_id, identity__in=identities,
             status__in=(S.APPROVED, S.SENDING)).order_by().values_list(
             "id", "status", "identity_type", "identity", "decided_at"):
         others.setdefault((other[2], other[3]), []).append(other)
+    # A bulk-sent update is in flight until Target has processed its file (up to 24 h): the
+    # visitor's later updates wait for it, as they wait for one that is sending.
+    for other in _by_identity().filter(
+            connection_plain=connection_id, identity__in=identities, status=S.SENT,
+            bulk_file__state__in=OPEN_BULK_FILE_STATES).order_by().values_list(
+            "id", "identity_type", "identity", "decided_at"):
+        others.setdefault((other[1], other[2]), []).append(
+            (other[0], S.SENDING, other[1], other[2], other[3]))
     floor = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
 
     def held_back(row: tuple) -> bool:
@@ -149,8 +163,9 @@ def locking(qs: QuerySet, **options) -> QuerySet:
 
 
 def claim(*, conn: TargetConnection, owner: str, size: int, now: dt.datetime,
-          lease_until: dt.datetime) -> list[ProfileUpdate]:
-    """Lease the first `size` due updates of `conn` (by id) to `owner`; returns them."""
+          lease_until: dt.datetime, route: str = "") -> list[ProfileUpdate]:
+    """Lease the first `size` due updates of `conn` (by id) on `route` to `owner`; returns
+    them."""
     with transaction.atomic():
         # The first `size` due rows by id (the first `size` of each part, merged), window after
         # window, less those another update of their visitor holds back.
@@ -159,7 +174,7 @@ def claim(*, conn: TargetConnection, owner: str, size: int, now: dt.datetime,
         while len(picked) < size:
             window = sorted(
                 row
-                for part in _due_parts(now=now, connection_id=conn.pk)
+                for part in _due_parts(now=now, connection_id=conn.pk, route=route)
                 for row in locking(part.filter(id__gt=after), skip_locked=True, no_key=True)
                 .order_by("id").values_list("id", "status", "lease_owner", "identity_type",
                                             "identity", "decided_at")[:size]

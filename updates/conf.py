@@ -83,6 +83,26 @@ KNOBS: dict[str, Knob] = {
     "SITE_URL": Knob(
         str, "", "The address people open the admin at (https://profileops.example.com), for "
                  "the link in every alert; unset: alerts carry no link."),
+    "BULK_CALLS_PER_MINUTE": Knob(
+        float, 40.0, "Bulk API calls (uploads and status polls) per minute per connection, shared "
+                     "by every worker; Target allows 50, shared with its Admin APIs."),
+    "BULK_FILE_MAX_ROWS": Knob(int, 500_000, "Most rows in one bulk file (Target: 500,000)."),
+    "BULK_FILE_MAX_BYTES": Knob(
+        int, 50 * 1024 * 1024 - 1, "Largest bulk file in bytes (Target: under 50 MB)."),
+    "BULK_JOB_MAX_ROWS": Knob(int, 2_000_000, "Most updates one bulk job takes."),
+    "BULK_MIN_BATCH_ROWS": Knob(
+        int, 1000, "Smaller decided batches always stay on the single route, even when bulk "
+                   "is chosen explicitly (small, urgent corrections)."),
+    "BULK_MAX_ATTEMPTS": Knob(int, 8, "Upload attempts of one bulk file before it is refused."),
+    "BULK_POLL_FIRST_SECONDS": Knob(
+        float, 60.0, "First batchStatus poll after an upload; the delay doubles per poll."),
+    "BULK_POLL_MAX_SECONDS": Knob(float, 900.0, "Longest delay between two batchStatus polls."),
+    "BULK_TIMEOUT_HOURS": Knob(
+        float, 24.0, "A bulk file not complete this long after Target accepted it is timed out "
+                     "(Target: applied within 24 hours)."),
+    "BULK_ROWS_PER_MINUTE": Knob(
+        float, 100_000.0, "Rows a minute Target is assumed to apply in bulk, for the route's "
+                          "time estimate on the batch page."),
     "WEBHOOK_ALLOW_PRIVATE": Knob(
         bool, None, "Webhooks may go to loopback and private addresses (an internal relay). "
                     "Unset (None): on only in the embedded mode (PROFILEOPS_DEMO, which follows "

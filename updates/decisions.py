@@ -23,15 +23,17 @@ stays a few hundred kilobytes), and the decision is made on them:
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
+
 from django.core import signing
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import QuerySet
 
-from . import setwise, workflow
+from . import routing, setwise, workflow
 from .errors import COMMENT_REQUIRED, Refused
-from .models import ProfileUpdate
+from .models import ProfileUpdate, TargetConnection
 
 _SALT = "updates.decisions.shown"
 
@@ -76,7 +78,8 @@ def _check_decision(decision: str, by, comment: str | None) -> tuple[workflow.Tr
 
 
 def updates_decide_shown(*, shown: Mapping[int, str], decision: str, by, comment: str = "",
-                         scope: QuerySet[ProfileUpdate] | None = None) -> workflow.BulkOutcome:
+                         scope: QuerySet[ProfileUpdate] | None = None,
+                         route: str = routing.AUTOMATIC) -> workflow.BulkOutcome:
     """Approve or reject exactly the updates `shown` ({id: fingerprint}), all or nothing.
 
     With `scope` (the pending updates the page described, e.g. one import), an update now in
@@ -86,7 +89,8 @@ def updates_decide_shown(*, shown: Mapping[int, str], decision: str, by, comment
     four eyes, the content shown, the state — and the same fields and audit rows), in one
     transaction; raises StaleBatch (code `stale`) and changes nothing when anything differs
     from what was shown. At most setwise.CHUNK updates: a larger batch is a DecisionJob
-    (batch_decisions.py), decided chunk by chunk in the background.
+    (batch_decisions.py), decided chunk by chunk in the background. An approval records the
+    route the batch takes (`route`: routing.AUTOMATIC, SINGLE or BULK; routing.py).
     """
     transition, comment = _check_decision(decision, by, comment)
     outcome = workflow.BulkOutcome()
@@ -98,6 +102,9 @@ def updates_decide_shown(*, shown: Mapping[int, str], decision: str, by, comment
     with transaction.atomic():
         result = setwise.decide_set(shown=shown, transition=transition, by=by, comment=comment,
                                     scope=scope, strict=True)
+        if decision == "approve" and result.done:
+            routing.route_approved(update_ids=list(result.done), by=by,
+                                   plans=plans_for(result.done, choice=route))
     done = {u.pk: u for u in ProfileUpdate.objects.filter(pk__in=result.done)
             .select_related("connection")}
     outcome.done = [done[pk] for pk in result.done if pk in done]
@@ -108,13 +115,15 @@ def updates_decide_shown(*, shown: Mapping[int, str], decision: str, by, comment
 
 
 def updates_decide_each(*, updates: list[ProfileUpdate], decision: str, by, comment: str = "",
-                        shown: Mapping[int, str] | None = None) -> workflow.BulkOutcome:
+                        shown: Mapping[int, str] | None = None,
+                        route: str = routing.AUTOMATIC) -> workflow.BulkOutcome:
     """Approve or reject `updates` set-wise, each on its own merits (the notebook's decisions):
     setwise.CHUNK updates a transaction, the single services' checks, messages and rows, refusals
     per update (never raised). With `shown` ({id: fingerprint}, what the person looked at) an
     update that changed since, or left, is refused (``stale``) and the rest are decided;
     without, whatever is there now. A refusal before any update is looked at (the permission,
-    the comment) refuses every one. The updates decided carry their new status."""
+    the comment) refuses every one. The updates decided carry their new status. An approval
+    records the route the decided set takes (`route`, as updates_decide_shown)."""
     outcome = workflow.BulkOutcome()
     try:
         transition, comment = _check_decision(decision, by, comment)
@@ -133,4 +142,19 @@ def updates_decide_each(*, updates: list[ProfileUpdate], decision: str, by, comm
             by_id[pk].status = transition.target
             outcome.done.append(by_id[pk])
         outcome.refused += [(by_id[pk], message) for pk, message in result.refused]
+    if decision == "approve" and outcome.done:  # the route of the whole decision (routing.py)
+        done = [u.pk for u in outcome.done]
+        with transaction.atomic():
+            routing.route_approved(update_ids=done, by=by, plans=plans_for(done, choice=route))
     return outcome
+
+
+def plans_for(update_ids, *, choice: str = routing.AUTOMATIC) -> dict[int, routing.RoutePlan]:
+    """The route plan of each connection among `update_ids`, for the batch's count there."""
+    ids = list(update_ids)
+    counts = Counter(pk for start in range(0, len(ids), setwise.CHUNK)
+                     for pk in ProfileUpdate.objects.filter(pk__in=ids[start:start + setwise.CHUNK])
+                     .values_list("connection_id", flat=True))
+    connections = TargetConnection.objects.in_bulk(list(counts))
+    return {pk: routing.plan_route(connection=connections[pk], rows=n, choice=choice)
+            for pk, n in counts.items()}

@@ -50,7 +50,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from . import quota
+from . import bulk_reconcile, quota
 from .conf import setting
 from .models import (
     CredentialState, DailyUsage, MetricsCheckpoint, ProfileUpdate, SchedulerHeartbeat,
@@ -307,6 +307,7 @@ class ProfileOpsCollector:
             used.add_metric([client_code], window.used)
         yield from (sent, acked, failed, limit, used)
 
+        yield from self._bulk_metrics(now, connections)
         yield from self._attempt_metrics(now, code)
         yield from self._queue_metrics(now, connections)
         yield from self._update_metrics(connections)
@@ -319,6 +320,27 @@ class ProfileOpsCollector:
         if beat_at is not None:
             heartbeat.add_metric([], beat_at.timestamp())
         yield heartbeat
+
+    def _bulk_metrics(self, now: dt.datetime, connections: list) -> Iterator[Metric]:
+        """The bulk route beside the single quota: rows in flight and verified, and the bulk
+        API calls (of Target's 50 a minute) used in the last minute."""
+        labels = ["connection"]
+        in_flight = GaugeMetricFamily("profileops_bulk_rows_in_flight", "Updates in bulk files "
+                                      "not yet uploaded or not finished by Target.", labels=labels)
+        verified = GaugeMetricFamily("profileops_bulk_rows_verified", "Bulk-sent updates read "
+                                     "back as applied.", labels=labels)
+        not_applied = GaugeMetricFamily("profileops_bulk_rows_not_applied", "Bulk-sent updates "
+                                        "read back as not applied.", labels=labels)
+        calls = GaugeMetricFamily("profileops_bulk_calls_last_minute", "Bulk API calls "
+                                  "(uploads and status polls) in the last 60 seconds; Target "
+                                  "allows 50.", labels=labels)
+        for cid, client_code, _ in connections:
+            usage = bulk_reconcile.bulk_usage(connection_id=cid, now=now)
+            in_flight.add_metric([client_code], usage.rows_in_flight)
+            verified.add_metric([client_code], usage.rows_verified)
+            not_applied.add_metric([client_code], usage.rows_not_applied)
+            calls.add_metric([client_code], usage.calls_last_minute)
+        yield from (in_flight, verified, not_applied, calls)
 
     def _attempt_metrics(self, now: dt.datetime, code: dict[int, str]) -> Iterator[Metric]:
         totals = self.attempts.read(now=now)

@@ -45,6 +45,21 @@ def validate_bearer_token(token: str) -> None:
             "letters: only visible ASCII can travel in an HTTP header.", code="invalid_token")
 
 
+class SendRoute(models.TextChoices):
+    """A connection's rule for choosing the route of a decided batch (routing.py)."""
+
+    SINGLE = "single", "Single only"
+    THRESHOLD = "threshold", "Bulk above a row threshold"
+    HEADROOM = "headroom", "Bulk when the batch does not fit the single quota's headroom"
+    THRESHOLD_OR_HEADROOM = "threshold_or_headroom", "Bulk above the threshold or beyond headroom"
+
+
+class PcIdBulk(models.TextChoices):
+    SINGLE = "single", "Stay on the single route"
+    V1 = "v1", "Bulk v1 (the site uses the Experience Cloud ID)"
+    V2 = "v2", "Bulk v2 (the site does not use the Experience Cloud ID)"
+
+
 _VISIBLE_ASCII = RegexValidator(r"^[!-~]*\Z", "Visible ASCII characters only, no spaces.",
                                 code="invalid_credential")
 # The scopes the Adobe Developer Console lists for a Target OAuth Server-to-Server credential.
@@ -152,6 +167,20 @@ class TargetConnection(models.Model):
         help_text="Days the non-personal record of an update (states, times, hashes, audit "
         "structure) is kept after its values were purged; then it is deleted. Empty: kept for "
         "ever.")
+    # The Bulk Profile Update route (updates/routing.py, bulk_sending.py).
+    send_route = models.CharField(
+        max_length=22, choices=SendRoute.choices, default=SendRoute.SINGLE,
+        db_default=SendRoute.SINGLE,
+        help_text="When a decided batch goes through Target's Bulk Profile Update API instead of "
+        "one request per update (bulk does not use the single quota).")
+    bulk_row_threshold = models.PositiveIntegerField(
+        default=100_000, db_default=100_000, validators=[MinValueValidator(1)],
+        help_text="\"Bulk above a row threshold\": batches of at least this many updates go "
+        "bulk.")
+    pc_id_bulk = models.CharField(
+        max_length=6, choices=PcIdBulk.choices, default=PcIdBulk.SINGLE, db_default=PcIdBulk.SINGLE,
+        help_text="Where updates keyed by mboxPC go when their batch takes the bulk route. Adobe: "
+        "if the site uses the Experience Cloud ID, pcId files must go to bulk v1.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -467,6 +496,16 @@ class ProfileUpdate(models.Model):
     purge_reason = models.CharField(max_length=10, blank=True, editable=False,
                                     choices=PurgeReason.choices)
 
+    # The route chosen when it was decided ("" single, "bulk"); the single sender claims only
+    # single ones, bulk_sending.py only bulk ones (and may hand one back to single).
+    # A database default too: rows written by raw INSERTs (bench/history.py) take it.
+    send_route = models.CharField(max_length=4, blank=True, default="", db_default="",
+                                  choices=[("", "Single"), ("bulk", "Bulk")])
+    # The bulk file and its line (1 = the first row after the header) that carried it, if any.
+    bulk_file = models.ForeignKey("BulkFile", on_delete=models.PROTECT, null=True, blank=True,
+                                  editable=False, related_name="updates", db_index=False)
+    bulk_line = models.PositiveIntegerField(null=True, blank=True, editable=False)
+
     class Meta:
         ordering = ["-id"]
         indexes = [
@@ -509,6 +548,12 @@ class ProfileUpdate(models.Model):
             # Retention: the updates whose values are still held, oldest first, per connection.
             models.Index(fields=["connection", "created_at"], condition=Q(purged_at__isnull=True),
                          name="upd_unpurged_created"),
+            # A bulk file's rows (the job page, reconciliation); only rows a file carried.
+            models.Index(fields=["bulk_file", "verification_state"],
+                         condition=Q(bulk_file__isnull=False), name="upd_bulk_file"),
+            models.Index(fields=["connection", "next_attempt_at"],
+                         condition=Q(status="approved", send_route="bulk"),
+                         name="upd_due_bulk"),
         ]
         permissions = [
             ("submit_profileupdate", "Can submit profile updates for approval"),
@@ -711,6 +756,12 @@ class AuditEvent(models.Model):
         PRIVACY_COMPLETE = "privacy_complete", "privacy request complete: deleted at Target"
         PRIVACY_NOT_FOUND = "privacy_not_found", "privacy request: nothing held at Target"
         PRIVACY_ERROR = "privacy_error", "privacy request ended in error"
+        # The bulk route (routing.py, bulk_sending.py, bulk_reconcile.py)
+        ROUTED_BULK = "routed_bulk", "batch routed to the bulk API"
+        BULK_JOB_CREATED = "bulk_job_created", "bulk job created"
+        REQUEUED_SINGLE = "requeued_single", "re-queued on the single route (not applied in bulk)"
+        BULK_REQUEUED_SINGLE = ("bulk_requeued_single",
+                                "a bulk job's not-applied updates re-queued single")
 
     at = models.DateTimeField()
     actor = models.ForeignKey(
@@ -914,6 +965,7 @@ class AlertRule(models.Model):
         TOKEN_RENEWAL = "token_renewal", "Token renewal failing (Adobe credentials)"
         NOT_APPLIED = "not_applied", "Updates not applied after verification"
         PRIVACY_ERROR = "privacy_error", "A privacy request ended in error"
+        BULK_JOB = "bulk_job", "Bulk file stuck or not complete after 24 hours"
 
     connection = models.ForeignKey(TargetConnection, on_delete=models.CASCADE,
                                    related_name="alert_rules")
@@ -952,6 +1004,7 @@ class AlertRule(models.Model):
         Kind.TOKEN_RENEWAL: Decimal(0),   # not used: any failing renewal fires
         Kind.NOT_APPLIED: Decimal(1),     # updates not applied in the window
         Kind.PRIVACY_ERROR: Decimal(0),   # not used: any request in error fires
+        Kind.BULK_JOB: Decimal(1),        # bulk files stuck or timed out in the window
     }
 
     class Meta:
@@ -1091,6 +1144,10 @@ class DecisionJob(BatchJob):
     # "refused"), "decided", "own", "why"}.
     report = models.JSONField(default=list, blank=True)
     decided_at = models.DateTimeField(null=True, blank=True)  # the click
+    # The route chosen at the click (routing.py) and, per connection id, the route it gave:
+    # {"<connection id>": {"route": "single" | "bulk", "why": text}}.
+    route_choice = models.CharField(max_length=6, blank=True, default="auto", db_default="auto")
+    route_plan = models.JSONField(default=dict, blank=True)
 
     def __str__(self) -> str:
         return f"batch decision #{self.pk}"
@@ -1103,6 +1160,111 @@ class ShownSnapshot(models.Model):
     job = models.OneToOneField(DecisionJob, on_delete=models.CASCADE, primary_key=True,
                                related_name="shown")
     pairs = models.BinaryField()
+
+
+class BulkJob(models.Model):
+    """One run of the bulk route for one connection: the updates it took, in one or more files
+    (BulkFile), and how they ended at Target and at read-back (bulk_sending.py, bulk_polling.py,
+    bulk_reconcile.py)."""
+
+    class State(models.TextChoices):
+        SENDING = "sending", "Uploading files"
+        PROCESSING = "processing", "Target is processing"
+        COMPLETE = "complete", "Complete at Target"
+        STUCK = "stuck", "Stuck at Target"
+        TIMED_OUT = "timed_out", "Not complete after 24 hours"
+        FAILED = "failed", "Refused by Target"
+
+    connection = models.ForeignKey(TargetConnection, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField()
+    worker = models.CharField(max_length=64, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.SENDING)
+    rows = models.PositiveIntegerField(default=0)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "bulk job"
+
+    def __str__(self) -> str:
+        return f"bulk job #{self.pk}"
+
+
+class BulkFile(models.Model):
+    """One file of a bulk job: exactly the bytes sent, Target's verbatim answer, its batchStatus
+    URL as given, and where it is. Each upload and status call is a BulkCall."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Waiting to upload"
+        ACCEPTED = "accepted", "Accepted, processing"
+        COMPLETE = "complete", "Complete"
+        STUCK = "stuck", "Stuck"
+        TIMED_OUT = "timed_out", "Not complete after 24 hours"
+        REFUSED = "refused", "Refused"
+
+    job = models.ForeignKey(BulkJob, on_delete=models.CASCADE, related_name="files")
+    number = models.PositiveIntegerField()
+    version = models.CharField(max_length=2)  # "v1" or "v2"
+    id_column = models.CharField(max_length=12)  # "pcId" or "thirdPartyId"
+    attribute_names = models.JSONField(default=list)
+    rows = models.PositiveIntegerField()
+    size_bytes = models.PositiveIntegerField()
+    sha256 = models.CharField(max_length=64)
+    body = models.BinaryField(editable=False)  # zlib-compressed file, kept for retries and proof
+    state = models.CharField(max_length=9, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    answer = models.TextField(blank=True)  # Target's answer to the upload, verbatim (capped)
+    status_url = models.TextField(blank=True)  # the batchStatus URL exactly as Target gave it
+    batch_id = models.CharField(max_length=200, blank=True)
+    polls = models.PositiveIntegerField(default=0)
+    next_poll_at = models.DateTimeField(null=True, blank=True)
+    target_status = models.CharField(max_length=20, blank=True)  # the latest batchStatus status
+    counts = models.JSONField(default=dict, blank=True)  # the latest showDetails counts
+    finished_at = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=64, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job", "number"]
+        constraints = [models.UniqueConstraint(fields=["job", "number"],
+                                               name="uniq_bulk_file_number")]
+
+    def __str__(self) -> str:
+        return f"file {self.number} of bulk job #{self.job_id}"
+
+
+class BulkCall(models.Model):
+    """One call to the Bulk API (an upload or a batchStatus poll) and what came back: the
+    50-calls-a-minute budget is counted from these, and a poll's counts are kept here."""
+
+    class Kind(models.TextChoices):
+        UPLOAD = "upload", "Upload"
+        STATUS = "status", "Status poll"
+
+    connection = models.ForeignKey(TargetConnection, on_delete=models.CASCADE, related_name="+")
+    file = models.ForeignKey(BulkFile, on_delete=models.CASCADE, related_name="calls")
+    kind = models.CharField(max_length=6, choices=Kind.choices)
+    at = models.DateTimeField()
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    answer = models.TextField(blank=True)  # verbatim (capped), secrets redacted
+    error = models.CharField(max_length=300, blank=True)
+    target_status = models.CharField(max_length=20, blank=True)
+    counts = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["connection", "-at"], name="bulkcall_conn_at")]
+
+
+class BulkCallSlot(models.Model):
+    """The bulk API's call rate of one connection, shared by every process (bulk_pacing.py): the
+    time (Unix seconds) from which the next call is free, as ReadRateSlot for reads."""
+
+    connection = models.OneToOneField(TargetConnection, on_delete=models.CASCADE,
+                                      primary_key=True, related_name="+")
+    next_free_at = models.FloatField(default=0.0)
 
 
 class MetricsCheckpoint(models.Model):

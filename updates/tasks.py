@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import batch_decisions, batch_reads, sending, verification
+from . import batch_decisions, batch_reads, bulk_polling, bulk_sending, sending, verification
 from .alerts import alerts_check
 from .conf import setting
 from .importing import import_job_check, import_job_run
@@ -75,3 +75,12 @@ def decide_batch(job_id: int) -> str:
     job = batch_decisions.decision_job_run(job_id=job_id)
     return (f"batch decision #{job.pk}: {job.status}, {job.decided} of {job.total} decided in "
             f"{job.chunks_done} of {job.chunks} chunks")
+
+
+def send_and_poll_bulk() -> str:
+    """Run by the "Send and poll bulk files" schedule every minute: build and upload the bulk
+    route's files, then poll the accepted ones at Target."""
+    run = bulk_sending.bulk_send_due()
+    polls = bulk_polling.bulk_poll_due()
+    return (f"bulk: {run.jobs} job(s), {run.uploads} upload(s), {run.accepted} accepted, "
+            f"{polls} poll(s)")

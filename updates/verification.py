@@ -457,6 +457,9 @@ def _record_group(run: VerificationRun, finished: list[tuple[ProfileUpdate, Futu
             run.unverified += 1
 
 
+_ID_CHUNK = 20_000  # ids in one statement's IN (SQLite's limit is 250,000 variables)
+
+
 def _schedule_new(run: VerificationRun, *, now: dt.datetime,
                   connection: TargetConnection | None) -> None:
     """Acknowledged updates not yet looked at: first check at acknowledgment + first delay, or
@@ -471,10 +474,19 @@ def _schedule_new(run: VerificationRun, *, now: dt.datetime,
             "id", "connection_id", "connection__verify_after_send"))
         verify = [r[0] for r in rows if r[2]]
         off = [r[0] for r in rows if not r[2]]
-        ProfileUpdate.objects.filter(id__in=verify).update(
-            verification_state=V.PENDING, verification_checks=0,
-            verification_next_at=F("acknowledged_at") + first)
-        ProfileUpdate.objects.filter(id__in=off).update(verification_state=V.OFF)
+        # In chunks: a bulk file's acceptance makes hundreds of thousands sent at once, more
+        # than SQLite takes variables in one statement.
+        for start in range(0, max(len(verify), len(off)), _ID_CHUNK):
+            chunk = verify[start:start + _ID_CHUNK]
+            ProfileUpdate.objects.filter(id__in=chunk).update(
+                verification_state=V.PENDING, verification_checks=0,
+                verification_next_at=F("acknowledged_at") + first)
+            # Bulk-sent updates whose file Target has finished are read back now
+            # (bulk_polling.py).
+            ProfileUpdate.objects.filter(id__in=chunk, bulk_file__finished_at__isnull=False
+                                         ).update(verification_next_at=now)
+            ProfileUpdate.objects.filter(id__in=off[start:start + _ID_CHUNK]).update(
+                verification_state=V.OFF)
         audit.save([
             audit.unsaved(A.VERIFICATION_SCHEDULED if wants else A.VERIFICATION_OFF, by=None,
                           at=now, update=update_id, connection=connection_id,

@@ -81,6 +81,9 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition("requeue", (S.FAILED,), S.APPROVED, (PERM_REQUEUE,), A.REQUEUED, "Re-queue"),
     Transition("requeue_for_approval", (S.FAILED,), S.PENDING, (PERM_REQUEUE,), A.REQUEUED,
                "Re-queue for approval"),
+    # A sent update that verification found not applied (a bulk file's silently lost row), back
+    # to approved on the single route with its approval (bulk_reconcile.py), one action a job.
+    Transition("requeue_single", (S.SENT,), S.APPROVED, (PERM_REQUEUE,), A.REQUEUED_SINGLE),
     Transition("cancel", (S.DRAFT, S.PENDING, S.APPROVED), S.CANCELLED, (PERM_CANCEL,),
                A.CANCELLED, "Cancel update"),
     # One open change per visitor and attribute (open_changes.py): a new update that sets an

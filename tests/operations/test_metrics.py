@@ -258,3 +258,17 @@ def test_the_profile_token_s_seconds_until_expiry_are_exposed_per_connection(
     assert 3500 < left <= 3600
     assert ("profileops_profile_token_expires_in_seconds", ("connection", "pasted")) not in found
     assert adobe_emulator.adobe.counts.token_gets == asked
+
+
+def test_the_bulk_route_is_shown_beside_the_quota(client, connection, admin_user):
+    from updates.models import BulkCall, BulkFile, BulkJob
+
+    now = timezone.now()
+    job = BulkJob.objects.create(connection=connection, created_at=now, rows=0)
+    file = BulkFile.objects.create(job=job, number=1, version="v2", id_column="thirdPartyId",
+                                   rows=0, size_bytes=0, sha256="", body=b"", state="accepted")
+    BulkCall.objects.create(connection=connection, file=file, kind="upload", at=now,
+                            http_status=200)
+    _, found = scrape(client)
+    assert found[c("profileops_bulk_calls_last_minute")] == 1
+    assert found[c("profileops_bulk_rows_in_flight")] == 0

@@ -18,8 +18,8 @@ from django_q.models import OrmQ, Schedule, Task
 
 from tests.conftest import make_user
 from updates import importing, workflow
-from updates.models import (AlertEvent, AlertRule, AttributeMapping, ImportJob, PrivacyRequest,
-                            ProfileUpdate, RetentionRun, TargetConnection)
+from updates.models import (AlertEvent, AlertRule, AttributeMapping, BulkJob, ImportJob,
+                            PrivacyRequest, ProfileUpdate, RetentionRun, TargetConnection)
 
 ROLES = ("anonymous", "operator", "supervisor", "admin")
 
@@ -70,6 +70,7 @@ def world(db, connection) -> World:
         Group: Group.objects.get(name="Operators"), User: author, Schedule: schedule,
         TargetConnection: connection, ImportJob: job, ProfileUpdate: update,
         AttributeMapping: mapping, OrmQ: queued, AlertRule: alert_rule, AlertEvent: alert_event,
+        BulkJob: BulkJob.objects.create(connection=connection, created_at=now),
     }
     # Failed logins and lock-outs (django-axes, updates/admin/logins.py).
     from axes.models import AccessAttempt, AccessFailureLog, AccessLog

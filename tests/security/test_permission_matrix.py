@@ -116,6 +116,12 @@ MATRIX: dict[str, tuple] = {
     "updates_importjob_errors":                    (LOGIN, 200, 403, 200),
     # Alert rules and the alerts they sent: administrators manage, supervisors read (migration
     # 0021); alerts are never added, changed or deleted by hand
+    "updates_bulkjob_changelist":                  (LOGIN, 403, 200, 200),
+    "updates_bulkjob_add":                         (LOGIN, 403, 403, 403),  # the sender writes them
+    "updates_bulkjob_change":                      (LOGIN, 403, 200, 200),
+    "updates_bulkjob_delete":                      (LOGIN, 403, 403, 403),
+    "updates_bulkjob_history":                     (LOGIN, 403, 200, 200),
+    "updates_bulkjob_requeue_single":              (LOGIN, 405, 405, 405),  # POST only
     "updates_alertrule_changelist":                (LOGIN, 403, 200, 200),
     "updates_alertrule_add":                       (LOGIN, 403, 403, 200),
     "updates_alertrule_change":                    (LOGIN, 403, 200, 200),

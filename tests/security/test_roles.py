@@ -29,6 +29,8 @@ SUPERVISORS = {
     "view_attributemapping", "view_sendattempt",
     # alert rules and the alerts they sent: view (migration 0021)
     "view_alertrule", "view_alertevent",
+    # bulk jobs: view, and re-queue their not-applied rows single (migration 0029)
+    "view_bulkjob",
 }
 
 
@@ -74,5 +76,8 @@ def test_re_running_the_migration_resets_both_groups_to_their_definition():
     alert_views = importlib.import_module("updates.migrations.0023_alert_defaults")
     alert_views.grant(MigrationLoader(db_connection).project_state(
         ("updates", "0023_alert_defaults")).apps, None)
+    bulk_views = importlib.import_module("updates.migrations.0030_bulk_route")
+    bulk_views.grant(MigrationLoader(db_connection).project_state(
+        ("updates", "0030_bulk_route")).apps, None)
     assert permissions_of("Operators") == {f"updates.{c}" for c in OPERATORS}
     assert permissions_of("Supervisors") == {f"updates.{c}" for c in SUPERVISORS}

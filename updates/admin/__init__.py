@@ -7,4 +7,5 @@ from . import connections, dashboard, updates  # noqa: F401
 from . import imports, mappings  # noqa: F401
 from . import alerts  # noqa: F401
 from . import privacy  # noqa: F401
+from . import bulk  # noqa: F401
 from . import logins  # noqa: F401

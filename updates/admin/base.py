@@ -48,6 +48,9 @@ class OfferedLookupsChangeList(ChangeList):
 
 # What an empty list says to do (templates/admin/updates/_empty_list.html), per model.
 EMPTY_HINTS = {
+    "bulkjob": "No bulk jobs yet. A decided batch takes the bulk route when its connection's rule "
+               "says so (Target connections → Bulk Profile Update API) or when chosen at "
+               "decision time.",
     "alertrule": "No alert rules yet. Add one to be told by email or webhook when sending fails, "
                  "the quota runs low, updates wait too long for approval, Target refuses the "
                  "token or updates are not applied.",

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -39,8 +40,9 @@ from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils import timezone
 
-from updates import batch_decisions, batch_reads, decisions, permissions, quota, selectors, \
-    sending, setwise, target, workflow
+from updates import batch_decisions, batch_reads, decisions, permissions, quota, routing, \
+    selectors, sending, setwise, target, workflow
+from updates.conf import setting
 from updates.models import (BatchRead, DecisionJob, ImportJob, ProfileUpdate, TargetConnection,
                             content_hash)
 
@@ -139,6 +141,7 @@ def batch_view(request: HttpRequest) -> HttpResponse:
         "estimate": batch_reads.batch_estimate(verdicts, batch_size=len(ids)),
         "estimate_url": _estimate_url(scope, [u.pk for u, _ in chosen]),
         "whole_read": _whole_read(scope, updates, now),
+        **_routes(connections.values(), Counter(u.connection_id for u in updates), now),
     })
 
 
@@ -199,7 +202,23 @@ def _large_batch_view(request: HttpRequest, scope: Scope, title: str) -> HttpRes
         "estimate_url": _estimate_url(scope, chosen_ids),
         "whole_read": {"too_large": True, "read_limit": READ_LIMIT},
         "decision_jobs": _recent_decisions(scope),
+        **_routes(connections, Counter(row[5] for row in rows), now),
     })
+
+
+def _routes(connections, counts: Counter, now) -> dict:
+    """The route each connection's part of the batch takes when approved, why, and the time
+    either way (routing.py); and whether the page offers the route choice."""
+    routes = [(c, routing.plan_route(connection=c, rows=counts[c.pk], now=now))
+              for c in connections if counts[c.pk]]
+    return {"routes": routes, "route_choices": routing.CHOICES,
+            "bulk_possible": any(plan.bulk_minutes is not None for _, plan in routes),
+            "bulk_min_rows": setting("BULK_MIN_BATCH_ROWS")}
+
+
+def _route_choice(request: HttpRequest) -> str:
+    choice = request.POST.get("route", routing.AUTOMATIC)
+    return choice if choice in dict(routing.CHOICES) else routing.AUTOMATIC
 
 
 def _recent_decisions(scope: Scope, limit: int = 3) -> list[dict]:
@@ -382,7 +401,8 @@ def _decide_batch(request: HttpRequest, scope: Scope) -> HttpResponse:
                                      job_id=job.pk, digest=job.digest)
     try:
         outcome = decisions.updates_decide_shown(shown=shown, decision=decision, by=request.user,
-                                                 comment=comment, scope=decided_scope)
+                                                 comment=comment, scope=decided_scope,
+                                                 route=_route_choice(request))
     except ValidationError as error:
         report_refusal(request, error)
         return back
@@ -398,7 +418,7 @@ def _decide_in_background(request: HttpRequest, scope: Scope, *, decision: str, 
     try:
         job = batch_decisions.decision_job_start(job_id=job_id, digest=digest,
                                                  decision=decision, by=request.user,
-                                                 comment=comment)
+                                                 comment=comment, route=_route_choice(request))
     except ValidationError as error:
         report_refusal(request, error)
         return back

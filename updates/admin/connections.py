@@ -80,7 +80,7 @@ class TargetConnectionForm(forms.ModelForm):
                   "skip_unchanged", "drop_unchanged_attributes", "adobe_client_id",
                   "adobe_org_id", "target_tenant", "ims_token_url", "ims_scopes",
                   "admin_api_url", "retain_values_days", "retain_reads_days",
-                  "retain_records_days"]
+                  "retain_records_days", "send_route", "bulk_row_threshold", "pc_id_bulk"]
         labels = {
             "label": "Label",
             "client_code": "Client code",
@@ -99,10 +99,39 @@ class TargetConnectionForm(forms.ModelForm):
             "retain_values_days": "Keep values (days)",
             "retain_reads_days": "Keep profile reads and answers (days)",
             "retain_records_days": "Keep purged records (days)",
+            "send_route": "Route of decided batches",
+            "bulk_row_threshold": "Bulk threshold (updates)",
+            "pc_id_bulk": "mboxPC updates in bulk",
         }
         help_texts = {
             "client_code": "Target's client code, as in https://{clientCode}.tt.omtrdc.net.",
         }
+
+    # The bulk route's settings keep their current value (or default) when a form leaves them
+    # out, as a form posted before they existed does.
+    _KEPT_WHEN_EMPTY = ("send_route", "bulk_row_threshold", "pc_id_bulk")
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for name in self._KEPT_WHEN_EMPTY:
+            self.fields[name].required = False
+
+    def _kept(self, name: str):
+        value = self.cleaned_data.get(name)
+        if value in (None, ""):
+            current = getattr(self.instance, name, None)
+            return current if current not in (None, "") else \
+                TargetConnection._meta.get_field(name).get_default()
+        return value
+
+    def clean_send_route(self) -> str:
+        return self._kept("send_route")
+
+    def clean_bulk_row_threshold(self) -> int:
+        return self._kept("bulk_row_threshold")
+
+    def clean_pc_id_bulk(self) -> str:
+        return self._kept("pc_id_bulk")
 
     def clean_new_token(self) -> str:
         token = self.cleaned_data["new_token"]
@@ -192,6 +221,12 @@ class TargetConnectionAdmin(OfferedLookupsAdmin):
             "description": "After these many days the purge (every hour) replaces identities "
                            "and values with keyed hashes, then deletes the record. Empty: kept "
                            "for ever.",
+        }),
+        ("Bulk Profile Update API", {
+            "fields": ["send_route", "bulk_row_threshold", "pc_id_bulk"],
+            "description": "Large decided batches can go through Target's bulk API, which does "
+                           "not use the single quota; every row is still read back. See the "
+                           "user guide's page on the bulk route.",
         }),
         ("Record", {"classes": ["collapse"], "fields": ["created_at", "updated_at"]}),
     ]

@@ -15,7 +15,8 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.timesince import timesince
 
-from updates import attention, permissions, quota, selectors, verification
+from updates import attention, bulk_reconcile, permissions, quota, selectors, verification
+from updates.models import BulkJob
 
 from .pages import forbidden as _forbidden, page as _page
 
@@ -324,6 +325,10 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
             "releases": window.releases()[:FREES_UP_SHOWN],
             "requests": attention.requests_between(since=now - quota.WINDOW, until=now,
                                                    connection_id=p.connection.pk),
+            "bulk": (bulk_reconcile.bulk_usage(connection_id=p.connection.pk, now=now)
+                     if p.connection.send_route != "single"
+                     or BulkJob.objects.filter(connection_id=p.connection.pk).exists()
+                     else None),
         })
     return _page(request, title, "admin/updates/dashboard.html", {
         "data": data,

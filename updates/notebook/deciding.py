@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 
 from .base import SessionBase
-from .results import Decisions, Reverts, int_columns
+from .results import Decisions, Frame, Reverts, int_columns
 from .selection import ids_of, shown_of
 from .thread import orm
 
@@ -34,7 +34,7 @@ class Deciding(SessionBase):
 
     def approve(self, *, ids: Any = None, connection: Any = None, created_by: str | None = None,
                 reason: str | None = None, comment: str = "",
-                import_job: Any = None) -> Decisions:
+                import_job: Any = None, route: str = "auto") -> Decisions:
         """Approve pending updates (workflow.update_approve). Four eyes: an update this user
         created or last edited is refused — superusers included — and named in the result.
 
@@ -49,12 +49,49 @@ class Deciding(SessionBase):
             looked_at = supervisor.preview(ids=result.ids)
             decisions = supervisor.approve(ids=looked_at, comment="checked against CRM")
             decisions.refused   # one row per refusal, with the reason
+
+        ``route`` ("auto", "single" or "bulk") is the route the approved updates take, as on the
+        batch page: ``routes()`` shows which one "auto" gives, why, and the time either way.
         """
         from updates import workflow
 
         return self._decide(workflow.update_approve, "pending", ids=ids, connection=connection,
                             created_by=created_by, reason=reason, import_job=import_job,
-                            comment=comment)
+                            comment=comment, route=route)
+
+    def routes(self, *, ids: Any = None, connection: Any = None, created_by: str | None = None,
+               reason: str | None = None, import_job: Any = None,
+               route: str = "auto") -> pd.DataFrame:
+        """Which route approving these pending updates sends them by (routing.py), per
+        connection: how many, the route, why, and roughly how long single requests and the
+        bulk API would each take (bulk: none where the connection sends single only).
+
+        Example::
+
+            supervisor.routes(import_job=result)       # before approve(import_job=result)
+        """
+        return orm.run(self._routes, selection=dict(
+            ids=ids, connection=connection, created_by=created_by, reason=reason,
+            import_job=import_job), route=route)
+
+    def _routes(self, *, selection, route) -> pd.DataFrame:
+        from django.db.models import Count
+
+        from updates import permissions, routing
+        from updates.models import TargetConnection
+
+        self._need(self._user(), permissions.PERM_VIEW, "view profile updates")
+        _, qs = self._selection(status=None, default_status="pending", **selection)
+        counts = dict(qs.order_by().values("connection_id").annotate(n=Count("id"))
+                      .values_list("connection_id", "n"))
+        rows = []
+        for conn in TargetConnection.objects.filter(pk__in=list(counts)).order_by("label"):
+            plan = routing.plan_route(connection=conn, rows=counts[conn.pk], choice=route)
+            rows.append({"connection": conn.client_code, "updates": plan.rows,
+                         "route": plan.route, "why": plan.why, "single": plan.single_time,
+                         "bulk": plan.bulk_time if plan.bulk_minutes is not None else None})
+        return Frame(pd.DataFrame(rows, columns=["connection", "updates", "route", "why",
+                                                 "single", "bulk"]))
 
     def reject(self, *, ids: Any = None, connection: Any = None, created_by: str | None = None,
                reason: str | None = None, comment: str,
@@ -80,6 +117,8 @@ class Deciding(SessionBase):
     def _decide_on_thread(self, service, default_status, comment, selection) -> Decisions:
         from updates import decisions, workflow
 
+        route = selection.pop("route", "auto")
+
         user = self._user()
         shown = shown_of(selection["ids"]) if service in (workflow.update_approve,
                                                          workflow.update_reject) else None
@@ -88,7 +127,7 @@ class Deciding(SessionBase):
         if service in (workflow.update_approve, workflow.update_reject):
             outcome = decisions.updates_decide_each(
                 updates=updates, decision="approve" if service is workflow.update_approve
-                else "reject", by=user, comment=comment, shown=shown)
+                else "reject", by=user, comment=comment, shown=shown, route=route)
         else:
             outcome = workflow.apply_to_each(service, updates, by=user, comment=comment)
         rows = [{"update_id": u.pk, "outcome": "done", "status": u.status, "message": ""}

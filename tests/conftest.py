@@ -15,7 +15,7 @@ from django.contrib.auth.models import Group, User
 from updates import workflow
 from updates.models import AttributeMapping, TargetConnection
 
-pytest_plugins = ["tests.fixtures_emulator"]
+pytest_plugins = ["tests.fixtures_emulator", "tests.fixtures_bulk"]
 
 # The admin's registrations are made by the URLconf (profileops/apps.py), as in the web process:
 # load it, so every test that reads admin.site sees all of them, whether or not a request ran first.

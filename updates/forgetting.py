@@ -8,7 +8,9 @@ does, for one connection and identity, in one transaction:
 2. cancels the visitor's open updates (draft, pending, approved), each with its audit row;
 3. purges every stored value and identity of the visitor (purging.py): its updates, their
    reads, attempts' answer bodies, audit values, the admin's log names, and the import jobs
-   whose file holds the identity — the identity is replaced by its keyed hash everywhere;
+   whose file holds the identity — the identity is replaced by its keyed hash everywhere —
+   and the visitor's lines in every kept bulk file (bulk_purging.py; refused while the
+   visitor is in a bulk file Target has not accepted yet);
 4. writes a PrivacyRequest (state "local purge done") with the counts per table, which keeps
    the hash on the suppression list (suppression.py) until an administrator lifts it, and a
    connection-level audit row;
@@ -31,7 +33,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from . import audit, open_changes, privacy, purging
+from . import audit, bulk_purging, open_changes, privacy, purging
 from .errors import IN_FLIGHT, Refused, WRONG_STATE, require_perm
 from .hashing import keyed_hash
 from .models import (AuditEvent, IdentityType, ImportJob, PrivacyRequest, ProfileUpdate,
@@ -70,6 +72,9 @@ def visitor_forget(*, connection: TargetConnection, identity_type: str, identity
         if any(u.status == S.SENDING for u in updates):
             raise Refused("An update of this visitor is being sent right now; forget it again "
                           "in a minute, when the send has ended.", code=IN_FLIGHT)
+        if bulk_purging.unaccepted_files(updates).exists():
+            raise Refused("An update of this visitor is in a bulk file Target has not accepted "
+                          "yet; forget it again when the file is sent.", code=IN_FLIGHT)
         request = PrivacyRequest.objects.create(
             connection=connection, identity_type=identity_type, regulation=regulation,
             identity_hash=keyed_hash(identity), requested_by=by, requested_at=now)
@@ -77,6 +82,8 @@ def visitor_forget(*, connection: TargetConnection, identity_type: str, identity
         counts = purging.purge_updates([u.pk for u in updates], now=now,
                                        reason=PurgeReason.FORGOTTEN)
         counts[purging.IMPORTS] = _purge_import_jobs(connection, identity, now=now)
+        counts.update(bulk_purging.forget_in_files(updates, identity, request_id=request.pk,
+                                                   now=now))
         request.purge_counts = {k: counts[k] for k in sorted(counts)}
         request.cancelled_updates = cancelled
         request.note = "Local purge done; Adobe's part not filed yet."

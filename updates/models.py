@@ -1225,6 +1225,11 @@ class BulkFile(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     lease_owner = models.CharField(max_length=64, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # The customer data's lifecycle (bulk_purging.py): when retention emptied the body and
+    # answers, and each forget that removed lines from it ({"at", "privacy_request", "lines"}).
+    # `sha256` and `size_bytes` stay those of the file as sent: the proof of what went out.
+    body_purged_at = models.DateTimeField(null=True, blank=True)
+    purges = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["job", "number"]
@@ -1233,6 +1238,16 @@ class BulkFile(models.Model):
 
     def __str__(self) -> str:
         return f"file {self.number} of bulk job #{self.job_id}"
+
+    @property
+    def purge_note(self) -> str:
+        """What was erased from the kept body since it was sent, in words (no personal data)."""
+        notes = [f"{p['lines']} line(s) removed on {p['at'][:10]} by privacy request "
+                 f"#{p['privacy_request']}" for p in self.purges or []]
+        if self.body_purged_at:
+            notes.append(f"body and answers emptied on {self.body_purged_at:%Y-%m-%d} under the "
+                         "connection's retention")
+        return "; ".join(notes)
 
 
 class BulkCall(models.Model):

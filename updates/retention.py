@@ -13,6 +13,10 @@ warns about in production):
     records  the non-personal record of a purged update (states, times, hashes, audit
              structure), deleted `retain_records_days` after its purge
 
+and the bulk route's files (bulk_purging.py): a finished file's kept body and Target's answers
+are emptied `retain_values_days` after it finished, once the values of every update it carried
+are purged; the bulk job's record is deleted `retain_records_days` after that.
+
 `retention_purge` (django-q2 runs it every hour, tasks.py; also `manage.py purge_retention`)
 works in chunks of PROFILEOPS_RETENTION_CHUNK_SIZE rows, one short transaction each, so the
 sender and the admin never wait long behind it; it starts no chunk after
@@ -31,7 +35,7 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from . import purging
+from . import bulk_purging, purging
 from .conf import setting
 from .models import (ImportJob, ProfileRead, ProfileUpdate, PurgeReason, RetentionRun,
                      SendAttempt, TargetConnection, UpdateStatus, VerificationState)
@@ -118,7 +122,9 @@ STEPS: tuple[_Step, ...] = (
         SendAttempt.objects.filter(pk__in=ids), now=now)})),
     (_imports_due, lambda ids, now: Counter({purging.IMPORTS: purging.purge_import_jobs(
         ImportJob.objects.filter(pk__in=ids), now=now)})),
+    (bulk_purging.bodies_due, bulk_purging.purge_bodies),
     (_records_due, _delete_records),
+    (bulk_purging.jobs_due, bulk_purging.delete_jobs),
 )
 
 

@@ -14,50 +14,12 @@ import zlib
 import pytest
 from django.utils import timezone
 
-from updates import (bulk_polling, bulk_reconcile, bulk_sending, decisions, routing, sending,
+from updates import (bulk_polling, bulk_reconcile, bulk_sending, routing, sending,
                      verification, workflow)
 from updates.models import (AuditEvent, BulkCall, BulkFile, BulkJob, DailyUsage, ProfileUpdate,
                             QuotaMinute, SendAttempt, SendRoute, UpdateStatus, VerificationState)
 
 S, V = UpdateStatus, VerificationState
-
-
-@pytest.fixture
-def bulk_settings(settings):
-    settings.PROFILEOPS = {**settings.PROFILEOPS, "BULK_MIN_BATCH_ROWS": 10,
-                           "READS_PER_SECOND": 5000, "VERIFY_FIRST_CHECK_SECONDS": 60,
-                           "BULK_POLL_FIRST_SECONDS": 30}
-    return settings
-
-
-@pytest.fixture
-def bulk_target(emulator_factory):
-    return emulator_factory(faithful=True, apply_delay=60.0, seed=3,
-                            bulk={"delay": 30, "loss_rate": 0.05})
-
-
-@pytest.fixture
-def bulk_connection(connection, bulk_target, bulk_settings):
-    connection.base_url = bulk_target.base_url
-    connection.send_route = SendRoute.THRESHOLD
-    connection.bulk_row_threshold = 100
-    connection.save()
-    return connection
-
-
-@pytest.fixture
-def decide(bulk_connection, operator, supervisor):
-    """decide(rows, route=...) -> the ids of `rows` staged, submitted and approved as one batch."""
-
-    def _decide(rows: list[dict], route: str = routing.AUTOMATIC) -> list[int]:
-        workflow.updates_stage_many(connection=bulk_connection, rows=rows, by=operator,
-                                    submit=True)
-        pending = list(ProfileUpdate.objects.filter(status=S.PENDING).order_by("id"))
-        decisions.updates_decide_shown(shown={u.pk: u.content_hash for u in pending},
-                                       decision="approve", by=supervisor, route=route)
-        return [u.pk for u in pending]
-
-    return _decide
 
 
 def _rows(n: int, *, start: int = 0, **attributes: str) -> list[dict]:

@@ -22,7 +22,7 @@ class BulkFileInline(admin.TabularInline):
     model = BulkFile
     fields = ("number", "version", "id_column", "attribute_names", "rows", "size_bytes",
               "state", "attempts", "accepted_at", "status_url", "target_status", "counts",
-              "polls", "next_poll_at", "finished_at", "answer")
+              "polls", "next_poll_at", "finished_at", "answer", "purge_note")
     readonly_fields = fields
     extra = 0
     max_num = 0

@@ -90,3 +90,15 @@ def test_the_batch_page_shows_the_route_and_the_choice_is_kept(client, acme, sta
     client.post(reverse("updates_queue_batch"), {"decision": "approve", "route": "single",
                                                   "shown": page.context["shown"]})
     assert set(ProfileUpdate.objects.values_list("status", "send_route")) == {(S.APPROVED, "")}
+
+
+def test_the_page_says_what_was_erased_from_a_kept_file(client, acme, approve, admin_user):
+    job = _finished_job(acme, approve, not_applied=0)
+    now = timezone.now()
+    BulkFile.objects.filter(job=job).update(
+        purges=[{"at": now.isoformat(), "lines": 1, "privacy_request": 12}],
+        body_purged_at=now)
+    logged_in(client, admin_user)  # the files' table is shown to those who may see files
+    text = client.get(reverse("admin:updates_bulkjob_change", args=[job.pk])).content.decode()
+    assert (f"1 line(s) removed on {now:%Y-%m-%d} by privacy request #12; body and answers "
+            f"emptied on {now:%Y-%m-%d} under the connection&#x27;s retention") in text

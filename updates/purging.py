@@ -63,7 +63,7 @@ def purge_updates(update_ids: Sequence[int], *, now: dt.datetime, reason: str) -
     ids = [u.pk for u in updates]
     counts[READS] = purge_reads(ProfileRead.objects.filter(update_id__in=ids), now=now)
     counts[ATTEMPTS] = purge_attempts(SendAttempt.objects.filter(update_id__in=ids), now=now)
-    counts[AUDIT] = _purge_audit(AuditEvent.objects.filter(update_id__in=ids))
+    counts[AUDIT] = purge_audit(AuditEvent.objects.filter(update_id__in=ids))
     counts[ADMIN_LOG] = _purge_admin_log(ids)
     return counts
 
@@ -83,7 +83,7 @@ def purge_attempts(attempts: QuerySet, *, now: dt.datetime) -> int:
                                                          purged_at=now)
 
 
-def _purge_audit(events: QuerySet) -> int:
+def purge_audit(events: QuerySet) -> int:
     rows = list(events.only("pk", "changes", "comment"))
     for event in rows:
         event.changes = hashed_tree(event.changes)

@@ -165,3 +165,26 @@ def test_a_form_loaded_before_the_forget_cannot_stage_the_visitor(acme, operator
         workflow.update_stage(connection=acme, identity_type="mbox3rdPartyId",
                               identity=FORGOTTEN_IDENTITY, attributes={"loanStatus": "funded"},
                               by=operator)
+
+
+def test_an_update_edited_away_from_the_visitor_keeps_no_trace_of_it(acme, stage, operator, dpo,
+                                                                      faithful_emulator):
+    # The update once named the forgotten visitor: its edit's audit row holds the identity as
+    # "before", and a live diff read while it named the visitor holds Target's value for it.
+    from updates import reading
+
+    faithful_emulator.seed_profile(identity=FORGOTTEN_IDENTITY,
+                                   attributes={"loyaltyTier": "silver-K4Z"})
+    moved = stage(identity=FORGOTTEN_IDENTITY, attributes={"loyaltyTier": KEPT_VALUE})
+    reading.update_live_diff(update=moved, by=operator)
+    workflow.update_edit(update=moved, by=operator, identity=KEPT_IDENTITY)
+
+    request = forget(acme, dpo)
+
+    held = [repr(e.changes) + e.comment for e in AuditEvent.objects.filter(update=moved)]
+    held += [repr(r.attributes) for r in ProfileRead.objects.filter(update=moved)]
+    assert held and not any(FORGOTTEN_IDENTITY in h or "silver-K4Z" in h for h in held)
+    assert request.purge_counts["audit events"] >= 1 and request.purge_counts["profile reads"] == 1
+    still = ProfileUpdate.objects.get(pk=moved.pk)  # the other visitor's update is untouched
+    assert (still.identity, still.attributes, still.purged_at) == (
+        KEPT_IDENTITY, {"loyaltyTier": KEPT_VALUE}, None)

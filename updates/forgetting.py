@@ -8,7 +8,7 @@ does, for one connection and identity, in one transaction:
 2. cancels the visitor's open updates (draft, pending, approved), each with its audit row;
 3. purges every stored value and identity of the visitor (purging.py): its updates, their
    reads, attempts' answer bodies, audit values, the admin's log names, and the import jobs
-   whose file holds the identity — the identity is replaced by its keyed hash everywhere;
+   whose file holds the identity (or whose file is gone but row errors remain) — the identity is replaced by its keyed hash everywhere;
    an update edited from this visitor to another keeps its values but loses the audit rows
    naming the visitor and what was read or answered while it named it;
 4. writes a PrivacyRequest (state "local purge done") with the counts per table, which keeps
@@ -130,8 +130,12 @@ def _purge_former_naming(connection: TargetConnection, identity: str, *,
 
 
 def _holds(job: ImportJob, identity: str) -> bool:
-    """Whether the job's file or its error texts name the identity (an XLSX is unzipped)."""
+    """Whether the job's file or its error texts name the identity (an XLSX is unzipped), or
+    whose they are cannot be told: the file is gone (an invalid one is not kept) while row
+    errors, which may quote a cell of the visitor's row, remain."""
     data = bytes(job.file_data or b"")
+    if not data and any(isinstance(e, dict) and e.get("row") is not None for e in job.errors):
+        return True
     needles = [identity.encode("utf-8")]
     if job.file_format == "xlsx" and data:
         needles.append(escape(identity).encode("utf-8"))

@@ -188,3 +188,19 @@ def test_an_update_edited_away_from_the_visitor_keeps_no_trace_of_it(acme, stage
     still = ProfileUpdate.objects.get(pk=moved.pk)  # the other visitor's update is untouched
     assert (still.identity, still.attributes, still.purged_at) == (
         KEPT_IDENTITY, {"loyaltyTier": KEPT_VALUE}, None)
+
+
+def test_an_invalid_import_quoting_the_visitors_value_keeps_no_trace_of_it(acme, operator, dpo):
+    # An invalid file is not kept, but its errors quote the cell ('… is not one of the
+    # permitted choices'): nothing left says whose row it was, so the texts must go.
+    job = importing.import_job_create(
+        connection=acme, file_name="visitors.csv", by=operator, file_data=(
+            "identity_type,identity,loan_status\r\n"
+            f"mbox3rdPartyId,{FORGOTTEN_IDENTITY},secret-loan-9Z\r\n").encode())
+    assert job.status == ImportJob.Status.INVALID and "secret-loan-9Z" in repr(job.errors)
+
+    request = forget(acme, dpo)
+
+    job.refresh_from_db()
+    assert "secret-loan-9Z" not in repr(job.errors) and job.purged_at
+    assert job.errors[0]["row"] == 2 and request.purge_counts["import jobs"] == 1

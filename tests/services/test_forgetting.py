@@ -204,3 +204,22 @@ def test_an_invalid_import_quoting_the_visitors_value_keeps_no_trace_of_it(acme,
     job.refresh_from_db()
     assert "secret-loan-9Z" not in repr(job.errors) and job.purged_at
     assert job.errors[0]["row"] == 2 and request.purge_counts["import jobs"] == 1
+
+
+def test_a_batch_reads_fingerprint_of_the_visitor_is_rekeyed(acme, visitor_history, dpo):
+    # The fingerprint is a plain SHA-256 of identity and values: anyone holding the identity
+    # could confirm a guessed value with it (why approved_hash is re-keyed on purge, too).
+    from django.utils import timezone
+
+    from updates.models import BatchRead
+
+    sent, pending = visitor_history
+    plain = ProfileUpdate.objects.get(pk=pending.pk).content_hash
+    job = BatchRead.objects.create(created_by=dpo, created_at=timezone.now(), connection=acme,
+                                   update_ids=[pending.pk], verdicts={
+                                       str(pending.pk): ["changes", plain]})
+
+    forget(acme, dpo)
+
+    job.refresh_from_db()
+    assert job.verdicts == {str(pending.pk): ["changes", keyed_hash(plain)]}

@@ -111,7 +111,7 @@ def _cancel_open(updates: list[ProfileUpdate], *, by, request: PrivacyRequest,
 def _purge_former_naming(connection: TargetConnection, identity: str, *,
                          skip: list[ProfileUpdate], now: dt.datetime) -> Counter:
     """Updates that named the visitor once and were edited to another identity: their audit
-    rows naming it (created, edited) and what was read or answered while they named it. The
+    rows and admin log entries naming it, and what was read or answered while they named it. The
     updates themselves belong to another visitor now and keep their values."""
     named = (AuditEvent.objects.filter(update__connection=connection)
              .exclude(update__in=[u.pk for u in skip])
@@ -121,6 +121,7 @@ def _purge_former_naming(connection: TargetConnection, identity: str, *,
         last_named[update_id] = max(at, last_named.get(update_id, at))
     counts: Counter = Counter()
     counts[purging.AUDIT] = purging.purge_audit(named)
+    counts[purging.ADMIN_LOG] = purging.purge_admin_log_naming(list(last_named), identity)
     for update_id, until in last_named.items():
         counts[purging.READS] += purging.purge_reads(
             ProfileRead.objects.filter(update_id=update_id, at__lte=until), now=now)

@@ -111,10 +111,17 @@ def _rekey_batch_reads(update_ids: list[int]) -> None:
     BatchRead.objects.bulk_update(list(jobs.values()), ["verdicts"])
 
 
-def _purge_admin_log(update_ids: list[int]) -> int:
+def purge_admin_log_naming(update_ids: list[int], identity: str) -> int:
+    """Rename the admin log entries of these updates that name `identity`."""
+    return _purge_admin_log(update_ids, naming=identity)
+
+
+def _purge_admin_log(update_ids: list[int], naming: str | None = None) -> int:
     content_type = ContentType.objects.get_for_model(ProfileUpdate)
     entries = LogEntry.objects.filter(content_type=content_type,
                                       object_id__in=[str(pk) for pk in update_ids])
+    if naming is not None:  # only the entries that name it (an update edited to another)
+        entries = entries.filter(object_repr__contains=naming)
     changed = 0
     for entry in entries.only("pk", "object_id"):
         changed += LogEntry.objects.filter(pk=entry.pk).update(

@@ -171,18 +171,25 @@ def test_an_update_edited_away_from_the_visitor_keeps_no_trace_of_it(acme, stage
                                                                       faithful_emulator):
     # The update once named the forgotten visitor: its edit's audit row holds the identity as
     # "before", and a live diff read while it named the visitor holds Target's value for it.
+    from django.contrib.admin.models import CHANGE, LogEntry
+    from django.contrib.contenttypes.models import ContentType
+
     from updates import reading
 
     faithful_emulator.seed_profile(identity=FORGOTTEN_IDENTITY,
                                    attributes={"loyaltyTier": "silver-K4Z"})
     moved = stage(identity=FORGOTTEN_IDENTITY, attributes={"loyaltyTier": KEPT_VALUE})
     reading.update_live_diff(update=moved, by=operator)
+    named = LogEntry.objects.create(  # as the admin's change form logs it, by its str()
+        user=operator, action_flag=CHANGE, object_id=str(moved.pk), object_repr=str(moved),
+        content_type=ContentType.objects.get_for_model(ProfileUpdate), change_message="[]")
     workflow.update_edit(update=moved, by=operator, identity=KEPT_IDENTITY)
 
     request = forget(acme, dpo)
 
     held = [repr(e.changes) + e.comment for e in AuditEvent.objects.filter(update=moved)]
     held += [repr(r.attributes) for r in ProfileRead.objects.filter(update=moved)]
+    held += [LogEntry.objects.get(pk=named.pk).object_repr]
     assert held and not any(FORGOTTEN_IDENTITY in h or "silver-K4Z" in h for h in held)
     assert request.purge_counts["audit events"] >= 1 and request.purge_counts["profile reads"] == 1
     still = ProfileUpdate.objects.get(pk=moved.pk)  # the other visitor's update is untouched

@@ -8,9 +8,11 @@ does, for one connection and identity, in one transaction:
 2. cancels the visitor's open updates (draft, pending, approved), each with its audit row;
 3. purges every stored value and identity of the visitor (purging.py): its updates, their
    reads, attempts' answer bodies, audit values, the admin's log names, and the import jobs
-   whose file holds the identity — the identity is replaced by its keyed hash everywhere —
-   and the visitor's lines in every kept bulk file (bulk_purging.py; refused while the
-   visitor is in a bulk file Target has not accepted yet);
+   whose file holds the identity (or whose file is gone but row errors remain) — the identity is replaced by its keyed hash everywhere;
+   an update edited from this visitor to another keeps its values but loses the audit rows
+   naming the visitor and what was read or answered while it named it; and the visitor's
+   lines in every kept bulk file (bulk_purging.py; refused while the visitor is in a bulk
+   file Target has not accepted yet);
 4. writes a PrivacyRequest (state "local purge done") with the counts per table, which keeps
    the hash on the suppression list (suppression.py) until an administrator lifts it, and a
    connection-level audit row;
@@ -31,13 +33,14 @@ from xml.sax.saxutils import escape
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from . import audit, bulk_purging, open_changes, privacy, purging
 from .errors import IN_FLIGHT, Refused, WRONG_STATE, require_perm
 from .hashing import keyed_hash
-from .models import (AuditEvent, IdentityType, ImportJob, PrivacyRequest, ProfileUpdate,
-                     PurgeReason, TargetConnection, UpdateStatus)
+from .models import (AuditEvent, IdentityType, ImportJob, PrivacyRequest, ProfileRead,
+                     ProfileUpdate, PurgeReason, SendAttempt, TargetConnection, UpdateStatus)
 from .permissions import PERM_FORGET, PERM_LIFT_SUPPRESSION, refusal
 
 S = UpdateStatus
@@ -82,6 +85,7 @@ def visitor_forget(*, connection: TargetConnection, identity_type: str, identity
         counts = purging.purge_updates([u.pk for u in updates], now=now,
                                        reason=PurgeReason.FORGOTTEN)
         counts[purging.IMPORTS] = _purge_import_jobs(connection, identity, now=now)
+        counts.update(_purge_former_naming(connection, identity, skip=updates, now=now))
         counts.update(bulk_purging.forget_in_files(updates, identity, request_id=request.pk,
                                                    now=now))
         request.purge_counts = {k: counts[k] for k in sorted(counts)}
@@ -111,9 +115,35 @@ def _cancel_open(updates: list[ProfileUpdate], *, by, request: PrivacyRequest,
     return len(opened)
 
 
+def _purge_former_naming(connection: TargetConnection, identity: str, *,
+                         skip: list[ProfileUpdate], now: dt.datetime) -> Counter:
+    """Updates that named the visitor once and were edited to another identity: their audit
+    rows and admin log entries naming it, and what was read or answered while they named it. The
+    updates themselves belong to another visitor now and keep their values."""
+    named = (AuditEvent.objects.filter(update__connection=connection)
+             .exclude(update__in=[u.pk for u in skip])
+             .filter(Q(changes__identity__before=identity) | Q(changes__identity__after=identity)))
+    last_named: dict[int, dt.datetime] = {}
+    for update_id, at in named.values_list("update_id", "at"):
+        last_named[update_id] = max(at, last_named.get(update_id, at))
+    counts: Counter = Counter()
+    counts[purging.AUDIT] = purging.purge_audit(named)
+    counts[purging.ADMIN_LOG] = purging.purge_admin_log_naming(list(last_named), identity)
+    for update_id, until in last_named.items():
+        counts[purging.READS] += purging.purge_reads(
+            ProfileRead.objects.filter(update_id=update_id, at__lte=until), now=now)
+        counts[purging.ATTEMPTS] += purging.purge_attempts(
+            SendAttempt.objects.filter(update_id=update_id, started_at__lte=until), now=now)
+    return counts
+
+
 def _holds(job: ImportJob, identity: str) -> bool:
-    """Whether the job's file or its error texts name the identity (an XLSX is unzipped)."""
+    """Whether the job's file or its error texts name the identity (an XLSX is unzipped), or
+    whose they are cannot be told: the file is gone (an invalid one is not kept) while row
+    errors, which may quote a cell of the visitor's row, remain."""
     data = bytes(job.file_data or b"")
+    if not data and any(isinstance(e, dict) and e.get("row") is not None for e in job.errors):
+        return True
     needles = [identity.encode("utf-8")]
     if job.file_format == "xlsx" and data:
         needles.append(escape(identity).encode("utf-8"))

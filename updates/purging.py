@@ -11,6 +11,8 @@ it changed. What is purged, and into what:
     SendAttempt     Target's answer body and the error text emptied
     AuditEvent      every value in `changes` and the comment → keyed hashes (field names stay)
     LogEntry        the admin's own log names an update by its identity → "#<id> (purged)"
+    BatchRead       the verdicts' content fingerprints (plain SHA-256 of identity and values)
+                    → keyed hashes
     ImportJob       the uploaded file emptied; each error keeps its row and column, not its text
 
 Attribute names, states, times, counts and hashes stay: "was the same value sent twice?" and the
@@ -28,7 +30,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db.models import QuerySet
 
 from .hashing import hashed_tree, keyed_hash
-from .models import AuditEvent, ImportJob, ProfileRead, ProfileUpdate, SendAttempt
+from .models import AuditEvent, BatchRead, ImportJob, ProfileRead, ProfileUpdate, SendAttempt
 
 # The tables a purge reports counts for, in the words of the evidence.
 UPDATES, READS, ATTEMPTS, AUDIT, ADMIN_LOG, IMPORTS, DELETED = (
@@ -63,8 +65,9 @@ def purge_updates(update_ids: Sequence[int], *, now: dt.datetime, reason: str) -
     ids = [u.pk for u in updates]
     counts[READS] = purge_reads(ProfileRead.objects.filter(update_id__in=ids), now=now)
     counts[ATTEMPTS] = purge_attempts(SendAttempt.objects.filter(update_id__in=ids), now=now)
-    counts[AUDIT] = _purge_audit(AuditEvent.objects.filter(update_id__in=ids))
+    counts[AUDIT] = purge_audit(AuditEvent.objects.filter(update_id__in=ids))
     counts[ADMIN_LOG] = _purge_admin_log(ids)
+    _rekey_batch_reads(ids)
     return counts
 
 
@@ -83,7 +86,7 @@ def purge_attempts(attempts: QuerySet, *, now: dt.datetime) -> int:
                                                          purged_at=now)
 
 
-def _purge_audit(events: QuerySet) -> int:
+def purge_audit(events: QuerySet) -> int:
     rows = list(events.only("pk", "changes", "comment"))
     for event in rows:
         event.changes = hashed_tree(event.changes)
@@ -92,10 +95,33 @@ def _purge_audit(events: QuerySet) -> int:
     return len(rows)
 
 
-def _purge_admin_log(update_ids: list[int]) -> int:
+def _rekey_batch_reads(update_ids: list[int]) -> None:
+    """A batch read's verdicts hold each update's content fingerprint, a plain SHA-256 of its
+    identity and values (like approved_hash): re-keyed, so no guess can be confirmed against it."""
+    keys = [str(pk) for pk in update_ids]
+    jobs: dict[int, BatchRead] = {}
+    for start in range(0, len(keys), 100):  # SQLite limits an expression's depth (1,000)
+        found = BatchRead.objects.filter(verdicts__has_any_keys=keys[start:start + 100])
+        jobs.update((job.pk, job) for job in found.only("pk", "verdicts").exclude(pk__in=jobs))
+    for job in jobs.values():
+        for key in keys:
+            entry = job.verdicts.get(key)
+            if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], str):
+                entry[1] = keyed_hash(entry[1])
+    BatchRead.objects.bulk_update(list(jobs.values()), ["verdicts"])
+
+
+def purge_admin_log_naming(update_ids: list[int], identity: str) -> int:
+    """Rename the admin log entries of these updates that name `identity`."""
+    return _purge_admin_log(update_ids, naming=identity)
+
+
+def _purge_admin_log(update_ids: list[int], naming: str | None = None) -> int:
     content_type = ContentType.objects.get_for_model(ProfileUpdate)
     entries = LogEntry.objects.filter(content_type=content_type,
                                       object_id__in=[str(pk) for pk in update_ids])
+    if naming is not None:  # only the entries that name it (an update edited to another)
+        entries = entries.filter(object_repr__contains=naming)
     changed = 0
     for entry in entries.only("pk", "object_id"):
         changed += LogEntry.objects.filter(pk=entry.pk).update(

@@ -165,3 +165,68 @@ def test_a_form_loaded_before_the_forget_cannot_stage_the_visitor(acme, operator
         workflow.update_stage(connection=acme, identity_type="mbox3rdPartyId",
                               identity=FORGOTTEN_IDENTITY, attributes={"loanStatus": "funded"},
                               by=operator)
+
+
+def test_an_update_edited_away_from_the_visitor_keeps_no_trace_of_it(acme, stage, operator, dpo,
+                                                                      faithful_emulator):
+    # The update once named the forgotten visitor: its edit's audit row holds the identity as
+    # "before", and a live diff read while it named the visitor holds Target's value for it.
+    from django.contrib.admin.models import CHANGE, LogEntry
+    from django.contrib.contenttypes.models import ContentType
+
+    from updates import reading
+
+    faithful_emulator.seed_profile(identity=FORGOTTEN_IDENTITY,
+                                   attributes={"loyaltyTier": "silver-K4Z"})
+    moved = stage(identity=FORGOTTEN_IDENTITY, attributes={"loyaltyTier": KEPT_VALUE})
+    reading.update_live_diff(update=moved, by=operator)
+    named = LogEntry.objects.create(  # as the admin's change form logs it, by its str()
+        user=operator, action_flag=CHANGE, object_id=str(moved.pk), object_repr=str(moved),
+        content_type=ContentType.objects.get_for_model(ProfileUpdate), change_message="[]")
+    workflow.update_edit(update=moved, by=operator, identity=KEPT_IDENTITY)
+
+    request = forget(acme, dpo)
+
+    held = [repr(e.changes) + e.comment for e in AuditEvent.objects.filter(update=moved)]
+    held += [repr(r.attributes) for r in ProfileRead.objects.filter(update=moved)]
+    held += [LogEntry.objects.get(pk=named.pk).object_repr]
+    assert held and not any(FORGOTTEN_IDENTITY in h or "silver-K4Z" in h for h in held)
+    assert request.purge_counts["audit events"] >= 1 and request.purge_counts["profile reads"] == 1
+    still = ProfileUpdate.objects.get(pk=moved.pk)  # the other visitor's update is untouched
+    assert (still.identity, still.attributes, still.purged_at) == (
+        KEPT_IDENTITY, {"loyaltyTier": KEPT_VALUE}, None)
+
+
+def test_an_invalid_import_quoting_the_visitors_value_keeps_no_trace_of_it(acme, operator, dpo):
+    # An invalid file is not kept, but its errors quote the cell ('… is not one of the
+    # permitted choices'): nothing left says whose row it was, so the texts must go.
+    job = importing.import_job_create(
+        connection=acme, file_name="visitors.csv", by=operator, file_data=(
+            "identity_type,identity,loan_status\r\n"
+            f"mbox3rdPartyId,{FORGOTTEN_IDENTITY},secret-loan-9Z\r\n").encode())
+    assert job.status == ImportJob.Status.INVALID and "secret-loan-9Z" in repr(job.errors)
+
+    request = forget(acme, dpo)
+
+    job.refresh_from_db()
+    assert "secret-loan-9Z" not in repr(job.errors) and job.purged_at
+    assert job.errors[0]["row"] == 2 and request.purge_counts["import jobs"] == 1
+
+
+def test_a_batch_reads_fingerprint_of_the_visitor_is_rekeyed(acme, visitor_history, dpo):
+    # The fingerprint is a plain SHA-256 of identity and values: anyone holding the identity
+    # could confirm a guessed value with it (why approved_hash is re-keyed on purge, too).
+    from django.utils import timezone
+
+    from updates.models import BatchRead
+
+    sent, pending = visitor_history
+    plain = ProfileUpdate.objects.get(pk=pending.pk).content_hash
+    job = BatchRead.objects.create(created_by=dpo, created_at=timezone.now(), connection=acme,
+                                   update_ids=[pending.pk], verdicts={
+                                       str(pending.pk): ["changes", plain]})
+
+    forget(acme, dpo)
+
+    job.refresh_from_db()
+    assert job.verdicts == {str(pending.pk): ["changes", keyed_hash(plain)]}

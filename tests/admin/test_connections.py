@@ -208,3 +208,23 @@ def test_as_the_docs_say_credentials_entered_once_and_nobody_touches_a_token_aga
         adobe_emulator.adobe.expire_profile_token()
     assert TargetConnection.objects.get(pk=connection.pk).bearer_token == ""  # never pasted
     assert adobe_emulator.adobe.counts.posts_while_valid == 0
+
+
+def test_the_connection_page_shows_when_the_shared_token_expires_and_was_renewed(
+        client, admin_user, secured):
+    import datetime as dt
+
+    from django.utils import formats, timezone
+
+    from updates.models import CredentialState
+
+    client.force_login(admin_user)
+    assert "Token expires" in client.get(change_url(secured)).content.decode()
+    expires = timezone.now() + dt.timedelta(hours=20)
+    renewed = timezone.now() - dt.timedelta(hours=4)
+    CredentialState.objects.update_or_create(
+        connection=secured, defaults={"profile_expires_at": expires, "renewed_at": renewed})
+    page = client.get(change_url(secured)).content.decode()
+    for at in (expires, renewed):
+        shown = formats.date_format(timezone.localtime(at), "DATETIME_FORMAT")
+        assert shown in page, shown

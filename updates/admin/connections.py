@@ -254,17 +254,11 @@ class TargetConnectionAdmin(OfferedLookupsAdmin):
 
     @admin.display(description="token expires")
     def token_expires(self, obj: TargetConnection | None) -> str:
-        state = selectors.credential_state(obj)
-        if state is None or state.profile_expires_at is None:
-            return "—"
-        return formats.date_format(state.profile_expires_at, "DATETIME_FORMAT")
+        return _credential_time(obj, "profile_expires_at")
 
     @admin.display(description="last renewed")
     def token_renewed(self, obj: TargetConnection | None) -> str:
-        state = selectors.credential_state(obj)
-        if state is None or state.renewed_at is None:
-            return "—"
-        return formats.date_format(state.renewed_at, "DATETIME_FORMAT")
+        return _credential_time(obj, "renewed_at")
 
     @admin.display(description="renewal problem")
     def renewal_failure(self, obj: TargetConnection | None) -> str:
@@ -332,3 +326,10 @@ class TargetConnectionAdmin(OfferedLookupsAdmin):
         messages.success(request, f"Target minted a new profile token for {connection.label}; "
                                   "ProfileOps uses it from now on.")
         return back
+
+
+def _credential_time(connection: TargetConnection | None, field: str) -> str:
+    """A time of the connection's shared profile token (CredentialState), or a dash."""
+    state = selectors.credential_state(connection)
+    at = None if state is None else getattr(state, field)
+    return "—" if at is None else formats.date_format(at, "DATETIME_FORMAT")

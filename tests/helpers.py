@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
+import requests
 from django.contrib.messages import get_messages
 
+from updates import deadlines
 from updates.models import ProfileUpdate
 
 
@@ -49,3 +53,13 @@ def another_value(field, value):
     if isinstance(field, (models.CharField, models.TextField)):
         return (value or "") + "x"
     raise AssertionError(f"another_value does not know how to change {field.name} ({field})")
+
+
+def http(method: str, url: str, *, seconds: float = 10.0, **kwargs) -> requests.Response:
+    """One HTTP call from a test to a local server (the emulator): a whole-call wall-clock
+    deadline (updates/deadlines.py, as the app's own calls have), no redirect followed."""
+    kwargs.setdefault("timeout", 5)
+    with requests.Session() as session:
+        deadlines.mount(session, max_retries=0)
+        with deadlines.bounded(time.monotonic() + seconds):
+            return session.request(method, url, allow_redirects=False, **kwargs)

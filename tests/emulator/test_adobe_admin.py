@@ -12,6 +12,7 @@ import requests
 
 from target_emulator import AdobeAdmin
 from target_emulator.__main__ import build_parser, emulator_from_options
+from tests.helpers import http
 
 MEDIA = "application/vnd.adobe.target.v1+json"
 TOKEN_PATH = "/acme/target/authentication/token?authorizationScope=profile_api"
@@ -23,7 +24,7 @@ def adobe(emulator_factory):
 
 
 def ims(adobe, secret: str = "profileops-secret") -> requests.Response:
-    return requests.post(adobe.base_url + "/ims/token/v3", data={
+    return http("POST", adobe.base_url + "/ims/token/v3", data={
         "grant_type": "client_credentials", "client_id": "profileops-client",
         "client_secret": secret, "scope": "openid,AdobeID,target_sdk"}, timeout=5)
 
@@ -31,14 +32,14 @@ def ims(adobe, secret: str = "profileops-secret") -> requests.Response:
 def admin(adobe, method: str, path: str = TOKEN_PATH, ims_token: str | None = None
           ) -> requests.Response:
     ims_token = ims_token or ims(adobe).json()["access_token"]
-    return requests.request(method, adobe.base_url + path, timeout=5, headers={
+    return http(method, adobe.base_url + path, timeout=5, headers={
         "Authorization": f"Bearer {ims_token}", "x-api-key": "profileops-client",
         "Accept": MEDIA})
 
 
 def update_with(adobe, token: str | None) -> int:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return requests.get(adobe.base_url + "/m2/acme/profile/update?mbox3rdPartyId=c-1"
+    return http("GET", adobe.base_url + "/m2/acme/profile/update?mbox3rdPartyId=c-1"
                         "&profile.tier=gold", headers=headers, timeout=5).status_code
 
 

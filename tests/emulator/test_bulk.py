@@ -8,12 +8,13 @@ import pytest
 import requests
 
 from target_emulator import bulk
+from tests.helpers import http
 
 
 def _upload(emulator, body: bytes, *, version: str = "v2", client: str = "acme") -> requests.Response:
     path = f"/m2/{client}/v2/profile/batchUpdate" if version == "v2" else \
         f"/m2/{client}/profile/batchUpdate"
-    return requests.post(emulator.base_url + path, data=body, timeout=5)
+    return http("POST", emulator.base_url + path, data=body, timeout=5)
 
 
 def _status_url(answer: requests.Response) -> str:
@@ -31,11 +32,11 @@ def test_a_v2_file_is_accepted_answers_an_edge_url_and_completes_after_the_delay
     assert str(emulator.port) not in url.split("/")[2]  # another listener than the upload's
     # The upload host does not serve batchStatus: a rebuilt URL fails.
     rebuilt = emulator.base_url + "/" + url.split("/", 3)[3]
-    assert requests.get(rebuilt, timeout=5).status_code == 404
+    assert http("GET", rebuilt, timeout=5).status_code == 404
 
-    assert "<status>incomplete</status>" in requests.get(url, timeout=5).text
+    assert "<status>incomplete</status>" in http("GET", url, timeout=5).text
     emulator.advance(31)
-    details = requests.get(url + "&showDetails=true", timeout=5).text
+    details = http("GET", url + "&showDetails=true", timeout=5).text
     assert "<status>complete</status>" in details
     assert "<batchSize>2</batchSize>" in details
     assert "<consumedCount>2</consumedCount><successfulUpdates>2</successfulUpdates>" in details
@@ -50,7 +51,7 @@ def test_v1_creates_no_profile_and_empty_values_never_clear(emulator_factory):
     emulator.seed_profile(identity="c-1", attributes={"tier": "bronze", "city": "Bern"})
     answer = _upload(emulator, b"batch=thirdPartyId,tier,city\nc-1,gold,\nc-9,gold,Basel\n,x,y\n",
                      version="v1")
-    details = requests.get(_status_url(answer) + "&showDetails=true", timeout=5).text
+    details = http("GET", _status_url(answer) + "&showDetails=true", timeout=5).text
     assert ("<consumedCount>3</consumedCount><successfulUpdates>1</successfulUpdates>"
             "<profilesNotFound>1</profilesNotFound><failedUpdates>1</failedUpdates>") in details
     held = emulator.profiles[("mbox3rdPartyId", "c-1")]["attributes"]
@@ -82,11 +83,11 @@ def test_row_and_size_limits(emulator_factory):
 def test_fifty_calls_a_minute_then_503_shared_with_status_calls(emulator_factory):
     emulator = emulator_factory(bulk={"calls_per_minute": 3, "delay": 0})
     first = _upload(emulator, b"batch=thirdPartyId,a\nx,1\n")
-    assert requests.get(_status_url(first), timeout=5).status_code == 200
+    assert http("GET", _status_url(first), timeout=5).status_code == 200
     assert _upload(emulator, b"batch=thirdPartyId,a\nx,1\n").status_code == 200
     refused = _upload(emulator, b"batch=thirdPartyId,a\nx,1\n")
     assert refused.status_code == 503
-    assert requests.get(_status_url(first), timeout=5).status_code == 503
+    assert http("GET", _status_url(first), timeout=5).status_code == 503
     assert emulator.bulk.refused_by_rate == 2
 
 
@@ -94,7 +95,7 @@ def test_lost_rows_are_counted_successful_and_not_applied(emulator_factory):
     emulator = emulator_factory(bulk={"delay": 0, "loss_rate": 0.5}, seed=7)
     rows = b"".join(b"c-%d,v\n" % n for n in range(200))
     answer = _upload(emulator, b"batch=thirdPartyId,a\n" + rows)
-    assert "<successfulUpdates>200</successfulUpdates>" in requests.get(
+    assert "<successfulUpdates>200</successfulUpdates>" in http("GET", 
         _status_url(answer) + "&showDetails=true", timeout=5).text
     lost = emulator.bulk.summary()[0]["lost"]
     assert 50 < len(lost) < 150
@@ -104,7 +105,7 @@ def test_lost_rows_are_counted_successful_and_not_applied(emulator_factory):
 def test_a_stuck_batch_applies_nothing(emulator_factory):
     emulator = emulator_factory(bulk={"delay": 0, "stuck": True})
     answer = _upload(emulator, b"batch=pcId,a\np-1,v\n")
-    assert "<status>stuck</status>" in requests.get(_status_url(answer), timeout=5).text
+    assert "<status>stuck</status>" in http("GET", _status_url(answer), timeout=5).text
     assert emulator.profiles == {}
 
 
@@ -112,7 +113,7 @@ def test_the_edge_can_be_another_loopback_address_and_takes_no_uploads(emulator_
     emulator = emulator_factory(edge_host="127.0.0.2", bulk={"delay": 0})
     answer = _upload(emulator, b"batch=pcId,a\np-1,v\n")
     assert _status_url(answer).startswith(f"http://127.0.0.2:{emulator.edge_port}/")
-    edge_upload = requests.post(f"http://127.0.0.2:{emulator.edge_port}/m2/acme/v2/profile/"
+    edge_upload = http("POST", f"http://127.0.0.2:{emulator.edge_port}/m2/acme/v2/profile/"
                                 "batchUpdate", data=b"batch=pcId,a\np-1,v\n", timeout=5)
     assert edge_upload.status_code == 404
 
@@ -120,7 +121,7 @@ def test_the_edge_can_be_another_loopback_address_and_takes_no_uploads(emulator_
 def test_the_bearer_token_is_required_when_set(emulator_factory):
     emulator = emulator_factory(token="s3cret")
     assert _upload(emulator, b"batch=pcId,a\np-1,v\n").status_code == 401
-    ok = requests.post(emulator.base_url + "/m2/acme/v2/profile/batchUpdate",
+    ok = http("POST", emulator.base_url + "/m2/acme/v2/profile/batchUpdate",
                        data=b"batch=pcId,a\np-1,v\n", timeout=5,
                        headers={"Authorization": "Bearer s3cret"})
     assert ok.status_code == 200

@@ -66,12 +66,25 @@ def search_identity(queryset: QuerySet[ProfileUpdate], term: str) -> QuerySet[Pr
         return queryset.filter(pk=int(term[1:]))
     if term.endswith("*") and len(term) > 1:
         prefix = term.rstrip("*")
-        narrowed = queryset.filter(identity__startswith=prefix)
-        if _codepoint_ordered(db.vendor, db.alias):
-            # The same rows as a range the identity index can scan; LIKE alone could not use it.
-            narrowed = narrowed.filter(identity__gte=prefix, identity__lt=prefix + "\U0010ffff")
-        return narrowed
+        if _codepoint_ordered(db.vendor, db.alias) and (after := _next_prefix(prefix)):
+            # The very same rows as a range the identity index scans, and nothing beside it: a
+            # LIKE next to the range made PostgreSQL estimate a handful of rows for a prefix that
+            # matched 80,000 of 10 million and fetch them all before sorting (0.5 s against
+            # 6 ms). SQLite's LIKE ignores ASCII case anyway; the range does not.
+            return queryset.filter(identity__gte=prefix, identity__lt=after)
+        return queryset.filter(identity__startswith=prefix)
     return queryset.filter(identity=term)
+
+
+def _next_prefix(prefix: str) -> str:
+    """The first string after every string that starts with `prefix`, in code point order: the
+    prefix with its last character moved one code point on ("" when there is none)."""
+    last = ord(prefix[-1])
+    if last == 0x10FFFF:
+        return ""
+    # Surrogates never occur in stored text; the next character that can follows them.
+    following = 0xE000 if 0xD800 <= last + 1 <= 0xDFFF else last + 1
+    return prefix[:-1] + chr(following)
 
 
 # --- what an update will send --------------------------------------------------------------------

@@ -51,6 +51,20 @@ def test_identity_prefix_search_takes_like_wildcards_literally(stage):
     assert identities(selectors.search_identity(qs, "100_*")) == set()
 
 
+def test_identity_prefix_search_is_case_sensitive_and_reaches_the_last_character(stage):
+    for identity in ("Ab-1", "ab-1", "ab-\uffff", "ab.", "ab,"):
+        stage(identity=identity)
+    qs = ProfileUpdate.objects.all()
+    assert identities(selectors.search_identity(qs, "ab-*")) == {"ab-1", "ab-\uffff"}
+    assert identities(selectors.search_identity(qs, "Ab*")) == {"Ab-1"}
+
+
+@pytest.mark.parametrize("prefix, after", [
+    ("cust-12", "cust-13"), ("a\ud7ff", "a\ue000"), ("z", "{"), ("\U0010ffff", "")])
+def test_the_end_of_a_prefix_range_is_the_prefix_moved_one_code_point_on(prefix, after):
+    assert selectors._next_prefix(prefix) == after
+
+
 def test_identity_search_finds_an_update_by_number(stage):
     update = stage()
     stage()

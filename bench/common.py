@@ -29,6 +29,15 @@ ATTRIBUTES = {
 }
 
 
+# The secrets a production-like process (DEBUG off) must have set, or Django's checks stop it
+# (SECRET_KEY; profileops.E018 and E022): fixed values, for benchmark databases only.
+PRODUCTION_SECRETS = {
+    "SECRET_KEY": "profileops-benchmark-only",
+    "PROFILEOPS_HASH_KEY": "profileops-benchmark-only-hash-key-0123456789",
+    "PROFILEOPS_ENCRYPTION_KEYS": "YmVuY2htYXJrLW9ubHktbm90LWEtc2VjcmV0LWtleSE=",
+}
+
+
 def setup_django() -> None:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))

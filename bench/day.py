@@ -61,7 +61,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.common import RESULT_PREFIX, ROOT, emit, log, make_user, setup_django
+from bench.common import PRODUCTION_SECRETS, RESULT_PREFIX, ROOT, emit, log, make_user, setup_django
 
 UNKNOWN_SHARE = 0.02  # visitors Target has no profile for: acknowledged, dropped
 HEADER = ("identity_type", "identity", "loan_status", "tier", "note")
@@ -299,8 +299,7 @@ def main() -> None:
     began_day = time.perf_counter()
 
     env = {**os.environ, "DATABASE_URL": f"{args.server}/{args.database}", "DEBUG": "0",
-           "SECRET_KEY": "bench-day-not-secret", "ALLOWED_HOSTS": "localhost",
-           "PROFILEOPS_HASH_KEY": "bench-day-hash-key-not-secret-0123456789",
+           **PRODUCTION_SECRETS, "ALLOWED_HOSTS": "localhost",
            "Q_REDIS_URL": args.redis, "Q_CLUSTER_NAME": f"profileops-bench-day-{os.getpid()}",
            "Q_WORKERS": "2", "PROFILEOPS_DEMO": "0",
            "PROFILEOPS_VERIFY_FIRST_CHECK_SECONDS": str(args.first_check),

@@ -42,7 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import RESULT_PREFIX  # noqa: E402
+from bench.common import PRODUCTION_SECRETS, RESULT_PREFIX  # noqa: E402
 
 PG_ADMIN = "postgres://postgres@127.0.0.1:5432/postgres"
 LATENCY = 0.05
@@ -144,8 +144,7 @@ def child_env(database_url: str, args: argparse.Namespace, *, concurrency: int |
     env.update({
         "DATABASE_URL": database_url,
         # Production-like settings: DEBUG off (no query log), quiet logs.
-        "DEBUG": "0", "SECRET_KEY": "profileops-benchmark-only",
-        "PROFILEOPS_HASH_KEY": "profileops-benchmark-only-hash-key-0123456789", "SECURE_SSL_REDIRECT": "0",
+        "DEBUG": "0", **PRODUCTION_SECRETS, "SECURE_SSL_REDIRECT": "0",
         "ALLOWED_HOSTS": "testserver,127.0.0.1,localhost", "LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(ROOT), "DJANGO_SETTINGS_MODULE": "profileops.settings",
         "STATIC_ROOT": str(STATIC_ROOT),

@@ -63,17 +63,19 @@ import io
 import logging
 import os
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection as db, connections, transaction
+from django.db.models import Max
 from django.utils import timezone
 
-from . import audit, mappings, open_changes, quota, target, workflow
+from . import audit, mappings, open_changes, quota, suppression, target, workflow
 from .conf import setting
 from .errors import NOT_UPLOADER, WRONG_STATE, Refused, require_perm
 from .models import AttributeMapping, AuditEvent, ImportJob, ProfileUpdate, TargetConnection
@@ -788,66 +790,147 @@ def _run_claimed(job: ImportJob, data: Source, *, progress: Callable[[int, int],
         raise ValidationError(MAPPINGS_CHANGED.format(label=connection.label),
                               code="mappings_changed")
     total = job.total_rows
-    every = progress_every or max(500, min(5000, total // 50 or 500))
+    digest = hashlib.sha256()
 
-    def report(done: int) -> None:
-        ImportJob.objects.filter(pk=job.pk).update(processed_rows=done)
-        if progress:
-            progress(done, total)
+    def the_checked_file(rows: int, created: int) -> None:
+        if job.file_sha256 and digest.hexdigest() != job.file_sha256:
+            raise ValidationError(FILE_CHANGED, code="file_changed")
+        if rows != total or created != total:  # the file is the checked one; be sure
+            raise RuntimeError("the second pass over the file saw a different number of rows")
 
     # Every row passed the preview's checks under these very mappings (same fingerprint, same
     # stored bytes), so each row is only turned into its update here — not checked a second
-    # time. Each chunk's transaction re-reads the mappings locked and refuses the lot if they
-    # changed meanwhile (workflow.updates_stage_many(checked_against=...)); so does the last.
-    reason = import_reason(job)
-    rows = created = 0
-    chunk: list[dict[str, Any]] = []
+    # time; the mappings are compared again as the rows are saved and when they go live.
+    _save_all(job, _valid_updates(connection, data, job.file_format, connection_mappings,
+                                  digest=digest),
+              by=by, connection=connection, fingerprint=fingerprint, reason=import_reason(job),
+              progress=progress, every=progress_every or max(500, min(5000, total // 50 or 500)),
+              before_the_end=the_checked_file)
 
-    def save(chunk: list[dict[str, Any]]) -> int:
-        with transaction.atomic():
-            return workflow.updates_stage_many(
-                connection=connection, rows=chunk, by=by, submit=job.submit_after_import,
-                reason=reason, checked_against=fingerprint, import_job=job)
 
-    digest = hashlib.sha256()
-    for update in _valid_updates(connection, data, job.file_format, connection_mappings,
-                                 digest=digest):
-        chunk.append(update)
-        rows += 1
-        if len(chunk) == SAVE_CHUNK_ROWS:
+def in_one_transaction() -> bool:
+    """Whether an import writes its rows live, in one transaction (PostgreSQL), or not yet live,
+    in short transactions, made live by one statement at its end (SQLite).
+
+    PostgreSQL shows no other session a transaction's rows before it commits and makes nobody
+    wait for them (MVCC): one transaction keeps a half-written import invisible for free, where
+    the statement making a million rows live wrote each row and all its index entries a second
+    time (67 s of a million-row import; issue 25). SQLite has one write lock for the whole
+    database: a transaction of minutes would hold every login, request and the sender back."""
+    return db.vendor == "postgresql"
+
+
+@dataclass(frozen=True)
+class _Written:
+    """How an import's rows were written, for _make_live."""
+    live: bool  # live already, in the transaction _make_live runs in (in_one_transaction)
+    after_id: int  # every row of the import has a greater id
+    checked_against: set[int]  # standing suppressions (privacy requests) every row was checked against
+
+
+def _save_all(job: ImportJob, updates: Iterable[dict[str, Any]], *, by,
+              connection: TargetConnection, fingerprint: str, reason: str,
+              progress: Callable[[int, int], None] | None = None, every: int = SAVE_CHUNK_ROWS,
+              before_the_end: Callable[[int, int], None] | None = None) -> None:
+    """Write every update of the job, SAVE_CHUNK_ROWS at a time, and end the import
+    (_make_live) — or raise, leaving nothing live. Progress goes to ImportJob.processed_rows
+    every `every` rows, and to `progress(done, total)`."""
+    live = in_one_transaction()
+    with transaction.atomic() if live else nullcontext(), _progress_saver(job, live) as saved:
+        written = _Written(live, _last_update_id(),
+                           suppression.standing_request_ids(connection.pk))
+        rows = created = 0
+        chunk: list[dict[str, Any]] = []
+
+        def save(chunk: list[dict[str, Any]]) -> int:
+            with transaction.atomic():  # its own transaction, or a savepoint in the one
+                return workflow.updates_stage_many(
+                    connection=connection, rows=chunk, by=by, submit=job.submit_after_import,
+                    reason=reason, checked_against=fingerprint, import_job=job,
+                    import_live=live)
+
+        def report(done: int) -> None:
+            saved(done)
+            if progress:
+                progress(done, job.total_rows)
+
+        for update in updates:
+            chunk.append(update)
+            rows += 1
+            if len(chunk) == SAVE_CHUNK_ROWS:
+                created, chunk = created + save(chunk), []
+            if rows % every == 0:
+                report(rows)
+        if chunk:
             created += save(chunk)
-            chunk = []
-        if rows % every == 0:
-            report(rows)
-    if chunk:
-        created += save(chunk)
-    if job.file_sha256 and digest.hexdigest() != job.file_sha256:
-        raise ValidationError(FILE_CHANGED, code="file_changed")
-    if rows != total or created != total:  # the file is the checked one; be sure
-        raise RuntimeError("the second pass over the file saw a different number of rows")
-    report(rows)
-    _make_live(job, by=by, connection=connection, fingerprint=fingerprint, created=created)
+        if before_the_end:
+            before_the_end(rows, created)
+        report(rows)
+        _make_live(job, by=by, connection=connection, fingerprint=fingerprint, created=created,
+                   written=written)
+
+
+def _last_update_id() -> int:
+    return ProfileUpdate.with_pending_imports.aggregate(last=Max("pk"))["last"] or 0
+
+
+@contextmanager
+def _progress_saver(job: ImportJob, live: bool) -> Iterator[Callable[[int], None]]:
+    """save(done): the job's processed_rows, for the page that follows the import. Written live
+    (one transaction), the import's own session would show it to nobody before the end, so it
+    goes through a second connection of its own, in autocommit, never waiting for a lock; a
+    figure it cannot save is skipped (the import goes on)."""
+    if not live:
+        yield lambda done: ImportJob.objects.filter(pk=job.pk).update(processed_rows=done)
+        return
+    side = connections.create_connection(DEFAULT_DB_ALIAS)
+    table = side.ops.quote_name(ImportJob._meta.db_table)
+
+    def save(done: int) -> None:
+        try:
+            with side.cursor() as cursor:
+                cursor.execute("SET lock_timeout = '1s'")
+                cursor.execute(f"UPDATE {table} SET processed_rows = %s WHERE id = %s",
+                               [done, job.pk])
+        except DatabaseError as error:
+            logger.warning("import job %s: progress not saved (%s)", job.pk,
+                           type(error).__name__, extra={"import_job_id": job.pk})
+
+    try:
+        yield save
+    finally:
+        side.close()
 
 
 def _make_live(job: ImportJob, *, by, connection: TargetConnection, fingerprint: str,
-               created: int) -> None:
-    """End an import whose rows are all written (not yet live): make them live, all at once —
-    one statement, however many rows — with the import's one audit row in the same transaction
-    (each update references the job: import_job), refusing if the mappings changed meanwhile —
-    and, with the import's visitors locked, refusing (or superseding) open updates that set an
-    attribute a row sets (_resolve_open)."""
-    pending = ProfileUpdate.with_pending_imports.filter(import_pending_id=job.pk)
+               created: int, written: _Written) -> None:
+    """End an import whose rows are all written: with the import's visitors locked, refuse if
+    the mappings changed meanwhile or a row's visitor was forgotten since it was checked, refuse
+    (or supersede) open updates that set an attribute a row sets (_resolve_open), make the rows
+    live — one statement, however many rows, unless they were written live in this very
+    transaction — and write the import's one audit row (each update references the job:
+    import_job), all in one transaction."""
+    rows = (ProfileUpdate.with_pending_imports.filter(pk__gt=written.after_id,
+                                                      import_job_id=job.pk)
+            if written.live else
+            ProfileUpdate.with_pending_imports.filter(import_pending_id=job.pk))
     with transaction.atomic():
-        open_changes.lock_visitors(connection.pk, pending.values_list(
+        open_changes.lock_visitors(connection.pk, rows.values_list(
             "identity_type", "identity").iterator(chunk_size=SAVE_CHUNK_ROWS))
         locked = mappings.active_mappings(connection, lock=True)
         if mappings.mappings_fingerprint(locked) != fingerprint:
             raise ValidationError(MAPPINGS_CHANGED.format(label=connection.label),
                                   code="mappings_changed")
-        _resolve_open(job, by=by, connection=connection, pending=pending)
+        # A visitor forgotten while the rows were written: forgetting (which locks the visitor
+        # too) may not have seen this import's rows, or only some of them.
+        suppression.refuse_forgotten_rows(
+            connection, rows.order_by("pk").values("identity_type", "identity").iterator(
+                chunk_size=SAVE_CHUNK_ROWS), besides=written.checked_against)
+        _resolve_open(job, by=by, connection=connection, rows=rows,
+                      besides_import=job.pk if written.live else None)
         now = timezone.now()
-        ProfileUpdate.with_pending_imports.filter(import_pending_id=job.pk).update(
-            import_pending=None)
+        if not written.live:
+            rows.update(import_pending=None)
         import_job_audit(job=job, by=by, at=now, updates=created, fingerprint=fingerprint)
         ImportJob.objects.filter(pk=job.pk).update(
             status=ImportJob.Status.DONE, total_rows=created, processed_rows=created,
@@ -857,21 +940,26 @@ def _make_live(job: ImportJob, *, by, connection: TargetConnection, fingerprint:
                 extra={"import_job_id": job.pk, "connection": connection.client_code})
 
 
-def _resolve_open(job: ImportJob, *, by, connection: TargetConnection, pending: Any) -> None:
+def _resolve_open(job: ImportJob, *, by, connection: TargetConnection, rows: Any,
+                  besides_import: int | None) -> None:
     """In _make_live's transaction, the visitors locked: the open (live) updates that set an
     attribute one of the job's rows sets are superseded by that row's update when the job
-    supersedes, and refuse the whole import (`open_conflict`, each one named) otherwise."""
+    supersedes, and refuse the whole import (`open_conflict`, each one named) otherwise.
+    `besides_import`: the job itself, when its rows are live already (not open updates of
+    their own visitors)."""
     if job.supersede_open:
         workflow.require_supersede(by)
     problems: list[str] = []
     last = 0
     # Only the rows whose visitor has an open update come back (usually none): one statement
     # over the rows, not the rows read here, while the transaction holds the lock.
-    candidates = pending.filter(open_changes.has_open_update(connection.pk))
+    candidates = rows.filter(open_changes.has_open_update(connection.pk,
+                                                         besides_import=besides_import))
     while chunk := list(candidates.filter(pk__gt=last).order_by("pk").values(
             "pk", "identity_type", "identity", "attributes")[:SAVE_CHUNK_ROWS]):
         last = chunk[-1]["pk"]
-        for position, found in open_changes.conflicts_for_rows(connection.pk, chunk).items():
+        for position, found in open_changes.conflicts_for_rows(
+                connection.pk, chunk, besides_import=besides_import).items():
             row = chunk[position]
             if job.supersede_open:
                 workflow.supersede_open([u for u, _ in found], by=by,
@@ -901,14 +989,8 @@ def rows_import(*, connection: TargetConnection, rows: Sequence[dict[str, Any]],
         status=ImportJob.Status.RUNNING,
         total_rows=len(rows), mappings_fingerprint=fingerprint, started_at=timezone.now())
     try:
-        created = 0
-        for start in range(0, len(rows), SAVE_CHUNK_ROWS):
-            with transaction.atomic():
-                created += workflow.updates_stage_many(
-                    connection=connection, rows=rows[start:start + SAVE_CHUNK_ROWS], by=by,
-                    submit=submit, reason=reason or import_reason(job),
-                    checked_against=fingerprint, import_job=job)
-        _make_live(job, by=by, connection=connection, fingerprint=fingerprint, created=created)
+        _save_all(job, rows, by=by, connection=connection, fingerprint=fingerprint,
+                  reason=reason or import_reason(job))
     except BaseException as error:
         _discard_pending(job)
         messages = error.messages if isinstance(error, ValidationError) else [

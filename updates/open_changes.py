@@ -95,13 +95,14 @@ def conflicts(*, connection_id: int, identity_type: str, identity: str,
     return found
 
 
-def has_open_update(connection_id: int) -> Exists:
+def has_open_update(connection_id: int, *, besides_import: int | None = None) -> Exists:
     """For a queryset of updates (an import's rows not yet live): whether their visitor has an
     open live update — one statement, looked up by identity (upd_identity; the connection,
     identity type and status compared as expressions no index serves, so a planner without
     statistics does not walk the connection's history, every update of the type or every open
-    update for each row)."""
-    return Exists(ProfileUpdate.objects.annotate(
+    update for each row). `besides_import`: an import whose rows are live already inside its
+    own transaction (importing.py, PostgreSQL) — its rows are not open updates of their own."""
+    return Exists(_open_besides(ProfileUpdate.objects, besides_import).annotate(
         connection_plain=F("connection_id") + 0,
         identity_type_plain=Concat("identity_type", Value(""), output_field=CharField()),
         status_plain=Concat("status", Value(""), output_field=CharField()),
@@ -109,15 +110,21 @@ def has_open_update(connection_id: int) -> Exists:
              identity_type_plain=OuterRef("identity_type"), identity=OuterRef("identity")))
 
 
-def conflicts_for_rows(connection_id: int, rows: Sequence[Mapping[str, Any]]
-                       ) -> dict[int, list[Conflict]]:
+def _open_besides(updates: Any, import_job_id: int | None) -> Any:
+    return updates if import_job_id is None else updates.exclude(import_job_id=import_job_id)
+
+
+def conflicts_for_rows(connection_id: int, rows: Sequence[Mapping[str, Any]], *,
+                       besides_import: int | None = None) -> dict[int, list[Conflict]]:
     """`conflicts` for many new updates at once (an import's rows: identity_type, identity,
-    attributes), one query per few hundred visitors: position in `rows` -> its conflicts."""
+    attributes), one query per few hundred visitors: position in `rows` -> its conflicts.
+    `besides_import`: as has_open_update's."""
     found: dict[int, list[Conflict]] = {}
     for start in range(0, len(rows), LOOKUP_CHUNK):
         chunk = rows[start:start + LOOKUP_CHUNK]
         by_visitor: dict[Visitor, list[ProfileUpdate]] = {}
-        for update in _open(connection_id).filter(identity__in={r["identity"] for r in chunk}):
+        for update in _open_besides(_open(connection_id), besides_import).filter(
+                identity__in={r["identity"] for r in chunk}):
             by_visitor.setdefault((update.identity_type, update.identity), []).append(update)
         for offset, row in enumerate(chunk):
             names = set(row["attributes"])

@@ -61,10 +61,21 @@ def forgotten_problem(connection: TargetConnection, identity_type: str, identity
     return _message(request) if request is not None else ""
 
 
-def refuse_forgotten_rows(connection: TargetConnection, rows: Iterable[dict[str, Any]]) -> None:
+def standing_request_ids(connection_id: int) -> set[int]:
+    """The privacy requests whose suppression stands now (read afresh)."""
+    return set(PrivacyRequest.objects.filter(connection_id=connection_id,
+                                             suppression_lifted_at__isnull=True)
+               .values_list("pk", flat=True))
+
+
+def refuse_forgotten_rows(connection: TargetConnection, rows: Iterable[dict[str, Any]], *,
+                          besides: set[int] | None = None) -> None:
     """Refuse (code `forgotten`) the whole set when a row names a suppressed visitor; read
-    afresh, inside the caller's transaction."""
+    afresh, inside the caller's transaction. `besides`: requests the rows were checked against
+    already (standing_request_ids), left out — with none left, the rows are not read at all."""
     found = _suppressed(connection.pk)
+    if besides:
+        found = {key: r for key, r in found.items() if r.pk not in besides}
     if not found:
         return
     problems = []

@@ -689,7 +689,8 @@ def apply_to_each(service: Callable[..., ProfileUpdate], updates: Iterable[Profi
 
 def updates_stage_many(*, connection: TargetConnection, rows: list[dict[str, Any]], by,
                        submit: bool = False, reason: str = "",
-                       checked_against: str | None = None, import_job=None) -> int:
+                       checked_against: str | None = None, import_job=None,
+                       import_live: bool = False) -> int:
     """Create many drafts (optionally submitted) in one transaction, with their audit rows and
     their creator as content author.
 
@@ -702,7 +703,11 @@ def updates_stage_many(*, connection: TargetConnection, rows: list[dict[str, Any
     for good referencing their job (ProfileUpdate.import_job), without an audit row each: the
     import writes the job's one "imported" AuditEvent in the transaction that makes them all
     live (importing.py), and the timeline shows it for each of them with the update's first
-    state (selectors.update_timeline). Content authors are written either way (four eyes).
+    state (selectors.update_timeline). With `import_live` too (PostgreSQL, importing.py), the
+    rows are written live inside the import's one transaction, which nobody else sees before it
+    commits, and the mappings are compared without a lock: the import locks and compares them
+    when it ends, and a lock taken here would hold every mapping edit back for the whole import.
+    Content authors are written either way (four eyes).
     Rows written live (no `import_job`) are refused (`open_conflict`) when a visitor has an open
     update setting one of the same attributes, or two rows set one visitor's attribute; an
     import looks when it makes its rows live (importing.py), where it may supersede.
@@ -719,7 +724,8 @@ def updates_stage_many(*, connection: TargetConnection, rows: list[dict[str, Any
         _refresh_active(connection)
         if not connection.active:
             raise ValidationError({"connection": [f"Connection {connection.label} is inactive."]})
-        _check_rows_against_locked_mappings(connection, rows, checked_against)
+        _check_rows_against_locked_mappings(connection, rows, checked_against,
+                                            lock=not import_live)
         if import_job is None:
             _refuse_open_rows(connection, rows)
         suppression.refuse_forgotten_rows(connection, rows)
@@ -727,7 +733,8 @@ def updates_stage_many(*, connection: TargetConnection, rows: list[dict[str, Any
             if import_job is not None:  # audited once for the whole job, when its rows go live
                 created += _insert_import_rows(
                     connection, rows[start:start + 2000], by=by, reason=reason,
-                    status=transition.target, submit=submit, now=now, import_job=import_job)
+                    status=transition.target, submit=submit, now=now, import_job=import_job,
+                    live=import_live)
                 continue
             objs = _create_rows(connection, rows[start:start + 2000], by=by, reason=reason,
                                 status=transition.target, submit=submit, now=now,
@@ -752,10 +759,11 @@ def _check_reasons(reason: str, rows: list[dict[str, Any]]) -> None:
 
 
 def _check_rows_against_locked_mappings(connection: TargetConnection, rows: list[dict[str, Any]],
-                                        checked_against: str | None) -> None:
+                                        checked_against: str | None, *, lock: bool = True
+                                        ) -> None:
     """Lock and re-read the connection's active mappings; check every row against them, or
     refuse (`mappings_changed`) if they are not the ones the caller checked against."""
-    locked = mappings.active_mappings(connection, lock=True)
+    locked = mappings.active_mappings(connection, lock=lock)
     if checked_against is None:
         for number, r in enumerate(rows, start=1):
             try:
@@ -773,17 +781,18 @@ def _check_rows_against_locked_mappings(connection: TargetConnection, rows: list
 
 def _insert_import_rows(connection: TargetConnection, chunk: list[dict[str, Any]], *, by,
                         reason: str, status: str, submit: bool, now: dt.datetime,
-                        import_job) -> int:
-    """_create_rows for an import (not yet live, no audit row each): the same rows as plain
-    multi-row INSERTs (rows.py) — a model instance and the SQL compiler's per-value work for
-    each of a million rows were most of an import's time over a raw bulk_create."""
+                        import_job, live: bool) -> int:
+    """_create_rows for an import (not yet live unless `live`, no audit row each): the same
+    rows as plain multi-row INSERTs (rows.py) — a model instance and the SQL compiler's
+    per-value work for each of a million rows were most of an import's time over a raw
+    bulk_create."""
     pks = rows.insert_rows_returning_pks(ProfileUpdate, (
         {"connection_id": connection.pk, "identity_type": r["identity_type"],
          "identity": r["identity"], "attributes": r["attributes"],
          "reason": r.get("reason", reason), "not_before": r.get("not_before"), "status": status,
          "created_by_id": by.pk, "created_at": now, "last_edited_by_id": by.pk,
          "last_edited_at": now, "submitted_at": now if submit else None,
-         "import_pending_id": import_job.pk, "import_job_id": import_job.pk}
+         "import_pending_id": None if live else import_job.pk, "import_job_id": import_job.pk}
         for r in chunk))
     rows.insert_rows(ProfileUpdate.content_authors.through,
                      ({"profileupdate_id": pk, "user_id": by.pk} for pk in pks), as_arrays=True)

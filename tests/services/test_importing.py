@@ -24,7 +24,8 @@ from openpyxl import Workbook
 from tests.conftest import approve_via_workflow, make_mapping, make_user
 from updates import importing, mappings, selectors, sending, tasks, workflow
 from updates.errors import Refused
-from updates.models import AuditEvent, ImportJob, ProfileUpdate, UpdateStatus
+from updates.connections import connection_save
+from updates.models import AuditEvent, ImportJob, ProfileUpdate, TargetConnection, UpdateStatus
 
 HEADER = "identity_type,identity,loan_status,tier,note"
 
@@ -553,7 +554,10 @@ def test_a_job_runs_once_however_often_it_is_started(connection, operator):
     assert ProfileUpdate.objects.count() == 1
 
 
-def test_progress_is_recorded_on_the_job_while_its_rows_are_checked(connection, operator):
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_progress_is_recorded_on_the_job_while_its_rows_are_saved(connection, operator):
+    # Committed, as the progress page in another request reads it: on PostgreSQL the rows are
+    # written in one transaction, and the progress through a connection of its own.
     job = create(connection, operator, csv_bytes(*[f"mbox3rdPartyId,c-{i},funded,," for i in range(10)]))
     seen = []
 
@@ -791,20 +795,26 @@ def _big_file(rows: int, prefix: str = "big") -> bytes:
     return csv_bytes(*[f"mbox3rdPartyId,{prefix}-{i},funded,gold," for i in range(rows)])
 
 
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_an_import_failing_midway_leaves_nothing_behind_visible_or_not(connection, operator):
     job = create(connection, operator, _big_file(5000), background=False)
     looked = []
 
+    def others_see() -> None:  # another request, the sender: a session of its own
+        looked.append(ProfileUpdate.objects.count())
+        connections.close_all()
+
     def worker_stops(done: int, total: int) -> None:
-        if done == 2500:  # the first 2,000 rows are committed, in their own transaction
-            looked.append((ProfileUpdate.with_pending_imports.filter(import_pending=job).count(),
-                           ProfileUpdate.objects.count()))
+        if done == 2500:  # the first 2,000 rows are written
+            thread = threading.Thread(target=others_see)
+            thread.start()
+            thread.join(timeout=60)
             raise RuntimeError("the worker was stopped")
 
     with pytest.raises(RuntimeError):
         importing.import_job_run(job=job, progress=worker_stops, progress_every=2500)
-    assert looked == [(2000, 0)]  # written, but not live: no list, count or sender sees them
-    assert not ProfileUpdate.with_pending_imports.exists()  # deleted again
+    assert looked == [0]  # written, but not live: no list, count or sender sees them
+    assert not ProfileUpdate.with_pending_imports.exists()  # and nothing is left at all
     assert not AuditEvent.objects.filter(action="imported").exists()
     job.refresh_from_db()
     assert job.status == "error" and "nothing was saved" in job.errors[0]["message"]
@@ -821,11 +831,13 @@ def test_an_import_makes_all_its_rows_live_at_once_at_the_end(connection, operat
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
-def test_between_an_imports_chunks_logins_and_sending_go_on(connection, operator, supervisor,
-                                                             stage, emulator):
+def test_between_an_imports_chunks_logins_sending_and_edits_go_on(
+        connection, operator, supervisor, stage, emulator):
     # On SQLite one import transaction held the only write lock for minutes ("database is
     # locked" for every login and the scheduler). Now each chunk commits; in the pause after
-    # one, another thread — another request, the sender — writes and sends as usual.
+    # one, another thread — another request, the sender — writes and sends as usual. On
+    # PostgreSQL the import is one transaction that makes nobody wait: the same holds.
+    admin = make_user("admin-beside-import", superuser=True)
     connection.base_url = emulator.base_url
     connection.save(update_fields=["base_url"])
     ready = approve_via_workflow(stage, operator, supervisor)
@@ -838,6 +850,11 @@ def test_between_an_imports_chunks_logins_and_sending_go_on(connection, operator
             outcome["run"] = sending.send_due(connection=connection, worker="beside-import")
             outcome["visible"] = ProfileUpdate.objects.filter(
                 reason=importing.import_reason(job)).count()
+            outcome["progress"] = ImportJob.objects.get(pk=job.pk).processed_rows
+            # An administrator edits the connection the import's rows reference.
+            edited = TargetConnection.objects.get(pk=connection.pk)
+            edited.quota_limit = 999_999
+            connection_save(connection=edited, by=admin)
         except Exception as error:  # noqa: BLE001 - reported by the assertion below
             outcome["error"] = repr(error)
         finally:
@@ -847,15 +864,47 @@ def test_between_an_imports_chunks_logins_and_sending_go_on(connection, operator
         if done == 2500:
             thread = threading.Thread(target=other_work)
             thread.start()
-            thread.join(timeout=60)
+            thread.join(timeout=30)
+            outcome["kept_waiting"] = thread.is_alive()
 
     importing.import_job_run(job=job, progress=between_chunks, progress_every=2500)
     assert "error" not in outcome, outcome.get("error")
+    assert not outcome["kept_waiting"]
     assert outcome["visible"] == 0  # the import's first chunk was not live yet
+    assert outcome["progress"] == 2500  # what the import's page shows meanwhile
+    assert TargetConnection.objects.get(pk=connection.pk).quota_limit == 999_999
     assert outcome["run"].acknowledged == 1
     assert ProfileUpdate.objects.get(pk=ready.pk).status == UpdateStatus.SENT
     job.refresh_from_db()
     assert (job.status, job.created_updates) == ("done", 5000)
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_visitor_forgotten_while_an_import_writes_does_not_come_back_with_it(connection,
+                                                                              operator):
+    from updates import forgetting
+
+    dpo = make_user("dpo", "Data protection officers")
+    job = create(connection, operator, _big_file(5000), background=False)
+
+    def forgotten_meanwhile(done: int, total: int) -> None:
+        if done == 2500:  # big-10's row is written, not live yet
+            thread = threading.Thread(target=lambda: (forgetting.visitor_forget(
+                connection=connection, identity_type="mbox3rdPartyId", identity="big-10",
+                regulation="gdpr", by=dpo), connections.close_all()))
+            thread.start()
+            thread.join(timeout=30)
+
+    importing.import_job_run(job=job, progress=forgotten_meanwhile, progress_every=2500)
+
+    # Refused at the end (PostgreSQL: the forget could not see the rows), or the row purged
+    # and cancelled by the forget itself (SQLite: the first chunk was committed): either way
+    # nothing of big-10 is live and open, and its identity is stored nowhere.
+    assert not ProfileUpdate.with_pending_imports.filter(identity="big-10").exists()
+    if job.status == "error":
+        assert "forgotten" in job.errors[0]["message"] and not ProfileUpdate.objects.exists()
+    else:
+        assert (job.status, ProfileUpdate.objects.count()) == ("done", 5000)
 
 
 def test_an_import_whose_worker_died_is_ended_and_its_rows_deleted_at_the_next_upload(

@@ -50,9 +50,11 @@ The flow (admin, command, background tasks all use it):
                         the job ends queued (valid — the preview) or invalid with its errors
     import_job_start    the creator confirms; small files run at once, large ones in django-q2
     import_job_run      refuse if the mappings changed since the preview; turn each row into
-                        its update and write them in short transactions, not yet live
-                        (progress on ImportJob.processed_rows); make them all live in one
-                        statement at the end — or delete them again on any failure
+                        its update and write them 2,000 at a time (progress on
+                        ImportJob.processed_rows), invisible to everyone else until every row
+                        is written, then live together — or nothing, on any failure: in one
+                        transaction on PostgreSQL, in short ones on SQLite, not yet live and
+                        made live by one statement at the end (in_one_transaction)
 """
 
 from __future__ import annotations
@@ -676,14 +678,15 @@ def import_job_start(*, job: ImportJob, by, background: bool | None = None) -> b
 def import_job_run(*, job: ImportJob, progress: Callable[[int, int], None] | None = None,
                    progress_every: int | None = None,
                    file_path: os.PathLike | None = None) -> ImportJob:
-    """Save every row of a checked file — or nothing — without holding the database for long.
+    """Save every row of a checked file — or nothing — without holding anyone else back.
 
-    The rows are written in short transactions (SAVE_CHUNK_ROWS each) as not yet live
+    On SQLite the rows are written in short transactions (SAVE_CHUNK_ROWS each) as not yet live
     (ProfileUpdate.import_pending: invisible to every list, count, queue and the sender), then
     made live together in one statement at the end; when anything fails on the way, the rows
     written so far are deleted again. Between two chunks other requests, the scheduler and the
-    sender write as usual — on SQLite too, where a single import transaction would hold the
-    only write lock for minutes.
+    sender write as usual, where a single import transaction would hold the only write lock for
+    minutes. On PostgreSQL the same chunks are one transaction, live at once and invisible to
+    every other session until it commits (in_one_transaction).
 
     Runs once per job: it claims the job (queued → running) first, so a second worker, a
     double-click or a re-delivered task returns the job untouched. The claim also empties the
@@ -843,7 +846,8 @@ def _save_all(job: ImportJob, updates: Iterable[dict[str, Any]], *, by,
         chunk: list[dict[str, Any]] = []
 
         def save(chunk: list[dict[str, Any]]) -> int:
-            with transaction.atomic():  # its own transaction, or a savepoint in the one
+            # Its own transaction, or part of the one (no savepoint: see updates_stage_many).
+            with transaction.atomic(savepoint=not live):
                 return workflow.updates_stage_many(
                     connection=connection, rows=chunk, by=by, submit=job.submit_after_import,
                     reason=reason, checked_against=fingerprint, import_job=job,
@@ -976,9 +980,9 @@ def rows_import(*, connection: TargetConnection, rows: Sequence[dict[str, Any]],
                 fingerprint: str, name: str, submit: bool = False, reason: str = "",
                 supersede: bool = False) -> ImportJob:
     """Save rows already checked against the mappings with `fingerprint` (RowChecker) as one
-    import — the notebook's DataFrames: an ImportJob named `name`, written in short transactions
-    invisible until the end, then live together with one audit row, exactly as a file's import.
-    All or nothing: on any failure the rows written so far are deleted and the error raised.
+    import — the notebook's DataFrames: an ImportJob named `name`, written invisible until the
+    end, then live together with one audit row, exactly as a file's import (import_job_run).
+    All or nothing: on any failure nothing written is left and the error raised.
     `supersede`: as import_job_create's."""
     require_import_permission(by, submit=submit)
     if supersede:

@@ -717,7 +717,9 @@ def updates_stage_many(*, connection: TargetConnection, rows: list[dict[str, Any
     _check_reasons(reason, rows)
     now = timezone.now()
     created = 0
-    with transaction.atomic():
+    # No savepoint inside an import's one transaction: a chunk that fails fails the import, and
+    # past 64 subtransactions PostgreSQL's snapshots overflow and every other session pays.
+    with transaction.atomic(savepoint=not import_live):
         if import_job is None:
             open_changes.lock_visitors(connection.pk,
                                        ((r["identity_type"], r["identity"]) for r in rows))

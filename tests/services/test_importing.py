@@ -907,6 +907,26 @@ def test_a_visitor_forgotten_while_an_import_writes_does_not_come_back_with_it(c
         assert (job.status, ProfileUpdate.objects.count()) == ("done", 5000)
 
 
+def test_on_postgresql_an_import_is_one_transaction_without_a_savepoint_per_chunk(
+        connection, operator, monkeypatch):
+    if not importing.in_one_transaction():
+        pytest.skip("SQLite writes an import in short transactions (its one write lock)")
+    from django.db import connection as db
+    from django.test.utils import CaptureQueriesContext
+
+    monkeypatch.setattr(importing, "SAVE_CHUNK_ROWS", 100)
+    job = create(connection, operator, _big_file(3000), background=False)
+    with CaptureQueriesContext(db) as captured:
+        importing.import_job_run(job=job)
+    assert job.status == "done" and ProfileUpdate.objects.count() == 3000
+    # 30 chunks: a savepoint each would be 30 subtransactions; past 64, PostgreSQL's snapshots
+    # overflow and every other session's reads slow down while the import runs.
+    savepoints = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("SAVEPOINT")]
+    assert len(savepoints) < 10, len(savepoints)
+    assert not any("import_pending_id\" = NULL" in q["sql"]
+                   for q in captured.captured_queries)  # no second write of every row
+
+
 def test_an_import_whose_worker_died_is_ended_and_its_rows_deleted_at_the_next_upload(
         connection, operator):
     from updates import workflow

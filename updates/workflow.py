@@ -720,17 +720,8 @@ def updates_stage_many(*, connection: TargetConnection, rows: list[dict[str, Any
     # No savepoint inside an import's one transaction: a chunk that fails fails the import, and
     # past 64 subtransactions PostgreSQL's snapshots overflow and every other session pays.
     with transaction.atomic(savepoint=not import_live):
-        if import_job is None:
-            open_changes.lock_visitors(connection.pk,
-                                       ((r["identity_type"], r["identity"]) for r in rows))
-        _refresh_active(connection)
-        if not connection.active:
-            raise ValidationError({"connection": [f"Connection {connection.label} is inactive."]})
-        _check_rows_against_locked_mappings(connection, rows, checked_against,
-                                            lock=not import_live)
-        if import_job is None:
-            _refuse_open_rows(connection, rows)
-        suppression.refuse_forgotten_rows(connection, rows)
+        _check_many(connection, rows, checked_against, imported=import_job is not None,
+                    lock_mappings=not import_live)
         for start in range(0, len(rows), 2000):
             if import_job is not None:  # audited once for the whole job, when its rows go live
                 created += _insert_import_rows(
@@ -748,6 +739,23 @@ def updates_stage_many(*, connection: TargetConnection, rows: list[dict[str, Any
                        "attributes": {"before": None, "after": u.attributes}}
                 for u in objs})
     return created
+
+
+def _check_many(connection: TargetConnection, rows: list[dict[str, Any]],
+                checked_against: str | None, *, imported: bool, lock_mappings: bool) -> None:
+    """updates_stage_many's checks, in its transaction: the connection active, the rows checked
+    against the mappings, no visitor forgotten — and, for rows written live at once (not
+    `imported`), the visitors locked and no open update setting the same attribute."""
+    if not imported:
+        open_changes.lock_visitors(connection.pk,
+                                   ((r["identity_type"], r["identity"]) for r in rows))
+    _refresh_active(connection)
+    if not connection.active:
+        raise ValidationError({"connection": [f"Connection {connection.label} is inactive."]})
+    _check_rows_against_locked_mappings(connection, rows, checked_against, lock=lock_mappings)
+    if not imported:
+        _refuse_open_rows(connection, rows)
+    suppression.refuse_forgotten_rows(connection, rows)
 
 
 def _check_reasons(reason: str, rows: list[dict[str, Any]]) -> None:

@@ -532,6 +532,14 @@ class ProfileUpdate(models.Model):
                 fields=["verification_next_at"], condition=Q(verification_state="pending"),
                 name="upd_verification_due",
             ),
+            # Acknowledged updates whose verification is not scheduled yet (verification.
+            # _schedule_new, once per run): a handful between two runs. Without it each run read
+            # every sent update (the status index), a million on a full quota day.
+            # Every column compared, equalities only: SQLite without statistics takes the
+            # index that matches the most of them.
+            models.Index(fields=["status", "verification_state", "connection"],
+                         condition=Q(status="sent", verification_state=""),
+                         name="upd_sent_unscheduled"),
             # The rows an unfinished import is writing, for making them live or deleting them.
             # Only those: a full index on the column would hold a million NULLs, and SQLite
             # without statistics takes `import_pending IS NULL` (asked by every listing) for a

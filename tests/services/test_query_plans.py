@@ -236,3 +236,29 @@ def test_the_queues_identity_prefix_search_and_pending_counts_per_import_read_in
     for p in pending_reads:
         assert not re.search(r"SCAN updates_profileupdate\b(?! USING)", p), p
         assert re.search(r"updates_profileupdate USING (COVERING )?INDEX upd_", p), p
+
+
+def test_verification_finds_new_acknowledgments_by_their_index_and_its_groups_by_id(
+        connection, stage):
+    # A quota day's verification on PostgreSQL without fresh statistics (docs/benchmarks.md
+    # §11): each group's claim and each result's save named the rows by id *and* by state, and
+    # the planner read every sent update for them; each run's look for new acknowledgments read
+    # every sent update too. By id alone, and through a partial index of the unscheduled ones.
+    update = stage()
+    ProfileUpdate.objects.filter(pk=update.pk).update(status=UpdateStatus.SENT,
+                                                      acknowledged_at=timezone.now())
+    connection.verify_after_send = True
+    connection.save(update_fields=["verify_after_send"])
+
+    plans = captured_plans(lambda: (verification.updates_verify_due(connection=connection),
+                                    verification.updates_verify_due()))
+
+    new = [p for sql, p in plans.items() if "\"verification_state\" = ''" in sql]
+    assert len(new) == 2 and all("USING INDEX upd_sent_unscheduled" in p for p in new), plans
+    by_id = verification._by_id([update.pk, update.pk + 1]).values_list(
+        "id", "status", "verification_state")
+    sql, params = by_id.query.sql_with_params()
+    with db.cursor() as cursor:
+        cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
+        steps = [row[-1] for row in cursor.fetchall()]
+    assert steps == ["SEARCH updates_profileupdate USING INTEGER PRIMARY KEY (rowid=?)"], steps

@@ -50,7 +50,9 @@ def connection_save(*, connection: TargetConnection, by, new_token: str = "",
     # deactivatable or get a new one.
     connection.full_clean(exclude=sorted(_SECRET_FIELDS))
     with transaction.atomic():
-        old = (TargetConnection.objects.select_for_update().get(pk=connection.pk)
+        # No key update: an import on PostgreSQL (one transaction, its foreign keys checked as
+        # it writes) holds a key-share lock on the connection until it ends.
+        old = (TargetConnection.objects.select_for_update(no_key=True).get(pk=connection.pk)
                if connection.pk else None)
         held = {f: old is not None and bool(getattr(old, f)) for f in _SECRET_FIELDS}
         changes = audit.field_changes(old, connection, _AUDITED_FIELDS)

@@ -74,7 +74,6 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection as db, connections, transaction
-from django.db.models import Max
 from django.utils import timezone
 
 from . import audit, mappings, open_changes, quota, suppression, target, workflow
@@ -840,7 +839,7 @@ def _save_all(job: ImportJob, updates: Iterable[dict[str, Any]], *, by,
     every `every` rows, and to `progress(done, total)`."""
     live = in_one_transaction()
     with transaction.atomic() if live else nullcontext(), _progress_saver(job, live) as saved:
-        written = _Written(live, _last_update_id(),
+        written = _Written(live, _id_taken_now() if live else 0,
                            suppression.standing_request_ids(connection.pk))
         rows = created = 0
         chunk: list[dict[str, Any]] = []
@@ -858,15 +857,16 @@ def _save_all(job: ImportJob, updates: Iterable[dict[str, Any]], *, by,
             if progress:
                 progress(done, job.total_rows)
 
-        for update in updates:
-            chunk.append(update)
-            rows += 1
-            if len(chunk) == SAVE_CHUNK_ROWS:
-                created, chunk = created + save(chunk), []
-            if rows % every == 0:
-                report(rows)
-        if chunk:
-            created += save(chunk)
+        with _keys_checked_as_written(live):
+            for update in updates:
+                chunk.append(update)
+                rows += 1
+                if len(chunk) == SAVE_CHUNK_ROWS:
+                    created, chunk = created + save(chunk), []
+                if rows % every == 0:
+                    report(rows)
+            if chunk:
+                created += save(chunk)
         if before_the_end:
             before_the_end(rows, created)
         report(rows)
@@ -874,16 +874,38 @@ def _save_all(job: ImportJob, updates: Iterable[dict[str, Any]], *, by,
                    written=written)
 
 
-def _last_update_id() -> int:
-    return ProfileUpdate.with_pending_imports.aggregate(last=Max("pk"))["last"] or 0
+def _id_taken_now() -> int:
+    """A value of the updates' id sequence, taken now: every id this session is given later is
+    greater, however the sequence caches values — the import's rows are the job's rows above it
+    (an index on import_job would cost every row of every import a second index write)."""
+    with db.cursor() as cursor:
+        cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, 'id'))",
+                       [ProfileUpdate._meta.db_table])
+        return cursor.fetchone()[0]
+
+
+@contextmanager
+def _keys_checked_as_written(live: bool) -> Iterator[None]:
+    """In the one transaction: foreign keys checked as each chunk is written, as in short
+    transactions. PostgreSQL checks Django's (deferred) foreign keys at commit: a million rows'
+    six million checks would wait in the server's memory and run at the end, with every visitor
+    of the import locked. Deferred again for the end step."""
+    if not live:
+        yield
+        return
+    with db.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    yield
+    with db.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
 
 
 @contextmanager
 def _progress_saver(job: ImportJob, live: bool) -> Iterator[Callable[[int], None]]:
     """save(done): the job's processed_rows, for the page that follows the import. Written live
     (one transaction), the import's own session would show it to nobody before the end, so it
-    goes through a second connection of its own, in autocommit, never waiting for a lock; a
-    figure it cannot save is skipped (the import goes on)."""
+    goes through a second connection of its own, in autocommit, waiting at most a second for a
+    lock; a figure it cannot save is skipped (the import goes on)."""
     if not live:
         yield lambda done: ImportJob.objects.filter(pk=job.pk).update(processed_rows=done)
         return
@@ -929,7 +951,8 @@ def _make_live(job: ImportJob, *, by, connection: TargetConnection, fingerprint:
         # too) may not have seen this import's rows, or only some of them.
         suppression.refuse_forgotten_rows(
             connection, rows.order_by("pk").values("identity_type", "identity").iterator(
-                chunk_size=SAVE_CHUNK_ROWS), besides=written.checked_against)
+                chunk_size=SAVE_CHUNK_ROWS), besides=written.checked_against,
+            counted_as="Imported update")
         _resolve_open(job, by=by, connection=connection, rows=rows,
                       besides_import=job.pk if written.live else None)
         now = timezone.now()

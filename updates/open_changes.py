@@ -96,8 +96,8 @@ def conflicts(*, connection_id: int, identity_type: str, identity: str,
 
 
 def has_open_update(connection_id: int, *, besides_import: int | None = None) -> Exists:
-    """For a queryset of updates (an import's rows not yet live): whether their visitor has an
-    open live update — one statement, looked up by identity (upd_identity; the connection,
+    """For a queryset of updates (an import's rows, before the import ends): whether their
+    visitor has an open live update — one statement, looked up by identity (upd_identity; the connection,
     identity type and status compared as expressions no index serves, so a planner without
     statistics does not walk the connection's history, every update of the type or every open
     update for each row). `besides_import`: an import whose rows are live already inside its

@@ -69,10 +69,11 @@ def standing_request_ids(connection_id: int) -> set[int]:
 
 
 def refuse_forgotten_rows(connection: TargetConnection, rows: Iterable[dict[str, Any]], *,
-                          besides: set[int] | None = None) -> None:
+                          besides: set[int] | None = None, counted_as: str = "Row") -> None:
     """Refuse (code `forgotten`) the whole set when a row names a suppressed visitor; read
     afresh, inside the caller's transaction. `besides`: requests the rows were checked against
-    already (standing_request_ids), left out — with none left, the rows are not read at all."""
+    already (standing_request_ids), left out — with none left, the rows are not read at all.
+    `counted_as`: what the messages call the n-th of `rows` ("Row 3, identity: …")."""
     found = _suppressed(connection.pk)
     if besides:
         found = {key: r for key, r in found.items() if r.pk not in besides}
@@ -82,6 +83,6 @@ def refuse_forgotten_rows(connection: TargetConnection, rows: Iterable[dict[str,
     for number, row in enumerate(rows, start=1):
         request = found.get((row["identity_type"], keyed_hash(row["identity"])))
         if request is not None:
-            problems.append(f"Row {number}, identity: {_message(request)}")
+            problems.append(f"{counted_as} {number}, identity: {_message(request)}")
     if problems:
         raise ValidationError([ValidationError(p, code=FORGOTTEN) for p in problems])

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import requests
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection as db, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
@@ -479,9 +479,10 @@ def _schedule_new(run: VerificationRun, *, now: dt.datetime,
         new = new.filter(connection=connection)
     with transaction.atomic():
         # Lock the updates only: the connection row is the quota lock the sender takes.
-        # Unordered: an order by id would steer SQLite to the status index (every sent
-        # update) rather than upd_sent_unscheduled.
-        rows = list(new.select_for_update(of=("self",)).order_by().values_list(
+        # Locked in id order, so two runs never deadlock; unordered on SQLite (no row locks),
+        # whose planner an order by id steers to the status index (every sent update).
+        ordered = new.order_by() if db.vendor == "sqlite" else new.order_by("id")
+        rows = list(ordered.select_for_update(of=("self",)).values_list(
             "id", "connection_id", "connection__verify_after_send"))
         verify = [r[0] for r in rows if r[2]]
         off = [r[0] for r in rows if not r[2]]

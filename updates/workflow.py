@@ -771,8 +771,9 @@ def _check_reasons(reason: str, rows: list[dict[str, Any]]) -> None:
 def _check_rows_against_locked_mappings(connection: TargetConnection, rows: list[dict[str, Any]],
                                         checked_against: str | None, *, lock: bool = True
                                         ) -> None:
-    """Lock and re-read the connection's active mappings; check every row against them, or
-    refuse (`mappings_changed`) if they are not the ones the caller checked against."""
+    """Re-read the connection's active mappings, locked unless `lock=False`; check every row
+    against them, or refuse (`mappings_changed`) if they are not the ones the caller checked
+    against."""
     locked = mappings.active_mappings(connection, lock=lock)
     if checked_against is None:
         for number, r in enumerate(rows, start=1):

@@ -75,8 +75,8 @@ class Staging(SessionBase):
         update_ids: list[Any] = [pd.NA] * len(rows)
         if save:
             status = UpdateStatus.PENDING if submit else UpdateStatus.DRAFT
-            # One import, as a file's: written invisibly in short transactions, live together
-            # with one audit row, all or nothing (importing.rows_import).
+            # One import, as a file's: written invisibly, live together with one audit row, all
+            # or nothing (importing.rows_import).
             job = importing.rows_import(
                 connection=conn, rows=[u for _, u in good], by=user, fingerprint=fingerprint,
                 name=f"DataFrame staged from a notebook by {user.get_username()}",

@@ -65,8 +65,9 @@ def test_the_summary_counts_deferred_by_quota(acme, approve, emulator):
     assert "acknowledged 1, failed 0, to retry 0, deferred by quota 1." in out
 
 
-def test_an_unknown_connection_is_an_error():
-    with pytest.raises(CommandError, match="Unknown connection 'nope'"):
+def test_an_unknown_connection_is_an_error_naming_the_client_codes_there_are(connection):
+    with pytest.raises(CommandError,
+                       match=r"No connection with client code 'nope' \(client codes: acme\)\."):
         run("--connection", "nope")
 
 

@@ -26,7 +26,8 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from updates import exporting
-from updates.models import TargetConnection, UpdateStatus
+from updates.management.lookups import connection_by_code
+from updates.models import UpdateStatus
 
 
 def _day(text: str) -> dt.date:
@@ -62,12 +63,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, file_format, output, connection, status, created_by, created_from,
                created_to, layout, as_user, **options):
-        target = None
-        if connection:
-            try:
-                target = TargetConnection.objects.get(client_code=connection)
-            except TargetConnection.DoesNotExist:
-                raise CommandError(f"No connection with client code {connection!r}.") from None
+        target = connection_by_code(connection)
         by = exporting.COMMAND_LINE
         if as_user:
             by = self._user(as_user)

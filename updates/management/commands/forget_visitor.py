@@ -18,7 +18,8 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from updates import forgetting
-from updates.models import IdentityType, PrivacyRequest, TargetConnection
+from updates.management.lookups import connection_by_code
+from updates.models import IdentityType, PrivacyRequest
 
 
 class Command(BaseCommand):
@@ -37,9 +38,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, connection: str, identity_type: str, identity: str,
                regulation: str, by: str, local_only: bool, **options) -> None:
-        conn = TargetConnection.objects.filter(client_code=connection).first()
-        if conn is None:
-            raise CommandError(f"No connection with client code {connection!r}.")
+        conn = connection_by_code(connection)
         user = get_user_model().objects.filter(username=by).first()
         if user is None:
             raise CommandError(f"No user {by!r}.")

@@ -16,7 +16,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils.translation import ngettext
 
 from updates import importing
-from updates.models import ImportJob, TargetConnection
+from updates.management.lookups import connection_by_code
+from updates.models import ImportJob
 
 
 class Command(BaseCommand):
@@ -41,10 +42,7 @@ class Command(BaseCommand):
                 pass
         except OSError as error:
             raise CommandError(f"Cannot read {file}: {error.strerror or error}.") from None
-        try:
-            target = TargetConnection.objects.get(client_code=connection)
-        except TargetConnection.DoesNotExist:
-            raise CommandError(f"No connection with client code {connection!r}.") from None
+        target = connection_by_code(connection)
         try:
             by = get_user_model().objects.get(username=user)
         except get_user_model().DoesNotExist:

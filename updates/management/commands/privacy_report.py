@@ -12,7 +12,8 @@ import re
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from updates import lifecycle_reports
-from updates.models import PrivacyRequest, TargetConnection
+from updates.management.lookups import connection_by_code
+from updates.models import PrivacyRequest
 
 
 class Command(BaseCommand):
@@ -37,9 +38,7 @@ class Command(BaseCommand):
             raise CommandError("--month is YYYY-MM, e.g. 2026-12.")
         year, number = int(matched[1]), int(matched[2])
         if connection:
-            conns = list(TargetConnection.objects.filter(client_code=connection))
-            if not conns:
-                raise CommandError(f"No connection with client code {connection!r}.")
+            conns = [connection_by_code(connection)]
         else:
             conns = lifecycle_reports.connections_with_activity(year=year, month=number)
         for conn in conns:

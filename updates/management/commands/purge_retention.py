@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from updates import retention
-from updates.models import TargetConnection
+from updates.management.lookups import connection_by_code
 
 
 class Command(BaseCommand):
@@ -29,11 +29,7 @@ class Command(BaseCommand):
         for name, value in (("--chunk-size", chunk_size), ("--max-chunks", max_chunks)):
             if value is not None and value < 1:
                 raise CommandError(f"{name} must be at least 1.")
-        conn = None
-        if connection:
-            conn = TargetConnection.objects.filter(client_code=connection).first()
-            if conn is None:
-                raise CommandError(f"No connection with client code {connection!r}.")
+        conn = connection_by_code(connection)
         runs = retention.retention_purge(
             connection=conn, chunk_size=chunk_size, max_chunks=max_chunks,
             time_budget=float("inf") if time_budget is None else time_budget)

@@ -7,10 +7,10 @@ every minute (updates/bulk_sending.py, bulk_polling.py).
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
 from updates import bulk_polling, bulk_sending
-from updates.models import TargetConnection
+from updates.management.lookups import connection_by_code
 
 
 class Command(BaseCommand):
@@ -22,11 +22,7 @@ class Command(BaseCommand):
                             help="Only this connection (its client code).")
 
     def handle(self, *args, connection: str | None, **options) -> None:
-        conn = None
-        if connection:
-            conn = TargetConnection.objects.filter(client_code=connection).first()
-            if conn is None:
-                raise CommandError(f"No connection with client code {connection!r}.")
+        conn = connection_by_code(connection)
         run = bulk_sending.bulk_send_due(connection=conn)
         polls = bulk_polling.bulk_poll_due()
         self.stdout.write(

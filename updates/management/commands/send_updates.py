@@ -23,6 +23,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import InterfaceError, OperationalError, connections
 
 from updates import target
+from updates.management.lookups import connection_by_code
 from updates.models import SendRun, TargetConnection
 
 PROGRESS_EVERY_SECONDS = 2.0
@@ -108,14 +109,9 @@ class Command(BaseCommand):
     # --- helpers ---------------------------------------------------------------------------
 
     def _connection(self, code: str | None) -> TargetConnection | None:
-        if code is None:
+        conn = connection_by_code(code)
+        if conn is None:
             return None
-        try:
-            conn = TargetConnection.objects.get(client_code=code)
-        except TargetConnection.DoesNotExist:
-            known = ", ".join(TargetConnection.objects.order_by("client_code")
-                              .values_list("client_code", flat=True)) or "none"
-            raise CommandError(f"Unknown connection {code!r} (known: {known}).") from None
         if not conn.active:
             raise CommandError(f"Connection {code!r} is inactive; nothing is sent for it.")
         return conn

@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from updates import selectors, verification
-from updates.models import TargetConnection
+from updates.management.lookups import connection_by_code
 
 
 class Command(BaseCommand):
@@ -30,11 +30,7 @@ class Command(BaseCommand):
                **options) -> None:
         if limit is not None and limit < 1:
             raise CommandError("--limit must be at least 1.")
-        conn = None
-        if connection:
-            conn = TargetConnection.objects.filter(client_code=connection).first()
-            if conn is None:
-                raise CommandError(f"No connection with client code {connection!r}.")
+        conn = connection_by_code(connection)
         by = None if user is None else selectors.person_named(user)
         if user is not None and by is None:
             raise CommandError(f"No user {user!r}.")

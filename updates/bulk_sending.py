@@ -32,6 +32,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import time
 import zlib
 from dataclasses import dataclass
 
@@ -41,7 +42,8 @@ from django.db import connection as db, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import audit, bulk_files, bulk_pacing, claims, credentials, delivery, target, workflow
+from . import (audit, bulk_files, bulk_pacing, claims, credentials, deadlines, delivery, target,
+               workflow)
 from .conf import setting
 from .models import BulkCall, BulkFile, BulkJob, ProfileUpdate, TargetConnection, UpdateStatus
 from .retry_policy import LAST_ERROR_CHARS, RetryPolicy
@@ -54,6 +56,8 @@ F_ = BulkFile.State
 UPDATE_LEASE = dt.timedelta(hours=25)
 FILE_LEASE = dt.timedelta(minutes=10)  # one worker uploads a file at a time
 UPLOAD_READ_TIMEOUT = 300.0  # seconds for Target's answer to a file of up to 50 MB
+# An answer (a file's status with its details included) is read up to this much, no further.
+ANSWER_READ_LIMIT_BYTES = 8 * 1024 * 1024
 SLOT_WAIT_SECONDS = 5.0
 _LINE_CHUNK = 5000
 CLAIM_CHUNK = 10_000  # updates per claim (claims.claim), several per job
@@ -80,7 +84,13 @@ def call_target(session: requests.Session, method: str, url: str, conn: TargetCo
     """One bulk API call with the connection's bearer token, got as the single sender gets it
     (credentials.profile_token); on 401/403 the token is asked for once more and the call made
     once again with it (another paced call). Returns (HTTP status or None, answer text, error,
-    Retry-After seconds). The caller has taken the first call's slot."""
+    Retry-After seconds). The caller has taken the first call's slot.
+
+    Each call ends by its wall-clock deadline (connect and read timeouts together, however
+    slowly the answer drips), follows no redirect, reads at most ANSWER_READ_LIMIT_BYTES, and
+    its text comes back with the connection's secrets redacted (target.from_outside): whatever
+    keeps or shows it — a stored answer, a refusal's message — never holds a secret Target
+    echoed."""
     try:
         token = credentials.profile_token(conn)
     except ValidationError as error:  # credentials.py recorded why (connection page, alert)
@@ -88,17 +98,20 @@ def call_target(session: requests.Session, method: str, url: str, conn: TargetCo
     for again in (False, True):
         sent = dict(headers, **({"Authorization": f"Bearer {token}"} if token else {}))
         try:
-            response = session.request(method, url, data=data, headers=sent, timeout=timeout,
-                                       allow_redirects=False)
+            with deadlines.bounded(time.monotonic() + timeout[0] + timeout[1]), session.request(
+                    method, url, data=data, headers=sent, timeout=timeout,
+                    allow_redirects=False, stream=True) as response:
+                status, retry_after = response.status_code, response.headers.get("Retry-After")
+                text = delivery.read_limited(response, ANSWER_READ_LIMIT_BYTES)
         except requests.RequestException as error:
             return None, "", f"{type(error).__name__}: no answer", None
-        if not again and credentials.is_refusal(response.status_code):
+        if not again and credentials.is_refusal(status):
             token = credentials.token_refused(conn, token)
             if token and bulk_pacing.take_call(conn.pk, wait=slot_wait):
                 continue
         break
-    return (response.status_code, response.text, "",
-            target.parse_retry_after(response.headers.get("Retry-After")))
+    return (status, target.from_outside(text, conn.secrets()), "",
+            target.parse_retry_after(retry_after))
 
 
 def bulk_send_due(*, now: dt.datetime | None = None, connection: TargetConnection | None = None,
@@ -283,7 +296,7 @@ def upload_file(*, file: BulkFile, owner: str, now: dt.datetime, session: reques
         return "throttled"
     status, text, error, retry_after = _post(file, conn, session)
     run.uploads += 1
-    kept = target.from_outside(text[:bulk_files.ANSWER_KEEP_CHARS], conn.secrets())
+    kept = text[:bulk_files.ANSWER_KEEP_CHARS]  # redacted by call_target
     answer = bulk_files.read_upload_answer(status, text)
     outcome = answer.outcome
     attempts = file.attempts + 1

@@ -123,7 +123,7 @@ def send_one(session: requests.Session, update: ProfileUpdate, request: target.P
             prepared, timeout=timeout, allow_redirects=False, stream=True,
             verify=session.verify, proxies=session.proxies, cert=session.cert,
         ) as response:
-            body = _read_limited(response)
+            body = read_limited(response)
             status, retry_after = response.status_code, response.headers.get("Retry-After")
         answer = target.read_answer(status, body, retry_after)
     except requests.exceptions.InvalidHeader:
@@ -148,12 +148,13 @@ def send_one(session: requests.Session, update: ProfileUpdate, request: target.P
     return Sent(update, request.method, request.size, started_at, answer, latency_ms)
 
 
-def _read_limited(response: requests.Response) -> str:
+def read_limited(response: requests.Response, limit: int = RESPONSE_READ_LIMIT_BYTES) -> str:
+    """A streamed answer's text, at most `limit` bytes of it."""
     chunks, size = [], 0
     for chunk in response.iter_content(16 * 1024):
         chunks.append(chunk)
         size += len(chunk)
-        if size >= RESPONSE_READ_LIMIT_BYTES:
+        if size >= limit:
             break
     raw = b"".join(chunks)
     content_type = response.headers.get("Content-Type", "")

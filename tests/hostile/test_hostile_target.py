@@ -291,7 +291,41 @@ def test_a_verification_run_against_a_drip_ends_within_budget_and_one_deadline(
     assert all(u.verification_state == V.PENDING for u in checked)  # tried again later
 
 
+def bulk_call(connection, identity: str, timeout=(1.0, 1.0)):
+    """bulk_sending.call_target — every bulk upload and status poll goes through it — as a GET of
+    a profile, an answer the hostile emulator drips or echoes."""
+    from updates import bulk_sending, delivery
+
+    request = target.build_read_request(base_url=connection.base_url,
+                                        client_code=connection.client_code,
+                                        identity_type="mbox3rdPartyId", identity=identity)
+    with delivery.make_session(pool_size=1) as session:
+        return bulk_sending.call_target(session, "GET", request.url, connection, headers={},
+                                        timeout=timeout)
+
+
+def test_a_bulk_call_that_drips_ends_at_its_deadline(acme, hostile, short_deadlines):
+    hostile.seed_profile(identity="d-9", attributes={"loyaltyTier": "gold"})
+    hostile.configure(drip_seconds=0.3)
+
+    began = time.monotonic()
+    status, text, error, _ = bulk_call(acme, "d-9")
+
+    assert time.monotonic() - began < short_deadlines + SLACK_SECONDS
+    assert (status, text) == (None, "") and error.startswith("DeadlineExceeded")
+
+
 # --- 3. secrets never come back in what Target answers ----------------------------------------
+
+def test_a_bulk_call_returns_an_echoed_token_redacted(acme, hostile):
+    hostile.configure(echo_headers=True)
+    hostile.seed_profile(identity="e-9", attributes={"loyaltyTier": "silver"})
+
+    status, text, error, _ = bulk_call(acme, "e-9", timeout=(5.0, 5.0))
+
+    assert status == 200 and "echoedHeaders" in text and "Bearer [redacted]" in text
+    assert TOKEN not in text + error
+
 
 def test_an_echoed_token_is_stored_and_shown_nowhere(acme, approve, hostile, client, supervisor):
     hostile.configure(echo_headers=True)

@@ -827,7 +827,8 @@ class _Written:
     """How an import's rows were written, for _make_live."""
     live: bool  # live already, in the transaction _make_live runs in (in_one_transaction)
     after_id: int  # every row of the import has a greater id
-    checked_against: set[int]  # standing suppressions (privacy requests) every row was checked against
+    # The standing suppressions (privacy requests) every row was checked against as written.
+    checked_against: set[int]
 
 
 def _save_all(job: ImportJob, updates: Iterable[dict[str, Any]], *, by,

@@ -63,9 +63,7 @@ def forgotten_problem(connection: TargetConnection, identity_type: str, identity
 
 def standing_request_ids(connection_id: int) -> set[int]:
     """The privacy requests whose suppression stands now (read afresh)."""
-    return set(PrivacyRequest.objects.filter(connection_id=connection_id,
-                                             suppression_lifted_at__isnull=True)
-               .values_list("pk", flat=True))
+    return {request.pk for request in _suppressed(connection_id).values()}
 
 
 def refuse_forgotten_rows(connection: TargetConnection, rows: Iterable[dict[str, Any]], *,

@@ -10,6 +10,7 @@ A job is "submitted" when created, "processing" until `processing_seconds` of em
 deleted from the emulator's store, so a profile read afterwards answers 404. An id the emulator
 holds no profile for is answered as Target does: "Not applicable – user context not found".
 `fail=True` makes every job end in "error" (Adobe does not retry those) and deletes nothing.
+The emulator's `latency` delays these answers too (a filing takes its time at Adobe as well).
 
 Configure with `emulator.privacy.configure(processing_seconds=…, fail=…)` or
 `POST /_emulator/privacy/config`; `GET /_emulator/privacy/jobs` lists the jobs.
@@ -152,6 +153,7 @@ def handle(handler: Any, method: str, path: str) -> None:
     """Answer one request under JOBS_PATH (called by server._Handler._route)."""
     jobs: PrivacyJobs = handler.server.emulator.privacy
     body = handler._read_body(64 * 1024)[0]
+    handler._wait(handler.server.emulator._config.latency)
     if body is None:
         handler._send_json(413, {"error_code": "413", "message": "body too large"})
         return

@@ -1346,6 +1346,9 @@ class PrivacyRequest(models.Model):
     filed_at = models.DateTimeField(null=True, blank=True)
     filed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True,
                                  blank=True, related_name="+")
+    # Set while a filing is on its way to Adobe (privacy.privacy_request_file): a second filing
+    # in that time would open a second job there.
+    filing_started_at = models.DateTimeField(null=True, blank=True, editable=False)
     adobe_job_id = models.CharField(max_length=100, blank=True)
     # Adobe's answers, oldest first: {"at", "http_status", "status", "message", "code"}.
     adobe_answers = models.JSONField(default=list, blank=True)

@@ -25,7 +25,9 @@ never the identity. Adobe's answers are kept on the request, capped in length, a
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import time
 from typing import Any
 
 import requests
@@ -33,9 +35,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from . import audit, credentials, privacy_service
+from . import audit, credentials, deadlines, delivery, privacy_service
 from .conf import setting
-from .errors import NO_CREDENTIALS, Refused, WRONG_STATE, require_perm
+from .errors import IN_FLIGHT, NO_CREDENTIALS, Refused, WRONG_STATE, require_perm
 from .hashing import keyed_hash
 from .models import PrivacyRequest
 from .permissions import PERM_FORGET, refusal
@@ -48,7 +50,14 @@ FINAL = (State.COMPLETE, State.NOT_FOUND, State.ERROR)
 BY_HAND = ("Local purge done; Target's part must be filed by hand: {why} File it from this "
            "request's page (with the identity) once that is fixed, or in Adobe's Privacy "
            "Service UI.")
+# At most this much of an answer is read: Adobe's job answers are a few hundred bytes.
 ANSWER_BODY_LIMIT = 64 * 1024
+# A filing's claim: far longer than its calls' deadlines; a claim older than this was left by a
+# process that died mid-filing, and the request may be filed again (Adobe may hold a job of it).
+FILING_CLAIM = dt.timedelta(minutes=10)
+FILED_FIELDS = ["adobe_answers", "state", "adobe_job_id", "filed_at", "filed_by", "finished_at",
+                "next_poll_at", "note", "filing_started_at"]
+POLLED_FIELDS = ["adobe_answers", "polls", "state", "finished_at", "next_poll_at", "note"]
 
 
 def _audit(request: PrivacyRequest, *, action: str, by=None, **changes: Any) -> None:
@@ -77,13 +86,6 @@ def _jobs_url() -> str:
     return setting("PRIVACY_SERVICE_URL").rstrip("/") + privacy_service.JOBS_PATH
 
 
-def _answer(response: requests.Response) -> tuple[int, Any]:
-    try:
-        return response.status_code, response.json()
-    except ValueError:
-        return response.status_code, None
-
-
 def _record(request: PrivacyRequest, *, kind: str, http_status: int | None,
             status: str = "", message: str = "", code: str = "", job_id: str = "") -> None:
     request.adobe_answers = [*request.adobe_answers, {
@@ -103,41 +105,80 @@ def _fail(request: PrivacyRequest, why: str) -> None:
 def privacy_request_file(*, request: PrivacyRequest, identity: str, by) -> PrivacyRequest:
     """File the delete at Adobe for a request whose local purge is done (or whose filing
     failed). `identity` must be the forgotten one: it is checked against the kept hash, and is
-    sent to Adobe only — never stored."""
+    sent to Adobe only — never stored. One filing at a time: a second one while the first is on
+    its way is refused (it would open a second job at Adobe)."""
     require_perm(by, PERM_FORGET, refusal(PERM_FORGET))
     if keyed_hash(identity) != request.identity_hash:
         raise ValidationError({"identity": ["This is not the identity this request forgot."]})
-    request.refresh_from_db()
-    if request.state not in FILABLE:
-        raise Refused(f"The request is {request.get_state_display().lower()}; it is filed "
-                      "already.", code=WRONG_STATE)
+    request, earlier = _claim_filing(request)
     try:
         headers = _adobe_headers(request.connection)
+        body = privacy_service.job_body(
+            org_id=headers["x-gw-ims-org-id"], key=f"profileops-{request.pk}",
+            identity_type=request.identity_type, identity=identity, regulation=request.regulation)
+        posted = _call("POST", _jobs_url(), headers, body)
     except Refused as refused:
-        request.note = BY_HAND.format(why=refused.message)
-        request.save(update_fields=["note"])
-        return request
-    body = privacy_service.job_body(
-        org_id=headers["x-gw-ims-org-id"], key=f"profileops-{request.pk}",
-        identity_type=request.identity_type, identity=identity, regulation=request.regulation)
-    return _filed(request, _post(body, headers), by=by)
+        return _not_filed(request, BY_HAND.format(why=refused.message))
+    except BaseException:
+        _not_filed(request, None)
+        raise
+    return _filed(request, posted, by=by, earlier=earlier)
 
 
-def _post(body: dict, headers: dict) -> tuple[int | None, Any, str]:
+def _claim_filing(request: PrivacyRequest) -> tuple[PrivacyRequest, dt.datetime | None]:
+    """The request, locked for this filing in a short transaction of its own, and the start of
+    an earlier filing that never ended (None if there was none)."""
+    now = timezone.now()
+    with transaction.atomic():
+        request = PrivacyRequest.objects.select_for_update().get(pk=request.pk)
+        if request.state not in FILABLE:
+            raise Refused(f"The request is {request.get_state_display().lower()}; it is filed "
+                          "already.", code=WRONG_STATE)
+        earlier = request.filing_started_at
+        if earlier is not None and earlier > now - FILING_CLAIM:
+            raise Refused("This request is being filed with Adobe right now; its answer will "
+                          "show on the request in a moment.", code=IN_FLIGHT)
+        request.filing_started_at = now
+        request.save(update_fields=["filing_started_at"])
+    return request, earlier
+
+
+def _not_filed(request: PrivacyRequest, note: str | None) -> PrivacyRequest:
+    """End a filing that never reached Adobe: the claim released, the note (if any) saved."""
+    request.filing_started_at = None
+    if note is not None:
+        request.note = note
+    request.save(update_fields=["filing_started_at", *(["note"] if note is not None else [])])
+    return request
+
+
+def _call(method: str, url: str, headers: dict, body: dict | None = None
+          ) -> tuple[int | None, Any, str]:
+    """One call to the Privacy Service: (HTTP status, JSON answer or None, why no answer came).
+    Within one wall-clock deadline, at most ANSWER_BODY_LIMIT of the answer read, no redirect:
+    nothing Adobe's side sends back can hold a web request or the poll (deadlines.py)."""
+    connect, read = setting("CONNECT_TIMEOUT"), setting("READ_TIMEOUT")
     try:
-        with _session() as session:
-            response = session.post(_jobs_url(), json=body, headers=headers, timeout=(
-                setting("CONNECT_TIMEOUT"), setting("READ_TIMEOUT")))
+        with _session() as session, deadlines.bounded(time.monotonic() + connect + read), \
+                session.request(method, url, json=body, headers=headers, timeout=(connect, read),
+                                allow_redirects=False, stream=True) as response:
+            text = delivery.read_limited(response, ANSWER_BODY_LIMIT)
+            status = response.status_code
     except requests.RequestException as error:
         return None, None, f"Adobe could not be reached ({type(error).__name__})."
-    status, answer = _answer(response)
-    return status, answer, ""
+    try:
+        return status, json.loads(text), ""
+    except ValueError:
+        return status, None, ""
 
 
-def _filed(request: PrivacyRequest, posted: tuple[int | None, Any, str], *, by) -> PrivacyRequest:
+def _filed(request: PrivacyRequest, posted: tuple[int | None, Any, str], *, by,
+           earlier: dt.datetime | None = None) -> PrivacyRequest:
     http_status, answer, error = posted
     job_id = privacy_service.created_job_id(answer) if http_status in (200, 201, 202) else ""
     with transaction.atomic():
+        # Only this filing's fields are written: a suppression lifted meanwhile stays lifted.
+        request = PrivacyRequest.objects.select_for_update().get(pk=request.pk)
         _record(request, kind="file", http_status=http_status, job_id=job_id,
                 message=error or ("" if job_id else "No job id in Adobe's answer."))
         if job_id:
@@ -150,9 +191,11 @@ def _filed(request: PrivacyRequest, posted: tuple[int | None, Any, str], *, by) 
         else:
             _fail(request, BY_HAND.format(why=error or f"Adobe answered HTTP {http_status} "
                                           "without a job id."))
-        request.save()
+        request.filing_started_at = None
+        request.save(update_fields=FILED_FIELDS)
         _audit(request, action="privacy_filed" if job_id else "privacy_error", by=by,
-               state=request.state, job_id=job_id, http_status=http_status)
+               state=request.state, job_id=job_id, http_status=http_status,
+               **({"unanswered_filing_at": earlier.isoformat()} if earlier else {}))
     return request
 
 
@@ -190,7 +233,8 @@ def privacy_requests_poll(*, now: dt.datetime | None = None, job_ids: list[str] 
             request.next_poll_at = now + _poll_delay(request.polls)
             request.save(update_fields=["note", "next_poll_at"])
             continue
-        _polled(request, _get(request.adobe_job_id, headers), now=now)
+        job_url = f"{_jobs_url()}/{requests.utils.quote(request.adobe_job_id, safe='')}"
+        _polled(request, _call("GET", job_url, headers), now=now)
         read += 1
     if room <= 0 and due.exists():
         logger.warning("privacy requests: the daily cap of %s status reads is reached; the rest "
@@ -198,27 +242,19 @@ def privacy_requests_poll(*, now: dt.datetime | None = None, job_ids: list[str] 
     return read
 
 
-def _get(job_id: str, headers: dict) -> tuple[int | None, Any, str]:
-    try:
-        with _session() as session:
-            response = session.get(f"{_jobs_url()}/{requests.utils.quote(job_id, safe='')}",
-                                   headers=headers,
-                                   timeout=(setting("CONNECT_TIMEOUT"), setting("READ_TIMEOUT")))
-    except requests.RequestException as error:
-        return None, None, f"Adobe could not be reached ({type(error).__name__})."
-    status, answer = _answer(response)
-    return status, answer, ""
-
-
 def _polled(request: PrivacyRequest, got: tuple[int | None, Any, str], *,
             now: dt.datetime) -> None:
     http_status, answer, error = got
-    request.polls += 1
     with transaction.atomic():
+        job_id = request.adobe_job_id
+        request = PrivacyRequest.objects.select_for_update().get(pk=request.pk)
+        if request.state not in PrivacyRequest.OPEN_STATES or request.adobe_job_id != job_id:
+            return  # another poll (the schedule, an event) recorded this job's end meanwhile
+        request.polls += 1
         if http_status in (400, 404):
             _record(request, kind="status", http_status=http_status, message=f"HTTP {http_status}")
             _fail(request, f"Adobe does not know job {request.adobe_job_id} (HTTP {http_status}).")
-            request.save()
+            request.save(update_fields=POLLED_FIELDS)
             _audit(request, action="privacy_error", state=request.state, http_status=http_status)
             return
         if http_status != 200:
@@ -226,7 +262,7 @@ def _polled(request: PrivacyRequest, got: tuple[int | None, Any, str], *,
             _record(request, kind="status", http_status=http_status,
                     message=error or f"HTTP {http_status}")
             request.next_poll_at = now + _poll_delay(request.polls)
-            request.save()
+            request.save(update_fields=POLLED_FIELDS)
             return
         status = privacy_service.job_status(answer)
         _record(request, kind="status", http_status=http_status, status=status.status,
@@ -242,6 +278,6 @@ def _polled(request: PrivacyRequest, got: tuple[int | None, Any, str], *,
                 _fail(request, f"Adobe answered error: {status.message or status.status}")
         else:
             request.next_poll_at = now + _poll_delay(request.polls)
-        request.save()
+        request.save(update_fields=POLLED_FIELDS)
         if request.state != before:
             _audit(request, action="privacy_" + request.state, state=request.state)

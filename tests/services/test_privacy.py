@@ -8,15 +8,19 @@ which the emulator's Privacy Service checks."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connections
 from django.test import override_settings
 from django.utils import timezone
 
 from target_emulator.adobe_admin import AdobeAdmin
 from tests.conftest import FORGOTTEN_IDENTITY, make_user, use_adobe_credentials
 from updates import alerts, forgetting, privacy, privacy_service
+from updates.errors import Refused
 from updates.models import AlertRule, AuditEvent, PrivacyRequest
 
 State = PrivacyRequest.State
@@ -130,3 +134,127 @@ def test_the_event_hook_reads_the_named_job_now(acme, adobe, dpo, client, settin
     assert answer.json() == {"job_ids": 1, "read": 1}
     request.refresh_from_db()
     assert request.state == State.COMPLETE  # from Adobe's own answer, read just now
+
+
+# --- one filing at a time; nothing written meanwhile is overwritten ----------------------------
+
+def file_again(request, dpo):
+    return privacy.privacy_request_file(request=request, identity=FORGOTTEN_IDENTITY, by=dpo)
+
+
+def unfiled(acme, dpo):
+    return forgetting.visitor_forget(connection=acme, identity_type="mbox3rdPartyId",
+                                     identity=FORGOTTEN_IDENTITY, regulation="gdpr", by=dpo,
+                                     file_at_target=False)
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_two_filings_at_once_open_one_job_at_adobe_and_refuse_the_second(acme, adobe, dpo):
+    request = unfiled(acme, dpo)
+    adobe.configure(latency=0.5)  # the first filing is still at Adobe when the second starts
+    barrier = threading.Barrier(2)
+    outcomes: list[object] = []
+
+    def file() -> None:
+        try:
+            barrier.wait(timeout=10)
+            outcomes.append(file_again(PrivacyRequest.objects.get(pk=request.pk), dpo))
+        except Exception as error:  # noqa: BLE001 - judged by the test thread
+            outcomes.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=file) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    [filed] = [o for o in outcomes if isinstance(o, PrivacyRequest)]
+    [refused] = [o for o in outcomes if isinstance(o, Exception)]
+    assert isinstance(refused, Refused) and refused.code in ("in_flight", "wrong_state")
+    assert filed.state == State.FILED and len(adobe.privacy.jobs()) == 1
+    request.refresh_from_db()
+    assert request.filing_started_at is None
+    assert AuditEvent.objects.filter(action="privacy_filed").count() == 1
+
+
+def test_a_filing_under_way_is_refused_and_one_left_by_a_dead_process_is_filed_again(
+        acme, adobe, dpo):
+    request = unfiled(acme, dpo)
+    PrivacyRequest.objects.filter(pk=request.pk).update(
+        filing_started_at=timezone.now() - dt.timedelta(minutes=1))
+    with pytest.raises(Refused, match="being filed with Adobe right now"):
+        file_again(request, dpo)
+    assert adobe.privacy.jobs() == []
+
+    died_at = timezone.now() - privacy.FILING_CLAIM - dt.timedelta(minutes=1)
+    PrivacyRequest.objects.filter(pk=request.pk).update(filing_started_at=died_at)
+    request = file_again(request, dpo)
+
+    assert request.state == State.FILED and request.filing_started_at is None
+    event = AuditEvent.objects.get(action="privacy_filed")
+    assert event.changes["unanswered_filing_at"] == died_at.isoformat()  # Adobe may hold two
+
+
+def test_a_filing_that_cannot_reach_adobe_releases_its_claim(acme, adobe, dpo, settings):
+    request = unfiled(acme, dpo)
+    settings.PROFILEOPS = {**settings.PROFILEOPS,
+                           "PRIVACY_SERVICE_URL": "http://127.0.0.1:9/data/core/privacy"}
+    request = file_again(request, dpo)
+    assert request.state == State.ERROR and request.filing_started_at is None
+    request.refresh_from_db()
+    assert request.filing_started_at is None
+
+
+def lift_while_adobe_answers(monkeypatch, request, admin_user):
+    """Lift the suppression while the call to Adobe is on its way (after it left, before its
+    answer is recorded): the real call, with the lift slipped in behind it."""
+    real = privacy._call
+
+    def call_then_lift(*args, **kwargs):
+        answer = real(*args, **kwargs)
+        forgetting.suppression_lift(request=request, by=admin_user, comment="signed up again")
+        return answer
+
+    monkeypatch.setattr(privacy, "_call", call_then_lift)
+
+
+def test_a_suppression_lifted_during_a_filing_stays_lifted(acme, adobe, dpo, admin_user,
+                                                           monkeypatch):
+    request = unfiled(acme, dpo)
+    lift_while_adobe_answers(monkeypatch, request, admin_user)
+
+    filed = file_again(request, dpo)
+
+    request.refresh_from_db()
+    assert filed.state == request.state == State.FILED
+    assert request.suppression_lifted_at is not None and request.suppression_lifted_by == admin_user
+
+
+def test_a_suppression_lifted_during_a_poll_stays_lifted(acme, adobe, dpo, admin_user,
+                                                         monkeypatch):
+    request = forget(acme, dpo)
+    lift_while_adobe_answers(monkeypatch, request, admin_user)
+
+    assert privacy.privacy_requests_poll(now=timezone.now() + HOUR) == 1
+
+    request.refresh_from_db()
+    assert request.state == State.NOT_FOUND and request.polls == 1
+    assert request.suppression_lifted_at is not None
+
+
+def test_a_privacy_service_that_drips_ends_at_the_calls_deadline(acme, adobe, dpo, settings):
+    request = forget(acme, dpo)  # the IMS token is fetched (and kept) before the drip begins
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "CONNECT_TIMEOUT": 1.0, "READ_TIMEOUT": 1.0}
+    adobe.configure(drip_seconds=0.3)  # no single socket read waits 1 s: only the deadline ends it
+
+    began = time.monotonic()
+    assert privacy.privacy_requests_poll(now=timezone.now() + HOUR) == 1
+    took = time.monotonic() - began
+
+    assert took < 2.0 + 3.0  # the deadline (connect + read) and slack for a busy machine
+    request.refresh_from_db()
+    assert request.state == State.FILED and request.next_poll_at > timezone.now() + HOUR
+    assert request.adobe_answers[-1]["message"] == (
+        "Adobe could not be reached (DeadlineExceeded).")

@@ -10,7 +10,9 @@ A job is "submitted" when created, "processing" until `processing_seconds` of em
 deleted from the emulator's store, so a profile read afterwards answers 404. An id the emulator
 holds no profile for is answered as Target does: "Not applicable – user context not found".
 `fail=True` makes every job end in "error" (Adobe does not retry those) and deletes nothing.
-The emulator's `latency` delays these answers too (a filing takes its time at Adobe as well).
+The emulator's `latency` delays these answers too (a job is created on arrival, before the
+answer's delay: a client that gives up waiting has filed all the same); `drip_seconds` drips
+them and `echo_headers` puts the request's headers in Target's message of a job's status.
 
 Configure with `emulator.privacy.configure(processing_seconds=…, fail=…)` or
 `POST /_emulator/privacy/config`; `GET /_emulator/privacy/jobs` lists the jobs.
@@ -153,7 +155,6 @@ def handle(handler: Any, method: str, path: str) -> None:
     """Answer one request under JOBS_PATH (called by server._Handler._route)."""
     jobs: PrivacyJobs = handler.server.emulator.privacy
     body = handler._read_body(64 * 1024)[0]
-    handler._wait(handler.server.emulator._config.latency)
     if body is None:
         handler._send_json(413, {"error_code": "413", "message": "body too large"})
         return
@@ -169,8 +170,16 @@ def handle(handler: Any, method: str, path: str) -> None:
             payload = json.loads(body or b"null")
         except ValueError:
             payload = None
-        handler._send_json(*jobs.create(payload))
+        answer = jobs.create(payload)  # the job exists now, whenever the answer arrives
+        handler._wait(handler.server.emulator._config.latency)
+        handler._send_json(*answer)
     elif method == "GET" and rest and "/" not in rest:
-        handler._send_json(*jobs.get(rest))
+        handler._wait(handler.server.emulator._config.latency)
+        status, payload = jobs.get(rest)
+        if status == 200 and handler.server.emulator._config.echo_headers:
+            # A hostile answer: Target's message quotes the request's headers, token included.
+            payload["productResponses"][0]["productStatusResponse"]["message"] = \
+                handler._echoed_headers()
+        handler._send_json(status, payload)
     else:
         handler._send_json(405 if not rest else 404, {"error_code": "404", "message": "Not Found"})

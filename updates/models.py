@@ -1348,7 +1348,8 @@ class PrivacyRequest(models.Model):
                                  blank=True, related_name="+")
     # Set while a filing is on its way to Adobe (privacy.privacy_request_file): a second filing
     # in that time would open a second job there.
-    filing_started_at = models.DateTimeField(null=True, blank=True, editable=False)
+    filing_started_at = models.DateTimeField("filing under way since", null=True, blank=True,
+                                             editable=False)
     adobe_job_id = models.CharField(max_length=100, blank=True)
     # Adobe's answers, oldest first: {"at", "http_status", "status", "message", "code"}.
     adobe_answers = models.JSONField(default=list, blank=True)

@@ -9,6 +9,12 @@ A PrivacyRequest (models.py) moves:
             identity (`privacy_request_file`, checked against the kept hash). Nothing here is
             retried blindly.
 
+A filing claims the request (`filing_started_at`) while its calls are on their way: a second
+filing meanwhile is refused, since each one opens a job at Adobe. A filing whose answer never
+came (a timeout after the call went out, a process that died and left its claim) may have opened
+a job all the same: the request says so, and the next filing's audit row names it
+(`unanswered_filing_at`).
+
 Polling (`privacy_requests_poll`, django-q2 every hour; `manage.py poll_privacy_requests`) reads
 a job after PROFILEOPS_PRIVACY_POLL_HOURS hours in turn (1, 4, 12, 24, then every 24 by
 default) and never more than PROFILEOPS_PRIVACY_POLLS_PER_DAY reads a UTC day in all: Adobe's
@@ -28,14 +34,15 @@ import datetime as dt
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import requests
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from urllib3.exceptions import NewConnectionError
 
-from . import audit, credentials, deadlines, delivery, privacy_service
+from . import audit, credentials, deadlines, delivery, privacy_service, target
 from .conf import setting
 from .errors import IN_FLIGHT, NO_CREDENTIALS, Refused, WRONG_STATE, require_perm
 from .hashing import keyed_hash
@@ -52,9 +59,12 @@ BY_HAND = ("Local purge done; Target's part must be filed by hand: {why} File it
            "Service UI.")
 # At most this much of an answer is read: Adobe's job answers are a few hundred bytes.
 ANSWER_BODY_LIMIT = 64 * 1024
-# A filing's claim: far longer than its calls' deadlines; a claim older than this was left by a
-# process that died mid-filing, and the request may be filed again (Adobe may hold a job of it).
-FILING_CLAIM = dt.timedelta(minutes=10)
+UNANSWERED = ("Local purge done; the filing got no answer ({why}), and Adobe may have opened a job "
+              "all the same: look for the job key profileops-{pk} in Adobe's Privacy Service UI "
+              "before filing it again from this request's page.")
+# A filing's claim lasts at least this long, and longer than its two calls (IMS token, filing)
+# can take; an older claim was left by a process that died mid-filing.
+FILING_CLAIM_AT_LEAST = dt.timedelta(minutes=10)
 FILED_FIELDS = ["adobe_answers", "state", "adobe_job_id", "filed_at", "filed_by", "finished_at",
                 "next_poll_at", "note", "filing_started_at"]
 POLLED_FIELDS = ["adobe_answers", "polls", "state", "finished_at", "next_poll_at", "note"]
@@ -77,9 +87,13 @@ def _adobe_headers(connection) -> dict[str, str]:
 
 
 def _session() -> requests.Session:
-    from .delivery import make_session
+    return delivery.make_session(pool_size=1)
 
-    return make_session(pool_size=1)
+
+def filing_claim() -> dt.timedelta:
+    """How long a filing's claim holds off another filing."""
+    call = dt.timedelta(seconds=setting("CONNECT_TIMEOUT") + setting("READ_TIMEOUT"))
+    return max(FILING_CLAIM_AT_LEAST, 2 * call + dt.timedelta(minutes=1))
 
 
 def _jobs_url() -> str:
@@ -87,11 +101,12 @@ def _jobs_url() -> str:
 
 
 def _record(request: PrivacyRequest, *, kind: str, http_status: int | None,
-            status: str = "", message: str = "", code: str = "", job_id: str = "") -> None:
+            status: str = "", message: str = "", code: str = "", job_id: str = "",
+            **flags: bool) -> None:
     request.adobe_answers = [*request.adobe_answers, {
         "at": timezone.now().isoformat(), "kind": kind, "http_status": http_status,
         "status": status[:100], "message": message[:300], "code": code[:64],
-        **({"job_id": job_id} if job_id else {})}]
+        **({"job_id": job_id} if job_id else {}), **flags}]
 
 
 def _fail(request: PrivacyRequest, why: str) -> None:
@@ -110,53 +125,80 @@ def privacy_request_file(*, request: PrivacyRequest, identity: str, by) -> Priva
     require_perm(by, PERM_FORGET, refusal(PERM_FORGET))
     if keyed_hash(identity) != request.identity_hash:
         raise ValidationError({"identity": ["This is not the identity this request forgot."]})
-    request, earlier = _claim_filing(request)
+    request, left_claim = _claim_filing(request)
+    earlier = left_claim or _unanswered_filing(request)
     try:
         headers = _adobe_headers(request.connection)
         body = privacy_service.job_body(
             org_id=headers["x-gw-ims-org-id"], key=f"profileops-{request.pk}",
             identity_type=request.identity_type, identity=identity, regulation=request.regulation)
-        posted = _call("POST", _jobs_url(), headers, body)
     except Refused as refused:
-        return _not_filed(request, BY_HAND.format(why=refused.message))
+        return _not_filed(request, left_claim, note=BY_HAND.format(why=refused.message))
     except BaseException:
-        _not_filed(request, None)
+        _not_filed(request, left_claim)
         raise
+    # From here on the claim stays if this process dies: the filing may have reached Adobe.
+    posted = _call("POST", _jobs_url(), headers, body, secrets=_secrets(request, headers))
     return _filed(request, posted, by=by, earlier=earlier)
 
 
 def _claim_filing(request: PrivacyRequest) -> tuple[PrivacyRequest, dt.datetime | None]:
-    """The request, locked for this filing in a short transaction of its own, and the start of
-    an earlier filing that never ended (None if there was none)."""
+    """The request, claimed for this filing in a short transaction of its own, and the claim a
+    dead process left on it (None if there was none)."""
     now = timezone.now()
     with transaction.atomic():
         request = PrivacyRequest.objects.select_for_update().get(pk=request.pk)
         if request.state not in FILABLE:
             raise Refused(f"The request is {request.get_state_display().lower()}; it is filed "
                           "already.", code=WRONG_STATE)
-        earlier = request.filing_started_at
-        if earlier is not None and earlier > now - FILING_CLAIM:
+        left_claim = request.filing_started_at
+        if left_claim is not None and left_claim > now - filing_claim():
             raise Refused("This request is being filed with Adobe right now; its answer will "
                           "show on the request in a moment.", code=IN_FLIGHT)
         request.filing_started_at = now
         request.save(update_fields=["filing_started_at"])
-    return request, earlier
+    return request, left_claim
 
 
-def _not_filed(request: PrivacyRequest, note: str | None) -> PrivacyRequest:
-    """End a filing that never reached Adobe: the claim released, the note (if any) saved."""
-    request.filing_started_at = None
+def _unanswered_filing(request: PrivacyRequest) -> dt.datetime | None:
+    """When the request's last filing went out without an answer (it may have opened a job)."""
+    filings = [answer for answer in request.adobe_answers if answer.get("kind") == "file"]
+    if filings and filings[-1].get("unanswered"):
+        return dt.datetime.fromisoformat(filings[-1]["at"])
+    return None
+
+
+def _not_filed(request: PrivacyRequest, left_claim: dt.datetime | None, *,
+               note: str | None = None) -> PrivacyRequest:
+    """End a filing that never called Adobe: its claim given back, and a claim a dead process
+    left put back (it names a filing that may have reached Adobe; it holds nobody off)."""
+    request.filing_started_at = left_claim
+    fields = ["filing_started_at"]
     if note is not None:
         request.note = note
-    request.save(update_fields=["filing_started_at", *(["note"] if note is not None else [])])
+        fields.append("note")
+    request.save(update_fields=fields)
     return request
 
 
-def _call(method: str, url: str, headers: dict, body: dict | None = None
-          ) -> tuple[int | None, Any, str]:
-    """One call to the Privacy Service: (HTTP status, JSON answer or None, why no answer came).
-    Within one wall-clock deadline, at most ANSWER_BODY_LIMIT of the answer read, no redirect:
-    nothing Adobe's side sends back can hold a web request or the poll (deadlines.py)."""
+def _secrets(request: PrivacyRequest, headers: dict) -> tuple[str, ...]:
+    """What Adobe's answers must not carry back into storage: the connection's secrets and this
+    call's IMS token."""
+    return (*request.connection.secrets(), headers["Authorization"].removeprefix("Bearer "))
+
+
+class _Answer(NamedTuple):
+    status: int | None  # None: no answer
+    payload: Any  # the JSON answer, None if it was not JSON
+    error: str  # why no answer came
+    maybe_received: bool  # False only when Adobe cannot have read the call (no connection)
+
+
+def _call(method: str, url: str, headers: dict, body: dict | None = None, *,
+          secrets: tuple[str, ...] = ()) -> _Answer:
+    """One call to the Privacy Service, within one wall-clock deadline, at most
+    ANSWER_BODY_LIMIT of the answer read, no redirect: nothing Adobe's side sends back can hold
+    a web request or the poll (deadlines.py). The answer comes back with `secrets` redacted."""
     connect, read = setting("CONNECT_TIMEOUT"), setting("READ_TIMEOUT")
     try:
         with _session() as session, deadlines.bounded(time.monotonic() + connect + read), \
@@ -165,22 +207,33 @@ def _call(method: str, url: str, headers: dict, body: dict | None = None
             text = delivery.read_limited(response, ANSWER_BODY_LIMIT)
             status = response.status_code
     except requests.RequestException as error:
-        return None, None, f"Adobe could not be reached ({type(error).__name__})."
+        return _Answer(None, None, f"Adobe could not be reached ({type(error).__name__}).",
+                       maybe_received=not _never_connected(error))
     try:
-        return status, json.loads(text), ""
-    except ValueError:
-        return status, None, ""
+        return _Answer(status, json.loads(target.from_outside(text, secrets)), "", True)
+    except (ValueError, RecursionError):  # not JSON, or nested past what the parser takes
+        return _Answer(status, None, "", True)
 
 
-def _filed(request: PrivacyRequest, posted: tuple[int | None, Any, str], *, by,
+def _never_connected(error: requests.RequestException) -> bool:
+    """The call failed before a connection to Adobe existed: nothing of it was sent."""
+    if isinstance(error, requests.ConnectTimeout):
+        return True
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    return isinstance(error, requests.ConnectionError) and isinstance(reason, NewConnectionError)
+
+
+def _filed(request: PrivacyRequest, posted: _Answer, *, by,
            earlier: dt.datetime | None = None) -> PrivacyRequest:
-    http_status, answer, error = posted
+    http_status, answer, error, maybe_received = posted
     job_id = privacy_service.created_job_id(answer) if http_status in (200, 201, 202) else ""
+    unanswered = http_status is None and maybe_received
     with transaction.atomic():
         # Only this filing's fields are written: a suppression lifted meanwhile stays lifted.
         request = PrivacyRequest.objects.select_for_update().get(pk=request.pk)
         _record(request, kind="file", http_status=http_status, job_id=job_id,
-                message=error or ("" if job_id else "No job id in Adobe's answer."))
+                message=error or ("" if job_id else "No job id in Adobe's answer."),
+                **({"unanswered": True} if unanswered else {}))
         if job_id:
             now = timezone.now()
             request.state, request.adobe_job_id = State.FILED, job_id
@@ -188,6 +241,8 @@ def _filed(request: PrivacyRequest, posted: tuple[int | None, Any, str], *, by,
             request.finished_at = None  # filed again after an error
             request.next_poll_at = now + _poll_delay(0)
             request.note = "Filed with Adobe; waiting for Target's answer."
+        elif unanswered:
+            _fail(request, UNANSWERED.format(why=error.removesuffix("."), pk=request.pk))
         else:
             _fail(request, BY_HAND.format(why=error or f"Adobe answered HTTP {http_status} "
                                           "without a job id."))
@@ -229,12 +284,16 @@ def privacy_requests_poll(*, now: dt.datetime | None = None, job_ids: list[str] 
         try:
             headers = _adobe_headers(request.connection)
         except Refused as refused:
-            request.note = f"Cannot read Adobe's answer: {refused.message}"
-            request.next_poll_at = now + _poll_delay(request.polls)
-            request.save(update_fields=["note", "next_poll_at"])
+            # Only while the job is still open: an event's read may have ended it meanwhile.
+            PrivacyRequest.objects.filter(
+                pk=request.pk, state__in=PrivacyRequest.OPEN_STATES,
+                adobe_job_id=request.adobe_job_id).update(
+                note=f"Cannot read Adobe's answer: {refused.message}",
+                next_poll_at=now + _poll_delay(request.polls))
             continue
         job_url = f"{_jobs_url()}/{requests.utils.quote(request.adobe_job_id, safe='')}"
-        _polled(request, _call("GET", job_url, headers), now=now)
+        _polled(request, _call("GET", job_url, headers, secrets=_secrets(request, headers)),
+                now=now)
         read += 1
     if room <= 0 and due.exists():
         logger.warning("privacy requests: the daily cap of %s status reads is reached; the rest "
@@ -242,9 +301,8 @@ def privacy_requests_poll(*, now: dt.datetime | None = None, job_ids: list[str] 
     return read
 
 
-def _polled(request: PrivacyRequest, got: tuple[int | None, Any, str], *,
-            now: dt.datetime) -> None:
-    http_status, answer, error = got
+def _polled(request: PrivacyRequest, got: _Answer, *, now: dt.datetime) -> None:
+    http_status, answer, error, _ = got
     with transaction.atomic():
         job_id = request.adobe_job_id
         request = PrivacyRequest.objects.select_for_update().get(pk=request.pk)

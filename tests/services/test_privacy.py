@@ -8,6 +8,7 @@ which the emulator's Privacy Service checks."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import time
 
@@ -21,7 +22,7 @@ from target_emulator.adobe_admin import AdobeAdmin
 from tests.conftest import FORGOTTEN_IDENTITY, make_user, use_adobe_credentials
 from updates import alerts, forgetting, privacy, privacy_service
 from updates.errors import Refused
-from updates.models import AlertRule, AuditEvent, PrivacyRequest
+from updates.models import AlertRule, AuditEvent, CredentialState, PrivacyRequest
 
 State = PrivacyRequest.State
 HOUR = dt.timedelta(hours=1)
@@ -188,7 +189,7 @@ def test_a_filing_under_way_is_refused_and_one_left_by_a_dead_process_is_filed_a
         file_again(request, dpo)
     assert adobe.privacy.jobs() == []
 
-    died_at = timezone.now() - privacy.FILING_CLAIM - dt.timedelta(minutes=1)
+    died_at = timezone.now() - privacy.filing_claim() - dt.timedelta(minutes=1)
     PrivacyRequest.objects.filter(pk=request.pk).update(filing_started_at=died_at)
     request = file_again(request, dpo)
 
@@ -197,14 +198,58 @@ def test_a_filing_under_way_is_refused_and_one_left_by_a_dead_process_is_filed_a
     assert event.changes["unanswered_filing_at"] == died_at.isoformat()  # Adobe may hold two
 
 
+def test_a_second_filing_while_the_first_waits_for_adobe_is_refused_as_in_flight(
+        acme, adobe, dpo, monkeypatch):
+    request = unfiled(acme, dpo)
+    real, refusals = privacy._call, []
+
+    def call_and_file_again(*args, **kwargs):
+        with pytest.raises(Refused) as refused:  # a colleague's click, while this one waits
+            file_again(PrivacyRequest.objects.get(pk=request.pk), dpo)
+        refusals.append(refused.value.code)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(privacy, "_call", call_and_file_again)
+    assert file_again(request, dpo).state == State.FILED
+    assert refusals == ["in_flight"] and len(adobe.privacy.jobs()) == 1
+
+
 def test_a_filing_that_cannot_reach_adobe_releases_its_claim(acme, adobe, dpo, settings):
     request = unfiled(acme, dpo)
     settings.PROFILEOPS = {**settings.PROFILEOPS,
                            "PRIVACY_SERVICE_URL": "http://127.0.0.1:9/data/core/privacy"}
     request = file_again(request, dpo)
-    assert request.state == State.ERROR and request.filing_started_at is None
+    assert request.state == State.ERROR and "must be filed by hand" in request.note
     request.refresh_from_db()
     assert request.filing_started_at is None
+
+
+def test_a_filing_without_credentials_releases_its_claim(acme, adobe, dpo):
+    request = unfiled(acme, dpo)
+    acme.adobe_org_id = ""
+    acme.save(update_fields=["adobe_org_id"])
+    request = file_again(PrivacyRequest.objects.get(pk=request.pk), dpo)
+    assert "has no IMS org ID" in request.note and request.state == State.LOCAL_DONE
+    request.refresh_from_db()
+    assert request.filing_started_at is None
+
+
+def test_a_filing_whose_answer_never_came_may_have_opened_a_job_and_says_so(
+        acme, adobe, dpo, settings):
+    request = unfiled(acme, dpo)
+    adobe.privacy.configure(processing_seconds=3600)
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "READ_TIMEOUT": 0.5}
+    adobe.configure(latency=1.5)  # Adobe takes the job, its answer comes after our timeout
+
+    request = file_again(request, dpo)
+
+    assert request.state == State.ERROR and len(adobe.privacy.jobs()) == 1
+    assert "may have opened a job" in request.note and f"profileops-{request.pk}" in request.note
+    adobe.configure(latency=0.0)
+    request = file_again(request, dpo)  # the person looked at Adobe's UI and files again
+    assert request.state == State.FILED
+    event = AuditEvent.objects.get(action="privacy_filed")
+    assert event.changes["unanswered_filing_at"] == request.adobe_answers[0]["at"]
 
 
 def lift_while_adobe_answers(monkeypatch, request, admin_user):
@@ -258,3 +303,16 @@ def test_a_privacy_service_that_drips_ends_at_the_calls_deadline(acme, adobe, dp
     assert request.state == State.FILED and request.next_poll_at > timezone.now() + HOUR
     assert request.adobe_answers[-1]["message"] == (
         "Adobe could not be reached (DeadlineExceeded).")
+
+
+def test_a_privacy_answer_that_echoes_the_token_is_stored_redacted(acme, adobe, dpo):
+    request = forget(acme, dpo)
+    token = CredentialState.objects.get(connection=acme).ims_token
+    adobe.configure(echo_headers=True)  # Target's message quotes our headers back
+
+    assert privacy.privacy_requests_poll(now=timezone.now() + HOUR) == 1
+
+    request.refresh_from_db()
+    kept = json.dumps(request.adobe_answers) + request.note + json.dumps(
+        list(AuditEvent.objects.values_list("comment", "changes")))
+    assert "Authorization: Bearer [redacted]" in kept and token not in kept

@@ -71,6 +71,7 @@ class PrivacyRequestAdmin(OfferedLookupsAdmin):
     change_list_template = "admin/updates/privacyrequest/change_list.html"
     fields = ["connection", "identity_type", "regulation", "state", "note", "requested_by",
               "requested_at", "cancelled_updates", "purged", "filed_at", "filed_by",
+              "filing_started_at",
               "adobe_job_id", "answers", "polls", "next_poll_at", "finished_at", "suppression"]
     readonly_fields = fields
 

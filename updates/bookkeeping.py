@@ -86,7 +86,7 @@ def _apply(decisions: list[Decision], *, conn: TargetConnection, now: dt.datetim
     # failures differ per row (next-attempt time, reason): one bulk UPDATE … CASE.
     acknowledged_ids = [d.update.pk for d in decisions if d.to_status == S.SENT]
     if acknowledged_ids:
-        ProfileUpdate.objects.filter(id__in=acknowledged_ids).update(
+        ProfileUpdate.objects.by_ids(acknowledged_ids).update(
             status=workflow.T["acknowledge"].target, acknowledged_at=now, next_attempt_at=None,
             last_error="",
             attempt_count=F("attempt_count") + 1, attempts_total=F("attempts_total") + 1,
@@ -95,7 +95,8 @@ def _apply(decisions: list[Decision], *, conn: TargetConnection, now: dt.datetim
     for update in others:
         update.lease_owner = ""
         update.lease_expires_at = None
-    ProfileUpdate.objects.bulk_update(others, fields=[
+    # Being sent, so live; by id alone (ProfileUpdate.objects.by_ids says why).
+    ProfileUpdate.with_pending_imports.bulk_update(others, fields=[
         "status", "attempt_count", "attempts_total", "next_attempt_at", "lease_owner",
         "lease_expires_at", "last_error",
     ])

@@ -118,7 +118,7 @@ def bulk_requeue_not_applied(*, job: BulkJob, by, comment: str = "",
             else:
                 ids.append(update.pk)
         for start in range(0, len(ids), _CHUNK):  # a stuck file's rows may all come back
-            ProfileUpdate.objects.filter(id__in=ids[start:start + _CHUNK], status=S.SENT).update(
+            ProfileUpdate.objects.by_ids(ids[start:start + _CHUNK]).filter(status=S.SENT).update(
                 status=transition.target, send_route="", attempt_count=0, next_attempt_at=None,
                 acknowledged_at=None, last_error="", verification_state="",
                 verification_checks=0, verification_next_at=None, verified_at=None)

@@ -201,7 +201,7 @@ def _still_mine(connection: TargetConnection, *, owner: str) -> set[int]:
 def _by_ids(ids: list[int]):
     """Querysets over `ids`, _LINE_CHUNK at a time."""
     for start in range(0, len(ids), _LINE_CHUNK):
-        yield ProfileUpdate.objects.filter(id__in=ids[start:start + _LINE_CHUNK])
+        yield ProfileUpdate.objects.by_ids(ids[start:start + _LINE_CHUNK])
 
 
 def _store_job(connection: TargetConnection, rows: list[bulk_files.BulkRow], *, owner: str,

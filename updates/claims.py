@@ -188,7 +188,7 @@ def claim(*, conn: TargetConnection, owner: str, size: int, now: dt.datetime,
             return []
         ids = [row[0] for row in picked]
         claim_, reclaim = workflow.sender_transition("claim"), workflow.sender_transition("reclaim")
-        ProfileUpdate.objects.filter(id__in=ids).update(
+        ProfileUpdate.objects.by_ids(ids).update(
             status=claim_.target, lease_owner=owner, lease_expires_at=lease_until)
         audit.record_many([i for i, status, _ in picked if status == S.APPROVED], by=None,
                           action=claim_, at=now, connection_id=conn.pk, returning=False)
@@ -198,7 +198,7 @@ def claim(*, conn: TargetConnection, owner: str, size: int, now: dt.datetime,
             comments={i: f"Lease of {previous_owner or 'a worker'} ran out; claimed again."
                       for i, status, previous_owner in picked if status != S.APPROVED},
             returning=False)
-        updates = list(ProfileUpdate.objects.filter(id__in=ids).only(*SENDER_FIELDS).order_by("id"))
+        updates = list(ProfileUpdate.objects.by_ids(ids).only(*SENDER_FIELDS).order_by("id"))
     for update in updates:
         update.connection = conn
     return updates
@@ -208,7 +208,7 @@ def still_mine(ids: list[int], *, owner: str) -> list[int]:
     """Lock, in id order (no deadlocks), the rows among `ids` still leased to `owner`.
     Call inside a transaction; a lease that ran out may have passed to another worker."""
     return list(
-        locking(ProfileUpdate.objects.filter(id__in=ids, lease_owner=owner, status=S.SENDING),
+        locking(ProfileUpdate.objects.by_ids(ids).filter(lease_owner=owner, status=S.SENDING),
                 no_key=True).order_by("id").values_list("id", flat=True)
     )
 
@@ -218,7 +218,7 @@ def release(updates: list[ProfileUpdate], *, owner: str, now: dt.datetime, reaso
     with transaction.atomic():
         mine = still_mine([u.pk for u in updates], owner=owner)
         release_ = workflow.sender_transition("release")
-        ProfileUpdate.objects.filter(id__in=mine).update(
+        ProfileUpdate.objects.by_ids(mine).update(
             status=release_.target, lease_owner="", lease_expires_at=None)
         audit.record_many(mine, by=None, action=release_, at=now,
                           connection_id=updates[0].connection_id,

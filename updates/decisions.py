@@ -105,7 +105,7 @@ def updates_decide_shown(*, shown: Mapping[int, str], decision: str, by, comment
         if decision == "approve" and result.done:
             routing.route_approved(update_ids=list(result.done), by=by,
                                    plans=plans_for(result.done, choice=route))
-    done = {u.pk: u for u in ProfileUpdate.objects.filter(pk__in=result.done)
+    done = {u.pk: u for u in ProfileUpdate.objects.by_ids(result.done)
             .select_related("connection")}
     outcome.done = [done[pk] for pk in result.done if pk in done]
     refused = {u.pk: u for u in ProfileUpdate.objects.filter(
@@ -153,7 +153,7 @@ def plans_for(update_ids, *, choice: str = routing.AUTOMATIC) -> dict[int, routi
     """The route plan of each connection among `update_ids`, for the batch's count there."""
     ids = list(update_ids)
     counts = Counter(pk for start in range(0, len(ids), setwise.CHUNK)
-                     for pk in ProfileUpdate.objects.filter(pk__in=ids[start:start + setwise.CHUNK])
+                     for pk in ProfileUpdate.objects.by_ids(ids[start:start + setwise.CHUNK])
                      .values_list("connection_id", flat=True))
     connections = TargetConnection.objects.in_bulk(list(counts))
     return {pk: routing.plan_route(connection=connections[pk], rows=n, choice=choice)

@@ -120,9 +120,9 @@ def route_approved(*, update_ids: list[int], plans: dict[int, RoutePlan], by,
     for connection_id, plan in plans.items():
         if plan.route != BULK:
             continue
-        count = sum(ProfileUpdate.objects.filter(
-            id__in=update_ids[start:start + _ID_CHUNK], connection_id=connection_id,
-            status=UpdateStatus.APPROVED, send_route="").update(send_route=BULK)
+        count = sum(ProfileUpdate.objects.by_ids(update_ids[start:start + _ID_CHUNK]).filter(
+            connection_id=connection_id, status=UpdateStatus.APPROVED, send_route=""
+        ).update(send_route=BULK)
             for start in range(0, len(update_ids), _ID_CHUNK))
         if count:
             audit.record(

@@ -127,12 +127,14 @@ def decide_set(*, shown: Mapping[int, str] | None, transition: workflow.Transiti
 
 def _locked_rows(wanted: list[int]) -> dict[int, tuple]:
     """Step 2: the rows, locked, in id order: id -> (status, identity type, identity,
-    attributes, creator id, connection id)."""
+    attributes, creator id, connection id). Found by primary key alone (ProfileUpdate.objects.
+    by_ids says why); a row an unfinished import is still writing is left out here."""
     return {pk: (status, identity_type, identity, attributes, creator, connection_id)
-            for pk, status, identity_type, identity, attributes, creator, connection_id in
-            ProfileUpdate.objects.select_for_update().filter(pk__in=wanted).order_by("id")
+            for pk, status, identity_type, identity, attributes, creator, connection_id, pending
+            in ProfileUpdate.objects.by_ids(wanted).select_for_update().order_by("id")
             .values_list("id", "status", "identity_type", "identity", "attributes",
-                         "created_by_id", "connection_id")}
+                         "created_by_id", "connection_id", "import_pending_id")
+            if pending is None}
 
 
 def _authored(rows: dict[int, tuple], wanted: list[int], by) -> set[int]:

@@ -151,8 +151,8 @@ def _leave_out_unchanged(updates: list[ProfileUpdate], fresh: dict[int, ProfileR
     if not left_out and not cleared:
         return
     with transaction.atomic():
-        ProfileUpdate.objects.bulk_update([u for u, _, _ in left_out] + cleared,
-                                          fields=["unsent_unchanged"])
+        ProfileUpdate.with_pending_imports.bulk_update(  # being sent: live (objects.by_ids)
+            [u for u, _, _ in left_out] + cleared, fields=["unsent_unchanged"])
         audit.save([
             audit.unsaved(A.UNCHANGED_ATTRIBUTES_LEFT_OUT, by=None, at=now, update=update.pk,
                           connection=connection.pk, from_status=S.SENDING, to_status=S.SENDING,
@@ -201,18 +201,18 @@ def _keep_prior_values(updates: list[ProfileUpdate], latest: dict[int, ProfileRe
         update.prior_read_at = read.at
         changed.append(update)
     if changed:
-        ProfileUpdate.objects.bulk_update(changed, fields=["prior_values", "prior_read_at"])
+        ProfileUpdate.with_pending_imports.bulk_update(  # being sent: live (objects.by_ids)
+            changed, fields=["prior_values", "prior_read_at"])
 
 
 def _end_unchanged(skipped: list[tuple[ProfileUpdate, ProfileRead]], *, owner: str,
                    connection: TargetConnection, now: dt.datetime) -> set[int]:
     ids = [u.pk for u, _ in skipped]
     with transaction.atomic():
-        mine = set(ProfileUpdate.objects.select_for_update()
-                   .filter(id__in=ids, status=S.SENDING, lease_owner=owner)
-                   .values_list("id", flat=True))
+        mine = set(ProfileUpdate.objects.by_ids(ids).select_for_update()
+                   .filter(status=S.SENDING, lease_owner=owner).values_list("id", flat=True))
         skip = workflow.sender_transition("skip_unchanged")
-        ProfileUpdate.objects.filter(id__in=mine).update(
+        ProfileUpdate.objects.by_ids(mine).update(
             status=skip.target, lease_owner="", lease_expires_at=None, next_attempt_at=None,
             last_error="")
         ended = [(update, read) for update, read in skipped if update.pk in mine]
@@ -378,21 +378,14 @@ def _claim(ids: list[int], *, now: dt.datetime) -> set[int]:
     if not ids:
         return set()
     with transaction.atomic():
-        mine = {pk for pk, status, state, next_at in _by_id(ids).select_for_update(
-                    skip_locked=True, of=("self",)).values_list(
+        locked = ProfileUpdate.objects.by_ids(ids).select_for_update(skip_locked=True,
+                                                                     of=("self",))
+        mine = {pk for pk, status, state, next_at in locked.values_list(
                     "id", "status", "verification_state", "verification_next_at")
                 if status == S.SENT and state == V.PENDING and next_at is not None
                 and next_at <= now}
-        ProfileUpdate.objects.filter(id__in=mine).update(verification_next_at=now + CLAIM)
+        ProfileUpdate.objects.by_ids(mine).update(verification_next_at=now + CLAIM)
     return mine
-
-
-def _by_id(ids: list[int]) -> QuerySet[ProfileUpdate]:
-    """The updates `ids`, found by primary key alone; the caller checks their state on the rows.
-    With the state in the query, a planner without fresh statistics (autovacuum behind a day of
-    a million updates changing state) read the partial index of every sent update for each group
-    of a few dozen — 30–100 ms a group at 100,000, growing with the backlog."""
-    return ProfileUpdate.with_pending_imports.filter(id__in=ids)
 
 
 def _read_at(update: ProfileUpdate, slot: float, handed_out: float, session: requests.Session
@@ -437,7 +430,7 @@ def _record_group(run: VerificationRun, finished: list[tuple[ProfileUpdate, Futu
         else:
             answered.append((update, *_again_if_refused(update, *result)))
     if unread:  # their slot passed unused: due again, for this run's successor
-        ProfileUpdate.objects.filter(pk__in=[u.pk for u in unread]).update(
+        ProfileUpdate.objects.by_ids([u.pk for u in unread]).update(
             verification_next_at=claimed_at)
         run.throttled += len(unread)
         finished = [(update, future) for update, future in finished if update not in unread]
@@ -490,14 +483,14 @@ def _schedule_new(run: VerificationRun, *, now: dt.datetime,
         # than SQLite takes variables in one statement.
         for start in range(0, max(len(verify), len(off)), _ID_CHUNK):
             chunk = verify[start:start + _ID_CHUNK]
-            ProfileUpdate.objects.filter(id__in=chunk).update(
+            ProfileUpdate.objects.by_ids(chunk).update(
                 verification_state=V.PENDING, verification_checks=0,
                 verification_next_at=F("acknowledged_at") + first)
             # Bulk-sent updates whose file Target has finished are read back now
             # (bulk_polling.py).
-            ProfileUpdate.objects.filter(id__in=chunk, bulk_file__finished_at__isnull=False
-                                         ).update(verification_next_at=now)
-            ProfileUpdate.objects.filter(id__in=off[start:start + _ID_CHUNK]).update(
+            ProfileUpdate.objects.by_ids(chunk).filter(bulk_file__finished_at__isnull=False
+                                                      ).update(verification_next_at=now)
+            ProfileUpdate.objects.by_ids(off[start:start + _ID_CHUNK]).update(
                 verification_state=V.OFF)
         audit.save([
             audit.unsaved(A.VERIFICATION_SCHEDULED if wants else A.VERIFICATION_OFF, by=None,
@@ -601,8 +594,8 @@ def _record_checks(checks: list[tuple[ProfileUpdate, ProfileRead]], *, now: dt.d
     failed: list[tuple[ProfileUpdate, Exception]] = []
     fields = ["verification_state", "verification_checks", "verification_next_at", "verified_at"]
     with transaction.atomic():
-        current = {row.pk: row for row in _by_id([update.pk for update, _ in checks])
-                   .select_for_update(of=("self",))
+        current = {row.pk: row for row in ProfileUpdate.objects.by_ids(
+                       [update.pk for update, _ in checks]).select_for_update(of=("self",))
                    if row.status == S.SENT and row.verification_state == V.PENDING}
         changed, events = [], []
         for update, read in checks:
@@ -623,7 +616,8 @@ def _record_checks(checks: list[tuple[ProfileUpdate, ProfileRead]], *, now: dt.d
             update.verification_next_at = row.verification_next_at
             update.verified_at = row.verified_at
         if changed:
-            ProfileUpdate.objects.bulk_update(changed, fields=fields)
+            # Sent, so live; by id alone (ProfileUpdate.objects.by_ids says why).
+            ProfileUpdate.with_pending_imports.bulk_update(changed, fields=fields)
             audit.save(events)
     return states, failed
 

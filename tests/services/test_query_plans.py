@@ -255,7 +255,7 @@ def test_verification_finds_new_acknowledgments_by_their_index_and_its_groups_by
 
     new = [p for sql, p in plans.items() if "\"verification_state\" = ''" in sql]
     assert len(new) == 2 and all("USING INDEX upd_sent_unscheduled" in p for p in new), plans
-    by_id = verification._by_id([update.pk, update.pk + 1]).values_list(
+    by_id = ProfileUpdate.objects.by_ids([update.pk, update.pk + 1]).values_list(
         "id", "status", "verification_state")
     sql, params = by_id.query.sql_with_params()
     with db.cursor() as cursor:

@@ -720,7 +720,32 @@ def import_job_run(*, job: ImportJob, progress: Callable[[int, int], None] | Non
         _fail(job, [f"The import stopped with an unexpected error ({type(error).__name__}); "
                     "nothing was saved."])
         raise
+    _refresh_statistics(job)
     return job
+
+
+# An import of at least this many rows refreshes PostgreSQL's statistics of the updates itself.
+ANALYZE_AFTER_ROWS = 10_000
+
+
+def _refresh_statistics(job: ImportJob) -> None:
+    """ANALYZE the updates (and their content authors) after a large import on PostgreSQL — its
+    own advice after a bulk load. Until autovacuum gets to it (a minute at best; never where it
+    is off) the planner has no statistics of the new rows and guesses: the sender's lookup of
+    the visitors of a claim of 500 (claims._one_per_visitor) read all million rows in parallel,
+    0.5 s per claim (docs/benchmarks.md, the million-update day). ANALYZE samples: about a
+    second at a million. The import is committed already; a failure here is only logged."""
+    if db.vendor != "postgresql" or job.total_rows < ANALYZE_AFTER_ROWS:
+        return
+    tables = (ProfileUpdate._meta.db_table,
+              ProfileUpdate.content_authors.through._meta.db_table)
+    try:
+        with db.cursor() as cursor:
+            for table in tables:
+                cursor.execute(f"ANALYZE {db.ops.quote_name(table)}")
+    except DatabaseError as error:  # e.g. not the tables' owner: autovacuum does it later
+        logger.warning("import job %s: the statistics were not refreshed (%s)", job.pk,
+                       type(error).__name__, extra={"import_job_id": job.pk})
 
 
 INTERRUPTED = ("The import was interrupted (its worker stopped before it finished); nothing "

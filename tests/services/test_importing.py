@@ -929,6 +929,25 @@ def test_on_postgresql_an_import_is_one_transaction_without_a_savepoint_per_chun
                    for q in captured.captured_queries)  # no second write of every row
 
 
+@pytest.mark.parametrize("rows, analysed", [(300, True), (299, False)])
+def test_on_postgresql_a_large_import_refreshes_the_planners_statistics(
+        connection, operator, monkeypatch, rows, analysed):
+    # Until autovacuum gets to a million new rows, the planner guessed and read them all for
+    # each of the sender's per-visitor lookups; PostgreSQL advises ANALYZE after a bulk load.
+    if not importing.in_one_transaction():
+        pytest.skip("SQLite: no statistics; its planner goes by the indexes (test_query_plans)")
+    from django.db import connection as db
+
+    monkeypatch.setattr(importing, "ANALYZE_AFTER_ROWS", 300)
+    job = create(connection, operator, _big_file(rows), background=False)
+    importing.import_job_run(job=job)
+
+    with db.cursor() as cursor:  # pg_class is transactional: the test's own ANALYZE shows
+        cursor.execute("SELECT reltuples FROM pg_class WHERE relname = 'updates_profileupdate'")
+        [(estimate,)] = cursor.fetchall()
+    assert job.status == "done" and (estimate == rows) == analysed, estimate
+
+
 def test_an_import_whose_worker_died_is_ended_and_its_rows_deleted_at_the_next_upload(
         connection, operator):
     from updates import workflow

@@ -434,7 +434,10 @@ def main() -> None:
             waited = max(0.0, min(60.0, (latest - timezone.now()).total_seconds()))
             time.sleep(waited)
         began, runs = time.perf_counter() - started, 1
-        while pending.filter(verification_next_at__lte=timezone.now()).exists() and runs < 1000:
+        unscheduled = ProfileUpdate.objects.filter(connection=conn, status="sent",
+                                                   verification_state="")
+        while (pending.filter(verification_next_at__lte=timezone.now()).exists()
+               or unscheduled.exists()) and runs < 1000:
             run_command(["manage.py", "verify_updates", "--connection", CODE], env, sampler)
             runs += 1
         seconds = time.perf_counter() - began

@@ -460,12 +460,17 @@ def _record_group(run: VerificationRun, finished: list[tuple[ProfileUpdate, Futu
 
 
 _ID_CHUNK = 20_000  # ids in one statement's IN (SQLite's limit is 250,000 variables)
+# New acknowledgments one run schedules at most; the rest are the next run's. Unbounded, the
+# first run after a million were sent held all million rows and their audit rows in memory at
+# once (1 GB); this bound keeps a run's memory flat, and 12 runs an hour schedule 600,000.
+SCHEDULE_AT_MOST = 50_000
 
 
 def _schedule_new(run: VerificationRun, *, now: dt.datetime,
                   connection: TargetConnection | None) -> None:
-    """Acknowledged updates not yet looked at: first check at acknowledgment + first delay, or
-    "off" when their connection does not verify. One audit row each, in the same transaction."""
+    """Acknowledged updates not yet looked at (at most SCHEDULE_AT_MOST, the oldest first on
+    PostgreSQL): first check at acknowledgment + first delay, or "off" when their connection
+    does not verify. One audit row each, in the same transaction."""
     first = check_delays()[0]
     new = ProfileUpdate.objects.filter(status=S.SENT, verification_state="")
     if connection is not None:
@@ -476,7 +481,7 @@ def _schedule_new(run: VerificationRun, *, now: dt.datetime,
         # whose planner an order by id steers to the status index (every sent update).
         ordered = new.order_by() if db.vendor == "sqlite" else new.order_by("id")
         rows = list(ordered.select_for_update(of=("self",)).values_list(
-            "id", "connection_id", "connection__verify_after_send"))
+            "id", "connection_id", "connection__verify_after_send")[:SCHEDULE_AT_MOST])
         verify = [r[0] for r in rows if r[2]]
         off = [r[0] for r in rows if not r[2]]
         # In chunks: a bulk file's acceptance makes hundreds of thousands sent at once, more

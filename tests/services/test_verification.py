@@ -142,6 +142,25 @@ def test_failing_reads_leave_the_update_unverified_after_the_last_check(acme, ap
     assert ProfileRead.objects.filter(update=update, outcome="error").count() == 3
 
 
+def test_a_run_schedules_a_bounded_number_of_new_acknowledgments_the_oldest_first(
+        acme, approve, monkeypatch):
+    # A million acknowledged at once (a day sent before verification, a bulk file accepted)
+    # were held in memory by one run, with their audit rows: 1 GB.
+    monkeypatch.setattr(verification, "SCHEDULE_AT_MOST", 2)
+    updates = [approve() for _ in range(3)]
+    sending.send_due()
+    now = timezone.now()
+
+    first = verification.updates_verify_due(now=now, limit=0)
+    waiting = [u for u in updates if fresh(u).verification_state == ""]
+    second = verification.updates_verify_due(now=now, limit=0)
+
+    assert (first.started, second.started) == (2, 1)
+    assert waiting == [updates[2]]  # the oldest acknowledged first (in id order)
+    assert {fresh(u).verification_state for u in updates} == {V.PENDING}
+    assert AuditEvent.objects.filter(action="verification_scheduled").count() == 3
+
+
 def test_the_task_the_command_and_the_schedule_run_the_same_job(acme, approve, target):
     first, second = approve(identity="u-1"), approve(identity="u-2")
     sending.send_due()

@@ -274,7 +274,7 @@ def updates_verify_due(*, now: dt.datetime | None = None, connection: TargetConn
     due = (ProfileUpdate.with_pending_imports.select_related("connection")
            .filter(status=S.SENT, verification_state=V.PENDING, verification_next_at__lte=now,
                    connection__active=True)  # an inactive connection's checks wait for it
-           .order_by("verification_next_at", "id"))
+           .order_by("verification_next_at"))  # the index's order: no sort of the whole backlog
     if connection is not None:
         due = due.filter(connection=connection)
     deadline = None if time_budget is None else time.monotonic() + time_budget

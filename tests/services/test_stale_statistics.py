@@ -57,3 +57,5 @@ def test_the_searches_for_new_and_due_checks_use_their_partial_indexes(connectio
         wanted = "upd_sent_unscheduled" if "verification_state\" = ''" in sql else \
             "upd_verification_due"
         assert wanted in steps and "upd_status_id" not in steps, steps
+        if wanted == "upd_verification_due":  # in the index's order: no sort of every due check
+            assert "Sort" not in steps, steps  # (3.4 s a run at a million, 797,000 rows sorted)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
 from django.contrib.messages import get_messages
@@ -63,3 +65,41 @@ def http(method: str, url: str, *, seconds: float = 10.0, **kwargs) -> requests.
         deadlines.mount(session, max_retries=0)
         with deadlines.bounded(time.monotonic() + seconds):
             return session.request(method, url, allow_redirects=False, **kwargs)
+
+
+class RawAnswers:
+    """A server on 127.0.0.1 that answers every request with one status and these exact bytes:
+    what no twin in the emulator sends (its answers are well-formed JSON), standing in for an
+    Adobe endpoint gone wrong. Used as `with RawAnswers(200, body) as server: ... server.url`;
+    stops when the block ends."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self.requests: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                outer.requests.append(f"{self.command} {self.path}")
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer  # noqa: N815 - the http.server API
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+
+    def __enter__(self) -> "RawAnswers":
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()

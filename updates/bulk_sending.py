@@ -32,7 +32,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import time
 import zlib
 from dataclasses import dataclass
 
@@ -42,8 +41,7 @@ from django.db import connection as db, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import (audit, bulk_files, bulk_pacing, claims, credentials, deadlines, delivery, target,
-               workflow)
+from . import audit, bulk_files, bulk_pacing, claims, credentials, delivery, target, workflow
 from .conf import setting
 from .models import BulkCall, BulkFile, BulkJob, ProfileUpdate, TargetConnection, UpdateStatus
 from .retry_policy import LAST_ERROR_CHARS, RetryPolicy
@@ -98,20 +96,17 @@ def call_target(session: requests.Session, method: str, url: str, conn: TargetCo
     for again in (False, True):
         sent = dict(headers, **({"Authorization": f"Bearer {token}"} if token else {}))
         try:
-            with deadlines.bounded(time.monotonic() + timeout[0] + timeout[1]), session.request(
-                    method, url, data=data, headers=sent, timeout=timeout,
-                    allow_redirects=False, stream=True) as response:
-                status, retry_after = response.status_code, response.headers.get("Retry-After")
-                text = delivery.read_limited(response, ANSWER_READ_LIMIT_BYTES)
+            reply = delivery.call_bounded(method, url, session=session, data=data, headers=sent,
+                                          timeout=timeout, limit=ANSWER_READ_LIMIT_BYTES)
         except requests.RequestException as error:
             return None, "", f"{type(error).__name__}: no answer", None
-        if not again and credentials.is_refusal(status):
+        if not again and credentials.is_refusal(reply.status):
             token = credentials.token_refused(conn, token)
             if token and bulk_pacing.take_call(conn.pk, wait=slot_wait):
                 continue
         break
-    return (status, target.from_outside(text, conn.secrets()), "",
-            target.parse_retry_after(retry_after))
+    return (reply.status, target.from_outside(reply.text, conn.secrets()), "",
+            target.parse_retry_after(reply.retry_after))
 
 
 def bulk_send_due(*, now: dt.datetime | None = None, connection: TargetConnection | None = None,

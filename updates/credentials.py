@@ -32,17 +32,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import logging
 import re
 import time
 from urllib.parse import quote
 
-import requests
 from django.db import transaction
 from django.utils import timezone
 
-from . import audit, deadlines, delivery
+from . import audit, delivery, target
 from .conf import setting
 from .errors import Refused, require_perm
 from .models import AuditEvent, CredentialState, TargetConnection
@@ -396,24 +394,12 @@ def _http(method: str, url: str, connection: TargetConnection, *, headers: dict 
           data: dict | None = None) -> tuple[int | None, object]:
     """(status, JSON payload or None); (None, None) when no answer came. Nothing is logged but
     the exception's type: URLs and bodies here carry the secret and tokens."""
-    session = requests.Session()
-    delivery.apart_from_the_environment(session)
-    deadlines.mount(session, max_retries=0)
-    session.headers["User-Agent"] = delivery.USER_AGENT
-    connect, read = setting("CONNECT_TIMEOUT"), setting("READ_TIMEOUT")
     try:
-        with deadlines.bounded(time.monotonic() + connect + read), session.request(
-                method, url, headers=headers, data=data, timeout=(connect, read),
-                allow_redirects=False, stream=True) as response:
-            raw = response.raw.read(ANSWER_LIMIT_BYTES, decode_content=True)
-            status = response.status_code
+        reply = delivery.call_bounded(
+            method, url, headers=headers, data=data, limit=ANSWER_LIMIT_BYTES,
+            timeout=(setting("CONNECT_TIMEOUT"), setting("READ_TIMEOUT")))
     except Exception as error:  # noqa: BLE001 - transport: the type only (messages quote URLs)
         logger.warning("connection %s: a call to Adobe (%s) got no answer (%s)",
                        connection.client_code, method, type(error).__name__)
         return None, None
-    finally:
-        session.close()
-    try:
-        return status, json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return status, None
+    return reply.status, target.json_from_outside(reply.text)

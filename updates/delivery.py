@@ -165,3 +165,34 @@ def read_limited(response: requests.Response, limit: int = RESPONSE_READ_LIMIT_B
         return raw.decode(charset or "utf-8", errors="replace")
     except LookupError:
         return raw.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What one bounded call got back: the status, Retry-After, and the answer's first bytes as
+    text — not yet redacted (the caller knows the secrets: target.from_outside)."""
+
+    status: int
+    text: str
+    retry_after: str | None
+
+
+def call_bounded(method: str, url: str, *, timeout: tuple[float, float], limit: int,
+                 session: requests.Session | None = None, **request) -> Reply:
+    """One call to Adobe beside the sender's hot path (bulk API, IMS and Admin API, Privacy
+    Service): ended by one wall-clock deadline — connect and read timeouts together, however
+    slowly the answer drips — no redirect followed, at most `limit` bytes of the answer read.
+    Raises requests.RequestException (deadlines.DeadlineExceeded for an overrun) when no whole
+    answer came; its message may quote the URL, so callers keep only its type. Without a
+    `session`, one of its own (make_session) is made and closed."""
+    own = session is None
+    session = session or make_session(pool_size=1)
+    try:
+        with deadlines.bounded(time.monotonic() + timeout[0] + timeout[1]), session.request(
+                method, url, timeout=timeout, allow_redirects=False, stream=True,
+                **request) as response:
+            return Reply(response.status_code, read_limited(response, limit),
+                         response.headers.get("Retry-After"))
+    finally:
+        if own:
+            session.close()

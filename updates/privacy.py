@@ -31,9 +31,7 @@ never the identity. Adobe's answers are kept on the request, capped in length, a
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
-import time
 from typing import Any, NamedTuple
 
 import requests
@@ -42,7 +40,7 @@ from django.db import transaction
 from django.utils import timezone
 from urllib3.exceptions import NewConnectionError
 
-from . import audit, credentials, deadlines, delivery, privacy_service, target
+from . import audit, credentials, delivery, privacy_service, target
 from .conf import setting
 from .errors import IN_FLIGHT, NO_CREDENTIALS, Refused, WRONG_STATE, require_perm
 from .hashing import keyed_hash
@@ -84,10 +82,6 @@ def _adobe_headers(connection) -> dict[str, str]:
     token = credentials.ims_access_token(connection)
     return {"Authorization": f"Bearer {token}", "x-api-key": connection.adobe_client_id,
             "x-gw-ims-org-id": connection.adobe_org_id}
-
-
-def _session() -> requests.Session:
-    return delivery.make_session(pool_size=1)
 
 
 def filing_claim() -> dt.timedelta:
@@ -199,20 +193,15 @@ def _call(method: str, url: str, headers: dict, body: dict | None = None, *,
     """One call to the Privacy Service, within one wall-clock deadline, at most
     ANSWER_BODY_LIMIT of the answer read, no redirect: nothing Adobe's side sends back can hold
     a web request or the poll (deadlines.py). The answer comes back with `secrets` redacted."""
-    connect, read = setting("CONNECT_TIMEOUT"), setting("READ_TIMEOUT")
     try:
-        with _session() as session, deadlines.bounded(time.monotonic() + connect + read), \
-                session.request(method, url, json=body, headers=headers, timeout=(connect, read),
-                                allow_redirects=False, stream=True) as response:
-            text = delivery.read_limited(response, ANSWER_BODY_LIMIT)
-            status = response.status_code
+        reply = delivery.call_bounded(
+            method, url, json=body, headers=headers, limit=ANSWER_BODY_LIMIT,
+            timeout=(setting("CONNECT_TIMEOUT"), setting("READ_TIMEOUT")))
     except requests.RequestException as error:
         return _Answer(None, None, f"Adobe could not be reached ({type(error).__name__}).",
                        maybe_received=not _never_connected(error))
-    try:
-        return _Answer(status, json.loads(target.from_outside(text, secrets)), "", True)
-    except (ValueError, RecursionError):  # not JSON, or nested past what the parser takes
-        return _Answer(status, None, "", True)
+    payload = target.json_from_outside(target.from_outside(reply.text, secrets))
+    return _Answer(reply.status, payload, "", True)
 
 
 def _never_connected(error: requests.RequestException) -> bool:

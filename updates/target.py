@@ -397,9 +397,16 @@ def parse_modified_at(text: str) -> datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
-def _json_object(body: str) -> dict:
+def json_from_outside(text: str | bytes) -> Any:
+    """JSON another party sent (Target, Adobe IMS, the Privacy Service, an event): the parsed
+    value, or None when it is not JSON — or nested deeper than Python's parser goes (a few
+    kilobytes of "[[[[" raise RecursionError, not ValueError)."""
     try:
-        payload = json.loads(body)
-    except (ValueError, TypeError):
-        return {}
+        return json.loads(text)
+    except (ValueError, TypeError, RecursionError):
+        return None
+
+
+def _json_object(body: str) -> dict:
+    payload = json_from_outside(body)
     return payload if isinstance(payload, dict) else {}

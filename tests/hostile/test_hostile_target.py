@@ -17,6 +17,7 @@ from django.urls import reverse
 
 from target_emulator import AdobeAdmin
 from tests.conftest import use_adobe_credentials
+from tests.helpers import RawAnswers
 from updates import reading, sending, target, verification
 from updates.models import (
     AuditEvent, ProfileRead, ProfileUpdate, SendAttempt, SendRun, UpdateStatus, VerificationState,
@@ -427,3 +428,22 @@ def test_an_ims_error_that_echoes_the_client_secret_is_stored_nowhere(connection
         list(AuditEvent.objects.values_list("comment", "changes")))
     assert "HTTP 401" in stored
     assert "echoedsecret" not in stored + " ".join(refused.value.messages)
+
+
+# --- 4. an answer nested past Python's JSON parser is no answer, not a crash --------------------
+
+NESTED_PAST_THE_PARSER = b"[" * 100_000  # RecursionError in json.loads, not ValueError
+
+
+def test_an_ims_answer_nested_past_the_parser_is_no_token(connection, adobe_emulator):
+    # Adobe's IMS cannot be made to answer so; a local server stands in for it.
+    from updates import credentials
+
+    use_adobe_credentials(connection, adobe_emulator)
+    with RawAnswers(200, b'{"access_token": ' + NESTED_PAST_THE_PARSER) as ims:
+        connection.ims_token_url = ims.url + "/ims/token/v3"
+        connection.save(update_fields=["ims_token_url"])
+        with pytest.raises(ValidationError) as refused:
+            credentials.profile_token(connection)
+    assert ims.requests == ["POST /ims/token/v3"]
+    assert refused.value.code == credentials.ADOBE_UNAVAILABLE

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from target_emulator.adobe_admin import AdobeAdmin
 from tests.conftest import FORGOTTEN_IDENTITY, make_user, use_adobe_credentials
+from tests.helpers import RawAnswers
 from updates import alerts, forgetting, privacy, privacy_service
 from updates.errors import Refused
 from updates.models import AlertRule, AuditEvent, CredentialState, PrivacyRequest
@@ -135,6 +136,25 @@ def test_the_event_hook_reads_the_named_job_now(acme, adobe, dpo, client, settin
     assert answer.json() == {"job_ids": 1, "read": 1}
     request.refresh_from_db()
     assert request.state == State.COMPLETE  # from Adobe's own answer, read just now
+
+
+
+def test_the_event_hook_refuses_json_nested_past_the_parser(client, settings):
+    settings.PROFILEOPS = {**settings.PROFILEOPS, "PRIVACY_EVENTS_TOKEN": "s3cret-token-for-adobe"}
+    answer = client.post("/privacy/adobe-events/s3cret-token-for-adobe/", b"[" * 100_000,
+                         content_type="application/json")
+    assert answer.status_code == 400  # RecursionError in the parser: refused, not a 500
+
+
+def test_a_filing_answered_with_json_nested_past_the_parser_is_an_error_to_file_by_hand(
+        acme, adobe, dpo, settings):
+    # The Privacy Service cannot be made to answer so; a local server stands in for it (the IMS
+    # token still comes from the emulator's IMS).
+    with RawAnswers(201, b'{"jobs": ' + b"[" * 100_000) as service:
+        settings.PROFILEOPS = {**settings.PROFILEOPS, "PRIVACY_SERVICE_URL": service.url}
+        request = forget(acme, dpo)
+    assert service.requests == ["POST " + privacy_service.JOBS_PATH]
+    assert request.state == State.ERROR and "without a job id" in request.note
 
 
 # --- one filing at a time; nothing written meanwhile is overwritten ----------------------------

@@ -189,6 +189,23 @@ def test_an_unreadable_retry_after_is_ignored():
     assert target.read_answer(503, "", "soon").retry_after_seconds is None
 
 
+# A few kilobytes of "[" are enough: Python's JSON parser raises RecursionError past ~1,000 levels.
+NESTED_PAST_THE_PARSER = "[" * 100_000
+
+
+def test_json_nested_past_the_parser_is_no_json():
+    assert target.json_from_outside(NESTED_PAST_THE_PARSER) is None
+    assert target.json_from_outside("not json") is None
+    assert target.json_from_outside('{"jobId": ["a"]}') == {"jobId": ["a"]}
+
+
+def test_a_profile_read_nested_past_the_parser_is_unexpected_not_a_transport_failure():
+    answer = target.read_profile_answer(200, '{"profileAttributes": ' + NESTED_PAST_THE_PARSER)
+    assert answer.outcome == target.ReadOutcome.UNEXPECTED
+    assert target.read_profile_answer(404, NESTED_PAST_THE_PARSER).outcome == (
+        target.ReadOutcome.PERMANENT)
+
+
 def test_long_answers_are_truncated_for_the_record():
     answer = target.read_answer(200, "z" * 10_000)
     assert len(answer.body) == target.ANSWER_KEEP_CHARS

@@ -98,16 +98,17 @@ def _records_due(connection: TargetConnection, now: dt.datetime) -> QuerySet:
 
 
 def _purge_values(ids: list[int], now: dt.datetime) -> Counter:
-    # Locked and checked again: a failed update re-queued since the ids were read stays.
-    final = list(ProfileUpdate.objects.select_for_update()
-                 .filter(pk__in=ids, purged_at__isnull=True, status__in=FINAL_STATUSES)
+    # Locked and checked again: a failed update re-queued since the ids were read stays. By id
+    # alone (by_ids): the ids are live updates in a final state, never an import's.
+    final = list(ProfileUpdate.objects.by_ids(ids).select_for_update()
+                 .filter(purged_at__isnull=True, status__in=FINAL_STATUSES)
                  .exclude(verification_state=VerificationState.PENDING)
                  .values_list("pk", flat=True))
     return purging.purge_updates(final, now=now, reason=PurgeReason.RETENTION)
 
 
 def _delete_records(ids: list[int], now: dt.datetime) -> Counter:
-    deleted = ProfileUpdate.objects.filter(pk__in=ids, purged_at__isnull=False).delete()[1]
+    deleted = ProfileUpdate.objects.by_ids(ids).filter(purged_at__isnull=False).delete()[1]
     return Counter({purging.DELETED: deleted.get(ProfileUpdate._meta.label, 0)})
 
 

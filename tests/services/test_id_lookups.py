@@ -1,6 +1,7 @@
 """Updates named by a list of ids are found by primary key alone (ProfileUpdate.objects.by_ids)
 on the paths a quota day takes a million updates through: a batch decision's chunks, the
-sender's claims and acknowledgments, verification's schedule, claims and results.
+sender's claims and acknowledgments, verification's schedule, claims and results — and
+retention, which takes the same million through again when their time is up.
 
 Why (docs/benchmarks.md, the million-update day): with the live-updates filter
 (`import_pending IS NULL`) beside `id IN (…)`, PostgreSQL without fresh statistics (autovacuum
@@ -13,6 +14,7 @@ with DATABASE_URL; real HTTP to the emulator."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import pytest
@@ -20,7 +22,8 @@ from django.db import connection as db, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from updates import decisions, sending, setwise, verification, workflow
+from tests.services.test_retention import seed_history
+from updates import decisions, retention, sending, setwise, verification, workflow
 from updates.models import ImportJob, ProfileUpdate
 
 ID_LIST = re.compile(r'"updates_profileupdate"\."id" IN \(')
@@ -85,3 +88,17 @@ def test_sending_and_verifying_find_their_updates_by_id_alone(approve, acme, fai
     assert sent and verified
     assert not [s for s in sent + verified if LIVE_FILTER in s]
     assert {ProfileUpdate.objects.get(pk=u.pk).verification_checks for u in updates} == {1}
+
+
+def test_retention_purges_and_deletes_its_chunks_by_id_alone(connection, operator):
+    connection.retain_values_days, connection.retain_records_days = 90, 30
+    connection.save()
+    seed_history(connection, operator, count=3, age_days=100)
+
+    purged = statements_by_id_list(lambda: retention.retention_purge(chunk_size=2))
+    deleted = statements_by_id_list(lambda: retention.retention_purge(
+        now=timezone.now() + dt.timedelta(days=31)))
+
+    assert purged and deleted
+    assert not [s for s in purged + deleted if LIVE_FILTER in s]
+    assert ProfileUpdate.objects.count() == 0

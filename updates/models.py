@@ -1359,6 +1359,10 @@ class PrivacyRequest(models.Model):
     # in that time would open a second job there.
     filing_started_at = models.DateTimeField("filing under way since", null=True, blank=True,
                                              editable=False)
+    # Set while a status read is on its way (privacy.privacy_requests_poll): the schedule and an
+    # event (or two workers) reading the same job at once would both count a poll.
+    poll_started_at = models.DateTimeField("status read under way since", null=True, blank=True,
+                                           editable=False)
     adobe_job_id = models.CharField(max_length=100, blank=True)
     # Adobe's answers, oldest first: {"at", "http_status", "status", "message", "code"}.
     adobe_answers = models.JSONField(default=list, blank=True)

@@ -13,7 +13,8 @@ A filing claims the request (`filing_started_at`) while its calls are on their w
 filing meanwhile is refused, since each one opens a job at Adobe. A filing whose answer never
 came (a timeout after the call went out, a process that died and left its claim) may have opened
 a job all the same: the request says so, and the next filing's audit row names it
-(`unanswered_filing_at`).
+(`unanswered_filing_at`). A status read claims it the same way (`poll_started_at`): the
+schedule and an event reading the same job at once read it once.
 
 Polling (`privacy_requests_poll`, django-q2 every hour; `manage.py poll_privacy_requests`) reads
 a job after PROFILEOPS_PRIVACY_POLL_HOURS hours in turn (1, 4, 12, 24, then every 24 by
@@ -37,6 +38,7 @@ from typing import Any, NamedTuple
 import requests
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from urllib3.exceptions import NewConnectionError
 
@@ -65,7 +67,8 @@ UNANSWERED = ("Local purge done; the filing got no answer ({why}), and Adobe may
 FILING_CLAIM_AT_LEAST = dt.timedelta(minutes=10)
 FILED_FIELDS = ["adobe_answers", "state", "adobe_job_id", "filed_at", "filed_by", "finished_at",
                 "next_poll_at", "note", "filing_started_at"]
-POLLED_FIELDS = ["adobe_answers", "polls", "state", "finished_at", "next_poll_at", "note"]
+POLLED_FIELDS = ["adobe_answers", "polls", "state", "finished_at", "next_poll_at", "note",
+                 "poll_started_at"]
 
 
 def _audit(request: PrivacyRequest, *, action: str, by=None, **changes: Any) -> None:
@@ -270,6 +273,8 @@ def privacy_requests_poll(*, now: dt.datetime | None = None, job_ids: list[str] 
         due = due.filter(next_poll_at__lte=now)
     read = 0
     for request in due.order_by("next_poll_at", "pk")[:max(room, 0)]:
+        if not _poll_claimed(request):
+            continue  # another poll (the schedule, an event) is reading this job right now
         try:
             headers = _adobe_headers(request.connection)
         except Refused as refused:
@@ -279,6 +284,7 @@ def privacy_requests_poll(*, now: dt.datetime | None = None, job_ids: list[str] 
                 adobe_job_id=request.adobe_job_id).update(
                 note=f"Cannot read Adobe's answer: {refused.message}",
                 next_poll_at=now + _poll_delay(request.polls))
+            PrivacyRequest.objects.filter(pk=request.pk).update(poll_started_at=None)
             continue
         job_url = f"{_jobs_url()}/{requests.utils.quote(request.adobe_job_id, safe='')}"
         _polled(request, _call("GET", job_url, headers, secrets=_secrets(request, headers)),
@@ -290,13 +296,25 @@ def privacy_requests_poll(*, now: dt.datetime | None = None, job_ids: list[str] 
     return read
 
 
+def _poll_claimed(request: PrivacyRequest) -> bool:
+    """Take the job's status read for this poll, unless another poll holds it — one left by a
+    process that died holds it for the filing claim's time (filing_claim())."""
+    now = timezone.now()
+    return bool(PrivacyRequest.objects.filter(
+        Q(poll_started_at__isnull=True) | Q(poll_started_at__lt=now - filing_claim()),
+        pk=request.pk, state__in=PrivacyRequest.OPEN_STATES,
+        adobe_job_id=request.adobe_job_id).update(poll_started_at=now))
+
+
 def _polled(request: PrivacyRequest, got: _Answer, *, now: dt.datetime) -> None:
     http_status, answer, error, _ = got
     with transaction.atomic():
         job_id = request.adobe_job_id
         request = PrivacyRequest.objects.select_for_update().get(pk=request.pk)
+        request.poll_started_at = None
         if request.state not in PrivacyRequest.OPEN_STATES or request.adobe_job_id != job_id:
-            return  # another poll (the schedule, an event) recorded this job's end meanwhile
+            request.save(update_fields=["poll_started_at"])
+            return  # the job ended meanwhile (a claim that outlived its time, a filing)
         request.polls += 1
         if http_status in (400, 404):
             _record(request, kind="status", http_status=http_status, message=f"HTTP {http_status}")

@@ -157,6 +157,54 @@ def test_a_filing_answered_with_json_nested_past_the_parser_is_an_error_to_file_
     assert request.state == State.ERROR and "without a job id" in request.note
 
 
+
+# --- one status read at a time ------------------------------------------------------------------
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_two_polls_at_once_read_the_job_once(acme, adobe, dpo):
+    # The schedule and an event (or two workers) polling the same job at the same moment.
+    adobe.privacy.configure(processing_seconds=10 * 3600)
+    request = forget(acme, dpo)
+    adobe.configure(latency=0.5)  # the first read is still at Adobe when the second starts
+    barrier = threading.Barrier(2)
+    reads: list[object] = []
+
+    def poll() -> None:
+        try:
+            barrier.wait(timeout=10)
+            reads.append(privacy.privacy_requests_poll(job_ids=[request.adobe_job_id]))
+        except Exception as error:  # noqa: BLE001 - judged by the test thread
+            reads.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=poll) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert sorted(reads, key=str) == [0, 1]
+    request.refresh_from_db()
+    assert request.polls == 1 and request.state == State.PROCESSING
+    assert [a["kind"] for a in request.adobe_answers] == ["file", "status"]
+    assert request.poll_started_at is None
+    assert request.next_poll_at - timezone.now() > 0.9 * HOUR  # the backoff's first step, once
+
+
+def test_a_read_under_way_is_left_alone_and_one_left_by_a_dead_process_is_taken(acme, adobe,
+                                                                                 dpo):
+    request = forget(acme, dpo)
+    PrivacyRequest.objects.filter(pk=request.pk).update(
+        poll_started_at=timezone.now() - dt.timedelta(minutes=1))
+    assert privacy.privacy_requests_poll(job_ids=[request.adobe_job_id]) == 0
+
+    died_at = timezone.now() - privacy.filing_claim() - dt.timedelta(minutes=1)
+    PrivacyRequest.objects.filter(pk=request.pk).update(poll_started_at=died_at)
+    assert privacy.privacy_requests_poll(job_ids=[request.adobe_job_id]) == 1
+    request.refresh_from_db()
+    assert request.polls == 1 and request.poll_started_at is None
+
 # --- one filing at a time; nothing written meanwhile is overwritten ----------------------------
 
 def file_again(request, dpo):

@@ -72,7 +72,8 @@ class PrivacyRequestAdmin(OfferedLookupsAdmin):
     fields = ["connection", "identity_type", "regulation", "state", "note", "requested_by",
               "requested_at", "cancelled_updates", "purged", "filed_at", "filed_by",
               "filing_started_at",
-              "adobe_job_id", "answers", "polls", "next_poll_at", "finished_at", "suppression"]
+              "adobe_job_id", "answers", "polls", "next_poll_at", "poll_started_at", "finished_at",
+              "suppression"]
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest) -> bool:

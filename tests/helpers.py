@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
 from django.contrib.messages import get_messages
+from django.db import connections
+from django.utils import timezone
 
 from updates import deadlines
-from updates.models import ProfileUpdate
+from updates.models import (AuditEvent, ProfileRead, ProfileUpdate, SendAttempt, UpdateStatus,
+                            VerificationState)
 
 
 def logged_in(client, user):
@@ -103,3 +107,51 @@ class RawAnswers:
     def __exit__(self, *exc) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def at_once(call, *, count: int = 2, seconds: float = 30.0) -> list[object]:
+    """Run `call()` in `count` threads released at the same moment, each on its own database
+    connection (closed after): what each returned, or the exception it raised, in the order
+    they ended. A test needs django_db(transaction=True) for the threads to see its rows."""
+    barrier = threading.Barrier(count)
+    outcomes: list[object] = []
+
+    def run() -> None:
+        try:
+            barrier.wait(timeout=10)
+            outcomes.append(call())
+        except Exception as error:  # noqa: BLE001 - judged by the test
+            outcomes.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=seconds)
+    return outcomes
+
+
+def seed_history(connection, user, *, count: int, age_days: int, status=UpdateStatus.SENT,
+                 verification_state=VerificationState.VERIFIED) -> list[ProfileUpdate]:
+    """`count` updates that ended `age_days` ago, each with an attempt, a read and an audit row
+    holding its values (straight into the tables: a history, not a workflow)."""
+    at = timezone.now() - dt.timedelta(days=age_days)
+    updates = ProfileUpdate.objects.bulk_create([ProfileUpdate(
+        connection=connection, identity_type="mbox3rdPartyId", identity=f"old-{age_days}-{n}",
+        attributes={"loyaltyTier": f"tier-{n % 3}"}, status=status, created_by=user,
+        created_at=at, last_edited_by=user, last_edited_at=at, decided_at=at, acknowledged_at=at,
+        verification_state=verification_state, verified_at=at) for n in range(count)])
+    SendAttempt.objects.bulk_create([SendAttempt(
+        update=u, connection=connection, number=1, started_at=at, method="GET", request_bytes=10,
+        http_status=200, response_body=f'{{"id": "{u.identity}"}}', outcome="acknowledged")
+        for u in updates])
+    ProfileRead.objects.bulk_create([ProfileRead(
+        update=u, connection=connection, at=at, purpose="verification", outcome="found",
+        attributes={"loyaltyTier": {"value": u.attributes["loyaltyTier"], "modifiedAt": "x"}})
+        for u in updates])
+    AuditEvent.objects.bulk_create([AuditEvent(
+        at=at, actor=user, action="staged", update=u, connection=connection,
+        changes={"identity": {"before": None, "after": u.identity}}) for u in updates])
+    return updates

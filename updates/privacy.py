@@ -88,7 +88,8 @@ def _adobe_headers(connection) -> dict[str, str]:
 
 
 def filing_claim() -> dt.timedelta:
-    """How long a filing's claim holds off another filing."""
+    """How long a claim of a call to Adobe (a filing, a status read) holds off another one: past
+    it, the claim was left by a process that died."""
     call = dt.timedelta(seconds=setting("CONNECT_TIMEOUT") + setting("READ_TIMEOUT"))
     return max(FILING_CLAIM_AT_LEAST, 2 * call + dt.timedelta(minutes=1))
 

@@ -17,12 +17,11 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-import pytest
 from django.db import connection as db, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from tests.services.test_retention import seed_history
+from tests.helpers import seed_history
 from updates import decisions, retention, sending, setwise, verification, workflow
 from updates.models import ImportJob, ProfileUpdate
 

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 import time
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connections
-from django.test import override_settings
 from django.utils import timezone
 
 from target_emulator.adobe_admin import AdobeAdmin
 from tests.conftest import FORGOTTEN_IDENTITY, make_user, use_adobe_credentials
-from tests.helpers import RawAnswers
+from tests.helpers import RawAnswers, at_once
 from updates import alerts, forgetting, privacy, privacy_service
 from updates.errors import Refused
 from updates.models import AlertRule, AuditEvent, CredentialState, PrivacyRequest
@@ -138,7 +135,6 @@ def test_the_event_hook_reads_the_named_job_now(acme, adobe, dpo, client, settin
     assert request.state == State.COMPLETE  # from Adobe's own answer, read just now
 
 
-
 def test_the_event_hook_refuses_json_nested_past_the_parser(client, settings):
     settings.PROFILEOPS = {**settings.PROFILEOPS, "PRIVACY_EVENTS_TOKEN": "s3cret-token-for-adobe"}
     answer = client.post("/privacy/adobe-events/s3cret-token-for-adobe/", b"[" * 100_000,
@@ -157,7 +153,6 @@ def test_a_filing_answered_with_json_nested_past_the_parser_is_an_error_to_file_
     assert request.state == State.ERROR and "without a job id" in request.note
 
 
-
 # --- one status read at a time ------------------------------------------------------------------
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -166,23 +161,8 @@ def test_two_polls_at_once_read_the_job_once(acme, adobe, dpo):
     adobe.privacy.configure(processing_seconds=10 * 3600)
     request = forget(acme, dpo)
     adobe.configure(latency=0.5)  # the first read is still at Adobe when the second starts
-    barrier = threading.Barrier(2)
-    reads: list[object] = []
 
-    def poll() -> None:
-        try:
-            barrier.wait(timeout=10)
-            reads.append(privacy.privacy_requests_poll(job_ids=[request.adobe_job_id]))
-        except Exception as error:  # noqa: BLE001 - judged by the test thread
-            reads.append(error)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=poll) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    reads = at_once(lambda: privacy.privacy_requests_poll(job_ids=[request.adobe_job_id]))
 
     assert sorted(reads, key=str) == [0, 1]
     request.refresh_from_db()
@@ -205,6 +185,7 @@ def test_a_read_under_way_is_left_alone_and_one_left_by_a_dead_process_is_taken(
     request.refresh_from_db()
     assert request.polls == 1 and request.poll_started_at is None
 
+
 # --- one filing at a time; nothing written meanwhile is overwritten ----------------------------
 
 def file_again(request, dpo):
@@ -221,23 +202,8 @@ def unfiled(acme, dpo):
 def test_two_filings_at_once_open_one_job_at_adobe_and_refuse_the_second(acme, adobe, dpo):
     request = unfiled(acme, dpo)
     adobe.configure(latency=0.5)  # the first filing is still at Adobe when the second starts
-    barrier = threading.Barrier(2)
-    outcomes: list[object] = []
 
-    def file() -> None:
-        try:
-            barrier.wait(timeout=10)
-            outcomes.append(file_again(PrivacyRequest.objects.get(pk=request.pk), dpo))
-        except Exception as error:  # noqa: BLE001 - judged by the test thread
-            outcomes.append(error)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=file) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    outcomes = at_once(lambda: file_again(PrivacyRequest.objects.get(pk=request.pk), dpo))
 
     [filed] = [o for o in outcomes if isinstance(o, PrivacyRequest)]
     [refused] = [o for o in outcomes if isinstance(o, Exception)]

@@ -9,6 +9,7 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
+from tests.helpers import seed_history
 from updates import errors, retention, sending, workflow
 from updates.hashing import keyed_hash
 from updates.models import (AuditEvent, ImportJob, ProfileRead, ProfileUpdate, PurgeReason,
@@ -16,30 +17,6 @@ from updates.models import (AuditEvent, ImportJob, ProfileRead, ProfileUpdate, P
 
 S = UpdateStatus
 DAY = dt.timedelta(days=1)
-
-
-def seed_history(connection, user, *, count: int, age_days: int, status=S.SENT,
-                 verification_state=VerificationState.VERIFIED) -> list[ProfileUpdate]:
-    """`count` updates that ended `age_days` ago, each with an attempt, a read and an audit row
-    holding its values (straight into the tables: a history, not a workflow)."""
-    at = timezone.now() - age_days * DAY
-    updates = ProfileUpdate.objects.bulk_create([ProfileUpdate(
-        connection=connection, identity_type="mbox3rdPartyId", identity=f"old-{age_days}-{n}",
-        attributes={"loyaltyTier": f"tier-{n % 3}"}, status=status, created_by=user,
-        created_at=at, last_edited_by=user, last_edited_at=at, decided_at=at, acknowledged_at=at,
-        verification_state=verification_state, verified_at=at) for n in range(count)])
-    SendAttempt.objects.bulk_create([SendAttempt(
-        update=u, connection=connection, number=1, started_at=at, method="GET", request_bytes=10,
-        http_status=200, response_body=f'{{"id": "{u.identity}"}}', outcome="acknowledged")
-        for u in updates])
-    ProfileRead.objects.bulk_create([ProfileRead(
-        update=u, connection=connection, at=at, purpose="verification", outcome="found",
-        attributes={"loyaltyTier": {"value": u.attributes["loyaltyTier"], "modifiedAt": "x"}})
-        for u in updates])
-    AuditEvent.objects.bulk_create([AuditEvent(
-        at=at, actor=user, action="staged", update=u, connection=connection,
-        changes={"identity": {"before": None, "after": u.identity}}) for u in updates])
-    return updates
 
 
 def test_values_past_retention_become_keyed_hashes_and_the_rest_stays(connection, operator):
